@@ -1,0 +1,47 @@
+//! Errors for people: a stable code the UI can act on and a message that says
+//! what went wrong, where, and what to do.
+
+use serde::{Deserialize, Serialize};
+use ts_rs::TS;
+
+/// Stable codes. Only add one when a consumer (UI, CLI exit path) uses it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "kebab-case")]
+#[ts(export)]
+pub enum ProblemCode {
+    /// `DOCKER_HOST` or a context holds an address that does not parse.
+    InvalidHost,
+    /// Nothing answers at the environment's address.
+    DaemonUnreachable,
+    /// The daemon answered with an error.
+    DaemonError,
+    /// No environment has that name.
+    UnknownEnvironment,
+    /// The Docker CLI configuration could not be read.
+    InvalidDockerConfig,
+}
+
+/// A failure a person can read and the UI can branch on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct Problem {
+    pub code: ProblemCode,
+    pub message: String,
+}
+
+impl Problem {
+    pub fn new(code: ProblemCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Problem {}

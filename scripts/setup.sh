@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Installs everything Changeover needs to build, run and test on Debian/Ubuntu,
+# and starts a Docker daemon when none answers. Safe to run again: every step
+# checks first and does nothing when its work is already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  if sudo -n true 2>/dev/null; then SUDO="sudo -n"; else
+    echo "setup: needs root or passwordless sudo to install system packages" >&2
+    exit 1
+  fi
+fi
+
+APT_PACKAGES=(
+  # Tauri 2 build stack
+  build-essential pkg-config curl file libssl-dev libwebkit2gtk-4.1-dev
+  libxdo-dev libayatana-appindicator3-dev librsvg2-dev
+  # Docker engine and the fixture images' only binary
+  docker.io busybox-static
+  # GUI tests: a virtual display, the WebKit WebDriver, fonts for screenshots
+  xvfb webkit2gtk-driver fonts-dejavu-core
+  # OS keyring in headless sessions
+  keyutils dbus-x11 gnome-keyring
+)
+# Node.js 20+ with npm builds the UI. A machine that already has them (for example
+# from NodeSource) keeps its own; Debian's packages are the fallback.
+command -v node >/dev/null 2>&1 || APT_PACKAGES+=(nodejs)
+command -v npm >/dev/null 2>&1 || APT_PACKAGES+=(npm)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# tauri-driver bridges WebDriver clients to WebKitWebDriver for the GUI tests.
+if ! command -v tauri-driver >/dev/null 2>&1; then
+  echo "setup: installing tauri-driver"
+  cargo install tauri-driver --locked --version "^2" --quiet
+fi
+
+# The UI's npm dependencies, exactly as locked.
+if [ ! -d ui/node_modules ] || [ ui/package-lock.json -nt ui/node_modules/.package-lock.json ]; then
+  echo "setup: installing the UI's npm dependencies"
+  (cd ui && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+bash scripts/docker-up.sh
