@@ -1,1 +1,302 @@
-fn main(){}
+//! `changeover`: Changeover's command line, for scripts and pipelines.
+//!
+//! Same environments and inventory as the desktop app. Tables for people by
+//! default, `--json` for scripts (the shapes are the UI's types, documented in
+//! the README). On failure: a one-line reason on stderr and exit code 1
+//! (2 for usage errors, as clap does).
+
+mod table;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use changeover_core::environment::{discover, DiscoveryInput, EnvironmentList, EnvironmentSpec};
+use changeover_core::inventory::{Container, Inventory};
+use changeover_core::Problem;
+use changeover_docker::{connect, read};
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+
+use table::{age, bytes, Table};
+
+#[derive(Parser)]
+#[command(name = "changeover", version, about = "Immutable deploys on Docker")]
+struct Cli {
+    /// Environment to use (a Docker context name, or "default").
+    /// Defaults to DOCKER_HOST, then the current Docker context.
+    #[arg(long = "env", global = true, value_name = "NAME")]
+    env: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Environments (Docker daemons) and whether they answer.
+    Env {
+        #[command(subcommand)]
+        command: EnvCommand,
+    },
+    /// Containers with their stack/service labels.
+    Ps(ListArgs),
+    /// Images with all their tags.
+    Images(ListArgs),
+    /// Volumes and the containers that use them.
+    Volumes(ListArgs),
+}
+
+#[derive(Subcommand)]
+enum EnvCommand {
+    /// List environments.
+    Ls(ListArgs),
+}
+
+#[derive(clap::Args)]
+struct ListArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("changeover: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(problem) => {
+            eprintln!("changeover: {}", problem.message.replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Problem> {
+    let environments = discover(&DiscoveryInput::from_process());
+    match cli.command {
+        Command::Env {
+            command: EnvCommand::Ls(args),
+        } => env_ls(&environments, args.json).await,
+        Command::Ps(args) => {
+            let inventory = load(&environments, cli.env.as_deref()).await?;
+            ps(&inventory, args.json)
+        }
+        Command::Images(args) => {
+            let inventory = load(&environments, cli.env.as_deref()).await?;
+            images(&inventory, args.json)
+        }
+        Command::Volumes(args) => {
+            let inventory = load(&environments, cli.env.as_deref()).await?;
+            volumes(&inventory, args.json)
+        }
+    }
+}
+
+async fn load(environments: &EnvironmentList, name: Option<&str>) -> Result<Inventory, Problem> {
+    let spec = match name {
+        Some(name) => environments.get(name)?,
+        None => environments.default_spec()?,
+    };
+    let docker = connect(spec).await?;
+    read::inventory(&docker).await
+}
+
+fn print_json<T: Serialize>(value: &T) -> Result<(), Problem> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| {
+        Problem::new(changeover_core::ProblemCode::DaemonError, format!("cannot write JSON: {e}"))
+    })?;
+    println!("{text}");
+    Ok(())
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EnvRow<'a> {
+    #[serde(flatten)]
+    spec: &'a EnvironmentSpec,
+    is_default: bool,
+    reachable: bool,
+    daemon: Option<changeover_core::inventory::DaemonInfo>,
+    counts: Option<Counts>,
+    error: Option<Problem>,
+}
+
+#[derive(Serialize)]
+struct Counts {
+    containers: usize,
+    running: usize,
+    images: usize,
+    volumes: usize,
+}
+
+/// How long `env ls` waits for each environment before calling it unreachable.
+const ENV_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+async fn env_ls(environments: &EnvironmentList, json: bool) -> Result<(), Problem> {
+    let probes = environments.environments.iter().map(|spec| async move {
+        let probe = async {
+            let docker = connect(spec).await?;
+            let daemon = read::daemon_info(&docker).await?;
+            let inv = read::inventory(&docker).await?;
+            Ok::<_, Problem>((daemon, inv))
+        };
+        let result = match tokio::time::timeout(ENV_PROBE_TIMEOUT, probe).await {
+            Ok(r) => r,
+            Err(_) => Err(Problem::new(
+                changeover_core::ProblemCode::DaemonUnreachable,
+                format!("{} did not answer within {} s", spec.host, ENV_PROBE_TIMEOUT.as_secs()),
+            )),
+        };
+        let (daemon, counts, error) = match result {
+            Ok((daemon, inv)) => (
+                Some(daemon),
+                Some(Counts {
+                    containers: inv.containers.len(),
+                    running: inv
+                        .containers
+                        .iter()
+                        .filter(|c| c.state == changeover_core::inventory::ContainerState::Running)
+                        .count(),
+                    images: inv.images.len(),
+                    volumes: inv.volumes.len(),
+                }),
+                None,
+            ),
+            Err(p) => (None, None, Some(p)),
+        };
+        EnvRow {
+            spec,
+            is_default: spec.name == environments.default,
+            reachable: daemon.is_some(),
+            daemon,
+            counts,
+            error,
+        }
+    });
+    let rows = futures_util::future::join_all(probes).await;
+    if json {
+        return print_json(&rows);
+    }
+    let mut t = Table::new(["NAME", "ADDRESS", "STATUS", "CONTAINERS", "IMAGES", "VOLUMES"]);
+    for r in &rows {
+        let name = if r.is_default {
+            format!("{} *", r.spec.name)
+        } else {
+            r.spec.name.clone()
+        };
+        let status = match (&r.daemon, &r.error) {
+            (Some(d), _) => format!("connected, Docker {} {}/{}", d.version, d.os, d.arch),
+            (None, Some(p)) => p.message.clone(),
+            (None, None) => String::new(),
+        };
+        let (c, i, v) = match &r.counts {
+            Some(n) => (
+                format!("{} ({} running)", n.containers, n.running),
+                n.images.to_string(),
+                n.volumes.to_string(),
+            ),
+            None => ("-".into(), "-".into(), "-".into()),
+        };
+        t.row([name, r.spec.host.clone(), status, c, i, v]);
+    }
+    print!("{t}");
+    Ok(())
+}
+
+fn group_label(c: &Container) -> String {
+    match &c.group {
+        Some(g) => match &g.service {
+            Some(s) => format!("{}/{}", g.name, s),
+            None => g.name.clone(),
+        },
+        None => String::new(),
+    }
+}
+
+fn ps(inventory: &Inventory, json: bool) -> Result<(), Problem> {
+    if json {
+        return print_json(&inventory.containers);
+    }
+    let mut t = Table::new(["CONTAINER ID", "NAME", "IMAGE", "STATE", "STATUS", "STACK/SERVICE"]);
+    for (_, members) in inventory.grouped() {
+        for c in members {
+            t.row([
+                c.id.chars().take(12).collect(),
+                c.name.clone(),
+                c.image.clone(),
+                c.state.as_str().to_string(),
+                c.status.clone(),
+                group_label(c),
+            ]);
+        }
+    }
+    print!("{t}");
+    Ok(())
+}
+
+fn images(inventory: &Inventory, json: bool) -> Result<(), Problem> {
+    if json {
+        return print_json(&inventory.images);
+    }
+    let users = inventory.image_users();
+    let mut t = Table::new(["IMAGE ID", "TAGS", "SIZE", "CREATED", "CONTAINERS"]);
+    for i in &inventory.images {
+        let tags = if i.tags.is_empty() {
+            "<none>".to_string()
+        } else {
+            i.tags.join(", ")
+        };
+        t.row([
+            i.id.trim_start_matches("sha256:").chars().take(12).collect(),
+            tags,
+            bytes(i.size),
+            age(i.created),
+            users.get(i.id.as_str()).copied().unwrap_or(0).to_string(),
+        ]);
+    }
+    print!("{t}");
+    Ok(())
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct VolumeRow<'a> {
+    #[serde(flatten)]
+    volume: &'a changeover_core::inventory::Volume,
+    used_by: Vec<&'a str>,
+}
+
+fn volumes(inventory: &Inventory, json: bool) -> Result<(), Problem> {
+    let users = inventory.volume_users();
+    let rows: Vec<VolumeRow> = inventory
+        .volumes
+        .iter()
+        .map(|v| VolumeRow {
+            volume: v,
+            used_by: users.get(v.name.as_str()).cloned().unwrap_or_default(),
+        })
+        .collect();
+    if json {
+        return print_json(&rows);
+    }
+    let mut t = Table::new(["NAME", "DRIVER", "USED BY", "MOUNTPOINT"]);
+    for r in rows {
+        t.row([
+            r.volume.name.clone(),
+            r.volume.driver.clone(),
+            if r.used_by.is_empty() {
+                "-".to_string()
+            } else {
+                r.used_by.join(", ")
+            },
+            r.volume.mountpoint.clone(),
+        ]);
+    }
+    print!("{t}");
+    Ok(())
+}

@@ -211,6 +211,25 @@ impl EnvironmentList {
     }
 }
 
+/// How Changeover's link to one environment stands right now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(tag = "state", rename_all = "camelCase")]
+#[ts(export)]
+pub enum ConnectionState {
+    /// Dialling, or reading the first snapshot.
+    Connecting,
+    /// The daemon answers and the inventory is live.
+    Connected { daemon: crate::inventory::DaemonInfo },
+    /// The daemon went away or never answered; retried after `retry_in_ms`.
+    Disconnected {
+        problem: Problem,
+        #[ts(type = "number")]
+        retry_in_ms: u64,
+    },
+    /// The address itself is wrong; retrying cannot help.
+    Invalid { problem: Problem },
+}
+
 /// What discovery reads from the process: variables and the Docker CLI's
 /// configuration folder. Passed in so tests control both.
 #[derive(Debug, Clone, Default)]

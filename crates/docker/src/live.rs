@@ -1,0 +1,224 @@
+//! Keeping an inventory live from the daemon's event stream.
+//!
+//! One [`watch`] per environment. It connects, subscribes to events *before*
+//! reading the snapshot (with `since` a little in the past, so nothing that
+//! happens while the snapshot is read is missed), then turns each burst of
+//! events into [`InventoryChange`]s by re-reading exactly what changed. When
+//! the daemon goes away it says so, retries with backoff, and on return sends
+//! a whole new snapshot, so the picture can neither go stale nor duplicate.
+//!
+//! Left out: deciding what to show; the sink receives everything.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bollard::models::{EventMessage, EventMessageTypeEnum};
+use bollard::query_parameters::EventsOptionsBuilder;
+use bollard::Docker;
+use changeover_core::environment::{ConnectionState, EnvironmentSpec};
+use changeover_core::inventory::{Inventory, InventoryChange};
+use changeover_core::{Problem, ProblemCode};
+use futures_util::{FutureExt, StreamExt};
+use tokio::sync::watch as signal;
+
+use crate::{connect, read};
+
+/// What a watch reports.
+#[derive(Debug, Clone)]
+pub enum LiveEvent {
+    State(ConnectionState),
+    /// A whole inventory that replaces whatever the receiver had.
+    Snapshot(Inventory),
+    Change(InventoryChange),
+}
+
+/// Receives a watch's events. Decoupled from any GUI so tests can collect them.
+pub type Sink = Arc<dyn Fn(LiveEvent) + Send + Sync>;
+
+/// First retry delay after the daemon goes away, and the longest one.
+const FIRST_RETRY: Duration = Duration::from_millis(250);
+const LONGEST_RETRY: Duration = Duration::from_secs(5);
+/// Above this many changed containers in one burst, one full listing is
+/// cheaper than a filtered one.
+const FULL_RELIST_ABOVE: usize = 64;
+
+/// Watches one environment until `stop` turns true.
+pub async fn watch(spec: EnvironmentSpec, sink: Sink, mut stop: signal::Receiver<bool>) {
+    if let (None, Some(problem)) = (&spec.endpoint, &spec.problem) {
+        sink(LiveEvent::State(ConnectionState::Invalid {
+            problem: problem.clone(),
+        }));
+        return;
+    }
+    let mut delay = FIRST_RETRY;
+    loop {
+        sink(LiveEvent::State(ConnectionState::Connecting));
+        let mut connected = false;
+        let ended = tokio::select! {
+            problem = session(&spec, &sink, &mut connected) => problem,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        if connected {
+            delay = FIRST_RETRY;
+        }
+        tracing::info!(environment = %spec.name, problem = %ended, retry_ms = delay.as_millis() as u64, "environment disconnected");
+        sink(LiveEvent::State(ConnectionState::Disconnected {
+            problem: ended,
+            retry_in_ms: delay.as_millis() as u64,
+        }));
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        delay = (delay * 2).min(LONGEST_RETRY);
+    }
+}
+
+/// One connection's life; returns why it ended.
+async fn session(spec: &EnvironmentSpec, sink: &Sink, connected: &mut bool) -> Problem {
+    match session_inner(spec, sink, connected).await {
+        Ok(never) => match never {},
+        Err(problem) => problem,
+    }
+}
+
+enum Never {}
+
+async fn session_inner(
+    spec: &EnvironmentSpec,
+    sink: &Sink,
+    connected: &mut bool,
+) -> Result<Never, Problem> {
+    let docker = connect(spec).await?;
+    let daemon = read::daemon_info(&docker).await?;
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs().saturating_sub(2))
+        .unwrap_or_default();
+    let mut events = docker.events(Some(
+        EventsOptionsBuilder::new()
+            .since(&since.to_string())
+            .build(),
+    ));
+    let mut current = read::inventory(&docker).await?;
+    *connected = true;
+    sink(LiveEvent::State(ConnectionState::Connected { daemon }));
+    sink(LiveEvent::Snapshot(current.clone()));
+
+    let lost = |why: String| {
+        Problem::new(
+            ProblemCode::DaemonUnreachable,
+            format!("lost the connection to {}: {why}", spec.host),
+        )
+    };
+    loop {
+        let mut burst = Burst::default();
+        match events.next().await {
+            None => return Err(lost("the daemon closed the event stream".into())),
+            Some(Err(e)) => return Err(lost(connect::describe(&e))),
+            Some(Ok(event)) => burst.add(event),
+        }
+        // Take whatever else is already waiting, so a burst costs one read.
+        while let Some(next) = events.next().now_or_never() {
+            match next {
+                None => return Err(lost("the daemon closed the event stream".into())),
+                Some(Err(e)) => return Err(lost(connect::describe(&e))),
+                Some(Ok(event)) => burst.add(event),
+            }
+        }
+        for change in burst.resolve(&docker, &current).await? {
+            current.apply(change.clone());
+            sink(LiveEvent::Change(change));
+        }
+    }
+}
+
+/// What one burst of events touched.
+#[derive(Default)]
+struct Burst {
+    containers: BTreeSet<String>,
+    images: bool,
+    volumes: bool,
+    networks: bool,
+}
+
+impl Burst {
+    fn add(&mut self, event: EventMessage) {
+        let action = event.action.unwrap_or_default();
+        if action.starts_with("exec_") {
+            return; // exec does not change what the inventory shows
+        }
+        match event.typ {
+            Some(EventMessageTypeEnum::CONTAINER) => {
+                if let Some(id) = event.actor.and_then(|a| a.id) {
+                    self.containers.insert(id);
+                }
+                // a container coming or going changes image usage, and
+                // `docker run -v` can create a volume
+                self.volumes |= action == "create" || action == "destroy";
+            }
+            Some(EventMessageTypeEnum::IMAGE) => self.images = true,
+            Some(EventMessageTypeEnum::VOLUME) => self.volumes = true,
+            Some(EventMessageTypeEnum::NETWORK) => {
+                // connect/disconnect change a container's networks
+                if let Some(container) = event
+                    .actor
+                    .and_then(|a| a.attributes)
+                    .and_then(|mut attrs| attrs.remove("container"))
+                {
+                    self.containers.insert(container);
+                }
+                self.networks |= action == "create" || action == "destroy";
+            }
+            _ => {}
+        }
+    }
+
+    /// Re-reads what the burst touched and says how the inventory changed.
+    async fn resolve(
+        self,
+        docker: &Docker,
+        current: &Inventory,
+    ) -> Result<Vec<InventoryChange>, Problem> {
+        let mut changes = Vec::new();
+        if !self.containers.is_empty() {
+            let ids: Vec<String> = self.containers.into_iter().collect();
+            let (fresh, asked) = if ids.len() > FULL_RELIST_ABOVE {
+                let all = read::containers(docker, None).await?;
+                let known: Vec<String> = current.containers.iter().map(|c| c.id.clone()).collect();
+                (all, known)
+            } else {
+                (read::containers(docker, Some(&ids)).await?, ids)
+            };
+            for id in asked {
+                if !fresh.iter().any(|c| c.id == id)
+                    && current.containers.iter().any(|c| c.id == id)
+                {
+                    changes.push(InventoryChange::ContainerRemoved { id });
+                }
+            }
+            for container in fresh {
+                if !current.containers.contains(&container) {
+                    changes.push(InventoryChange::ContainerUpserted { container });
+                }
+            }
+        }
+        if self.images {
+            changes.push(InventoryChange::Images {
+                images: read::images(docker).await?,
+            });
+        }
+        if self.volumes {
+            changes.push(InventoryChange::Volumes {
+                volumes: read::volumes(docker).await?,
+            });
+        }
+        if self.networks {
+            changes.push(InventoryChange::Networks {
+                networks: read::networks(docker).await?,
+            });
+        }
+        Ok(changes)
+    }
+}
