@@ -108,7 +108,10 @@ async fn load(environments: &EnvironmentList, name: Option<&str>) -> Result<Inve
 
 fn print_json<T: Serialize>(value: &T) -> Result<(), Problem> {
     let text = serde_json::to_string_pretty(value).map_err(|e| {
-        Problem::new(changeover_core::ProblemCode::DaemonError, format!("cannot write JSON: {e}"))
+        Problem::new(
+            changeover_core::ProblemCode::DaemonError,
+            format!("cannot write JSON: {e}"),
+        )
     })?;
     println!("{text}");
     Ok(())
@@ -149,7 +152,11 @@ async fn env_ls(environments: &EnvironmentList, json: bool) -> Result<(), Proble
             Ok(r) => r,
             Err(_) => Err(Problem::new(
                 changeover_core::ProblemCode::DaemonUnreachable,
-                format!("{} did not answer within {} s", spec.host, ENV_PROBE_TIMEOUT.as_secs()),
+                format!(
+                    "{} did not answer within {} s",
+                    spec.host,
+                    ENV_PROBE_TIMEOUT.as_secs()
+                ),
             )),
         };
         let (daemon, counts, error) = match result {
@@ -182,7 +189,14 @@ async fn env_ls(environments: &EnvironmentList, json: bool) -> Result<(), Proble
     if json {
         return print_json(&rows);
     }
-    let mut t = Table::new(["NAME", "ADDRESS", "STATUS", "CONTAINERS", "IMAGES", "VOLUMES"]);
+    let mut t = Table::new([
+        "NAME",
+        "ADDRESS",
+        "STATUS",
+        "CONTAINERS",
+        "IMAGES",
+        "VOLUMES",
+    ]);
     for r in &rows {
         let name = if r.is_default {
             format!("{} *", r.spec.name)
@@ -222,7 +236,14 @@ fn ps(inventory: &Inventory, json: bool) -> Result<(), Problem> {
     if json {
         return print_json(&inventory.containers);
     }
-    let mut t = Table::new(["CONTAINER ID", "NAME", "IMAGE", "STATE", "STATUS", "STACK/SERVICE"]);
+    let mut t = Table::new([
+        "CONTAINER ID",
+        "NAME",
+        "IMAGE",
+        "STATE",
+        "STATUS",
+        "STACK/SERVICE",
+    ]);
     for (_, members) in inventory.grouped() {
         for c in members {
             t.row([
@@ -252,7 +273,10 @@ fn images(inventory: &Inventory, json: bool) -> Result<(), Problem> {
             i.tags.join(", ")
         };
         t.row([
-            i.id.trim_start_matches("sha256:").chars().take(12).collect(),
+            i.id.trim_start_matches("sha256:")
+                .chars()
+                .take(12)
+                .collect(),
             tags,
             bytes(i.size),
             age(i.created),

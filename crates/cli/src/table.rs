@@ -18,8 +18,12 @@ impl Table {
 
     pub fn row<const N: usize>(&mut self, cells: [String; N]) {
         // a newline inside a cell would break the table
-        self.rows
-            .push(cells.into_iter().map(|c| c.replace(['\n', '\r'], " ")).collect());
+        self.rows.push(
+            cells
+                .into_iter()
+                .map(|c| c.replace(['\n', '\r'], " "))
+                .collect(),
+        );
     }
 }
 
@@ -96,9 +100,16 @@ mod tests {
         let text = t.to_string();
         let starts: Vec<usize> = text
             .lines()
-            .map(|l| l.chars().position(|c| c == 'X' || c == '1' || c == '2').unwrap())
+            .map(|l| {
+                l.chars()
+                    .position(|c| c == 'X' || c == '1' || c == '2')
+                    .unwrap()
+            })
             .collect();
-        assert!(starts.windows(2).all(|w| w[0] == w[1]), "second column must align: {text}");
+        assert!(
+            starts.windows(2).all(|w| w[0] == w[1]),
+            "second column must align: {text}"
+        );
     }
 
     #[test]

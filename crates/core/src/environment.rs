@@ -219,7 +219,9 @@ pub enum ConnectionState {
     /// Dialling, or reading the first snapshot.
     Connecting,
     /// The daemon answers and the inventory is live.
-    Connected { daemon: crate::inventory::DaemonInfo },
+    Connected {
+        daemon: crate::inventory::DaemonInfo,
+    },
     /// The daemon went away or never answered; retried after `retry_in_ms`.
     Disconnected {
         problem: Problem,
@@ -548,10 +550,16 @@ mod tests {
         });
         let env = &bad.environments[0];
         assert!(env.endpoint.is_none(), "a bad DOCKER_HOST has no endpoint");
-        let problem = env.problem.as_ref().expect("a bad DOCKER_HOST carries a problem");
+        let problem = env
+            .problem
+            .as_ref()
+            .expect("a bad DOCKER_HOST carries a problem");
         assert_eq!(problem.code, ProblemCode::InvalidHost);
         assert!(problem.message.contains("DOCKER_HOST=tcp//x"), "{problem}");
-        assert!(problem.message.contains("unset DOCKER_HOST"), "says what to do: {problem}");
+        assert!(
+            problem.message.contains("unset DOCKER_HOST"),
+            "says what to do: {problem}"
+        );
     }
 
     #[test]
@@ -570,7 +578,11 @@ mod tests {
         let tls = dir.path().join("contexts/tls/bbb/docker");
         std::fs::create_dir_all(&tls).unwrap();
         std::fs::write(tls.join("ca.pem"), "x").unwrap();
-        std::fs::write(dir.path().join("config.json"), r#"{"currentContext":"prod"}"#).unwrap();
+        std::fs::write(
+            dir.path().join("config.json"),
+            r#"{"currentContext":"prod"}"#,
+        )
+        .unwrap();
 
         let list = discover(&input(Some(dir.path())));
         let names: Vec<&str> = list.environments.iter().map(|e| e.name.as_str()).collect();
@@ -578,8 +590,13 @@ mod tests {
         assert_eq!(list.default, "prod", "currentContext picks the default");
         assert_eq!(list.get("prod").unwrap().description, "the big one");
         match &list.get("tls-box").unwrap().endpoint {
-            Some(Endpoint::Tcp { tls: Some(files), .. }) => {
-                assert!(files.ca.ends_with("contexts/tls/bbb/docker/ca.pem"), "{files:?}")
+            Some(Endpoint::Tcp {
+                tls: Some(files), ..
+            }) => {
+                assert!(
+                    files.ca.ends_with("contexts/tls/bbb/docker/ca.pem"),
+                    "{files:?}"
+                )
             }
             other => panic!("a context with TLS files must use them, got {other:?}"),
         }
@@ -593,9 +610,16 @@ mod tests {
             "aaa",
             r#"{"Name":"staging","Endpoints":{"docker":{"Host":"tcp://s:2375"}}}"#,
         );
-        std::fs::write(dir.path().join("config.json"), r#"{"currentContext":"gone"}"#).unwrap();
+        std::fs::write(
+            dir.path().join("config.json"),
+            r#"{"currentContext":"gone"}"#,
+        )
+        .unwrap();
         let list = discover(&input(Some(dir.path())));
-        assert_eq!(list.default, "default", "a current context that no longer exists falls back");
+        assert_eq!(
+            list.default, "default",
+            "a current context that no longer exists falls back"
+        );
 
         let list = discover(&DiscoveryInput {
             docker_context: Some("staging".into()),
@@ -614,7 +638,11 @@ mod tests {
             r#"{"Name":"odd","Endpoints":{"docker":{"Host":"tcp//nope"}}}"#,
         );
         let list = discover(&input(Some(dir.path())));
-        assert_eq!(list.environments.len(), 3, "both broken contexts are still listed");
+        assert_eq!(
+            list.environments.len(),
+            3,
+            "both broken contexts are still listed"
+        );
         assert!(list.environments[1..]
             .iter()
             .all(|e| e.endpoint.is_none() && e.problem.is_some()));

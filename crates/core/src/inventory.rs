@@ -87,14 +87,22 @@ impl Group {
     /// Changeover from a Compose file is a stack.
     pub fn from_labels(labels: &BTreeMap<String, String>) -> Option<Group> {
         let pick = |kind, project: &str, service: &str| {
-            labels.get(project).filter(|p| !p.is_empty()).map(|name| Group {
-                kind,
-                name: name.clone(),
-                service: labels.get(service).cloned(),
-            })
+            labels
+                .get(project)
+                .filter(|p| !p.is_empty())
+                .map(|name| Group {
+                    kind,
+                    name: name.clone(),
+                    service: labels.get(service).cloned(),
+                })
         };
-        pick(GroupKind::Stack, STACK_LABEL, SERVICE_LABEL)
-            .or_else(|| pick(GroupKind::Compose, COMPOSE_PROJECT_LABEL, COMPOSE_SERVICE_LABEL))
+        pick(GroupKind::Stack, STACK_LABEL, SERVICE_LABEL).or_else(|| {
+            pick(
+                GroupKind::Compose,
+                COMPOSE_PROJECT_LABEL,
+                COMPOSE_SERVICE_LABEL,
+            )
+        })
     }
 }
 
@@ -338,7 +346,11 @@ pub(crate) mod tests {
         };
         inv.apply(up.clone());
         inv.apply(up);
-        assert_eq!(inv.containers.len(), 1, "an upsert replayed must not duplicate");
+        assert_eq!(
+            inv.containers.len(),
+            1,
+            "an upsert replayed must not duplicate"
+        );
 
         let mut stopped = container("a", "one", &[]);
         stopped.state = ContainerState::Exited;
@@ -366,7 +378,11 @@ pub(crate) mod tests {
             .iter()
             .map(|(k, _)| k.as_ref().map(|k| k.name.as_str()))
             .collect();
-        assert_eq!(keys, [Some("zeta"), Some("blog"), None], "stacks, then compose, then loose");
+        assert_eq!(
+            keys,
+            [Some("zeta"), Some("blog"), None],
+            "stacks, then compose, then loose"
+        );
         let blog: Vec<&str> = groups[1].1.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(blog, ["a-db", "b-web"], "members sorted by name");
     }

@@ -6,6 +6,8 @@
 //! - [`inventory`]: what runs on a daemon (containers, images, volumes,
 //!   networks) as plain data, how containers group into Compose projects and
 //!   Changeover stacks, and how live changes apply to a snapshot.
+//! - [`live`]: the live views the shells keep per environment, and the
+//!   updates that change them.
 //! - [`problem`]: the stable error codes and human messages that cross to the
 //!   UI and the CLI.
 //!
@@ -17,6 +19,7 @@
 
 pub mod environment;
 pub mod inventory;
+pub mod live;
 pub mod problem;
 
 pub use problem::{Problem, ProblemCode};

@@ -27,7 +27,10 @@ pub async fn connect(spec: &EnvironmentSpec) -> Result<Docker, Problem> {
     let unreachable = |why: String| {
         Problem::new(
             ProblemCode::DaemonUnreachable,
-            format!("no Docker daemon answers at {endpoint}: {why}. {}", hint(endpoint)),
+            format!(
+                "no Docker daemon answers at {endpoint}: {why}. {}",
+                hint(endpoint)
+            ),
         )
     };
     let docker = match endpoint {
@@ -126,5 +129,8 @@ pub(crate) fn describe(e: &bollard::errors::Error) -> String {
 
 /// A daemon error as a [`Problem`].
 pub fn daemon_problem(context: &str, e: &bollard::errors::Error) -> Problem {
-    Problem::new(ProblemCode::DaemonError, format!("{context}: {}", describe(e)))
+    Problem::new(
+        ProblemCode::DaemonError,
+        format!("{context}: {}", describe(e)),
+    )
 }

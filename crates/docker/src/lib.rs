@@ -17,4 +17,4 @@ pub mod read;
 
 pub use bollard::Docker;
 pub use connect::connect;
-pub use live::{watch, LiveEvent};
+pub use live::{watch, Sink};

@@ -18,23 +18,15 @@ use bollard::query_parameters::EventsOptionsBuilder;
 use bollard::Docker;
 use changeover_core::environment::{ConnectionState, EnvironmentSpec};
 use changeover_core::inventory::{Inventory, InventoryChange};
+use changeover_core::live::LiveUpdate;
 use changeover_core::{Problem, ProblemCode};
 use futures_util::{FutureExt, StreamExt};
 use tokio::sync::watch as signal;
 
 use crate::{connect, read};
 
-/// What a watch reports.
-#[derive(Debug, Clone)]
-pub enum LiveEvent {
-    State(ConnectionState),
-    /// A whole inventory that replaces whatever the receiver had.
-    Snapshot(Inventory),
-    Change(InventoryChange),
-}
-
-/// Receives a watch's events. Decoupled from any GUI so tests can collect them.
-pub type Sink = Arc<dyn Fn(LiveEvent) + Send + Sync>;
+/// Receives a watch's updates. Decoupled from any GUI so tests can collect them.
+pub type Sink = Arc<dyn Fn(LiveUpdate) + Send + Sync>;
 
 /// First retry delay after the daemon goes away, and the longest one.
 const FIRST_RETRY: Duration = Duration::from_millis(250);
@@ -45,15 +37,19 @@ const FULL_RELIST_ABOVE: usize = 64;
 
 /// Watches one environment until `stop` turns true.
 pub async fn watch(spec: EnvironmentSpec, sink: Sink, mut stop: signal::Receiver<bool>) {
+    let state = |state| LiveUpdate::State {
+        environment: spec.name.clone(),
+        state,
+    };
     if let (None, Some(problem)) = (&spec.endpoint, &spec.problem) {
-        sink(LiveEvent::State(ConnectionState::Invalid {
+        sink(state(ConnectionState::Invalid {
             problem: problem.clone(),
         }));
         return;
     }
     let mut delay = FIRST_RETRY;
     loop {
-        sink(LiveEvent::State(ConnectionState::Connecting));
+        sink(state(ConnectionState::Connecting));
         let mut connected = false;
         let ended = tokio::select! {
             problem = session(&spec, &sink, &mut connected) => problem,
@@ -63,7 +59,7 @@ pub async fn watch(spec: EnvironmentSpec, sink: Sink, mut stop: signal::Receiver
             delay = FIRST_RETRY;
         }
         tracing::info!(environment = %spec.name, problem = %ended, retry_ms = delay.as_millis() as u64, "environment disconnected");
-        sink(LiveEvent::State(ConnectionState::Disconnected {
+        sink(state(ConnectionState::Disconnected {
             problem: ended,
             retry_in_ms: delay.as_millis() as u64,
         }));
@@ -103,8 +99,15 @@ async fn session_inner(
     ));
     let mut current = read::inventory(&docker).await?;
     *connected = true;
-    sink(LiveEvent::State(ConnectionState::Connected { daemon }));
-    sink(LiveEvent::Snapshot(current.clone()));
+    let environment = spec.name.clone();
+    sink(LiveUpdate::State {
+        environment: environment.clone(),
+        state: ConnectionState::Connected { daemon },
+    });
+    sink(LiveUpdate::Snapshot {
+        environment: environment.clone(),
+        inventory: current.clone(),
+    });
 
     let lost = |why: String| {
         Problem::new(
@@ -127,10 +130,17 @@ async fn session_inner(
                 Some(Ok(event)) => burst.add(event),
             }
         }
-        for change in burst.resolve(&docker, &current).await? {
-            current.apply(change.clone());
-            sink(LiveEvent::Change(change));
+        let changes = burst.resolve(&docker, &current).await?;
+        if changes.is_empty() {
+            continue;
         }
+        for change in &changes {
+            current.apply(change.clone());
+        }
+        sink(LiveUpdate::Changes {
+            environment: environment.clone(),
+            changes,
+        });
     }
 }
 

@@ -5,8 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use bollard::models::{ContainerSummary, ImageSummary};
 use bollard::query_parameters::{
-    ListContainersOptionsBuilder, ListImagesOptionsBuilder, ListNetworksOptions,
-    ListVolumesOptions,
+    ListContainersOptionsBuilder, ListImagesOptionsBuilder, ListNetworksOptions, ListVolumesOptions,
 };
 use bollard::Docker;
 use changeover_core::inventory::{
@@ -54,7 +53,10 @@ pub async fn inventory(docker: &Docker) -> Result<Inventory, Problem> {
 }
 
 /// All containers, or those whose id is in `ids`.
-pub async fn containers(docker: &Docker, ids: Option<&[String]>) -> Result<Vec<Container>, Problem> {
+pub async fn containers(
+    docker: &Docker,
+    ids: Option<&[String]>,
+) -> Result<Vec<Container>, Problem> {
     let mut options = ListContainersOptionsBuilder::new().all(true);
     if let Some(ids) = ids {
         let filters: HashMap<&str, Vec<String>> = HashMap::from([("id", ids.to_vec())]);

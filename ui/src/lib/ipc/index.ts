@@ -1,0 +1,49 @@
+// The only module that talks to Tauri. Everything else imports from here, so
+// the rest of the UI can be read (and tested) without a backend.
+import { invoke } from "@tauri-apps/api/core";
+import { listen, type UnlistenFn } from "@tauri-apps/api/event";
+import type { EnvironmentView } from "./generated/EnvironmentView";
+import type { LiveUpdate } from "./generated/LiveUpdate";
+import type { Problem } from "./generated/Problem";
+
+export type { ConnectionState } from "./generated/ConnectionState";
+export type { Container } from "./generated/Container";
+export type { ContainerState } from "./generated/ContainerState";
+export type { DaemonInfo } from "./generated/DaemonInfo";
+export type { Endpoint } from "./generated/Endpoint";
+export type { EnvironmentList } from "./generated/EnvironmentList";
+export type { EnvironmentSource } from "./generated/EnvironmentSource";
+export type { EnvironmentSpec } from "./generated/EnvironmentSpec";
+export type { EnvironmentView } from "./generated/EnvironmentView";
+export type { Group } from "./generated/Group";
+export type { GroupKind } from "./generated/GroupKind";
+export type { Image } from "./generated/Image";
+export type { Inventory } from "./generated/Inventory";
+export type { InventoryChange } from "./generated/InventoryChange";
+export type { LiveUpdate } from "./generated/LiveUpdate";
+export type { Mount } from "./generated/Mount";
+export type { Network } from "./generated/Network";
+export type { PortMapping } from "./generated/PortMapping";
+export type { Problem } from "./generated/Problem";
+export type { ProblemCode } from "./generated/ProblemCode";
+export type { TlsFiles } from "./generated/TlsFiles";
+export type { Volume } from "./generated/Volume";
+
+/** Every environment with its state and last inventory. */
+export function environments(): Promise<EnvironmentView[]> {
+  return invoke<EnvironmentView[]>("environments").catch((e: unknown) => {
+    throw toProblem(e);
+  });
+}
+
+/** Follows live updates from every environment. */
+export function onLiveUpdate(handler: (update: LiveUpdate) => void): Promise<UnlistenFn> {
+  return listen<LiveUpdate>("live", (event) => handler(event.payload));
+}
+
+function toProblem(e: unknown): Problem {
+  if (typeof e === "object" && e !== null && "code" in e && "message" in e) {
+    return e as Problem;
+  }
+  return { code: "daemon-error", message: String(e) };
+}

@@ -1,0 +1,110 @@
+// The window's copy of every environment's live view. It follows the same
+// rules as the backend's `LiveViews` (crates/core/src/live.rs): updates carry
+// whole objects, a snapshot replaces everything, so applying an update twice
+// or racing the first `environments()` call is harmless.
+import {
+  environments as fetchEnvironments,
+  onLiveUpdate,
+  type Container,
+  type EnvironmentView,
+  type Inventory,
+  type InventoryChange,
+  type LiveUpdate,
+  type Problem,
+} from "./ipc";
+
+export type Section = "containers" | "images" | "volumes" | "networks";
+
+class Store {
+  /** Views by environment name; replaced, not mutated, so lists re-render cheaply. */
+  views = $state.raw<Record<string, EnvironmentView>>({});
+  selected = $state<string | null>(null);
+  section = $state<Section>("containers");
+  /** A stack or Compose project picked in the sidebar, or null for all. */
+  group = $state<string | null>(null);
+  query = $state("");
+  loadError = $state<Problem | null>(null);
+  ready = $state(false);
+
+  get ordered(): EnvironmentView[] {
+    return Object.values(this.views).sort(
+      (a, b) => Number(b.isDefault) - Number(a.isDefault) || a.spec.name.localeCompare(b.spec.name),
+    );
+  }
+
+  get current(): EnvironmentView | null {
+    return this.selected ? (this.views[this.selected] ?? null) : null;
+  }
+
+  async start(): Promise<void> {
+    // Listen first, then read: nothing that happens in between is lost.
+    await onLiveUpdate((u) => this.apply(u));
+    try {
+      const list = await fetchEnvironments();
+      const next: Record<string, EnvironmentView> = {};
+      for (const v of list) next[v.spec.name] = this.views[v.spec.name] ?? v;
+      // A view already filled by an update is newer than the list's copy.
+      for (const v of list) {
+        const seen = this.views[v.spec.name];
+        if (!seen || (!seen.inventory && v.inventory)) next[v.spec.name] = v;
+      }
+      this.views = next;
+      this.selected ??= list.find((v) => v.isDefault)?.spec.name ?? list[0]?.spec.name ?? null;
+    } catch (e) {
+      this.loadError = e as Problem;
+    }
+    this.ready = true;
+  }
+
+  apply(update: LiveUpdate): void {
+    const view = this.views[update.environment];
+    if (!view) return;
+    let next: EnvironmentView;
+    switch (update.kind) {
+      case "state":
+        next = { ...view, state: update.state };
+        break;
+      case "snapshot":
+        next = { ...view, inventory: update.inventory };
+        break;
+      case "changes":
+        next = { ...view, inventory: applyChanges(view.inventory, update.changes) };
+        break;
+    }
+    this.views = { ...this.views, [update.environment]: next };
+  }
+}
+
+export function applyChanges(inventory: Inventory | null, changes: InventoryChange[]): Inventory {
+  const inv: Inventory = inventory
+    ? { ...inventory }
+    : { containers: [], images: [], volumes: [], networks: [] };
+  let containers: Container[] | null = null;
+  for (const change of changes) {
+    switch (change.kind) {
+      case "containerUpserted": {
+        containers ??= [...inv.containers];
+        const i = containers.findIndex((c) => c.id === change.container.id);
+        if (i >= 0) containers[i] = change.container;
+        else containers.push(change.container);
+        break;
+      }
+      case "containerRemoved":
+        containers = (containers ?? inv.containers).filter((c) => c.id !== change.id);
+        break;
+      case "images":
+        inv.images = change.images;
+        break;
+      case "volumes":
+        inv.volumes = change.volumes;
+        break;
+      case "networks":
+        inv.networks = change.networks;
+        break;
+    }
+  }
+  if (containers) inv.containers = containers;
+  return inv;
+}
+
+export const store = new Store();
