@@ -39,6 +39,14 @@ if [ "${#missing[@]}" -gt 0 ]; then
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup: Rust is missing; install it with rustup (https://rustup.rs), then run this again" >&2
+  exit 1
+fi
+for component in clippy rustfmt; do
+  rustup component list --installed 2>/dev/null | grep -q "^$component" || rustup component add "$component"
+done
+
 # tauri-driver bridges WebDriver clients to WebKitWebDriver for the GUI tests.
 if ! command -v tauri-driver >/dev/null 2>&1; then
   echo "setup: installing tauri-driver"

@@ -134,7 +134,9 @@ fn env_ls_shows_the_local_daemon_as_default_and_connected() {
 
 #[test]
 fn failures_exit_non_zero_with_one_line_that_names_the_problem() {
-    let cases: [(&[&str], &[(&str, &str)], &str); 4] = [
+    // (arguments, environment variables, what the message must name)
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case; 4] = [
         (&["ps"], &[("DOCKER_HOST", "tcp//x")], "DOCKER_HOST=tcp//x"),
         (
             &["ps"],

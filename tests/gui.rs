@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use changeover_tests::gui::Gui;
+use changeover_tests::gui::{Gui, ESCAPE};
 use changeover_tests::{docker_at, target_dir, unique, workspace, PrivateDaemon, TestContainer};
 use serde_json::json;
 
@@ -16,15 +16,20 @@ fn app() -> std::path::PathBuf {
     target_dir("debug").join("changeover-app")
 }
 
-fn row_state_js(name: &str) -> String {
+/// A script that finds the container row named `name` as `r` and returns `expr`.
+fn row_js(name: &str, expr: &str) -> String {
     format!(
-        "const r = [...document.querySelectorAll('[data-testid=container-row]')].find(e => e.dataset.name === {}); return r ? r.dataset.state : null;",
+        "const r = [...document.querySelectorAll('[data-testid=container-row]')].find(e => e.dataset.name === {}); return {expr};",
         json!(name)
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_window_follows_the_docker_cli_live_and_makes_the_readme_screenshot() {
+fn row_state_js(name: &str) -> String {
+    row_js(name, "r ? r.dataset.state : null")
+}
+
+#[test]
+fn the_window_follows_the_docker_cli_live_and_makes_the_readme_screenshot() {
     // Something worth looking at in the screenshot: a small Compose project.
     let web = TestContainer::new(
         &unique("shop-web"),
@@ -51,77 +56,56 @@ async fn the_window_follows_the_docker_cli_live_and_makes_the_readme_screenshot(
         true,
     );
 
-    let gui = Gui::launch("live", &app(), &[]).await;
+    let gui = Gui::launch("live", &app(), &[]);
     gui.wait_js(
         "const e = document.querySelector('[data-testid=environment][data-name=default]'); return e && e.dataset.state === 'connected';",
         Duration::from_secs(15),
         "the app opens on the local environment, connected",
-    )
-    .await;
+    );
     gui.wait_js(
         &row_state_js(&web.name),
         Duration::from_secs(5),
         "existing containers are listed",
-    )
-    .await;
+    );
 
     // Started with the docker CLI: appears with no click.
     let name = unique("gui-live");
     let started = TestContainer::new(&name, &[], true);
     gui.wait_js(
-        &format!(
-            "{} && true",
-            row_state_js(&name).replace(
-                "return r ? r.dataset.state : null;",
-                "return r && r.dataset.state === 'running';"
-            )
-        ),
+        &row_js(&name, "r && r.dataset.state === 'running'"),
         Duration::from_secs(1),
         "a container started with `docker run` shows as running within 1 s",
-    )
-    .await;
+    );
+
+    gui.screenshot(&workspace().join("docs/screenshots/main.png"));
 
     // `/` focuses the search box, and typing filters the list.
-    gui.press_on_body("/").await;
-    let focused = gui
-        .js("return document.activeElement && document.activeElement.dataset.testid")
-        .await;
+    gui.press("/");
+    let focused = gui.js("return document.activeElement && document.activeElement.dataset.testid");
     assert_eq!(focused, json!("search"), "`/` focuses search");
-    gui.type_keys(&name).await;
+    gui.send_keys("[data-testid=search]", &name);
     gui.wait_js(
         "return document.querySelectorAll('[data-testid=container-row]').length === 1",
         Duration::from_secs(2),
         "the search leaves only the matching container",
-    )
-    .await;
-    gui.type_keys("\u{E00C}").await; // Escape clears it
+    );
+    gui.send_keys("[data-testid=search]", ESCAPE);
     gui.wait_js(
         "return document.querySelector('[data-testid=search]').value === '' && document.querySelectorAll('[data-testid=container-row]').length > 1",
         Duration::from_secs(2),
         "Escape clears the search",
-    )
-    .await;
-
-    gui.screenshot(&workspace().join("docs/screenshots/main.png"))
-        .await;
+    );
 
     // Removed with the docker CLI: disappears with no click.
     drop(started);
     gui.wait_js(
-        &row_state_js(&name).replace("return r ? r.dataset.state : null;", "return !r;"),
+        &row_js(&name, "!r"),
         Duration::from_secs(1),
         "a removed container disappears within 1 s",
-    )
-    .await;
+    );
 
     // The volume view knows who uses the volume.
-    gui.client
-        .find(fantoccini::Locator::Css("[data-testid=section-volumes]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    gui.click("[data-testid=section-volumes]");
     let users = gui
         .wait_js(
             &format!(
@@ -130,21 +114,20 @@ async fn the_window_follows_the_docker_cli_live_and_makes_the_readme_screenshot(
             ),
             Duration::from_secs(2),
             "the volume is listed",
-        )
-        .await;
+        );
     assert!(
         users.as_str().unwrap().contains(&db.name),
         "the volume row names its user: {users}"
     );
-    gui.close().await;
+    drop(gui);
     drop(db);
     let _ = std::process::Command::new("docker")
         .args(["volume", "rm", &db_volume])
         .output();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unusual_names_and_labels_do_not_break_the_layout() {
+#[test]
+fn unusual_names_and_labels_do_not_break_the_layout() {
     let long_name = format!("very-long-{}", "x".repeat(200));
     let _c = TestContainer::new(
         &long_name,
@@ -159,13 +142,12 @@ async fn unusual_names_and_labels_do_not_break_the_layout() {
         ],
         true,
     );
-    let gui = Gui::launch("layout", &app(), &[]).await;
+    let gui = Gui::launch("layout", &app(), &[]);
     gui.wait_js(
         &row_state_js(&long_name),
         Duration::from_secs(15),
         "the long-named container is listed",
-    )
-    .await;
+    );
     let layout = gui
         .js(&format!(
             "const r = [...document.querySelectorAll('[data-testid=container-row]')].find(e => e.dataset.name === {});
@@ -175,8 +157,7 @@ async fn unusual_names_and_labels_do_not_break_the_layout() {
                       rowRight: r.getBoundingClientRect().right, viewport: doc.clientWidth,
                       overflow: doc.scrollWidth - doc.clientWidth }};",
             json!(long_name)
-        ))
-        .await;
+        ));
     assert_eq!(
         layout["rowHeight"],
         json!(34),
@@ -196,19 +177,18 @@ async fn unusual_names_and_labels_do_not_break_the_layout() {
         json!(0),
         "nothing scrolls sideways: {layout}"
     );
-    gui.close().await;
+    drop(gui);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_malformed_docker_host_is_explained_in_the_window() {
-    let gui = Gui::launch("bad-docker-host", &app(), &[("DOCKER_HOST", "tcp//x")]).await;
+#[test]
+fn a_malformed_docker_host_is_explained_in_the_window() {
+    let gui = Gui::launch("bad-docker-host", &app(), &[("DOCKER_HOST", "tcp//x")]);
     let text = gui
         .wait_js(
             "const e = document.querySelector('[data-testid=env-state][data-state=invalid]'); return e && e.textContent;",
             Duration::from_secs(10),
             "the window explains the bad DOCKER_HOST",
-        )
-        .await;
+        );
     let text = text.as_str().unwrap();
     assert!(
         text.contains("DOCKER_HOST=tcp//x"),
@@ -218,25 +198,24 @@ async fn a_malformed_docker_host_is_explained_in_the_window() {
         text.contains("Pick another environment"),
         "says what to do: {text}"
     );
-    let usable = gui.js("return !!document.querySelector('[data-testid=section-containers]') && !!document.querySelector('[data-testid=search]')").await;
+    let usable = gui.js("return !!document.querySelector('[data-testid=section-containers]') && !!document.querySelector('[data-testid=search]')");
     assert_eq!(usable, json!(true), "the rest of the window stays usable");
-    gui.close().await;
+    drop(gui);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_window_says_disconnected_while_the_daemon_is_away_then_resyncs() {
+#[test]
+fn the_window_says_disconnected_while_the_daemon_is_away_then_resyncs() {
     let mut daemon = PrivateDaemon::start();
     let host = daemon.host();
     let before = unique("away-before");
     let _b = TestContainer::on(Some(&host), &before, &["--network", "none"], false);
 
-    let gui = Gui::launch("daemon-away", &app(), &[("DOCKER_HOST", &host)]).await;
+    let gui = Gui::launch("daemon-away", &app(), &[("DOCKER_HOST", &host)]);
     gui.wait_js(
         &row_state_js(&before),
         Duration::from_secs(15),
         "the private daemon's container is listed",
-    )
-    .await;
+    );
 
     daemon.stop();
     let text = gui
@@ -244,12 +223,9 @@ async fn the_window_says_disconnected_while_the_daemon_is_away_then_resyncs() {
             "const e = document.querySelector('[data-testid=env-state][data-state=disconnected]'); return e && e.textContent;",
             Duration::from_secs(10),
             "the window says the daemon is away",
-        )
-        .await;
+        );
     assert!(text.as_str().unwrap().contains("Disconnected"), "{text}");
-    let nav = gui
-        .js("return document.querySelector('[data-testid=environment]').dataset.state")
-        .await;
+    let nav = gui.js("return document.querySelector('[data-testid=environment]').dataset.state");
     assert_eq!(nav, json!("disconnected"), "the sidebar shows it too");
 
     daemon.resume();
@@ -259,17 +235,14 @@ async fn the_window_says_disconnected_while_the_daemon_is_away_then_resyncs() {
         "return !document.querySelector('[data-testid=env-state][data-state=disconnected]')",
         Duration::from_secs(15),
         "the window recovers by itself",
-    )
-    .await;
+    );
     gui.wait_js(
         &row_state_js(&after),
         Duration::from_secs(5),
         "a container created after the return shows",
-    )
-    .await;
+    );
     let names = gui
-        .js("return [...document.querySelectorAll('[data-testid=container-row]')].map(e => e.dataset.name)")
-        .await;
+        .js("return [...document.querySelectorAll('[data-testid=container-row]')].map(e => e.dataset.name)");
     let mut names: Vec<String> = serde_json::from_value(names).unwrap();
     names.sort();
     let listed = docker_at(Some(&host), &["ps", "-a", "--format", "{{.Names}}"]);
@@ -279,5 +252,5 @@ async fn the_window_says_disconnected_while_the_daemon_is_away_then_resyncs() {
         names, truth,
         "the window lists exactly what the daemon has: no stale rows, no duplicates"
     );
-    gui.close().await;
+    drop(gui);
 }

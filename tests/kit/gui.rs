@@ -1,5 +1,8 @@
 //! The real app in a real window: Xvfb, `tauri-driver` and WebKitWebDriver
-//! (Debian's `webkit2gtk-driver`), driven over WebDriver with fantoccini.
+//! (Debian's `webkit2gtk-driver`), driven over the W3C WebDriver protocol.
+//!
+//! The protocol client is a few plain JSON calls; it covers what our tests
+//! use (scripts, key presses, screenshots) and nothing more.
 
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
@@ -7,18 +10,21 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fantoccini::{Client, ClientBuilder};
 use serde_json::{json, Value};
 
 use crate::workspace;
 
 /// One app window under its own X display and driver.
 pub struct Gui {
-    pub client: Client,
+    base: String,
     name: String,
     xvfb: Child,
     driver: Child,
+    started: Instant,
 }
+
+/// The W3C key code for Escape.
+pub const ESCAPE: &str = "\u{E00C}";
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -56,10 +62,41 @@ fn start_xvfb() -> (Child, String) {
     panic!("no X display could be started");
 }
 
+/// The driver's and the app's own output: hidden unless
+/// `CHANGEOVER_GUI_DEBUG` is set, for diagnosing a test.
+fn driver_log() -> Stdio {
+    if std::env::var_os("CHANGEOVER_GUI_DEBUG").is_some() {
+        Stdio::inherit()
+    } else {
+        Stdio::null()
+    }
+}
+
+fn call(method: &str, url: &str, body: Option<Value>) -> Result<Value, String> {
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(60))
+        .build();
+    let req = agent.request(method, url);
+    let resp = match body {
+        Some(b) => req.send_json(b),
+        None => req.call(),
+    };
+    match resp {
+        Ok(r) => r
+            .into_json::<Value>()
+            .map(|v| v["value"].clone())
+            .map_err(|e| e.to_string()),
+        Err(ureq::Error::Status(code, r)) => {
+            Err(format!("{code}: {}", r.into_string().unwrap_or_default()))
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 impl Gui {
     /// Launches `app` with extra environment variables and waits until its
     /// page has loaded. `name` names failure screenshots.
-    pub async fn launch(name: &str, app: &Path, env: &[(&str, &str)]) -> Gui {
+    pub fn launch(name: &str, app: &Path, env: &[(&str, &str)]) -> Gui {
         assert!(
             app.exists(),
             "{} is missing: build the app first (`make app`)",
@@ -74,7 +111,7 @@ impl Gui {
             .env("DISPLAY", &display)
             .env_remove("WAYLAND_DISPLAY")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(driver_log())
             .process_group(0);
         for (k, v) in env {
             cmd.env(k, v);
@@ -82,124 +119,187 @@ impl Gui {
         let driver = cmd
             .spawn()
             .expect("tauri-driver runs (scripts/setup.sh installs it)");
+        // tauri-driver answers before the WebKitWebDriver behind it does; a
+        // session asked for in between gets an empty reply.
         crate::wait_for(Duration::from_secs(10), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+            std::net::TcpStream::connect(("127.0.0.1", port))
+                .and_then(|_| std::net::TcpStream::connect(("127.0.0.1", native_port)))
+                .ok()
         })
-        .expect("tauri-driver listens");
+        .expect("tauri-driver and WebKitWebDriver listen");
 
-        let mut caps = serde_json::Map::new();
-        caps.insert("browserName".into(), json!("wry"));
-        caps.insert(
-            "tauri:options".into(),
-            json!({ "application": app.to_string_lossy() }),
-        );
-        let client = ClientBuilder::native()
-            .capabilities(caps)
-            .connect(&format!("http://127.0.0.1:{port}"))
-            .await
-            .expect("a WebDriver session with the app");
-        let gui = Gui {
-            client,
+        let started = Instant::now();
+        let mut gui = Gui {
+            base: String::new(),
             name: name.to_string(),
             xvfb,
             driver,
+            started,
         };
+        let ask = || {
+            call(
+                "POST",
+                &format!("http://127.0.0.1:{port}/session"),
+                Some(json!({
+                    "capabilities": { "alwaysMatch": {
+                        "browserName": "wry",
+                        "tauri:options": { "application": app.to_string_lossy() }
+                    }}
+                })),
+            )
+        };
+        // The driver can drop the very first request while it settles.
+        let session = ask()
+            .or_else(|_| {
+                std::thread::sleep(Duration::from_millis(500));
+                ask()
+            })
+            .unwrap_or_else(|e| panic!("no WebDriver session with the app: {e}"));
+        let id = session["sessionId"]
+            .as_str()
+            .expect("the session has an id")
+            .to_string();
+        gui.base = format!("http://127.0.0.1:{port}/session/{id}");
         gui.wait_js(
             "return document.readyState === 'complete' && !!document.querySelector('nav')",
-            Duration::from_secs(20),
+            Duration::from_secs(30),
             "the app's page loads",
-        )
-        .await;
+        );
         gui
     }
 
+    /// When the session was requested (the app's start).
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    fn cmd(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        call(method, &format!("{}{path}", self.base), body)
+            .unwrap_or_else(|e| panic!("WebDriver {method} {path} failed: {e}"))
+    }
+
     /// Runs a script and returns its value.
-    pub async fn js(&self, script: &str) -> Value {
-        self.client
-            .execute(script, vec![])
-            .await
-            .unwrap_or_else(|e| panic!("script failed: {e}\n{script}"))
+    pub fn js(&self, script: &str) -> Value {
+        self.cmd(
+            "POST",
+            "/execute/sync",
+            Some(json!({ "script": script, "args": [] })),
+        )
     }
 
     /// Polls `script` until it returns something truthy, and returns that.
     /// On time-out, keeps a screenshot for diagnosis and panics with `what`.
-    pub async fn wait_js(&self, script: &str, within: Duration, what: &str) -> Value {
+    pub fn wait_js(&self, script: &str, within: Duration, what: &str) -> Value {
         let deadline = Instant::now() + within;
         loop {
-            let v = self.js(script).await;
+            let v = self.js(script);
             let truthy =
                 !matches!(v, Value::Null | Value::Bool(false)) && v != json!(0) && v != json!("");
             if truthy {
                 return v;
             }
             if Instant::now() >= deadline {
-                let shot = self.keep_failure_screenshot().await;
+                let shot = self.keep_failure_screenshot();
                 panic!(
                     "timed out after {within:?} waiting until {what}; screenshot: {}",
                     shot.display()
                 );
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 
+    fn element(&self, css: &str) -> String {
+        let v = self.cmd(
+            "POST",
+            "/element",
+            Some(json!({ "using": "css selector", "value": css })),
+        );
+        v.as_object()
+            .and_then(|o| o.values().next())
+            .and_then(|id| id.as_str())
+            .unwrap_or_else(|| panic!("no element {css}"))
+            .to_string()
+    }
+
+    /// Clicks the first element matching `css`.
+    pub fn click(&self, css: &str) {
+        let id = self.element(css);
+        self.cmd("POST", &format!("/element/{id}/click"), Some(json!({})));
+    }
+
+    /// Types keys into the element matching `css` as a user would.
+    pub fn send_keys(&self, css: &str, text: &str) {
+        let id = self.element(css);
+        self.cmd(
+            "POST",
+            &format!("/element/{id}/value"),
+            Some(json!({ "text": text })),
+        );
+    }
+
+    /// Types keys into whatever has focus (for shortcuts like `/`).
+    pub fn press(&self, text: &str) {
+        let actions: Vec<Value> = text
+            .chars()
+            .flat_map(|c| {
+                [
+                    json!({"type": "keyDown", "value": c.to_string()}),
+                    json!({"type": "keyUp", "value": c.to_string()}),
+                ]
+            })
+            .collect();
+        self.cmd(
+            "POST",
+            "/actions",
+            Some(json!({ "actions": [{ "type": "key", "id": "keyboard", "actions": actions }] })),
+        );
+    }
+
+    fn screenshot_png(&self) -> Option<Vec<u8>> {
+        let v = call("GET", &format!("{}/screenshot", self.base), None).ok()?;
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .decode(v.as_str()?)
+            .ok()
+    }
+
     /// Writes a PNG of the window.
-    pub async fn screenshot(&self, path: &Path) {
-        let png = self.client.screenshot().await.expect("a screenshot");
+    pub fn screenshot(&self, path: &Path) {
+        let png = self.screenshot_png().expect("a screenshot");
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).unwrap();
         }
         std::fs::write(path, png).unwrap();
     }
 
-    async fn keep_failure_screenshot(&self) -> PathBuf {
+    fn keep_failure_screenshot(&self) -> PathBuf {
         let path = workspace()
             .join("docs/screenshots/failures")
             .join(format!("{}.png", self.name));
-        if let Ok(png) = self.client.screenshot().await {
+        if let Some(png) = self.screenshot_png() {
             let _ = std::fs::create_dir_all(path.parent().unwrap());
             let _ = std::fs::write(&path, png);
         }
         path
     }
-
-    /// Types into the element that has focus.
-    pub async fn type_keys(&self, text: &str) {
-        self.client
-            .active_element()
-            .await
-            .expect("a focused element")
-            .send_keys(text)
-            .await
-            .expect("typing");
-    }
-
-    /// Presses one key on the page body (for shortcuts like `/`).
-    pub async fn press_on_body(&self, key: &str) {
-        let body = self
-            .client
-            .find(fantoccini::Locator::Css("body"))
-            .await
-            .expect("a body");
-        body.send_keys(key).await.expect("a key press");
-    }
-
-    /// Ends the session (closing the app) and stops the display and driver.
-    pub async fn close(self) {
-        let _ = self.client.clone().close().await;
-        // `Drop` stops the driver and the display.
-    }
 }
 
+/// Kills the driver's whole process group: tauri-driver, WebKitWebDriver and
+/// the app. tauri-driver does not exit on SIGTERM, so this is SIGKILL.
 fn stop_group(child: &mut Child) {
     let _ = Command::new("kill")
-        .args(["-TERM", &format!("-{}", child.id())])
+        .args(["-s", "KILL", "--", &format!("-{}", child.id())])
         .status();
     let _ = child.wait();
 }
 
 impl Drop for Gui {
     fn drop(&mut self) {
+        // Ends the session (closing the app), then the driver and display.
+        if !self.base.is_empty() {
+            let _ = call("DELETE", &self.base, None);
+        }
         stop_group(&mut self.driver);
         let _ = self.xvfb.kill();
         let _ = self.xvfb.wait();

@@ -184,16 +184,17 @@ impl PrivateDaemon {
         };
         daemon.resume();
         // Give it the fixture image without any registry.
-        let save = Command::new("docker")
+        let mut save = Command::new("docker")
             .args(["save", fixture_image()])
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
         let load = Command::new("docker")
             .args(["-H", &daemon.host(), "load", "-q"])
-            .stdin(save.stdout.unwrap())
+            .stdin(save.stdout.take().unwrap())
             .output()
             .unwrap();
+        assert!(save.wait().unwrap().success(), "docker save of the fixture");
         assert!(
             load.status.success(),
             "loading the fixture into the private daemon: {}",

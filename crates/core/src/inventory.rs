@@ -218,7 +218,7 @@ pub struct Inventory {
 #[serde(tag = "kind", rename_all = "camelCase")]
 #[ts(export)]
 pub enum InventoryChange {
-    ContainerUpserted { container: Container },
+    ContainerUpserted { container: Box<Container> },
     ContainerRemoved { id: String },
     Images { images: Vec<Image> },
     Volumes { volumes: Vec<Volume> },
@@ -232,8 +232,8 @@ impl Inventory {
         match change {
             InventoryChange::ContainerUpserted { container } => {
                 match self.containers.iter_mut().find(|c| c.id == container.id) {
-                    Some(existing) => *existing = container,
-                    None => self.containers.push(container),
+                    Some(existing) => *existing = *container,
+                    None => self.containers.push(*container),
                 }
             }
             InventoryChange::ContainerRemoved { id } => self.containers.retain(|c| c.id != id),
@@ -342,7 +342,7 @@ pub(crate) mod tests {
     fn applying_a_change_twice_does_not_duplicate() {
         let mut inv = Inventory::default();
         let up = InventoryChange::ContainerUpserted {
-            container: container("a", "one", &[]),
+            container: Box::new(container("a", "one", &[])),
         };
         inv.apply(up.clone());
         inv.apply(up);
@@ -354,7 +354,9 @@ pub(crate) mod tests {
 
         let mut stopped = container("a", "one", &[]);
         stopped.state = ContainerState::Exited;
-        inv.apply(InventoryChange::ContainerUpserted { container: stopped });
+        inv.apply(InventoryChange::ContainerUpserted {
+            container: Box::new(stopped),
+        });
         assert_eq!(inv.containers[0].state, ContainerState::Exited);
 
         inv.apply(InventoryChange::ContainerRemoved { id: "a".into() });

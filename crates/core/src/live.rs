@@ -129,7 +129,7 @@ mod tests {
         views.apply(&LiveUpdate::Changes {
             environment: "default".into(),
             changes: vec![InventoryChange::ContainerUpserted {
-                container: container("b", "new", &[]),
+                container: Box::new(container("b", "new", &[])),
             }],
         });
         views.apply(&LiveUpdate::Changes {

@@ -210,7 +210,9 @@ impl Burst {
             }
             for container in fresh {
                 if !current.containers.contains(&container) {
-                    changes.push(InventoryChange::ContainerUpserted { container });
+                    changes.push(InventoryChange::ContainerUpserted {
+                        container: Box::new(container),
+                    });
                 }
             }
         }

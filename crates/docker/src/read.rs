@@ -173,7 +173,7 @@ fn container_from(c: ContainerSummary) -> Container {
         created: c.created.unwrap_or_default(),
         state: c
             .state
-            .map(|s| ContainerState::parse(&s.to_string()))
+            .map(|s| ContainerState::parse(s.as_ref()))
             .unwrap_or(ContainerState::Unknown),
         status: c.status.unwrap_or_default(),
         group: Group::from_labels(&labels),

@@ -1,0 +1,58 @@
+# Changeover's two commands: `make run` and `make test`. Both install what
+# they need first (scripts/setup.sh: idempotent, fast the second time).
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+CARGO ?= cargo
+GENERATED := ui/src/lib/ipc/generated
+
+.PHONY: run test setup ui app types lint unit integration gui bench-inventory clean-test-leftovers
+
+## Install everything, build, and open the desktop app against the local daemon.
+run: setup app
+	@if [ -z "$${DISPLAY:-}$${WAYLAND_DISPLAY:-}" ]; then \
+	  echo "make run: no display (DISPLAY/WAYLAND_DISPLAY unset); run it from a desktop session, or: xvfb-run make run" >&2; exit 1; fi
+	./target/debug/changeover-app
+
+## Install everything and run every check and test.
+test: setup clean-test-leftovers lint unit integration gui
+	@echo "make test: all checks and tests passed"
+
+setup:
+	@bash scripts/setup.sh
+
+ui:
+	cd ui && npm run --silent build
+
+app: ui
+	$(CARGO) build --workspace
+
+## Regenerate the TypeScript types from the Rust ones.
+types:
+	$(CARGO) test -q -p changeover-core export_bindings >/dev/null
+
+lint: ui
+	$(CARGO) fmt --all -- --check
+	cd ui && npm run --silent check
+	$(MAKE) --no-print-directory types
+	@if [ -n "$$(git status --porcelain -- $(GENERATED))" ]; then \
+	  echo "generated TypeScript types drifted from the Rust types; run 'make types' and commit:" >&2; \
+	  git status --porcelain -- $(GENERATED) >&2; git diff --stat -- $(GENERATED) >&2; exit 1; fi
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+unit:
+	$(CARGO) test --workspace --lib --bins
+
+integration: app
+	$(CARGO) test -p changeover-tests --test live --test cli
+
+gui: app
+	$(CARGO) test -p changeover-tests --test gui -- --test-threads=1
+
+## Remove containers and volumes an interrupted test run left behind.
+clean-test-leftovers:
+	@ids=$$(docker ps -aq --filter label=dev.changeover.test=1); \
+	  if [ -n "$$ids" ]; then docker rm -f -v $$ids >/dev/null; fi
+
+bench-inventory: setup ui
+	$(CARGO) build --release -p changeover-app -p changeover-bench
+	./target/release/bench-inventory
