@@ -51,7 +51,9 @@ gui: app
 ## Remove containers and volumes an interrupted test run left behind.
 clean-test-leftovers:
 	@ids=$$(docker ps -aq --filter label=dev.changeover.test=1); \
-	  if [ -n "$$ids" ]; then docker rm -f -v $$ids >/dev/null; fi
+	  if [ -n "$$ids" ]; then docker rm -f -v $$ids >/dev/null; fi; \
+	  vols=$$(docker volume ls -q --filter label=dev.changeover.test=1); \
+	  if [ -n "$$vols" ]; then docker volume rm $$vols >/dev/null; fi
 
 bench-inventory: setup ui
 	$(CARGO) build --release -p changeover-app -p changeover-bench

@@ -102,6 +102,13 @@ fn images_json_lists_every_tag_of_an_image() {
 fn volumes_json_says_which_containers_use_a_volume() {
     let volume = unique("cli-vol");
     let name = unique("cli-vol-user");
+    docker(&[
+        "volume",
+        "create",
+        "--label",
+        changeover_tests::TEST_LABEL,
+        &volume,
+    ]);
     let mount = format!("{volume}:/data");
     let _c = TestContainer::new(&name, &["-v", &mount], false);
     let all = ok_json(&["volumes", "--json"]);

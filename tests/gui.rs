@@ -9,7 +9,9 @@
 use std::time::Duration;
 
 use changeover_tests::gui::{Gui, ESCAPE};
-use changeover_tests::{docker_at, target_dir, unique, workspace, PrivateDaemon, TestContainer};
+use changeover_tests::{
+    docker, docker_at, target_dir, unique, workspace, PrivateDaemon, TestContainer, TEST_LABEL,
+};
 use serde_json::json;
 
 fn app() -> std::path::PathBuf {
@@ -42,6 +44,7 @@ fn the_window_follows_the_docker_cli_live_and_makes_the_readme_screenshot() {
         true,
     );
     let db_volume = unique("shop-data");
+    docker(&["volume", "create", "--label", TEST_LABEL, &db_volume]);
     let mount = format!("{db_volume}:/data");
     let db = TestContainer::new(
         &unique("shop-db"),

@@ -168,6 +168,12 @@ impl Gui {
         gui
     }
 
+    /// The process group of the driver, WebKitWebDriver, the app and its
+    /// WebKit processes (for memory figures).
+    pub fn process_group(&self) -> u32 {
+        self.driver.id()
+    }
+
     /// When the session was requested (the app's start).
     pub fn started(&self) -> Instant {
         self.started
