@@ -92,7 +92,9 @@ fn bracket(host: &str) -> String {
 
 fn hint(endpoint: &Endpoint) -> &'static str {
     match endpoint {
-        Endpoint::Unix { .. } => "Start Docker, or add a remote environment",
+        Endpoint::Unix { .. } => {
+            "Start Docker, or reach another daemon through a Docker context (docker context create)"
+        }
         Endpoint::Tcp { tls: None, .. } => "Check that the daemon listens there and that no firewall is in the way",
         Endpoint::Tcp { tls: Some(_), .. } => "Check the address and that the context's TLS files match the daemon's certificate",
         Endpoint::Ssh { .. } => "Check that `ssh` to that host works without a password prompt and that Docker runs there",
