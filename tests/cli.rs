@@ -187,3 +187,63 @@ fn failures_exit_non_zero_with_one_line_that_names_the_problem() {
         .unwrap()
         .contains("is not a Docker address"));
 }
+
+#[test]
+fn docker_contexts_are_environments_and_the_current_one_is_the_default() {
+    let config = tempfile::tempdir().unwrap();
+    let dir = config.path().to_str().unwrap();
+    let name = unique("ctx");
+    docker(&[
+        "--config",
+        dir,
+        "context",
+        "create",
+        &name,
+        "--docker",
+        "host=unix:///var/run/docker.sock",
+    ]);
+    docker(&["--config", dir, "context", "use", &name]);
+
+    let out = changeover(&["env", "ls", "--json"], &[("DOCKER_CONFIG", dir)]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let all: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ctx = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == name)
+        .expect("the Docker context is listed as an environment");
+    assert_eq!(ctx["source"], "docker-context");
+    assert_eq!(
+        ctx["isDefault"], true,
+        "`docker context use` makes it the default"
+    );
+    assert_eq!(ctx["reachable"], true, "{ctx}");
+
+    // --env picks it by name, and DOCKER_HOST still wins over the context.
+    let out = changeover(
+        &["--env", &name, "images", "--json"],
+        &[("DOCKER_CONFIG", dir)],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = changeover(
+        &["ps"],
+        &[
+            ("DOCKER_CONFIG", dir),
+            ("DOCKER_HOST", "unix:///no/such.sock"),
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "DOCKER_HOST beats the current context"
+    );
+}

@@ -19,7 +19,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bollard::query_parameters::StopContainerOptionsBuilder;
 use changeover_tests::gui::Gui;
 use changeover_tests::{docker, fixture_image, target_dir};
-use serde_json::json;
 
 const BENCH_LABEL: &str = "dev.changeover.bench=inventory";
 const TOTAL: usize = 1000;
@@ -95,11 +94,9 @@ fn now_ms() -> f64 {
         .unwrap_or_default()
 }
 
-/// (RSS, PSS) in KiB of every process in `group`, and how many there were.
-fn memory_of_group(group: u32) -> (u64, u64, Vec<String>) {
-    let mut rss = 0;
-    let mut pss = 0;
-    let mut names = Vec::new();
+/// (name, RSS KiB, PSS KiB) of the app and WebKit processes in `group`.
+fn memory_of_group(group: u32) -> Vec<(String, u64, u64)> {
+    let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let pid = entry.file_name().to_string_lossy().into_owned();
         if !pid.chars().all(|c| c.is_ascii_digit()) {
@@ -133,11 +130,13 @@ fn memory_of_group(group: u32) -> (u64, u64, Vec<String>) {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0)
         };
-        rss += field("status", "VmRSS:");
-        pss += field("smaps_rollup", "Pss:");
-        names.push(comm);
+        out.push((
+            comm,
+            field("status", "VmRSS:"),
+            field("smaps_rollup", "Pss:"),
+        ));
     }
-    (rss, pss, names)
+    out
 }
 
 fn main() {
@@ -211,7 +210,9 @@ fn main() {
     let median = (latencies[SAMPLES / 2 - 1] + latencies[SAMPLES / 2]) / 2.0;
 
     // 3. Memory with everything listed.
-    let (rss, pss, names) = memory_of_group(gui.process_group());
+    let processes = memory_of_group(gui.process_group());
+    let rss: u64 = processes.iter().map(|p| p.1).sum();
+    let pss: u64 = processes.iter().map(|p| p.2).sum();
     let rows_in_dom =
         gui.js("return document.querySelectorAll('[data-testid=container-row]').length");
     drop(gui);
@@ -229,10 +230,16 @@ fn main() {
     );
     println!(
         "  memory, app + WebKit ({} processes): RSS {:.0} MB, PSS {:.0} MB   (target < 450 MB)",
-        names.len(),
+        processes.len(),
         rss as f64 / 1024.0,
         pss as f64 / 1024.0
     );
     println!("  container rows in the DOM (virtualised list): {rows_in_dom}");
-    println!("  processes counted: {}", json!(names));
+    for (name, rss, pss) in &processes {
+        println!(
+            "    {name:<16} RSS {:>4.0} MB, PSS {:>4.0} MB",
+            *rss as f64 / 1024.0,
+            *pss as f64 / 1024.0
+        );
+    }
 }
