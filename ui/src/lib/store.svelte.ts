@@ -36,23 +36,23 @@ class Store {
     return this.selected ? (this.views[this.selected] ?? null) : null;
   }
 
+  /** Updates that arrive before the first list; replayed onto it. */
+  private early: LiveUpdate[] | null = [];
+
   async start(): Promise<void> {
-    // Listen first, then read: nothing that happens in between is lost.
-    await onLiveUpdate((u) => this.apply(u));
+    // Listen first, then read: an update sent while the list is on its way is
+    // kept and replayed onto it (updates are idempotent), so none is lost.
+    await onLiveUpdate((u) => (this.early ? this.early.push(u) : this.apply(u)));
     try {
       const list = await fetchEnvironments();
-      const next: Record<string, EnvironmentView> = {};
-      for (const v of list) next[v.spec.name] = this.views[v.spec.name] ?? v;
-      // A view already filled by an update is newer than the list's copy.
-      for (const v of list) {
-        const seen = this.views[v.spec.name];
-        if (!seen || (!seen.inventory && v.inventory)) next[v.spec.name] = v;
-      }
-      this.views = next;
+      this.views = Object.fromEntries(list.map((v) => [v.spec.name, v]));
       this.selected ??= list.find((v) => v.isDefault)?.spec.name ?? list[0]?.spec.name ?? null;
     } catch (e) {
       this.loadError = e as Problem;
     }
+    const early = this.early ?? [];
+    this.early = null;
+    for (const u of early) this.apply(u);
     this.ready = true;
   }
 
