@@ -11,8 +11,9 @@ export function bytes(n: number): string {
   return unit === 0 ? `${value} B` : `${value.toFixed(1)} ${units[unit]}`;
 }
 
-export function ago(unixSeconds: number): string {
-  const secs = Math.max(0, Date.now() / 1000 - unixSeconds);
+/** `3 minutes ago`; pass the window's clock (`store.now`) so it re-renders. */
+export function ago(unixSeconds: number, nowMs: number = Date.now()): string {
+  const secs = Math.max(0, nowMs / 1000 - unixSeconds);
   const steps: [number, string][] = [
     [60 * 60 * 24 * 365, "year"],
     [60 * 60 * 24 * 30, "month"],
@@ -29,4 +30,23 @@ export function ago(unixSeconds: number): string {
 
 export function shortId(id: string): string {
   return id.replace(/^sha256:/, "").slice(0, 12);
+}
+
+/**
+ * What a container is doing, in words that stay true while the window is
+ * open. Docker's own status text ("Up 3 minutes") is only true when read,
+ * and the live inventory is not re-read without an event, so the relative
+ * part is left out here (the full text is in the row's tooltip).
+ */
+export function containerStatus(state: string, dockerStatus: string): string {
+  const health = /\((healthy|unhealthy|health: starting)\)/.exec(dockerStatus)?.[1];
+  const exitCode = /^Exited \((-?\d+)\)/.exec(dockerStatus)?.[1];
+  switch (state) {
+    case "running":
+      return health ? `Running (${health})` : "Running";
+    case "exited":
+      return exitCode !== undefined ? `Exited (${exitCode})` : "Exited";
+    default:
+      return state[0].toUpperCase() + state.slice(1);
+  }
 }

@@ -25,6 +25,8 @@ class Store {
   query = $state("");
   loadError = $state<Problem | null>(null);
   ready = $state(false);
+  /** The window's clock for relative times ("3 minutes ago"), ticking every 30 s. */
+  now = $state(Date.now());
 
   get ordered(): EnvironmentView[] {
     return Object.values(this.views).sort(
@@ -40,6 +42,7 @@ class Store {
   private early: LiveUpdate[] | null = [];
 
   async start(): Promise<void> {
+    setInterval(() => (this.now = Date.now()), 30_000);
     // Listen first, then read: an update sent while the list is on its way is
     // kept and replayed onto it (updates are idempotent), so none is lost.
     await onLiveUpdate((u) => (this.early ? this.early.push(u) : this.apply(u)));
