@@ -65,6 +65,22 @@ fn the_window_follows_the_docker_cli_live_and_makes_the_readme_screenshot() {
         Duration::from_secs(15),
         "the app opens on the local environment, connected",
     );
+    let summary = gui.wait_js(
+        "const e = document.querySelector('[data-testid=env-summary]'); return e && e.textContent;",
+        Duration::from_secs(5),
+        "the environment's status line shows",
+    );
+    let version = docker(&["version", "--format", "{{.Server.Version}}"]);
+    let summary = summary.as_str().unwrap();
+    assert!(
+        summary.contains(&format!("Docker {version}")),
+        "daemon version: {summary}"
+    );
+    assert!(summary.contains("linux/"), "OS/arch: {summary}");
+    assert!(
+        summary.contains("running)") && summary.contains("image"),
+        "counts: {summary}"
+    );
     gui.wait_js(
         &row_state_js(&web.name),
         Duration::from_secs(5),
