@@ -39,6 +39,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+node_ok=$(node -e 'const [a,b]=process.versions.node.split(".").map(Number); console.log(a>20||(a===20&&b>=19)?"yes":"no")' 2>/dev/null || echo no)
+if [ "$node_ok" != "yes" ]; then
+  echo "setup: the UI needs Node.js 20.19 or newer (found: $(node --version 2>/dev/null || echo none)); install it, for example from NodeSource, then run this again" >&2
+  exit 1
+fi
+
 if ! command -v cargo >/dev/null 2>&1; then
   echo "setup: Rust is missing; install it with rustup (https://rustup.rs), then run this again" >&2
   exit 1
