@@ -10,6 +10,7 @@
 //! Left out: deciding what to show; the sink receives everything.
 
 use std::collections::BTreeSet;
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -73,19 +74,19 @@ pub async fn watch(spec: EnvironmentSpec, sink: Sink, mut stop: signal::Receiver
 
 /// One connection's life; returns why it ended.
 async fn session(spec: &EnvironmentSpec, sink: &Sink, connected: &mut bool) -> Problem {
-    match session_inner(spec, sink, connected).await {
+    match follow(spec, sink, connected).await {
         Ok(never) => match never {},
         Err(problem) => problem,
     }
 }
 
-enum Never {}
-
-async fn session_inner(
+/// Connects, sends the snapshot, then follows events until something fails;
+/// it never returns `Ok`.
+async fn follow(
     spec: &EnvironmentSpec,
     sink: &Sink,
     connected: &mut bool,
-) -> Result<Never, Problem> {
+) -> Result<Infallible, Problem> {
     let docker = connect(spec).await?;
     let daemon = read::daemon_info(&docker).await?;
     let since = SystemTime::now()
@@ -115,20 +116,23 @@ async fn session_inner(
             format!("lost the connection to {}: {why}", spec.host),
         )
     };
+    // One item of the event stream into the burst, or why the stream ended.
+    let absorb = |burst: &mut Burst, item: Option<Result<EventMessage, bollard::errors::Error>>| {
+        match item {
+            None => Err(lost("the daemon closed the event stream".into())),
+            Some(Err(e)) => Err(lost(connect::describe(&e))),
+            Some(Ok(event)) => {
+                burst.add(event);
+                Ok(())
+            }
+        }
+    };
     loop {
         let mut burst = Burst::default();
-        match events.next().await {
-            None => return Err(lost("the daemon closed the event stream".into())),
-            Some(Err(e)) => return Err(lost(connect::describe(&e))),
-            Some(Ok(event)) => burst.add(event),
-        }
+        absorb(&mut burst, events.next().await)?;
         // Take whatever else is already waiting, so a burst costs one read.
-        while let Some(next) = events.next().now_or_never() {
-            match next {
-                None => return Err(lost("the daemon closed the event stream".into())),
-                Some(Err(e)) => return Err(lost(connect::describe(&e))),
-                Some(Ok(event)) => burst.add(event),
-            }
+        while let Some(item) = events.next().now_or_never() {
+            absorb(&mut burst, item)?;
         }
         let changes = burst.resolve(&docker, &current).await?;
         if changes.is_empty() {
