@@ -17,6 +17,7 @@
 //! Deliberately left out: talking to a daemon (that is `changeover-docker`),
 //! presentation (the UI and the CLI decide how things look).
 
+pub mod edge;
 pub mod environment;
 pub mod inventory;
 pub mod live;

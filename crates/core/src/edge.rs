@@ -1,0 +1,333 @@
+//! The edge's control protocol: what Changeover asks its edge to do, and what
+//! the edge answers.
+//!
+//! The edge (`crates/edge`) is a proxy that runs as a container named
+//! `changeover-edge` on every environment. It is controlled by running its
+//! own binary inside that container through the Docker exec API
+//! (`changeover-edge ctl '<request JSON>'`), which talks to the serving
+//! process over a Unix socket in the container's state volume. No network
+//! port is opened for control, so a remote daemon needs nothing but its
+//! Docker API.
+//!
+//! One request, one response, both JSON. Every request is idempotent: setting
+//! a route that exists updates it, adding a target that exists keeps it,
+//! draining a target that is gone succeeds. That is what lets a rollout be
+//! re-run after a crash.
+//!
+//! Deliberately left out: how requests travel (the docker adapter runs the
+//! exec), and how the edge proxies (the edge crate).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use ts_rs::TS;
+
+/// Bumped when a request or response changes shape; an edge with another
+/// protocol version is replaced before it is used.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Name of the edge container on every environment.
+pub const EDGE_CONTAINER: &str = "changeover-edge";
+/// Named volume holding the edge's routes, documents and control socket.
+pub const EDGE_STATE_VOLUME: &str = "changeover-edge-state";
+/// Where the state volume is mounted inside the edge container.
+pub const EDGE_STATE_DIR: &str = "/state";
+/// Path of the edge binary inside its image (and the demo images).
+pub const EDGE_BINARY_PATH: &str = "/changeover-edge";
+
+/// How the edge decides that a target may receive traffic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+#[ts(export)]
+pub struct HealthProbe {
+    /// HTTP path to GET; a 2xx or 3xx answer passes. `None`: a TCP connect
+    /// that succeeds passes.
+    pub path: Option<String>,
+    #[ts(type = "number")]
+    pub interval_ms: u64,
+    #[ts(type = "number")]
+    pub timeout_ms: u64,
+    /// Consecutive passes before a target is healthy.
+    pub healthy_threshold: u32,
+    /// Consecutive failures before a healthy target is taken out of rotation.
+    pub unhealthy_threshold: u32,
+}
+
+impl Default for HealthProbe {
+    fn default() -> Self {
+        Self {
+            path: None,
+            interval_ms: 1000,
+            timeout_ms: 1000,
+            healthy_threshold: 1,
+            unhealthy_threshold: 3,
+        }
+    }
+}
+
+/// One listener on the edge: a host port, forwarding to a service's targets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+#[ts(export)]
+pub struct RouteSpec {
+    /// Host port the edge listens on (all interfaces).
+    pub port: u16,
+    /// `stack/service` this route belongs to.
+    pub service: String,
+    pub health: HealthProbe,
+    /// How long in-flight requests may take to finish when a target drains.
+    #[ts(type = "number")]
+    pub drain_timeout_ms: u64,
+}
+
+/// One container port a route forwards to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+#[ts(export)]
+pub struct TargetSpec {
+    /// The container's name (stable across the edge's restarts).
+    pub id: String,
+    /// `ip:port` on the container's network.
+    pub addr: String,
+    /// Release number the container runs.
+    pub release: u32,
+}
+
+/// Where a target is in its life on a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "kebab-case")]
+#[ts(export)]
+pub enum TargetState {
+    /// Added, being health-checked, gets no traffic yet.
+    Adding,
+    /// Passing its checks and getting traffic.
+    Healthy,
+    /// Failed its checks; gets no traffic until it passes again.
+    Unhealthy,
+    /// Gets no new requests; in-flight ones are finishing.
+    Draining,
+}
+
+/// A target as the edge sees it now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+#[ts(export)]
+pub struct TargetStatus {
+    #[serde(flatten)]
+    pub spec: TargetSpec,
+    pub state: TargetState,
+    /// Requests being served right now.
+    #[ts(type = "number")]
+    pub in_flight: u64,
+    /// Requests served since the target was added.
+    #[ts(type = "number")]
+    pub requests: u64,
+    /// What the last health check saw ("200 OK", "connection refused", …).
+    pub last_check: Option<String>,
+    /// Milliseconds from being added to the first passing check, once passed.
+    #[ts(type = "number | null")]
+    pub healthy_after_ms: Option<u64>,
+}
+
+/// A route with its targets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+#[ts(export)]
+pub struct RouteStatus {
+    #[serde(flatten)]
+    pub spec: RouteSpec,
+    pub targets: Vec<TargetStatus>,
+}
+
+/// A lock as held on the edge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+#[ts(export)]
+pub struct LockHolder {
+    pub owner: String,
+    /// Unix milliseconds when it was taken.
+    #[ts(type = "number")]
+    pub since_ms: i64,
+    /// Milliseconds until it expires unless refreshed.
+    #[ts(type = "number")]
+    pub expires_in_ms: i64,
+}
+
+/// What Changeover asks the edge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case", rename_all_fields = "camelCase")]
+pub enum Request {
+    /// Protocol version, binary digest, uptime.
+    Hello,
+    /// Create or update a route; opens its listener when new.
+    RouteSet {
+        route: RouteSpec,
+    },
+    /// Close a route's listener and forget it (in-flight requests finish).
+    RouteRemove {
+        port: u16,
+    },
+    /// All routes, or those of one `stack/service`.
+    Routes {
+        service: Option<String>,
+    },
+    /// Add a target to a route (state `adding`), and optionally wait until it
+    /// is healthy (then it gets traffic) or the wait runs out.
+    TargetAdd {
+        port: u16,
+        target: TargetSpec,
+        wait_healthy_ms: Option<u64>,
+    },
+    /// Stop sending new requests to a target, wait for its in-flight ones
+    /// (up to the route's drain timeout), then remove it.
+    TargetDrain {
+        port: u16,
+        id: String,
+    },
+    /// Remove a target at once (it never got traffic, or it is gone).
+    TargetRemove {
+        port: u16,
+        id: String,
+    },
+    /// Could the edge listen on this host port? (A port the edge already
+    /// listens on for `service` counts as free.)
+    PortCheck {
+        port: u16,
+        service: String,
+    },
+    /// Read a stored document (service definitions, release history).
+    DocGet {
+        key: String,
+    },
+    /// Store a document. With `expect`, fails unless the stored revision is
+    /// that one (0 = must not exist yet).
+    DocPut {
+        key: String,
+        value: serde_json::Value,
+        expect: Option<u64>,
+    },
+    /// Keys of stored documents under a prefix.
+    DocList {
+        prefix: String,
+    },
+    /// Take a lock (or refresh it when `owner` already holds it).
+    LockAcquire {
+        key: String,
+        owner: String,
+        ttl_ms: u64,
+    },
+    LockRelease {
+        key: String,
+        owner: String,
+    },
+}
+
+/// The edge's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(
+    tag = "result",
+    rename_all = "kebab-case",
+    rename_all_fields = "camelCase"
+)]
+pub enum Response {
+    Ok,
+    Hello {
+        protocol: u32,
+        version: String,
+        uptime_ms: u64,
+    },
+    Routes {
+        routes: Vec<RouteStatus>,
+    },
+    Target {
+        target: TargetStatus,
+    },
+    Drained {
+        /// Requests still in flight when the drain timeout ran out (0 = clean).
+        abandoned: u64,
+        took_ms: u64,
+    },
+    Doc {
+        value: Option<serde_json::Value>,
+        revision: u64,
+    },
+    Keys {
+        keys: Vec<String>,
+    },
+    Locked {
+        holder: LockHolder,
+    },
+    /// The lock is held by someone else.
+    LockHeld {
+        holder: LockHolder,
+    },
+    Error {
+        code: EdgeErrorCode,
+        message: String,
+    },
+}
+
+/// Why the edge refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EdgeErrorCode {
+    BadRequest,
+    UnknownRoute,
+    PortInUse,
+    /// `TargetAdd` waited and the target did not become healthy.
+    Unhealthy,
+    /// `DocPut` with an `expect` that no longer matches.
+    Conflict,
+    Internal,
+}
+
+/// Documents stored on the edge, by key.
+pub fn service_doc_key(stack: &str, service: &str) -> String {
+    format!("services/{stack}/{service}")
+}
+
+/// Lock key guarding rollouts of one service.
+pub fn rollout_lock_key(stack: &str, service: &str) -> String {
+    format!("rollout/{stack}/{service}")
+}
+
+/// Labels every container and volume Changeover manages carries.
+pub mod labels {
+    pub const MANAGED: &str = "dev.changeover.managed";
+    pub const STACK: &str = "dev.changeover.stack";
+    pub const SERVICE: &str = "dev.changeover.service";
+    pub const RELEASE: &str = "dev.changeover.release";
+    pub const SLOT: &str = "dev.changeover.slot";
+    /// On images Changeover builds: sha256 of the edge binary inside.
+    pub const EDGE_DIGEST: &str = "dev.changeover.edge-digest";
+    /// On the edge image: [`super::PROTOCOL_VERSION`].
+    pub const EDGE_PROTOCOL: &str = "dev.changeover.edge-protocol";
+}
+
+/// A small map type used in documents, kept sorted for stable JSON.
+pub type Labels = BTreeMap<String, String>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_as_tagged_json() {
+        let r = Request::TargetAdd {
+            port: 18080,
+            target: TargetSpec {
+                id: "s-web-r2-s0".into(),
+                addr: "172.18.0.5:8080".into(),
+                release: 2,
+            },
+            wait_healthy_ms: Some(5000),
+        };
+        let text = serde_json::to_string(&r).unwrap();
+        assert!(
+            text.contains("\"op\":\"target-add\""),
+            "the op tag names the request: {text}"
+        );
+        let back: Request = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, r, "a request survives the trip through JSON");
+    }
+}

@@ -1,0 +1,509 @@
+//! The control side of the edge: the serving process's state, the Unix
+//! control socket, and the `ctl` client the Docker exec API runs.
+//!
+//! Besides routes, the edge keeps two things for Changeover on the
+//! environment, so every client of one daemon sees the same:
+//! - documents (service definitions, release history) in `docs.json`, each
+//!   with a revision for compare-and-set writes;
+//! - locks with an owner and a time to live (one rollout per service at a
+//!   time, across machines). Locks live in memory: when the edge restarts,
+//!   they are gone, and the next rollout finds any half-done work from the
+//!   containers' labels.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use changeover_core::edge::{
+    EdgeErrorCode, LockHolder, Request, Response, RouteSpec, TargetSpec, TargetState,
+    PROTOCOL_VERSION,
+};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+
+use crate::proxy::{self, Upstream};
+use crate::routes::{write_atomically, Route, Table, Target};
+
+const SOCKET: &str = "control.sock";
+
+/// The serving process's state.
+pub struct Edge {
+    pub table: Table,
+    pub client: Upstream,
+    docs: Mutex<Docs>,
+    locks: Mutex<HashMap<String, Lock>>,
+    dir: Option<PathBuf>,
+    started: Instant,
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct Docs {
+    entries: BTreeMap<String, Doc>,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+struct Doc {
+    value: serde_json::Value,
+    revision: u64,
+}
+
+struct Lock {
+    owner: String,
+    since_ms: i64,
+    expires: Instant,
+}
+
+fn error(code: EdgeErrorCode, message: impl Into<String>) -> Response {
+    Response::Error {
+        code,
+        message: message.into(),
+    }
+}
+
+impl Edge {
+    /// An edge keeping its state in `dir` (`None`: in memory, for tests).
+    pub fn new(dir: Option<&Path>) -> Result<Arc<Self>, String> {
+        let docs = match dir {
+            Some(d) => match std::fs::read_to_string(d.join("docs.json")) {
+                Ok(text) => serde_json::from_str(&text)
+                    .map_err(|e| format!("{}/docs.json is not valid: {e}", d.display()))?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Docs::default(),
+                Err(e) => return Err(format!("cannot read {}/docs.json: {e}", d.display())),
+            },
+            None => Docs::default(),
+        };
+        let table = Table::new(dir);
+        table.load()?;
+        Ok(Arc::new(Self {
+            table,
+            client: proxy::upstream_client(),
+            docs: Mutex::new(docs),
+            locks: Mutex::new(HashMap::new()),
+            dir: dir.map(Path::to_path_buf),
+            started: Instant::now(),
+        }))
+    }
+
+    /// Opens the listeners and starts the checks of the routes loaded from
+    /// the state directory.
+    pub async fn resume(self: &Arc<Self>) {
+        let ports: Vec<u16> = self.table.lock().keys().copied().collect();
+        for port in ports {
+            match proxy::listen(self.clone(), port).await {
+                Ok(task) => {
+                    let mut routes = self.table.lock();
+                    if let Some(route) = routes.get_mut(&port) {
+                        route.listener = Some(task);
+                        let probe = route.spec.health.clone();
+                        for t in &route.targets {
+                            crate::health::start(t, probe.clone(), self.client.clone());
+                        }
+                    }
+                }
+                Err(e) => eprintln!("changeover-edge: cannot listen on port {port} again: {e}"),
+            }
+        }
+    }
+
+    fn save_routes(&self) {
+        if let Err(e) = self.table.save() {
+            eprintln!("changeover-edge: {e}");
+        }
+    }
+
+    /// A request to this target could not connect: take it out of rotation
+    /// now; its health checks bring it back when it answers again.
+    pub fn mark_unreachable(&self, guard: &crate::routes::InFlight, why: &str) {
+        let t = &guard.0;
+        let mut h = t.health();
+        if h.state == TargetState::Healthy {
+            h.state = TargetState::Unhealthy;
+            h.passes = 0;
+            h.last_check = Some(format!("request failed: {why}"));
+            drop(h);
+            t.changed.notify_waiters();
+        }
+    }
+
+    pub async fn handle(self: &Arc<Self>, request: Request) -> Response {
+        match request {
+            Request::Hello => Response::Hello {
+                protocol: PROTOCOL_VERSION,
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                uptime_ms: self.started.elapsed().as_millis() as u64,
+            },
+            Request::RouteSet { route } => self.route_set(route).await,
+            Request::RouteRemove { port } => {
+                let removed = self.table.lock().remove(&port);
+                if let Some(route) = removed {
+                    if let Some(l) = route.listener {
+                        l.abort();
+                    }
+                    for t in &route.targets {
+                        t.stop_checks();
+                    }
+                }
+                self.save_routes();
+                Response::Ok
+            }
+            Request::Routes { service } => Response::Routes {
+                routes: self
+                    .table
+                    .lock()
+                    .values()
+                    .filter(|r| service.as_ref().is_none_or(|s| &r.spec.service == s))
+                    .map(Route::status)
+                    .collect(),
+            },
+            Request::TargetAdd {
+                port,
+                target,
+                wait_healthy_ms,
+            } => self.target_add(port, target, wait_healthy_ms).await,
+            Request::TargetDrain { port, id } => self.target_drain(port, &id).await,
+            Request::TargetRemove { port, id } => {
+                let removed = {
+                    let mut routes = self.table.lock();
+                    routes.get_mut(&port).and_then(|r| {
+                        let i = r.targets.iter().position(|t| t.spec.id == id)?;
+                        Some(r.targets.remove(i))
+                    })
+                };
+                if let Some(t) = removed {
+                    t.stop_checks();
+                    self.save_routes();
+                }
+                Response::Ok
+            }
+            Request::PortCheck { port, service } => {
+                if let Some(r) = self.table.lock().get(&port) {
+                    return if r.spec.service == service {
+                        Response::Ok
+                    } else {
+                        error(
+                            EdgeErrorCode::PortInUse,
+                            format!("port {port} is already routed to {}", r.spec.service),
+                        )
+                    };
+                }
+                match std::net::TcpListener::bind(("0.0.0.0", port)) {
+                    Ok(_) => Response::Ok,
+                    Err(e) => error(
+                        EdgeErrorCode::PortInUse,
+                        format!("port {port} is taken on the host by another process ({e})"),
+                    ),
+                }
+            }
+            Request::DocGet { key } => {
+                let docs = self.docs.lock().unwrap_or_else(|p| p.into_inner());
+                match docs.entries.get(&key) {
+                    Some(d) => Response::Doc {
+                        value: Some(d.value.clone()),
+                        revision: d.revision,
+                    },
+                    None => Response::Doc {
+                        value: None,
+                        revision: 0,
+                    },
+                }
+            }
+            Request::DocPut { key, value, expect } => self.doc_put(key, value, expect),
+            Request::DocList { prefix } => Response::Keys {
+                keys: self
+                    .docs
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .entries
+                    .keys()
+                    .filter(|k| k.starts_with(&prefix))
+                    .cloned()
+                    .collect(),
+            },
+            Request::LockAcquire { key, owner, ttl_ms } => {
+                let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+                let now = Instant::now();
+                if let Some(l) = locks.get(&key) {
+                    if l.owner != owner && l.expires > now {
+                        return Response::LockHeld {
+                            holder: holder(l, now),
+                        };
+                    }
+                }
+                let since_ms = match locks.get(&key) {
+                    Some(l) if l.owner == owner && l.expires > now => l.since_ms,
+                    _ => crate::unix_ms(),
+                };
+                let lock = Lock {
+                    owner,
+                    since_ms,
+                    expires: now + Duration::from_millis(ttl_ms),
+                };
+                let h = holder(&lock, now);
+                locks.insert(key, lock);
+                Response::Locked { holder: h }
+            }
+            Request::LockRelease { key, owner } => {
+                let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+                if locks.get(&key).is_some_and(|l| l.owner == owner) {
+                    locks.remove(&key);
+                }
+                Response::Ok
+            }
+        }
+    }
+
+    async fn route_set(self: &Arc<Self>, spec: RouteSpec) -> Response {
+        let port = spec.port;
+        {
+            let mut routes = self.table.lock();
+            if let Some(r) = routes.get_mut(&port) {
+                if r.spec.service != spec.service {
+                    return error(
+                        EdgeErrorCode::PortInUse,
+                        format!("port {port} is already routed to {}", r.spec.service),
+                    );
+                }
+                r.spec = spec;
+                drop(routes);
+                self.save_routes();
+                return Response::Ok;
+            }
+        }
+        let task = match proxy::listen(self.clone(), port).await {
+            Ok(t) => t,
+            Err(e) => {
+                return error(
+                    EdgeErrorCode::PortInUse,
+                    format!("cannot listen on port {port}: {e}"),
+                )
+            }
+        };
+        let mut route = Route::new(spec);
+        route.listener = Some(task);
+        self.table.lock().insert(port, route);
+        self.save_routes();
+        Response::Ok
+    }
+
+    async fn target_add(
+        self: &Arc<Self>,
+        port: u16,
+        spec: TargetSpec,
+        wait_healthy_ms: Option<u64>,
+    ) -> Response {
+        let target = {
+            let mut routes = self.table.lock();
+            let Some(route) = routes.get_mut(&port) else {
+                return error(
+                    EdgeErrorCode::UnknownRoute,
+                    format!("no route on port {port}"),
+                );
+            };
+            match route.target(&spec.id) {
+                Some(t) if t.spec == spec && t.state() != TargetState::Draining => t.clone(),
+                _ => {
+                    if let Some(i) = route.targets.iter().position(|t| t.spec.id == spec.id) {
+                        route.targets.remove(i).stop_checks();
+                    }
+                    let t = Target::new(spec, TargetState::Adding);
+                    crate::health::start(&t, route.spec.health.clone(), self.client.clone());
+                    route.targets.push(t.clone());
+                    t
+                }
+            }
+        };
+        self.save_routes();
+        if let Some(ms) = wait_healthy_ms {
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(ms);
+            loop {
+                let changed = target.changed.notified();
+                if target.state() == TargetState::Healthy {
+                    break;
+                }
+                if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                    break;
+                }
+            }
+            // Persist that it became healthy, so a restart routes to it at once.
+            self.save_routes();
+        }
+        Response::Target {
+            target: target.status(),
+        }
+    }
+
+    async fn target_drain(self: &Arc<Self>, port: u16, id: &str) -> Response {
+        let started = Instant::now();
+        let (target, timeout) = {
+            let routes = self.table.lock();
+            let Some(route) = routes.get(&port) else {
+                return Response::Drained {
+                    abandoned: 0,
+                    took_ms: 0,
+                };
+            };
+            let Some(t) = route.target(id) else {
+                return Response::Drained {
+                    abandoned: 0,
+                    took_ms: 0,
+                };
+            };
+            // Under the table lock: no request can pick it after this line.
+            t.health().state = TargetState::Draining;
+            (
+                t.clone(),
+                Duration::from_millis(route.spec.drain_timeout_ms),
+            )
+        };
+        target.stop_checks();
+        target.changed.notify_waiters();
+        let deadline = started + timeout;
+        while target.in_flight.load(std::sync::atomic::Ordering::SeqCst) > 0
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let abandoned = target.in_flight.load(std::sync::atomic::Ordering::SeqCst);
+        {
+            let mut routes = self.table.lock();
+            if let Some(route) = routes.get_mut(&port) {
+                route.targets.retain(|t| !Arc::ptr_eq(t, &target));
+            }
+        }
+        self.save_routes();
+        Response::Drained {
+            abandoned,
+            took_ms: started.elapsed().as_millis() as u64,
+        }
+    }
+
+    fn doc_put(&self, key: String, value: serde_json::Value, expect: Option<u64>) -> Response {
+        let mut docs = self.docs.lock().unwrap_or_else(|p| p.into_inner());
+        let current = docs.entries.get(&key).map(|d| d.revision).unwrap_or(0);
+        if let Some(expect) = expect {
+            if expect != current {
+                return error(
+                    EdgeErrorCode::Conflict,
+                    format!("{key} changed meanwhile (revision {current}, expected {expect})"),
+                );
+            }
+        }
+        let revision = current + 1;
+        docs.entries.insert(
+            key,
+            Doc {
+                value: value.clone(),
+                revision,
+            },
+        );
+        if let Some(dir) = &self.dir {
+            let bytes = match serde_json::to_vec_pretty(&*docs) {
+                Ok(b) => b,
+                Err(e) => return error(EdgeErrorCode::Internal, e.to_string()),
+            };
+            if let Err(e) = write_atomically(&dir.join("docs.json"), &bytes) {
+                return error(EdgeErrorCode::Internal, e);
+            }
+        }
+        Response::Doc {
+            value: Some(value),
+            revision,
+        }
+    }
+}
+
+fn holder(l: &Lock, now: Instant) -> LockHolder {
+    LockHolder {
+        owner: l.owner.clone(),
+        since_ms: l.since_ms,
+        expires_in_ms: l.expires.saturating_duration_since(now).as_millis() as i64,
+    }
+}
+
+/// `changeover-edge serve`: the long-running proxy.
+pub async fn serve(dir: PathBuf) -> Result<(), String> {
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let edge = Edge::new(Some(&dir))?;
+    edge.resume().await;
+    let socket = dir.join(SOCKET);
+    let _ = std::fs::remove_file(&socket);
+    let listener = tokio::net::UnixListener::bind(&socket)
+        .map_err(|e| format!("cannot open the control socket {}: {e}", socket.display()))?;
+    eprintln!(
+        "changeover-edge {} serving {} route(s); control socket {}",
+        env!("CARGO_PKG_VERSION"),
+        edge.table.lock().len(),
+        socket.display()
+    );
+    let control = {
+        let edge = edge.clone();
+        async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let edge = edge.clone();
+                tokio::spawn(async move {
+                    let (read, mut write) = stream.into_split();
+                    let mut line = String::new();
+                    let mut reader = tokio::io::BufReader::new(read);
+                    if reader.read_line(&mut line).await.is_err() {
+                        return;
+                    }
+                    let response = match serde_json::from_str::<Request>(&line) {
+                        Ok(req) => edge.handle(req).await,
+                        Err(e) => error(EdgeErrorCode::BadRequest, format!("bad request: {e}")),
+                    };
+                    let mut out = serde_json::to_vec(&response).unwrap_or_default();
+                    out.push(b'\n');
+                    let _ = write.write_all(&out).await;
+                });
+            }
+        }
+    };
+    tokio::select! {
+        _ = control => {}
+        _ = crate::terminated() => {}
+    }
+    Ok(())
+}
+
+/// `changeover-edge ctl REQUEST`: one round trip to the serving process.
+/// Prints the JSON answer; exits 0 when one was printed (even an error
+/// answer), 1 when the edge could not be asked.
+pub fn run_client(dir: &Path, request: &str) -> ExitCode {
+    if let Err(e) = serde_json::from_str::<Request>(request) {
+        let r = error(EdgeErrorCode::BadRequest, format!("bad request: {e}"));
+        println!("{}", serde_json::to_string(&r).unwrap_or_default());
+        return ExitCode::SUCCESS;
+    }
+    let socket = dir.join(SOCKET);
+    let result = (|| -> std::io::Result<String> {
+        let mut stream = std::os::unix::net::UnixStream::connect(&socket)?;
+        stream.write_all(request.trim().as_bytes())?;
+        stream.write_all(b"\n")?;
+        let mut line = String::new();
+        BufReader::new(stream).read_line(&mut line)?;
+        Ok(line)
+    })();
+    match result {
+        Ok(line) if !line.trim().is_empty() => {
+            print!("{line}");
+            ExitCode::SUCCESS
+        }
+        Ok(_) => {
+            eprintln!("changeover-edge: the edge closed the control socket without an answer");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!(
+                "changeover-edge: cannot reach the edge at {}: {e}",
+                socket.display()
+            );
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! The demo app and the probe.
+//!
+//! `demo` is the app the sandbox, the tests and the benchmarks deploy: it
+//! answers `/` with its version (and the container's hostname), `/health`
+//! with 200 (or 503 when started `--unhealthy`), and `/?sleep=MS` after MS
+//! milliseconds, so tests can hold requests in flight across a drain. On
+//! SIGTERM it stops accepting and lets open requests finish, as a well-behaved
+//! app does.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+
+/// How long open requests may take to finish after SIGTERM.
+const GRACE: Duration = Duration::from_secs(10);
+
+pub async fn serve(version: &str, listen: &str, unhealthy: bool) -> Result<(), String> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    let answer: Arc<str> = if host.is_empty() {
+        format!("{version}\n").into()
+    } else {
+        format!("{version} {host}\n").into()
+    };
+    let version: Arc<str> = version.into();
+    eprintln!("changeover-edge demo {version} listening on {listen}");
+    let graceful = GracefulShutdown::new();
+    let stop = crate::terminated();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let _ = stream.set_nodelay(true);
+                let (answer, version) = (answer.clone(), version.clone());
+                let service = hyper::service::service_fn(move |req| {
+                    let (answer, version) = (answer.clone(), version.clone());
+                    async move { Ok::<_, Infallible>(reply(req, &answer, &version, unhealthy).await) }
+                });
+                let conn = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+            _ = &mut stop => break,
+        }
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(GRACE, graceful.shutdown()).await;
+    Ok(())
+}
+
+async fn reply<B>(
+    req: Request<B>,
+    answer: &str,
+    version: &str,
+    unhealthy: bool,
+) -> Response<Full<Bytes>> {
+    let (status, body) = match req.uri().path() {
+        "/health" if unhealthy => (StatusCode::SERVICE_UNAVAILABLE, "unhealthy\n".to_string()),
+        "/health" => (StatusCode::OK, "ok\n".to_string()),
+        "/" => {
+            let sleep = req.uri().query().and_then(|q| {
+                q.split('&')
+                    .find_map(|kv| kv.strip_prefix("sleep="))
+                    .and_then(|v| v.parse::<u64>().ok())
+            });
+            if let Some(ms) = sleep {
+                tokio::time::sleep(Duration::from_millis(ms.min(60_000))).await;
+            }
+            (StatusCode::OK, answer.to_string())
+        }
+        _ => (StatusCode::NOT_FOUND, "not found\n".to_string()),
+    };
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    if let Ok(v) = hyper::header::HeaderValue::from_str(version) {
+        r.headers_mut().insert("x-demo-version", v);
+    }
+    r
+}
+
+/// `changeover-edge probe URL`: succeeds on a 2xx/3xx answer.
+pub async fn probe(url: &str, timeout_ms: u64) -> Result<(), String> {
+    let uri: hyper::Uri = url
+        .parse()
+        .map_err(|e| format!("{url} is not a URL: {e}"))?;
+    let client = crate::proxy::upstream_client();
+    let mut req = Request::new(crate::proxy::empty_body());
+    *req.uri_mut() = uri;
+    match tokio::time::timeout(Duration::from_millis(timeout_ms), client.request(req)).await {
+        Ok(Ok(resp)) if resp.status().is_success() || resp.status().is_redirection() => {
+            println!("{url}: {}", resp.status());
+            Ok(())
+        }
+        Ok(Ok(resp)) => Err(format!("{url}: {}", resp.status())),
+        Ok(Err(e)) => Err(format!("{url}: {e}")),
+        Err(_) => Err(format!("{url}: no answer within {timeout_ms} ms")),
+    }
+}

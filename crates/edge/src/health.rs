@@ -1,0 +1,138 @@
+//! Active health checks.
+//!
+//! One task per target. A check is an HTTP GET of the route's health path
+//! (2xx and 3xx pass) or, without a path, a TCP connect. While a target is
+//! being added it is checked every `min(interval, 250 ms)`, so a container
+//! that is ready fast is routed fast; after that, every `interval`.
+//! `healthy_threshold` passes in a row make a target healthy;
+//! `unhealthy_threshold` failures in a row take a healthy one out of rotation.
+//! A draining target is no longer checked.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use changeover_core::edge::{HealthProbe, TargetState};
+use http_body_util::BodyExt;
+use hyper::{Request, Uri};
+
+use crate::proxy::Upstream;
+use crate::routes::Target;
+
+const ADDING_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Starts checking `target` with `probe`; the task ends when the target
+/// drains or its checker is aborted.
+pub fn start(target: &Arc<Target>, probe: HealthProbe, client: Upstream) {
+    let t = target.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let state = t.state();
+            if state == TargetState::Draining {
+                return;
+            }
+            let (passed, seen) = check(&client, &t.spec.addr, &probe).await;
+            record(&t, &probe, passed, seen);
+            let interval = Duration::from_millis(probe.interval_ms.max(50));
+            let wait = if t.state() == TargetState::Adding {
+                interval.min(ADDING_INTERVAL)
+            } else {
+                interval
+            };
+            tokio::time::sleep(wait).await;
+        }
+    });
+    if let Some(old) = target
+        .checker
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .replace(task)
+    {
+        old.abort();
+    }
+}
+
+/// Applies one check's outcome to the target's state.
+pub fn record(t: &Target, probe: &HealthProbe, passed: bool, seen: String) {
+    let mut h = t.health();
+    h.last_check = Some(seen);
+    let before = h.state;
+    if passed {
+        h.passes += 1;
+        h.failures = 0;
+        if matches!(h.state, TargetState::Adding | TargetState::Unhealthy)
+            && h.passes >= probe.healthy_threshold.max(1)
+        {
+            h.state = TargetState::Healthy;
+            if h.healthy_after.is_none() {
+                h.healthy_after = Some(t.added.elapsed());
+            }
+        }
+    } else {
+        h.failures += 1;
+        h.passes = 0;
+        if h.state == TargetState::Healthy && h.failures >= probe.unhealthy_threshold.max(1) {
+            h.state = TargetState::Unhealthy;
+        }
+    }
+    let changed = h.state != before;
+    drop(h);
+    if changed {
+        t.changed.notify_waiters();
+    }
+}
+
+async fn check(client: &Upstream, addr: &str, probe: &HealthProbe) -> (bool, String) {
+    let timeout = Duration::from_millis(probe.timeout_ms.max(10));
+    match &probe.path {
+        None => match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
+            Ok(Ok(_)) => (true, format!("TCP connect to {addr} succeeded")),
+            Ok(Err(e)) => (false, format!("TCP connect to {addr}: {e}")),
+            Err(_) => (false, format!("TCP connect to {addr} timed out")),
+        },
+        Some(path) => {
+            let Ok(uri) = format!("http://{addr}{path}").parse::<Uri>() else {
+                return (
+                    false,
+                    format!("health path {path:?} is not a valid URL path"),
+                );
+            };
+            let mut req = Request::new(crate::proxy::empty_body());
+            *req.uri_mut() = uri;
+            match tokio::time::timeout(timeout, client.request(req)).await {
+                Ok(Ok(resp)) => {
+                    let status = resp.status();
+                    let body = match tokio::time::timeout(timeout, resp.into_body().collect()).await
+                    {
+                        Ok(Ok(b)) => b.to_bytes(),
+                        _ => Default::default(),
+                    };
+                    let snippet: String =
+                        String::from_utf8_lossy(&body).chars().take(200).collect();
+                    let passed = status.is_success() || status.is_redirection();
+                    (
+                        passed,
+                        format!("GET {path} → {status} {}", snippet.trim())
+                            .trim()
+                            .to_string(),
+                    )
+                }
+                Ok(Err(e)) => (false, format!("GET {path}: {}", describe(&e))),
+                Err(_) => (
+                    false,
+                    format!("GET {path}: no answer within {} ms", timeout.as_millis()),
+                ),
+            }
+        }
+    }
+}
+
+fn describe(e: &hyper_util::client::legacy::Error) -> String {
+    use std::error::Error;
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text = format!("{text}: {s}");
+        source = s.source();
+    }
+    text
+}

@@ -1,0 +1,140 @@
+//! `changeover-edge`: the proxy Changeover runs as a container on every
+//! environment, plus the tiny demo app the sandbox, tests and benchmarks use.
+//!
+//! # Layout
+//! - [`routes`]: the routing table — routes, their targets and target states
+//!   (`adding → healthy → draining → removed`, or `unhealthy`), picking a
+//!   target for a request, persistence in the state volume.
+//! - [`proxy`]: the listeners (HTTP/1.1 and h2c) and request forwarding, with
+//!   one retry on another target when the first could not be reached.
+//! - [`health`]: the active health checks that move targets between states.
+//! - [`control`]: the control socket and the `ctl` client that the Docker
+//!   exec API runs; stored documents and locks.
+//! - [`demo`]: `demo` (an HTTP server that answers its version) and `probe`
+//!   (an HTTP check usable as a Docker `HEALTHCHECK` in `FROM scratch` images).
+//!
+//! The wire protocol lives in `changeover_core::edge`, shared with the client.
+//! Deliberately left out for now: TLS termination, host-name routing, weighted
+//! pools (one pool per route; every healthy target gets an equal share).
+
+mod control;
+mod demo;
+mod health;
+mod proxy;
+mod routes;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "changeover-edge", version, about = "Changeover's edge proxy")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy: reload routes from the state directory, open their
+    /// listeners, and serve the control socket.
+    Serve {
+        #[arg(long, default_value = changeover_core::edge::EDGE_STATE_DIR)]
+        state: PathBuf,
+    },
+    /// Send one control request (JSON) to the running proxy and print its
+    /// JSON answer.
+    Ctl {
+        /// The request, e.g. '{"op":"routes"}'.
+        request: String,
+        #[arg(long, default_value = changeover_core::edge::EDGE_STATE_DIR)]
+        state: PathBuf,
+    },
+    /// A tiny HTTP app: `/` answers the version, `/health` answers 200
+    /// (or 503 with --unhealthy). `/?sleep=MS` answers after MS milliseconds.
+    Demo {
+        #[arg(long)]
+        version: String,
+        #[arg(long, default_value = "0.0.0.0:8080")]
+        listen: String,
+        /// Make `/health` always fail (a release that never becomes healthy).
+        #[arg(long)]
+        unhealthy: bool,
+    },
+    /// GET a URL; exit 0 on a 2xx/3xx answer. For HEALTHCHECKs in images
+    /// that have no shell or curl.
+    Probe {
+        url: String,
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Ctl { request, state } = &cli.command {
+        // No runtime needed: one blocking round trip on a Unix socket.
+        return control::run_client(state, request);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("changeover-edge: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve { state } => control::serve(state).await,
+            Command::Demo {
+                version,
+                listen,
+                unhealthy,
+            } => demo::serve(&version, &listen, unhealthy).await,
+            Command::Probe { url, timeout_ms } => demo::probe(&url, timeout_ms).await,
+            Command::Ctl { .. } => Ok(()),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("changeover-edge: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on SIGTERM (what `docker stop` sends to PID 1) or Ctrl-C.
+pub(crate) async fn terminated() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
