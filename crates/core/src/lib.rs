@@ -22,5 +22,7 @@ pub mod environment;
 pub mod inventory;
 pub mod live;
 pub mod problem;
+pub mod service;
+pub mod stack;
 
 pub use problem::{Problem, ProblemCode};

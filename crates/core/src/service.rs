@@ -1,0 +1,354 @@
+//! Services and releases: what a user defines once, and each version of it
+//! that ran.
+//!
+//! A [`ServiceSpec`] is the desired state of one service (from a stack file or
+//! the GUI's forms). Deploying it pins the image by digest and records a
+//! [`Release`]. A service's [`ServiceRecord`] — its current spec, its
+//! releases and any rollout in progress — is stored on the environment (a
+//! document on the edge), so every client of the daemon sees the same
+//! history.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use ts_rs::TS;
+
+use crate::edge::HealthProbe;
+
+/// `stack/service`, the name users type.
+pub fn qualified(stack: &str, service: &str) -> String {
+    format!("{stack}/{service}")
+}
+
+/// `host:container` — the edge listens on `host` and forwards to `container`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+#[ts(export)]
+pub struct PortMapping {
+    pub host: u16,
+    pub container: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "kebab-case")]
+#[ts(export)]
+pub enum MountKind {
+    /// A named volume of the stack (created when missing, never removed).
+    Volume,
+    /// A host path.
+    Bind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+#[ts(export)]
+pub struct Mount {
+    pub kind: MountKind,
+    /// Volume name as written in the stack (`data`), or an absolute host path.
+    pub source: String,
+    pub target: String,
+    pub read_only: bool,
+}
+
+/// A Docker `HEALTHCHECK` run inside the container by the daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+#[ts(export)]
+pub struct DockerHealthcheck {
+    /// `["CMD", ...]` or `["CMD-SHELL", "..."]`; `["NONE"]` disables the image's.
+    pub test: Vec<String>,
+    #[ts(type = "number")]
+    pub interval_ms: u64,
+    #[ts(type = "number")]
+    pub timeout_ms: u64,
+    pub retries: u32,
+    #[ts(type = "number")]
+    pub start_period_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, TS)]
+#[serde(rename_all = "kebab-case")]
+#[ts(export)]
+pub enum Strategy {
+    /// Replace containers slot by slot, start-first.
+    #[default]
+    Rolling,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, TS)]
+#[serde(rename_all = "kebab-case")]
+#[ts(export)]
+pub enum UpdateOrder {
+    /// Start the new container before stopping the old one (capacity never drops).
+    #[default]
+    StartFirst,
+    /// Stop the old container first (for apps that cannot run twice).
+    StopFirst,
+}
+
+/// `deploy.update_config`: how a rollout paces itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+#[ts(export)]
+pub struct UpdateConfig {
+    /// Slots replaced at the same time.
+    pub parallelism: u32,
+    /// Pause between two groups of slots.
+    #[ts(type = "number")]
+    pub delay_ms: u64,
+    pub order: UpdateOrder,
+}
+
+impl Default for UpdateConfig {
+    fn default() -> Self {
+        Self {
+            parallelism: 1,
+            delay_ms: 0,
+            order: UpdateOrder::StartFirst,
+        }
+    }
+}
+
+/// Everything that defines one service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+#[ts(export)]
+pub struct ServiceSpec {
+    pub stack: String,
+    pub name: String,
+    /// Image reference as the user wrote it (`repo:tag`).
+    pub image: String,
+    pub command: Option<Vec<String>>,
+    pub env: BTreeMap<String, String>,
+    pub ports: Vec<PortMapping>,
+    pub mounts: Vec<Mount>,
+    /// Extra networks of the stack the service joins (besides `default`).
+    pub networks: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    pub healthcheck: Option<DockerHealthcheck>,
+    pub replicas: u32,
+    pub update: UpdateConfig,
+    pub strategy: Strategy,
+    /// The edge's HTTP (or TCP) check before a container gets traffic.
+    pub health: HealthProbe,
+    #[ts(type = "number")]
+    pub drain_timeout_ms: u64,
+    /// How long a new container may take to become healthy.
+    #[ts(type = "number")]
+    pub deploy_timeout_ms: u64,
+}
+
+/// Default `drain_timeout`.
+pub const DEFAULT_DRAIN_TIMEOUT_MS: u64 = 30_000;
+/// Default `deploy_timeout`.
+pub const DEFAULT_DEPLOY_TIMEOUT_MS: u64 = 60_000;
+
+impl ServiceSpec {
+    /// A service with Changeover's defaults: one replica, rolling, TCP check.
+    pub fn new(stack: &str, name: &str, image: &str) -> Self {
+        Self {
+            stack: stack.to_string(),
+            name: name.to_string(),
+            image: image.to_string(),
+            command: None,
+            env: BTreeMap::new(),
+            ports: Vec::new(),
+            mounts: Vec::new(),
+            networks: Vec::new(),
+            labels: BTreeMap::new(),
+            healthcheck: None,
+            replicas: 1,
+            update: UpdateConfig::default(),
+            strategy: Strategy::Rolling,
+            health: HealthProbe::default(),
+            drain_timeout_ms: DEFAULT_DRAIN_TIMEOUT_MS,
+            deploy_timeout_ms: DEFAULT_DEPLOY_TIMEOUT_MS,
+        }
+    }
+
+    pub fn qualified(&self) -> String {
+        qualified(&self.stack, &self.name)
+    }
+
+    /// The image's repository and tag (`repo`, `tag`); tag defaults to `latest`.
+    pub fn image_parts(&self) -> (&str, &str) {
+        split_image(&self.image)
+    }
+
+    /// The same service on another tag of its image.
+    pub fn with_tag(&self, tag: &str) -> Self {
+        let mut s = self.clone();
+        s.image = format!("{}:{tag}", self.image_parts().0);
+        s
+    }
+}
+
+/// Splits `repo[:tag][@digest]` into repository and tag (default `latest`).
+pub fn split_image(image: &str) -> (&str, &str) {
+    let without_digest = image.split('@').next().unwrap_or(image);
+    let slash = without_digest.rfind('/').map(|i| i + 1).unwrap_or(0);
+    match without_digest[slash..].rfind(':') {
+        Some(i) => (
+            &without_digest[..slash + i],
+            &without_digest[slash + i + 1..],
+        ),
+        None => (without_digest, "latest"),
+    }
+}
+
+/// How a release's rollout ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+#[ts(export)]
+pub enum ReleaseResult {
+    /// Being rolled out now (or the rollout was interrupted).
+    InProgress,
+    /// Every slot runs it and is healthy.
+    Succeeded,
+    /// Its rollout failed and the previous release was restored.
+    Failed { reason: String },
+    /// Replaced by a later release (or a rollback).
+    Superseded,
+}
+
+/// One version of a service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+#[ts(export)]
+pub struct Release {
+    pub number: u32,
+    /// The image reference it was deployed from (`repo:tag`).
+    pub image: String,
+    /// The image ID (`sha256:…`) its containers run, so it never drifts.
+    pub image_id: String,
+    pub spec: ServiceSpec,
+    /// Unix milliseconds.
+    #[ts(type = "number")]
+    pub created_ms: i64,
+    /// `user@host` of the client that deployed it.
+    pub created_by: String,
+    pub result: ReleaseResult,
+}
+
+/// A rollout that started and has not finished (yet, or ever: its client
+/// may have been killed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+#[ts(export)]
+pub struct PendingRollout {
+    pub from: Option<u32>,
+    pub to: u32,
+    pub owner: String,
+    #[ts(type = "number")]
+    pub started_ms: i64,
+}
+
+/// Everything stored about a service on its environment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+#[ts(export)]
+pub struct ServiceRecord {
+    pub spec: ServiceSpec,
+    /// Newest last.
+    pub releases: Vec<Release>,
+    /// The release every slot runs when no rollout is in progress.
+    pub current: Option<u32>,
+    pub rollout: Option<PendingRollout>,
+}
+
+impl ServiceRecord {
+    pub fn release(&self, number: u32) -> Option<&Release> {
+        self.releases.iter().find(|r| r.number == number)
+    }
+
+    pub fn release_mut(&mut self, number: u32) -> Option<&mut Release> {
+        self.releases.iter_mut().find(|r| r.number == number)
+    }
+
+    pub fn next_number(&self) -> u32 {
+        self.releases.iter().map(|r| r.number).max().unwrap_or(0) + 1
+    }
+
+    /// The release before `current` that succeeded once: where a rollback goes.
+    pub fn previous(&self) -> Option<&Release> {
+        let current = self.current?;
+        self.releases.iter().rev().find(|r| {
+            r.number < current
+                && matches!(
+                    r.result,
+                    ReleaseResult::Succeeded | ReleaseResult::Superseded
+                )
+        })
+    }
+
+    /// Releases whose containers are kept (stopped) for a fast rollback: the
+    /// current one and the `keep` before it.
+    pub fn kept_releases(&self, keep: usize) -> Vec<u32> {
+        let mut numbers: Vec<u32> = self
+            .releases
+            .iter()
+            .filter(|r| !matches!(r.result, ReleaseResult::Failed { .. }))
+            .map(|r| r.number)
+            .collect();
+        numbers.sort_unstable();
+        let current = self.current.unwrap_or(0);
+        numbers.retain(|n| *n <= current);
+        let skip = numbers.len().saturating_sub(keep + 1);
+        numbers.into_iter().skip(skip).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_references_split_into_repo_and_tag() {
+        assert_eq!(split_image("nginx"), ("nginx", "latest"));
+        assert_eq!(split_image("nginx:1.27"), ("nginx", "1.27"));
+        assert_eq!(
+            split_image("localhost:5000/team/app:v2"),
+            ("localhost:5000/team/app", "v2"),
+            "a registry port is not a tag"
+        );
+        assert_eq!(
+            split_image("localhost:5000/app"),
+            ("localhost:5000/app", "latest")
+        );
+        assert_eq!(split_image("app:v1@sha256:abc"), ("app", "v1"));
+    }
+
+    #[test]
+    fn rollback_goes_to_the_last_good_release_before_current() {
+        let spec = ServiceSpec::new("s", "web", "app:v1");
+        let release = |n: u32, result: ReleaseResult| Release {
+            number: n,
+            image: "app".into(),
+            image_id: "sha256:x".into(),
+            spec: spec.clone(),
+            created_ms: 0,
+            created_by: "me".into(),
+            result,
+        };
+        let record = ServiceRecord {
+            spec: spec.clone(),
+            releases: vec![
+                release(1, ReleaseResult::Superseded),
+                release(2, ReleaseResult::Failed { reason: "x".into() }),
+                release(3, ReleaseResult::Succeeded),
+            ],
+            current: Some(3),
+            rollout: None,
+        };
+        assert_eq!(
+            record.previous().map(|r| r.number),
+            Some(1),
+            "a failed release is never a rollback target"
+        );
+        assert_eq!(
+            record.kept_releases(3),
+            vec![1, 3],
+            "failed releases keep nothing"
+        );
+    }
+}

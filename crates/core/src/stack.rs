@@ -1,0 +1,1344 @@
+//! Stack files: Compose files read into [`ServiceSpec`]s, validated before
+//! anything touches a daemon.
+//!
+//! The YAML is parsed with `saphyr` into nodes that keep their line, so every
+//! problem says where it is: `stack.yml:14 services.web.ports[0]: "80:abc" is
+//! not a port`. All problems of a file are reported at once.
+//!
+//! Compose keys Changeover does not apply are reported as warnings by name;
+//! keys Compose does not know are errors (a typo must not deploy something
+//! else than what was meant). Changeover's own settings live under
+//! `x-changeover` in each service; other `x-` keys are Compose extensions and
+//! are left alone.
+//!
+//! Deliberately left out: `${VAR}` interpolation (a value using it is
+//! reported), `extends`, YAML merge keys, `build:`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::Path;
+
+use saphyr::{LoadableYamlNode, MarkedYaml, Scalar, YamlData};
+use serde::{Deserialize, Serialize};
+use ts_rs::TS;
+
+use crate::edge::HealthProbe;
+use crate::service::{
+    DockerHealthcheck, Mount, MountKind, PortMapping, ServiceSpec, Strategy, UpdateOrder,
+};
+
+/// A stack read from a file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+#[ts(export)]
+pub struct Stack {
+    pub name: String,
+    pub services: Vec<ServiceSpec>,
+    /// Named volumes declared at the top level.
+    pub volumes: Vec<String>,
+    /// Networks declared at the top level.
+    pub networks: Vec<String>,
+}
+
+/// One thing wrong (or only worth knowing) about a stack file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+#[ts(export)]
+pub struct StackIssue {
+    pub file: String,
+    pub line: usize,
+    /// Dotted path of the key (`services.web.ports[0]`).
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for StackIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}:{} {}", self.file, self.line, self.message)
+        } else {
+            write!(
+                f,
+                "{}:{} {}: {}",
+                self.file, self.line, self.key, self.message
+            )
+        }
+    }
+}
+
+/// The result of reading a stack file: the stack when there is no error, and
+/// every error and warning found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+#[ts(export)]
+pub struct StackReport {
+    pub stack: Option<Stack>,
+    pub errors: Vec<StackIssue>,
+    pub warnings: Vec<StackIssue>,
+}
+
+/// Compose service keys Changeover reads.
+const SUPPORTED: &[&str] = &[
+    "image",
+    "environment",
+    "env_file",
+    "ports",
+    "volumes",
+    "networks",
+    "healthcheck",
+    "labels",
+    "command",
+    "deploy",
+    "x-changeover",
+];
+
+/// Compose service keys Changeover knows but does not apply (a warning).
+const COMPOSE_ONLY: &[&str] = &[
+    "annotations",
+    "attach",
+    "blkio_config",
+    "build",
+    "cap_add",
+    "cap_drop",
+    "cgroup",
+    "cgroup_parent",
+    "configs",
+    "container_name",
+    "cpu_count",
+    "cpu_percent",
+    "cpu_period",
+    "cpu_quota",
+    "cpu_rt_period",
+    "cpu_rt_runtime",
+    "cpu_shares",
+    "cpus",
+    "cpuset",
+    "credential_spec",
+    "depends_on",
+    "develop",
+    "device_cgroup_rules",
+    "devices",
+    "dns",
+    "dns_opt",
+    "dns_search",
+    "domainname",
+    "entrypoint",
+    "expose",
+    "extends",
+    "external_links",
+    "extra_hosts",
+    "gpus",
+    "group_add",
+    "hostname",
+    "init",
+    "ipc",
+    "isolation",
+    "label_file",
+    "links",
+    "logging",
+    "mac_address",
+    "mem_limit",
+    "mem_reservation",
+    "mem_swappiness",
+    "memswap_limit",
+    "models",
+    "network_mode",
+    "oom_kill_disable",
+    "oom_score_adj",
+    "pid",
+    "pids_limit",
+    "platform",
+    "post_start",
+    "pre_stop",
+    "privileged",
+    "profiles",
+    "provider",
+    "pull_policy",
+    "read_only",
+    "restart",
+    "runtime",
+    "scale",
+    "secrets",
+    "security_opt",
+    "shm_size",
+    "stdin_open",
+    "stop_grace_period",
+    "stop_signal",
+    "storage_opt",
+    "sysctls",
+    "tmpfs",
+    "tty",
+    "ulimits",
+    "use_api_socket",
+    "user",
+    "userns_mode",
+    "uts",
+    "volumes_from",
+    "working_dir",
+];
+
+const TOP_LEVEL: &[&str] = &["name", "services", "volumes", "networks", "version"];
+const TOP_LEVEL_COMPOSE_ONLY: &[&str] = &["configs", "secrets", "include", "models"];
+
+type Node<'a> = MarkedYaml<'a>;
+
+struct Reader<'f> {
+    file: &'f str,
+    errors: Vec<StackIssue>,
+    warnings: Vec<StackIssue>,
+}
+
+fn line(node: &Node) -> usize {
+    node.span.start.line().max(1)
+}
+
+/// The node's scalar as text (numbers and booleans as written in YAML).
+fn scalar(node: &Node) -> Option<String> {
+    match &node.data {
+        YamlData::Value(Scalar::String(s)) => Some(s.to_string()),
+        YamlData::Value(Scalar::Integer(i)) => Some(i.to_string()),
+        YamlData::Value(Scalar::FloatingPoint(f)) => Some(f.to_string()),
+        YamlData::Value(Scalar::Boolean(b)) => Some(b.to_string()),
+        YamlData::Representation(s, _, _) => Some(s.to_string()),
+        _ => None,
+    }
+}
+
+fn is_null(node: &Node) -> bool {
+    matches!(node.data, YamlData::Value(Scalar::Null))
+}
+
+fn entries<'n, 'a>(node: &'n Node<'a>) -> Option<Vec<(String, &'n Node<'a>)>> {
+    match &node.data {
+        YamlData::Mapping(m) => Some(
+            m.iter()
+                .map(|(k, v)| (scalar(k).unwrap_or_else(|| "?".into()), v))
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+fn items<'n, 'a>(node: &'n Node<'a>) -> Option<&'n Vec<Node<'a>>> {
+    match &node.data {
+        YamlData::Sequence(s) => Some(s),
+        _ => None,
+    }
+}
+
+fn describe(node: &Node) -> String {
+    match &node.data {
+        YamlData::Mapping(_) => "a mapping".into(),
+        YamlData::Sequence(_) => "a list".into(),
+        _ => match scalar(node) {
+            Some(s) => format!("{s:?}"),
+            None => "nothing".into(),
+        },
+    }
+}
+
+impl Reader<'_> {
+    fn error(&mut self, node: &Node, key: &str, message: impl Into<String>) {
+        self.errors.push(StackIssue {
+            file: self.file.to_string(),
+            line: line(node),
+            key: key.to_string(),
+            message: message.into(),
+        });
+    }
+
+    fn warn(&mut self, node: &Node, key: &str, message: impl Into<String>) {
+        self.warnings.push(StackIssue {
+            file: self.file.to_string(),
+            line: line(node),
+            key: key.to_string(),
+            message: message.into(),
+        });
+    }
+
+    fn string(&mut self, node: &Node, key: &str) -> Option<String> {
+        match scalar(node) {
+            Some(s) => {
+                if s.contains("${") {
+                    self.error(
+                        node,
+                        key,
+                        format!("{s:?} uses ${{…}} interpolation, which Changeover does not support yet; write the value out"),
+                    );
+                }
+                Some(s)
+            }
+            None => {
+                self.error(
+                    node,
+                    key,
+                    format!("expected a text value, found {}", describe(node)),
+                );
+                None
+            }
+        }
+    }
+
+    fn map<'n, 'a>(&mut self, node: &'n Node<'a>, key: &str) -> Vec<(String, &'n Node<'a>)> {
+        match entries(node) {
+            Some(e) => e,
+            None => {
+                if !is_null(node) {
+                    self.error(
+                        node,
+                        key,
+                        format!("expected a mapping, found {}", describe(node)),
+                    );
+                }
+                Vec::new()
+            }
+        }
+    }
+
+    fn list<'n, 'a>(&mut self, node: &'n Node<'a>, key: &str) -> Vec<&'n Node<'a>> {
+        match items(node) {
+            Some(v) => v.iter().collect(),
+            None => {
+                if !is_null(node) {
+                    self.error(
+                        node,
+                        key,
+                        format!("expected a list, found {}", describe(node)),
+                    );
+                }
+                Vec::new()
+            }
+        }
+    }
+
+    fn number(&mut self, node: &Node, key: &str, min: u64, max: u64) -> Option<u64> {
+        let text = self.string(node, key)?;
+        match text.parse::<u64>() {
+            Ok(n) if (min..=max).contains(&n) => Some(n),
+            _ => {
+                self.error(
+                    node,
+                    key,
+                    format!("{text:?} is not a whole number from {min} to {max}"),
+                );
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, node: &Node, key: &str) -> Option<u64> {
+        let text = self.string(node, key)?;
+        match parse_duration_ms(&text) {
+            Some(ms) => Some(ms),
+            None => {
+                self.error(
+                    node,
+                    key,
+                    format!("{text:?} is not a duration (like 500ms, 10s, 1m30s)"),
+                );
+                None
+            }
+        }
+    }
+
+    /// `KEY: value` mapping or `["KEY=value"]` list (environment, labels).
+    fn key_values(&mut self, node: &Node, key: &str) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        if let Some(list) = items(node) {
+            for (i, item) in list.iter().enumerate() {
+                let k = format!("{key}[{i}]");
+                if let Some(s) = self.string(item, &k) {
+                    match s.split_once('=') {
+                        Some((name, value)) if !name.is_empty() => {
+                            out.insert(name.to_string(), value.to_string());
+                        }
+                        _ => self.error(item, &k, format!("{s:?} is not KEY=value")),
+                    }
+                }
+            }
+            return out;
+        }
+        for (name, value) in self.map(node, key) {
+            let k = format!("{key}.{name}");
+            let v = if is_null(value) {
+                Some(String::new())
+            } else {
+                self.string(value, &k)
+            };
+            if let Some(v) = v {
+                out.insert(name, v);
+            }
+        }
+        out
+    }
+}
+
+/// Parses `500ms`, `10s`, `1m30s`, `1h`, `2.5s` (Compose durations).
+pub fn parse_duration_ms(text: &str) -> Option<u64> {
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    let mut total = 0f64;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if num_end == 0 {
+            return None;
+        }
+        let value: f64 = rest[..num_end].parse().ok()?;
+        rest = &rest[num_end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let factor = match &rest[..unit_end] {
+            "ms" => 1.0,
+            "s" => 1000.0,
+            "m" => 60_000.0,
+            "h" => 3_600_000.0,
+            "us" => 0.001,
+            _ => return None,
+        };
+        rest = &rest[unit_end..];
+        total += value * factor;
+    }
+    Some(total.round() as u64)
+}
+
+/// Formats milliseconds back as a Compose duration.
+pub fn format_duration_ms(ms: u64) -> String {
+    if ms % 60_000 == 0 && ms > 0 {
+        format!("{}m", ms / 60_000)
+    } else if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+/// Reads a stack file from disk. `env_file`s are read relative to it.
+pub fn read_file(path: &Path) -> StackReport {
+    let shown = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse(&text, &shown, path.parent()),
+        Err(e) => StackReport {
+            stack: None,
+            errors: vec![StackIssue {
+                file: shown.clone(),
+                line: 0,
+                key: String::new(),
+                message: format!("cannot read {shown}: {e}"),
+            }],
+            warnings: Vec::new(),
+        },
+    }
+}
+
+/// Parses a stack file's text. `file` is the name used in messages (and the
+/// default stack name); `dir` is where relative `env_file`s are looked up.
+pub fn parse(text: &str, file: &str, dir: Option<&Path>) -> StackReport {
+    let mut r = Reader {
+        file,
+        errors: Vec::new(),
+        warnings: Vec::new(),
+    };
+    let docs = match MarkedYaml::load_from_str(text) {
+        Ok(d) => d,
+        Err(e) => {
+            return StackReport {
+                stack: None,
+                errors: vec![StackIssue {
+                    file: file.to_string(),
+                    line: e.marker().line().max(1),
+                    key: String::new(),
+                    message: format!("not valid YAML: {}", e.info()),
+                }],
+                warnings: Vec::new(),
+            }
+        }
+    };
+    let Some(root) = docs.first() else {
+        return StackReport {
+            stack: None,
+            errors: vec![StackIssue {
+                file: file.to_string(),
+                line: 1,
+                key: String::new(),
+                message: "the file is empty; a stack needs `services:`".into(),
+            }],
+            warnings: Vec::new(),
+        };
+    };
+    let stack = read_stack(&mut r, root, file, dir);
+    StackReport {
+        stack: if r.errors.is_empty() { stack } else { None },
+        errors: r.errors,
+        warnings: r.warnings,
+    }
+}
+
+fn read_stack(r: &mut Reader, root: &Node, file: &str, dir: Option<&Path>) -> Option<Stack> {
+    let Some(top) = entries(root) else {
+        r.error(
+            root,
+            "",
+            "a stack file is a mapping with `services:` at the top",
+        );
+        return None;
+    };
+    let mut name = None;
+    let mut services_node = None;
+    let mut volumes = Vec::new();
+    let mut networks = Vec::new();
+    for (key, value) in &top {
+        match key.as_str() {
+            "name" => name = r.string(value, "name").map(|n| (n, *value)),
+            "services" => services_node = Some(*value),
+            "volumes" => {
+                for (v, spec) in r.map(value, "volumes") {
+                    if !is_null(spec) && entries(spec).is_some_and(|e| !e.is_empty()) {
+                        r.warn(
+                            spec,
+                            &format!("volumes.{v}"),
+                            "volume options (driver, external, …) are not applied; a plain local volume is created",
+                        );
+                    }
+                    volumes.push(v);
+                }
+            }
+            "networks" => {
+                for (n, spec) in r.map(value, "networks") {
+                    if !is_null(spec) && entries(spec).is_some_and(|e| !e.is_empty()) {
+                        r.warn(
+                            spec,
+                            &format!("networks.{n}"),
+                            "network options are not applied; a plain bridge network is created",
+                        );
+                    }
+                    networks.push(n);
+                }
+            }
+            "version" => r.warn(
+                value,
+                "version",
+                "`version` is obsolete in Compose and ignored",
+            ),
+            k if k.starts_with("x-") => {}
+            k if TOP_LEVEL_COMPOSE_ONLY.contains(&k) => r.warn(
+                value,
+                k,
+                format!("`{k}` is not supported by Changeover and is ignored"),
+            ),
+            k => r.error(
+                value,
+                k,
+                format!(
+                    "unknown top-level key `{k}` (expected one of: {})",
+                    TOP_LEVEL.join(", ")
+                ),
+            ),
+        }
+    }
+    let stack_name = match name {
+        Some((n, node)) => {
+            if !valid_name(&n) {
+                r.error(
+                    node,
+                    "name",
+                    format!("{n:?} is not a stack name (lowercase letters, digits, - and _; starting with a letter or digit)"),
+                );
+            }
+            n
+        }
+        None => {
+            let stem = Path::new(file)
+                .file_stem()
+                .map(|s| s.to_string_lossy().to_lowercase())
+                .unwrap_or_default();
+            let stem: String = stem
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                        c
+                    } else {
+                        '-'
+                    }
+                })
+                .collect();
+            if !valid_name(&stem) {
+                r.error(
+                    root,
+                    "name",
+                    "the stack has no `name:` and the file name cannot be one",
+                );
+            }
+            stem
+        }
+    };
+    let Some(services_node) = services_node else {
+        r.error(root, "services", "a stack needs `services:`");
+        return None;
+    };
+    let mut services = Vec::new();
+    let mut host_ports: BTreeMap<u16, String> = BTreeMap::new();
+    let declared_volumes: BTreeSet<&str> = volumes.iter().map(String::as_str).collect();
+    let declared_networks: BTreeSet<&str> = networks.iter().map(String::as_str).collect();
+    let service_entries = r.map(services_node, "services");
+    if service_entries.is_empty() && r.errors.is_empty() {
+        r.error(services_node, "services", "the stack defines no service");
+    }
+    for (svc_name, node) in service_entries {
+        let key = format!("services.{svc_name}");
+        if !valid_name(&svc_name) {
+            r.error(
+                node,
+                &key,
+                format!("{svc_name:?} is not a service name (lowercase letters, digits, - and _)"),
+            );
+        }
+        if let Some(spec) = read_service(r, &stack_name, &svc_name, node, &key, dir) {
+            for m in &spec.mounts {
+                if m.kind == MountKind::Volume && !declared_volumes.contains(m.source.as_str()) {
+                    r.error(
+                        node,
+                        &format!("{key}.volumes"),
+                        format!(
+                            "volume `{}` is not declared under the top-level `volumes:`",
+                            m.source
+                        ),
+                    );
+                }
+            }
+            for n in &spec.networks {
+                if n != "default" && !declared_networks.contains(n.as_str()) {
+                    r.error(
+                        node,
+                        &format!("{key}.networks"),
+                        format!("network `{n}` is not declared under the top-level `networks:`"),
+                    );
+                }
+            }
+            for p in &spec.ports {
+                if let Some(other) = host_ports.insert(p.host, svc_name.clone()) {
+                    r.error(
+                        node,
+                        &format!("{key}.ports"),
+                        format!("host port {} is already used by service `{other}`", p.host),
+                    );
+                }
+            }
+            services.push(spec);
+        }
+    }
+    Some(Stack {
+        name: stack_name,
+        services,
+        volumes,
+        networks,
+    })
+}
+
+fn read_service(
+    r: &mut Reader,
+    stack: &str,
+    name: &str,
+    node: &Node,
+    key: &str,
+    dir: Option<&Path>,
+) -> Option<ServiceSpec> {
+    let Some(fields) = entries(node) else {
+        r.error(
+            node,
+            key,
+            format!("expected a mapping, found {}", describe(node)),
+        );
+        return None;
+    };
+    let mut spec = ServiceSpec::new(stack, name, "");
+    let mut image = None;
+    let mut env_from_files = BTreeMap::new();
+    let mut env_inline = BTreeMap::new();
+    for (field, value) in fields {
+        let k = format!("{key}.{field}");
+        match field.as_str() {
+            "image" => image = r.string(value, &k),
+            "environment" => env_inline = r.key_values(value, &k),
+            "env_file" => {
+                let files: Vec<(String, &Node)> = match items(value) {
+                    Some(list) => list
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(i, n)| {
+                            let p = entries(n)
+                                .and_then(|e| e.into_iter().find(|(f, _)| f == "path"))
+                                .and_then(|(_, p)| scalar(p))
+                                .or_else(|| scalar(n));
+                            match p {
+                                Some(p) => Some((p, n)),
+                                None => {
+                                    r.error(n, &format!("{k}[{i}]"), "expected a file path");
+                                    None
+                                }
+                            }
+                        })
+                        .collect(),
+                    None => r
+                        .string(value, &k)
+                        .map(|p| vec![(p, value)])
+                        .unwrap_or_default(),
+                };
+                for (path, n) in files {
+                    let full = match dir {
+                        Some(d) if Path::new(&path).is_relative() => d.join(&path),
+                        _ => Path::new(&path).to_path_buf(),
+                    };
+                    match std::fs::read_to_string(&full) {
+                        Ok(text) => {
+                            for (i, l) in text.lines().enumerate() {
+                                let l = l.trim();
+                                if l.is_empty() || l.starts_with('#') {
+                                    continue;
+                                }
+                                match l.split_once('=') {
+                                    Some((a, b)) if !a.trim().is_empty() => {
+                                        let b = b.trim();
+                                        let b = b
+                                            .strip_prefix('"')
+                                            .and_then(|b| b.strip_suffix('"'))
+                                            .unwrap_or(b);
+                                        env_from_files.insert(a.trim().to_string(), b.to_string());
+                                    }
+                                    _ => r.error(
+                                        n,
+                                        &k,
+                                        format!("{}:{} is not KEY=value", full.display(), i + 1),
+                                    ),
+                                }
+                            }
+                        }
+                        Err(e) => r.error(n, &k, format!("cannot read {}: {e}", full.display())),
+                    }
+                }
+            }
+            "ports" => {
+                for (i, p) in r.list(value, &k).into_iter().enumerate() {
+                    let pk = format!("{k}[{i}]");
+                    if let Some(m) = read_port(r, p, &pk) {
+                        spec.ports.push(m);
+                    }
+                }
+            }
+            "volumes" => {
+                for (i, v) in r.list(value, &k).into_iter().enumerate() {
+                    let vk = format!("{k}[{i}]");
+                    if let Some(m) = read_mount(r, v, &vk, dir) {
+                        spec.mounts.push(m);
+                    }
+                }
+            }
+            "networks" => {
+                if let Some(list) = items(value) {
+                    for (i, n) in list.iter().enumerate() {
+                        if let Some(n) = r.string(n, &format!("{k}[{i}]")) {
+                            spec.networks.push(n);
+                        }
+                    }
+                } else {
+                    for (n, opts) in r.map(value, &k) {
+                        if !is_null(opts) {
+                            r.warn(
+                                opts,
+                                &format!("{k}.{n}"),
+                                "per-network options (aliases, ipv4_address, …) are not applied",
+                            );
+                        }
+                        spec.networks.push(n);
+                    }
+                }
+            }
+            "healthcheck" => spec.healthcheck = read_healthcheck(r, value, &k),
+            "labels" => spec.labels = r.key_values(value, &k),
+            "command" => {
+                spec.command = match items(value) {
+                    Some(list) => Some(
+                        list.iter()
+                            .enumerate()
+                            .filter_map(|(i, a)| r.string(a, &format!("{k}[{i}]")))
+                            .collect(),
+                    ),
+                    None => r.string(value, &k).map(|s| split_command(&s)),
+                }
+            }
+            "deploy" => read_deploy(r, value, &k, &mut spec),
+            "x-changeover" => read_x_changeover(r, value, &k, &mut spec),
+            f if f.starts_with("x-") => {}
+            f if COMPOSE_ONLY.contains(&f) => r.warn(
+                value,
+                &k,
+                format!("`{f}` is a Compose key Changeover does not apply; it is ignored"),
+            ),
+            f => r.error(
+                value,
+                &k,
+                format!(
+                    "unknown service key `{f}` (Changeover reads: {})",
+                    SUPPORTED.join(", ")
+                ),
+            ),
+        }
+    }
+    spec.env = env_from_files;
+    spec.env.extend(env_inline);
+    match image {
+        Some(i) if !i.trim().is_empty() && !i.contains(char::is_whitespace) => spec.image = i,
+        Some(i) => {
+            r.error(
+                node,
+                &format!("{key}.image"),
+                format!("{i:?} is not an image reference"),
+            );
+            return None;
+        }
+        None => {
+            r.error(node, key, "a service needs an `image:` (Changeover deploys images; `build:` is not supported)");
+            return None;
+        }
+    }
+    Some(spec)
+}
+
+fn read_port(r: &mut Reader, node: &Node, key: &str) -> Option<PortMapping> {
+    if let Some(fields) = entries(node) {
+        let mut host = None;
+        let mut container = None;
+        for (f, v) in fields {
+            let k = format!("{key}.{f}");
+            match f.as_str() {
+                "target" => container = r.number(v, &k, 1, 65535),
+                "published" => host = r.number(v, &k, 1, 65535),
+                "protocol" => {
+                    if scalar(v).as_deref() != Some("tcp") {
+                        r.error(v, &k, "only tcp ports are supported");
+                    }
+                }
+                "mode" | "host_ip" | "name" | "app_protocol" => r.warn(
+                    v,
+                    &k,
+                    format!("`{f}` is not applied; the edge listens on all interfaces"),
+                ),
+                _ => r.error(v, &k, format!("unknown port key `{f}`")),
+            }
+        }
+        return match (host, container) {
+            (Some(h), Some(c)) => Some(PortMapping {
+                host: h as u16,
+                container: c as u16,
+            }),
+            _ => {
+                r.error(
+                    node,
+                    key,
+                    "a port needs both `target` (container port) and `published` (host port)",
+                );
+                None
+            }
+        };
+    }
+    let text = r.string(node, key)?;
+    let (mapping, proto) = match text.split_once('/') {
+        Some((m, p)) => (m, p),
+        None => (text.as_str(), "tcp"),
+    };
+    if proto != "tcp" {
+        r.error(node, key, format!("{text:?}: only tcp ports are supported"));
+        return None;
+    }
+    let parts: Vec<&str> = mapping.rsplitn(3, ':').collect();
+    let port = |s: &str| s.parse::<u32>().ok().filter(|p| (1..=65535).contains(p));
+    match parts.as_slice() {
+        [container, host, ..] => {
+            if parts.len() == 3 {
+                r.warn(
+                    node,
+                    key,
+                    format!(
+                        "{text:?}: the host IP is not applied; the edge listens on all interfaces"
+                    ),
+                );
+            }
+            match (port(host), port(container)) {
+                (Some(h), Some(c)) => Some(PortMapping {
+                    host: h as u16,
+                    container: c as u16,
+                }),
+                (None, _) if host.contains('-') || container.contains('-') => {
+                    r.error(
+                        node,
+                        key,
+                        format!("{text:?}: port ranges are not supported"),
+                    );
+                    None
+                }
+                (None, _) => {
+                    r.error(node, key, format!("{text:?} is not a port: host port {host:?} must be a number from 1 to 65535"));
+                    None
+                }
+                (_, None) => {
+                    r.error(node, key, format!("{text:?} is not a port: container port {container:?} must be a number from 1 to 65535"));
+                    None
+                }
+            }
+        }
+        [single] => {
+            if port(single).is_some() {
+                r.error(node, key, format!("{text:?} has no host port; write \"HOST:{single}\" so the edge knows where to listen"));
+            } else {
+                r.error(node, key, format!("{text:?} is not a port"));
+            }
+            None
+        }
+        [] => None,
+    }
+}
+
+fn read_mount(r: &mut Reader, node: &Node, key: &str, dir: Option<&Path>) -> Option<Mount> {
+    let bind_or_volume = |source: &str| {
+        if source.starts_with('/') || source.starts_with('.') || source.starts_with('~') {
+            MountKind::Bind
+        } else {
+            MountKind::Volume
+        }
+    };
+    let resolve = |source: String, kind: MountKind| -> String {
+        match (kind, dir) {
+            (MountKind::Bind, Some(d)) if source.starts_with('.') => {
+                d.join(&source).to_string_lossy().to_string()
+            }
+            _ => source,
+        }
+    };
+    if let Some(fields) = entries(node) {
+        let (mut source, mut target, mut read_only, mut kind) = (None, None, false, None);
+        for (f, v) in fields {
+            let k = format!("{key}.{f}");
+            match f.as_str() {
+                "type" => match scalar(v).as_deref() {
+                    Some("volume") => kind = Some(MountKind::Volume),
+                    Some("bind") => kind = Some(MountKind::Bind),
+                    other => r.error(
+                        v,
+                        &k,
+                        format!("mount type {other:?} is not supported (volume or bind)"),
+                    ),
+                },
+                "source" => source = r.string(v, &k),
+                "target" => target = r.string(v, &k),
+                "read_only" => read_only = scalar(v).as_deref() == Some("true"),
+                _ => r.warn(v, &k, format!("mount option `{f}` is not applied")),
+            }
+        }
+        let (Some(source), Some(target)) = (source, target) else {
+            r.error(node, key, "a mount needs `source` and `target`");
+            return None;
+        };
+        let kind = kind.unwrap_or_else(|| bind_or_volume(&source));
+        return Some(Mount {
+            kind,
+            source: resolve(source, kind),
+            target,
+            read_only,
+        });
+    }
+    let text = r.string(node, key)?;
+    let parts: Vec<&str> = text.split(':').collect();
+    let (source, target, mode) = match parts.as_slice() {
+        [s, t] => (*s, *t, ""),
+        [s, t, m] => (*s, *t, *m),
+        [_] => {
+            r.error(node, key, format!("{text:?} is an anonymous volume; name it (\"data:{text}\") so it survives redeploys"));
+            return None;
+        }
+        _ => {
+            r.error(node, key, format!("{text:?} is not SOURCE:TARGET[:ro]"));
+            return None;
+        }
+    };
+    if !target.starts_with('/') {
+        r.error(
+            node,
+            key,
+            format!("{text:?}: the container path {target:?} must be absolute"),
+        );
+        return None;
+    }
+    let read_only = mode.split(',').any(|m| m == "ro");
+    let kind = bind_or_volume(source);
+    Some(Mount {
+        kind,
+        source: resolve(source.to_string(), kind),
+        target: target.to_string(),
+        read_only,
+    })
+}
+
+fn read_healthcheck(r: &mut Reader, node: &Node, key: &str) -> Option<DockerHealthcheck> {
+    let mut hc = DockerHealthcheck {
+        test: Vec::new(),
+        interval_ms: 30_000,
+        timeout_ms: 30_000,
+        retries: 3,
+        start_period_ms: 0,
+    };
+    let mut disabled = false;
+    for (f, v) in r.map(node, key) {
+        let k = format!("{key}.{f}");
+        match f.as_str() {
+            "test" => {
+                hc.test = match items(v) {
+                    Some(list) => list.iter().filter_map(scalar).collect(),
+                    None => match r.string(v, &k) {
+                        Some(s) => vec!["CMD-SHELL".to_string(), s],
+                        None => Vec::new(),
+                    },
+                };
+                if let Some(first) = hc.test.first() {
+                    if !["CMD", "CMD-SHELL", "NONE"].contains(&first.as_str()) {
+                        r.error(
+                            v,
+                            &k,
+                            format!(
+                                "the test must start with CMD, CMD-SHELL or NONE, not {first:?}"
+                            ),
+                        );
+                    }
+                }
+            }
+            "interval" => hc.interval_ms = r.duration(v, &k).unwrap_or(hc.interval_ms),
+            "timeout" => hc.timeout_ms = r.duration(v, &k).unwrap_or(hc.timeout_ms),
+            "start_period" => hc.start_period_ms = r.duration(v, &k).unwrap_or(0),
+            "retries" => hc.retries = r.number(v, &k, 1, 1000).unwrap_or(3) as u32,
+            "disable" => disabled = scalar(v).as_deref() == Some("true"),
+            "start_interval" => r.warn(v, &k, "`start_interval` is not applied"),
+            _ => r.error(v, &k, format!("unknown healthcheck key `{f}`")),
+        }
+    }
+    if disabled {
+        hc.test = vec!["NONE".into()];
+    } else if hc.test.is_empty() {
+        r.error(node, key, "a healthcheck needs a `test`");
+        return None;
+    }
+    Some(hc)
+}
+
+fn read_deploy(r: &mut Reader, node: &Node, key: &str, spec: &mut ServiceSpec) {
+    for (f, v) in r.map(node, key) {
+        let k = format!("{key}.{f}");
+        match f.as_str() {
+            "replicas" => spec.replicas = r.number(v, &k, 0, 100).unwrap_or(1) as u32,
+            "update_config" => {
+                for (u, uv) in r.map(v, &k) {
+                    let uk = format!("{k}.{u}");
+                    match u.as_str() {
+                        "parallelism" => {
+                            spec.update.parallelism = r.number(uv, &uk, 1, 100).unwrap_or(1) as u32
+                        }
+                        "delay" => spec.update.delay_ms = r.duration(uv, &uk).unwrap_or(0),
+                        "order" => match scalar(uv).as_deref() {
+                            Some("start-first") => spec.update.order = UpdateOrder::StartFirst,
+                            Some("stop-first") => spec.update.order = UpdateOrder::StopFirst,
+                            _ => r.error(uv, &uk, format!("{} is not an order (start-first or stop-first)", describe(uv))),
+                        },
+                        "failure_action" | "monitor" | "max_failure_ratio" => r.warn(
+                            uv,
+                            &uk,
+                            format!("`{u}` is not applied: a failed rollout always restores the previous release"),
+                        ),
+                        _ => r.error(uv, &uk, format!("unknown update_config key `{u}`")),
+                    }
+                }
+            }
+            "mode" | "resources" | "restart_policy" | "placement" | "labels"
+            | "rollback_config" | "endpoint_mode" => {
+                r.warn(v, &k, format!("`deploy.{f}` is not applied by Changeover"))
+            }
+            _ => r.error(v, &k, format!("unknown deploy key `{f}`")),
+        }
+    }
+}
+
+fn read_x_changeover(r: &mut Reader, node: &Node, key: &str, spec: &mut ServiceSpec) {
+    for (f, v) in r.map(node, key) {
+        let k = format!("{key}.{f}");
+        match f.as_str() {
+            "strategy" => match scalar(v).as_deref() {
+                Some("rolling") => spec.strategy = Strategy::Rolling,
+                Some(s @ ("blue-green" | "canary")) => r.error(
+                    v,
+                    &k,
+                    format!("strategy {s:?} is not available yet; use \"rolling\""),
+                ),
+                _ => r.error(v, &k, format!("{} is not a strategy (rolling)", describe(v))),
+            },
+            "health" => {
+                let mut probe = HealthProbe::default();
+                for (h, hv) in r.map(v, &k) {
+                    let hk = format!("{k}.{h}");
+                    match h.as_str() {
+                        "path" => {
+                            if let Some(p) = r.string(hv, &hk) {
+                                if p.starts_with('/') {
+                                    probe.path = Some(p);
+                                } else {
+                                    r.error(hv, &hk, format!("{p:?} must start with /"));
+                                }
+                            }
+                        }
+                        "interval" => probe.interval_ms = r.duration(hv, &hk).unwrap_or(probe.interval_ms),
+                        "timeout" => probe.timeout_ms = r.duration(hv, &hk).unwrap_or(probe.timeout_ms),
+                        "healthy_threshold" => {
+                            probe.healthy_threshold = r.number(hv, &hk, 1, 100).unwrap_or(1) as u32
+                        }
+                        "unhealthy_threshold" => {
+                            probe.unhealthy_threshold = r.number(hv, &hk, 1, 100).unwrap_or(3) as u32
+                        }
+                        _ => r.error(hv, &hk, format!("unknown health key `{h}` (path, interval, timeout, healthy_threshold, unhealthy_threshold)")),
+                    }
+                }
+                spec.health = probe;
+            }
+            "drain_timeout" => spec.drain_timeout_ms = r.duration(v, &k).unwrap_or(spec.drain_timeout_ms),
+            "deploy_timeout" => {
+                spec.deploy_timeout_ms = r.duration(v, &k).unwrap_or(spec.deploy_timeout_ms)
+            }
+            _ => r.error(
+                v,
+                &k,
+                format!("unknown x-changeover key `{f}` (strategy, health, drain_timeout, deploy_timeout)"),
+            ),
+        }
+    }
+}
+
+/// Splits a command string the way Compose does for simple cases (spaces,
+/// single and double quotes).
+fn split_command(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quote = None;
+    let mut any = false;
+    for c in s.chars() {
+        match (quote, c) {
+            (None, '\'' | '"') => {
+                quote = Some(c);
+                any = true;
+            }
+            (Some(q), c) if c == q => quote = None,
+            (None, c) if c.is_whitespace() => {
+                if any {
+                    out.push(std::mem::take(&mut cur));
+                    any = false;
+                }
+            }
+            (_, c) => {
+                cur.push(c);
+                any = true;
+            }
+        }
+    }
+    if any {
+        out.push(cur);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(text: &str) -> Vec<String> {
+        parse(text, "stack.yml", None)
+            .errors
+            .iter()
+            .map(|e| e.to_string())
+            .collect()
+    }
+
+    const GOOD: &str = r#"name: shop
+services:
+  web:
+    image: changeover-demo:v1
+    command: ["demo", "--version", "v1"]
+    environment:
+      MODE: production
+      EMPTY:
+    ports:
+      - "18080:8080"
+    volumes:
+      - data:/data
+      - ./conf:/conf:ro
+    healthcheck:
+      test: ["CMD", "/changeover-edge", "probe", "http://127.0.0.1:8080/health"]
+      interval: 2s
+      retries: 5
+    labels:
+      team: shop
+    deploy:
+      replicas: 3
+      update_config:
+        parallelism: 2
+        delay: 1s
+        order: start-first
+    x-changeover:
+      strategy: rolling
+      health: {path: /health, interval: 500ms, timeout: 1s, healthy_threshold: 2}
+      drain_timeout: 10s
+      deploy_timeout: 1m
+    restart: always
+volumes:
+  data:
+"#;
+
+    #[test]
+    fn a_full_service_reads_into_its_spec() {
+        let report = parse(GOOD, "stack.yml", Some(Path::new("/srv")));
+        assert!(report.errors.is_empty(), "no errors: {:?}", report.errors);
+        let stack = report.stack.unwrap();
+        let web = &stack.services[0];
+        assert_eq!(stack.name, "shop");
+        assert_eq!(web.image, "changeover-demo:v1");
+        assert_eq!(
+            web.ports,
+            vec![PortMapping {
+                host: 18080,
+                container: 8080
+            }]
+        );
+        assert_eq!(web.mounts[0].kind, MountKind::Volume);
+        assert_eq!(
+            web.mounts[1].source, "/srv/./conf",
+            "bind paths resolve against the file"
+        );
+        assert!(web.mounts[1].read_only);
+        assert_eq!(web.env.get("EMPTY").map(String::as_str), Some(""));
+        assert_eq!(web.replicas, 3);
+        assert_eq!(web.update.parallelism, 2);
+        assert_eq!(web.update.delay_ms, 1000);
+        assert_eq!(web.health.path.as_deref(), Some("/health"));
+        assert_eq!(web.health.interval_ms, 500);
+        assert_eq!(web.health.healthy_threshold, 2);
+        assert_eq!(web.drain_timeout_ms, 10_000);
+        assert_eq!(web.deploy_timeout_ms, 60_000);
+        assert_eq!(web.healthcheck.as_ref().unwrap().retries, 5);
+        assert_eq!(
+            report.warnings.len(),
+            1,
+            "`restart` is named in a warning: {:?}",
+            report.warnings
+        );
+        assert!(report.warnings[0]
+            .to_string()
+            .contains("services.web.restart"));
+    }
+
+    #[test]
+    fn a_bad_port_names_file_line_and_key() {
+        let e =
+            errors("name: s\nservices:\n  web:\n    image: a\n    ports:\n      - \"80:abc\"\n");
+        assert_eq!(
+            e,
+            vec![
+                r#"stack.yml:6 services.web.ports[0]: "80:abc" is not a port: container port "abc" must be a number from 1 to 65535"#
+            ],
+            "the message says file, line and key"
+        );
+    }
+
+    #[test]
+    fn out_of_range_and_hostless_ports_are_refused() {
+        let e = errors("name: s\nservices:\n  web:\n    image: a\n    ports: [\"70000:80\", \"8080\", \"1-3:1-3\", \"53:53/udp\"]\n");
+        assert_eq!(e.len(), 4, "each bad port is reported: {e:?}");
+        assert!(e[0].contains("70000"), "{}", e[0]);
+        assert!(e[1].contains("no host port"), "{}", e[1]);
+        assert!(e[2].contains("ranges"), "{}", e[2]);
+        assert!(e[3].contains("only tcp"), "{}", e[3]);
+    }
+
+    #[test]
+    fn malformed_yaml_is_reported_with_its_line() {
+        let e = errors("name: s\nservices:\n  web:\n    image: [a\n");
+        assert_eq!(e.len(), 1);
+        assert!(e[0].starts_with("stack.yml:"), "{}", e[0]);
+        assert!(e[0].contains("not valid YAML"), "{}", e[0]);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_and_compose_only_keys_warnings() {
+        let report = parse(
+            "name: s\nservices:\n  web:\n    image: a\n    imagee: b\n    container_name: c\n",
+            "stack.yml",
+            None,
+        );
+        assert_eq!(report.errors.len(), 1);
+        assert_eq!(report.errors[0].line, 5);
+        assert!(report.errors[0]
+            .message
+            .contains("unknown service key `imagee`"));
+        assert_eq!(report.warnings.len(), 1);
+        assert!(report.warnings[0].message.contains("container_name"));
+        assert!(
+            report.stack.is_none(),
+            "no stack comes out of a file with errors"
+        );
+    }
+
+    #[test]
+    fn references_to_undeclared_volumes_and_duplicate_ports_are_refused() {
+        let e = errors("name: s\nservices:\n  a:\n    image: x\n    volumes: [\"db:/d\"]\n    ports: [\"9000:80\"]\n  b:\n    image: x\n    ports: [\"9000:80\"]\n");
+        assert!(
+            e.iter().any(|e| e.contains("volume `db` is not declared")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|e| e.contains("host port 9000 is already used by service `a`")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn missing_image_services_and_bad_names_are_refused() {
+        assert!(
+            errors("name: s\nservices:\n  web:\n    environment: {A: b}\n")[0]
+                .contains("needs an `image:`")
+        );
+        assert!(errors("name: s\n")[0].contains("needs `services:`"));
+        assert!(errors("name: Bad Name\nservices:\n  web: {image: a}\n")[0]
+            .contains("not a stack name"));
+        assert!(
+            errors("name: s\nservices:\n  web:\n    image: a\n    deploy: {replicas: -1}\n")[0]
+                .contains("replicas")
+        );
+        assert!(errors(
+            "name: s\nservices:\n  web:\n    image: a\n    x-changeover: {drain_timeout: soon}\n"
+        )[0]
+        .contains("not a duration"));
+    }
+
+    #[test]
+    fn durations_read_like_compose() {
+        assert_eq!(parse_duration_ms("500ms"), Some(500));
+        assert_eq!(parse_duration_ms("1m30s"), Some(90_000));
+        assert_eq!(parse_duration_ms("2.5s"), Some(2500));
+        assert_eq!(parse_duration_ms("10"), None, "a unit is required");
+        assert_eq!(format_duration_ms(90_000), "90s");
+    }
+}
