@@ -409,9 +409,9 @@ pub fn parse_duration_ms(text: &str) -> Option<u64> {
 
 /// Formats milliseconds back as a Compose duration.
 pub fn format_duration_ms(ms: u64) -> String {
-    if ms % 60_000 == 0 && ms > 0 {
+    if ms.is_multiple_of(60_000) && ms > 0 {
         format!("{}m", ms / 60_000)
-    } else if ms % 1000 == 0 {
+    } else if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")
