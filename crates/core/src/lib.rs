@@ -22,6 +22,7 @@ pub mod environment;
 pub mod inventory;
 pub mod live;
 pub mod problem;
+pub mod rollout;
 pub mod service;
 pub mod stack;
 

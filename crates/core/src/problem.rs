@@ -19,6 +19,22 @@ pub enum ProblemCode {
     UnknownEnvironment,
     /// The Docker CLI configuration could not be read.
     InvalidDockerConfig,
+    /// A stack file has errors (each with file, line and key).
+    InvalidStack,
+    /// The image is not on the daemon and could not be pulled.
+    ImageNotFound,
+    /// A host port a service publishes is taken.
+    PortInUse,
+    /// Another client is rolling out the same service.
+    RolloutInProgress,
+    /// A rollout failed (and the previous release was restored).
+    RolloutFailed,
+    /// No stack/service of that name on the environment.
+    UnknownService,
+    /// A rollback was asked but there is no earlier release.
+    NoPreviousRelease,
+    /// The edge could not be set up or answered with an error.
+    EdgeError,
 }
 
 /// A failure a person can read and the UI can branch on.
