@@ -196,7 +196,7 @@ pub type EventSink = Arc<dyn Fn(RolloutEvent) + Send + Sync>;
 #[derive(Debug, Clone)]
 pub enum Goal {
     /// A new or changed definition (a new tag, new settings, new replicas).
-    Deploy(ServiceSpec),
+    Deploy(Box<ServiceSpec>),
     /// The release before the current one (or, when a rollout was left half
     /// done, the release it started from).
     Rollback,
@@ -427,6 +427,7 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
         let rollback = matches!(goal, Goal::Rollback);
         let (mut record, target) = match goal {
             Goal::Deploy(spec) => {
+                let spec = *spec;
                 // Everything that can be refused is checked before anything changes.
                 self.note(format!("resolving image {}", spec.image));
                 let image_id = self.runtime.resolve_image(&spec.image).await?;

@@ -339,7 +339,7 @@ async fn first_deploy_creates_and_routes_every_replica() {
     let fake = fake_with_images(&["v1"]);
     let (d, _) = deployer(&fake, "me");
     let out = d
-        .run("s", "web", Goal::Deploy(spec("v1", 3)))
+        .run("s", "web", Goal::Deploy(Box::new(spec("v1", 3))))
         .await
         .unwrap();
     assert_eq!(out.release, 1);
@@ -359,13 +359,13 @@ async fn first_deploy_creates_and_routes_every_replica() {
 async fn rolling_replaces_slot_by_slot_and_never_drops_capacity() {
     let fake = fake_with_images(&["v1", "v2"]);
     let (d, events) = deployer(&fake, "me");
-    d.run("s", "web", Goal::Deploy(spec("v1", 3)))
+    d.run("s", "web", Goal::Deploy(Box::new(spec("v1", 3))))
         .await
         .unwrap();
     fake.world().ops.clear();
     fake.world().min_routed = None;
     let out = d
-        .run("s", "web", Goal::Deploy(spec("v2", 3)))
+        .run("s", "web", Goal::Deploy(Box::new(spec("v2", 3))))
         .await
         .unwrap();
     assert_eq!(out.release, 2);
@@ -422,13 +422,13 @@ async fn rolling_replaces_slot_by_slot_and_never_drops_capacity() {
 async fn a_never_healthy_release_fails_and_every_slot_returns_to_the_old_one() {
     let fake = fake_with_images(&["v1", "v3"]);
     let (d, _) = deployer(&fake, "me");
-    d.run("s", "web", Goal::Deploy(spec("v1", 3)))
+    d.run("s", "web", Goal::Deploy(Box::new(spec("v1", 3))))
         .await
         .unwrap();
     fake.world().never_healthy.insert(2);
     fake.world().min_routed = None;
     let err = d
-        .run("s", "web", Goal::Deploy(spec("v3", 3)))
+        .run("s", "web", Goal::Deploy(Box::new(spec("v3", 3))))
         .await
         .unwrap_err();
     assert_eq!(err.code, ProblemCode::RolloutFailed);
@@ -467,12 +467,12 @@ async fn a_never_healthy_release_fails_and_every_slot_returns_to_the_old_one() {
 async fn a_container_that_exits_fails_the_rollout_with_its_exit_code() {
     let fake = fake_with_images(&["v1", "bad"]);
     let (d, _) = deployer(&fake, "me");
-    d.run("s", "web", Goal::Deploy(spec("v1", 2)))
+    d.run("s", "web", Goal::Deploy(Box::new(spec("v1", 2))))
         .await
         .unwrap();
     fake.world().exits.insert(2);
     let err = d
-        .run("s", "web", Goal::Deploy(spec("bad", 2)))
+        .run("s", "web", Goal::Deploy(Box::new(spec("bad", 2))))
         .await
         .unwrap_err();
     assert!(
@@ -488,10 +488,10 @@ async fn a_container_that_exits_fails_the_rollout_with_its_exit_code() {
 async fn rollback_starts_the_kept_containers_without_creating_any() {
     let fake = fake_with_images(&["v1", "v2"]);
     let (d, _) = deployer(&fake, "me");
-    d.run("s", "web", Goal::Deploy(spec("v1", 2)))
+    d.run("s", "web", Goal::Deploy(Box::new(spec("v1", 2))))
         .await
         .unwrap();
-    d.run("s", "web", Goal::Deploy(spec("v2", 2)))
+    d.run("s", "web", Goal::Deploy(Box::new(spec("v2", 2))))
         .await
         .unwrap();
     fake.world().ops.clear();
@@ -518,7 +518,7 @@ async fn a_second_client_is_refused_while_a_rollout_holds_the_lock() {
     fake.world().lock = Some(("rollout/s/web".into(), "ci@build (pid 7)".into()));
     let (d, _) = deployer(&fake, "me");
     let err = d
-        .run("s", "web", Goal::Deploy(spec("v1", 1)))
+        .run("s", "web", Goal::Deploy(Box::new(spec("v1", 1))))
         .await
         .unwrap_err();
     assert_eq!(err.code, ProblemCode::RolloutInProgress);
@@ -535,7 +535,7 @@ async fn missing_images_are_refused_before_anything_changes() {
     let fake = fake_with_images(&[]);
     let (d, _) = deployer(&fake, "me");
     let err = d
-        .run("s", "web", Goal::Deploy(spec("nope", 1)))
+        .run("s", "web", Goal::Deploy(Box::new(spec("nope", 1))))
         .await
         .unwrap_err();
     assert_eq!(err.code, ProblemCode::ImageNotFound);
@@ -545,10 +545,10 @@ async fn missing_images_are_refused_before_anything_changes() {
 /// Leaves the world as a client killed after slot 0 of 1 → 2 would.
 async fn half_done(fake: &Fake) {
     let (d, _) = deployer(fake, "me");
-    d.run("s", "web", Goal::Deploy(spec("v1", 2)))
+    d.run("s", "web", Goal::Deploy(Box::new(spec("v1", 2))))
         .await
         .unwrap();
-    d.run("s", "web", Goal::Deploy(spec("v2", 2)))
+    d.run("s", "web", Goal::Deploy(Box::new(spec("v2", 2))))
         .await
         .unwrap();
     // Put slot 1 back on release 1, and mark the rollout as still pending.
@@ -576,7 +576,7 @@ async fn deploying_again_finishes_a_rollout_left_half_done() {
     half_done(&fake).await;
     let (d, events) = deployer(&fake, "me2");
     let out = d
-        .run("s", "web", Goal::Deploy(spec("v2", 2)))
+        .run("s", "web", Goal::Deploy(Box::new(spec("v2", 2))))
         .await
         .unwrap();
     assert_eq!(
@@ -613,10 +613,10 @@ async fn rolling_back_undoes_a_rollout_left_half_done() {
 async fn scaling_down_is_a_rollout_that_retires_the_extra_slots() {
     let fake = fake_with_images(&["v1"]);
     let (d, _) = deployer(&fake, "me");
-    d.run("s", "web", Goal::Deploy(spec("v1", 3)))
+    d.run("s", "web", Goal::Deploy(Box::new(spec("v1", 3))))
         .await
         .unwrap();
-    d.run("s", "web", Goal::Deploy(spec("v1", 1)))
+    d.run("s", "web", Goal::Deploy(Box::new(spec("v1", 1))))
         .await
         .unwrap();
     assert_eq!(running(&fake), vec!["s-web-r2-s0"]);
@@ -627,12 +627,12 @@ async fn scaling_down_is_a_rollout_that_retires_the_extra_slots() {
 async fn deploying_the_same_definition_changes_nothing() {
     let fake = fake_with_images(&["v1"]);
     let (d, _) = deployer(&fake, "me");
-    d.run("s", "web", Goal::Deploy(spec("v1", 2)))
+    d.run("s", "web", Goal::Deploy(Box::new(spec("v1", 2))))
         .await
         .unwrap();
     fake.world().ops.clear();
     let out = d
-        .run("s", "web", Goal::Deploy(spec("v1", 2)))
+        .run("s", "web", Goal::Deploy(Box::new(spec("v1", 2))))
         .await
         .unwrap();
     assert!(out.unchanged, "same spec and image: nothing to do");
