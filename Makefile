@@ -5,7 +5,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 GENERATED := ui/src/lib/ipc/generated
 
-.PHONY: run test setup ui app types lint unit integration gui bench-inventory clean-test-leftovers
+.PHONY: run test setup ui edge app types lint unit integration gui bench-inventory bench-rollout clean-test-leftovers
 
 ## Install everything, build, and open the desktop app against the local daemon.
 run: setup app
@@ -23,7 +23,11 @@ setup:
 ui:
 	cd ui && npm run --silent build
 
-app: ui
+## The edge as a static binary: what goes into the edge and demo images.
+edge:
+	$(CARGO) build --release --target x86_64-unknown-linux-musl -p changeover-edge
+
+app: ui edge
 	$(CARGO) build --workspace
 
 ## Regenerate the TypeScript types from the Rust ones.
@@ -43,7 +47,7 @@ unit:
 	$(CARGO) test --workspace --lib --bins
 
 integration: app
-	$(CARGO) test -p changeover-tests --test live --test cli
+	$(CARGO) test -p changeover-tests --test live --test cli --test deploy
 
 gui: app
 	$(CARGO) test -p changeover-tests --test gui -- --test-threads=1
@@ -53,7 +57,13 @@ clean-test-leftovers:
 	@ids=$$(docker ps -aq --filter label=dev.changeover.test=1); \
 	  if [ -n "$$ids" ]; then docker rm -f -v $$ids >/dev/null; fi; \
 	  vols=$$(docker volume ls -q --filter label=dev.changeover.test=1); \
-	  if [ -n "$$vols" ]; then docker volume rm $$vols >/dev/null; fi
+	  if [ -n "$$vols" ]; then docker volume rm $$vols >/dev/null; fi; \
+	  nets=$$(docker network ls --filter label=dev.changeover.managed=true --format '{{.Name}}' | grep '^t-' || true); \
+	  if [ -n "$$nets" ]; then docker network rm $$nets >/dev/null; fi
+
+bench-rollout: setup edge
+	$(CARGO) build --release -p changeover-bench
+	./target/release/bench-rollout
 
 bench-inventory: setup ui
 	$(CARGO) build --release -p changeover-app -p changeover-bench

@@ -23,6 +23,8 @@ APT_PACKAGES=(
   xvfb webkit2gtk-driver fonts-dejavu-core
   # OS keyring in headless sessions
   keyutils dbus-x11 gnome-keyring
+  # Load generator for the rollout benchmark
+  wrk
 )
 # Node.js 20+ with npm builds the UI. A machine that already has them (for example
 # from NodeSource) keeps its own; Debian's packages are the fallback.
@@ -52,6 +54,9 @@ fi
 for component in clippy rustfmt; do
   rustup component list --installed 2>/dev/null | grep -q "^$component" || rustup component add "$component"
 done
+# The edge ships as a static binary in a FROM-scratch image (no C toolchain needed).
+rustup target list --installed 2>/dev/null | grep -q '^x86_64-unknown-linux-musl$' \
+  || rustup target add x86_64-unknown-linux-musl
 
 # tauri-driver bridges WebDriver clients to WebKitWebDriver for the GUI tests.
 if ! command -v tauri-driver >/dev/null 2>&1; then

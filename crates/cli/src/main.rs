@@ -5,6 +5,7 @@
 //! the README). On failure: a one-line reason on stderr and exit code 1
 //! (2 for usage errors, as clap does).
 
+mod deploy;
 mod table;
 
 use std::process::ExitCode;
@@ -43,6 +44,51 @@ enum Command {
     Images(ListArgs),
     /// Volumes and the containers that use them.
     Volumes(ListArgs),
+    /// Stacks: sets of services defined in a Compose file.
+    Stack {
+        #[command(subcommand)]
+        command: StackCommand,
+    },
+    /// Services: releases, rollouts, rollbacks.
+    Service {
+        #[command(subcommand)]
+        command: ServiceCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum StackCommand {
+    /// Create or update every service of a stack file; rolls out what changed.
+    Deploy {
+        /// The stack file (Compose format).
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: std::path::PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ServiceCommand {
+    /// Roll one service to another tag of its image.
+    Deploy {
+        /// STACK/SERVICE
+        name: String,
+        #[arg(long)]
+        tag: String,
+    },
+    /// Back to the previous release (or undo a rollout left half done).
+    Rollback {
+        /// STACK/SERVICE
+        name: String,
+    },
+    /// Services on the environment.
+    Ls(ListArgs),
+    /// A service's releases and containers.
+    Inspect {
+        /// STACK/SERVICE
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -70,7 +116,13 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(problem) => {
-            eprintln!("changeover: {}", problem.message.replace('\n', " "));
+            // The reason on the first line; details (health output, logs)
+            // indented below it.
+            let mut lines = problem.message.lines();
+            eprintln!("changeover: {}", lines.next().unwrap_or(""));
+            for l in lines {
+                eprintln!("  {l}");
+            }
             ExitCode::FAILURE
         }
     }
@@ -94,19 +146,45 @@ async fn run(cli: Cli) -> Result<(), Problem> {
             let inventory = load(&environments, cli.env.as_deref()).await?;
             volumes(&inventory, args.json)
         }
+        Command::Stack {
+            command: StackCommand::Deploy { file },
+        } => {
+            let docker = dial(&environments, cli.env.as_deref()).await?;
+            deploy::stack_deploy(&docker, &file).await
+        }
+        Command::Service { command } => {
+            let docker = dial(&environments, cli.env.as_deref()).await?;
+            match command {
+                ServiceCommand::Deploy { name, tag } => {
+                    deploy::service_deploy(&docker, &name, &tag).await
+                }
+                ServiceCommand::Rollback { name } => deploy::service_rollback(&docker, &name).await,
+                ServiceCommand::Ls(args) => deploy::service_ls(&docker, args.json).await,
+                ServiceCommand::Inspect { name, json } => {
+                    deploy::service_inspect(&docker, &name, json).await
+                }
+            }
+        }
     }
 }
 
-async fn load(environments: &EnvironmentList, name: Option<&str>) -> Result<Inventory, Problem> {
+async fn dial(
+    environments: &EnvironmentList,
+    name: Option<&str>,
+) -> Result<changeover_docker::Docker, Problem> {
     let spec = match name {
         Some(name) => environments.get(name)?,
         None => environments.default_spec()?,
     };
-    let docker = connect(spec).await?;
+    connect(spec).await
+}
+
+async fn load(environments: &EnvironmentList, name: Option<&str>) -> Result<Inventory, Problem> {
+    let docker = dial(environments, name).await?;
     read::inventory(&docker).await
 }
 
-fn print_json<T: Serialize>(value: &T) -> Result<(), Problem> {
+pub(crate) fn print_json<T: Serialize>(value: &T) -> Result<(), Problem> {
     let text = serde_json::to_string_pretty(value).map_err(|e| {
         Problem::new(
             changeover_core::ProblemCode::DaemonError,

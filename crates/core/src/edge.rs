@@ -220,6 +220,10 @@ pub enum Request {
         key: String,
         owner: String,
     },
+    /// Who holds a lock (answer `lock-held`), or `ok` when nobody does.
+    LockGet {
+        key: String,
+    },
 }
 
 /// The edge's answer.

@@ -570,6 +570,7 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
                 }
                 let unchanged = from == Some(target) && slots.iter().all(|s| s.total_ms == 0);
                 record.current = Some(target);
+                record.spec = release.spec.clone();
                 record.rollout = None;
                 self.save(&record, &mut revision).await?;
                 self.cleanup(&record).await;
@@ -631,6 +632,8 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
                     record.current = Some(old);
                     if let Some(r) = record.release_mut(old) {
                         r.result = ReleaseResult::Succeeded;
+                        // The definition in force is the restored one.
+                        record.spec = r.spec.clone();
                     }
                 }
                 self.save(&record, &mut revision).await?;

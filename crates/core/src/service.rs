@@ -281,21 +281,56 @@ impl ServiceRecord {
         })
     }
 
-    /// Releases whose containers are kept (stopped) for a fast rollback: the
-    /// current one and the `keep` before it.
+    /// Releases whose containers are kept (stopped) for a fast switch: the
+    /// current one and the `keep` most recent other releases that ever ran
+    /// (before or after it: after a rollback, rolling forward again is
+    /// just as fast).
     pub fn kept_releases(&self, keep: usize) -> Vec<u32> {
-        let mut numbers: Vec<u32> = self
+        let mut others: Vec<u32> = self
             .releases
             .iter()
             .filter(|r| !matches!(r.result, ReleaseResult::Failed { .. }))
             .map(|r| r.number)
+            .filter(|n| Some(*n) != self.current)
             .collect();
-        numbers.sort_unstable();
-        let current = self.current.unwrap_or(0);
-        numbers.retain(|n| *n <= current);
-        let skip = numbers.len().saturating_sub(keep + 1);
-        numbers.into_iter().skip(skip).collect()
+        others.sort_unstable();
+        let skip = others.len().saturating_sub(keep);
+        let mut kept: Vec<u32> = others.into_iter().skip(skip).collect();
+        kept.extend(self.current);
+        kept.sort_unstable();
+        kept
     }
+}
+
+/// One container of a service as `service inspect` and the GUI show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+#[ts(export)]
+pub struct ContainerView {
+    pub name: String,
+    pub id: String,
+    pub release: u32,
+    pub slot: u32,
+    pub running: bool,
+    /// Docker HEALTHCHECK status, when the container has one.
+    pub health: Option<String>,
+    /// The edge's view of it on the service's first route, when routed.
+    pub edge_state: Option<crate::edge::TargetState>,
+    /// Gets traffic now (healthy on every route of the service).
+    pub routed: bool,
+}
+
+/// A service with what runs of it now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+#[ts(export)]
+pub struct ServiceView {
+    /// `stack/service`.
+    pub name: String,
+    pub record: ServiceRecord,
+    pub containers: Vec<ContainerView>,
+    /// Who holds the rollout lock, when someone does.
+    pub rollout_lock: Option<crate::edge::LockHolder>,
 }
 
 #[cfg(test)]

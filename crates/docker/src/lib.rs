@@ -5,6 +5,11 @@
 //!   SSH) and negotiate the API version.
 //! - [`read`]: read a whole inventory, or one container, and turn bollard's
 //!   types into `changeover-core`'s.
+//! - [`edge`]: build the edge image on the daemon, run the edge container,
+//!   and talk to it through `docker exec`.
+//! - [`runtime`]: core's rollout `Runtime` on bollard (containers, networks,
+//!   volumes, images, logs).
+//! - [`deploy`]: the deploy use cases the CLI and the app share.
 //! - [`live`]: keep an inventory current from the daemon's event stream,
 //!   reconnecting with backoff when the daemon goes away.
 //!
@@ -12,8 +17,11 @@
 //! CLI, tests) shows the same words. Daemon errors are never swallowed.
 
 pub mod connect;
+pub mod deploy;
+pub mod edge;
 pub mod live;
 pub mod read;
+pub mod runtime;
 
 pub use bollard::Docker;
 pub use connect::connect;

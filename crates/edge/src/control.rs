@@ -245,6 +245,16 @@ impl Edge {
                 locks.insert(key, lock);
                 Response::Locked { holder: h }
             }
+            Request::LockGet { key } => {
+                let locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+                let now = Instant::now();
+                match locks.get(&key) {
+                    Some(l) if l.expires > now => Response::LockHeld {
+                        holder: holder(l, now),
+                    },
+                    _ => Response::Ok,
+                }
+            }
             Request::LockRelease { key, owner } => {
                 let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
                 if locks.get(&key).is_some_and(|l| l.owner == owner) {

@@ -254,6 +254,7 @@ impl EdgeControl for Fake {
                     }
                 }
             },
+            Request::LockGet { .. } => Response::Ok,
             Request::LockRelease { owner, .. } => {
                 if w.lock.as_ref().is_some_and(|(_, o)| *o == owner) {
                     w.lock = None;
@@ -460,6 +461,10 @@ async fn a_never_healthy_release_fails_and_every_slot_returns_to_the_old_one() {
     );
     let r = record(&fake);
     assert_eq!(r.current, Some(1));
+    assert_eq!(
+        r.spec.image, "app:v1",
+        "a failed definition does not stay in force"
+    );
     assert!(matches!(r.releases[1].result, ReleaseResult::Failed { .. }));
 }
 
@@ -504,6 +509,16 @@ async fn rollback_starts_the_kept_containers_without_creating_any() {
         fake.world().ops
     );
     assert_eq!(record(&fake).current, Some(1));
+    assert_eq!(
+        record(&fake).spec.image,
+        "app:v1",
+        "the record's definition follows the rollback"
+    );
+    assert_eq!(
+        fake.world().containers.len(),
+        4,
+        "release 2 stays kept (stopped) so rolling forward again is fast"
+    );
     let err = d.run("s", "web", Goal::Rollback).await.unwrap_err();
     assert_eq!(
         err.code,

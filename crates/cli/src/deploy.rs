@@ -1,0 +1,270 @@
+//! `changeover stack deploy`, `changeover service deploy|rollback|ls|inspect`.
+//!
+//! Progress streams on stderr as the rollout's events arrive; stdout carries
+//! only results (`--json` for scripts). Exit 0 only when every service is on
+//! its new release and healthy.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use changeover_core::rollout::{EventSink, RolloutEvent, SlotPhase};
+use changeover_core::service::{ReleaseResult, ServiceView};
+use changeover_core::stack;
+use changeover_core::{Problem, ProblemCode};
+use changeover_docker::{deploy, Docker};
+
+use crate::print_json;
+use crate::table::{age, Table};
+
+fn phase(p: SlotPhase) -> &'static str {
+    match p {
+        SlotPhase::Creating => "creating",
+        SlotPhase::Starting => "starting",
+        SlotPhase::HealthChecking => "health checking",
+        SlotPhase::Routed => "routed",
+        SlotPhase::OldDraining => "old draining",
+        SlotPhase::OldStopped => "old stopped",
+        SlotPhase::Done => "done",
+        SlotPhase::Failed => "failed",
+        SlotPhase::ScaledDown => "scaled down",
+    }
+}
+
+/// Prints rollout events on stderr, one line each.
+pub fn progress() -> EventSink {
+    let started = Instant::now();
+    Arc::new(move |e: RolloutEvent| {
+        let t = started.elapsed().as_secs_f64();
+        let line = match e {
+            RolloutEvent::Planned {
+                service,
+                from,
+                to,
+                image,
+                slots,
+                resumed,
+                rollback,
+            } => format!(
+                "{service}: {} release {to} ({image}, {slots} slot(s)){}{}",
+                if rollback {
+                    "rolling back to"
+                } else {
+                    "rolling out"
+                },
+                from.map(|f| format!(", from release {f}"))
+                    .unwrap_or_default(),
+                if resumed {
+                    ", taking over an unfinished rollout"
+                } else {
+                    ""
+                }
+            ),
+            RolloutEvent::Note { message } => format!("  {message}"),
+            RolloutEvent::Slot {
+                slot,
+                release,
+                phase: p,
+                detail,
+                timings,
+                ..
+            } => {
+                let mut s = format!("  [{t:6.2}s] slot {slot} r{release}: {}", phase(p));
+                if let Some(d) = detail {
+                    s.push_str(&format!(" ({d})"));
+                }
+                if let Some(tm) = timings {
+                    if tm.total_ms > 0 {
+                        s.push_str(&format!(
+                            " in {} ms (start {} ms, health {} ms, overhead {} ms)",
+                            tm.total_ms, tm.start_ms, tm.health_ms, tm.overhead_ms
+                        ));
+                    }
+                }
+                s
+            }
+            RolloutEvent::Restoring { to } => match to {
+                Some(r) => format!("  rollout failed; restoring release {r}"),
+                None => "  rollout failed; removing the new containers".to_string(),
+            },
+            RolloutEvent::Finished {
+                ok: true, message, ..
+            } => format!("✔ {message}"),
+            RolloutEvent::Finished { ok: false, .. } => return,
+        };
+        let _ = writeln!(std::io::stderr(), "{line}");
+    })
+}
+
+pub async fn stack_deploy(docker: &Docker, file: &Path) -> Result<(), Problem> {
+    let report = stack::read_file(file);
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    for e in &report.errors {
+        eprintln!("error: {e}");
+    }
+    let Some(stack) = report.stack else {
+        return Err(Problem::new(
+            ProblemCode::InvalidStack,
+            format!(
+                "{} has {} error(s); nothing was deployed",
+                file.display(),
+                report.errors.len()
+            ),
+        ));
+    };
+    let outcomes = deploy::deploy_stack(docker, &stack, progress()).await?;
+    let ports: Vec<String> = stack
+        .services
+        .iter()
+        .flat_map(|s| {
+            s.ports
+                .iter()
+                .map(|p| format!("http://localhost:{}", p.host))
+        })
+        .collect();
+    eprintln!(
+        "stack {}: {} service(s) deployed{}",
+        stack.name,
+        outcomes.len(),
+        if ports.is_empty() {
+            String::new()
+        } else {
+            format!("; reachable at {}", ports.join(", "))
+        }
+    );
+    Ok(())
+}
+
+pub async fn service_deploy(docker: &Docker, name: &str, tag: &str) -> Result<(), Problem> {
+    deploy::deploy_tag(docker, name, tag, progress()).await?;
+    Ok(())
+}
+
+pub async fn service_rollback(docker: &Docker, name: &str) -> Result<(), Problem> {
+    deploy::rollback(docker, name, progress()).await?;
+    Ok(())
+}
+
+fn result_word(r: &ReleaseResult) -> String {
+    match r {
+        ReleaseResult::InProgress => "in progress".into(),
+        ReleaseResult::Succeeded => "live".into(),
+        ReleaseResult::Failed { .. } => "failed".into(),
+        ReleaseResult::Superseded => "superseded".into(),
+    }
+}
+
+pub async fn service_ls(docker: &Docker, json: bool) -> Result<(), Problem> {
+    let services = deploy::services(docker).await?;
+    if json {
+        return print_json(&services);
+    }
+    let mut t = Table::new(["SERVICE", "IMAGE", "RELEASE", "REPLICAS", "PORTS", "STATUS"]);
+    for s in &services {
+        t.row([
+            s.name.clone(),
+            s.record.spec.image.clone(),
+            s.record
+                .current
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "-".into()),
+            format!(
+                "{}/{}",
+                s.containers
+                    .iter()
+                    .filter(|c| c.running && Some(c.release) == s.record.current)
+                    .count(),
+                s.record.spec.replicas
+            ),
+            s.record
+                .spec
+                .ports
+                .iter()
+                .map(|p| format!("{}→{}", p.host, p.container))
+                .collect::<Vec<_>>()
+                .join(", "),
+            status(s),
+        ]);
+    }
+    print!("{t}");
+    Ok(())
+}
+
+fn status(s: &ServiceView) -> String {
+    match (&s.record.rollout, &s.rollout_lock) {
+        (Some(r), Some(l)) => format!("rolling out release {} ({})", r.to, l.owner),
+        (Some(r), None) => format!(
+            "rollout to release {} interrupted; run deploy to finish it or rollback to undo it",
+            r.to
+        ),
+        (None, _) => "ok".into(),
+    }
+}
+
+pub async fn service_inspect(docker: &Docker, name: &str, json: bool) -> Result<(), Problem> {
+    let s = deploy::service(docker, name).await?;
+    if json {
+        return print_json(&s);
+    }
+    println!("{}  {}  ({})", s.name, s.record.spec.image, status(&s));
+    println!();
+    let mut t = Table::new(["RELEASE", "IMAGE", "DIGEST", "CREATED", "BY", "RESULT"]);
+    for r in s.record.releases.iter().rev() {
+        t.row([
+            format!(
+                "{}{}",
+                r.number,
+                if Some(r.number) == s.record.current {
+                    " *"
+                } else {
+                    ""
+                }
+            ),
+            r.image.clone(),
+            r.image_id
+                .trim_start_matches("sha256:")
+                .chars()
+                .take(12)
+                .collect(),
+            age(r.created_ms / 1000),
+            r.created_by.clone(),
+            match &r.result {
+                ReleaseResult::Failed { reason } => {
+                    format!("failed: {}", reason.lines().next().unwrap_or(""))
+                }
+                other => result_word(other),
+            },
+        ]);
+    }
+    print!("{t}");
+    println!();
+    let mut t = Table::new(["SLOT", "CONTAINER", "RELEASE", "STATE", "HEALTH", "ROUTED"]);
+    for c in &s.containers {
+        t.row([
+            c.slot.to_string(),
+            c.name.clone(),
+            c.release.to_string(),
+            if c.running { "running" } else { "stopped" }.to_string(),
+            c.health.clone().unwrap_or_else(|| "-".into()),
+            if c.routed {
+                "yes".to_string()
+            } else {
+                c.edge_state
+                    .map(|s| {
+                        format!(
+                            "no ({})",
+                            serde_json::to_string(&s)
+                                .unwrap_or_default()
+                                .trim_matches('"')
+                        )
+                    })
+                    .unwrap_or_else(|| "no".into())
+            },
+        ]);
+    }
+    print!("{t}");
+    Ok(())
+}

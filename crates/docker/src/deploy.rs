@@ -1,0 +1,330 @@
+//! The deploy use cases both shells (CLI and app) call: deploy a stack, roll
+//! one service to a tag, roll back, list and inspect services.
+//!
+//! Each puts the edge in place first (building its image on the daemon when
+//! needed), then drives core's [`Deployer`] with the Docker runtime. Images
+//! named `changeover-demo:TAG` that are missing are built on the daemon from
+//! the edge binary (the demo app; a tag ending in `-unhealthy` makes one that
+//! never passes `/health`), which is what makes the sandbox work with no
+//! registry.
+
+use std::collections::BTreeMap;
+
+use changeover_core::edge::{rollout_lock_key, Request, Response, TargetState};
+use changeover_core::rollout::{
+    expect_ok, Deployer, EdgeControl, EventSink, Goal, RolloutOutcome, Runtime,
+};
+use changeover_core::service::{ContainerView, ServiceRecord, ServiceSpec, ServiceView};
+use changeover_core::stack::Stack;
+use changeover_core::{Problem, ProblemCode};
+
+use crate::edge::{ensure_demo_image, ensure_edge, BinaryImage, Edge};
+use crate::runtime::DockerRuntime;
+use crate::Docker;
+
+/// `user@host (pid N)`: who deploys, as recorded in releases and locks.
+pub fn owner() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("USERNAME"))
+        .unwrap_or_else(|_| "someone".into());
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{user}@{host} (pid {})", std::process::id())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A deployer for this environment, with the edge in place.
+pub async fn deployer(
+    docker: &Docker,
+    events: EventSink,
+) -> Result<Deployer<DockerRuntime, Edge>, Problem> {
+    let edge = ensure_edge(docker).await?;
+    Ok(Deployer {
+        runtime: DockerRuntime::new(docker),
+        edge,
+        owner: owner(),
+        now_ms,
+        events,
+    })
+}
+
+/// Builds missing `changeover-demo:*` images the services use.
+pub async fn ensure_demo_images(docker: &Docker, specs: &[&ServiceSpec]) -> Result<(), Problem> {
+    let mut binary = None;
+    for spec in specs {
+        let (repo, tag) = spec.image_parts();
+        if repo != "changeover-demo" || docker.inspect_image(&spec.image).await.is_ok() {
+            continue;
+        }
+        if binary.is_none() {
+            binary = Some(BinaryImage::load()?);
+        }
+        if let Some(b) = &binary {
+            let unhealthy = tag.ends_with("-unhealthy");
+            ensure_demo_image(docker, b, tag, unhealthy).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Builds the sandbox's demo images (v1, v2) when missing.
+pub async fn ensure_sandbox_images(docker: &Docker) -> Result<(), Problem> {
+    let b = BinaryImage::load()?;
+    for v in ["v1", "v2"] {
+        ensure_demo_image(docker, &b, v, false).await?;
+    }
+    Ok(())
+}
+
+/// Deploys every service of a stack, one after the other. Every image and
+/// port is checked before the first rollout starts.
+pub async fn deploy_stack(
+    docker: &Docker,
+    stack: &Stack,
+    events: EventSink,
+) -> Result<Vec<RolloutOutcome>, Problem> {
+    let specs: Vec<&ServiceSpec> = stack.services.iter().collect();
+    ensure_demo_images(docker, &specs).await?;
+    let d = deployer(docker, events).await?;
+    for spec in &stack.services {
+        d.runtime.resolve_image(&spec.image).await?;
+        for p in &spec.ports {
+            expect_ok(
+                d.edge
+                    .call(Request::PortCheck {
+                        port: p.host,
+                        service: spec.qualified(),
+                    })
+                    .await?,
+            )
+            .map_err(|e| {
+                Problem::new(
+                    e.code,
+                    format!(
+                        "{}: cannot publish port {}: {}",
+                        spec.qualified(),
+                        p.host,
+                        e.message
+                    ),
+                )
+            })?;
+        }
+    }
+    let mut outcomes = Vec::new();
+    for spec in &stack.services {
+        outcomes.push(
+            d.run(
+                &spec.stack,
+                &spec.name,
+                Goal::Deploy(Box::new(spec.clone())),
+            )
+            .await?,
+        );
+    }
+    Ok(outcomes)
+}
+
+fn split_name(name: &str) -> Result<(&str, &str), Problem> {
+    match name.split_once('/') {
+        Some((s, v)) if !s.is_empty() && !v.is_empty() && !v.contains('/') => Ok((s, v)),
+        _ => Err(Problem::new(
+            ProblemCode::UnknownService,
+            format!("{name:?} is not STACK/SERVICE"),
+        )),
+    }
+}
+
+async fn record_of(
+    d: &Deployer<DockerRuntime, Edge>,
+    name: &str,
+) -> Result<ServiceRecord, Problem> {
+    let (stack, service) = split_name(name)?;
+    match d.load(stack, service).await? {
+        (Some(r), _) => Ok(r),
+        (None, _) => Err(Problem::new(
+            ProblemCode::UnknownService,
+            format!("no service {name} on this environment (see `changeover service ls`)"),
+        )),
+    }
+}
+
+/// Rolls `STACK/SERVICE` to another tag of its image.
+pub async fn deploy_tag(
+    docker: &Docker,
+    name: &str,
+    tag: &str,
+    events: EventSink,
+) -> Result<RolloutOutcome, Problem> {
+    if tag.is_empty() || tag.contains(|c: char| c.is_whitespace() || c == '/' || c == ':') {
+        return Err(Problem::new(
+            ProblemCode::ImageNotFound,
+            format!("{tag:?} is not an image tag"),
+        ));
+    }
+    let d = deployer(docker, events).await?;
+    let record = record_of(&d, name).await?;
+    let spec = record.spec.with_tag(tag);
+    ensure_demo_images(docker, &[&spec]).await?;
+    d.run(
+        &spec.stack,
+        &spec.name,
+        Goal::Deploy(Box::new(spec.clone())),
+    )
+    .await
+}
+
+/// Deploys a changed definition of one service (the GUI's forms).
+pub async fn deploy_spec(
+    docker: &Docker,
+    spec: ServiceSpec,
+    events: EventSink,
+) -> Result<RolloutOutcome, Problem> {
+    ensure_demo_images(docker, &[&spec]).await?;
+    let d = deployer(docker, events).await?;
+    d.run(
+        &spec.stack.clone(),
+        &spec.name.clone(),
+        Goal::Deploy(Box::new(spec)),
+    )
+    .await
+}
+
+/// Rolls `STACK/SERVICE` back to its previous release.
+pub async fn rollback(
+    docker: &Docker,
+    name: &str,
+    events: EventSink,
+) -> Result<RolloutOutcome, Problem> {
+    let (stack, service) = split_name(name)?;
+    let d = deployer(docker, events).await?;
+    record_of(&d, name).await?;
+    d.run(stack, service, Goal::Rollback).await
+}
+
+/// Every service on the environment with its containers. Empty when the
+/// edge was never set up here.
+pub async fn services(docker: &Docker) -> Result<Vec<ServiceView>, Problem> {
+    if docker
+        .inspect_container(changeover_core::edge::EDGE_CONTAINER, None)
+        .await
+        .is_err()
+    {
+        return Ok(Vec::new());
+    }
+    let edge = Edge::attach(docker);
+    let keys = match expect_ok(
+        edge.call(Request::DocList {
+            prefix: "services/".into(),
+        })
+        .await?,
+    )? {
+        Response::Keys { keys } => keys,
+        _ => Vec::new(),
+    };
+    let mut out = Vec::new();
+    for key in keys {
+        let name = key.trim_start_matches("services/").to_string();
+        out.push(service_view(docker, &edge, &name).await?);
+    }
+    Ok(out)
+}
+
+/// One service with its containers.
+pub async fn service(docker: &Docker, name: &str) -> Result<ServiceView, Problem> {
+    split_name(name)?;
+    if docker
+        .inspect_container(changeover_core::edge::EDGE_CONTAINER, None)
+        .await
+        .is_err()
+    {
+        return Err(Problem::new(
+            ProblemCode::UnknownService,
+            format!("no service {name} on this environment (nothing was deployed here yet)"),
+        ));
+    }
+    service_view(docker, &Edge::attach(docker), name).await
+}
+
+async fn service_view(docker: &Docker, edge: &Edge, name: &str) -> Result<ServiceView, Problem> {
+    let (stack, service) = split_name(name)?;
+    let record: ServiceRecord = match expect_ok(
+        edge.call(Request::DocGet {
+            key: changeover_core::edge::service_doc_key(stack, service),
+        })
+        .await?,
+    )? {
+        Response::Doc { value: Some(v), .. } => serde_json::from_value(v).map_err(|e| {
+            Problem::new(
+                ProblemCode::EdgeError,
+                format!("the record of {name} is unreadable: {e}"),
+            )
+        })?,
+        _ => {
+            return Err(Problem::new(
+                ProblemCode::UnknownService,
+                format!("no service {name} on this environment (see `changeover service ls`)"),
+            ))
+        }
+    };
+    let runtime = DockerRuntime::new(docker);
+    let containers = runtime.containers(stack, service).await?;
+    let routes = match expect_ok(
+        edge.call(Request::Routes {
+            service: Some(name.to_string()),
+        })
+        .await?,
+    )? {
+        Response::Routes { routes } => routes,
+        _ => Vec::new(),
+    };
+    let mut states: BTreeMap<String, Vec<TargetState>> = BTreeMap::new();
+    for r in &routes {
+        for t in &r.targets {
+            states.entry(t.spec.id.clone()).or_default().push(t.state);
+        }
+    }
+    let lock = match edge
+        .call(Request::LockGet {
+            key: rollout_lock_key(stack, service),
+        })
+        .await?
+    {
+        Response::LockHeld { holder } => Some(holder),
+        _ => None,
+    };
+    let port_count = record.spec.ports.len();
+    Ok(ServiceView {
+        name: name.to_string(),
+        containers: containers
+            .into_iter()
+            .map(|c| {
+                let s = states.get(&c.name);
+                ContainerView {
+                    routed: port_count > 0
+                        && s.is_some_and(|s| {
+                            s.len() == port_count && s.iter().all(|x| *x == TargetState::Healthy)
+                        }),
+                    edge_state: s.and_then(|s| s.first().copied()),
+                    name: c.name,
+                    id: c.id,
+                    release: c.release,
+                    slot: c.slot,
+                    running: c.running,
+                    health: c.health,
+                }
+            })
+            .collect(),
+        record,
+        rollout_lock: lock,
+    })
+}

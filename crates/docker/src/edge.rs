@@ -1,0 +1,382 @@
+//! Putting the edge on an environment and talking to it.
+//!
+//! The edge image is built on the target daemon itself from the static
+//! (musl) edge binary — `FROM scratch`, the binary, nothing else — so it works
+//! on daemons without registry access. The same binary makes the demo images
+//! (`changeover-demo:TAG`) the sandbox, tests and benchmarks deploy.
+//!
+//! Shape (DESIGN.md decision 4): one edge container per environment, on the
+//! host's network (`network_mode: host`), so it can open a listener for a new
+//! service port at any time without being re-created — a running container
+//! cannot gain published ports, and re-creating the edge would drop traffic.
+//! It reaches service containers by their IP on the stack's bridge network,
+//! which a Linux host routes to. Trade-off: this needs a Linux daemon (Docker
+//! Desktop's VM hides container IPs from its "host"); there, an edge per
+//! published port would be the alternative.
+//!
+//! Control goes through `docker exec changeover-edge /changeover-edge ctl
+//! '<json>'`: nothing listens on the network for it.
+
+use std::path::{Path, PathBuf};
+
+use bollard::models::{ContainerCreateBody, HostConfig, RestartPolicy, RestartPolicyNameEnum};
+use bollard::query_parameters::{
+    BuildImageOptionsBuilder, CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder,
+};
+use bollard::Docker;
+use changeover_core::edge::{
+    labels, Request, Response, EDGE_BINARY_PATH, EDGE_CONTAINER, EDGE_STATE_DIR, EDGE_STATE_VOLUME,
+    PROTOCOL_VERSION,
+};
+use changeover_core::rollout::EdgeControl;
+use changeover_core::{Problem, ProblemCode};
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+
+use crate::connect::daemon_problem;
+
+const MUSL: &str = "x86_64-unknown-linux-musl";
+
+fn edge_problem(message: impl Into<String>) -> Problem {
+    Problem::new(ProblemCode::EdgeError, message)
+}
+
+/// The static edge binary to put in images: `CHANGEOVER_EDGE_BINARY`, else
+/// `changeover-edge` beside the running program when it is static, else the
+/// workspace's musl build (`make edge`).
+pub fn edge_binary() -> Result<PathBuf, Problem> {
+    if let Some(p) = std::env::var_os("CHANGEOVER_EDGE_BINARY") {
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(edge_problem(format!(
+                "CHANGEOVER_EDGE_BINARY points to {}, which is not a file",
+                p.display()
+            )))
+        };
+    }
+    let exe = std::env::current_exe().map_err(|e| edge_problem(e.to_string()))?;
+    let mut candidates = Vec::new();
+    if let Some(dir) = exe.parent() {
+        candidates.push(dir.join("changeover-edge"));
+        // target/{debug,release}/ → target/x86_64-unknown-linux-musl/{release,debug}/
+        // (and one level more for test binaries in target/debug/deps/).
+        for up in [dir.parent(), dir.parent().and_then(Path::parent)]
+            .into_iter()
+            .flatten()
+        {
+            candidates.push(up.join(MUSL).join("release").join("changeover-edge"));
+            candidates.push(up.join(MUSL).join("debug").join("changeover-edge"));
+        }
+    }
+    for c in &candidates {
+        if c.is_file() && is_static(c) {
+            return Ok(c.clone());
+        }
+    }
+    Err(edge_problem(format!(
+        "the static edge binary was not found (looked beside {}); build it with `make edge` \
+         (cargo build --release --target {MUSL} -p changeover-edge) or set CHANGEOVER_EDGE_BINARY",
+        exe.display()
+    )))
+}
+
+/// A dynamically linked binary names its loader; a static one does not.
+fn is_static(path: &Path) -> bool {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            bytes.starts_with(b"\x7fELF")
+                && !bytes
+                    .windows(b"ld-linux".len())
+                    .take(4096)
+                    .any(|w| w == b"ld-linux")
+        }
+        Err(_) => false,
+    }
+}
+
+/// A built image's tag and the digest of the binary inside.
+pub struct BinaryImage {
+    pub binary: Vec<u8>,
+    pub digest: String,
+}
+
+impl BinaryImage {
+    pub fn load() -> Result<Self, Problem> {
+        let path = edge_binary()?;
+        let binary = std::fs::read(&path)
+            .map_err(|e| edge_problem(format!("cannot read {}: {e}", path.display())))?;
+        let digest = format!("{:x}", Sha256::digest(&binary));
+        Ok(Self { binary, digest })
+    }
+
+    fn short(&self) -> &str {
+        &self.digest[..12]
+    }
+}
+
+fn tar_context(binary: &[u8], dockerfile: &str) -> Result<Vec<u8>, Problem> {
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut add = |name: &str, data: &[u8], mode: u32| {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(mode);
+        header.set_mtime(0);
+        header.set_cksum();
+        builder.append_data(&mut header, name, data)
+    };
+    add("changeover-edge", binary, 0o755)
+        .and_then(|_| add("Dockerfile", dockerfile.as_bytes(), 0o644))
+        .map_err(|e| edge_problem(format!("cannot pack the image context: {e}")))?;
+    builder
+        .into_inner()
+        .map_err(|e| edge_problem(format!("cannot pack the image context: {e}")))
+}
+
+async fn image_digest(docker: &Docker, tag: &str) -> Option<String> {
+    let image = docker.inspect_image(tag).await.ok()?;
+    image
+        .config
+        .and_then(|c| c.labels)
+        .and_then(|l| l.get(labels::EDGE_DIGEST).cloned())
+}
+
+/// Builds `tag` from the binary with `entrypoint` unless it already holds
+/// this very binary. Returns true when it built.
+async fn ensure_binary_image(
+    docker: &Docker,
+    image: &BinaryImage,
+    tag: &str,
+    entrypoint: &[&str],
+    extra_labels: &[(&str, String)],
+) -> Result<bool, Problem> {
+    if image_digest(docker, tag).await.as_deref() == Some(image.digest.as_str()) {
+        return Ok(false);
+    }
+    let entry = serde_json::to_string(entrypoint).unwrap_or_default();
+    let mut dockerfile = format!(
+        "FROM scratch\nCOPY changeover-edge {EDGE_BINARY_PATH}\nLABEL {}=\"{}\"\n",
+        labels::EDGE_DIGEST,
+        image.digest
+    );
+    for (k, v) in extra_labels {
+        dockerfile.push_str(&format!("LABEL {k}=\"{v}\"\n"));
+    }
+    dockerfile.push_str(&format!("ENTRYPOINT {entry}\n"));
+    let context = tar_context(&image.binary, &dockerfile)?;
+    let options = BuildImageOptionsBuilder::new()
+        .t(tag)
+        .rm(true)
+        .forcerm(true)
+        .build();
+    let mut stream = docker.build_image(options, None, Some(bollard::body_full(context.into())));
+    while let Some(item) = stream.next().await {
+        let info = item.map_err(|e| daemon_problem(&format!("building image {tag}"), &e))?;
+        if let Some(err) = info.error_detail.and_then(|d| d.message) {
+            return Err(edge_problem(format!("building image {tag} failed: {err}")));
+        }
+    }
+    Ok(true)
+}
+
+/// The edge image tag for this binary.
+pub fn edge_image_tag(image: &BinaryImage) -> String {
+    format!("changeover-edge:{}", image.short())
+}
+
+/// Builds the demo app image `changeover-demo:VERSION` (answers VERSION on
+/// `/`, 200 on `/health`; never healthy with `unhealthy`).
+pub async fn ensure_demo_image(
+    docker: &Docker,
+    image: &BinaryImage,
+    version: &str,
+    unhealthy: bool,
+) -> Result<String, Problem> {
+    let tag = format!("changeover-demo:{version}");
+    let mut entry = vec![EDGE_BINARY_PATH, "demo", "--version", version];
+    if unhealthy {
+        entry.push("--unhealthy");
+    }
+    ensure_binary_image(docker, image, &tag, &entry, &[]).await?;
+    Ok(tag)
+}
+
+/// Makes sure the edge runs on this environment, with this binary's protocol:
+/// builds its image when missing, (re)creates the container when it is
+/// missing, stopped, or speaks another protocol version. A running edge of
+/// the same protocol is left alone even if its binary differs, because
+/// replacing it would interrupt traffic.
+pub async fn ensure_edge(docker: &Docker) -> Result<Edge, Problem> {
+    let arch = docker
+        .version()
+        .await
+        .map_err(|e| daemon_problem("reading the daemon's version", &e))?
+        .arch
+        .unwrap_or_default();
+    if arch != "amd64" && arch != "x86_64" {
+        return Err(edge_problem(format!(
+            "the edge is built for x86_64 daemons; this daemon is {arch}"
+        )));
+    }
+    let edge = Edge {
+        docker: docker.clone(),
+    };
+    if let Ok(c) = docker.inspect_container(EDGE_CONTAINER, None).await {
+        let running = c.state.as_ref().and_then(|s| s.running).unwrap_or(false);
+        if running {
+            if let Ok(Response::Hello { protocol, .. }) = edge.call(Request::Hello).await {
+                if protocol == PROTOCOL_VERSION {
+                    return Ok(edge);
+                }
+            }
+        }
+        docker
+            .remove_container(
+                EDGE_CONTAINER,
+                Some(RemoveContainerOptionsBuilder::new().force(true).build()),
+            )
+            .await
+            .map_err(|e| daemon_problem("removing the old edge", &e))?;
+    }
+    let binary = BinaryImage::load()?;
+    let tag = edge_image_tag(&binary);
+    ensure_binary_image(
+        docker,
+        &binary,
+        &tag,
+        &[EDGE_BINARY_PATH, "serve", "--state", EDGE_STATE_DIR],
+        &[(labels::EDGE_PROTOCOL, PROTOCOL_VERSION.to_string())],
+    )
+    .await?;
+    let body = ContainerCreateBody {
+        image: Some(tag.clone()),
+        labels: Some(
+            [(labels::MANAGED.to_string(), "true".to_string())]
+                .into_iter()
+                .collect(),
+        ),
+        host_config: Some(HostConfig {
+            network_mode: Some("host".into()),
+            restart_policy: Some(RestartPolicy {
+                name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+                maximum_retry_count: None,
+            }),
+            binds: Some(vec![format!("{EDGE_STATE_VOLUME}:{EDGE_STATE_DIR}")]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    docker
+        .create_container(
+            Some(
+                CreateContainerOptionsBuilder::new()
+                    .name(EDGE_CONTAINER)
+                    .build(),
+            ),
+            body,
+        )
+        .await
+        .map_err(|e| daemon_problem("creating the edge container", &e))?;
+    docker
+        .start_container(EDGE_CONTAINER, None)
+        .await
+        .map_err(|e| daemon_problem("starting the edge", &e))?;
+    // Wait for its control socket.
+    let mut last = None;
+    for _ in 0..100 {
+        match edge.call(Request::Hello).await {
+            Ok(Response::Hello { .. }) => return Ok(edge),
+            Ok(other) => last = Some(format!("{other:?}")),
+            Err(e) => last = Some(e.message),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    Err(edge_problem(format!(
+        "the edge started but does not answer: {}",
+        last.unwrap_or_default()
+    )))
+}
+
+/// The edge of one environment, reached through `docker exec`.
+#[derive(Clone)]
+pub struct Edge {
+    pub docker: Docker,
+}
+
+impl Edge {
+    /// An edge handle without checking that it runs (for reads).
+    pub fn attach(docker: &Docker) -> Self {
+        Self {
+            docker: docker.clone(),
+        }
+    }
+
+    async fn exec(&self, request: &str) -> Result<(String, String, i64), Problem> {
+        use bollard::exec::{CreateExecOptions, StartExecResults};
+        let exec = self
+            .docker
+            .create_exec(
+                EDGE_CONTAINER,
+                CreateExecOptions {
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    cmd: Some(vec![EDGE_BINARY_PATH, "ctl", request]),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| match &e {
+                bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404 | 409,
+                    ..
+                } => edge_problem(format!(
+                    "the edge container ({EDGE_CONTAINER}) is not running on this environment"
+                )),
+                _ => daemon_problem("asking the edge", &e),
+            })?;
+        let mut out = String::new();
+        let mut err = String::new();
+        if let StartExecResults::Attached { mut output, .. } = self
+            .docker
+            .start_exec(&exec.id, None)
+            .await
+            .map_err(|e| daemon_problem("asking the edge", &e))?
+        {
+            while let Some(chunk) = output.next().await {
+                match chunk.map_err(|e| daemon_problem("reading the edge's answer", &e))? {
+                    bollard::container::LogOutput::StdOut { message } => {
+                        out.push_str(&String::from_utf8_lossy(&message))
+                    }
+                    bollard::container::LogOutput::StdErr { message } => {
+                        err.push_str(&String::from_utf8_lossy(&message))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let code = self
+            .docker
+            .inspect_exec(&exec.id)
+            .await
+            .ok()
+            .and_then(|i| i.exit_code)
+            .unwrap_or(0);
+        Ok((out, err, code))
+    }
+}
+
+impl EdgeControl for Edge {
+    async fn call(&self, request: Request) -> Result<Response, Problem> {
+        let text = serde_json::to_string(&request).map_err(|e| edge_problem(e.to_string()))?;
+        let (out, err, code) = self.exec(&text).await?;
+        if code != 0 || out.trim().is_empty() {
+            return Err(edge_problem(format!(
+                "the edge did not answer: {}",
+                err.trim()
+            )));
+        }
+        serde_json::from_str(out.trim())
+            .map_err(|e| edge_problem(format!("the edge's answer is not readable ({e}): {out}")))
+    }
+}

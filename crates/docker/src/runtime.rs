@@ -1,0 +1,447 @@
+//! The daemon side of a rollout: core's [`Runtime`] on bollard.
+//!
+//! Names and labels: a stack's networks are `STACK_default` (every service
+//! joins it, reachable by its service name) and `STACK_NET`; its named
+//! volumes are `STACK_VOLUME` (created when missing, never removed here).
+//! Containers are `STACK-SERVICE-rRELEASE-sSLOT` and carry the
+//! `dev.changeover.*` labels, which is how a rollout finds them again —
+//! the daemon is the source of truth.
+
+use std::collections::HashMap;
+
+use bollard::models::{
+    ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, NetworkConnectRequest,
+    NetworkCreateRequest, NetworkingConfig, RestartPolicy, RestartPolicyNameEnum,
+    VolumeCreateRequest,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, InspectContainerOptions,
+    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    StopContainerOptionsBuilder,
+};
+use bollard::Docker;
+use changeover_core::edge::labels;
+use changeover_core::rollout::{container_name, Runtime, SlotContainer, STOP_TIMEOUT_SECS};
+use changeover_core::service::{MountKind, Release, ServiceSpec};
+use changeover_core::{Problem, ProblemCode};
+use futures_util::StreamExt;
+
+use crate::connect::daemon_problem;
+
+/// The stack's default network.
+pub fn default_network(stack: &str) -> String {
+    format!("{stack}_default")
+}
+
+/// Docker name of a stack's named volume.
+pub fn volume_name(stack: &str, volume: &str) -> String {
+    format!("{stack}_{volume}")
+}
+
+fn is_not_found(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+fn is_conflict(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 409,
+            ..
+        }
+    )
+}
+
+#[derive(Clone)]
+pub struct DockerRuntime {
+    pub docker: Docker,
+}
+
+impl DockerRuntime {
+    pub fn new(docker: &Docker) -> Self {
+        Self {
+            docker: docker.clone(),
+        }
+    }
+
+    async fn ensure_network(&self, name: &str, stack: &str) -> Result<(), Problem> {
+        match self.docker.inspect_network(name, None).await {
+            Ok(_) => return Ok(()),
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(daemon_problem(&format!("reading network {name}"), &e)),
+        }
+        let request = NetworkCreateRequest {
+            name: name.to_string(),
+            driver: Some("bridge".into()),
+            labels: Some(HashMap::from([
+                (labels::MANAGED.to_string(), "true".to_string()),
+                (labels::STACK.to_string(), stack.to_string()),
+            ])),
+            ..Default::default()
+        };
+        match self.docker.create_network(request).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_conflict(&e) => Ok(()),
+            Err(e) => Err(daemon_problem(&format!("creating network {name}"), &e)),
+        }
+    }
+}
+
+fn slot_container(c: bollard::models::ContainerInspectResponse, stack: &str) -> SlotContainer {
+    let labels = c
+        .config
+        .as_ref()
+        .and_then(|c| c.labels.clone())
+        .unwrap_or_default();
+    let num = |k: &str| {
+        labels
+            .get(k)
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(0)
+    };
+    let state = c.state.clone().unwrap_or_default();
+    let running = state.running.unwrap_or(false) && !state.restarting.unwrap_or(false);
+    let ip = c
+        .network_settings
+        .as_ref()
+        .and_then(|n| n.networks.as_ref())
+        .and_then(|n| n.get(&default_network(stack)))
+        .and_then(|e| e.ip_address.clone())
+        .filter(|ip| !ip.is_empty());
+    let health = state.health.as_ref();
+    SlotContainer {
+        id: c.id.clone().unwrap_or_default(),
+        name: c
+            .name
+            .clone()
+            .unwrap_or_default()
+            .trim_start_matches('/')
+            .to_string(),
+        release: num(labels::RELEASE),
+        slot: num(labels::SLOT),
+        running,
+        exit_code: if running { None } else { state.exit_code },
+        ip,
+        health: health
+            .and_then(|h| h.status)
+            .map(|s| s.to_string())
+            .filter(|s| !s.is_empty() && s != "none"),
+        health_output: health
+            .and_then(|h| h.log.as_ref())
+            .and_then(|l| l.last())
+            .and_then(|r| r.output.clone())
+            .map(|o| o.trim().to_string()),
+    }
+}
+
+impl Runtime for DockerRuntime {
+    async fn resolve_image(&self, image: &str) -> Result<String, Problem> {
+        match self.docker.inspect_image(image).await {
+            Ok(i) => return Ok(i.id.unwrap_or_default()),
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(daemon_problem(&format!("reading image {image}"), &e)),
+        }
+        let (repo, tag) = changeover_core::service::split_image(image);
+        let options = CreateImageOptionsBuilder::new()
+            .from_image(repo)
+            .tag(tag)
+            .build();
+        let mut pull = self.docker.create_image(Some(options), None, None);
+        let mut failure = None;
+        while let Some(item) = pull.next().await {
+            match item {
+                Ok(info) => {
+                    if let Some(m) = info.error_detail.and_then(|d| d.message) {
+                        failure = Some(m);
+                    }
+                }
+                Err(e) => {
+                    failure = Some(match e {
+                        bollard::errors::Error::DockerResponseServerError { message, .. } => {
+                            message
+                        }
+                        other => other.to_string(),
+                    });
+                    break;
+                }
+            }
+        }
+        if let Some(why) = failure {
+            return Err(Problem::new(
+                ProblemCode::ImageNotFound,
+                format!("image {image} is not on the daemon and could not be pulled: {why}"),
+            ));
+        }
+        match self.docker.inspect_image(image).await {
+            Ok(i) => Ok(i.id.unwrap_or_default()),
+            Err(e) => Err(Problem::new(
+                ProblemCode::ImageNotFound,
+                format!("image {image} is not on the daemon after pulling it: {e}"),
+            )),
+        }
+    }
+
+    async fn prepare(&self, spec: &ServiceSpec) -> Result<(), Problem> {
+        self.ensure_network(&default_network(&spec.stack), &spec.stack)
+            .await?;
+        for n in spec.networks.iter().filter(|n| *n != "default") {
+            self.ensure_network(&format!("{}_{n}", spec.stack), &spec.stack)
+                .await?;
+        }
+        for m in spec.mounts.iter().filter(|m| m.kind == MountKind::Volume) {
+            let name = volume_name(&spec.stack, &m.source);
+            match self.docker.inspect_volume(&name).await {
+                Ok(_) => continue,
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(daemon_problem(&format!("reading volume {name}"), &e)),
+            }
+            self.docker
+                .create_volume(VolumeCreateRequest {
+                    name: Some(name.clone()),
+                    labels: Some(HashMap::from([
+                        (labels::MANAGED.to_string(), "true".to_string()),
+                        (labels::STACK.to_string(), spec.stack.clone()),
+                    ])),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| daemon_problem(&format!("creating volume {name}"), &e))?;
+        }
+        Ok(())
+    }
+
+    async fn containers(&self, stack: &str, service: &str) -> Result<Vec<SlotContainer>, Problem> {
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![
+                format!("{}={stack}", labels::STACK),
+                format!("{}={service}", labels::SERVICE),
+                format!("{}=true", labels::MANAGED),
+            ],
+        )]);
+        let list = self
+            .docker
+            .list_containers(Some(
+                ListContainersOptionsBuilder::new()
+                    .all(true)
+                    .filters(&filters)
+                    .build(),
+            ))
+            .await
+            .map_err(|e| daemon_problem("listing the service's containers", &e))?;
+        let mut out = Vec::new();
+        for c in list {
+            let Some(id) = c.id else { continue };
+            match self
+                .docker
+                .inspect_container(&id, None::<InspectContainerOptions>)
+                .await
+            {
+                Ok(i) => out.push(slot_container(i, stack)),
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(daemon_problem("reading a container", &e)),
+            }
+        }
+        out.sort_by_key(|c| (c.slot, c.release));
+        Ok(out)
+    }
+
+    async fn create(&self, release: &Release, slot: u32) -> Result<String, Problem> {
+        let spec = &release.spec;
+        let name = container_name(spec, release.number, slot);
+        let mut container_labels: HashMap<String, String> = spec
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (k, v) in [
+            (labels::MANAGED, "true".to_string()),
+            (labels::STACK, spec.stack.clone()),
+            (labels::SERVICE, spec.name.clone()),
+            (labels::RELEASE, release.number.to_string()),
+            (labels::SLOT, slot.to_string()),
+        ] {
+            container_labels.insert(k.to_string(), v);
+        }
+        let binds = spec
+            .mounts
+            .iter()
+            .map(|m| {
+                let source = match m.kind {
+                    MountKind::Volume => volume_name(&spec.stack, &m.source),
+                    MountKind::Bind => m.source.clone(),
+                };
+                format!(
+                    "{source}:{}{}",
+                    m.target,
+                    if m.read_only { ":ro" } else { "" }
+                )
+            })
+            .collect::<Vec<_>>();
+        let ms_to_ns = |ms: u64| (ms as i64).saturating_mul(1_000_000);
+        let network = default_network(&spec.stack);
+        let body = ContainerCreateBody {
+            image: Some(release.image_id.clone()),
+            cmd: spec.command.clone(),
+            env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            labels: Some(container_labels),
+            healthcheck: spec.healthcheck.as_ref().map(|h| HealthConfig {
+                test: Some(h.test.clone()),
+                interval: Some(ms_to_ns(h.interval_ms)),
+                timeout: Some(ms_to_ns(h.timeout_ms)),
+                retries: Some(h.retries as i64),
+                start_period: Some(ms_to_ns(h.start_period_ms)),
+                start_interval: None,
+            }),
+            host_config: Some(HostConfig {
+                binds: Some(binds),
+                network_mode: Some(network.clone()),
+                restart_policy: Some(RestartPolicy {
+                    name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+                    maximum_retry_count: None,
+                }),
+                ..Default::default()
+            }),
+            networking_config: Some(NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(
+                    network.clone(),
+                    EndpointSettings {
+                        aliases: Some(vec![spec.name.clone()]),
+                        ..Default::default()
+                    },
+                )])),
+            }),
+            ..Default::default()
+        };
+        let options = CreateContainerOptionsBuilder::new().name(&name).build();
+        let created = match self
+            .docker
+            .create_container(Some(options.clone()), body.clone())
+            .await
+        {
+            Ok(c) => c,
+            Err(e) if is_conflict(&e) => {
+                // A leftover of that name that no record knows: replace it.
+                let _ = self
+                    .docker
+                    .remove_container(
+                        &name,
+                        Some(RemoveContainerOptionsBuilder::new().force(true).build()),
+                    )
+                    .await;
+                self.docker
+                    .create_container(Some(options), body)
+                    .await
+                    .map_err(|e| daemon_problem(&format!("creating {name}"), &e))?
+            }
+            Err(e) => return Err(daemon_problem(&format!("creating {name}"), &e)),
+        };
+        for n in spec.networks.iter().filter(|n| *n != "default") {
+            self.docker
+                .connect_network(
+                    &format!("{}_{n}", spec.stack),
+                    NetworkConnectRequest {
+                        container: created.id.clone(),
+                        endpoint_config: Some(EndpointSettings {
+                            aliases: Some(vec![spec.name.clone()]),
+                            ..Default::default()
+                        }),
+                    },
+                )
+                .await
+                .map_err(|e| daemon_problem(&format!("connecting {name} to network {n}"), &e))?;
+        }
+        Ok(created.id)
+    }
+
+    async fn start(&self, id: &str) -> Result<(), Problem> {
+        self.docker
+            .start_container(id, None)
+            .await
+            .map_err(|e| daemon_problem("starting a container", &e))
+    }
+
+    async fn inspect(&self, id: &str) -> Result<SlotContainer, Problem> {
+        let c = self
+            .docker
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await
+            .map_err(|e| daemon_problem("reading a container", &e))?;
+        let stack = c
+            .config
+            .as_ref()
+            .and_then(|c| c.labels.as_ref())
+            .and_then(|l| l.get(labels::STACK).cloned())
+            .unwrap_or_default();
+        Ok(slot_container(c, &stack))
+    }
+
+    async fn stop(&self, id: &str) -> Result<(), Problem> {
+        match self
+            .docker
+            .stop_container(
+                id,
+                Some(
+                    StopContainerOptionsBuilder::new()
+                        .t(STOP_TIMEOUT_SECS as i32)
+                        .build(),
+                ),
+            )
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
+            Err(e) => Err(daemon_problem("stopping a container", &e)),
+        }
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), Problem> {
+        // `v: false`: named volumes are never removed by a rollout.
+        match self
+            .docker
+            .remove_container(
+                id,
+                Some(
+                    RemoveContainerOptionsBuilder::new()
+                        .force(true)
+                        .v(false)
+                        .build(),
+                ),
+            )
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(daemon_problem("removing a container", &e)),
+        }
+    }
+
+    async fn logs(&self, id: &str, lines: usize) -> String {
+        let options = LogsOptionsBuilder::new()
+            .stdout(true)
+            .stderr(true)
+            .tail(&lines.to_string())
+            .build();
+        let mut stream = self.docker.logs(id, Some(options));
+        let mut out = String::new();
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(chunk) => out.push_str(&chunk.to_string()),
+                Err(e) => {
+                    out.push_str(&format!("(could not read the logs: {e})"));
+                    break;
+                }
+            }
+        }
+        out
+    }
+}
