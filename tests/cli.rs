@@ -2,27 +2,10 @@
 //! stable JSON for scripts, and one-line reasons with a non-zero exit code.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::{Command, Output};
+use std::process::Output;
 
-use changeover_tests::{docker, target_dir, unique, TestContainer};
+use changeover_tests::{changeover, docker, unique, TestContainer};
 use serde_json::Value;
-
-fn changeover(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let bin = target_dir("debug").join("changeover");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build --workspace` first",
-        bin.display()
-    );
-    let mut cmd = Command::new(bin);
-    cmd.args(args)
-        .env_remove("DOCKER_HOST")
-        .env_remove("DOCKER_CONTEXT");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().unwrap()
-}
 
 fn ok_json(args: &[&str]) -> Value {
     let out = changeover(args, &[]);

@@ -294,3 +294,202 @@ impl Drop for PrivateDaemon {
             .status();
     }
 }
+
+/// Runs the debug `changeover` binary with `args` (and extra environment),
+/// against the default daemon.
+pub fn changeover(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    changeover_cmd(args, env).output().expect("changeover runs")
+}
+
+/// The `changeover` command, ready to run or spawn.
+pub fn changeover_cmd(args: &[&str], env: &[(&str, &str)]) -> Command {
+    let bin = target_dir("debug").join("changeover");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build --workspace` first",
+        bin.display()
+    );
+    let mut cmd = Command::new(bin);
+    cmd.args(args)
+        .env_remove("DOCKER_HOST")
+        .env_remove("DOCKER_CONTEXT");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+/// A host port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind(("0.0.0.0", 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A stack file in a temporary directory, named `t-…`, whose containers,
+/// networks and edge routes are removed when it drops (volumes are kept by
+/// deploys, so they are removed here too).
+pub struct TestStack {
+    pub name: String,
+    pub dir: tempfile::TempDir,
+    pub ports: Vec<u16>,
+}
+
+impl TestStack {
+    /// Writes `body` (everything after `name:`) as `stack.yml`.
+    pub fn new(prefix: &str, body: &str, ports: &[u16]) -> Self {
+        let name = unique(&format!("t-{prefix}"));
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        std::fs::write(
+            dir.path().join("stack.yml"),
+            format!("name: {name}\n{body}"),
+        )
+        .expect("the stack file is written");
+        Self {
+            name,
+            dir,
+            ports: ports.to_vec(),
+        }
+    }
+
+    pub fn file(&self) -> String {
+        self.dir.path().join("stack.yml").display().to_string()
+    }
+
+    /// Containers of the stack, as `name=state` sorted by name.
+    pub fn containers(&self) -> Vec<String> {
+        let out = docker(&[
+            "ps",
+            "-a",
+            "--filter",
+            &format!("label=dev.changeover.stack={}", self.name),
+            "--format",
+            "{{.Names}}={{.State}}",
+        ]);
+        let mut v: Vec<String> = out.lines().map(str::to_string).collect();
+        v.sort();
+        v
+    }
+}
+
+impl Drop for TestStack {
+    fn drop(&mut self) {
+        let ids = docker(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=dev.changeover.stack={}", self.name),
+        ]);
+        if !ids.is_empty() {
+            let mut args = vec!["rm", "-f"];
+            args.extend(ids.lines());
+            let _ = Command::new("docker").args(&args).output();
+        }
+        for port in &self.ports {
+            let _ = Command::new("docker")
+                .args([
+                    "exec",
+                    "changeover-edge",
+                    "/changeover-edge",
+                    "ctl",
+                    &format!("{{\"op\":\"route-remove\",\"port\":{port}}}"),
+                ])
+                .output();
+        }
+        let _ = Command::new("docker")
+            .args(["network", "rm", &format!("{}_default", self.name)])
+            .output();
+        let vols = Command::new("docker")
+            .args([
+                "volume",
+                "ls",
+                "-q",
+                "--filter",
+                &format!("name={}_", self.name),
+            ])
+            .output();
+        if let Ok(v) = vols {
+            for vol in String::from_utf8_lossy(&v.stdout).lines() {
+                let _ = Command::new("docker").args(["volume", "rm", vol]).output();
+            }
+        }
+    }
+}
+
+/// GETs `http://127.0.0.1:PORT/` in a loop on `threads` threads until
+/// stopped; counts answers by outcome.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<LoadCount>>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct LoadCount {
+    pub ok: u64,
+    pub failed: u64,
+    /// The first few failures, for the assertion message.
+    pub failures: Vec<String>,
+    /// Bodies seen (first word: the demo's version).
+    pub versions: std::collections::BTreeMap<String, u64>,
+}
+
+impl Load {
+    pub fn start(port: u16, threads: usize) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = (0..threads)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let agent = ureq::AgentBuilder::new()
+                        .timeout(Duration::from_secs(10))
+                        .build();
+                    let mut c = LoadCount::default();
+                    let url = format!("http://127.0.0.1:{port}/");
+                    while !stop.load(Ordering::Relaxed) {
+                        match agent.get(&url).call() {
+                            Ok(r) => {
+                                let body = r.into_string().unwrap_or_default();
+                                let v = body.split_whitespace().next().unwrap_or("").to_string();
+                                *c.versions.entry(v).or_default() += 1;
+                                c.ok += 1;
+                            }
+                            Err(e) => {
+                                c.failed += 1;
+                                if c.failures.len() < 5 {
+                                    c.failures.push(e.to_string());
+                                }
+                            }
+                        }
+                    }
+                    c
+                })
+            })
+            .collect();
+        Self { stop, threads }
+    }
+
+    pub fn finish(self) -> LoadCount {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut total = LoadCount::default();
+        for t in self.threads {
+            let c = t.join().expect("a load thread");
+            total.ok += c.ok;
+            total.failed += c.failed;
+            total.failures.extend(c.failures);
+            for (k, v) in c.versions {
+                *total.versions.entry(k).or_default() += v;
+            }
+        }
+        total
+    }
+}
+
+/// GET `http://127.0.0.1:PORT/` once; the body, or the error.
+pub fn get(port: u16) -> Result<String, String> {
+    ureq::get(&format!("http://127.0.0.1:{port}/"))
+        .timeout(Duration::from_secs(5))
+        .call()
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.into_string().map_err(|e| e.to_string()))
+}

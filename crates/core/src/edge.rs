@@ -210,11 +210,15 @@ pub enum Request {
     DocList {
         prefix: String,
     },
-    /// Take a lock (or refresh it when `owner` already holds it).
+    /// Take a lock (or refresh it when `owner` already holds it). With
+    /// `takeOver`, also take it when that exact owner holds it (the caller
+    /// knows that owner is dead).
     LockAcquire {
         key: String,
         owner: String,
         ttl_ms: u64,
+        #[serde(default)]
+        take_over: Option<String>,
     },
     LockRelease {
         key: String,

@@ -258,6 +258,10 @@ pub struct Deployer<R, E> {
     pub owner: String,
     /// Unix milliseconds now (passed in so tests control it).
     pub now_ms: fn() -> i64,
+    /// Whether a lock owner is known to be gone (a process of this machine
+    /// that no longer exists), so its lock can be taken over at once instead
+    /// of after [`LOCK_TTL`].
+    pub owner_gone: fn(&str) -> bool,
     pub events: EventSink,
 }
 
@@ -347,18 +351,31 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
     }
 
     async fn lock(&self, key: &str) -> Result<(), Problem> {
-        match self
-            .edge
-            .call(Request::LockAcquire {
-                key: key.to_string(),
-                owner: self.owner.clone(),
-                ttl_ms: LOCK_TTL.as_millis() as u64,
-            })
-            .await?
-        {
-            Response::Locked { .. } => Ok(()),
-            Response::LockHeld { holder } => Err(busy(key, &holder, (self.now_ms)())),
-            other => expect_ok(other).map(|_| ()),
+        let mut take_over = None;
+        loop {
+            match self
+                .edge
+                .call(Request::LockAcquire {
+                    key: key.to_string(),
+                    owner: self.owner.clone(),
+                    ttl_ms: LOCK_TTL.as_millis() as u64,
+                    take_over: take_over.clone(),
+                })
+                .await?
+            {
+                Response::Locked { .. } => return Ok(()),
+                Response::LockHeld { holder }
+                    if take_over.is_none() && (self.owner_gone)(&holder.owner) =>
+                {
+                    self.note(format!(
+                        "taking over the rollout lock of {}, which no longer runs",
+                        holder.owner
+                    ));
+                    take_over = Some(holder.owner);
+                }
+                Response::LockHeld { holder } => return Err(busy(key, &holder, (self.now_ms)())),
+                other => return expect_ok(other).map(|_| ()),
+            }
         }
     }
 
@@ -456,17 +473,25 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
                     rollout: None,
                 });
                 let same = |r: &Release| r.spec == spec && r.image_id == image_id;
-                let reuse = interrupted
-                    .as_ref()
-                    .and_then(|p| record.release(p.to))
-                    .filter(|r| same(r))
-                    .or_else(|| {
-                        record
-                            .current
-                            .and_then(|c| record.release(c))
-                            .filter(|r| same(r))
-                    })
-                    .map(|r| r.number);
+                let reuse =
+                    interrupted
+                        .as_ref()
+                        .and_then(|p| record.release(p.to))
+                        .filter(|r| same(r))
+                        .or_else(|| {
+                            record
+                                .current
+                                .and_then(|c| record.release(c))
+                                .filter(|r| same(r))
+                        })
+                        // An earlier release with this exact definition: go back to
+                        // it (its containers may still be kept) rather than renumber.
+                        .or_else(|| {
+                            record.releases.iter().rev().find(|r| {
+                                same(r) && !matches!(r.result, ReleaseResult::Failed { .. })
+                            })
+                        })
+                        .map(|r| r.number);
                 let number = match reuse {
                     Some(n) => n,
                     None => {
@@ -989,12 +1014,8 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
                             id: name.clone(),
                         })
                         .await;
-                    let running = self
-                        .runtime
-                        .inspect(&id)
-                        .await
-                        .map(|c| c.running)
-                        .unwrap_or(false);
+                    let now = self.runtime.inspect(&id).await.ok();
+                    let running = now.as_ref().is_some_and(|c| c.running);
                     let reason = if running {
                         format!(
                             "it did not pass the edge's health check ({}) within {} s",
@@ -1006,7 +1027,12 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
                             spec.deploy_timeout_ms / 1000
                         )
                     } else {
-                        "the container exited while being health-checked".into()
+                        format!(
+                            "the container exited while being health-checked (exit code {})",
+                            now.and_then(|c| c.exit_code)
+                                .map(|c| c.to_string())
+                                .unwrap_or_else(|| "unknown".into())
+                        )
                     };
                     return Err(fail(reason, target.last_check, logs));
                 }

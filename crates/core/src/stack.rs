@@ -1334,6 +1334,19 @@ volumes:
     }
 
     #[test]
+    fn the_sandbox_example_is_a_valid_stack() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/sandbox.yml");
+        let report = read_file(&path);
+        assert!(
+            report.errors.is_empty() && report.warnings.is_empty(),
+            "{report:?}"
+        );
+        let stack = report.stack.unwrap();
+        assert_eq!(stack.name, "sandbox");
+        assert_eq!(stack.services[0].replicas, 3, "three replicas of v1");
+    }
+
+    #[test]
     fn durations_read_like_compose() {
         assert_eq!(parse_duration_ms("500ms"), Some(500));
         assert_eq!(parse_duration_ms("1m30s"), Some(90_000));

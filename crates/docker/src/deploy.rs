@@ -36,6 +36,26 @@ pub fn owner() -> String {
     format!("{user}@{host} (pid {})", std::process::id())
 }
 
+/// A lock owner written by [`owner`] on this machine whose process is gone.
+fn owner_gone(holder: &str) -> bool {
+    let mine = owner();
+    let host_of = |o: &str| {
+        o.split(" (pid ")
+            .next()
+            .and_then(|s| s.split_once('@'))
+            .map(|(_, h)| h.to_string())
+    };
+    let pid = holder
+        .rsplit_once("(pid ")
+        .and_then(|(_, p)| p.trim_end_matches(')').parse::<u32>().ok());
+    match (host_of(holder), host_of(&mine), pid) {
+        (Some(h), Some(m), Some(pid)) if h == m => {
+            cfg!(target_os = "linux") && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        }
+        _ => false,
+    }
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -54,6 +74,7 @@ pub async fn deployer(
         edge,
         owner: owner(),
         now_ms,
+        owner_gone,
         events,
     })
 }

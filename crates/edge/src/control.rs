@@ -222,11 +222,17 @@ impl Edge {
                     .cloned()
                     .collect(),
             },
-            Request::LockAcquire { key, owner, ttl_ms } => {
+            Request::LockAcquire {
+                key,
+                owner,
+                ttl_ms,
+                take_over,
+            } => {
                 let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
                 let now = Instant::now();
                 if let Some(l) = locks.get(&key) {
-                    if l.owner != owner && l.expires > now {
+                    let dead = take_over.as_deref() == Some(l.owner.as_str());
+                    if l.owner != owner && l.expires > now && !dead {
                         return Response::LockHeld {
                             holder: holder(l, now),
                         };

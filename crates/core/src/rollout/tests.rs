@@ -235,14 +235,21 @@ impl EdgeControl for Fake {
                 }
             }
             Request::DocList { .. } => Response::Keys { keys: vec![] },
-            Request::LockAcquire { key, owner, .. } => match &w.lock {
-                Some((k, o)) if *k == key && *o != owner => Response::LockHeld {
-                    holder: LockHolder {
-                        owner: o.clone(),
-                        since_ms: 0,
-                        expires_in_ms: 10_000,
-                    },
-                },
+            Request::LockAcquire {
+                key,
+                owner,
+                take_over,
+                ..
+            } => match &w.lock {
+                Some((k, o)) if *k == key && *o != owner && take_over.as_ref() != Some(o) => {
+                    Response::LockHeld {
+                        holder: LockHolder {
+                            owner: o.clone(),
+                            since_ms: 0,
+                            expires_in_ms: 10_000,
+                        },
+                    }
+                }
                 _ => {
                     w.lock = Some((key, owner.clone()));
                     Response::Locked {
@@ -293,6 +300,7 @@ fn deployer(fake: &Fake, owner: &str) -> (Deployer<Fake, Fake>, Arc<Mutex<Vec<Ro
             edge: fake.clone(),
             owner: owner.into(),
             now_ms: || 1_700_000_000_000,
+            owner_gone: |owner| owner == "dead (pid 1)",
             events: Arc::new(move |e| sink.lock().unwrap().push(e)),
         },
         events,
@@ -543,6 +551,22 @@ async fn a_second_client_is_refused_while_a_rollout_holds_the_lock() {
         err.message
     );
     assert!(fake.world().containers.is_empty(), "nothing was created");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_lock_of_a_client_that_no_longer_runs_is_taken_over() {
+    let fake = fake_with_images(&["v1"]);
+    fake.world().lock = Some(("rollout/s/web".into(), "dead (pid 1)".into()));
+    let (d, events) = deployer(&fake, "me");
+    d.run("s", "web", Goal::Deploy(Box::new(spec("v1", 1))))
+        .await
+        .unwrap();
+    assert!(
+        events.lock().unwrap().iter().any(
+            |e| matches!(e, RolloutEvent::Note { message } if message.contains("taking over"))
+        ),
+        "the takeover is said"
+    );
 }
 
 #[tokio::test(start_paused = true)]

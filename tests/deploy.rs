@@ -1,0 +1,451 @@
+//! Deploys against the real daemon through the `changeover` CLI: rolling
+//! redeploys under load with no failed request, failures that restore the
+//! old release, bad input that changes nothing, and the faults a deploy tool
+//! must survive (edge removed by hand, two clients at once, a client killed
+//! mid-rollout).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::{Output, Stdio};
+use std::sync::RwLock;
+use std::time::Duration;
+
+use changeover_tests::{
+    changeover, changeover_cmd, docker, free_port, get, wait_for, Load, TestStack,
+};
+use serde_json::Value;
+
+/// Tests share the environment's one edge; the test that removes it takes
+/// this exclusively.
+static EDGE: RwLock<()> = RwLock::new(());
+
+fn shared_edge() -> std::sync::RwLockReadGuard<'static, ()> {
+    EDGE.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn web(port: u16, tag: &str, replicas: u32, extra: &str) -> String {
+    format!(
+        r#"services:
+  web:
+    image: changeover-demo:{tag}
+    ports: ["{port}:8080"]
+    labels: {{dev.changeover.test: "1"}}
+    deploy:
+      replicas: {replicas}
+{extra}    x-changeover:
+      health: {{path: /health, interval: 500ms, timeout: 1s}}
+      drain_timeout: 5s
+      deploy_timeout: 20s
+"#
+    )
+}
+
+fn ok(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+fn inspect(name: &str) -> Value {
+    let out = changeover(&["service", "inspect", name, "--json"], &[]);
+    ok(&out, "service inspect");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `(release, running, routed)` of every container of the service.
+fn slots(name: &str) -> Vec<(u64, bool, bool)> {
+    inspect(name)["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["release"].as_u64().unwrap(),
+                c["running"].as_bool().unwrap(),
+                c["routed"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn running_releases(name: &str) -> Vec<u64> {
+    slots(name)
+        .into_iter()
+        .filter(|s| s.1)
+        .map(|s| s.0)
+        .collect()
+}
+
+#[test]
+fn rolls_to_v2_and_back_to_v1_without_a_failed_request() {
+    let _edge = shared_edge();
+    let port = free_port();
+    let stack = TestStack::new("roll", &web(port, "v1", 3, ""), &[port]);
+    let svc = format!("{}/web", stack.name);
+    ok(
+        &changeover(&["stack", "deploy", "-f", &stack.file()], &[]),
+        "first deploy",
+    );
+    assert!(
+        get(port).unwrap().starts_with("v1 "),
+        "v1 answers on the published port"
+    );
+    assert_eq!(running_releases(&svc), vec![1, 1, 1]);
+
+    let load = Load::start(port, 4);
+    let out = changeover(&["service", "deploy", &svc, "--tag", "v2"], &[]);
+    ok(&out, "deploy v2");
+    let progress = stderr(&out);
+    for phase in [
+        "creating",
+        "health checking",
+        "routed",
+        "old draining",
+        "old stopped",
+    ] {
+        assert!(
+            progress.contains(phase),
+            "progress shows {phase:?}:\n{progress}"
+        );
+    }
+    assert_eq!(running_releases(&svc), vec![2, 2, 2]);
+    assert!(get(port).unwrap().starts_with("v2 "));
+    ok(&changeover(&["service", "rollback", &svc], &[]), "rollback");
+    assert_eq!(running_releases(&svc), vec![1, 1, 1]);
+    let counted = load.finish();
+    assert_eq!(
+        counted.failed, 0,
+        "no request fails across a rollout and a rollback: {:?}",
+        counted.failures
+    );
+    assert!(counted.versions.contains_key("v1") && counted.versions.contains_key("v2"));
+
+    let view = inspect(&svc);
+    assert_eq!(view["record"]["current"], 1);
+    let releases = view["record"]["releases"].as_array().unwrap();
+    assert_eq!(
+        releases.len(),
+        2,
+        "a rollback reuses release 1, it makes no new one"
+    );
+    assert!(
+        releases[0]["imageId"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:"),
+        "releases are pinned by image digest"
+    );
+    assert!(
+        view["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["running"] == false || c["routed"] == true),
+        "every running container is routed"
+    );
+    // The service list shows it too.
+    let out = changeover(&["service", "ls", "--json"], &[]);
+    ok(&out, "service ls");
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(list
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["name"] == svc.as_str()));
+}
+
+#[test]
+fn a_release_that_never_becomes_healthy_fails_and_every_slot_returns_to_the_old_one() {
+    let _edge = shared_edge();
+    let port = free_port();
+    let body = web(port, "v1", 2, "").replace("deploy_timeout: 20s", "deploy_timeout: 3s");
+    let stack = TestStack::new("unhealthy", &body, &[port]);
+    let svc = format!("{}/web", stack.name);
+    ok(
+        &changeover(&["stack", "deploy", "-f", &stack.file()], &[]),
+        "deploy v1",
+    );
+    let load = Load::start(port, 2);
+    let out = changeover(&["service", "deploy", &svc, "--tag", "v3-unhealthy"], &[]);
+    let counted = load.finish();
+    assert!(!out.status.success(), "the deploy fails");
+    let err = stderr(&out);
+    assert!(
+        err.contains("slot 0 of release 2"),
+        "names the failing slot:\n{err}"
+    );
+    assert!(err.contains("503"), "shows the last health check:\n{err}");
+    assert!(
+        err.contains("demo v3-unhealthy listening"),
+        "shows the log tail:\n{err}"
+    );
+    assert!(
+        err.contains("back on release 1"),
+        "says the old release is restored:\n{err}"
+    );
+    assert_eq!(running_releases(&svc), vec![1, 1]);
+    assert!(
+        slots(&svc).iter().all(|s| s.0 == 1),
+        "the failed release's containers are removed: {:?}",
+        slots(&svc)
+    );
+    assert_eq!(
+        counted.failed, 0,
+        "no request failed: {:?}",
+        counted.failures
+    );
+    let view = inspect(&svc);
+    assert_eq!(view["record"]["current"], 1);
+    assert_eq!(view["record"]["releases"][1]["result"]["kind"], "failed");
+}
+
+#[test]
+fn a_container_that_exits_at_once_fails_the_first_deploy_and_leaves_nothing() {
+    let _edge = shared_edge();
+    let port = free_port();
+    changeover_tests::fixture_image();
+    let body = format!(
+        "services:\n  app:\n    image: changeover-fixture:busybox\n    command: [\"sh\", \"-c\", \"echo bye; exit 3\"]\n    ports: [\"{port}:80\"]\n    labels: {{dev.changeover.test: \"1\"}}\n"
+    );
+    let stack = TestStack::new("exits", &body, &[port]);
+    let out = changeover(&["stack", "deploy", "-f", &stack.file()], &[]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("exit code 3"), "says how it exited:\n{err}");
+    assert!(err.contains("bye"), "shows its output:\n{err}");
+    assert!(
+        stack.containers().is_empty(),
+        "nothing is left: {:?}",
+        stack.containers()
+    );
+}
+
+#[test]
+fn bad_stack_files_are_refused_with_file_line_and_key_and_change_nothing() {
+    let _edge = shared_edge();
+    let cases = [
+        ("services:\n  web:\n    image: [oops\n", "not valid YAML"),
+        (
+            "services:\n  web:\n    image: changeover-demo:v1\n    replicass: 2\n",
+            "unknown service key `replicass`",
+        ),
+        (
+            "services:\n  web:\n    image: changeover-demo:v1\n    ports: [\"80:abc\"]\n",
+            "services.web.ports[0]: \"80:abc\" is not a port",
+        ),
+        (
+            "services:\n  web:\n    image: changeover-demo:v1\n    ports: [\"99999:80\"]\n",
+            "must be a number from 1 to 65535",
+        ),
+    ];
+    for (body, expected) in cases {
+        let stack = TestStack::new("bad", body, &[]);
+        let out = changeover(&["stack", "deploy", "-f", &stack.file()], &[]);
+        assert!(!out.status.success(), "{body:?} is refused");
+        let err = stderr(&out);
+        assert!(
+            err.contains(expected),
+            "{body:?}: says {expected:?}:\n{err}"
+        );
+        assert!(
+            err.contains("stack.yml:"),
+            "names the file and line:\n{err}"
+        );
+        assert!(err.contains("nothing was deployed"), "{err}");
+        assert!(stack.containers().is_empty());
+    }
+    let out = changeover(&["stack", "deploy", "-f", "/nonexistent/stack.yml"], &[]);
+    assert!(!out.status.success() && stderr(&out).contains("cannot read /nonexistent/stack.yml"));
+}
+
+#[test]
+fn a_host_port_taken_by_another_process_is_refused_before_anything_is_created() {
+    let _edge = shared_edge();
+    let listener = std::net::TcpListener::bind(("0.0.0.0", 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let stack = TestStack::new("taken", &web(port, "v1", 1, ""), &[]);
+    let out = changeover(&["stack", "deploy", "-f", &stack.file()], &[]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("cannot publish port {port}")) && err.contains("taken on the host"),
+        "says which port and why:\n{err}"
+    );
+    assert!(stack.containers().is_empty(), "nothing was created");
+}
+
+#[test]
+fn an_image_that_is_not_there_and_cannot_be_pulled_is_refused() {
+    let _edge = shared_edge();
+    let port = free_port();
+    let body = web(port, "v1", 1, "").replace("changeover-demo:v1", "changeover-nowhere:zzz");
+    let stack = TestStack::new("noimage", &body, &[port]);
+    let out = changeover(&["stack", "deploy", "-f", &stack.file()], &[]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("changeover-nowhere:zzz is not on the daemon and could not be pulled"),
+        "{err}"
+    );
+    assert!(stack.containers().is_empty());
+    let out = changeover(&["service", "deploy", "nope/none", "--tag", "v1"], &[]);
+    assert!(
+        !out.status.success() && stderr(&out).contains("no service nope/none"),
+        "{}",
+        stderr(&out)
+    );
+    let out = changeover(&["service", "deploy", "not-a-name", "--tag", "v1"], &[]);
+    assert!(!out.status.success() && stderr(&out).contains("is not STACK/SERVICE"));
+}
+
+#[test]
+fn an_edge_removed_by_hand_is_recreated_and_its_routes_restored() {
+    let _edge = EDGE.write().unwrap_or_else(|p| p.into_inner());
+    let port = free_port();
+    let stack = TestStack::new("edge", &web(port, "v1", 2, ""), &[port]);
+    let svc = format!("{}/web", stack.name);
+    ok(
+        &changeover(&["stack", "deploy", "-f", &stack.file()], &[]),
+        "deploy",
+    );
+    assert!(get(port).is_ok());
+    docker(&["rm", "-f", "changeover-edge"]);
+    assert!(get(port).is_err(), "without the edge the port is closed");
+    ok(
+        &changeover(&["service", "deploy", &svc, "--tag", "v2"], &[]),
+        "deploy after removal",
+    );
+    assert!(get(port).unwrap().starts_with("v2 "), "traffic flows again");
+    assert_eq!(running_releases(&svc), vec![2, 2]);
+    // Same definition again: the routes are kept and nothing is replaced.
+    let out = changeover(&["stack", "deploy", "-f", &stack.file()], &[]);
+    ok(&out, "redeploy v1");
+    assert_eq!(running_releases(&svc), vec![1, 1], "the stack file says v1");
+}
+
+fn slow(port: u16) -> String {
+    web(port, "v1", 3, "      update_config: {delay: 2s}\n")
+}
+
+#[test]
+fn a_second_deploy_of_the_same_service_is_refused_while_one_runs() {
+    let _edge = shared_edge();
+    let port = free_port();
+    let stack = TestStack::new("twice", &slow(port), &[port]);
+    let svc = format!("{}/web", stack.name);
+    ok(
+        &changeover(&["stack", "deploy", "-f", &stack.file()], &[]),
+        "deploy",
+    );
+    let first = changeover_cmd(&["service", "deploy", &svc, "--tag", "v2"], &[])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(20), || {
+        (!inspect(&svc)["rolloutLock"].is_null()).then_some(())
+    })
+    .expect("the first deploy takes the lock");
+    let second = changeover(&["service", "deploy", &svc, "--tag", "v2"], &[]);
+    assert!(!second.status.success(), "the second deploy is refused");
+    let err = stderr(&second);
+    assert!(
+        err.contains(&format!("a rollout of {svc} is already in progress")) && err.contains("pid"),
+        "names the rollout in progress and who runs it:\n{err}"
+    );
+    let first = first.wait_with_output().unwrap();
+    ok(&first, "the first deploy");
+    assert_eq!(running_releases(&svc), vec![2, 2, 2]);
+}
+
+/// Deploys release 1, starts load, starts 1 → 2 and SIGKILLs the CLI once
+/// slot 0 is on release 2.
+fn kill_mid_rollout(stack: &TestStack, svc: &str, port: u16) -> Load {
+    ok(
+        &changeover(&["stack", "deploy", "-f", &stack.file()], &[]),
+        "deploy",
+    );
+    let load = Load::start(port, 2);
+    let mut child = changeover_cmd(&["service", "deploy", svc, "--tag", "v2"], &[])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let s0_new = format!("{}-web-r2-s0=running", stack.name);
+    let s0_old = format!("{}-web-r1-s0=exited", stack.name);
+    wait_for(Duration::from_secs(30), || {
+        let c = stack.containers();
+        (c.contains(&s0_new) && c.contains(&s0_old)).then_some(())
+    })
+    .expect("slot 0 moves to release 2");
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let view = inspect(svc);
+    assert_eq!(
+        view["record"]["rollout"]["to"], 2,
+        "the half-done rollout is recorded"
+    );
+    assert_eq!(
+        running_releases(svc),
+        vec![2, 1, 1],
+        "slot 0 new, slots 1-2 old"
+    );
+    load
+}
+
+#[test]
+fn a_rollout_killed_mid_way_is_finished_by_the_next_deploy() {
+    let _edge = shared_edge();
+    let port = free_port();
+    let stack = TestStack::new("resume", &slow(port), &[port]);
+    let svc = format!("{}/web", stack.name);
+    let load = kill_mid_rollout(&stack, &svc, port);
+    let out = changeover(&["service", "deploy", &svc, "--tag", "v2"], &[]);
+    ok(&out, "resume");
+    assert!(
+        stderr(&out).contains("left unfinished"),
+        "says it takes over:\n{}",
+        stderr(&out)
+    );
+    let counted = load.finish();
+    assert_eq!(running_releases(&svc), vec![2, 2, 2]);
+    assert_eq!(
+        inspect(&svc)["record"]["releases"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2,
+        "the interrupted release is finished, not renumbered"
+    );
+    assert_eq!(
+        counted.failed, 0,
+        "killing the CLI dropped no request: {:?}",
+        counted.failures
+    );
+}
+
+#[test]
+fn a_rollout_killed_mid_way_is_undone_by_rollback_with_no_orphans() {
+    let _edge = shared_edge();
+    let port = free_port();
+    let stack = TestStack::new("undo", &slow(port), &[port]);
+    let svc = format!("{}/web", stack.name);
+    let load = kill_mid_rollout(&stack, &svc, port);
+    ok(&changeover(&["service", "rollback", &svc], &[]), "rollback");
+    let counted = load.finish();
+    assert_eq!(running_releases(&svc), vec![1, 1, 1]);
+    assert!(
+        slots(&svc).iter().all(|s| s.0 == 1),
+        "no container of the half-done release is left: {:?}",
+        stack.containers()
+    );
+    assert!(inspect(&svc)["record"]["rollout"].is_null());
+    assert_eq!(
+        counted.failed, 0,
+        "no request failed: {:?}",
+        counted.failures
+    );
+}
