@@ -2,8 +2,6 @@
 //! stable JSON for scripts, and one-line reasons with a non-zero exit code.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::Output;
-
 use changeover_tests::{changeover, docker, unique, TestContainer};
 use serde_json::Value;
 
