@@ -1,0 +1,288 @@
+//! bench/rollout: does a rolling redeploy through the edge lose requests, and
+//! what does each slot cost beyond the app's own start and first health check?
+//!
+//! Three replicas of the demo app (v1) behind the edge on a free port. For
+//! each phase a `wrk` run (32 connections, keep-alive) covers the whole phase:
+//! roll to v2; roll to a v3 that never becomes healthy (must fail and restore
+//! v2); roll back to v1. Then the same load against what users have without
+//! Changeover: one container publishing the port itself, replaced by
+//! `docker stop` + `docker rm` + `docker run` of the next version.
+//!
+//! Per-slot overhead = slot wall time − (Docker create+start until running) −
+//! (running until the edge's first passing health check).
+//!
+//! Run with `make bench-rollout` (needs the musl edge binary: `make edge`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use changeover_core::rollout::{RolloutEvent, SlotTimings};
+use changeover_core::stack;
+use changeover_docker::{connect, deploy};
+
+const CONNECTIONS: &str = "32";
+
+struct Wrk {
+    child: Child,
+    started: Instant,
+}
+
+#[derive(Default, Debug)]
+struct WrkResult {
+    requests: u64,
+    non_2xx: u64,
+    socket_errors: u64,
+    socket_detail: String,
+    seconds: f64,
+}
+
+impl Wrk {
+    fn start(port: u16) -> Self {
+        let child = Command::new("wrk")
+            .args([
+                "-t2",
+                "-c",
+                CONNECTIONS,
+                "-d",
+                "600s",
+                "--timeout",
+                "5s",
+                &format!("http://127.0.0.1:{port}/"),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("wrk runs (installed by scripts/setup.sh)");
+        std::thread::sleep(Duration::from_millis(300));
+        Self {
+            child,
+            started: Instant::now(),
+        }
+    }
+
+    fn stop(self) -> WrkResult {
+        let seconds = self.started.elapsed().as_secs_f64();
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        let out = self.child.wait_with_output().expect("wrk ends");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let mut r = WrkResult {
+            seconds,
+            ..Default::default()
+        };
+        for line in text.lines() {
+            let line = line.trim();
+            if let Some(n) = line
+                .split(" requests in ")
+                .next()
+                .filter(|_| line.contains(" requests in "))
+            {
+                r.requests = n.trim().parse().unwrap_or(0);
+            }
+            if let Some(n) = line.strip_prefix("Non-2xx or 3xx responses:") {
+                r.non_2xx = n.trim().parse().unwrap_or(0);
+            }
+            if let Some(rest) = line.strip_prefix("Socket errors:") {
+                r.socket_detail = rest.trim().to_string();
+                r.socket_errors = rest
+                    .split(',')
+                    .filter_map(|p| p.split_whitespace().last()?.parse::<u64>().ok())
+                    .sum();
+            }
+        }
+        r
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind(("0.0.0.0", 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn sink(slots: Arc<Mutex<Vec<SlotTimings>>>) -> changeover_core::rollout::EventSink {
+    Arc::new(move |e| {
+        if let RolloutEvent::Slot {
+            timings: Some(t), ..
+        } = e
+        {
+            if t.total_ms > 0 {
+                slots.lock().unwrap().push(t);
+            }
+        }
+    })
+}
+
+fn report(phase: &str, wall: Duration, w: &WrkResult, slots: &[SlotTimings], outcome: &str) {
+    println!("  {phase}");
+    println!("    result            : {outcome}");
+    println!("    wall time         : {:.2} s", wall.as_secs_f64());
+    println!(
+        "    requests sent     : {} in {:.1} s under load",
+        w.requests, w.seconds
+    );
+    println!("    non-2xx responses : {}", w.non_2xx);
+    println!(
+        "    socket errors     : {}{}",
+        w.socket_errors,
+        if w.socket_detail.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", w.socket_detail)
+        }
+    );
+    for (i, s) in slots.iter().enumerate() {
+        println!(
+            "    slot step {i}       : total {} ms = start {} ms + health {} ms + overhead {} ms",
+            s.total_ms, s.start_ms, s.health_ms, s.overhead_ms
+        );
+    }
+    if let Some(max) = slots.iter().map(|s| s.overhead_ms).max() {
+        println!("    per-slot overhead : max {max} ms (target < 500 ms)");
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let docker = connect(
+        changeover_core::environment::discover(
+            &changeover_core::environment::DiscoveryInput::from_process(),
+        )
+        .default_spec()
+        .expect("a default environment"),
+    )
+    .await
+    .expect("the daemon answers");
+    deploy::ensure_sandbox_images(&docker)
+        .await
+        .expect("demo images");
+    let port = free_port();
+    let name = format!("bench-rollout-{}", std::process::id());
+    let file = format!(
+        "name: {name}\nservices:\n  web:\n    image: changeover-demo:v1\n    ports: [\"{port}:8080\"]\n    deploy:\n      replicas: 3\n    x-changeover:\n      health: {{path: /health, interval: 1s, timeout: 1s}}\n      drain_timeout: 10s\n      deploy_timeout: 5s\n"
+    );
+    let parsed = stack::parse(&file, "bench.yml", None);
+    let st = parsed.stack.expect("the bench stack is valid");
+    let svc = format!("{name}/web");
+    println!("bench/rollout: 3 replicas of changeover-demo behind the edge on port {port}; wrk -c {CONNECTIONS} per phase");
+    let slots = Arc::new(Mutex::new(Vec::new()));
+    deploy::deploy_stack(&docker, &st, sink(slots.clone()))
+        .await
+        .expect("release 1 deploys");
+    slots.lock().unwrap().clear();
+
+    let mut all_zero = true;
+    let phases: [(&str, Option<&str>); 3] = [
+        ("roll v1 -> v2", Some("v2")),
+        (
+            "roll v2 -> v3 (never healthy: must fail and restore v2)",
+            Some("v3-unhealthy"),
+        ),
+        ("rollback -> v1", None),
+    ];
+    println!("bench/rollout results (release build, this machine)");
+    for (phase, tag) in phases {
+        let wrk = Wrk::start(port);
+        let t0 = Instant::now();
+        let result = match tag {
+            Some(tag) => deploy::deploy_tag(&docker, &svc, tag, sink(slots.clone())).await,
+            None => deploy::rollback(&docker, &svc, sink(slots.clone())).await,
+        };
+        let wall = t0.elapsed();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let w = wrk.stop();
+        let expect_failure = tag == Some("v3-unhealthy");
+        let outcome = match (&result, expect_failure) {
+            (Ok(o), false) => format!("ok, release {}", o.release),
+            (Ok(o), true) => format!("UNEXPECTED success, release {}", o.release),
+            (Err(p), true) => format!(
+                "failed as it must: {}",
+                p.message.lines().next().unwrap_or("")
+            ),
+            (Err(p), false) => format!("FAILED: {}", p.message.lines().next().unwrap_or("")),
+        };
+        all_zero &= result.is_ok() != expect_failure;
+        let taken: Vec<SlotTimings> = std::mem::take(&mut *slots.lock().unwrap());
+        report(phase, wall, &w, &taken, &outcome);
+        all_zero &= w.non_2xx == 0 && w.socket_errors == 0;
+    }
+
+    // Baseline: what users have without Changeover.
+    let base_port = free_port();
+    let base = format!("bench-naive-{}", std::process::id());
+    let run = |tag: &str| {
+        let out = Command::new("docker")
+            .args([
+                "run",
+                "-d",
+                "--name",
+                &base,
+                "-p",
+                &format!("{base_port}:8080"),
+                &format!("changeover-demo:{tag}"),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run("v1");
+    std::thread::sleep(Duration::from_millis(1000));
+    let wrk = Wrk::start(base_port);
+    let t0 = Instant::now();
+    let _ = Command::new("docker").args(["stop", &base]).output();
+    let _ = Command::new("docker").args(["rm", &base]).output();
+    run("v2");
+    let wall = t0.elapsed();
+    std::thread::sleep(Duration::from_millis(1500));
+    let w = wrk.stop();
+    report(
+        "baseline: naive recreate (docker stop + rm + run on the same published port)",
+        wall,
+        &w,
+        &[],
+        "v2 running",
+    );
+    let _ = Command::new("docker").args(["rm", "-f", &base]).output();
+
+    // Clean up the bench's service (containers, route, network).
+    let ids = Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=dev.changeover.stack={name}"),
+        ])
+        .output()
+        .unwrap();
+    let ids = String::from_utf8_lossy(&ids.stdout).to_string();
+    if !ids.trim().is_empty() {
+        let mut args = vec!["rm", "-f"];
+        args.extend(ids.lines());
+        let _ = Command::new("docker").args(&args).output();
+    }
+    let _ = Command::new("docker")
+        .args([
+            "exec",
+            "changeover-edge",
+            "/changeover-edge",
+            "ctl",
+            &format!("{{\"op\":\"route-remove\",\"port\":{port}}}"),
+        ])
+        .output();
+    let _ = Command::new("docker")
+        .args(["network", "rm", &format!("{name}_default")])
+        .output();
+    println!(
+        "  every phase as expected, zero non-2xx and zero socket errors through the edge: {}",
+        if all_zero { "yes" } else { "NO" }
+    );
+}
