@@ -273,3 +273,105 @@ fn the_window_says_disconnected_while_the_daemon_is_away_then_resyncs() {
     );
     drop(gui);
 }
+
+/// Counts the slot rows of the selected service by `(release, running, routed)`.
+const SLOTS_EXPR: &str = "[...document.querySelectorAll('[data-testid=slot-row]')].filter(r => r.dataset.running === 'true').map(r => r.dataset.release + (r.dataset.routed === 'true' ? ':routed' : ':unrouted')).sort().join(',')";
+
+/// A script that is truthy once the running slots are exactly `expected`.
+fn slots_are(expected: &str) -> String {
+    format!("return ({SLOTS_EXPR}) === '{expected}' || null")
+}
+
+fn wait_done(gui: &Gui, release: u32, what: &str) {
+    let text = gui.wait_js(
+        &format!(
+            "const d = document.querySelector('[data-testid=rollout-done]'); const e = document.querySelector('[data-testid=rollout-error]'); if (e) return 'ERROR: ' + e.textContent; return d && d.textContent.includes('release {release}') && !document.querySelector('[data-testid=busy]') ? d.textContent : null;"
+        ),
+        Duration::from_secs(120),
+        what,
+    );
+    assert!(
+        !text.as_str().unwrap().starts_with("ERROR"),
+        "{what}: {text}"
+    );
+}
+
+#[test]
+fn the_sample_stack_deploys_rolls_to_v2_and_back_with_a_live_timeline() {
+    // A private daemon: its own edge and ports, nothing shared with the host's.
+    let daemon = PrivateDaemon::start();
+    let gui = Gui::launch("sandbox", &app(), &[("DOCKER_HOST", &daemon.host())]);
+    gui.wait_js(
+        "return document.querySelector('[data-testid=environment][data-state=connected]')",
+        Duration::from_secs(15),
+        "the private daemon connects",
+    );
+    gui.click("[data-testid=section-services]");
+    gui.wait_js(
+        "return document.querySelector('[data-testid=services-empty]')",
+        Duration::from_secs(15),
+        "the empty services view offers the sample stack",
+    );
+    gui.click("[data-testid=try-sandbox]");
+    wait_done(&gui, 1, "the sample stack is deployed");
+    let slots = gui.js("return document.querySelectorAll('[data-testid=timeline-slot]').length");
+    assert_eq!(slots, json!(3), "the timeline shows three slots");
+    let routed = gui.js("return [...document.querySelectorAll('[data-testid=timeline-slot]')].every(s => s.querySelector('[data-phase=routed]'))");
+    assert_eq!(routed, json!(true), "every slot went through 'routed'");
+    gui.wait_js(
+        &slots_are("1:routed,1:routed,1:routed"),
+        Duration::from_secs(10),
+        "three routed containers of release 1",
+    );
+    let hint = gui.js(
+        "const h = document.querySelector('[data-testid=next-step]'); return h && h.textContent",
+    );
+    assert!(
+        hint.as_str().unwrap_or("").contains("v2"),
+        "suggests the next step: {hint}"
+    );
+
+    // Deploy v2 from the tag picker and watch the replacement.
+    gui.js("const s = document.querySelector('[data-testid=deploy-tag]'); s.value = 'v2'; s.dispatchEvent(new Event('change')); return s.value");
+    gui.click("[data-testid=deploy-button]");
+    wait_done(&gui, 2, "v2 is rolled out");
+    let phases = gui.js("return [...document.querySelectorAll('[data-testid=timeline-slot] [data-phase]')].map(p => p.dataset.phase)");
+    let phases: Vec<String> = serde_json::from_value(phases).unwrap();
+    for p in [
+        "creating",
+        "starting",
+        "health-checking",
+        "routed",
+        "old-draining",
+        "old-stopped",
+        "done",
+    ] {
+        assert!(
+            phases.iter().any(|x| x == p),
+            "the timeline shows {p}: {phases:?}"
+        );
+    }
+    gui.wait_js(
+        &slots_are("2:routed,2:routed,2:routed"),
+        Duration::from_secs(10),
+        "three routed containers of release 2",
+    );
+    gui.screenshot(&workspace().join("docs/screenshots/services.png"));
+
+    // And back.
+    gui.click("[data-testid=rollback-button]");
+    wait_done(&gui, 1, "rolled back to release 1");
+    gui.wait_js(
+        &slots_are("1:routed,1:routed,1:routed"),
+        Duration::from_secs(10),
+        "release 1 runs and is routed again",
+    );
+    let results = gui.js("return [...document.querySelectorAll('[data-testid=release-row]')].map(r => r.dataset.number + ':' + r.dataset.result).join(',')");
+    assert_eq!(
+        results,
+        json!("2:superseded,1:succeeded"),
+        "the release history"
+    );
+    drop(gui);
+    drop(daemon);
+}

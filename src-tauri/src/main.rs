@@ -47,7 +47,13 @@ fn main() {
 
     let result = tauri::Builder::default()
         .manage(state)
-        .invoke_handler(tauri::generate_handler![commands::environments])
+        .invoke_handler(tauri::generate_handler![
+            commands::environments,
+            commands::services,
+            commands::deploy_tag,
+            commands::rollback,
+            commands::try_sandbox
+        ])
         .setup(move |app| {
             let handle = app.handle().clone();
             for spec in environments.environments.clone() {

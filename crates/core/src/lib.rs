@@ -8,14 +8,22 @@
 //!   Changeover stacks, and how live changes apply to a snapshot.
 //! - [`live`]: the live views the shells keep per environment, and the
 //!   updates that change them.
+//! - [`stack`]: Compose stack files read into service definitions, with
+//!   every problem located by file, line and key.
+//! - [`service`]: service definitions, releases and the record of a service
+//!   kept on its environment.
+//! - [`rollout`]: rollouts as per-slot reconciliations (start-first, health
+//!   gated, restore on failure, one per service at a time), driven through
+//!   the `Runtime` and `EdgeControl` traits.
+//! - [`edge`]: the control protocol of the edge proxy.
 //! - [`problem`]: the stable error codes and human messages that cross to the
 //!   UI and the CLI.
 //!
 //! Types that cross to the UI derive `ts_rs::TS`; `make types` regenerates
 //! `ui/src/lib/ipc/generated/` and CI fails when the committed copy drifts.
 //!
-//! Deliberately left out: talking to a daemon (that is `changeover-docker`),
-//! presentation (the UI and the CLI decide how things look).
+//! Deliberately left out: talking to a daemon or the edge (that is
+//! `changeover-docker`; the rollout only sees traits), presentation (the UI and the CLI decide how things look).
 
 pub mod edge;
 pub mod environment;

@@ -24,6 +24,7 @@ pub fn qualified(stack: &str, service: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
 #[serde(rename_all = "camelCase")]
 #[ts(export)]
+#[ts(rename = "ServicePort")]
 pub struct PortMapping {
     pub host: u16,
     pub container: u16,
@@ -42,6 +43,7 @@ pub enum MountKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
 #[serde(rename_all = "camelCase")]
 #[ts(export)]
+#[ts(rename = "ServiceMount")]
 pub struct Mount {
     pub kind: MountKind,
     /// Volume name as written in the stack (`data`), or an absolute host path.

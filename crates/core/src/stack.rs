@@ -27,6 +27,10 @@ use crate::service::{
     DockerHealthcheck, Mount, MountKind, PortMapping, ServiceSpec, Strategy, UpdateOrder,
 };
 
+/// The sandbox stack (`examples/sandbox.yml`): three replicas of the demo
+/// app, v1, behind the edge.
+pub const SANDBOX: &str = include_str!("../../../examples/sandbox.yml");
+
 /// A stack read from a file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
 #[serde(rename_all = "camelCase")]

@@ -155,6 +155,48 @@ pub async fn deploy_stack(
     Ok(outcomes)
 }
 
+/// Deploys the sandbox stack: builds the demo images, then three replicas
+/// of v1 on port 18080, or the next port the daemon's host has free.
+/// Returns the port.
+pub async fn sandbox(docker: &Docker, events: EventSink) -> Result<u16, Problem> {
+    let report =
+        changeover_core::stack::parse(changeover_core::stack::SANDBOX, "sandbox.yml", None);
+    let Some(mut stack) = report.stack else {
+        return Err(Problem::new(
+            ProblemCode::InvalidStack,
+            "the built-in sandbox stack is invalid",
+        ));
+    };
+    ensure_sandbox_images(docker).await?;
+    let edge = ensure_edge(docker).await?;
+    let mut chosen = None;
+    for port in 18080u16..18180 {
+        let free = edge
+            .call(Request::PortCheck {
+                port,
+                service: "sandbox/web".into(),
+            })
+            .await?;
+        if free == Response::Ok {
+            chosen = Some(port);
+            break;
+        }
+    }
+    let Some(port) = chosen else {
+        return Err(Problem::new(
+            ProblemCode::PortInUse,
+            "ports 18080 to 18179 are all taken on the daemon's host; free one for the sandbox",
+        ));
+    };
+    for s in stack.services.iter_mut() {
+        for p in s.ports.iter_mut() {
+            p.host = port;
+        }
+    }
+    deploy_stack(docker, &stack, events).await?;
+    Ok(port)
+}
+
 fn split_name(name: &str) -> Result<(&str, &str), Problem> {
     match name.split_once('/') {
         Some((s, v)) if !s.is_empty() && !v.is_empty() && !v.contains('/') => Ok((s, v)),

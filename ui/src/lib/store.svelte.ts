@@ -13,7 +13,7 @@ import {
   type Problem,
 } from "./ipc";
 
-export type Section = "containers" | "images" | "volumes" | "networks";
+export type Section = "services" | "containers" | "images" | "volumes" | "networks";
 
 class Store {
   /** Views by environment name; replaced, not mutated, so lists re-render cheaply. */

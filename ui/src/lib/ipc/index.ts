@@ -1,10 +1,13 @@
 // The only module that talks to Tauri. Everything else imports from here, so
 // the rest of the UI can be read (and tested) without a backend.
-import { invoke } from "@tauri-apps/api/core";
+import { Channel, invoke } from "@tauri-apps/api/core";
 import { listen, type UnlistenFn } from "@tauri-apps/api/event";
 import type { EnvironmentView } from "./generated/EnvironmentView";
 import type { LiveUpdate } from "./generated/LiveUpdate";
 import type { Problem } from "./generated/Problem";
+import type { RolloutEvent } from "./generated/RolloutEvent";
+import type { RolloutOutcome } from "./generated/RolloutOutcome";
+import type { ServiceView } from "./generated/ServiceView";
 
 export type { ConnectionState } from "./generated/ConnectionState";
 export type { Container } from "./generated/Container";
@@ -28,6 +31,14 @@ export type { Problem } from "./generated/Problem";
 export type { ProblemCode } from "./generated/ProblemCode";
 export type { TlsFiles } from "./generated/TlsFiles";
 export type { Volume } from "./generated/Volume";
+export type { ContainerView } from "./generated/ContainerView";
+export type { Release } from "./generated/Release";
+export type { ReleaseResult } from "./generated/ReleaseResult";
+export type { RolloutEvent } from "./generated/RolloutEvent";
+export type { RolloutOutcome } from "./generated/RolloutOutcome";
+export type { ServiceView } from "./generated/ServiceView";
+export type { SlotPhase } from "./generated/SlotPhase";
+export type { SlotTimings } from "./generated/SlotTimings";
 
 /** Every environment with its state and last inventory. */
 export function environments(): Promise<EnvironmentView[]> {
@@ -39,6 +50,47 @@ export function environments(): Promise<EnvironmentView[]> {
 /** Follows live updates from every environment. */
 export function onLiveUpdate(handler: (update: LiveUpdate) => void): Promise<UnlistenFn> {
   return listen<LiveUpdate>("live", (event) => handler(event.payload));
+}
+
+/** Services on an environment with their releases and containers. */
+export function services(env: string): Promise<ServiceView[]> {
+  return invoke<ServiceView[]>("services", { env }).catch((e: unknown) => {
+    throw toProblem(e);
+  });
+}
+
+function channel(onEvent: (e: RolloutEvent) => void): Channel<RolloutEvent> {
+  const c = new Channel<RolloutEvent>();
+  c.onmessage = onEvent;
+  return c;
+}
+
+/** Rolls STACK/SERVICE to another tag; progress arrives on `onEvent`. */
+export function deployTag(
+  env: string,
+  service: string,
+  tag: string,
+  onEvent: (e: RolloutEvent) => void,
+): Promise<RolloutOutcome> {
+  return invoke<RolloutOutcome>("deploy_tag", { env, service, tag, onEvent: channel(onEvent) }).catch(
+    (e: unknown) => {
+      throw toProblem(e);
+    },
+  );
+}
+
+/** Rolls STACK/SERVICE back to its previous release. */
+export function rollback(env: string, service: string, onEvent: (e: RolloutEvent) => void): Promise<RolloutOutcome> {
+  return invoke<RolloutOutcome>("rollback", { env, service, onEvent: channel(onEvent) }).catch((e: unknown) => {
+    throw toProblem(e);
+  });
+}
+
+/** Deploys the sample stack; resolves to the port it answers on. */
+export function trySandbox(env: string, onEvent: (e: RolloutEvent) => void): Promise<number> {
+  return invoke<number>("try_sandbox", { env, onEvent: channel(onEvent) }).catch((e: unknown) => {
+    throw toProblem(e);
+  });
 }
 
 function toProblem(e: unknown): Problem {
