@@ -366,11 +366,10 @@ fn the_sample_stack_deploys_rolls_to_v2_and_back_with_a_live_timeline() {
         Duration::from_secs(10),
         "release 1 runs and is routed again",
     );
-    let results = gui.js("return [...document.querySelectorAll('[data-testid=release-row]')].map(r => r.dataset.number + ':' + r.dataset.result).join(',')");
-    assert_eq!(
-        results,
-        json!("2:superseded,1:succeeded"),
-        "the release history"
+    gui.wait_js(
+        "return [...document.querySelectorAll('[data-testid=release-row]')].map(r => r.dataset.number + ':' + r.dataset.result).join(',') === '2:superseded,1:succeeded' || null",
+        Duration::from_secs(10),
+        "the release history shows release 1 live and release 2 superseded",
     );
     drop(gui);
     drop(daemon);
