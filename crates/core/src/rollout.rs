@@ -303,29 +303,30 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
         stack: &str,
         service: &str,
     ) -> Result<(Option<ServiceRecord>, u64), Problem> {
-        match self
-            .edge_call(Request::DocGet {
-                key: service_doc_key(stack, service),
+        load_record(&self.edge, stack, service).await
+    }
+
+    /// Refuses a service whose host ports the edge cannot listen on.
+    pub async fn check_ports(&self, spec: &ServiceSpec) -> Result<(), Problem> {
+        for p in &spec.ports {
+            self.edge_call(Request::PortCheck {
+                port: p.host,
+                service: spec.qualified(),
             })
-            .await?
-        {
-            Response::Doc {
-                value: Some(v),
-                revision,
-            } => serde_json::from_value(v)
-                .map(|r| (Some(r), revision))
-                .map_err(|e| {
-                    Problem::new(
-                        ProblemCode::EdgeError,
-                        format!("the stored record of {stack}/{service} is unreadable: {e}"),
-                    )
-                }),
-            Response::Doc { value: None, .. } => Ok((None, 0)),
-            other => Err(Problem::new(
-                ProblemCode::EdgeError,
-                format!("unexpected answer from the edge: {other:?}"),
-            )),
+            .await
+            .map_err(|e| {
+                Problem::new(
+                    e.code,
+                    format!(
+                        "{}: cannot publish port {}: {}",
+                        spec.qualified(),
+                        p.host,
+                        e.message
+                    ),
+                )
+            })?;
         }
+        Ok(())
     }
 
     async fn save(&self, record: &ServiceRecord, revision: &mut u64) -> Result<(), Problem> {
@@ -448,24 +449,7 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
                 // Everything that can be refused is checked before anything changes.
                 self.note(format!("resolving image {}", spec.image));
                 let image_id = self.runtime.resolve_image(&spec.image).await?;
-                for p in &spec.ports {
-                    self.edge_call(Request::PortCheck {
-                        port: p.host,
-                        service: spec.qualified(),
-                    })
-                    .await
-                    .map_err(|e| {
-                        Problem::new(
-                            e.code,
-                            format!(
-                                "{}: cannot publish port {}: {}",
-                                spec.qualified(),
-                                p.host,
-                                e.message
-                            ),
-                        )
-                    })?;
-                }
+                self.check_ports(&spec).await?;
                 let mut record = record.unwrap_or_else(|| ServiceRecord {
                     spec: spec.clone(),
                     releases: Vec::new(),
@@ -750,17 +734,21 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
         started: Instant,
     ) -> Result<Vec<SlotTimings>, SlotFailure> {
         let spec = &release.spec;
+        let unreadable = |p: Problem| SlotFailure {
+            slot: 0,
+            release: release.number,
+            reason: p.message,
+            health_output: None,
+            logs: String::new(),
+        };
+        // What runs and what is routed, read once: which slots need work is
+        // decided from the state the rollout started from.
         let observed = self
             .runtime
             .containers(&spec.stack, &spec.name)
             .await
-            .map_err(|p| SlotFailure {
-                slot: 0,
-                release: release.number,
-                reason: p.message,
-                health_output: None,
-                logs: String::new(),
-            })?;
+            .map_err(unreadable)?;
+        let routed = self.routed_ids(spec).await.map_err(unreadable)?;
         let slots: Vec<u32> = (0..spec.replicas).collect();
         let mut timings = Vec::new();
         for (i, group) in slots
@@ -770,11 +758,9 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
             if i > 0 && spec.update.delay_ms > 0 {
                 tokio::time::sleep(Duration::from_millis(spec.update.delay_ms)).await;
             }
-            let results = futures_util::future::join_all(
-                group
-                    .iter()
-                    .map(|slot| self.converge_slot(release, *slot, &observed, discard, started)),
-            )
+            let results = futures_util::future::join_all(group.iter().map(|slot| {
+                self.converge_slot(release, *slot, &observed, &routed, discard, started)
+            }))
             .await;
             for r in results {
                 timings.push(r?);
@@ -821,6 +807,7 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
         release: &Release,
         slot: u32,
         observed: &[SlotContainer],
+        routed: &BTreeSet<String>,
         discard: &BTreeSet<u32>,
         started: Instant,
     ) -> Result<SlotTimings, SlotFailure> {
@@ -845,7 +832,6 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
                 c.slot == slot && c.release != n && (c.running || discard.contains(&c.release))
             })
             .collect();
-        let routed = self.routed_ids(spec).await.unwrap_or_default();
         if let Some(c) = &existing {
             let up_to_date = c.running
                 && others.is_empty()
@@ -869,25 +855,8 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
         }
         // Stop-first: retire the old container before starting the new one.
         if spec.update.order == UpdateOrder::StopFirst {
-            for old in &others {
-                self.slot_event(
-                    slot,
-                    old.release,
-                    SlotPhase::OldDraining,
-                    started,
-                    None,
-                    None,
-                );
-                self.retire(spec, old, discard).await;
-                self.slot_event(
-                    slot,
-                    old.release,
-                    SlotPhase::OldStopped,
-                    started,
-                    None,
-                    None,
-                );
-            }
+            self.retire_slot(spec, slot, &others, discard, started)
+                .await;
         }
         let id = match &existing {
             Some(c) => c.id.clone(),
@@ -1042,25 +1011,8 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
         }
         // Start-first: now the old container of this slot goes.
         if spec.update.order == UpdateOrder::StartFirst {
-            for old in &others {
-                self.slot_event(
-                    slot,
-                    old.release,
-                    SlotPhase::OldDraining,
-                    started,
-                    None,
-                    None,
-                );
-                self.retire(spec, old, discard).await;
-                self.slot_event(
-                    slot,
-                    old.release,
-                    SlotPhase::OldStopped,
-                    started,
-                    None,
-                    None,
-                );
-            }
+            self.retire_slot(spec, slot, &others, discard, started)
+                .await;
         }
         let total_ms = slot_started.elapsed().as_millis() as u64;
         let timings = SlotTimings {
@@ -1078,6 +1030,36 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
             Some(timings.clone()),
         );
         Ok(timings)
+    }
+
+    /// Retires the other containers of a slot, saying so on the timeline.
+    async fn retire_slot(
+        &self,
+        spec: &ServiceSpec,
+        slot: u32,
+        others: &[&SlotContainer],
+        discard: &BTreeSet<u32>,
+        started: Instant,
+    ) {
+        for old in others {
+            self.slot_event(
+                slot,
+                old.release,
+                SlotPhase::OldDraining,
+                started,
+                None,
+                None,
+            );
+            self.retire(spec, old, discard).await;
+            self.slot_event(
+                slot,
+                old.release,
+                SlotPhase::OldStopped,
+                started,
+                None,
+                None,
+            );
+        }
     }
 
     /// Drains a container on every route, then stops it (or removes it when
@@ -1156,6 +1138,38 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
                 }
             }
         }
+    }
+}
+
+/// The stored record of `stack/service` on an edge and its revision (0: none
+/// yet).
+pub async fn load_record<E: EdgeControl>(
+    edge: &E,
+    stack: &str,
+    service: &str,
+) -> Result<(Option<ServiceRecord>, u64), Problem> {
+    match expect_ok(
+        edge.call(Request::DocGet {
+            key: service_doc_key(stack, service),
+        })
+        .await?,
+    )? {
+        Response::Doc {
+            value: Some(v),
+            revision,
+        } => serde_json::from_value(v)
+            .map(|r| (Some(r), revision))
+            .map_err(|e| {
+                Problem::new(
+                    ProblemCode::EdgeError,
+                    format!("the stored record of {stack}/{service} is unreadable: {e}"),
+                )
+            }),
+        Response::Doc { value: None, .. } => Ok((None, 0)),
+        other => Err(Problem::new(
+            ProblemCode::EdgeError,
+            format!("unexpected answer from the edge: {other:?}"),
+        )),
     }
 }
 

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use changeover_core::edge::{rollout_lock_key, Request, Response, TargetState};
 use changeover_core::rollout::{
-    expect_ok, Deployer, EdgeControl, EventSink, Goal, RolloutOutcome, Runtime,
+    expect_ok, load_record, Deployer, EdgeControl, EventSink, Goal, RolloutOutcome, Runtime,
 };
 use changeover_core::service::{ContainerView, ServiceRecord, ServiceSpec, ServiceView};
 use changeover_core::stack::Stack;
@@ -119,27 +119,7 @@ pub async fn deploy_stack(
     let d = deployer(docker, events).await?;
     for spec in &stack.services {
         d.runtime.resolve_image(&spec.image).await?;
-        for p in &spec.ports {
-            expect_ok(
-                d.edge
-                    .call(Request::PortCheck {
-                        port: p.host,
-                        service: spec.qualified(),
-                    })
-                    .await?,
-            )
-            .map_err(|e| {
-                Problem::new(
-                    e.code,
-                    format!(
-                        "{}: cannot publish port {}: {}",
-                        spec.qualified(),
-                        p.host,
-                        e.message
-                    ),
-                )
-            })?;
-        }
+        d.check_ports(spec).await?;
     }
     let mut outcomes = Vec::new();
     for spec in &stack.services {
@@ -212,13 +192,12 @@ async fn record_of(
     name: &str,
 ) -> Result<ServiceRecord, Problem> {
     let (stack, service) = split_name(name)?;
-    match d.load(stack, service).await? {
-        (Some(r), _) => Ok(r),
-        (None, _) => Err(Problem::new(
+    d.load(stack, service).await?.0.ok_or_else(|| {
+        Problem::new(
             ProblemCode::UnknownService,
             format!("no service {name} on this environment (see `changeover service ls`)"),
-        )),
-    }
+        )
+    })
 }
 
 /// Rolls `STACK/SERVICE` to another tag of its image.
@@ -320,24 +299,11 @@ pub async fn service(docker: &Docker, name: &str) -> Result<ServiceView, Problem
 
 async fn service_view(docker: &Docker, edge: &Edge, name: &str) -> Result<ServiceView, Problem> {
     let (stack, service) = split_name(name)?;
-    let record: ServiceRecord = match expect_ok(
-        edge.call(Request::DocGet {
-            key: changeover_core::edge::service_doc_key(stack, service),
-        })
-        .await?,
-    )? {
-        Response::Doc { value: Some(v), .. } => serde_json::from_value(v).map_err(|e| {
-            Problem::new(
-                ProblemCode::EdgeError,
-                format!("the record of {name} is unreadable: {e}"),
-            )
-        })?,
-        _ => {
-            return Err(Problem::new(
-                ProblemCode::UnknownService,
-                format!("no service {name} on this environment (see `changeover service ls`)"),
-            ))
-        }
+    let Some(record) = load_record(edge, stack, service).await?.0 else {
+        return Err(Problem::new(
+            ProblemCode::UnknownService,
+            format!("no service {name} on this environment (see `changeover service ls`)"),
+        ));
     };
     let runtime = DockerRuntime::new(docker);
     let containers = runtime.containers(stack, service).await?;
