@@ -112,20 +112,8 @@ pub(crate) fn describe(e: &bollard::errors::Error) -> String {
             message,
         } => format!("the daemon answered {status_code}: {message}"),
         E::RequestTimeoutError => "the daemon did not answer in time".to_string(),
-        other => {
-            // hyper's error chain holds the useful part (connection refused…).
-            let mut text = other.to_string();
-            let mut source = std::error::Error::source(other);
-            while let Some(s) = source {
-                let piece = s.to_string();
-                if !text.contains(&piece) {
-                    text.push_str(": ");
-                    text.push_str(&piece);
-                }
-                source = s.source();
-            }
-            text
-        }
+        // hyper's error chain holds the useful part (connection refused…).
+        other => changeover_core::problem::error_chain(other),
     }
 }
 

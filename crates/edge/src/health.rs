@@ -116,7 +116,10 @@ async fn check(client: &Upstream, addr: &str, probe: &HealthProbe) -> (bool, Str
                             .to_string(),
                     )
                 }
-                Ok(Err(e)) => (false, format!("GET {path}: {}", describe(&e))),
+                Ok(Err(e)) => (
+                    false,
+                    format!("GET {path}: {}", changeover_core::problem::error_chain(&e)),
+                ),
                 Err(_) => (
                     false,
                     format!("GET {path}: no answer within {} ms", timeout.as_millis()),
@@ -124,15 +127,4 @@ async fn check(client: &Upstream, addr: &str, probe: &HealthProbe) -> (bool, Str
             }
         }
     }
-}
-
-fn describe(e: &hyper_util::client::legacy::Error) -> String {
-    use std::error::Error;
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text = format!("{text}: {s}");
-        source = s.source();
-    }
-    text
 }
