@@ -254,33 +254,7 @@ async fn main() {
     let _ = Command::new("docker").args(["rm", "-f", &base]).output();
 
     // Clean up the bench's service (containers, route, network).
-    let ids = Command::new("docker")
-        .args([
-            "ps",
-            "-aq",
-            "--filter",
-            &format!("label=dev.changeover.stack={name}"),
-        ])
-        .output()
-        .unwrap();
-    let ids = String::from_utf8_lossy(&ids.stdout).to_string();
-    if !ids.trim().is_empty() {
-        let mut args = vec!["rm", "-f"];
-        args.extend(ids.lines());
-        let _ = Command::new("docker").args(&args).output();
-    }
-    let _ = Command::new("docker")
-        .args([
-            "exec",
-            "changeover-edge",
-            "/changeover-edge",
-            "ctl",
-            &format!("{{\"op\":\"route-remove\",\"port\":{port}}}"),
-        ])
-        .output();
-    let _ = Command::new("docker")
-        .args(["network", "rm", &format!("{name}_default")])
-        .output();
+    changeover_tests::remove_stack(&name, &[port]);
     println!(
         "  every phase as expected, zero non-2xx and zero socket errors through the edge: {}",
         if all_zero { "yes" } else { "NO" }

@@ -375,31 +375,7 @@ impl TestStack {
 
 impl Drop for TestStack {
     fn drop(&mut self) {
-        let ids = docker(&[
-            "ps",
-            "-aq",
-            "--filter",
-            &format!("label=dev.changeover.stack={}", self.name),
-        ]);
-        if !ids.is_empty() {
-            let mut args = vec!["rm", "-f"];
-            args.extend(ids.lines());
-            let _ = Command::new("docker").args(&args).output();
-        }
-        for port in &self.ports {
-            let _ = Command::new("docker")
-                .args([
-                    "exec",
-                    "changeover-edge",
-                    "/changeover-edge",
-                    "ctl",
-                    &format!("{{\"op\":\"route-remove\",\"port\":{port}}}"),
-                ])
-                .output();
-        }
-        let _ = Command::new("docker")
-            .args(["network", "rm", &format!("{}_default", self.name)])
-            .output();
+        remove_stack(&self.name, &self.ports);
         let vols = Command::new("docker")
             .args([
                 "volume",
@@ -415,6 +391,37 @@ impl Drop for TestStack {
             }
         }
     }
+}
+
+/// Removes what deploying stack `name` left on the default daemon: its
+/// containers, the edge's routes on `ports`, its default network. Named
+/// volumes stay (deploys never remove them).
+pub fn remove_stack(name: &str, ports: &[u16]) {
+    let ids = docker(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=dev.changeover.stack={name}"),
+    ]);
+    if !ids.is_empty() {
+        let mut args = vec!["rm", "-f"];
+        args.extend(ids.lines());
+        let _ = Command::new("docker").args(&args).output();
+    }
+    for port in ports {
+        let _ = Command::new("docker")
+            .args([
+                "exec",
+                "changeover-edge",
+                "/changeover-edge",
+                "ctl",
+                &format!("{{\"op\":\"route-remove\",\"port\":{port}}}"),
+            ])
+            .output();
+    }
+    let _ = Command::new("docker")
+        .args(["network", "rm", &format!("{name}_default")])
+        .output();
 }
 
 /// GETs `http://127.0.0.1:PORT/` in a loop on `threads` threads until
