@@ -81,6 +81,22 @@ pub struct StackReport {
     pub warnings: Vec<StackIssue>,
 }
 
+impl StackReport {
+    /// A file that could not be read at all: one error, no stack.
+    fn unreadable(file: &str, line: usize, message: String) -> Self {
+        Self {
+            stack: None,
+            errors: vec![StackIssue {
+                file: file.to_string(),
+                line,
+                key: String::new(),
+                message,
+            }],
+            warnings: Vec::new(),
+        }
+    }
+}
+
 /// Compose service keys Changeover reads.
 const SUPPORTED: &[&str] = &[
     "image",
@@ -433,16 +449,7 @@ pub fn read_file(path: &Path) -> StackReport {
     let shown = path.display().to_string();
     match std::fs::read_to_string(path) {
         Ok(text) => parse(&text, &shown, path.parent()),
-        Err(e) => StackReport {
-            stack: None,
-            errors: vec![StackIssue {
-                file: shown.clone(),
-                line: 0,
-                key: String::new(),
-                message: format!("cannot read {shown}: {e}"),
-            }],
-            warnings: Vec::new(),
-        },
+        Err(e) => StackReport::unreadable(&shown, 0, format!("cannot read {shown}: {e}")),
     }
 }
 
@@ -457,29 +464,19 @@ pub fn parse(text: &str, file: &str, dir: Option<&Path>) -> StackReport {
     let docs = match MarkedYaml::load_from_str(text) {
         Ok(d) => d,
         Err(e) => {
-            return StackReport {
-                stack: None,
-                errors: vec![StackIssue {
-                    file: file.to_string(),
-                    line: e.marker().line().max(1),
-                    key: String::new(),
-                    message: format!("not valid YAML: {}", e.info()),
-                }],
-                warnings: Vec::new(),
-            }
+            return StackReport::unreadable(
+                file,
+                e.marker().line().max(1),
+                format!("not valid YAML: {}", e.info()),
+            )
         }
     };
     let Some(root) = docs.first() else {
-        return StackReport {
-            stack: None,
-            errors: vec![StackIssue {
-                file: file.to_string(),
-                line: 1,
-                key: String::new(),
-                message: "the file is empty; a stack needs `services:`".into(),
-            }],
-            warnings: Vec::new(),
-        };
+        return StackReport::unreadable(
+            file,
+            1,
+            "the file is empty; a stack needs `services:`".into(),
+        );
     };
     let stack = read_stack(&mut r, root, file, dir);
     StackReport {
