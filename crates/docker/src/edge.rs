@@ -82,15 +82,15 @@ pub fn edge_binary() -> Result<PathBuf, Problem> {
     )))
 }
 
-/// A dynamically linked binary names its loader; a static one does not.
+/// A dynamically linked binary names its loader (in its first few KiB); a
+/// static one does not.
 fn is_static(path: &Path) -> bool {
-    match std::fs::read(path) {
-        Ok(bytes) => {
-            bytes.starts_with(b"\x7fELF")
-                && !bytes
-                    .windows(b"ld-linux".len())
-                    .take(4096)
-                    .any(|w| w == b"ld-linux")
+    use std::io::Read;
+    let mut head = Vec::with_capacity(4096);
+    match std::fs::File::open(path).and_then(|f| f.take(4096).read_to_end(&mut head)) {
+        Ok(_) => {
+            head.starts_with(b"\x7fELF")
+                && !head.windows(b"ld-linux".len()).any(|w| w == b"ld-linux")
         }
         Err(_) => false,
     }
