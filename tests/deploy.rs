@@ -301,6 +301,18 @@ fn an_image_that_is_not_there_and_cannot_be_pulled_is_refused() {
     );
     let out = changeover(&["service", "deploy", "not-a-name", "--tag", "v1"], &[]);
     assert!(!out.status.success() && stderr(&out).contains("is not STACK/SERVICE"));
+    let out = changeover(&["service", "deploy", "nope/none", "--tag", "v 2"], &[]);
+    assert!(
+        !out.status.success() && stderr(&out).contains("\"v 2\" is not an image tag"),
+        "{}",
+        stderr(&out)
+    );
+    let out = changeover(&["service", "rollback", "nope/none"], &[]);
+    assert!(
+        !out.status.success() && stderr(&out).contains("no service nope/none"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
