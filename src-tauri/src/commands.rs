@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use changeover_core::environment::{discover, DiscoveryInput};
+use changeover_core::form::{FormCheck, ServiceForm};
 use changeover_core::live::EnvironmentView;
 use changeover_core::rollout::{EventSink, RolloutEvent, RolloutOutcome};
 use changeover_core::service::ServiceView;
@@ -72,4 +73,40 @@ pub async fn rollback(
 #[tauri::command]
 pub async fn try_sandbox(env: String, on_event: Channel<RolloutEvent>) -> Result<u16, Problem> {
     deploy::sandbox(&dial(&env).await?, sink(on_event)).await
+}
+
+/// The form for editing `name` (STACK/SERVICE), or a blank form for a new
+/// service when `name` is a stack's name.
+#[tauri::command]
+pub async fn service_form(env: String, name: String) -> Result<ServiceForm, Problem> {
+    deploy::service_form(&dial(&env).await?, &name).await
+}
+
+/// Checks a form without changing anything.
+#[tauri::command]
+pub async fn check_service_form(env: String, form: ServiceForm) -> Result<FormCheck, Problem> {
+    deploy::check_form(&dial(&env).await?, &form).await
+}
+
+/// Creates or changes the service a form describes, streaming the rollout.
+#[tauri::command]
+pub async fn deploy_service_form(
+    env: String,
+    form: ServiceForm,
+    on_event: Channel<RolloutEvent>,
+) -> Result<RolloutOutcome, Problem> {
+    deploy::deploy_form(&dial(&env).await?, &form, sink(on_event)).await
+}
+
+/// A stack's services as a Compose file.
+#[tauri::command]
+pub async fn export_stack(env: String, stack: String) -> Result<String, Problem> {
+    deploy::export_stack(&dial(&env).await?, &stack).await
+}
+
+/// Writes an exported stack to a file; an existing file only when `replace`.
+/// Answers the full path written.
+#[tauri::command]
+pub fn save_stack_file(path: String, text: String, replace: bool) -> Result<String, Problem> {
+    changeover_core::compose::write_file(&path, &text, replace).map(|p| p.display().to_string())
 }

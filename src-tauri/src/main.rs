@@ -52,7 +52,12 @@ fn main() {
             commands::services,
             commands::deploy_tag,
             commands::rollback,
-            commands::try_sandbox
+            commands::try_sandbox,
+            commands::service_form,
+            commands::check_service_form,
+            commands::deploy_service_form,
+            commands::export_stack,
+            commands::save_stack_file
         ])
         .setup(move |app| {
             let handle = app.handle().clone();

@@ -64,6 +64,17 @@ enum StackCommand {
         #[arg(short = 'f', long = "file", value_name = "FILE")]
         file: std::path::PathBuf,
     },
+    /// Write the services of a deployed stack back as a Compose file.
+    Export {
+        /// The stack's name.
+        name: String,
+        /// Write to this file instead of stdout.
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<String>,
+        /// Replace the output file when it exists.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -151,6 +162,25 @@ async fn run(cli: Cli) -> Result<(), Problem> {
         } => {
             let docker = dial(&environments, cli.env.as_deref()).await?;
             deploy::stack_deploy(&docker, &file).await
+        }
+        Command::Stack {
+            command:
+                StackCommand::Export {
+                    name,
+                    output,
+                    force,
+                },
+        } => {
+            let docker = dial(&environments, cli.env.as_deref()).await?;
+            let text = changeover_docker::deploy::export_stack(&docker, &name).await?;
+            match output {
+                Some(path) => {
+                    let written = changeover_core::compose::write_file(&path, &text, force)?;
+                    eprintln!("wrote stack {name} to {}", written.display());
+                }
+                None => print!("{text}"),
+            }
+            Ok(())
         }
         Command::Service { command } => {
             let docker = dial(&environments, cli.env.as_deref()).await?;

@@ -25,8 +25,10 @@
 //! Deliberately left out: talking to a daemon or the edge (that is
 //! `changeover-docker`; the rollout only sees traits), presentation (the UI and the CLI decide how things look).
 
+pub mod compose;
 pub mod edge;
 pub mod environment;
+pub mod form;
 pub mod inventory;
 pub mod live;
 pub mod problem;

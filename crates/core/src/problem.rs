@@ -35,6 +35,10 @@ pub enum ProblemCode {
     NoPreviousRelease,
     /// The edge could not be set up or answered with an error.
     EdgeError,
+    /// A file to write exists already (ask before replacing it).
+    FileExists,
+    /// A file could not be written.
+    CannotWrite,
 }
 
 /// A failure a person can read and the UI can branch on.

@@ -820,11 +820,19 @@ fn read_port(r: &mut Reader, node: &Node, key: &str) -> Option<PortMapping> {
     if let Some(fields) = entries(node) {
         let mut host = None;
         let mut container = None;
+        // Present but invalid was reported already; only a missing one is news.
+        let (mut has_host, mut has_container) = (false, false);
         for (f, v) in fields {
             let k = format!("{key}.{f}");
             match f.as_str() {
-                "target" => container = r.number(v, &k, 1, 65535),
-                "published" => host = r.number(v, &k, 1, 65535),
+                "target" => {
+                    has_container = true;
+                    container = r.number(v, &k, 1, 65535)
+                }
+                "published" => {
+                    has_host = true;
+                    host = r.number(v, &k, 1, 65535)
+                }
                 "protocol" => {
                     if scalar(v).as_deref() != Some("tcp") {
                         r.error(v, &k, "only tcp ports are supported");
@@ -844,11 +852,13 @@ fn read_port(r: &mut Reader, node: &Node, key: &str) -> Option<PortMapping> {
                 container: c as u16,
             }),
             _ => {
-                r.error(
-                    node,
-                    key,
-                    "a port needs both `target` (container port) and `published` (host port)",
-                );
+                if !(has_host && has_container) {
+                    r.error(
+                        node,
+                        key,
+                        "a port needs both `target` (container port) and `published` (host port)",
+                    );
+                }
                 None
             }
         };
@@ -950,6 +960,14 @@ fn read_mount(r: &mut Reader, node: &Node, key: &str, dir: Option<&Path>) -> Opt
             r.error(node, key, "a mount needs `source` and `target`");
             return None;
         };
+        if !target.starts_with('/') {
+            r.error(
+                node,
+                key,
+                format!("the container path {target:?} must be absolute"),
+            );
+            return None;
+        }
         let kind = kind.unwrap_or_else(|| bind_or_volume(&source));
         return Some(Mount {
             kind,

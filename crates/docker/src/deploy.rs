@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 
 use changeover_core::edge::{rollout_lock_key, Request, Response, TargetState};
+use changeover_core::form::{self, FormCheck, FormIssue, ServiceForm};
 use changeover_core::rollout::{
     expect_ok, load_record, Deployer, EdgeControl, EventSink, Goal, RolloutOutcome, Runtime,
 };
@@ -241,6 +242,146 @@ pub async fn deploy_spec(
     .await
 }
 
+/// The records of every service on the environment (none when the edge was
+/// never set up here).
+async fn records(docker: &Docker) -> Result<Vec<ServiceRecord>, Problem> {
+    if docker
+        .inspect_container(changeover_core::edge::EDGE_CONTAINER, None)
+        .await
+        .is_err()
+    {
+        return Ok(Vec::new());
+    }
+    let edge = Edge::attach(docker);
+    let mut out = Vec::new();
+    for name in service_names(&edge).await? {
+        let (stack, service) = split_name(&name)?;
+        if let Some(record) = load_record(&edge, stack, service).await?.0 {
+            out.push(record);
+        }
+    }
+    Ok(out)
+}
+
+async fn service_names(edge: &Edge) -> Result<Vec<String>, Problem> {
+    let keys = match expect_ok(
+        edge.call(Request::DocList {
+            prefix: "services/".into(),
+        })
+        .await?,
+    )? {
+        Response::Keys { keys } => keys,
+        _ => Vec::new(),
+    };
+    Ok(keys
+        .into_iter()
+        .map(|k| k.trim_start_matches("services/").to_string())
+        .collect())
+}
+
+/// The form for editing `STACK/SERVICE`, or a blank one for a new service in
+/// `STACK` when `name` has no `/`.
+pub async fn service_form(docker: &Docker, name: &str) -> Result<ServiceForm, Problem> {
+    if !name.contains('/') {
+        return Ok(ServiceForm::blank(name));
+    }
+    let (stack, service) = split_name(name)?;
+    records(docker)
+        .await?
+        .into_iter()
+        .find(|r| r.spec.stack == stack && r.spec.name == service)
+        .map(|r| ServiceForm::from_spec(&r.spec))
+        .ok_or_else(|| {
+            Problem::new(
+                ProblemCode::UnknownService,
+                format!("no service {name} on this environment"),
+            )
+        })
+}
+
+/// Checks a form against the environment: the rules of a stack file, plus
+/// "a new service must not exist yet" and "an edited one must".
+pub async fn check_form(docker: &Docker, form: &ServiceForm) -> Result<FormCheck, Problem> {
+    let stack = form.stack.trim();
+    let name = form.name.trim();
+    let others: Vec<ServiceSpec> = records(docker)
+        .await?
+        .into_iter()
+        .filter(|r| r.spec.stack == stack)
+        .map(|r| r.spec)
+        .collect();
+    let existing = others.iter().find(|s| s.name == name);
+    let refuse = |field: &str, message: String| FormCheck {
+        spec: None,
+        errors: vec![FormIssue {
+            field: field.into(),
+            message,
+        }],
+        warnings: Vec::new(),
+    };
+    match (form.editing, existing) {
+        (false, Some(_)) => Ok(refuse(
+            "name",
+            format!("{stack}/{name} already exists; open it and press Edit to change it"),
+        )),
+        (true, None) => Ok(refuse(
+            "",
+            format!("{stack}/{name} is not on this environment any more"),
+        )),
+        _ => Ok(form::check(form, existing, &others)),
+    }
+}
+
+/// Deploys what a form describes (creating the service or rolling it to the
+/// changed definition). A form with problems changes nothing.
+pub async fn deploy_form(
+    docker: &Docker,
+    form: &ServiceForm,
+    events: EventSink,
+) -> Result<RolloutOutcome, Problem> {
+    let checked = check_form(docker, form).await?;
+    match checked.spec {
+        Some(spec) if checked.errors.is_empty() => deploy_spec(docker, spec, events).await,
+        _ => Err(Problem::new(
+            ProblemCode::InvalidStack,
+            std::iter::once(format!(
+                "the service form has {} problem(s); nothing was changed",
+                checked.errors.len()
+            ))
+            .chain(checked.errors.iter().map(|e| {
+                if e.field.is_empty() {
+                    format!("  {}", e.message)
+                } else {
+                    format!("  {}: {}", e.field, e.message)
+                }
+            }))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        )),
+    }
+}
+
+/// Every service of `stack` on the environment as a Compose file that
+/// `changeover stack deploy -f` reads back into the same definitions.
+pub async fn export_stack(docker: &Docker, stack: &str) -> Result<String, Problem> {
+    let mut services: Vec<ServiceSpec> = records(docker)
+        .await?
+        .into_iter()
+        .filter(|r| r.spec.stack == stack)
+        .map(|r| r.spec)
+        .collect();
+    if services.is_empty() {
+        return Err(Problem::new(
+            ProblemCode::UnknownService,
+            format!("no stack {stack:?} on this environment (see `changeover service ls`)"),
+        ));
+    }
+    services.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(changeover_core::compose::to_compose(&Stack::from_services(
+        stack, services,
+    )))
+}
+
 /// Rolls `STACK/SERVICE` back to its previous release.
 pub async fn rollback(
     docker: &Docker,
@@ -264,18 +405,8 @@ pub async fn services(docker: &Docker) -> Result<Vec<ServiceView>, Problem> {
         return Ok(Vec::new());
     }
     let edge = Edge::attach(docker);
-    let keys = match expect_ok(
-        edge.call(Request::DocList {
-            prefix: "services/".into(),
-        })
-        .await?,
-    )? {
-        Response::Keys { keys } => keys,
-        _ => Vec::new(),
-    };
     let mut out = Vec::new();
-    for key in keys {
-        let name = key.trim_start_matches("services/").to_string();
+    for name in service_names(&edge).await? {
         out.push(service_view(docker, &edge, &name).await?);
     }
     Ok(out)

@@ -1,0 +1,506 @@
+//! Writing Compose: service definitions back into a stack file that
+//! [`crate::stack::parse`] reads into the same definitions.
+//!
+//! The writer is deliberately small: every text value is written
+//! double-quoted with JSON escapes (valid YAML, and never mistaken for a
+//! number, a boolean or `null`), keys are bare when they are plain words.
+//! Settings at their default are left out so exported files stay short.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use crate::edge::HealthProbe;
+use crate::service::{
+    MountKind, ServiceSpec, Strategy, UpdateConfig, DEFAULT_DEPLOY_TIMEOUT_MS,
+    DEFAULT_DRAIN_TIMEOUT_MS,
+};
+use crate::stack::{format_duration_ms, Stack};
+use crate::{Problem, ProblemCode};
+
+/// A YAML value to write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Yaml {
+    /// Written double-quoted.
+    Text(String),
+    /// Written as is (numbers, booleans).
+    Plain(String),
+    List(Vec<Yaml>),
+    Map(Vec<(String, Yaml)>),
+}
+
+impl Yaml {
+    pub(crate) fn text(s: impl Into<String>) -> Self {
+        Yaml::Text(s.into())
+    }
+
+    /// The entry `key` of a mapping, for callers that adjust a written service.
+    pub(crate) fn set(&mut self, key: &str, value: Yaml) {
+        if let Yaml::Map(entries) = self {
+            match entries.iter_mut().find(|(k, _)| k == key) {
+                Some(entry) => entry.1 = value,
+                None => entries.push((key.to_string(), value)),
+            }
+        }
+    }
+
+    pub(crate) fn entry_mut(&mut self, key: &str) -> Option<&mut Yaml> {
+        match self {
+            Yaml::Map(entries) => entries.iter_mut().find(|(k, _)| k == key).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn remove(&mut self, key: &str) {
+        if let Yaml::Map(entries) = self {
+            entries.retain(|(k, _)| k != key);
+        }
+    }
+
+    /// The document, ending with a newline.
+    pub(crate) fn write(&self) -> String {
+        let mut out = String::new();
+        match self {
+            Yaml::Map(entries) if !entries.is_empty() => write_entries(&mut out, entries, 0),
+            other => {
+                out.push_str(&inline(other));
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+fn quote(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+}
+
+fn key(k: &str) -> String {
+    let plain = !k.is_empty()
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        && !k.starts_with(['-', '.'])
+        && !matches!(
+            k.to_ascii_lowercase().as_str(),
+            "true" | "false" | "null" | "yes" | "no" | "on" | "off" | "y" | "n" | "~"
+        )
+        && k.parse::<f64>().is_err();
+    if plain {
+        k.to_string()
+    } else {
+        quote(k)
+    }
+}
+
+/// Empty collections and scalars, on one line.
+fn inline(v: &Yaml) -> String {
+    match v {
+        Yaml::Text(s) => quote(s),
+        Yaml::Plain(s) => s.clone(),
+        Yaml::List(items) => format!(
+            "[{}]",
+            items.iter().map(inline).collect::<Vec<_>>().join(", ")
+        ),
+        Yaml::Map(entries) => format!(
+            "{{{}}}",
+            entries
+                .iter()
+                .map(|(k, v)| format!("{}: {}", key(k), inline(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+fn write_entries(out: &mut String, entries: &[(String, Yaml)], indent: usize) {
+    let pad = " ".repeat(indent);
+    for (k, v) in entries {
+        match v {
+            Yaml::Map(inner) if !inner.is_empty() => {
+                out.push_str(&format!("{pad}{}:\n", key(k)));
+                write_entries(out, inner, indent + 2);
+            }
+            Yaml::List(items) if !items.is_empty() => {
+                out.push_str(&format!("{pad}{}:\n", key(k)));
+                for item in items {
+                    write_item(out, item, indent + 2);
+                }
+            }
+            _ => out.push_str(&format!("{pad}{}: {}\n", key(k), inline(v))),
+        }
+    }
+}
+
+fn write_item(out: &mut String, item: &Yaml, indent: usize) {
+    let pad = " ".repeat(indent);
+    match item {
+        Yaml::Map(entries) if !entries.is_empty() => {
+            // The entries one level in, the first one's indent replaced by "- ".
+            let mut block = String::new();
+            write_entries(&mut block, entries, indent + 2);
+            out.push_str(&pad);
+            out.push_str("- ");
+            out.push_str(&block[indent + 2..]);
+        }
+        _ => out.push_str(&format!("{pad}- {}\n", inline(item))),
+    }
+}
+
+fn number(n: impl ToString) -> Yaml {
+    Yaml::Plain(n.to_string())
+}
+
+fn duration(ms: u64) -> Yaml {
+    Yaml::text(format_duration_ms(ms))
+}
+
+fn key_values(map: &BTreeMap<String, String>) -> Yaml {
+    Yaml::Map(
+        map.iter()
+            .map(|(k, v)| (k.clone(), Yaml::text(v)))
+            .collect(),
+    )
+}
+
+/// `x-changeover.health` entries that differ from the defaults.
+fn health(probe: &HealthProbe) -> Vec<(String, Yaml)> {
+    let d = HealthProbe::default();
+    let mut out = Vec::new();
+    if let Some(p) = &probe.path {
+        out.push(("path".into(), Yaml::text(p)));
+    }
+    if probe.interval_ms != d.interval_ms {
+        out.push(("interval".into(), duration(probe.interval_ms)));
+    }
+    if probe.timeout_ms != d.timeout_ms {
+        out.push(("timeout".into(), duration(probe.timeout_ms)));
+    }
+    if probe.healthy_threshold != d.healthy_threshold {
+        out.push(("healthy_threshold".into(), number(probe.healthy_threshold)));
+    }
+    if probe.unhealthy_threshold != d.unhealthy_threshold {
+        out.push((
+            "unhealthy_threshold".into(),
+            number(probe.unhealthy_threshold),
+        ));
+    }
+    out
+}
+
+/// One service as a Compose service mapping.
+pub(crate) fn service(spec: &ServiceSpec) -> Yaml {
+    let mut s = vec![("image".to_string(), Yaml::text(&spec.image))];
+    if let Some(cmd) = &spec.command {
+        s.push((
+            "command".into(),
+            Yaml::List(cmd.iter().map(Yaml::text).collect()),
+        ));
+    }
+    if !spec.env.is_empty() {
+        s.push(("environment".into(), key_values(&spec.env)));
+    }
+    if !spec.ports.is_empty() {
+        s.push((
+            "ports".into(),
+            Yaml::List(
+                spec.ports
+                    .iter()
+                    .map(|p| Yaml::text(format!("{}:{}", p.host, p.container)))
+                    .collect(),
+            ),
+        ));
+    }
+    if !spec.mounts.is_empty() {
+        s.push((
+            "volumes".into(),
+            Yaml::List(
+                spec.mounts
+                    .iter()
+                    .map(|m| {
+                        let ro = if m.read_only { ":ro" } else { "" };
+                        Yaml::text(format!("{}:{}{ro}", m.source, m.target))
+                    })
+                    .collect(),
+            ),
+        ));
+    }
+    if !spec.networks.is_empty() {
+        s.push((
+            "networks".into(),
+            Yaml::List(spec.networks.iter().map(Yaml::text).collect()),
+        ));
+    }
+    if !spec.labels.is_empty() {
+        s.push(("labels".into(), key_values(&spec.labels)));
+    }
+    if let Some(hc) = &spec.healthcheck {
+        s.push((
+            "healthcheck".into(),
+            Yaml::Map(vec![
+                (
+                    "test".into(),
+                    Yaml::List(hc.test.iter().map(Yaml::text).collect()),
+                ),
+                ("interval".into(), duration(hc.interval_ms)),
+                ("timeout".into(), duration(hc.timeout_ms)),
+                ("retries".into(), number(hc.retries)),
+                ("start_period".into(), duration(hc.start_period_ms)),
+            ]),
+        ));
+    }
+    let mut deploy = vec![("replicas".to_string(), number(spec.replicas))];
+    if spec.update != UpdateConfig::default() {
+        let order = match spec.update.order {
+            crate::service::UpdateOrder::StartFirst => "start-first",
+            crate::service::UpdateOrder::StopFirst => "stop-first",
+        };
+        deploy.push((
+            "update_config".into(),
+            Yaml::Map(vec![
+                ("parallelism".into(), number(spec.update.parallelism)),
+                ("delay".into(), duration(spec.update.delay_ms)),
+                ("order".into(), Yaml::text(order)),
+            ]),
+        ));
+    }
+    s.push(("deploy".into(), Yaml::Map(deploy)));
+    let strategy = match spec.strategy {
+        Strategy::Rolling => "rolling",
+    };
+    let mut x = vec![("strategy".to_string(), Yaml::text(strategy))];
+    let h = health(&spec.health);
+    if !h.is_empty() {
+        x.push(("health".into(), Yaml::Map(h)));
+    }
+    if spec.drain_timeout_ms != DEFAULT_DRAIN_TIMEOUT_MS {
+        x.push(("drain_timeout".into(), duration(spec.drain_timeout_ms)));
+    }
+    if spec.deploy_timeout_ms != DEFAULT_DEPLOY_TIMEOUT_MS {
+        x.push(("deploy_timeout".into(), duration(spec.deploy_timeout_ms)));
+    }
+    s.push(("x-changeover".into(), Yaml::Map(x)));
+    Yaml::Map(s)
+}
+
+impl Stack {
+    /// A stack of these services (all of stack `name`), declaring every named
+    /// volume and network they use.
+    pub fn from_services(name: &str, services: Vec<ServiceSpec>) -> Self {
+        let mut volumes = BTreeSet::new();
+        let mut networks = BTreeSet::new();
+        for s in &services {
+            for m in &s.mounts {
+                if m.kind == MountKind::Volume {
+                    volumes.insert(m.source.clone());
+                }
+            }
+            for n in &s.networks {
+                if n != "default" {
+                    networks.insert(n.clone());
+                }
+            }
+        }
+        Self {
+            name: name.to_string(),
+            services,
+            volumes: volumes.into_iter().collect(),
+            networks: networks.into_iter().collect(),
+        }
+    }
+}
+
+/// The stack as a Compose document (the YAML tree, for callers that adjust it).
+pub(crate) fn stack_yaml(stack: &Stack) -> Yaml {
+    let mut doc = vec![
+        ("name".to_string(), Yaml::text(&stack.name)),
+        (
+            "services".to_string(),
+            Yaml::Map(
+                stack
+                    .services
+                    .iter()
+                    .map(|s| (s.name.clone(), service(s)))
+                    .collect(),
+            ),
+        ),
+    ];
+    let declared = |names: &[String]| {
+        Yaml::Map(
+            names
+                .iter()
+                .map(|n| (n.clone(), Yaml::Map(Vec::new())))
+                .collect(),
+        )
+    };
+    if !stack.volumes.is_empty() {
+        doc.push(("volumes".into(), declared(&stack.volumes)));
+    }
+    if !stack.networks.is_empty() {
+        doc.push(("networks".into(), declared(&stack.networks)));
+    }
+    Yaml::Map(doc)
+}
+
+/// The stack as a Compose file that `changeover stack deploy -f` reads back
+/// into the same services.
+pub fn to_compose(stack: &Stack) -> String {
+    let mut out = format!(
+        "# Stack {}, written by Changeover. Deploy it with:\n#   changeover stack deploy -f <this file>\n",
+        stack.name
+    );
+    out.push_str(&stack_yaml(stack).write());
+    out
+}
+
+/// Writes an exported stack to `path` (`~/` is the home directory). An
+/// existing file is replaced only when `replace` is set.
+pub fn write_file(path: &str, text: &str, replace: bool) -> Result<PathBuf, Problem> {
+    let trimmed = path.trim();
+    let full = match trimmed.strip_prefix("~/") {
+        Some(rest) => match std::env::var_os("HOME") {
+            Some(home) => Path::new(&home).join(rest),
+            None => PathBuf::from(trimmed),
+        },
+        None => PathBuf::from(trimmed),
+    };
+    if trimmed.is_empty() || full.is_relative() {
+        return Err(Problem::new(
+            ProblemCode::CannotWrite,
+            format!("{trimmed:?} is not an absolute path (like ~/shop.yml or /srv/shop.yml)"),
+        ));
+    }
+    let shown = full.display().to_string();
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true);
+    if replace {
+        options.create(true).truncate(true);
+    } else {
+        options.create_new(true);
+    }
+    let mut file = options.open(&full).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => Problem::new(
+            ProblemCode::FileExists,
+            format!("{shown} exists already; replace it or choose another name"),
+        ),
+        _ => Problem::new(
+            ProblemCode::CannotWrite,
+            format!("cannot write {shown}: {e}"),
+        ),
+    })?;
+    std::io::Write::write_all(&mut file, text.as_bytes()).map_err(|e| {
+        Problem::new(
+            ProblemCode::CannotWrite,
+            format!("cannot write {shown}: {e}"),
+        )
+    })?;
+    Ok(full)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::{DockerHealthcheck, Mount, PortMapping, UpdateOrder};
+    use crate::stack::{parse, SANDBOX};
+
+    fn round_trip(stack: &Stack) -> Stack {
+        let text = to_compose(stack);
+        let report = parse(&text, "out.yml", None);
+        assert!(
+            report.errors.is_empty() && report.warnings.is_empty(),
+            "{text}\n{:?} {:?}",
+            report.errors,
+            report.warnings
+        );
+        report.stack.unwrap()
+    }
+
+    #[test]
+    fn the_sandbox_writes_back_to_the_same_stack() {
+        let stack = parse(SANDBOX, "sandbox.yml", None).stack.unwrap();
+        assert_eq!(round_trip(&stack), stack);
+    }
+
+    #[test]
+    fn every_setting_survives_the_round_trip() {
+        let mut web = ServiceSpec::new("shop", "web", "registry.local:5000/shop/web:v1");
+        web.command = Some(vec!["serve".into(), "--port".into(), "8080".into()]);
+        web.env.insert("MODE".into(), "production".into());
+        web.env.insert("EMPTY".into(), String::new());
+        web.env
+            .insert("QUOTE".into(), "say \"hi\": yes\n#no".into());
+        web.env.insert("NUMBER".into(), "0123".into());
+        web.env.insert("true".into(), "null".into());
+        web.ports.push(PortMapping {
+            host: 18080,
+            container: 8080,
+        });
+        web.mounts.push(Mount {
+            kind: MountKind::Volume,
+            source: "data".into(),
+            target: "/data".into(),
+            read_only: false,
+        });
+        web.mounts.push(Mount {
+            kind: MountKind::Bind,
+            source: "/srv/conf".into(),
+            target: "/conf".into(),
+            read_only: true,
+        });
+        web.networks.push("back".into());
+        web.labels.insert("team".into(), "shop".into());
+        web.healthcheck = Some(DockerHealthcheck {
+            test: vec!["CMD".into(), "/probe".into()],
+            interval_ms: 2000,
+            timeout_ms: 1500,
+            retries: 5,
+            start_period_ms: 0,
+        });
+        web.replicas = 3;
+        web.update = UpdateConfig {
+            parallelism: 2,
+            delay_ms: 1500,
+            order: UpdateOrder::StopFirst,
+        };
+        web.health.path = Some("/health".into());
+        web.health.interval_ms = 500;
+        web.health.healthy_threshold = 2;
+        web.drain_timeout_ms = 10_000;
+        web.deploy_timeout_ms = 90_000;
+        let worker = ServiceSpec::new("shop", "worker", "shop/worker");
+        let stack = Stack::from_services("shop", vec![web, worker]);
+        assert_eq!(stack.volumes, vec!["data".to_string()]);
+        assert_eq!(stack.networks, vec!["back".to_string()]);
+        let back = round_trip(&stack);
+        // The writer keeps `image` as written; the parser defaults nothing else.
+        assert_eq!(back, stack);
+    }
+
+    #[test]
+    fn writing_never_replaces_a_file_unasked() {
+        let dir = std::env::temp_dir().join(format!("changeover-compose-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("shop.yml");
+        let shown = path.display().to_string();
+        write_file(&shown, "one\n", false).unwrap();
+        let again = write_file(&shown, "two\n", false).unwrap_err();
+        assert_eq!(again.code, ProblemCode::FileExists);
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "one\n",
+            "unchanged"
+        );
+        write_file(&shown, "two\n", true).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "two\n");
+        assert_eq!(
+            write_file("shop.yml", "x", false).unwrap_err().code,
+            ProblemCode::CannotWrite,
+            "a relative path is refused"
+        );
+        let missing = write_file(
+            &dir.join("no/such/dir.yml").display().to_string(),
+            "x",
+            false,
+        );
+        assert_eq!(missing.unwrap_err().code, ProblemCode::CannotWrite);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,726 @@
+//! The GUI's service form: what a person types, checked by the same rules as
+//! a stack file.
+//!
+//! A [`ServiceForm`] holds text as typed (a port may be `"abc"` until it is
+//! checked). [`check`] writes the form into the service's Compose entry —
+//! keeping the settings the form does not show, like labels or a Docker
+//! healthcheck — places it among the other services of its stack, and reads
+//! the result with [`crate::stack::parse`]. So a form and a file can never
+//! disagree about what is valid, and every problem lands on the field it
+//! came from.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use ts_rs::TS;
+
+use crate::compose::{self, Yaml};
+use crate::service::{split_image, MountKind, ServiceSpec, Strategy, UpdateOrder};
+use crate::stack::{format_duration_ms, parse, Stack, StackIssue};
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+#[ts(export)]
+pub struct FormEnvVar {
+    pub name: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+#[ts(export)]
+pub struct FormPort {
+    pub host: String,
+    pub container: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+#[ts(export)]
+pub struct FormVolume {
+    /// A volume name (`data`) or an absolute host path.
+    pub source: String,
+    pub target: String,
+    pub read_only: bool,
+}
+
+/// One service as the create/edit form shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+#[ts(export)]
+pub struct ServiceForm {
+    /// Editing an existing service (stack and name fixed) or creating one.
+    pub editing: bool,
+    pub stack: String,
+    pub name: String,
+    /// The image repository, without its tag.
+    pub image: String,
+    pub tag: String,
+    /// As typed on a command line; empty: the image's own command.
+    pub command: String,
+    pub env: Vec<FormEnvVar>,
+    pub ports: Vec<FormPort>,
+    pub volumes: Vec<FormVolume>,
+    pub replicas: String,
+    pub strategy: Strategy,
+    pub order: UpdateOrder,
+    pub parallelism: String,
+    pub delay: String,
+    /// HTTP path the edge checks; empty: a TCP connect.
+    pub health_path: String,
+    pub health_interval: String,
+    pub health_timeout: String,
+    pub healthy_threshold: String,
+    pub drain_timeout: String,
+    pub deploy_timeout: String,
+}
+
+/// A problem with one field: `image`, `tag`, `ports[1].host`, `env[0]`,
+/// `replicas`, `healthInterval`, … or `""` for the form as a whole.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+#[ts(export)]
+pub struct FormIssue {
+    pub field: String,
+    pub message: String,
+}
+
+/// What checking a form found: the service to deploy when nothing is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+#[ts(export)]
+pub struct FormCheck {
+    pub spec: Option<ServiceSpec>,
+    pub errors: Vec<FormIssue>,
+    pub warnings: Vec<FormIssue>,
+}
+
+/// Joins a command for editing; arguments with spaces or quotes are quoted.
+fn join_command(args: &[String]) -> String {
+    args.iter()
+        .map(|a| {
+            if a.is_empty() || a.contains(|c: char| c.is_whitespace() || c == '"' || c == '\'') {
+                if a.contains('"') {
+                    format!("'{a}'")
+                } else {
+                    format!("\"{a}\"")
+                }
+            } else {
+                a.clone()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+impl ServiceForm {
+    /// An empty form for a new service in `stack`, with Changeover's defaults.
+    pub fn blank(stack: &str) -> Self {
+        let mut form = Self::from_spec(&ServiceSpec::new(stack, "", ""));
+        form.editing = false;
+        form.tag = String::new();
+        form
+    }
+
+    /// The form for editing `spec`.
+    pub fn from_spec(spec: &ServiceSpec) -> Self {
+        let (repo, tag) = split_image(&spec.image);
+        Self {
+            editing: true,
+            stack: spec.stack.clone(),
+            name: spec.name.clone(),
+            image: repo.to_string(),
+            tag: tag.to_string(),
+            command: spec
+                .command
+                .as_deref()
+                .map(join_command)
+                .unwrap_or_default(),
+            env: spec
+                .env
+                .iter()
+                .map(|(name, value)| FormEnvVar {
+                    name: name.clone(),
+                    value: value.clone(),
+                })
+                .collect(),
+            ports: spec
+                .ports
+                .iter()
+                .map(|p| FormPort {
+                    host: p.host.to_string(),
+                    container: p.container.to_string(),
+                })
+                .collect(),
+            volumes: spec
+                .mounts
+                .iter()
+                .map(|m| FormVolume {
+                    source: m.source.clone(),
+                    target: m.target.clone(),
+                    read_only: m.read_only,
+                })
+                .collect(),
+            replicas: spec.replicas.to_string(),
+            strategy: spec.strategy,
+            order: spec.update.order,
+            parallelism: spec.update.parallelism.to_string(),
+            delay: format_duration_ms(spec.update.delay_ms),
+            health_path: spec.health.path.clone().unwrap_or_default(),
+            health_interval: format_duration_ms(spec.health.interval_ms),
+            health_timeout: format_duration_ms(spec.health.timeout_ms),
+            healthy_threshold: spec.health.healthy_threshold.to_string(),
+            drain_timeout: format_duration_ms(spec.drain_timeout_ms),
+            deploy_timeout: format_duration_ms(spec.deploy_timeout_ms),
+        }
+    }
+}
+
+fn issue(field: impl Into<String>, message: impl Into<String>) -> FormIssue {
+    FormIssue {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+fn valid_volume_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+/// Rows the user filled in (an entirely empty row is ignored), with their
+/// index in the form.
+struct Rows {
+    /// Form row of each written list item.
+    ports: Vec<usize>,
+    volumes: Vec<usize>,
+    /// Form row of each environment variable name.
+    env: BTreeMap<String, usize>,
+}
+
+/// Checks the form the way a stack file is checked. `existing` is the service
+/// being edited (its settings the form does not show are kept); `others` are
+/// the other services of its stack (for shared ports, volumes, networks).
+pub fn check(
+    form: &ServiceForm,
+    existing: Option<&ServiceSpec>,
+    others: &[ServiceSpec],
+) -> FormCheck {
+    let mut errors = Vec::new();
+    let name = form.name.trim();
+    let stack_name = form.stack.trim();
+    if stack_name.is_empty() {
+        errors.push(issue("stack", "a service belongs to a stack; name one"));
+    }
+    if name.is_empty() {
+        errors.push(issue("name", "the service needs a name"));
+    }
+    let image = form.image.trim();
+    let tag = form.tag.trim();
+    if image.is_empty() {
+        errors.push(issue("image", "choose or type an image"));
+    } else if image.contains(char::is_whitespace) || image.contains('@') {
+        errors.push(issue(
+            "image",
+            format!("{image:?} is not an image repository"),
+        ));
+    } else if split_image(image).1 != "latest" || image.ends_with(":latest") {
+        errors.push(issue(
+            "image",
+            "write the repository only; the tag goes in the Tag field",
+        ));
+    }
+    if tag.is_empty() {
+        errors.push(issue("tag", "choose or type a tag"));
+    } else if tag.contains(|c: char| c.is_whitespace() || c == '/' || c == ':' || c == '@') {
+        errors.push(issue("tag", format!("{tag:?} is not an image tag")));
+    }
+
+    let base = existing
+        .cloned()
+        .unwrap_or_else(|| ServiceSpec::new(stack_name, name, ""));
+    let mut svc = compose::service(&base);
+    svc.set("image", Yaml::text(format!("{image}:{tag}")));
+    if form.command.trim().is_empty() {
+        svc.remove("command");
+    } else {
+        svc.set("command", Yaml::text(form.command.trim()));
+    }
+
+    let mut rows = Rows {
+        ports: Vec::new(),
+        volumes: Vec::new(),
+        env: BTreeMap::new(),
+    };
+    let mut env = Vec::new();
+    for (i, var) in form.env.iter().enumerate() {
+        let key = var.name.trim();
+        if key.is_empty() && var.value.is_empty() {
+            continue;
+        }
+        if key.is_empty() {
+            errors.push(issue(format!("env[{i}]"), "the variable needs a name"));
+        } else if key.contains(|c: char| c == '=' || c.is_whitespace()) {
+            errors.push(issue(
+                format!("env[{i}]"),
+                format!("{key:?} is not a variable name (no spaces or =)"),
+            ));
+        } else if rows.env.insert(key.to_string(), i).is_some() {
+            errors.push(issue(format!("env[{i}]"), format!("{key} is set twice")));
+        } else {
+            env.push((key.to_string(), Yaml::text(&var.value)));
+        }
+    }
+    if env.is_empty() {
+        svc.remove("environment");
+    } else {
+        svc.set("environment", Yaml::Map(env));
+    }
+
+    let mut ports = Vec::new();
+    for (i, p) in form.ports.iter().enumerate() {
+        let (host, container) = (p.host.trim(), p.container.trim());
+        if host.is_empty() && container.is_empty() {
+            continue;
+        }
+        rows.ports.push(i);
+        ports.push(Yaml::Map(vec![
+            ("target".into(), Yaml::text(container)),
+            ("published".into(), Yaml::text(host)),
+        ]));
+    }
+    if ports.is_empty() {
+        svc.remove("ports");
+    } else {
+        svc.set("ports", Yaml::List(ports));
+    }
+
+    let mut volumes = Vec::new();
+    let mut volume_names = BTreeSet::new();
+    for (i, v) in form.volumes.iter().enumerate() {
+        let (source, target) = (v.source.trim(), v.target.trim());
+        if source.is_empty() && target.is_empty() {
+            continue;
+        }
+        let field = format!("volumes[{i}]");
+        if source.is_empty() {
+            errors.push(issue(&field, "name a volume or an absolute host path"));
+            continue;
+        }
+        if !target.starts_with('/') {
+            errors.push(issue(
+                &field,
+                format!("the container path {target:?} must be absolute"),
+            ));
+            continue;
+        }
+        let kind = if source.starts_with('/') {
+            MountKind::Bind
+        } else if valid_volume_name(source) {
+            volume_names.insert(source.to_string());
+            MountKind::Volume
+        } else {
+            errors.push(issue(
+                &field,
+                format!("{source:?} is neither a volume name (letters, digits, _ . -) nor an absolute host path"),
+            ));
+            continue;
+        };
+        rows.volumes.push(i);
+        volumes.push(Yaml::Map(vec![
+            (
+                "type".into(),
+                Yaml::text(if kind == MountKind::Bind {
+                    "bind"
+                } else {
+                    "volume"
+                }),
+            ),
+            ("source".into(), Yaml::text(source)),
+            ("target".into(), Yaml::text(target)),
+            ("read_only".into(), Yaml::Plain(v.read_only.to_string())),
+        ]));
+    }
+    if volumes.is_empty() {
+        svc.remove("volumes");
+    } else {
+        svc.set("volumes", Yaml::List(volumes));
+    }
+
+    let order = match form.order {
+        UpdateOrder::StartFirst => "start-first",
+        UpdateOrder::StopFirst => "stop-first",
+    };
+    svc.set(
+        "deploy",
+        Yaml::Map(vec![
+            ("replicas".into(), Yaml::text(form.replicas.trim())),
+            (
+                "update_config".into(),
+                Yaml::Map(vec![
+                    ("parallelism".into(), Yaml::text(form.parallelism.trim())),
+                    ("delay".into(), Yaml::text(form.delay.trim())),
+                    ("order".into(), Yaml::text(order)),
+                ]),
+            ),
+        ]),
+    );
+    let strategy = match form.strategy {
+        Strategy::Rolling => "rolling",
+    };
+    let mut health = Vec::new();
+    if !form.health_path.trim().is_empty() {
+        health.push(("path".into(), Yaml::text(form.health_path.trim())));
+    }
+    health.push(("interval".into(), Yaml::text(form.health_interval.trim())));
+    health.push(("timeout".into(), Yaml::text(form.health_timeout.trim())));
+    health.push((
+        "healthy_threshold".into(),
+        Yaml::text(form.healthy_threshold.trim()),
+    ));
+    health.push((
+        "unhealthy_threshold".into(),
+        Yaml::Plain(base.health.unhealthy_threshold.to_string()),
+    ));
+    svc.set(
+        "x-changeover",
+        Yaml::Map(vec![
+            ("strategy".into(), Yaml::text(strategy)),
+            ("health".into(), Yaml::Map(health)),
+            (
+                "drain_timeout".into(),
+                Yaml::text(form.drain_timeout.trim()),
+            ),
+            (
+                "deploy_timeout".into(),
+                Yaml::text(form.deploy_timeout.trim()),
+            ),
+        ]),
+    );
+
+    if !errors.is_empty() {
+        return FormCheck {
+            spec: None,
+            errors,
+            warnings: Vec::new(),
+        };
+    }
+
+    // The stack as it would be with this service in it.
+    let mut stack = Stack::from_services(
+        stack_name,
+        others.iter().filter(|s| s.name != name).cloned().collect(),
+    );
+    for v in &volume_names {
+        if !stack.volumes.contains(v) {
+            stack.volumes.push(v.clone());
+        }
+    }
+    for n in &base.networks {
+        if n != "default" && !stack.networks.contains(n) {
+            stack.networks.push(n.clone());
+        }
+    }
+    let mut doc = compose::stack_yaml(&stack);
+    if let Some(services) = doc.entry_mut("services") {
+        services.set(name, svc);
+    }
+    let report = parse(&doc.write(), "form", None);
+    let prefix = format!("services.{name}");
+    let place = |i: &StackIssue| -> FormIssue {
+        FormIssue {
+            field: field_of(&i.key, &prefix, &rows),
+            message: if i.key.starts_with(&prefix) || i.key == "name" {
+                i.message.clone()
+            } else {
+                format!("{}: {}", i.key, i.message)
+            },
+        }
+    };
+    let errors: Vec<FormIssue> = report.errors.iter().map(place).collect();
+    let warnings = report.warnings.iter().map(place).collect();
+    let spec = match report.stack {
+        Some(s) if errors.is_empty() => s.services.into_iter().find(|s| s.name == name),
+        _ => None,
+    };
+    FormCheck {
+        spec,
+        errors,
+        warnings,
+    }
+}
+
+/// The form field a stack-file key came from.
+fn field_of(key: &str, prefix: &str, rows: &Rows) -> String {
+    if key == "name" {
+        return "stack".into();
+    }
+    if key == prefix {
+        return "name".into();
+    }
+    let Some(rest) = key.strip_prefix(prefix).and_then(|r| r.strip_prefix('.')) else {
+        return String::new();
+    };
+    let indexed = |rest: &str, list: &str, map: &[usize]| -> Option<(usize, String)> {
+        let inner = rest.strip_prefix(list)?.strip_prefix('[')?;
+        let (n, tail) = inner.split_once(']')?;
+        let row = *map.get(n.parse::<usize>().ok()?)?;
+        Some((row, tail.trim_start_matches('.').to_string()))
+    };
+    if let Some((row, tail)) = indexed(rest, "ports", &rows.ports) {
+        return match tail.as_str() {
+            "published" => format!("ports[{row}].host"),
+            "target" => format!("ports[{row}].container"),
+            _ => format!("ports[{row}]"),
+        };
+    }
+    if let Some((row, _)) = indexed(rest, "volumes", &rows.volumes) {
+        return format!("volumes[{row}]");
+    }
+    if let Some(var) = rest.strip_prefix("environment.") {
+        if let Some(row) = rows.env.get(var) {
+            return format!("env[{row}]");
+        }
+    }
+    match rest {
+        "image" => "tag",
+        "command" => "command",
+        "ports" => "ports",
+        "volumes" => "volumes",
+        "deploy.replicas" => "replicas",
+        "deploy.update_config.parallelism" => "parallelism",
+        "deploy.update_config.delay" => "delay",
+        "x-changeover.strategy" => "strategy",
+        "x-changeover.health.path" => "healthPath",
+        "x-changeover.health.interval" => "healthInterval",
+        "x-changeover.health.timeout" => "healthTimeout",
+        "x-changeover.health.healthy_threshold" => "healthyThreshold",
+        "x-changeover.drain_timeout" => "drainTimeout",
+        "x-changeover.deploy_timeout" => "deployTimeout",
+        _ => "",
+    }
+    .to_string()
+}
+
+impl Default for ServiceForm {
+    fn default() -> Self {
+        Self::blank("")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::{Mount, PortMapping};
+
+    fn web() -> ServiceSpec {
+        let mut s = ServiceSpec::new("shop", "web", "changeover-demo:v1");
+        s.ports.push(PortMapping {
+            host: 18080,
+            container: 8080,
+        });
+        s.labels.insert("team".into(), "shop".into());
+        s.health.path = Some("/health".into());
+        s.replicas = 3;
+        s
+    }
+
+    fn fields(check: &FormCheck) -> Vec<(String, String)> {
+        check
+            .errors
+            .iter()
+            .map(|e| (e.field.clone(), e.message.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn an_unchanged_form_gives_back_the_same_service() {
+        let spec = web();
+        let form = ServiceForm::from_spec(&spec);
+        let checked = check(&form, Some(&spec), &[]);
+        assert_eq!(checked.errors, vec![]);
+        assert_eq!(
+            checked.spec,
+            Some(spec),
+            "labels the form does not show are kept"
+        );
+    }
+
+    #[test]
+    fn a_new_service_reads_every_field() {
+        let mut form = ServiceForm::blank("shop");
+        form.name = "api".into();
+        form.image = "registry.local:5000/shop/api".into();
+        form.tag = "2.1".into();
+        form.command = "serve --port 9000 \"--motd=hello world\"".into();
+        form.env = vec![
+            FormEnvVar {
+                name: "MODE".into(),
+                value: "production".into(),
+            },
+            FormEnvVar::default(),
+        ];
+        form.ports = vec![FormPort {
+            host: "19000".into(),
+            container: "9000".into(),
+        }];
+        form.volumes = vec![
+            FormVolume {
+                source: "api-data".into(),
+                target: "/data".into(),
+                read_only: false,
+            },
+            FormVolume {
+                source: "/etc/ssl".into(),
+                target: "/ssl".into(),
+                read_only: true,
+            },
+        ];
+        form.replicas = "2".into();
+        form.order = UpdateOrder::StopFirst;
+        form.health_path = "/ready".into();
+        form.health_interval = "500ms".into();
+        let checked = check(&form, None, &[web()]);
+        assert_eq!(checked.errors, vec![]);
+        let spec = checked.spec.expect("a valid form gives a service");
+        assert_eq!(spec.image, "registry.local:5000/shop/api:2.1");
+        assert_eq!(
+            spec.command.as_deref(),
+            Some(
+                &[
+                    "serve".to_string(),
+                    "--port".into(),
+                    "9000".into(),
+                    "--motd=hello world".into()
+                ][..]
+            )
+        );
+        assert_eq!(spec.env.len(), 1, "an empty row is ignored");
+        assert_eq!(
+            spec.ports,
+            vec![PortMapping {
+                host: 19000,
+                container: 9000
+            }]
+        );
+        assert_eq!(
+            spec.mounts,
+            vec![
+                Mount {
+                    kind: MountKind::Volume,
+                    source: "api-data".into(),
+                    target: "/data".into(),
+                    read_only: false
+                },
+                Mount {
+                    kind: MountKind::Bind,
+                    source: "/etc/ssl".into(),
+                    target: "/ssl".into(),
+                    read_only: true
+                }
+            ]
+        );
+        assert_eq!(spec.replicas, 2);
+        assert_eq!(spec.update.order, UpdateOrder::StopFirst);
+        assert_eq!(spec.health.path.as_deref(), Some("/ready"));
+        assert_eq!(spec.health.interval_ms, 500);
+        assert_eq!(ServiceForm::from_spec(&spec).command, form.command);
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let spec = web();
+        let mut form = ServiceForm::from_spec(&spec);
+        form.ports = vec![
+            FormPort::default(),
+            FormPort {
+                host: "abc".into(),
+                container: "70000".into(),
+            },
+        ];
+        form.replicas = "-1".into();
+        form.health_interval = "soon".into();
+        form.health_path = "health".into();
+        form.drain_timeout = String::new();
+        let checked = check(&form, Some(&spec), &[]);
+        assert_eq!(checked.spec, None);
+        let got = fields(&checked);
+        let named: Vec<&str> = got.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(
+            named,
+            vec![
+                "ports[1].container",
+                "ports[1].host",
+                "replicas",
+                "healthPath",
+                "healthInterval",
+                "drainTimeout"
+            ],
+            "{got:?}"
+        );
+        assert!(
+            got[1]
+                .1
+                .contains("\"abc\" is not a whole number from 1 to 65535"),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn names_images_env_and_volumes_are_checked_before_anything_else() {
+        let mut form = ServiceForm::blank("Shop!");
+        form.name = "web".into();
+        form.image = "app:v1".into();
+        form.env = vec![
+            FormEnvVar {
+                name: String::new(),
+                value: "x".into(),
+            },
+            FormEnvVar {
+                name: "A B".into(),
+                value: "x".into(),
+            },
+        ];
+        form.volumes = vec![FormVolume {
+            source: "my data".into(),
+            target: "data".into(),
+            read_only: false,
+        }];
+        let got = fields(&check(&form, None, &[]));
+        let named: Vec<&str> = got.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(
+            named,
+            vec!["image", "tag", "env[0]", "env[1]", "volumes[0]"],
+            "{got:?}"
+        );
+
+        form.image = "app".into();
+        form.tag = "v1".into();
+        form.env.clear();
+        form.volumes.clear();
+        let got = fields(&check(&form, None, &[]));
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].0, "stack");
+        assert!(got[0].1.contains("is not a stack name"), "{got:?}");
+    }
+
+    #[test]
+    fn a_host_port_of_another_service_in_the_stack_is_refused() {
+        let mut form = ServiceForm::blank("shop");
+        form.name = "api".into();
+        form.image = "app".into();
+        form.tag = "v1".into();
+        form.ports = vec![FormPort {
+            host: "18080".into(),
+            container: "80".into(),
+        }];
+        let got = fields(&check(&form, None, &[web()]));
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].0, "ports");
+        assert!(
+            got[0].1.contains("already used by service `web`"),
+            "{got:?}"
+        );
+    }
+}
