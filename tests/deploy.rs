@@ -461,3 +461,65 @@ fn a_rollout_killed_mid_way_is_undone_by_rollback_with_no_orphans() {
         counted.failures
     );
 }
+
+#[test]
+fn an_exported_stack_deploys_back_to_the_same_release() {
+    let _edge = shared_edge();
+    let port = free_port();
+    let extra = "      update_config: {order: stop-first, delay: 1500ms}\n";
+    let stack = TestStack::new("export", &web(port, "v1", 1, extra), &[port]);
+    let svc = format!("{}/web", stack.name);
+    ok(
+        &changeover(&["stack", "deploy", "-f", &stack.file()], &[]),
+        "deploy",
+    );
+    let out = changeover(&["stack", "export", &stack.name], &[]);
+    ok(&out, "export to stdout");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let exported = changeover_core::stack::parse(&text, "export.yml", None)
+        .stack
+        .expect("the export is a valid stack");
+    let record: changeover_core::service::ServiceSpec =
+        serde_json::from_value(inspect(&svc)["record"]["spec"].clone()).unwrap();
+    assert_eq!(exported.services, vec![record], "{text}");
+
+    let file = stack.dir.path().join("exported.yml").display().to_string();
+    ok(
+        &changeover(&["stack", "export", &stack.name, "-o", &file], &[]),
+        "export to a file",
+    );
+    std::fs::write(&file, "keep me\n").unwrap();
+    let again = changeover(&["stack", "export", &stack.name, "-o", &file], &[]);
+    assert!(!again.status.success());
+    assert!(
+        stderr(&again).contains("exists already"),
+        "{}",
+        stderr(&again)
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me\n");
+    ok(
+        &changeover(
+            &["stack", "export", &stack.name, "-o", &file, "--force"],
+            &[],
+        ),
+        "export over the file with --force",
+    );
+
+    ok(
+        &changeover(&["stack", "deploy", "-f", &file], &[]),
+        "deploy the exported file",
+    );
+    let releases = inspect(&svc)["record"]["releases"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(releases, 1, "the same definition makes no new release");
+
+    let missing = changeover(&["stack", "export", "t-no-such-stack"], &[]);
+    assert!(!missing.status.success());
+    assert!(
+        stderr(&missing).contains("no stack"),
+        "{}",
+        stderr(&missing)
+    );
+}

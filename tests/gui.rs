@@ -371,6 +371,170 @@ fn the_sample_stack_deploys_rolls_to_v2_and_back_with_a_live_timeline() {
         Duration::from_secs(10),
         "the release history shows release 1 live and release 2 superseded",
     );
+
+    services_are_created_edited_and_exported_in_forms(&gui, &daemon.host());
     drop(gui);
     drop(daemon);
+}
+
+/// Types `value` into the input `css` the way a person would replace its text.
+fn fill(gui: &Gui, css: &str, value: &str) {
+    gui.js(&format!(
+        "const e = document.querySelector({}); e.value = {}; e.dispatchEvent(new Event('input', {{bubbles: true}})); return e.value",
+        json!(css),
+        json!(value)
+    ));
+}
+
+fn field_errors(gui: &Gui) -> serde_json::Value {
+    gui.js("return [...document.querySelectorAll('[data-testid=field-error]')].map(e => e.dataset.field + ': ' + e.textContent)")
+}
+
+/// The form path on the sandbox's daemon (the demo images are there): a bad
+/// port is refused on its field and creates nothing; a good form creates a
+/// service; Edit changes it as a new release; Export writes a Compose file
+/// that reads back into the same service.
+fn services_are_created_edited_and_exported_in_forms(gui: &Gui, host: &str) {
+    gui.click("[data-testid=new-service]");
+    gui.wait_js(
+        "return document.querySelector('[data-testid=service-editor]')",
+        Duration::from_secs(10),
+        "the new-service form opens",
+    );
+    fill(gui, "[data-testid=form-stack]", "shop");
+    fill(gui, "[data-testid=form-name]", "api");
+    fill(gui, "[data-testid=form-image]", "changeover-demo");
+    fill(gui, "[data-testid=form-tag]", "v2");
+    gui.click("[data-testid=add-port]");
+    fill(gui, "[data-testid=port-host]", "abc");
+    fill(gui, "[data-testid=port-container]", "8080");
+    fill(gui, "[data-testid=form-health-path]", "/health");
+    gui.click("[data-testid=form-submit]");
+    let errors = gui.wait_js(
+        "const e = [...document.querySelectorAll('[data-testid=field-error]')]; return e.length ? e.map(x => x.dataset.field + ': ' + x.textContent) : null",
+        Duration::from_secs(15),
+        "the bad port is named on its field",
+    );
+    assert_eq!(
+        errors,
+        json!(["ports[0].host: \"abc\" is not a whole number from 1 to 65535"]),
+    );
+    let rows = gui.js("return document.querySelectorAll('[data-testid=service-row]').length");
+    assert_eq!(rows, json!(1), "a refused form creates nothing");
+
+    let port = changeover_tests::free_port();
+    fill(gui, "[data-testid=port-host]", &port.to_string());
+    fill(gui, "[data-testid=form-replicas]", "2");
+    gui.click("[data-testid=form-submit]");
+    wait_done(gui, 1, "the new service is created from the form");
+    gui.wait_js(
+        &slots_are("1:routed,1:routed"),
+        Duration::from_secs(10),
+        "two routed containers of shop/api",
+    );
+    // The private daemon has its own network namespace: ask from the edge.
+    docker_at(
+        Some(host),
+        &[
+            "exec",
+            "changeover-edge",
+            "/changeover-edge",
+            "probe",
+            &format!("http://127.0.0.1:{port}/health"),
+        ],
+    );
+
+    // Edit: one more replica and a variable; a new release rolls out.
+    gui.click("[data-testid=edit-service]");
+    gui.wait_js(
+        "const n = document.querySelector('[data-testid=form-name]'); return n && n.disabled && n.value === 'api' || null",
+        Duration::from_secs(10),
+        "the edit form opens with the service's settings",
+    );
+    assert_eq!(field_errors(gui), json!([]));
+    fill(gui, "[data-testid=form-replicas]", "3");
+    gui.click("[data-testid=add-env]");
+    fill(gui, "[data-testid=env-name]", "MODE");
+    fill(gui, "[data-testid=env-value]", "edited in the form");
+    gui.screenshot(&workspace().join("docs/screenshots/service-form.png"));
+    gui.click("[data-testid=form-submit]");
+    wait_done(gui, 2, "the edited service rolls out as release 2");
+    gui.wait_js(
+        &slots_are("2:routed,2:routed,2:routed"),
+        Duration::from_secs(10),
+        "three routed containers of release 2",
+    );
+
+    // Export, save, and refuse to overwrite without asking.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shop.yml");
+    gui.click("[data-testid=export-button]");
+    let yaml = gui.wait_js(
+        "const p = document.querySelector('[data-testid=export-yaml]'); return p && p.textContent",
+        Duration::from_secs(10),
+        "the stack is shown as Compose",
+    );
+    assert!(
+        yaml.as_str().unwrap().contains("edited in the form"),
+        "{yaml}"
+    );
+    fill(
+        gui,
+        "[data-testid=export-path]",
+        &path.display().to_string(),
+    );
+    gui.click("[data-testid=export-save]");
+    gui.wait_js(
+        "return document.querySelector('[data-testid=export-saved]')",
+        Duration::from_secs(10),
+        "the file is saved",
+    );
+    gui.click("[data-testid=export-save]");
+    gui.wait_js(
+        "return document.querySelector('[data-testid=export-replace]')",
+        Duration::from_secs(10),
+        "saving again asks before replacing the file",
+    );
+    let text = std::fs::read_to_string(&path).unwrap();
+    let report = changeover_core::stack::parse(&text, "shop.yml", None);
+    let stack = report.stack.expect("the exported file is a valid stack");
+    let api = &stack.services[0];
+    assert_eq!(
+        (
+            stack.name.as_str(),
+            api.name.as_str(),
+            api.image.as_str(),
+            api.replicas
+        ),
+        ("shop", "api", "changeover-demo:v2", 3)
+    );
+    assert_eq!(
+        api.env.get("MODE").map(String::as_str),
+        Some("edited in the form")
+    );
+    assert_eq!(api.ports[0].host, port);
+    gui.click("[data-testid=export-close]");
+
+    // A new service may not take the name of one that exists.
+    gui.click("[data-testid=new-service]");
+    gui.wait_js(
+        "const n = document.querySelector('[data-testid=form-name]'); return n && !n.disabled || null",
+        Duration::from_secs(10),
+        "a blank form opens",
+    );
+    fill(gui, "[data-testid=form-stack]", "shop");
+    fill(gui, "[data-testid=form-name]", "api");
+    fill(gui, "[data-testid=form-image]", "changeover-demo");
+    fill(gui, "[data-testid=form-tag]", "v1");
+    gui.click("[data-testid=form-submit]");
+    let errors = gui.wait_js(
+        "const e = [...document.querySelectorAll('[data-testid=field-error]')]; return e.length ? e.map(x => x.dataset.field + ': ' + x.textContent) : null",
+        Duration::from_secs(15),
+        "the name clash is named on its field",
+    );
+    assert_eq!(
+        errors,
+        json!(["name: shop/api already exists; open it and press Edit to change it"])
+    );
+    gui.click("[data-testid=form-cancel]");
 }

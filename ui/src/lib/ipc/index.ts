@@ -3,10 +3,12 @@
 import { Channel, invoke } from "@tauri-apps/api/core";
 import { listen, type UnlistenFn } from "@tauri-apps/api/event";
 import type { EnvironmentView } from "./generated/EnvironmentView";
+import type { FormCheck } from "./generated/FormCheck";
 import type { LiveUpdate } from "./generated/LiveUpdate";
 import type { Problem } from "./generated/Problem";
 import type { RolloutEvent } from "./generated/RolloutEvent";
 import type { RolloutOutcome } from "./generated/RolloutOutcome";
+import type { ServiceForm } from "./generated/ServiceForm";
 import type { ServiceView } from "./generated/ServiceView";
 
 export type { ConnectionState } from "./generated/ConnectionState";
@@ -39,6 +41,12 @@ export type { RolloutOutcome } from "./generated/RolloutOutcome";
 export type { ServiceView } from "./generated/ServiceView";
 export type { SlotPhase } from "./generated/SlotPhase";
 export type { SlotTimings } from "./generated/SlotTimings";
+export type { FormCheck } from "./generated/FormCheck";
+export type { FormEnvVar } from "./generated/FormEnvVar";
+export type { FormIssue } from "./generated/FormIssue";
+export type { FormPort } from "./generated/FormPort";
+export type { FormVolume } from "./generated/FormVolume";
+export type { ServiceForm } from "./generated/ServiceForm";
 
 /** Every environment with its state and last inventory. */
 export function environments(): Promise<EnvironmentView[]> {
@@ -89,6 +97,47 @@ export function rollback(env: string, service: string, onEvent: (e: RolloutEvent
 /** Deploys the sample stack; resolves to the port it answers on. */
 export function trySandbox(env: string, onEvent: (e: RolloutEvent) => void): Promise<number> {
   return invoke<number>("try_sandbox", { env, onEvent: channel(onEvent) }).catch((e: unknown) => {
+    throw toProblem(e);
+  });
+}
+
+/** The form for editing STACK/SERVICE, or a blank one for a new service in STACK. */
+export function serviceForm(env: string, name: string): Promise<ServiceForm> {
+  return invoke<ServiceForm>("service_form", { env, name }).catch((e: unknown) => {
+    throw toProblem(e);
+  });
+}
+
+/** Checks a service form; changes nothing. */
+export function checkServiceForm(env: string, form: ServiceForm): Promise<FormCheck> {
+  return invoke<FormCheck>("check_service_form", { env, form }).catch((e: unknown) => {
+    throw toProblem(e);
+  });
+}
+
+/** Creates or changes the service a form describes; progress arrives on `onEvent`. */
+export function deployServiceForm(
+  env: string,
+  form: ServiceForm,
+  onEvent: (e: RolloutEvent) => void,
+): Promise<RolloutOutcome> {
+  return invoke<RolloutOutcome>("deploy_service_form", { env, form, onEvent: channel(onEvent) }).catch(
+    (e: unknown) => {
+      throw toProblem(e);
+    },
+  );
+}
+
+/** A stack's services as a Compose file. */
+export function exportStack(env: string, stack: string): Promise<string> {
+  return invoke<string>("export_stack", { env, stack }).catch((e: unknown) => {
+    throw toProblem(e);
+  });
+}
+
+/** Writes text to a file (`~/` allowed); resolves to the full path written. */
+export function saveStackFile(path: string, text: string, replace: boolean): Promise<string> {
+  return invoke<string>("save_stack_file", { path, text, replace }).catch((e: unknown) => {
     throw toProblem(e);
   });
 }
