@@ -132,7 +132,9 @@ pub enum SlotPhase {
 #[serde(rename_all = "camelCase")]
 #[ts(export)]
 pub struct SlotTimings {
-    /// From the slot's start to its old container stopped.
+    /// From the slot's start until the next slot may start: its new
+    /// container routed (start-first; the old one then drains and stops
+    /// while the rollout goes on) or, stop-first, the old one stopped first.
     #[ts(type = "number")]
     pub total_ms: u64,
     /// Docker create + start, until the process runs.
@@ -141,7 +143,8 @@ pub struct SlotTimings {
     /// From running to the first passing health check.
     #[ts(type = "number")]
     pub health_ms: u64,
-    /// Everything else: routing, draining, stopping the old container.
+    /// Everything else: routing, and for stop-first draining and stopping
+    /// the old container.
     #[ts(type = "number")]
     pub overhead_ms: u64,
 }
@@ -751,20 +754,44 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
         let routed = self.routed_ids(spec).await.map_err(unreadable)?;
         let slots: Vec<u32> = (0..spec.replicas).collect();
         let mut timings = Vec::new();
+        // Start-first: once a slot's new container is routed, its old one
+        // only drains and stops. That runs while the next group starts (the
+        // old container gets no new request any more, so capacity holds),
+        // and every retirement has finished before this returns, failed or
+        // not: a restore never races a stop.
+        let mut retiring = Vec::new();
+        let mut failure = None;
         for (i, group) in slots
             .chunks(spec.update.parallelism.max(1) as usize)
             .enumerate()
         {
-            if i > 0 && spec.update.delay_ms > 0 {
-                tokio::time::sleep(Duration::from_millis(spec.update.delay_ms)).await;
-            }
-            let results = futures_util::future::join_all(group.iter().map(|slot| {
-                self.converge_slot(release, *slot, &observed, &routed, discard, started)
-            }))
-            .await;
+            let step = async {
+                if i > 0 && spec.update.delay_ms > 0 {
+                    tokio::time::sleep(Duration::from_millis(spec.update.delay_ms)).await;
+                }
+                futures_util::future::join_all(group.iter().map(|slot| {
+                    self.converge_slot(release, *slot, &observed, &routed, discard, started)
+                }))
+                .await
+            };
+            let previous = futures_util::future::join_all(std::mem::take(&mut retiring));
+            let (results, _) = futures_util::future::join(step, previous).await;
             for r in results {
-                timings.push(r?);
+                match r {
+                    Ok((t, olds)) => {
+                        timings.push(t.clone());
+                        retiring.push(Box::pin(self.finish_slot(spec, olds, discard, started, t)));
+                    }
+                    Err(f) => failure = failure.or(Some(f)),
+                }
             }
+            if failure.is_some() {
+                break;
+            }
+        }
+        futures_util::future::join_all(retiring).await;
+        if let Some(f) = failure {
+            return Err(f);
         }
         // Slots beyond the replica count: drain and stop whatever runs there.
         for c in observed.iter().filter(|c| c.slot >= spec.replicas) {
@@ -810,7 +837,7 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
         routed: &BTreeSet<String>,
         discard: &BTreeSet<u32>,
         started: Instant,
-    ) -> Result<SlotTimings, SlotFailure> {
+    ) -> Result<(SlotTimings, SlotRetirement), SlotFailure> {
         let spec = &release.spec;
         let n = release.number;
         let slot_started = Instant::now();
@@ -837,20 +864,20 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
                 && others.is_empty()
                 && (spec.ports.is_empty() || routed.contains(&c.name));
             if up_to_date {
-                self.slot_event(
-                    slot,
-                    n,
-                    SlotPhase::Done,
-                    started,
-                    Some("already up to date".into()),
-                    None,
-                );
-                return Ok(SlotTimings {
-                    total_ms: 0,
-                    start_ms: 0,
-                    health_ms: 0,
-                    overhead_ms: 0,
-                });
+                return Ok((
+                    SlotTimings {
+                        total_ms: 0,
+                        start_ms: 0,
+                        health_ms: 0,
+                        overhead_ms: 0,
+                    },
+                    SlotRetirement {
+                        slot,
+                        release: n,
+                        olds: Vec::new(),
+                        detail: Some("already up to date".into()),
+                    },
+                ));
             }
         }
         // Stop-first: retire the old container before starting the new one.
@@ -1009,11 +1036,8 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
             }
             self.slot_event(slot, n, SlotPhase::Routed, started, None, None);
         }
-        // Start-first: now the old container of this slot goes.
-        if spec.update.order == UpdateOrder::StartFirst {
-            self.retire_slot(spec, slot, &others, discard, started)
-                .await;
-        }
+        // Start-first: the old container of this slot goes next, while the
+        // rollout moves on (see `converge`).
         let total_ms = slot_started.elapsed().as_millis() as u64;
         let timings = SlotTimings {
             total_ms,
@@ -1021,15 +1045,44 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
             health_ms,
             overhead_ms: total_ms.saturating_sub(start_ms + health_ms),
         };
+        let olds = if spec.update.order == UpdateOrder::StartFirst {
+            others.into_iter().cloned().collect()
+        } else {
+            Vec::new()
+        };
+        Ok((
+            timings,
+            SlotRetirement {
+                slot,
+                release: n,
+                olds,
+                detail: None,
+            },
+        ))
+    }
+
+    /// Retires what a converged slot replaced, then marks the slot done.
+    async fn finish_slot(
+        &self,
+        spec: &ServiceSpec,
+        retirement: SlotRetirement,
+        discard: &BTreeSet<u32>,
+        started: Instant,
+        timings: SlotTimings,
+    ) {
+        let olds: Vec<&SlotContainer> = retirement.olds.iter().collect();
+        self.retire_slot(spec, retirement.slot, &olds, discard, started)
+            .await;
+        // A slot that was already up to date did no work worth timing.
+        let timings = retirement.detail.is_none().then_some(timings);
         self.slot_event(
-            slot,
-            n,
+            retirement.slot,
+            retirement.release,
             SlotPhase::Done,
             started,
-            None,
-            Some(timings.clone()),
+            retirement.detail,
+            timings,
         );
-        Ok(timings)
     }
 
     /// Retires the other containers of a slot, saying so on the timeline.
@@ -1139,6 +1192,15 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
             }
         }
     }
+}
+
+/// What is left of a converged slot: the containers it replaced, to drain
+/// and stop before the slot is done.
+struct SlotRetirement {
+    slot: u32,
+    release: u32,
+    olds: Vec<SlotContainer>,
+    detail: Option<String>,
 }
 
 /// The stored record of `stack/service` on an edge and its revision (0: none

@@ -399,8 +399,12 @@ async fn rolling_replaces_slot_by_slot_and_never_drops_capacity() {
         );
     }
     assert!(
-        pos("stop s-web-r1-s0") < pos("create s-web-r2-s1"),
-        "with parallelism 1, slot 1 starts after slot 0 is done"
+        pos("route s-web-r2-s0") < pos("create s-web-r2-s1"),
+        "with parallelism 1, slot 1 starts once slot 0's new container is routed"
+    );
+    assert!(
+        pos("stop s-web-r1-s0") < pos("create s-web-r2-s2"),
+        "an old container's stop overlaps the next slot only, never two: {ops:?}"
     );
     assert!(
         fake.world().min_routed.unwrap() >= 3,

@@ -5,7 +5,9 @@
  */
 export type SlotTimings = { 
 /**
- * From the slot's start to its old container stopped.
+ * From the slot's start until the next slot may start: its new
+ * container routed (start-first; the old one then drains and stops
+ * while the rollout goes on) or, stop-first, the old one stopped first.
  */
 totalMs: number, 
 /**
@@ -17,6 +19,7 @@ startMs: number,
  */
 healthMs: number, 
 /**
- * Everything else: routing, draining, stopping the old container.
+ * Everything else: routing, and for stop-first draining and stopping
+ * the old container.
  */
 overheadMs: number, };
