@@ -523,3 +523,72 @@ fn an_exported_stack_deploys_back_to_the_same_release() {
         stderr(&missing)
     );
 }
+
+#[test]
+fn a_docker_healthcheck_gates_the_rollout_and_stop_first_stops_before_it_starts() {
+    let _edge = shared_edge();
+    let port = free_port();
+    // No edge HTTP check here (a TCP connect passes at once): only the
+    // HEALTHCHECK the daemon runs inside the container decides.
+    let body = format!(
+        r#"services:
+  web:
+    image: changeover-demo:v1
+    ports: ["{port}:8080"]
+    labels: {{dev.changeover.test: "1"}}
+    healthcheck:
+      test: ["CMD", "/changeover-edge", "probe", "http://127.0.0.1:8080/health"]
+      interval: 500ms
+      timeout: 1s
+      retries: 2
+    deploy:
+      replicas: 2
+      update_config: {{order: stop-first}}
+    x-changeover:
+      drain_timeout: 2s
+      deploy_timeout: 8s
+"#
+    );
+    let stack = TestStack::new("dockerhealth", &body, &[port]);
+    let svc = format!("{}/web", stack.name);
+    ok(
+        &changeover(&["stack", "deploy", "-f", &stack.file()], &[]),
+        "deploy v1",
+    );
+    let view = inspect(&svc);
+    let health: Vec<&str> = view["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["health"].as_str())
+        .collect();
+    assert_eq!(health, vec!["healthy", "healthy"], "{view}");
+
+    let out = changeover(&["service", "deploy", &svc, "--tag", "v2"], &[]);
+    ok(&out, "deploy v2 stop-first");
+    let err = stderr(&out);
+    let at = |line: &str| {
+        err.find(line)
+            .unwrap_or_else(|| panic!("{line:?} in the progress:\n{err}"))
+    };
+    for slot in 0..2 {
+        assert!(
+            at(&format!("slot {slot} r1: old stopped")) < at(&format!("slot {slot} r2: creating")),
+            "stop-first: slot {slot}'s old container stops before the new one is created:\n{err}"
+        );
+    }
+    assert_eq!(running_releases(&svc), vec![2, 2]);
+
+    let out = changeover(&["service", "deploy", &svc, "--tag", "v3-unhealthy"], &[]);
+    assert!(
+        !out.status.success(),
+        "a failing HEALTHCHECK fails the deploy"
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains("Docker health check"),
+        "says which check failed:\n{err}"
+    );
+    assert!(err.contains("back on release 2"), "{err}");
+    assert_eq!(running_releases(&svc), vec![2, 2]);
+}
