@@ -373,6 +373,7 @@ fn the_sample_stack_deploys_rolls_to_v2_and_back_with_a_live_timeline() {
     );
 
     services_are_created_edited_and_exported_in_forms(&gui, &daemon.host());
+    an_interrupted_rollout_is_offered_to_finish(&gui, &daemon.host());
     drop(gui);
     drop(daemon);
 }
@@ -537,4 +538,90 @@ fn services_are_created_edited_and_exported_in_forms(gui: &Gui, host: &str) {
         json!(["name: shop/api already exists; open it and press Edit to change it"])
     );
     gui.click("[data-testid=form-cancel]");
+}
+
+/// A CLI killed mid-rollout on the same daemon: the window says so and
+/// finishes the rollout when asked.
+fn an_interrupted_rollout_is_offered_to_finish(gui: &Gui, host: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("slow.yml");
+    let port = changeover_tests::free_port();
+    std::fs::write(
+        &file,
+        format!(
+            r#"name: slow
+services:
+  web:
+    image: changeover-demo:v1
+    ports: ["{port}:8080"]
+    deploy:
+      replicas: 2
+      update_config: {{delay: 3s}}
+    x-changeover:
+      health: {{path: /health, interval: 500ms}}
+"#
+        ),
+    )
+    .unwrap();
+    let env = [("DOCKER_HOST", host)];
+    let out = changeover_tests::changeover(
+        &["stack", "deploy", "-f", &file.display().to_string()],
+        &env,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut child =
+        changeover_tests::changeover_cmd(&["service", "deploy", "slow/web", "--tag", "v2"], &env)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+    changeover_tests::wait_for(Duration::from_secs(30), || {
+        let ps = docker_at(
+            Some(host),
+            &[
+                "ps",
+                "-a",
+                "--filter",
+                "label=dev.changeover.stack=slow",
+                "--format",
+                "{{.Names}}={{.State}}",
+            ],
+        );
+        (ps.contains("slow-web-r2-s0=running") && ps.contains("slow-web-r1-s0=exited"))
+            .then_some(())
+    })
+    .expect("slot 0 moves to release 2");
+    child.kill().unwrap(); // SIGKILL, between two slots
+    child.wait().unwrap();
+
+    gui.wait_js(
+        "return document.querySelector('[data-testid=service-row][data-name=\"slow/web\"]')",
+        Duration::from_secs(10),
+        "the slow stack is listed",
+    );
+    gui.click("[data-testid=service-row][data-name=\"slow/web\"]");
+    let banner = gui.wait_js(
+        "const b = document.querySelector('[data-testid=interrupted]'); return b && b.textContent",
+        // Well under the lock's 15 s expiry: a killed client on this
+        // machine is recognised at once.
+        Duration::from_secs(10),
+        "the window says the rollout was interrupted",
+    );
+    assert!(banner.as_str().unwrap().contains("release 2"), "{banner}");
+    gui.click("[data-testid=finish-rollout]");
+    wait_done(
+        gui,
+        2,
+        "the interrupted rollout is finished from the window",
+    );
+    gui.wait_js(
+        &slots_are("2:routed,2:routed"),
+        Duration::from_secs(10),
+        "both slots run release 2",
+    );
+    let left = gui.js("return document.querySelector('[data-testid=interrupted]') === null");
+    assert_eq!(left, json!(true), "the banner is gone");
 }

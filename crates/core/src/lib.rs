@@ -10,6 +10,10 @@
 //!   updates that change them.
 //! - [`stack`]: Compose stack files read into service definitions, with
 //!   every problem located by file, line and key.
+//! - [`compose`]: service definitions written back as a Compose file that
+//!   reads into the same definitions.
+//! - [`form`]: the GUI's service form, checked by the stack-file rules with
+//!   each problem placed on its field.
 //! - [`service`]: service definitions, releases and the record of a service
 //!   kept on its environment.
 //! - [`rollout`]: rollouts as per-slot reconciliations (start-first, health

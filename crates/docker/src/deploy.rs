@@ -459,7 +459,9 @@ async fn service_view(docker: &Docker, edge: &Edge, name: &str) -> Result<Servic
         })
         .await?
     {
-        Response::LockHeld { holder } => Some(holder),
+        // A holder on this machine whose process is gone holds nothing: the
+        // rollout it ran is interrupted, and the next one takes over at once.
+        Response::LockHeld { holder } if !owner_gone(&holder.owner) => Some(holder),
         _ => None,
     };
     let port_count = record.spec.ports.len();
