@@ -47,6 +47,7 @@ unit:
 	$(CARGO) test --workspace --lib --bins
 
 integration: app
+	$(CARGO) test -p changeover-edge --test proxy
 	$(CARGO) test -p changeover-tests --test live --test cli --test deploy
 
 gui: app

@@ -1,0 +1,273 @@
+//! The edge binary as a process on loopback, with `demo` processes as its
+//! targets: what clients see through it (HTTP/1.1 and h2c), a target that
+//! dies between two health checks, and drains with requests in flight.
+//! No Docker here: these are the proxy's own behaviours; the deploy tests
+//! exercise it inside its container.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_changeover-edge");
+
+fn free_port() -> u16 {
+    TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap()
+}
+
+/// A child process killed when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Edge {
+    state: tempfile::TempDir,
+    _proc: Proc,
+    port: u16,
+}
+
+impl Edge {
+    /// An edge with one route on a free port; `health_interval_ms` paces its
+    /// active checks, `drain_timeout_ms` bounds drains.
+    fn start(health_interval_ms: u64, drain_timeout_ms: u64) -> Edge {
+        let state = tempfile::tempdir().unwrap();
+        let child = Command::new(BIN)
+            .args(["serve", "--state"])
+            .arg(state.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut edge = Edge {
+            state,
+            _proc: Proc(child),
+            port: free_port(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while edge.try_ctl(&json!({"op": "hello"})).is_none() {
+            assert!(Instant::now() < deadline, "the edge answers on its socket");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let port = edge.port;
+        edge.ctl(&json!({"op": "route-set", "route": {
+            "port": port,
+            "service": "t/web",
+            "health": {"path": "/health", "intervalMs": health_interval_ms, "timeoutMs": 500,
+                       "healthyThreshold": 1, "unhealthyThreshold": 3},
+            "drainTimeoutMs": drain_timeout_ms,
+        }}));
+        edge.port = port;
+        edge
+    }
+
+    fn try_ctl(&self, request: &Value) -> Option<Value> {
+        let out = Command::new(BIN)
+            .arg("ctl")
+            .arg(request.to_string())
+            .arg("--state")
+            .arg(self.state.path())
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).ok())
+            .flatten()
+    }
+
+    fn ctl(&self, request: &Value) -> Value {
+        let answer = self.try_ctl(request).expect("the edge answers");
+        assert_ne!(answer["result"], "error", "{request} -> {answer}");
+        answer
+    }
+
+    /// Starts a demo target answering `version` and adds it as `id`.
+    fn add_demo(&self, id: &str, version: &str, release: u32) -> Proc {
+        let port = free_port();
+        let demo = Proc(
+            Command::new(BIN)
+                .args(["demo", "--version", version, "--listen"])
+                .arg(format!("127.0.0.1:{port}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let answer = self.ctl(&json!({"op": "target-add", "port": self.port,
+            "target": {"id": id, "addr": format!("127.0.0.1:{port}"), "release": release},
+            "waitHealthyMs": 10_000}));
+        assert_eq!(answer["target"]["state"], "healthy", "{answer}");
+        demo
+    }
+}
+
+/// `(status, release header, body)` of a GET through the edge.
+async fn get(
+    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>,
+    port: u16,
+    path: &str,
+) -> (u16, String, String, hyper::Version) {
+    let res = client
+        .get(format!("http://127.0.0.1:{port}{path}").parse().unwrap())
+        .await
+        .expect("the edge answers");
+    let status = res.status().as_u16();
+    let version = res.version();
+    let release = res
+        .headers()
+        .get("x-changeover-release")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        release,
+        String::from_utf8_lossy(&body).to_string(),
+        version,
+    )
+}
+
+fn http1() -> Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_and_h2c_clients_are_served_by_healthy_targets_in_turn() {
+    let edge = Edge::start(500, 5_000);
+    let _a = edge.add_demo("a", "va", 1);
+    let _b = edge.add_demo("b", "vb", 2);
+    let client = http1();
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let (status, release, body, version) = get(&client, edge.port, "/").await;
+        assert_eq!((status, version), (200, hyper::Version::HTTP_11));
+        assert!(
+            body.starts_with(if release == "1" { "va" } else { "vb" }),
+            "{release} {body}"
+        );
+        seen.push(release);
+    }
+    seen.sort();
+    assert_eq!(seen, vec!["1", "1", "2", "2"], "round robin over both");
+
+    let h2 = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Empty<Bytes>>();
+    let (status, _, body, version) = get(&h2, edge.port, "/").await;
+    assert_eq!(
+        (status, version),
+        (200, hyper::Version::HTTP_2),
+        "h2c with prior knowledge"
+    );
+    assert!(body.starts_with('v'), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_that_dies_between_health_checks_costs_no_request() {
+    // Checks every 30 s: only passive detection can notice the dead target.
+    let edge = Edge::start(30_000, 5_000);
+    let _a = edge.add_demo("a", "va", 1);
+    let b = edge.add_demo("b", "vb", 2);
+    drop(b); // SIGKILL: its port now refuses connections
+    let client = http1();
+    for i in 0..20 {
+        let (status, release, _, _) = get(&client, edge.port, "/").await;
+        assert_eq!(
+            (status, release.as_str()),
+            (200, "1"),
+            "request {i} is retried on a"
+        );
+    }
+    let routes = edge.ctl(&json!({"op": "routes", "service": "t/web"}));
+    let b_state = routes["routes"][0]["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == "b")
+        .map(|t| t["state"].clone());
+    assert_eq!(b_state, Some(json!("unhealthy")), "{routes}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_lets_in_flight_requests_finish_and_sends_no_new_ones() {
+    let edge = Edge::start(500, 10_000);
+    let _a = edge.add_demo("a", "va", 1);
+    let _b = edge.add_demo("b", "vb", 2);
+    let port = edge.port;
+    // Two slow requests: round robin puts one on each target.
+    let slow: Vec<_> = (0..2)
+        .map(|_| {
+            tokio::spawn(async move {
+                let r = get(&http1(), port, "/?sleep=1500").await;
+                (r, Instant::now())
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let state = edge.state.path().to_path_buf();
+    let drain = tokio::task::spawn_blocking(move || {
+        let out = Command::new(BIN)
+            .arg("ctl")
+            .arg(json!({"op": "target-drain", "port": port, "id": "a"}).to_string())
+            .arg("--state")
+            .arg(&state)
+            .output()
+            .unwrap();
+        (
+            serde_json::from_slice::<Value>(&out.stdout).unwrap(),
+            Instant::now(),
+        )
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // While a drains, every new request goes to b.
+    let client = http1();
+    for i in 0..5 {
+        let (status, release, _, _) = get(&client, port, "/").await;
+        assert_eq!(
+            (status, release.as_str()),
+            (200, "2"),
+            "request {i} during the drain"
+        );
+    }
+    let (answer, drained_at) = drain.await.unwrap();
+    assert_eq!(answer["result"], "drained", "{answer}");
+    assert_eq!(answer["abandoned"], 0, "nothing was cut off: {answer}");
+    for s in slow {
+        let ((status, release, _, _), done_at) = s.await.unwrap();
+        assert_eq!(status, 200, "the in-flight request on {release} finished");
+        if release == "1" {
+            assert!(done_at <= drained_at, "the drain waited for a's request");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_gives_up_after_the_routes_drain_timeout() {
+    let edge = Edge::start(500, 300);
+    let _a = edge.add_demo("a", "va", 1);
+    let port = edge.port;
+    let slow = tokio::spawn(async move { get(&http1(), port, "/?sleep=3000").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let answer = edge.ctl(&json!({"op": "target-drain", "port": port, "id": "a"}));
+    assert_eq!(
+        answer["abandoned"], 1,
+        "one request was still running: {answer}"
+    );
+    // The target process still runs, so the request itself completes.
+    let (status, _, _, _) = slow.await.unwrap();
+    assert_eq!(status, 200);
+}
