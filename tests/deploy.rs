@@ -592,3 +592,35 @@ fn a_docker_healthcheck_gates_the_rollout_and_stop_first_stops_before_it_starts(
     assert!(err.contains("back on release 2"), "{err}");
     assert_eq!(running_releases(&svc), vec![2, 2]);
 }
+
+#[test]
+fn stack_files_take_variables_from_the_environment() {
+    let _edge = shared_edge();
+    let port = free_port();
+    let body = web(port, "${DEMO_TAG:-v1}", 1, "");
+    let stack = TestStack::new("vars", &body, &[port]);
+    let svc = format!("{}/web", stack.name);
+    ok(
+        &changeover(&["stack", "deploy", "-f", &stack.file()], &[]),
+        "deploy with the default",
+    );
+    assert!(get(port).unwrap().starts_with("v1 "));
+    ok(
+        &changeover(
+            &["stack", "deploy", "-f", &stack.file()],
+            &[("DEMO_TAG", "v2")],
+        ),
+        "deploy with DEMO_TAG=v2",
+    );
+    assert!(get(port).unwrap().starts_with("v2 "));
+    assert_eq!(running_releases(&svc), vec![2]);
+    let bad = TestStack::new("novar", &web(port, "${DEMO_TAG_UNSET}", 1, ""), &[]);
+    let out = changeover(&["stack", "deploy", "-f", &bad.file()], &[]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("variable DEMO_TAG_UNSET is not set"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(bad.containers().is_empty(), "nothing was created");
+}

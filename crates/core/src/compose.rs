@@ -94,7 +94,8 @@ fn key(k: &str) -> String {
 /// Empty collections and scalars, on one line.
 fn inline(v: &Yaml) -> String {
     match v {
-        Yaml::Text(s) => quote(s),
+        // `$` is literal here: escaped so interpolation gives it back.
+        Yaml::Text(s) => quote(&s.replace('$', "$$")),
         Yaml::Plain(s) => s.clone(),
         Yaml::List(items) => format!(
             "[{}]",
@@ -428,6 +429,8 @@ mod tests {
         web.env
             .insert("QUOTE".into(), "say \"hi\": yes\n#no".into());
         web.env.insert("NUMBER".into(), "0123".into());
+        web.env
+            .insert("DOLLARS".into(), "pa$$w0rd ${NOT_A_VAR} $HOME".into());
         web.env.insert("true".into(), "null".into());
         web.ports.push(PortMapping {
             host: 18080,

@@ -560,6 +560,10 @@ mod tests {
                 value: "production".into(),
             },
             FormEnvVar::default(),
+            FormEnvVar {
+                name: "GREETING".into(),
+                value: "costs $5, not ${PRICE}".into(),
+            },
         ];
         form.ports = vec![FormPort {
             host: "19000".into(),
@@ -596,7 +600,11 @@ mod tests {
                 ][..]
             )
         );
-        assert_eq!(spec.env.len(), 1, "an empty row is ignored");
+        assert_eq!(spec.env.len(), 2, "an empty row is ignored");
+        assert_eq!(
+            spec.env["GREETING"], "costs $5, not ${PRICE}",
+            "a form's `$` is literal"
+        );
         assert_eq!(
             spec.ports,
             vec![PortMapping {

@@ -33,6 +33,7 @@ pub mod compose;
 pub mod edge;
 pub mod environment;
 pub mod form;
+pub mod interpolate;
 pub mod inventory;
 pub mod live;
 pub mod problem;

@@ -11,8 +11,11 @@
 //! `x-changeover` in each service; other `x-` keys are Compose extensions and
 //! are left alone.
 //!
-//! Deliberately left out: `${VAR}` interpolation (a value using it is
-//! reported), `extends`, YAML merge keys, `build:`.
+//! Values are interpolated like Compose (`${TAG:-v1}`; see
+//! [`crate::interpolate`]) from the process environment and the `.env` file
+//! next to the stack file; enumerated settings (`order`, `strategy`, mount
+//! `type`, …) are read as written. Deliberately left out: `extends`, YAML
+//! merge keys, `build:`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -204,6 +207,7 @@ type Node<'a> = MarkedYaml<'a>;
 
 struct Reader<'f> {
     file: &'f str,
+    vars: &'f BTreeMap<String, String>,
     errors: Vec<StackIssue>,
     warnings: Vec<StackIssue>,
 }
@@ -278,16 +282,17 @@ impl Reader<'_> {
 
     fn string(&mut self, node: &Node, key: &str) -> Option<String> {
         match scalar(node) {
-            Some(s) => {
-                if s.contains("${") {
-                    self.error(
-                        node,
-                        key,
-                        format!("{s:?} uses ${{…}} interpolation, which Changeover does not support yet; write the value out"),
-                    );
+            Some(s) if s.contains('$') => {
+                let vars = self.vars;
+                match crate::interpolate::interpolate(&s, &|name| vars.get(name).cloned()) {
+                    Ok(v) => Some(v),
+                    Err(message) => {
+                        self.error(node, key, message);
+                        None
+                    }
                 }
-                Some(s)
             }
+            Some(s) => Some(s),
             None => {
                 self.error(
                     node,
@@ -444,20 +449,41 @@ fn valid_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
 }
 
-/// Reads a stack file from disk. `env_file`s are read relative to it.
+/// Reads a stack file from disk. `env_file`s are read relative to it;
+/// variables come from the process environment and the `.env` file beside it.
 pub fn read_file(path: &Path) -> StackReport {
     let shown = path.display().to_string();
+    let dotenv = path
+        .parent()
+        .and_then(|d| std::fs::read_to_string(d.join(".env")).ok());
+    if let Some(Err(line)) = dotenv.as_deref().map(crate::interpolate::env_lines) {
+        let env_path = path.with_file_name(".env").display().to_string();
+        return StackReport::unreadable(&env_path, line, "is not KEY=value".into());
+    }
+    let vars = crate::interpolate::variables(dotenv.as_deref(), std::env::vars());
     match std::fs::read_to_string(path) {
-        Ok(text) => parse(&text, &shown, path.parent()),
+        Ok(text) => parse_with(&text, &shown, path.parent(), &vars),
         Err(e) => StackReport::unreadable(&shown, 0, format!("cannot read {shown}: {e}")),
     }
 }
 
-/// Parses a stack file's text. `file` is the name used in messages (and the
-/// default stack name); `dir` is where relative `env_file`s are looked up.
+/// Parses a stack file's text with no variables set. `file` is the name used
+/// in messages (and the default stack name); `dir` is where relative
+/// `env_file`s are looked up.
 pub fn parse(text: &str, file: &str, dir: Option<&Path>) -> StackReport {
+    parse_with(text, file, dir, &BTreeMap::new())
+}
+
+/// [`parse`], with the variables `${…}` in values refer to.
+pub fn parse_with(
+    text: &str,
+    file: &str,
+    dir: Option<&Path>,
+    vars: &BTreeMap<String, String>,
+) -> StackReport {
     let mut r = Reader {
         file,
+        vars,
         errors: Vec::new(),
         warnings: Vec::new(),
     };
@@ -665,12 +691,17 @@ fn read_service(
     };
     let mut spec = ServiceSpec::new(stack, name, "");
     let mut image = None;
+    // Written but unusable (reported already) is not "missing".
+    let mut image_written = false;
     let mut env_from_files = BTreeMap::new();
     let mut env_inline = BTreeMap::new();
     for (field, value) in fields {
         let k = format!("{key}.{field}");
         match field.as_str() {
-            "image" => image = r.string(value, &k),
+            "image" => {
+                image_written = true;
+                image = r.string(value, &k)
+            }
             "environment" => env_inline = r.key_values(value, &k),
             "env_file" => {
                 let files: Vec<(String, &Node)> = match items(value) {
@@ -702,29 +733,14 @@ fn read_service(
                         _ => Path::new(&path).to_path_buf(),
                     };
                     match std::fs::read_to_string(&full) {
-                        Ok(text) => {
-                            for (i, l) in text.lines().enumerate() {
-                                let l = l.trim();
-                                if l.is_empty() || l.starts_with('#') {
-                                    continue;
-                                }
-                                match l.split_once('=') {
-                                    Some((a, b)) if !a.trim().is_empty() => {
-                                        let b = b.trim();
-                                        let b = b
-                                            .strip_prefix('"')
-                                            .and_then(|b| b.strip_suffix('"'))
-                                            .unwrap_or(b);
-                                        env_from_files.insert(a.trim().to_string(), b.to_string());
-                                    }
-                                    _ => r.error(
-                                        n,
-                                        &k,
-                                        format!("{}:{} is not KEY=value", full.display(), i + 1),
-                                    ),
-                                }
-                            }
-                        }
+                        Ok(text) => match crate::interpolate::env_lines(&text) {
+                            Ok(lines) => env_from_files.extend(lines),
+                            Err(line) => r.error(
+                                n,
+                                &k,
+                                format!("{}:{line} is not KEY=value", full.display()),
+                            ),
+                        },
                         Err(e) => r.error(n, &k, format!("cannot read {}: {e}", full.display())),
                     }
                 }
@@ -809,7 +825,9 @@ fn read_service(
             return None;
         }
         None => {
-            r.error(node, key, "a service needs an `image:` (Changeover deploys images; `build:` is not supported)");
+            if !image_written {
+                r.error(node, key, "a service needs an `image:` (Changeover deploys images; `build:` is not supported)");
+            }
             return None;
         }
     }
@@ -1372,5 +1390,54 @@ volumes:
         assert_eq!(parse_duration_ms("2.5s"), Some(2500));
         assert_eq!(parse_duration_ms("10"), None, "a unit is required");
         assert_eq!(format_duration_ms(90_000), "90s");
+    }
+
+    #[test]
+    fn variables_come_from_the_environment_and_the_env_file_beside_the_stack() {
+        let dir =
+            std::env::temp_dir().join(format!("changeover-stack-vars-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join(".env"),
+            "CHANGEOVER_TEST_TAG=v7\nCHANGEOVER_TEST_PORT=18090\n",
+        )
+        .unwrap();
+        let file = dir.join("stack.yml");
+        std::fs::write(
+            &file,
+            "name: s\nservices:\n  web:\n    image: app:${CHANGEOVER_TEST_TAG}\n    ports: [\"${CHANGEOVER_TEST_PORT}:8080\"]\n    environment:\n      PRICE: \"5$$\"\n      MODE: ${CHANGEOVER_TEST_MODE:-production}\n",
+        )
+        .unwrap();
+        let report = read_file(&file);
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        let web = &report.stack.unwrap().services[0];
+        assert_eq!(web.image, "app:v7");
+        assert_eq!(web.ports[0].host, 18090);
+        assert_eq!(web.env["PRICE"], "5$");
+        assert_eq!(web.env["MODE"], "production");
+
+        std::fs::write(
+            &file,
+            "name: s\nservices:\n  web:\n    image: app:${CHANGEOVER_TEST_UNSET}\n",
+        )
+        .unwrap();
+        let errors: Vec<String> = read_file(&file)
+            .errors
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].ends_with("stack.yml:4 services.web.image: variable CHANGEOVER_TEST_UNSET is not set (export it, put it in the .env file next to the stack file, or write ${CHANGEOVER_TEST_UNSET:-default})"),
+            "{errors:?}"
+        );
+        std::fs::write(dir.join(".env"), "not a pair\n").unwrap();
+        let errors: Vec<String> = read_file(&file)
+            .errors
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
+        assert!(errors[0].ends_with(".env:1 is not KEY=value"), "{errors:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
