@@ -624,3 +624,63 @@ fn stack_files_take_variables_from_the_environment() {
     );
     assert!(bad.containers().is_empty(), "nothing was created");
 }
+
+#[test]
+fn an_older_edge_keeps_serving_until_edge_upgrade_replaces_it_keeping_its_routes() {
+    let _edge = EDGE.write().unwrap_or_else(|p| p.into_inner());
+    let port = free_port();
+    let stack = TestStack::new("upgrade", &web(port, "v1", 2, ""), &[port]);
+    let svc = format!("{}/web", stack.name);
+    ok(
+        &changeover(&["stack", "deploy", "-f", &stack.file()], &[]),
+        "deploy",
+    );
+    // An "older build": the same binary under another tag, run the way
+    // Changeover runs the edge.
+    let current = docker(&["inspect", "-f", "{{.Config.Image}}", "changeover-edge"]);
+    let older = "changeover-edge:000000000000";
+    docker(&["tag", &current, older]);
+    docker(&["rm", "-f", "changeover-edge"]);
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        "changeover-edge",
+        "--network",
+        "host",
+        "--restart",
+        "unless-stopped",
+        "--label",
+        "dev.changeover.managed=true",
+        "-v",
+        "changeover-edge-state:/state",
+        older,
+    ]);
+    wait_for(Duration::from_secs(10), || get(port).ok()).expect("the older edge serves the routes");
+    let status = |what: &str| -> Value {
+        let out = changeover(&["edge", "status", "--json"], &[]);
+        ok(&out, what);
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let before = status("status of the older edge");
+    assert_eq!(before["image"], older);
+    assert_eq!(before["upToDate"], false, "{before}");
+
+    let out = changeover(&["service", "deploy", &svc, "--tag", "v2"], &[]);
+    ok(&out, "deploy through the older edge");
+    assert!(
+        stderr(&out).contains("older build"),
+        "the deploy says the edge is older:\n{}",
+        stderr(&out)
+    );
+    assert_eq!(status("status after deploy")["image"], older, "left alone");
+
+    ok(&changeover(&["edge", "upgrade"], &[]), "edge upgrade");
+    let after = status("status after upgrade");
+    assert_eq!(after["image"], current.as_str(), "{after}");
+    assert_eq!(after["upToDate"], true, "{after}");
+    assert!(after["routes"].as_u64().unwrap() >= 1, "{after}");
+    let answer = wait_for(Duration::from_secs(10), || get(port).ok()).expect("routes restored");
+    assert!(answer.starts_with("v2 "), "{answer}");
+    docker(&["rmi", older]);
+}

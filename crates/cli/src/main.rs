@@ -54,6 +54,20 @@ enum Command {
         #[command(subcommand)]
         command: ServiceCommand,
     },
+    /// The edge proxy of the environment.
+    Edge {
+        #[command(subcommand)]
+        command: EdgeCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum EdgeCommand {
+    /// Whether the edge runs, which build, how many routes.
+    Status(ListArgs),
+    /// Replace the edge with this Changeover's build (routes are kept; its
+    /// ports close for about a second).
+    Upgrade,
 }
 
 #[derive(Subcommand)]
@@ -181,6 +195,45 @@ async fn run(cli: Cli) -> Result<(), Problem> {
                 None => print!("{text}"),
             }
             Ok(())
+        }
+        Command::Edge { command } => {
+            let docker = dial(&environments, cli.env.as_deref()).await?;
+            match command {
+                EdgeCommand::Status(args) => {
+                    let status = changeover_docker::edge::edge_status(&docker).await?;
+                    if args.json {
+                        return print_json(&status);
+                    }
+                    let state = if !status.running {
+                        "not running (the next deploy starts it)".to_string()
+                    } else if status.up_to_date {
+                        "running, up to date".to_string()
+                    } else {
+                        "running an older build (`changeover edge upgrade` replaces it)".to_string()
+                    };
+                    println!("edge   : {state}");
+                    println!("image  : {}", status.image.as_deref().unwrap_or("-"));
+                    println!(
+                        "wanted : {}",
+                        status
+                            .wanted
+                            .as_deref()
+                            .unwrap_or("- (no edge binary at hand)")
+                    );
+                    println!("routes : {}", status.routes);
+                    Ok(())
+                }
+                EdgeCommand::Upgrade => {
+                    changeover_docker::edge::upgrade_edge(&docker).await?;
+                    let status = changeover_docker::edge::edge_status(&docker).await?;
+                    eprintln!(
+                        "the edge now runs {} with {} route(s)",
+                        status.image.as_deref().unwrap_or("?"),
+                        status.routes
+                    );
+                    Ok(())
+                }
+            }
         }
         Command::Service { command } => {
             let docker = dial(&environments, cli.env.as_deref()).await?;

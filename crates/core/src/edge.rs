@@ -139,6 +139,28 @@ pub struct RouteStatus {
     pub targets: Vec<TargetStatus>,
 }
 
+/// The edge of an environment as `changeover edge status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+#[ts(export)]
+pub struct EdgeStatus {
+    /// The edge container exists and runs.
+    pub running: bool,
+    /// The image it runs (`changeover-edge:<binary digest>`).
+    pub image: Option<String>,
+    /// The image this Changeover would run; `None` when its edge binary is
+    /// not at hand.
+    pub wanted: Option<String>,
+    /// Runs the wanted image (an older build keeps working; `edge upgrade`
+    /// replaces it).
+    pub up_to_date: bool,
+    pub protocol: Option<u32>,
+    #[ts(type = "number | null")]
+    pub uptime_ms: Option<u64>,
+    /// Routes (listening ports) it serves.
+    pub routes: usize,
+}
+
 /// A lock as held on the edge.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
 #[serde(rename_all = "camelCase")]

@@ -13,7 +13,8 @@ use std::collections::BTreeMap;
 use changeover_core::edge::{rollout_lock_key, Request, Response, TargetState};
 use changeover_core::form::{self, FormCheck, FormIssue, ServiceForm};
 use changeover_core::rollout::{
-    expect_ok, load_record, Deployer, EdgeControl, EventSink, Goal, RolloutOutcome, Runtime,
+    expect_ok, load_record, Deployer, EdgeControl, EventSink, Goal, RolloutEvent, RolloutOutcome,
+    Runtime,
 };
 use changeover_core::service::{ContainerView, ServiceRecord, ServiceSpec, ServiceView};
 use changeover_core::stack::Stack;
@@ -70,6 +71,9 @@ pub async fn deployer(
     events: EventSink,
 ) -> Result<Deployer<DockerRuntime, Edge>, Problem> {
     let edge = ensure_edge(docker).await?;
+    if let Some(message) = crate::edge::outdated_edge(docker).await {
+        events(RolloutEvent::Note { message });
+    }
     Ok(Deployer {
         runtime: DockerRuntime::new(docker),
         edge,

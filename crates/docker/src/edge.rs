@@ -25,8 +25,8 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use changeover_core::edge::{
-    labels, Request, Response, EDGE_BINARY_PATH, EDGE_CONTAINER, EDGE_STATE_DIR, EDGE_STATE_VOLUME,
-    PROTOCOL_VERSION,
+    labels, EdgeStatus, Request, Response, EDGE_BINARY_PATH, EDGE_CONTAINER, EDGE_STATE_DIR,
+    EDGE_STATE_VOLUME, PROTOCOL_VERSION,
 };
 use changeover_core::rollout::EdgeControl;
 use changeover_core::{Problem, ProblemCode};
@@ -206,7 +206,8 @@ pub async fn ensure_demo_image(
 /// builds its image when missing, (re)creates the container when it is
 /// missing, stopped, or speaks another protocol version. A running edge of
 /// the same protocol is left alone even if its binary differs, because
-/// replacing it would interrupt traffic.
+/// replacing it would interrupt traffic: [`outdated_edge`] says so, and
+/// [`upgrade_edge`] (`changeover edge upgrade`) replaces it when asked.
 pub async fn ensure_edge(docker: &Docker) -> Result<Edge, Problem> {
     let arch = docker
         .version()
@@ -239,16 +240,16 @@ pub async fn ensure_edge(docker: &Docker) -> Result<Edge, Problem> {
             .await
             .map_err(|e| daemon_problem("removing the old edge", &e))?;
     }
-    let binary = BinaryImage::load()?;
-    let tag = edge_image_tag(&binary);
-    ensure_binary_image(
-        docker,
-        &binary,
-        &tag,
-        &[EDGE_BINARY_PATH, "serve", "--state", EDGE_STATE_DIR],
-        &[(labels::EDGE_PROTOCOL, PROTOCOL_VERSION.to_string())],
-    )
-    .await?;
+    create_edge(docker, &BinaryImage::load()?).await
+}
+
+/// Builds the edge image for `binary` when missing, then creates and starts
+/// the edge container from it (routes reload from the state volume).
+async fn create_edge(docker: &Docker, binary: &BinaryImage) -> Result<Edge, Problem> {
+    let edge = Edge {
+        docker: docker.clone(),
+    };
+    let tag = build_edge_image(docker, binary).await?;
     let body = ContainerCreateBody {
         image: Some(tag.clone()),
         labels: Some(
@@ -296,6 +297,97 @@ pub async fn ensure_edge(docker: &Docker) -> Result<Edge, Problem> {
         "the edge started but does not answer: {}",
         last.unwrap_or_default()
     )))
+}
+
+async fn build_edge_image(docker: &Docker, binary: &BinaryImage) -> Result<String, Problem> {
+    let tag = edge_image_tag(binary);
+    ensure_binary_image(
+        docker,
+        binary,
+        &tag,
+        &[EDGE_BINARY_PATH, "serve", "--state", EDGE_STATE_DIR],
+        &[(labels::EDGE_PROTOCOL, PROTOCOL_VERSION.to_string())],
+    )
+    .await?;
+    Ok(tag)
+}
+
+/// What runs as the edge, and whether it is this Changeover's build.
+pub async fn edge_status(docker: &Docker) -> Result<EdgeStatus, Problem> {
+    let wanted = BinaryImage::load().ok().map(|b| edge_image_tag(&b));
+    let container = docker.inspect_container(EDGE_CONTAINER, None).await.ok();
+    let running = container
+        .as_ref()
+        .and_then(|c| c.state.as_ref())
+        .and_then(|s| s.running)
+        .unwrap_or(false);
+    let image = container
+        .as_ref()
+        .and_then(|c| c.config.as_ref())
+        .and_then(|c| c.image.clone());
+    let edge = Edge::attach(docker);
+    let (mut protocol, mut uptime_ms, mut routes) = (None, None, 0);
+    if running {
+        if let Ok(Response::Hello {
+            protocol: p,
+            uptime_ms: u,
+            ..
+        }) = edge.call(Request::Hello).await
+        {
+            protocol = Some(p);
+            uptime_ms = Some(u);
+        }
+        if let Ok(Response::Routes { routes: r }) =
+            edge.call(Request::Routes { service: None }).await
+        {
+            routes = r.len();
+        }
+    }
+    Ok(EdgeStatus {
+        running,
+        up_to_date: running && image.is_some() && image == wanted,
+        image,
+        wanted,
+        protocol,
+        uptime_ms,
+        routes,
+    })
+}
+
+/// A sentence for the user when the running edge is another build than this
+/// Changeover's (read from the container's image tag; no exec).
+pub async fn outdated_edge(docker: &Docker) -> Option<String> {
+    let wanted = edge_image_tag(&BinaryImage::load().ok()?);
+    let running = docker
+        .inspect_container(EDGE_CONTAINER, None)
+        .await
+        .ok()?
+        .config?
+        .image?;
+    (running != wanted).then(|| {
+        format!(
+            "the edge runs {running}, an older build than this Changeover's ({wanted}); it keeps working — `changeover edge upgrade` replaces it (its ports close for about a second)"
+        )
+    })
+}
+
+/// Replaces the edge with this Changeover's build. Its image is built first;
+/// the listeners are closed from the old container's removal until the new
+/// one has reloaded its routes (about a second on a small host), so run it
+/// when a short break is acceptable.
+pub async fn upgrade_edge(docker: &Docker) -> Result<Edge, Problem> {
+    let binary = BinaryImage::load()?;
+    build_edge_image(docker, &binary).await?;
+    if docker.inspect_container(EDGE_CONTAINER, None).await.is_ok() {
+        docker
+            .remove_container(
+                EDGE_CONTAINER,
+                Some(RemoveContainerOptionsBuilder::new().force(true).build()),
+            )
+            .await
+            .map_err(|e| daemon_problem("removing the old edge", &e))?;
+    }
+    create_edge(docker, &binary).await
 }
 
 /// The edge of one environment, reached through `docker exec`.
