@@ -5,7 +5,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 GENERATED := ui/src/lib/ipc/generated
 
-.PHONY: run test setup ui edge app types lint unit integration gui bench-inventory bench-rollout clean-test-leftovers
+.PHONY: run test setup ui edge app types lint unit integration gui bench-inventory bench-rollout bench-edge clean-test-leftovers
 
 ## Install everything, build, and open the desktop app against the local daemon.
 run: setup app
@@ -61,6 +61,10 @@ clean-test-leftovers:
 	  if [ -n "$$vols" ]; then docker volume rm $$vols >/dev/null; fi; \
 	  nets=$$(docker network ls --filter label=dev.changeover.managed=true --format '{{.Name}}' | grep '^t-' || true); \
 	  if [ -n "$$nets" ]; then docker network rm $$nets >/dev/null; fi
+
+bench-edge: setup edge
+	$(CARGO) build --release -p changeover-bench
+	./target/release/bench-edge
 
 bench-rollout: setup edge
 	$(CARGO) build --release -p changeover-bench

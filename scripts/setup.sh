@@ -23,9 +23,12 @@ APT_PACKAGES=(
   xvfb webkit2gtk-driver fonts-dejavu-core
   # OS keyring in headless sessions
   keyutils dbus-x11 gnome-keyring
-  # Load generator for the rollout benchmark
+  # Load generator for the benchmarks
   wrk
 )
+# The proxies bench/edge compares the edge with. They run only as benchmark
+# processes, so their system services are kept from starting on install.
+PROXY_PACKAGES=(haproxy nginx-light)
 # Node.js 20+ with npm builds the UI. A machine that already has them (for example
 # from NodeSource) keeps its own; Debian's packages are the fallback.
 command -v node >/dev/null 2>&1 || APT_PACKAGES+=(nodejs)
@@ -39,6 +42,25 @@ if [ "${#missing[@]}" -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   $SUDO apt-get update -qq
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+missing=()
+for p in "${PROXY_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing ${missing[*]} (services left stopped)"
+  policy=/usr/sbin/policy-rc.d
+  placed=no
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+    $SUDO chmod +x "$policy"
+    placed=yes
+  fi
+  $SUDO apt-get update -qq
+  status=0
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || status=$?
+  if [ "$placed" = yes ]; then $SUDO rm -f "$policy"; fi
+  [ "$status" -eq 0 ] || exit "$status"
 fi
 
 node_ok=$(node -e 'const [a,b]=process.versions.node.split(".").map(Number); console.log(a>20||(a===20&&b>=19)?"yes":"no")' 2>/dev/null || echo no)

@@ -14,7 +14,7 @@
 //! Run with `make bench-rollout` (needs the musl edge binary: `make edge`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,79 +22,22 @@ use changeover_core::rollout::{RolloutEvent, SlotTimings};
 use changeover_core::stack;
 use changeover_docker::{connect, deploy};
 
-const CONNECTIONS: &str = "32";
+#[path = "../wrk.rs"]
+mod wrk;
 
-struct Wrk {
-    child: Child,
-    started: Instant,
-}
+use wrk::{Wrk, WrkResult};
 
-#[derive(Default, Debug)]
-struct WrkResult {
-    requests: u64,
-    non_2xx: u64,
-    socket_errors: u64,
-    socket_detail: String,
-    seconds: f64,
-}
+const CONNECTIONS: u32 = 32;
 
-impl Wrk {
-    fn start(port: u16) -> Self {
-        let child = Command::new("wrk")
-            .args([
-                "-t2",
-                "-c",
-                CONNECTIONS,
-                "-d",
-                "600s",
-                "--timeout",
-                "5s",
-                &format!("http://127.0.0.1:{port}/"),
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("wrk runs (installed by scripts/setup.sh)");
-        std::thread::sleep(Duration::from_millis(300));
-        Self {
-            child,
-            started: Instant::now(),
-        }
-    }
-
-    fn stop(self) -> WrkResult {
-        let seconds = self.started.elapsed().as_secs_f64();
-        let _ = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status();
-        let out = self.child.wait_with_output().expect("wrk ends");
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        let mut r = WrkResult {
-            seconds,
-            ..Default::default()
-        };
-        for line in text.lines() {
-            let line = line.trim();
-            if let Some(n) = line
-                .split(" requests in ")
-                .next()
-                .filter(|_| line.contains(" requests in "))
-            {
-                r.requests = n.trim().parse().unwrap_or(0);
-            }
-            if let Some(n) = line.strip_prefix("Non-2xx or 3xx responses:") {
-                r.non_2xx = n.trim().parse().unwrap_or(0);
-            }
-            if let Some(rest) = line.strip_prefix("Socket errors:") {
-                r.socket_detail = rest.trim().to_string();
-                r.socket_errors = rest
-                    .split(',')
-                    .filter_map(|p| p.split_whitespace().last()?.parse::<u64>().ok())
-                    .sum();
-            }
-        }
-        r
-    }
+/// Load on `port` until stopped; it runs a moment before the phase begins.
+fn load(port: u16) -> Wrk {
+    let w = Wrk::start(
+        &format!("http://127.0.0.1:{port}/"),
+        CONNECTIONS,
+        Duration::from_secs(600),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    w
 }
 
 fn free_port() -> u16 {
@@ -187,7 +130,7 @@ async fn main() {
     ];
     println!("bench/rollout results (release build, this machine)");
     for (phase, tag) in phases {
-        let wrk = Wrk::start(port);
+        let wrk = load(port);
         let t0 = Instant::now();
         let result = match tag {
             Some(tag) => deploy::deploy_tag(&docker, &svc, tag, sink(slots.clone())).await,
@@ -236,7 +179,7 @@ async fn main() {
     };
     run("v1");
     std::thread::sleep(Duration::from_millis(1000));
-    let wrk = Wrk::start(base_port);
+    let wrk = load(base_port);
     let t0 = Instant::now();
     let _ = Command::new("docker").args(["stop", &base]).output();
     let _ = Command::new("docker").args(["rm", &base]).output();

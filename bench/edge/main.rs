@@ -1,0 +1,256 @@
+//! bench/edge: how fast is the edge next to HAProxy and nginx?
+//!
+//! Three `changeover-edge demo` backends on loopback; in turn, the edge,
+//! HAProxy and nginx balance them round robin with keep-alive to the
+//! backends, each as a plain process on this host, each with two worker
+//! threads/processes (the machine's cores); the same `wrk` load goes through
+//! each: keep-alive, 64 connections, 30 s (`BENCH_EDGE_SECONDS` to change),
+//! small responses. Prints requests/s and p50/p99 latency for each, and the
+//! ratios edge/HAProxy and edge/nginx.
+//!
+//! Everything shares two cores with `wrk` itself, so absolute figures are
+//! this machine's; the ratios are the point.
+//!
+//! Run with `make bench-edge` (needs the musl edge binary, `haproxy`, `nginx`
+//! and `wrk`: `make setup edge`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../wrk.rs"]
+mod wrk;
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use wrk::{Wrk, WrkResult};
+
+const CONNECTIONS: u32 = 64;
+
+/// A process killed when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind(("127.0.0.1", 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_listening(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} does not listen on {port}; its output: {}",
+            std::env::temp_dir()
+                .join(format!("bench-edge-{what}.log"))
+                .display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Starts a process whose output goes to `LOG_DIR/<what>.log` (kept when
+/// something does not come up, to say why).
+fn spawn(cmd: &mut Command, what: &str) -> Proc {
+    let log = std::env::temp_dir().join(format!("bench-edge-{}.log", what.replace(' ', "-")));
+    let file = std::fs::File::create(&log).unwrap();
+    Proc(
+        cmd.stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{what} runs (make setup installs it): {e}")),
+    )
+}
+
+fn edge_binary() -> PathBuf {
+    changeover_docker::edge::edge_binary().expect("the edge binary (make edge)")
+}
+
+fn start_edge(dir: &Path, backends: &[u16]) -> (Proc, u16) {
+    let bin = edge_binary();
+    let state = dir.join("edge");
+    std::fs::create_dir_all(&state).unwrap();
+    let proc = spawn(
+        Command::new(&bin).arg("serve").arg("--state").arg(&state),
+        "changeover-edge",
+    );
+    let port = free_port();
+    let ctl = |request: serde_json::Value| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = Command::new(&bin)
+                .arg("ctl")
+                .arg(request.to_string())
+                .arg("--state")
+                .arg(&state)
+                .output()
+                .unwrap();
+            if out.status.success() {
+                let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+                assert_ne!(answer["result"], "error", "{request} -> {answer}");
+                return answer;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the edge answers its control socket"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    ctl(json!({"op": "route-set", "route": {
+        "port": port, "service": "bench/web",
+        "health": {"path": "/health", "intervalMs": 1000, "timeoutMs": 1000,
+                   "healthyThreshold": 1, "unhealthyThreshold": 3},
+        "drainTimeoutMs": 5000}}));
+    for (i, b) in backends.iter().enumerate() {
+        let answer = ctl(json!({"op": "target-add", "port": port,
+            "target": {"id": format!("b{i}"), "addr": format!("127.0.0.1:{b}"), "release": 1},
+            "waitHealthyMs": 10_000}));
+        assert_eq!(answer["target"]["state"], "healthy", "{answer}");
+    }
+    (proc, port)
+}
+
+fn start_haproxy(dir: &Path, backends: &[u16]) -> (Proc, u16) {
+    let port = free_port();
+    let servers: String = backends
+        .iter()
+        .enumerate()
+        .map(|(i, b)| format!("  server b{i} 127.0.0.1:{b}\n"))
+        .collect();
+    let config = dir.join("haproxy.cfg");
+    std::fs::write(
+        &config,
+        format!(
+            "global\n  maxconn 4000\n  nbthread 2\n\
+             defaults\n  mode http\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n  option http-keep-alive\n\
+             frontend bench\n  bind 127.0.0.1:{port}\n  default_backend web\n\
+             backend web\n  balance roundrobin\n  http-reuse always\n{servers}"
+        ),
+    )
+    .unwrap();
+    let proc = spawn(
+        Command::new("haproxy").arg("-db").arg("-f").arg(&config),
+        "haproxy",
+    );
+    wait_listening(port, "haproxy");
+    (proc, port)
+}
+
+fn start_nginx(dir: &Path, backends: &[u16]) -> (Proc, u16) {
+    let port = free_port();
+    let servers: String = backends
+        .iter()
+        .map(|b| format!("    server 127.0.0.1:{b};\n"))
+        .collect();
+    let prefix = dir.join("nginx");
+    std::fs::create_dir_all(prefix.join("logs")).unwrap();
+    let config = prefix.join("nginx.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "daemon off;\nmaster_process on;\nuser root;\nworker_processes 2;\npid {pid};\nerror_log {err} error;\n\
+             events {{ worker_connections 4096; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {tmp}/body;\n  proxy_temp_path {tmp}/proxy;\n\
+               fastcgi_temp_path {tmp}/fastcgi;\n  uwsgi_temp_path {tmp}/uwsgi;\n  scgi_temp_path {tmp}/scgi;\n\
+               upstream web {{\n{servers}    keepalive 64;\n  }}\n\
+               server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass http://web;\n\
+                     proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n",
+            pid = prefix.join("nginx.pid").display(),
+            err = prefix.join("logs/error.log").display(),
+            tmp = prefix.display(),
+        ),
+    )
+    .unwrap();
+    let proc = spawn(
+        Command::new("nginx")
+            .arg("-p")
+            .arg(&prefix)
+            .arg("-c")
+            .arg(&config),
+        "nginx",
+    );
+    wait_listening(port, "nginx");
+    (proc, port)
+}
+
+fn run(name: &str, port: u16, seconds: u64) -> WrkResult {
+    let url = format!("http://127.0.0.1:{port}/");
+    // A short warm-up: connections open, pools fill.
+    Wrk::start(&url, CONNECTIONS, Duration::from_secs(2)).finish();
+    let r = Wrk::start(&url, CONNECTIONS, Duration::from_secs(seconds)).finish();
+    println!(
+        "  {name:<8} {:>10.0} req/s   p50 {:>7.2} ms   p99 {:>7.2} ms   ({} requests, {} non-2xx, {} socket errors)",
+        r.requests_per_sec,
+        r.p50_ms.unwrap_or(f64::NAN),
+        r.p99_ms.unwrap_or(f64::NAN),
+        r.requests,
+        r.non_2xx,
+        r.socket_errors
+    );
+    r
+}
+
+fn main() {
+    let seconds: u64 = std::env::var("BENCH_EDGE_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30);
+    let dir = tempfile::tempdir().unwrap();
+    let bin = edge_binary();
+    let backends: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let _backends: Vec<Proc> = backends
+        .iter()
+        .map(|p| {
+            let proc = spawn(
+                Command::new(&bin)
+                    .args(["demo", "--version", "v1", "--listen"])
+                    .arg(format!("127.0.0.1:{p}")),
+                "the demo backend",
+            );
+            wait_listening(*p, "the demo backend");
+            proc
+        })
+        .collect();
+    println!(
+        "bench/edge: 3 demo backends on loopback; wrk -t2 -c{CONNECTIONS} -d{seconds}s keep-alive through each proxy in turn (release builds, this machine)"
+    );
+    let (edge_proc, edge_port) = start_edge(dir.path(), &backends);
+    let edge = run("edge", edge_port, seconds);
+    drop(edge_proc);
+    let (haproxy_proc, haproxy_port) = start_haproxy(dir.path(), &backends);
+    let haproxy = run("haproxy", haproxy_port, seconds);
+    drop(haproxy_proc);
+    let (nginx_proc, nginx_port) = start_nginx(dir.path(), &backends);
+    let nginx = run("nginx", nginx_port, seconds);
+    drop(nginx_proc);
+
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
+    let p99 = |r: &WrkResult| r.p99_ms.unwrap_or(f64::NAN);
+    println!(
+        "  edge/haproxy: throughput {:.2}x, p99 {:.2}x   (target: throughput >= 0.90x, p99 <= 1.50x)",
+        ratio(edge.requests_per_sec, haproxy.requests_per_sec),
+        ratio(p99(&edge), p99(&haproxy))
+    );
+    println!(
+        "  edge/nginx:   throughput {:.2}x, p99 {:.2}x",
+        ratio(edge.requests_per_sec, nginx.requests_per_sec),
+        ratio(p99(&edge), p99(&nginx))
+    );
+    let failures = [&edge, &haproxy, &nginx]
+        .iter()
+        .map(|r| r.non_2xx + r.socket_errors)
+        .sum::<u64>();
+    println!("  failed requests across all three: {failures}");
+}
