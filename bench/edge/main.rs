@@ -53,7 +53,7 @@ fn wait_listening(port: u16, what: &str) {
             Instant::now() < deadline,
             "{what} does not listen on {port}; its output: {}",
             std::env::temp_dir()
-                .join(format!("bench-edge-{what}.log"))
+                .join(format!("bench-edge-{}.log", what.replace(' ', "-")))
                 .display()
         );
         std::thread::sleep(Duration::from_millis(20));
