@@ -19,6 +19,8 @@ APT_PACKAGES=(
   libxdo-dev libayatana-appindicator3-dev librsvg2-dev
   # Docker engine and the fixture images' only binary
   docker.io busybox-static
+  # C compiler for the static (musl) edge binary's allocator
+  musl-tools
   # GUI tests: a virtual display, the WebKit WebDriver, fonts for screenshots
   xvfb webkit2gtk-driver fonts-dejavu-core
   # OS keyring in headless sessions
@@ -76,7 +78,8 @@ fi
 for component in clippy rustfmt; do
   rustup component list --installed 2>/dev/null | grep -q "^$component" || rustup component add "$component"
 done
-# The edge ships as a static binary in a FROM-scratch image (no C toolchain needed).
+# The edge ships as a static binary in a FROM-scratch image (musl-gcc from
+# musl-tools compiles its allocator, mimalloc).
 rustup target list --installed 2>/dev/null | grep -q '^x86_64-unknown-linux-musl$' \
   || rustup target add x86_64-unknown-linux-musl
 

@@ -442,6 +442,7 @@ fn holder(l: &Lock, now: Instant) -> LockHolder {
 /// `changeover-edge serve`: the long-running proxy.
 pub async fn serve(dir: PathBuf) -> Result<(), String> {
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    proxy::start_workers()?;
     let edge = Edge::new(Some(&dir))?;
     edge.resume().await;
     let socket = dir.join(SOCKET);

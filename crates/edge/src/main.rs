@@ -28,6 +28,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// musl's own allocator serialises threads and is slow per call; the proxy
+/// allocates on every request (bench/edge shows the difference).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "changeover-edge", version, about = "Changeover's edge proxy")]
 struct Cli {

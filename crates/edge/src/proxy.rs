@@ -2,33 +2,36 @@
 //!
 //! Each route listens on its host port and speaks HTTP/1.1 and HTTP/2 over
 //! clear text (h2c, prior knowledge) to clients. Upstream, it speaks HTTP/1.1
-//! to the containers over pooled keep-alive connections.
+//! to the containers over keep-alive connections pooled per target: a
+//! request takes an idle connection (or opens one) and gives it back when
+//! its response body has been relayed to the end.
 //!
 //! Passive failure handling: when a target cannot be reached (connect
-//! refused, reset before anything was sent), the request is retried once on
-//! another healthy target if it can be replayed — its method is idempotent and
-//! it has no body. The failed target is marked unhealthy at once rather than
-//! waiting for its next active check.
+//! refused), it is marked unhealthy at once rather than at its next active
+//! check, and the request goes once to another healthy target — always when
+//! none of it was sent, and when it was, only if it can be replayed (an
+//! idempotent method, no body). A request that was never written because a
+//! reused connection had closed goes again on a fresh connection.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Body, Incoming};
+use hyper::client::conn::http1;
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 use crate::control::Edge;
-use crate::routes::InFlight;
+use crate::routes::{InFlight, Target};
 
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
 pub type Upstream = Client<HttpConnector, ProxyBody>;
@@ -45,33 +48,154 @@ pub fn upstream_client() -> Upstream {
         .build(connector)
 }
 
-/// Binds the route's port on all interfaces (IPv4) and serves it until the
-/// returned task is aborted. Connections already open keep being served.
-pub async fn listen(edge: Arc<Edge>, port: u16) -> std::io::Result<JoinHandle<()>> {
-    let listener = TcpListener::bind(("0.0.0.0", port)).await?;
-    Ok(tokio::spawn(async move {
-        loop {
-            let (stream, peer) = match listener.accept().await {
-                Ok(x) => x,
-                Err(_) => {
-                    // Out of file descriptors and the like: back off briefly.
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                    continue;
+/// The threads that carry traffic. Each runs a single-threaded runtime and
+/// has its own listening socket on every route's port (`SO_REUSEPORT`, the
+/// kernel spreads connections over them), so a client connection, the
+/// upstream connections it uses and their tasks all stay on one thread: no
+/// cross-thread wake-ups per request. Control and health checks run on the
+/// main runtime.
+struct Workers {
+    handles: Vec<tokio::runtime::Handle>,
+}
+
+static WORKERS: std::sync::OnceLock<Workers> = std::sync::OnceLock::new();
+
+thread_local! {
+    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// How many traffic threads there are (one per core, at most 16).
+pub fn worker_count() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 16)
+}
+
+/// The traffic thread this code runs on (0 elsewhere).
+fn worker_index() -> usize {
+    WORKER.with(|w| w.get())
+}
+
+/// Starts the traffic threads (once; `serve` does it before opening any
+/// listener).
+pub fn start_workers() -> Result<(), String> {
+    if WORKERS.get().is_some() {
+        return Ok(());
+    }
+    let mut handles = Vec::new();
+    for i in 0..worker_count() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name(format!("edge-traffic-{i}"))
+            .spawn(move || {
+                WORKER.with(|w| w.set(i));
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => {
+                        let _ = tx.send(Ok(rt.handle().clone()));
+                        rt.block_on(std::future::pending::<()>());
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e.to_string()));
+                    }
+                }
+            })
+            .map_err(|e| format!("cannot start a traffic thread: {e}"))?;
+        let handle = rx
+            .recv()
+            .map_err(|_| "a traffic thread stopped at once".to_string())?
+            .map_err(|e| format!("cannot start a traffic thread's runtime: {e}"))?;
+        handles.push(handle);
+    }
+    let _ = WORKERS.set(Workers { handles });
+    Ok(())
+}
+
+/// A route's listening sockets, one per traffic thread.
+pub struct Listener {
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Listener {
+    /// Closes the sockets; connections already open keep being served.
+    pub fn abort(&self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+fn bind(port: u16) -> std::io::Result<TcpListener> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.bind(std::net::SocketAddr::from(([0, 0, 0, 0], port)))?;
+    socket.listen(4096)
+}
+
+/// Binds the route's port on all interfaces (IPv4) on every traffic thread
+/// and serves it until [`Listener::abort`].
+pub async fn listen(edge: Arc<Edge>, port: u16) -> std::io::Result<Listener> {
+    let Some(workers) = WORKERS.get() else {
+        return Err(std::io::Error::other("the traffic threads are not started"));
+    };
+    let mut tasks = Vec::new();
+    for handle in &workers.handles {
+        let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
+        let edge = edge.clone();
+        tasks.push(handle.spawn(async move {
+            let listener = match bind(port) {
+                Ok(l) => {
+                    let _ = bound_tx.send(Ok(()));
+                    l
+                }
+                Err(e) => {
+                    let _ = bound_tx.send(Err(e));
+                    return;
                 }
             };
-            let _ = stream.set_nodelay(true);
-            let edge = edge.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req| {
-                    let edge = edge.clone();
-                    async move { Ok::<_, Infallible>(forward(&edge, port, peer, req).await) }
-                });
-                let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
+            accept_loop(edge, port, listener).await;
+        }));
+        let bound = bound_rx
+            .await
+            .unwrap_or_else(|_| Err(std::io::Error::other("the traffic thread stopped")));
+        if let Err(e) = bound {
+            for t in &tasks {
+                t.abort();
+            }
+            return Err(e);
         }
-    }))
+    }
+    Ok(Listener { tasks })
+}
+
+async fn accept_loop(edge: Arc<Edge>, port: u16, listener: TcpListener) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(_) => {
+                // Out of file descriptors and the like: back off briefly.
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let edge = edge.clone();
+        tokio::spawn(async move {
+            let forwarded_for = HeaderValue::from_str(&peer.ip().to_string()).ok();
+            let service = hyper::service::service_fn(move |req| {
+                let edge = edge.clone();
+                let forwarded_for = forwarded_for.clone();
+                async move { Ok::<_, Infallible>(forward(&edge, port, &forwarded_for, req).await) }
+            });
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
@@ -102,10 +226,86 @@ fn replayable(req: &Request<Incoming>) -> bool {
     ) && req.body().is_end_stream()
 }
 
+/// Idle keep-alive connections to one target, one set per traffic thread
+/// (a connection is used on the thread that runs it). A request takes one
+/// (or opens a new one) and gives it back when its response body has been
+/// sent.
+pub struct ConnPool {
+    idle: Vec<std::sync::Mutex<Vec<http1::SendRequest<ProxyBody>>>>,
+}
+
+impl Default for ConnPool {
+    fn default() -> Self {
+        Self {
+            idle: (0..worker_count()).map(|_| Default::default()).collect(),
+        }
+    }
+}
+
+/// Idle connections kept per target.
+const MAX_IDLE: usize = 512;
+
+impl ConnPool {
+    fn mine(&self) -> std::sync::MutexGuard<'_, Vec<http1::SendRequest<ProxyBody>>> {
+        self.idle[worker_index() % self.idle.len()]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn take(&self) -> Option<http1::SendRequest<ProxyBody>> {
+        let mut idle = self.mine();
+        while let Some(s) = idle.pop() {
+            if !s.is_closed() {
+                return Some(s);
+            }
+        }
+        None
+    }
+
+    fn give_back(&self, s: http1::SendRequest<ProxyBody>) {
+        if s.is_closed() {
+            return;
+        }
+        let mut idle = self.mine();
+        if idle.len() < MAX_IDLE {
+            idle.push(s);
+        }
+    }
+}
+
+/// A new HTTP/1.1 connection to `addr`.
+async fn connect(addr: &str) -> Result<http1::SendRequest<ProxyBody>, String> {
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| format!("connect to {addr} timed out"))?
+        .map_err(|e| format!("connect to {addr}: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let (sender, conn) = http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("handshake with {addr}: {e}"))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// A ready connection to the target: an idle one, or a new one. `Err` when
+/// the target cannot be reached.
+async fn sender_for(target: &Target) -> Result<(http1::SendRequest<ProxyBody>, bool), String> {
+    while let Some(mut s) = target.pool.take() {
+        if s.ready().await.is_ok() {
+            return Ok((s, true));
+        }
+    }
+    connect(&target.spec.addr).await.map(|s| (s, false))
+}
+
 async fn forward(
     edge: &Edge,
     port: u16,
-    peer: SocketAddr,
+    forwarded_for: &Option<HeaderValue>,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let can_retry = replayable(&req);
@@ -113,21 +313,15 @@ async fn forward(
     for h in HOP_BY_HOP {
         parts.headers.remove(h);
     }
-    if let Ok(v) = HeaderValue::from_str(&peer.ip().to_string()) {
+    if let Some(v) = forwarded_for {
         parts
             .headers
-            .append(HeaderName::from_static("x-forwarded-for"), v);
+            .append(HeaderName::from_static("x-forwarded-for"), v.clone());
     }
     parts.headers.insert(
         HeaderName::from_static("x-forwarded-proto"),
         HeaderValue::from_static("http"),
     );
-    parts.version = Version::HTTP_11;
-    let path = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
     if parts.headers.get(hyper::header::HOST).is_none() {
         if let Some(a) = parts.uri.authority() {
             if let Ok(v) = HeaderValue::from_str(a.as_str()) {
@@ -135,6 +329,19 @@ async fn forward(
             }
         }
     }
+    // Upstream requests are origin-form (`/path?query`), whatever the client sent.
+    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+        let path = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        match path.parse::<Uri>() {
+            Ok(u) => parts.uri = u,
+            Err(_) => return text(StatusCode::BAD_REQUEST, "bad request target\n"),
+        }
+    }
+    parts.version = Version::HTTP_11;
 
     let Some(first) = edge.table.pick(port, None) else {
         return text(
@@ -142,39 +349,65 @@ async fn forward(
             "no healthy container for this service\n",
         );
     };
-    let mut body = Some(body.boxed());
+    // What a replay needs if the request is lost after it was sent.
+    let replay = can_retry.then(|| {
+        (
+            parts.method.clone(),
+            parts.uri.clone(),
+            parts.headers.clone(),
+        )
+    });
+    let mut req = Some(Request::from_parts(parts, body.boxed()));
     let mut attempt = first;
     let mut retried = false;
+    // Requests that were never written (a reused connection closed under
+    // us) go again on a fresh connection, at most this many times.
+    let mut stale = 0;
     loop {
-        let Ok(uri) = format!("http://{}{}", attempt.0.spec.addr, path).parse::<Uri>() else {
-            return text(StatusCode::BAD_REQUEST, "bad request target\n");
-        };
-        let mut upstream = Request::new(body.take().unwrap_or_else(empty_body));
-        *upstream.method_mut() = parts.method.clone();
-        *upstream.uri_mut() = uri;
-        *upstream.version_mut() = Version::HTTP_11;
-        *upstream.headers_mut() = parts.headers.clone();
-        match edge.client.request(upstream).await {
-            Ok(resp) => return respond(resp, attempt),
-            Err(e) => {
-                let unreachable = e.is_connect();
-                if unreachable {
-                    edge.mark_unreachable(&attempt, &e.to_string());
-                }
-                if can_retry && !retried {
-                    let failed = attempt.0.spec.id.clone();
-                    drop(attempt);
-                    match edge.table.pick(port, Some(&failed)) {
-                        Some(next) => {
-                            attempt = next;
-                            retried = true;
-                            continue;
+        let _why = match sender_for(&attempt.0).await {
+            Err(why) => {
+                edge.mark_unreachable(&attempt, &why);
+                why
+            }
+            Ok((mut sender, reused)) => {
+                let Some(r) = req.take() else {
+                    return text(StatusCode::BAD_GATEWAY, "upstream failed\n");
+                };
+                match sender.try_send_request(r).await {
+                    Ok(resp) => return respond(resp, attempt, sender),
+                    Err(mut e) => {
+                        if let Some(unsent) = e.take_message() {
+                            req = Some(unsent);
+                            if reused && stale < 2 {
+                                stale += 1;
+                                continue;
+                            }
                         }
-                        None => return text(StatusCode::BAD_GATEWAY, "upstream unreachable\n"),
+                        e.into_error().to_string()
                     }
                 }
-                return text(StatusCode::BAD_GATEWAY, "upstream failed\n");
             }
+        };
+        if retried || (req.is_none() && replay.is_none()) {
+            return text(StatusCode::BAD_GATEWAY, "upstream failed\n");
+        }
+        if req.is_none() {
+            if let Some((method, uri, headers)) = &replay {
+                let mut r = Request::new(empty_body());
+                *r.method_mut() = method.clone();
+                *r.uri_mut() = uri.clone();
+                *r.headers_mut() = headers.clone();
+                req = Some(r);
+            }
+        }
+        let failed = attempt.0.spec.id.clone();
+        drop(attempt);
+        match edge.table.pick(port, Some(&failed)) {
+            Some(next) => {
+                attempt = next;
+                retried = true;
+            }
+            None => return text(StatusCode::BAD_GATEWAY, "upstream unreachable\n"),
         }
     }
 }
@@ -185,24 +418,70 @@ pub fn empty_body() -> ProxyBody {
         .boxed()
 }
 
+/// A response body on its way to the client. While it lives, the request
+/// counts in flight on its target; once it has been read to the end, its
+/// connection goes back to the target's pool.
+struct Relay {
+    body: Incoming,
+    guard: InFlight,
+    sender: Option<http1::SendRequest<ProxyBody>>,
+    done: bool,
+}
+
+impl Body for Relay {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.body).poll_frame(cx);
+        if let std::task::Poll::Ready(None) = polled {
+            self.done = true;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if let Some(sender) = self.sender.take() {
+            if self.done || self.body.is_end_stream() {
+                self.guard.0.pool.give_back(sender);
+            }
+        }
+    }
+}
+
 /// Passes the response on, keeping the request counted in flight until its
 /// body has been sent.
-fn respond(resp: Response<Incoming>, guard: InFlight) -> Response<ProxyBody> {
-    let release = guard.0.spec.release;
+fn respond(
+    resp: Response<Incoming>,
+    guard: InFlight,
+    sender: http1::SendRequest<ProxyBody>,
+) -> Response<ProxyBody> {
     let (mut parts, body) = resp.into_parts();
     for h in HOP_BY_HOP {
         parts.headers.remove(h);
     }
-    if let Ok(v) = HeaderValue::from_str(&release.to_string()) {
-        parts
-            .headers
-            .insert(HeaderName::from_static(RELEASE_HEADER), v);
-    }
-    let body = body
-        .map_frame(move |frame| {
-            let _held = &guard;
-            frame
-        })
-        .boxed();
-    Response::from_parts(parts, body)
+    parts.headers.insert(
+        HeaderName::from_static(RELEASE_HEADER),
+        HeaderValue::from(guard.0.spec.release),
+    );
+    let relay = Relay {
+        body,
+        guard,
+        sender: Some(sender),
+        done: false,
+    };
+    Response::from_parts(parts, relay.boxed())
 }

@@ -31,6 +31,8 @@ pub struct Target {
     /// Woken whenever the target's state changes.
     pub changed: Notify,
     pub checker: Mutex<Option<JoinHandle<()>>>,
+    /// Idle keep-alive connections to it.
+    pub pool: crate::proxy::ConnPool,
 }
 
 /// The mutable part of a target's state.
@@ -58,6 +60,7 @@ impl Target {
             added: Instant::now(),
             changed: Notify::new(),
             checker: Mutex::new(None),
+            pool: crate::proxy::ConnPool::default(),
         })
     }
 
@@ -107,7 +110,7 @@ impl Drop for InFlight {
 pub struct Route {
     pub spec: RouteSpec,
     pub targets: Vec<Arc<Target>>,
-    pub listener: Option<JoinHandle<()>>,
+    pub listener: Option<crate::proxy::Listener>,
     next: AtomicUsize,
 }
 
