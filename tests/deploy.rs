@@ -684,3 +684,31 @@ fn an_older_edge_keeps_serving_until_edge_upgrade_replaces_it_keeping_its_routes
     assert!(answer.starts_with("v2 "), "{answer}");
     docker(&["rmi", older]);
 }
+
+#[test]
+fn two_clients_that_find_no_edge_at_the_same_time_both_deploy() {
+    let _edge = EDGE.write().unwrap_or_else(|p| p.into_inner());
+    let _ = std::process::Command::new("docker")
+        .args(["rm", "-f", "changeover-edge"])
+        .output();
+    let (p1, p2) = (free_port(), free_port());
+    let one = TestStack::new("race1", &web(p1, "v1", 1, ""), &[p1]);
+    let two = TestStack::new("race2", &web(p2, "v1", 1, ""), &[p2]);
+    let spawn = |s: &TestStack| {
+        changeover_cmd(&["stack", "deploy", "-f", &s.file()], &[])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(&one), spawn(&two));
+    for (child, what) in [(a, "first"), (b, "second")] {
+        let out = child.wait_with_output().unwrap();
+        ok(
+            &out,
+            &format!("the {what} deploy, racing to create the edge"),
+        );
+    }
+    assert!(get(p1).unwrap().starts_with("v1 "));
+    assert!(get(p2).unwrap().starts_with("v1 "));
+}

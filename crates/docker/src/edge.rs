@@ -238,6 +238,7 @@ pub async fn ensure_edge(docker: &Docker) -> Result<Edge, Problem> {
                 Some(RemoveContainerOptionsBuilder::new().force(true).build()),
             )
             .await
+            .or_else(gone_already)
             .map_err(|e| daemon_problem("removing the old edge", &e))?;
     }
     create_edge(docker, &BinaryImage::load()?).await
@@ -268,7 +269,7 @@ async fn create_edge(docker: &Docker, binary: &BinaryImage) -> Result<Edge, Prob
         }),
         ..Default::default()
     };
-    docker
+    let created = docker
         .create_container(
             Some(
                 CreateContainerOptionsBuilder::new()
@@ -277,12 +278,21 @@ async fn create_edge(docker: &Docker, binary: &BinaryImage) -> Result<Edge, Prob
             ),
             body,
         )
-        .await
-        .map_err(|e| daemon_problem("creating the edge container", &e))?;
-    docker
-        .start_container(EDGE_CONTAINER, None)
-        .await
-        .map_err(|e| daemon_problem("starting the edge", &e))?;
+        .await;
+    match created {
+        Ok(_) => docker
+            .start_container(EDGE_CONTAINER, None)
+            .await
+            .map_err(|e| daemon_problem("starting the edge", &e))?,
+        // Another client created it a moment ago: use that one. Starting it
+        // too covers a client that died between its create and its start.
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 409, ..
+        }) => {
+            let _ = docker.start_container(EDGE_CONTAINER, None).await;
+        }
+        Err(e) => return Err(daemon_problem("creating the edge container", &e)),
+    }
     // Wait for its control socket.
     let mut last = None;
     for _ in 0..100 {
@@ -297,6 +307,16 @@ async fn create_edge(docker: &Docker, binary: &BinaryImage) -> Result<Edge, Prob
         "the edge started but does not answer: {}",
         last.unwrap_or_default()
     )))
+}
+
+/// A container that is not there any more was removed by someone else: fine.
+fn gone_already(e: bollard::errors::Error) -> Result<(), bollard::errors::Error> {
+    match e {
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        } => Ok(()),
+        e => Err(e),
+    }
 }
 
 async fn build_edge_image(docker: &Docker, binary: &BinaryImage) -> Result<String, Problem> {
@@ -385,6 +405,7 @@ pub async fn upgrade_edge(docker: &Docker) -> Result<Edge, Problem> {
                 Some(RemoveContainerOptionsBuilder::new().force(true).build()),
             )
             .await
+            .or_else(gone_already)
             .map_err(|e| daemon_problem("removing the old edge", &e))?;
     }
     create_edge(docker, &binary).await
