@@ -712,3 +712,76 @@ fn two_clients_that_find_no_edge_at_the_same_time_both_deploy() {
     assert!(get(p1).unwrap().starts_with("v1 "));
     assert!(get(p2).unwrap().starts_with("v1 "));
 }
+
+#[test]
+fn traffic_shows_per_release_figures_pauses_for_maintenance_and_refuses_bad_changes() {
+    let _edge = shared_edge();
+    let port = free_port();
+    let stack = TestStack::new("traffic", &web(port, "v1", 2, ""), &[port]);
+    let svc = format!("{}/web", stack.name);
+    ok(
+        &changeover(&["stack", "deploy", "-f", &stack.file()], &[]),
+        "deploy",
+    );
+    for _ in 0..25 {
+        assert!(get(port).unwrap().starts_with("v1 "));
+    }
+    let out = changeover(&["traffic", "show", &svc, "--json"], &[]);
+    ok(&out, "traffic show");
+    let view: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let m = &view["routes"][0]["metrics"][0];
+    assert_eq!(m["release"], 1, "{view}");
+    assert!(m["requests"].as_u64().unwrap() >= 25, "{view}");
+    assert_eq!(m["responses"][0], m["requests"], "all 2xx: {view}");
+    assert!(m["p99Us"].as_u64().is_some(), "{view}");
+    let table = changeover(&["traffic", "show", &svc], &[]);
+    ok(&table, "traffic show as a table");
+    assert!(String::from_utf8_lossy(&table.stdout).contains("P99 MS"));
+
+    ok(
+        &changeover(
+            &["traffic", "maintenance", &svc, "--message", "back at ten"],
+            &[],
+        ),
+        "maintenance on",
+    );
+    let paused = get(port).unwrap_err();
+    assert!(paused.contains("503"), "{paused}");
+    assert_eq!(running_releases(&svc), vec![1, 1], "containers untouched");
+    ok(
+        &changeover(&["traffic", "maintenance", &svc, "--off"], &[]),
+        "maintenance off",
+    );
+    assert!(get(port).unwrap().starts_with("v1 "));
+
+    for (args, says) in [
+        (
+            vec!["split", &svc, "--percent", "150"],
+            "not a percentage from 0 to 100",
+        ),
+        (
+            vec!["split", &svc, "--percent", "-5"],
+            "not a percentage from 0 to 100",
+        ),
+        (
+            vec!["split", &svc, "--percent", "10"],
+            "needs exactly two live releases",
+        ),
+        (vec!["switch", &svc, "--to", "9"], "no release \"9\""),
+        (
+            vec!["maintenance", &svc, "--message", " "],
+            "message is empty",
+        ),
+        (vec!["show", "t-no-such/web"], "no service t-no-such/web"),
+    ] {
+        let mut full = vec!["traffic"];
+        full.extend(args.iter().copied());
+        let out = changeover(&full, &[]);
+        assert!(!out.status.success(), "{full:?} is refused");
+        assert!(stderr(&out).contains(says), "{full:?}: {}", stderr(&out));
+    }
+    assert!(
+        get(port).unwrap().starts_with("v1 "),
+        "refusals changed nothing"
+    );
+}

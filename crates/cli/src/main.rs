@@ -7,6 +7,7 @@
 
 mod deploy;
 mod table;
+mod traffic;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -54,10 +55,54 @@ enum Command {
         #[command(subcommand)]
         command: ServiceCommand,
     },
+    /// Traffic between a service's releases: split, switch, maintenance, live figures.
+    Traffic {
+        #[command(subcommand)]
+        command: TrafficCommand,
+    },
     /// The edge proxy of the environment.
     Edge {
         #[command(subcommand)]
         command: EdgeCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum TrafficCommand {
+    /// Each route's split and what each release served (requests, errors, latency).
+    Show {
+        /// STACK/SERVICE
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send every new request to one release (number, or a tag one live release runs).
+    Switch {
+        /// STACK/SERVICE
+        name: String,
+        #[arg(long, value_name = "RELEASE")]
+        to: String,
+    },
+    /// Share new requests between the two live releases: N% to the newer one.
+    Split {
+        /// STACK/SERVICE
+        name: String,
+        #[arg(long, value_name = "N", allow_negative_numbers = true)]
+        percent: i64,
+    },
+    /// Answer every request with a 503 page (containers keep running).
+    Maintenance {
+        /// STACK/SERVICE
+        name: String,
+        /// What users read.
+        #[arg(
+            long,
+            default_value = "This service is down for maintenance. Please try again soon."
+        )]
+        message: String,
+        /// Resume normal traffic instead.
+        #[arg(long)]
+        off: bool,
     },
 }
 
@@ -195,6 +240,10 @@ async fn run(cli: Cli) -> Result<(), Problem> {
                 None => print!("{text}"),
             }
             Ok(())
+        }
+        Command::Traffic { command } => {
+            let docker = dial(&environments, cli.env.as_deref()).await?;
+            traffic::run(&docker, command).await
         }
         Command::Edge { command } => {
             let docker = dial(&environments, cli.env.as_deref()).await?;

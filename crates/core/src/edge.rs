@@ -24,7 +24,7 @@ use ts_rs::TS;
 
 /// Bumped when a request or response changes shape; an edge with another
 /// protocol version is replaced before it is used.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Name of the edge container on every environment.
 pub const EDGE_CONTAINER: &str = "changeover-edge";
@@ -129,7 +129,8 @@ pub struct TargetStatus {
     pub healthy_after_ms: Option<u64>,
 }
 
-/// A route with its targets.
+/// A route with its targets, how it shares traffic, and what each release
+/// served.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
 #[serde(rename_all = "camelCase")]
 #[ts(export)]
@@ -137,6 +138,85 @@ pub struct RouteStatus {
     #[serde(flatten)]
     pub spec: RouteSpec,
     pub targets: Vec<TargetStatus>,
+    #[serde(default)]
+    pub policy: TrafficPolicy,
+    /// Per release, since the edge started (newest release last).
+    #[serde(default)]
+    pub metrics: Vec<ReleaseMetrics>,
+}
+
+/// Cookie that keeps a client on one release while a split holds.
+pub const STICKY_COOKIE: &str = "changeover-release";
+/// Header (or cookie of the same name) that sends a request to the preview
+/// release.
+pub const PREVIEW_HEADER: &str = "x-changeover-preview";
+/// Cookie form of [`PREVIEW_HEADER`].
+pub const PREVIEW_COOKIE: &str = "changeover-preview";
+
+/// How a route shares its requests among the releases it has targets of.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+#[ts(export)]
+pub struct TrafficPolicy {
+    /// Each release's share of new requests (relative). Empty: every
+    /// healthy target alike, whatever its release (a rolling deploy). A
+    /// release listed with 0 gets nothing (standby). When no listed release
+    /// with a share has a healthy target, any healthy target serves.
+    pub weights: Vec<Share>,
+    /// Requests carrying this token go to this release whatever the shares.
+    pub preview: Option<Preview>,
+    /// Paused: every request is answered 503 with this text; the containers
+    /// are left alone.
+    pub maintenance: Option<String>,
+}
+
+/// One release's share of a route's new requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+#[ts(export)]
+pub struct Share {
+    pub release: u32,
+    pub weight: u32,
+}
+
+/// An allowlist: who sees a release before anyone else.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+#[ts(export)]
+pub struct Preview {
+    pub release: u32,
+    /// Sent as the `x-changeover-preview` header or `changeover-preview` cookie.
+    pub token: String,
+}
+
+/// What one release served on one route.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+#[ts(export)]
+pub struct ReleaseMetrics {
+    pub release: u32,
+    #[ts(type = "number")]
+    pub requests: u64,
+    /// Responses by class: 2xx, 3xx, 4xx, 5xx.
+    #[ts(type = "[number, number, number, number]")]
+    pub responses: [u64; 4],
+    /// Requests that got no response from the release (connection refused,
+    /// reset, timeout): the edge answered 502 or retried elsewhere.
+    #[ts(type = "number")]
+    pub failures: u64,
+    /// Response body bytes sent to clients.
+    #[ts(type = "number")]
+    pub bytes: u64,
+    #[ts(type = "number")]
+    pub in_flight: u64,
+    /// Time to response headers, in microseconds (upper bounds of the
+    /// histogram bucket the percentile falls in); `None` before any response.
+    #[ts(type = "number | null")]
+    pub p50_us: Option<u64>,
+    #[ts(type = "number | null")]
+    pub p95_us: Option<u64>,
+    #[ts(type = "number | null")]
+    pub p99_us: Option<u64>,
 }
 
 /// The edge of an environment as `changeover edge status` shows it.
@@ -210,6 +290,12 @@ pub enum Request {
     TargetRemove {
         port: u16,
         id: String,
+    },
+    /// Sets how a route shares its traffic (an atomic switch: every request
+    /// after the answer follows the new policy).
+    TrafficSet {
+        port: u16,
+        policy: TrafficPolicy,
     },
     /// Could the edge listen on this host port? (A port the edge already
     /// listens on for `service` counts as free.)

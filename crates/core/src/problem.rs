@@ -35,6 +35,9 @@ pub enum ProblemCode {
     NoPreviousRelease,
     /// The edge could not be set up or answered with an error.
     EdgeError,
+    /// A traffic change that cannot apply (bad percentage, unhealthy or
+    /// unknown release, not two live releases).
+    InvalidTraffic,
     /// A file to write exists already (ask before replacing it).
     FileExists,
     /// A file could not be written.

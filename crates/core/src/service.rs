@@ -335,6 +335,19 @@ pub struct ServiceView {
     pub rollout_lock: Option<crate::edge::LockHolder>,
 }
 
+/// A service's routes on the edge: how each shares traffic between
+/// releases, and what each release served.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+#[ts(export)]
+pub struct TrafficView {
+    /// `stack/service`.
+    pub service: String,
+    /// The release the service's record calls current.
+    pub current: Option<u32>,
+    pub routes: Vec<crate::edge::RouteStatus>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

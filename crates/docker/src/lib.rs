@@ -10,6 +10,8 @@
 //! - [`runtime`]: core's rollout `Runtime` on bollard (containers, networks,
 //!   volumes, images, logs).
 //! - [`deploy`]: the deploy use cases the CLI and the app share.
+//! - [`traffic`]: traffic between a service's releases on the edge: show,
+//!   maintenance, split, switch.
 //! - [`live`]: keep an inventory current from the daemon's event stream,
 //!   reconnecting with backoff when the daemon goes away.
 //!
@@ -22,6 +24,7 @@ pub mod edge;
 pub mod live;
 pub mod read;
 pub mod runtime;
+pub mod traffic;
 
 pub use bollard::Docker;
 pub use connect::connect;

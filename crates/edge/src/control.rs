@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
 use crate::proxy::{self, Upstream};
-use crate::routes::{write_atomically, Route, Table, Target};
+use crate::routes::{write_atomically, Route, Table};
 
 const SOCKET: &str = "control.sock";
 
@@ -178,6 +178,30 @@ impl Edge {
                 }
                 Response::Ok
             }
+            Request::TrafficSet { port, policy } => {
+                if policy
+                    .preview
+                    .as_ref()
+                    .is_some_and(|p| p.token.trim().is_empty())
+                {
+                    return error(
+                        EdgeErrorCode::BadRequest,
+                        "a preview token cannot be empty".to_string(),
+                    );
+                }
+                let mut routes = self.table.lock();
+                let Some(route) = routes.get_mut(&port) else {
+                    return error(
+                        EdgeErrorCode::UnknownRoute,
+                        format!("no route on port {port}"),
+                    );
+                };
+                // Under the table lock: the next request picks by the new policy.
+                route.policy = policy;
+                drop(routes);
+                self.save_routes();
+                Response::Ok
+            }
             Request::PortCheck { port, service } => {
                 if let Some(r) = self.table.lock().get(&port) {
                     return if r.spec.service == service {
@@ -324,9 +348,8 @@ impl Edge {
                     if let Some(i) = route.targets.iter().position(|t| t.spec.id == spec.id) {
                         route.targets.remove(i).stop_checks();
                     }
-                    let t = Target::new(spec, TargetState::Adding);
+                    let t = route.add_target(spec, TargetState::Adding);
                     crate::health::start(&t, route.spec.health.clone(), self.client.clone());
-                    route.targets.push(t.clone());
                     t
                 }
             }

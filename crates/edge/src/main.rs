@@ -22,6 +22,7 @@ mod demo;
 mod health;
 mod proxy;
 mod routes;
+mod traffic;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -31,7 +31,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 use crate::control::Edge;
-use crate::routes::{InFlight, Target};
+use crate::routes::{InFlight, Pick, Target};
 
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
 pub type Upstream = Client<HttpConnector, ProxyBody>;
@@ -343,12 +343,22 @@ async fn forward(
     }
     parts.version = Version::HTTP_11;
 
-    let Some(first) = edge.table.pick(port, None) else {
-        return text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no healthy container for this service\n",
-        );
+    let started = std::time::Instant::now();
+    let (first, sticky) = {
+        let hints = crate::traffic::hints(&parts.headers);
+        match edge.table.pick(port, None, &hints) {
+            Pick::Target(t, sticky) => (t, sticky),
+            Pick::Maintenance(message) => return maintenance(message),
+            Pick::Nothing => {
+                return text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no healthy container for this service\n",
+                )
+            }
+        }
     };
+    // The same request, replayed, keeps its client's hints.
+    let replay_hints_sticky = sticky;
     // What a replay needs if the request is lost after it was sent.
     let replay = can_retry.then(|| {
         (
@@ -374,7 +384,7 @@ async fn forward(
                     return text(StatusCode::BAD_GATEWAY, "upstream failed\n");
                 };
                 match sender.try_send_request(r).await {
-                    Ok(resp) => return respond(resp, attempt, sender),
+                    Ok(resp) => return respond(resp, attempt, sender, started, sticky),
                     Err(mut e) => {
                         if let Some(unsent) = e.take_message() {
                             req = Some(unsent);
@@ -388,6 +398,7 @@ async fn forward(
                 }
             }
         };
+        attempt.0.counters.failure();
         if retried || (req.is_none() && replay.is_none()) {
             return text(StatusCode::BAD_GATEWAY, "upstream failed\n");
         }
@@ -402,14 +413,35 @@ async fn forward(
         }
         let failed = attempt.0.spec.id.clone();
         drop(attempt);
-        match edge.table.pick(port, Some(&failed)) {
-            Some(next) => {
+        let hints = crate::traffic::Hints {
+            preview: None,
+            sticky: replay_hints_sticky,
+        };
+        match edge.table.pick(port, Some(&failed), &hints) {
+            Pick::Target(next, _) => {
                 attempt = next;
                 retried = true;
             }
-            None => return text(StatusCode::BAD_GATEWAY, "upstream unreachable\n"),
+            _ => return text(StatusCode::BAD_GATEWAY, "upstream unreachable\n"),
         }
     }
+}
+
+/// The paused route's answer.
+fn maintenance(message: String) -> Response<ProxyBody> {
+    let mut r = Response::new(
+        Full::new(Bytes::from(message + "\n"))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r.headers_mut()
+        .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("30"));
+    r
 }
 
 pub fn empty_body() -> ProxyBody {
@@ -437,8 +469,14 @@ impl Body for Relay {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
         let polled = std::pin::Pin::new(&mut self.body).poll_frame(cx);
-        if let std::task::Poll::Ready(None) = polled {
-            self.done = true;
+        match &polled {
+            std::task::Poll::Ready(None) => self.done = true,
+            std::task::Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.guard.0.counters.sent(data.len() as u64);
+                }
+            }
+            _ => {}
         }
         polled
     }
@@ -468,10 +506,19 @@ fn respond(
     resp: Response<Incoming>,
     guard: InFlight,
     sender: http1::SendRequest<ProxyBody>,
+    started: std::time::Instant,
+    sticky: Option<u64>,
 ) -> Response<ProxyBody> {
+    guard
+        .0
+        .counters
+        .response(resp.status().as_u16(), started.elapsed());
     let (mut parts, body) = resp.into_parts();
     for h in HOP_BY_HOP {
         parts.headers.remove(h);
+    }
+    if let Some(cookie) = sticky.and_then(crate::traffic::sticky_cookie) {
+        parts.headers.append(hyper::header::SET_COOKIE, cookie);
     }
     parts.headers.insert(
         HeaderName::from_static(RELEASE_HEADER),

@@ -16,10 +16,14 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use changeover_core::edge::{RouteSpec, RouteStatus, TargetSpec, TargetState, TargetStatus};
+use changeover_core::edge::{
+    RouteSpec, RouteStatus, TargetSpec, TargetState, TargetStatus, TrafficPolicy,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
+
+use crate::traffic::{is_even, new_sticky_id, release_for, Counters, Hints};
 
 /// One target: a container port on a route.
 pub struct Target {
@@ -33,6 +37,8 @@ pub struct Target {
     pub checker: Mutex<Option<JoinHandle<()>>>,
     /// Idle keep-alive connections to it.
     pub pool: crate::proxy::ConnPool,
+    /// Its release's counters on its route.
+    pub counters: Arc<Counters>,
 }
 
 /// The mutable part of a target's state.
@@ -45,7 +51,7 @@ pub struct TargetHealth {
 }
 
 impl Target {
-    pub fn new(spec: TargetSpec, state: TargetState) -> Arc<Self> {
+    pub fn new(spec: TargetSpec, state: TargetState, counters: Arc<Counters>) -> Arc<Self> {
         Arc::new(Self {
             spec,
             health: Mutex::new(TargetHealth {
@@ -61,6 +67,7 @@ impl Target {
             changed: Notify::new(),
             checker: Mutex::new(None),
             pool: crate::proxy::ConnPool::default(),
+            counters,
         })
     }
 
@@ -111,7 +118,21 @@ pub struct Route {
     pub spec: RouteSpec,
     pub targets: Vec<Arc<Target>>,
     pub listener: Option<crate::proxy::Listener>,
+    pub policy: TrafficPolicy,
+    /// Per release, kept while the edge runs (a release's figures survive
+    /// its targets' removal, for switch-back comparisons).
+    counters: BTreeMap<u32, Arc<Counters>>,
     next: AtomicUsize,
+}
+
+/// Where a request goes.
+pub enum Pick {
+    /// This target; set this sticky id on the response when `Some`.
+    Target(InFlight, Option<u64>),
+    /// The route is paused: answer 503 with this text.
+    Maintenance(String),
+    /// No healthy target.
+    Nothing,
 }
 
 impl Route {
@@ -120,14 +141,105 @@ impl Route {
             spec,
             targets: Vec::new(),
             listener: None,
+            policy: TrafficPolicy::default(),
+            counters: BTreeMap::new(),
             next: AtomicUsize::new(0),
         }
+    }
+
+    /// A new target on this route, counted with its release.
+    pub fn add_target(&mut self, spec: TargetSpec, state: TargetState) -> Arc<Target> {
+        let counters = self
+            .counters
+            .entry(spec.release)
+            .or_insert_with(|| Arc::new(Counters::new(spec.release)))
+            .clone();
+        let t = Target::new(spec, state, counters);
+        self.targets.push(t.clone());
+        t
     }
 
     pub fn status(&self) -> RouteStatus {
         RouteStatus {
             spec: self.spec.clone(),
             targets: self.targets.iter().map(|t| t.status()).collect(),
+            policy: self.policy.clone(),
+            metrics: self
+                .counters
+                .values()
+                .map(|c| {
+                    let in_flight = self
+                        .targets
+                        .iter()
+                        .filter(|t| t.spec.release == c.release)
+                        .map(|t| t.in_flight.load(Ordering::SeqCst))
+                        .sum();
+                    c.snapshot(in_flight)
+                })
+                .collect(),
+        }
+    }
+
+    fn serving(&self, release: u32, except: Option<&str>) -> bool {
+        self.targets.iter().any(|t| {
+            t.spec.release == release
+                && Some(t.spec.id.as_str()) != except
+                && t.state() == TargetState::Healthy
+        })
+    }
+
+    /// The next healthy target (round robin), of `release` when given.
+    fn next_target(&self, release: Option<u32>, except: Option<&str>) -> Option<InFlight> {
+        let n = self.targets.len();
+        if n == 0 {
+            return None;
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        for i in 0..n {
+            let t = &self.targets[(start + i) % n];
+            if Some(t.spec.id.as_str()) == except
+                || release.is_some_and(|r| r != t.spec.release)
+                || t.state() != TargetState::Healthy
+            {
+                continue;
+            }
+            t.in_flight.fetch_add(1, Ordering::SeqCst);
+            t.requests.fetch_add(1, Ordering::Relaxed);
+            return Some(InFlight(t.clone()));
+        }
+        None
+    }
+
+    /// Where a request with these hints goes under the route's policy.
+    fn pick(&self, except: Option<&str>, hints: &Hints) -> Pick {
+        if let Some(text) = &self.policy.maintenance {
+            return Pick::Maintenance(text.clone());
+        }
+        if let (Some(preview), Some(token)) = (&self.policy.preview, hints.preview) {
+            if preview.token == token {
+                if let Some(t) = self.next_target(Some(preview.release), except) {
+                    return Pick::Target(t, None);
+                }
+            }
+        }
+        if is_even(&self.policy) {
+            return match self.next_target(None, except) {
+                Some(t) => Pick::Target(t, None),
+                None => Pick::Nothing,
+            };
+        }
+        let (id, fresh) = match hints.sticky {
+            Some(id) => (id, false),
+            None => (new_sticky_id(), true),
+        };
+        let chosen = release_for(id, &self.policy.weights, |r| self.serving(r, except));
+        // No release with a share can serve: any healthy target beats a 503.
+        match self.next_target(chosen, except) {
+            Some(t) => Pick::Target(t, fresh.then_some(id)),
+            None => match self.next_target(None, except) {
+                Some(t) => Pick::Target(t, None),
+                None => Pick::Nothing,
+            },
         }
     }
 
@@ -147,6 +259,8 @@ pub struct Table {
 struct SavedRoute {
     spec: RouteSpec,
     targets: Vec<SavedTarget>,
+    #[serde(default)]
+    policy: TrafficPolicy,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -168,26 +282,13 @@ impl Table {
         self.routes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Picks the next healthy target of the route on `port` (round robin),
-    /// skipping `except`, and counts the request in flight on it.
-    pub fn pick(&self, port: u16, except: Option<&str>) -> Option<InFlight> {
-        let routes = self.lock();
-        let route = routes.get(&port)?;
-        let n = route.targets.len();
-        if n == 0 {
-            return None;
+    /// Picks where a request on `port` goes under the route's policy,
+    /// skipping the target `except`, and counts it in flight there.
+    pub fn pick(&self, port: u16, except: Option<&str>, hints: &Hints) -> Pick {
+        match self.lock().get(&port) {
+            Some(route) => route.pick(except, hints),
+            None => Pick::Nothing,
         }
-        let start = route.next.fetch_add(1, Ordering::Relaxed);
-        for i in 0..n {
-            let t = &route.targets[(start + i) % n];
-            if Some(t.spec.id.as_str()) == except || t.state() != TargetState::Healthy {
-                continue;
-            }
-            t.in_flight.fetch_add(1, Ordering::SeqCst);
-            t.requests.fetch_add(1, Ordering::Relaxed);
-            return Some(InFlight(t.clone()));
-        }
-        None
     }
 
     /// Loads saved routes; the caller opens their listeners and starts checks.
@@ -205,13 +306,14 @@ impl Table {
         let mut routes = self.lock();
         for r in saved {
             let mut route = Route::new(r.spec);
+            route.policy = r.policy;
             for t in r.targets {
                 let state = if t.healthy {
                     TargetState::Healthy
                 } else {
                     TargetState::Adding
                 };
-                route.targets.push(Target::new(t.spec, state));
+                route.add_target(t.spec, state);
             }
             routes.insert(route.spec.port, route);
         }
@@ -227,6 +329,7 @@ impl Table {
             .lock()
             .values()
             .map(|r| SavedRoute {
+                policy: r.policy.clone(),
                 spec: r.spec.clone(),
                 targets: r
                     .targets
@@ -254,9 +357,19 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use changeover_core::edge::HealthProbe;
+    use changeover_core::edge::{HealthProbe, Preview, Share};
 
-    fn table_with(states: &[(&str, TargetState)]) -> Table {
+    fn shares(pairs: &[(u32, u32)]) -> Vec<Share> {
+        pairs
+            .iter()
+            .map(|(release, weight)| Share {
+                release: *release,
+                weight: *weight,
+            })
+            .collect()
+    }
+
+    fn table_with(states: &[(&str, u32, TargetState)]) -> Table {
         let table = Table::new(None);
         let mut route = Route::new(RouteSpec {
             port: 1,
@@ -264,30 +377,51 @@ mod tests {
             health: HealthProbe::default(),
             drain_timeout_ms: 1000,
         });
-        for (id, state) in states {
-            route.targets.push(Target::new(
+        for (id, release, state) in states {
+            route.add_target(
                 TargetSpec {
                     id: id.to_string(),
                     addr: "127.0.0.1:1".into(),
-                    release: 1,
+                    release: *release,
                 },
                 *state,
-            ));
+            );
         }
         table.lock().insert(1, route);
         table
     }
 
+    fn pick(table: &Table, except: Option<&str>, hints: &Hints) -> Option<(InFlight, Option<u64>)> {
+        match table.pick(1, except, hints) {
+            Pick::Target(t, sticky) => Some((t, sticky)),
+            _ => None,
+        }
+    }
+
+    fn set_policy(table: &Table, policy: TrafficPolicy) {
+        if let Some(r) = table.lock().get_mut(&1) {
+            r.policy = policy;
+        }
+    }
+
     #[test]
     fn only_healthy_targets_get_requests_in_turn() {
         let table = table_with(&[
-            ("a", TargetState::Healthy),
-            ("b", TargetState::Adding),
-            ("c", TargetState::Healthy),
-            ("d", TargetState::Draining),
+            ("a", 1, TargetState::Healthy),
+            ("b", 1, TargetState::Adding),
+            ("c", 1, TargetState::Healthy),
+            ("d", 1, TargetState::Draining),
         ]);
         let picked: Vec<String> = (0..4)
-            .map(|_| table.pick(1, None).unwrap().0.spec.id.clone())
+            .map(|_| {
+                pick(&table, None, &Hints::default())
+                    .unwrap()
+                    .0
+                     .0
+                    .spec
+                    .id
+                    .clone()
+            })
             .collect();
         assert!(
             picked.iter().all(|id| id == "a" || id == "c"),
@@ -301,8 +435,8 @@ mod tests {
 
     #[test]
     fn in_flight_counts_until_the_guard_drops() {
-        let table = table_with(&[("a", TargetState::Healthy)]);
-        let guard = table.pick(1, None).unwrap();
+        let table = table_with(&[("a", 1, TargetState::Healthy)]);
+        let (guard, _) = pick(&table, None, &Hints::default()).unwrap();
         let target = guard.0.clone();
         assert_eq!(
             target.in_flight.load(Ordering::SeqCst),
@@ -319,15 +453,131 @@ mod tests {
 
     #[test]
     fn a_retry_skips_the_target_that_failed() {
-        let table = table_with(&[("a", TargetState::Healthy), ("b", TargetState::Healthy)]);
+        let table = table_with(&[
+            ("a", 1, TargetState::Healthy),
+            ("b", 1, TargetState::Healthy),
+        ]);
         for _ in 0..4 {
-            let t = table.pick(1, Some("a")).unwrap();
+            let (t, _) = pick(&table, Some("a"), &Hints::default()).unwrap();
             assert_eq!(t.0.spec.id, "b", "the failed target is not retried");
         }
-        let table = table_with(&[("a", TargetState::Healthy)]);
+        let table = table_with(&[("a", 1, TargetState::Healthy)]);
         assert!(
-            table.pick(1, Some("a")).is_none(),
+            pick(&table, Some("a"), &Hints::default()).is_none(),
             "no other target: no retry"
         );
+    }
+
+    #[test]
+    fn weights_split_new_clients_and_a_sticky_client_stays() {
+        let table = table_with(&[
+            ("old", 1, TargetState::Healthy),
+            ("new", 2, TargetState::Healthy),
+        ]);
+        set_policy(
+            &table,
+            TrafficPolicy {
+                weights: shares(&[(1, 75), (2, 25)]),
+                ..Default::default()
+            },
+        );
+        let mut on_new = 0;
+        for _ in 0..10_000 {
+            let (t, sticky) = pick(&table, None, &Hints::default()).unwrap();
+            assert!(sticky.is_some(), "a new client gets a sticky id");
+            if t.0.spec.release == 2 {
+                on_new += 1;
+            }
+        }
+        assert!(
+            (2_200..2_800).contains(&on_new),
+            "about 25% on release 2: {on_new}"
+        );
+        let (first, id) = pick(&table, None, &Hints::default()).unwrap();
+        let hints = Hints {
+            sticky: id,
+            preview: None,
+        };
+        for _ in 0..50 {
+            let (t, again) = pick(&table, None, &hints).unwrap();
+            assert_eq!(t.0.spec.release, first.0.spec.release, "sticky");
+            assert_eq!(again, None, "no new cookie for a known client");
+        }
+    }
+
+    #[test]
+    fn a_switch_is_all_or_nothing_and_falls_back_when_the_release_dies() {
+        let table = table_with(&[
+            ("old", 1, TargetState::Healthy),
+            ("new", 2, TargetState::Healthy),
+        ]);
+        set_policy(
+            &table,
+            TrafficPolicy {
+                weights: shares(&[(1, 0), (2, 100)]),
+                ..Default::default()
+            },
+        );
+        for _ in 0..20 {
+            assert_eq!(
+                pick(&table, None, &Hints::default())
+                    .unwrap()
+                    .0
+                     .0
+                    .spec
+                    .release,
+                2
+            );
+        }
+        if let Some(r) = table.lock().get(&1) {
+            r.targets[1].health().state = TargetState::Unhealthy;
+        }
+        assert_eq!(
+            pick(&table, None, &Hints::default())
+                .unwrap()
+                .0
+                 .0
+                .spec
+                .release,
+            1,
+            "with release 2 down, the healthy release serves rather than a 503"
+        );
+    }
+
+    #[test]
+    fn preview_tokens_and_maintenance() {
+        let table = table_with(&[
+            ("old", 1, TargetState::Healthy),
+            ("new", 2, TargetState::Healthy),
+        ]);
+        set_policy(
+            &table,
+            TrafficPolicy {
+                weights: shares(&[(1, 100), (2, 0)]),
+                preview: Some(Preview {
+                    release: 2,
+                    token: "team".into(),
+                }),
+                maintenance: None,
+            },
+        );
+        let team = Hints {
+            preview: Some("team"),
+            sticky: None,
+        };
+        let other = Hints {
+            preview: Some("guess"),
+            sticky: None,
+        };
+        assert_eq!(pick(&table, None, &team).unwrap().0 .0.spec.release, 2);
+        assert_eq!(pick(&table, None, &other).unwrap().0 .0.spec.release, 1);
+        set_policy(
+            &table,
+            TrafficPolicy {
+                maintenance: Some("back soon".into()),
+                ..Default::default()
+            },
+        );
+        assert!(matches!(table.pick(1, None, &team), Pick::Maintenance(t) if t == "back soon"));
     }
 }

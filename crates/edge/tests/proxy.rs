@@ -74,6 +74,27 @@ impl Edge {
         edge
     }
 
+    /// Kills the edge and starts it again on the same state directory.
+    fn restart(&mut self) {
+        let mut serve = Command::new(BIN);
+        serve
+            .args(["serve", "--state"])
+            .arg(self.state.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // Kill the old one first: it holds the control socket and the port.
+        drop(std::mem::replace(
+            &mut self._proc,
+            Proc(Command::new("true").spawn().unwrap()),
+        ));
+        self._proc = Proc(serve.spawn().unwrap());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.try_ctl(&json!({"op": "hello"})).is_none() {
+            assert!(Instant::now() < deadline, "the edge answers again");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn try_ctl(&self, request: &Value) -> Option<Value> {
         let out = Command::new(BIN)
             .arg("ctl")
@@ -270,4 +291,155 @@ async fn a_drain_gives_up_after_the_routes_drain_timeout() {
     // The target process still runs, so the request itself completes.
     let (status, _, _, _) = slow.await.unwrap();
     assert_eq!(status, 200);
+}
+
+/// A GET with extra headers: `(status, release, set-cookie, body)`.
+async fn get_with(port: u16, headers: &[(&str, &str)]) -> (u16, String, Option<String>, String) {
+    let mut req = hyper::Request::get(format!("http://127.0.0.1:{port}/"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let res = http1()
+        .request(req.body(Empty::<Bytes>::new()).unwrap())
+        .await
+        .expect("the edge answers");
+    let status = res.status().as_u16();
+    let header = |name: &str| {
+        res.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let release = header("x-changeover-release").unwrap_or_default();
+    let cookie = header("set-cookie");
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        release,
+        cookie,
+        String::from_utf8_lossy(&body).to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_is_sticky_per_client_previews_see_the_new_release_and_a_switch_is_instant() {
+    let edge = Edge::start(500, 5_000);
+    let _a = edge.add_demo("old", "va", 1);
+    let _b = edge.add_demo("new", "vb", 2);
+    let port = edge.port;
+    edge.ctl(&json!({"op": "traffic-set", "port": port,
+        "policy": {"weights": [{"release": 1, "weight": 80}, {"release": 2, "weight": 20}], "preview": null, "maintenance": null}}));
+    let mut on_new = 0;
+    let mut a_cookie = None;
+    for _ in 0..500 {
+        let (status, release, cookie, _) = get_with(port, &[]).await;
+        assert_eq!(status, 200);
+        let cookie = cookie.expect("a new client gets the sticky cookie");
+        assert!(cookie.starts_with("changeover-release="), "{cookie}");
+        if release == "2" {
+            on_new += 1;
+        }
+        a_cookie = Some((cookie.split(';').next().unwrap().to_string(), release));
+    }
+    assert!(
+        (60..=140).contains(&on_new),
+        "about 20% of 500 new clients on release 2: {on_new}"
+    );
+    let (cookie, release) = a_cookie.unwrap();
+    for _ in 0..30 {
+        let (_, again, set, _) = get_with(port, &[("cookie", &cookie)]).await;
+        assert_eq!(
+            again, release,
+            "a client keeps its release while the split holds"
+        );
+        assert_eq!(set, None, "and gets no new cookie");
+    }
+
+    // Preview: the new release gets nothing except for the token holder.
+    edge.ctl(&json!({"op": "traffic-set", "port": port,
+        "policy": {"weights": [{"release": 1, "weight": 100}, {"release": 2, "weight": 0}], "preview": {"release": 2, "token": "team"}, "maintenance": null}}));
+    for _ in 0..10 {
+        assert_eq!(get_with(port, &[]).await.1, "1");
+        assert_eq!(
+            get_with(port, &[("x-changeover-preview", "team")]).await.1,
+            "2"
+        );
+        assert_eq!(
+            get_with(port, &[("cookie", "changeover-preview=team")])
+                .await
+                .1,
+            "2"
+        );
+        assert_eq!(
+            get_with(port, &[("x-changeover-preview", "guess")]).await.1,
+            "1"
+        );
+    }
+
+    // Switch: the request after the answer goes to release 2, every one.
+    edge.ctl(&json!({"op": "traffic-set", "port": port,
+        "policy": {"weights": [{"release": 1, "weight": 0}, {"release": 2, "weight": 100}], "preview": null, "maintenance": null}}));
+    for _ in 0..20 {
+        assert_eq!(
+            get_with(port, &[("cookie", &cookie)]).await.1,
+            "2",
+            "stickiness never beats a 0 share"
+        );
+    }
+
+    // Maintenance: a 503 page, no container involved.
+    edge.ctl(&json!({"op": "traffic-set", "port": port,
+        "policy": {"weights": [], "preview": null, "maintenance": "back at 10:00"}}));
+    let (status, release, _, body) = get_with(port, &[]).await;
+    assert_eq!(
+        (status, release.as_str(), body.as_str()),
+        (503, "", "back at 10:00\n")
+    );
+
+    // Every request above is in the per-release figures.
+    let routes = edge.ctl(&json!({"op": "routes", "service": "t/web"}));
+    let metrics = routes["routes"][0]["metrics"].as_array().unwrap().clone();
+    let total: u64 = metrics
+        .iter()
+        .map(|m| m["requests"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 500 + 30 + 40 + 20, "{metrics:?}");
+    let twos: u64 = metrics
+        .iter()
+        .map(|m| m["responses"][0].as_u64().unwrap())
+        .sum();
+    assert_eq!(twos, total, "all 2xx");
+    assert!(metrics
+        .iter()
+        .all(|m| m["p99Us"].as_u64().is_some() && m["bytes"].as_u64().unwrap() > 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traffic_policies_survive_an_edge_restart() {
+    let mut edge = Edge::start(500, 5_000);
+    let _a = edge.add_demo("old", "va", 1);
+    let _b = edge.add_demo("new", "vb", 2);
+    edge.ctl(&json!({"op": "traffic-set", "port": edge.port,
+        "policy": {"weights": [{"release": 1, "weight": 0}, {"release": 2, "weight": 100}], "preview": {"release": 1, "token": "t"}, "maintenance": null}}));
+    edge.restart();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(Ok((200, release, _, _))) = tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio::spawn(get_with(edge.port, &[])),
+        )
+        .await
+        {
+            assert_eq!(release, "2", "the switch holds after the restart");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the restarted edge serves");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        get_with(edge.port, &[("x-changeover-preview", "t")])
+            .await
+            .1,
+        "1"
+    );
 }

@@ -173,6 +173,7 @@ impl EdgeControl for Fake {
                 w.routes.remove(&port);
                 Response::Ok
             }
+            Request::TrafficSet { .. } => Response::Ok,
             Request::Routes { .. } => Response::Routes {
                 routes: w
                     .routes
@@ -185,6 +186,8 @@ impl EdgeControl for Fake {
                             drain_timeout_ms: 1000,
                         },
                         targets: ts.iter().map(|t| status(&w, t)).collect(),
+                        policy: Default::default(),
+                        metrics: Vec::new(),
                     })
                     .collect(),
             },

@@ -1,0 +1,111 @@
+//! `changeover traffic show|switch|split|maintenance`.
+
+use changeover_core::service::TrafficView;
+use changeover_core::Problem;
+use changeover_docker::{traffic, Docker};
+
+use crate::table::Table;
+use crate::{print_json, TrafficCommand};
+
+pub async fn run(docker: &Docker, command: TrafficCommand) -> Result<(), Problem> {
+    match command {
+        TrafficCommand::Show { name, json } => {
+            let view = traffic::show(docker, &name).await?;
+            if json {
+                return print_json(&view);
+            }
+            print_view(&view);
+            Ok(())
+        }
+        TrafficCommand::Switch { name, to } => {
+            let release = traffic::switch(docker, &name, &to).await?;
+            eprintln!("{name}: every new request goes to release {release}");
+            Ok(())
+        }
+        TrafficCommand::Split { name, percent } => {
+            let (old, new) = traffic::split(docker, &name, percent).await?;
+            eprintln!(
+                "{name}: {percent}% of new clients to release {new}, {}% to release {old} (sticky per client)",
+                100 - percent
+            );
+            Ok(())
+        }
+        TrafficCommand::Maintenance { name, message, off } => {
+            traffic::maintenance(docker, &name, (!off).then_some(message)).await?;
+            if off {
+                eprintln!("{name}: traffic resumed");
+            } else {
+                eprintln!("{name}: in maintenance; every request gets a 503 page");
+            }
+            Ok(())
+        }
+    }
+}
+
+fn ms(us: Option<u64>) -> String {
+    us.map(|u| format!("{:.1}", u as f64 / 1000.0))
+        .unwrap_or_else(|| "-".into())
+}
+
+fn print_view(view: &TrafficView) {
+    for r in &view.routes {
+        let split = if r.policy.weights.is_empty() {
+            "every healthy container alike".to_string()
+        } else {
+            let total: u32 = r.policy.weights.iter().map(|s| s.weight).sum();
+            r.policy
+                .weights
+                .iter()
+                .map(|s| {
+                    let share = (s.weight * 100).checked_div(total).unwrap_or(0);
+                    format!("r{} {share}%", s.release)
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        println!("port {}: {split}", r.spec.port);
+        if let Some(m) = &r.policy.maintenance {
+            println!("  maintenance: {m}");
+        }
+        if let Some(p) = &r.policy.preview {
+            println!("  preview: release {} for token {}", p.release, p.token);
+        }
+        let mut t = Table::new([
+            "RELEASE",
+            "REQUESTS",
+            "2XX",
+            "3XX",
+            "4XX",
+            "5XX",
+            "FAILED",
+            "IN FLIGHT",
+            "P50 MS",
+            "P95 MS",
+            "P99 MS",
+        ]);
+        for m in &r.metrics {
+            t.row([
+                format!(
+                    "{}{}",
+                    m.release,
+                    if Some(m.release) == view.current {
+                        " *"
+                    } else {
+                        ""
+                    }
+                ),
+                m.requests.to_string(),
+                m.responses[0].to_string(),
+                m.responses[1].to_string(),
+                m.responses[2].to_string(),
+                m.responses[3].to_string(),
+                m.failures.to_string(),
+                m.in_flight.to_string(),
+                ms(m.p50_us),
+                ms(m.p95_us),
+                ms(m.p99_us),
+            ]);
+        }
+        print!("{t}");
+    }
+}
