@@ -372,6 +372,7 @@ fn the_sample_stack_deploys_rolls_to_v2_and_back_with_a_live_timeline() {
         "the release history shows release 1 live and release 2 superseded",
     );
 
+    traffic_is_shown_live_and_maintenance_pauses_it(&gui, &daemon.host());
     services_are_created_edited_and_exported_in_forms(&gui, &daemon.host());
     an_interrupted_rollout_is_offered_to_finish(&gui, &daemon.host());
     drop(gui);
@@ -624,4 +625,54 @@ services:
     );
     let left = gui.js("return document.querySelector('[data-testid=interrupted]') === null");
     assert_eq!(left, json!(true), "the banner is gone");
+}
+
+/// GET through the private daemon's edge from inside its network namespace;
+/// true on a 2xx.
+fn probe(host: &str, port: &str) -> bool {
+    std::process::Command::new("docker")
+        .args([
+            "-H",
+            host,
+            "exec",
+            "changeover-edge",
+            "/changeover-edge",
+            "probe",
+        ])
+        .arg(format!("http://127.0.0.1:{port}/"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// The sample stack's traffic panel counts requests per release as they
+/// come, and its Maintenance button pauses the service behind a 503.
+fn traffic_is_shown_live_and_maintenance_pauses_it(gui: &Gui, host: &str) {
+    let port = gui.js("return document.querySelector('[data-testid=next-step] code').textContent.match(/:(\\d+)\\//)[1]");
+    let port = port.as_str().unwrap().to_string();
+    for _ in 0..5 {
+        assert!(probe(host, &port), "the sample stack answers on {port}");
+    }
+    gui.wait_js(
+        "const r = document.querySelector('[data-testid=traffic-release][data-release=\"1\"]'); return r && Number(r.dataset.requests) >= 5 || null",
+        Duration::from_secs(10),
+        "the traffic panel counts release 1's requests",
+    );
+    gui.js("document.querySelector('[data-testid=traffic-panel]').scrollIntoView(); return true");
+    std::thread::sleep(Duration::from_millis(2500)); // two more reads: rates and sparklines
+    gui.screenshot(&workspace().join("docs/screenshots/traffic.png"));
+    gui.click("[data-testid=maintenance-toggle]");
+    gui.wait_js(
+        "return document.querySelector('[data-testid=maintenance-on]')",
+        Duration::from_secs(10),
+        "the panel says the service is in maintenance",
+    );
+    assert!(!probe(host, &port), "in maintenance the edge answers 503");
+    gui.click("[data-testid=maintenance-toggle]");
+    gui.wait_js(
+        "return document.querySelector('[data-testid=maintenance-on]') === null || null",
+        Duration::from_secs(10),
+        "traffic resumes",
+    );
+    assert!(probe(host, &port), "traffic flows again");
 }

@@ -9,7 +9,7 @@ use changeover_core::environment::{discover, DiscoveryInput};
 use changeover_core::form::{FormCheck, ServiceForm};
 use changeover_core::live::EnvironmentView;
 use changeover_core::rollout::{EventSink, RolloutEvent, RolloutOutcome};
-use changeover_core::service::ServiceView;
+use changeover_core::service::{ServiceView, TrafficView};
 use changeover_core::{Problem, ProblemCode};
 use changeover_docker::{connect, deploy, Docker};
 use tauri::ipc::Channel;
@@ -109,4 +109,20 @@ pub async fn export_stack(env: String, stack: String) -> Result<String, Problem>
 #[tauri::command]
 pub fn save_stack_file(path: String, text: String, replace: bool) -> Result<String, Problem> {
     changeover_core::compose::write_file(&path, &text, replace).map(|p| p.display().to_string())
+}
+
+/// A service's routes on the edge: split, maintenance, per-release figures.
+#[tauri::command]
+pub async fn traffic(env: String, service: String) -> Result<TrafficView, Problem> {
+    changeover_docker::traffic::show(&dial(&env).await?, &service).await
+}
+
+/// Pauses a service behind a 503 page (`None` resumes it).
+#[tauri::command]
+pub async fn set_maintenance(
+    env: String,
+    service: String,
+    message: Option<String>,
+) -> Result<(), Problem> {
+    changeover_docker::traffic::maintenance(&dial(&env).await?, &service, message).await
 }

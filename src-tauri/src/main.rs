@@ -57,7 +57,9 @@ fn main() {
             commands::check_service_form,
             commands::deploy_service_form,
             commands::export_stack,
-            commands::save_stack_file
+            commands::save_stack_file,
+            commands::traffic,
+            commands::set_maintenance
         ])
         .setup(move |app| {
             let handle = app.handle().clone();

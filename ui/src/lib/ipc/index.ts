@@ -9,6 +9,7 @@ import type { Problem } from "./generated/Problem";
 import type { RolloutEvent } from "./generated/RolloutEvent";
 import type { RolloutOutcome } from "./generated/RolloutOutcome";
 import type { ServiceForm } from "./generated/ServiceForm";
+import type { TrafficView } from "./generated/TrafficView";
 import type { ServiceView } from "./generated/ServiceView";
 
 export type { ConnectionState } from "./generated/ConnectionState";
@@ -47,6 +48,8 @@ export type { FormIssue } from "./generated/FormIssue";
 export type { FormPort } from "./generated/FormPort";
 export type { FormVolume } from "./generated/FormVolume";
 export type { ServiceForm } from "./generated/ServiceForm";
+export type { ReleaseMetrics } from "./generated/ReleaseMetrics";
+export type { TrafficView } from "./generated/TrafficView";
 
 /** Every environment with its state and last inventory. */
 export function environments(): Promise<EnvironmentView[]> {
@@ -138,6 +141,20 @@ export function exportStack(env: string, stack: string): Promise<string> {
 /** Writes text to a file (`~/` allowed); resolves to the full path written. */
 export function saveStackFile(path: string, text: string, replace: boolean): Promise<string> {
   return invoke<string>("save_stack_file", { path, text, replace }).catch((e: unknown) => {
+    throw toProblem(e);
+  });
+}
+
+/** A service's routes on the edge with their split and per-release figures. */
+export function traffic(env: string, service: string): Promise<TrafficView> {
+  return invoke<TrafficView>("traffic", { env, service }).catch((e: unknown) => {
+    throw toProblem(e);
+  });
+}
+
+/** Pauses STACK/SERVICE behind a 503 page with `message`; `null` resumes it. */
+export function setMaintenance(env: string, service: string, message: string | null): Promise<void> {
+  return invoke<void>("set_maintenance", { env, service, message }).catch((e: unknown) => {
     throw toProblem(e);
   });
 }
