@@ -20,6 +20,17 @@ pub fn qualified(stack: &str, service: &str) -> String {
     format!("{stack}/{service}")
 }
 
+/// Splits `stack/service` as users type it; anything else is refused.
+pub fn split_qualified(name: &str) -> Result<(&str, &str), crate::Problem> {
+    match name.split_once('/') {
+        Some((s, v)) if !s.is_empty() && !v.is_empty() && !v.contains('/') => Ok((s, v)),
+        _ => Err(crate::Problem::new(
+            crate::ProblemCode::UnknownService,
+            format!("{name:?} is not STACK/SERVICE"),
+        )),
+    }
+}
+
 /// `host:container` — the edge listens on `host` and forwards to `container`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
 #[serde(rename_all = "camelCase")]

@@ -16,7 +16,9 @@ use changeover_core::rollout::{
     expect_ok, load_record, Deployer, EdgeControl, EventSink, Goal, RolloutEvent, RolloutOutcome,
     Runtime,
 };
-use changeover_core::service::{ContainerView, ServiceRecord, ServiceSpec, ServiceView};
+use changeover_core::service::{
+    split_qualified, ContainerView, ServiceRecord, ServiceSpec, ServiceView,
+};
 use changeover_core::stack::Stack;
 use changeover_core::{Problem, ProblemCode};
 
@@ -182,21 +184,11 @@ pub async fn sandbox(docker: &Docker, events: EventSink) -> Result<u16, Problem>
     Ok(port)
 }
 
-fn split_name(name: &str) -> Result<(&str, &str), Problem> {
-    match name.split_once('/') {
-        Some((s, v)) if !s.is_empty() && !v.is_empty() && !v.contains('/') => Ok((s, v)),
-        _ => Err(Problem::new(
-            ProblemCode::UnknownService,
-            format!("{name:?} is not STACK/SERVICE"),
-        )),
-    }
-}
-
 async fn record_of(
     d: &Deployer<DockerRuntime, Edge>,
     name: &str,
 ) -> Result<ServiceRecord, Problem> {
-    let (stack, service) = split_name(name)?;
+    let (stack, service) = split_qualified(name)?;
     d.load(stack, service).await?.0.ok_or_else(|| {
         Problem::new(
             ProblemCode::UnknownService,
@@ -249,17 +241,12 @@ pub async fn deploy_spec(
 /// The records of every service on the environment (none when the edge was
 /// never set up here).
 async fn records(docker: &Docker) -> Result<Vec<ServiceRecord>, Problem> {
-    if docker
-        .inspect_container(changeover_core::edge::EDGE_CONTAINER, None)
-        .await
-        .is_err()
-    {
+    let Some(edge) = Edge::existing(docker).await else {
         return Ok(Vec::new());
-    }
-    let edge = Edge::attach(docker);
+    };
     let mut out = Vec::new();
     for name in service_names(&edge).await? {
-        let (stack, service) = split_name(&name)?;
+        let (stack, service) = split_qualified(&name)?;
         if let Some(record) = load_record(&edge, stack, service).await?.0 {
             out.push(record);
         }
@@ -289,7 +276,7 @@ pub async fn service_form(docker: &Docker, name: &str) -> Result<ServiceForm, Pr
     if !name.contains('/') {
         return Ok(ServiceForm::blank(name));
     }
-    let (stack, service) = split_name(name)?;
+    let (stack, service) = split_qualified(name)?;
     records(docker)
         .await?
         .into_iter()
@@ -392,7 +379,7 @@ pub async fn rollback(
     name: &str,
     events: EventSink,
 ) -> Result<RolloutOutcome, Problem> {
-    let (stack, service) = split_name(name)?;
+    let (stack, service) = split_qualified(name)?;
     let d = deployer(docker, events).await?;
     record_of(&d, name).await?;
     d.run(stack, service, Goal::Rollback).await
@@ -401,14 +388,9 @@ pub async fn rollback(
 /// Every service on the environment with its containers. Empty when the
 /// edge was never set up here.
 pub async fn services(docker: &Docker) -> Result<Vec<ServiceView>, Problem> {
-    if docker
-        .inspect_container(changeover_core::edge::EDGE_CONTAINER, None)
-        .await
-        .is_err()
-    {
+    let Some(edge) = Edge::existing(docker).await else {
         return Ok(Vec::new());
-    }
-    let edge = Edge::attach(docker);
+    };
     let mut out = Vec::new();
     for name in service_names(&edge).await? {
         out.push(service_view(docker, &edge, &name).await?);
@@ -418,22 +400,18 @@ pub async fn services(docker: &Docker) -> Result<Vec<ServiceView>, Problem> {
 
 /// One service with its containers.
 pub async fn service(docker: &Docker, name: &str) -> Result<ServiceView, Problem> {
-    split_name(name)?;
-    if docker
-        .inspect_container(changeover_core::edge::EDGE_CONTAINER, None)
-        .await
-        .is_err()
-    {
+    split_qualified(name)?;
+    let Some(edge) = Edge::existing(docker).await else {
         return Err(Problem::new(
             ProblemCode::UnknownService,
             format!("no service {name} on this environment (nothing was deployed here yet)"),
         ));
-    }
-    service_view(docker, &Edge::attach(docker), name).await
+    };
+    service_view(docker, &edge, name).await
 }
 
 async fn service_view(docker: &Docker, edge: &Edge, name: &str) -> Result<ServiceView, Problem> {
-    let (stack, service) = split_name(name)?;
+    let (stack, service) = split_qualified(name)?;
     let Some(record) = load_record(edge, stack, service).await?.0 else {
         return Err(Problem::new(
             ProblemCode::UnknownService,
@@ -442,15 +420,7 @@ async fn service_view(docker: &Docker, edge: &Edge, name: &str) -> Result<Servic
     };
     let runtime = DockerRuntime::new(docker);
     let containers = runtime.containers(stack, service).await?;
-    let routes = match expect_ok(
-        edge.call(Request::Routes {
-            service: Some(name.to_string()),
-        })
-        .await?,
-    )? {
-        Response::Routes { routes } => routes,
-        _ => Vec::new(),
-    };
+    let routes = edge.routes_of(name).await?;
     let mut states: BTreeMap<String, Vec<TargetState>> = BTreeMap::new();
     for r in &routes {
         for t in &r.targets {

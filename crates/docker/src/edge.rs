@@ -25,10 +25,10 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use changeover_core::edge::{
-    labels, EdgeStatus, Request, Response, EDGE_BINARY_PATH, EDGE_CONTAINER, EDGE_STATE_DIR,
-    EDGE_STATE_VOLUME, PROTOCOL_VERSION,
+    labels, EdgeStatus, Request, Response, RouteStatus, EDGE_BINARY_PATH, EDGE_CONTAINER,
+    EDGE_STATE_DIR, EDGE_STATE_VOLUME, PROTOCOL_VERSION,
 };
-use changeover_core::rollout::EdgeControl;
+use changeover_core::rollout::{expect_ok, EdgeControl};
 use changeover_core::{Problem, ProblemCode};
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
@@ -232,14 +232,7 @@ pub async fn ensure_edge(docker: &Docker) -> Result<Edge, Problem> {
                 }
             }
         }
-        docker
-            .remove_container(
-                EDGE_CONTAINER,
-                Some(RemoveContainerOptionsBuilder::new().force(true).build()),
-            )
-            .await
-            .or_else(gone_already)
-            .map_err(|e| daemon_problem("removing the old edge", &e))?;
+        remove_edge_container(docker).await?;
     }
     create_edge(docker, &BinaryImage::load()?).await
 }
@@ -307,6 +300,19 @@ async fn create_edge(docker: &Docker, binary: &BinaryImage) -> Result<Edge, Prob
         "the edge started but does not answer: {}",
         last.unwrap_or_default()
     )))
+}
+
+/// Removes the edge container (already gone is fine: another client, or
+/// nothing was there).
+async fn remove_edge_container(docker: &Docker) -> Result<(), Problem> {
+    docker
+        .remove_container(
+            EDGE_CONTAINER,
+            Some(RemoveContainerOptionsBuilder::new().force(true).build()),
+        )
+        .await
+        .or_else(gone_already)
+        .map_err(|e| daemon_problem("removing the old edge", &e))
 }
 
 /// A container that is not there any more was removed by someone else: fine.
@@ -398,16 +404,7 @@ pub async fn outdated_edge(docker: &Docker) -> Option<String> {
 pub async fn upgrade_edge(docker: &Docker) -> Result<Edge, Problem> {
     let binary = BinaryImage::load()?;
     build_edge_image(docker, &binary).await?;
-    if docker.inspect_container(EDGE_CONTAINER, None).await.is_ok() {
-        docker
-            .remove_container(
-                EDGE_CONTAINER,
-                Some(RemoveContainerOptionsBuilder::new().force(true).build()),
-            )
-            .await
-            .or_else(gone_already)
-            .map_err(|e| daemon_problem("removing the old edge", &e))?;
-    }
+    remove_edge_container(docker).await?;
     create_edge(docker, &binary).await
 }
 
@@ -422,6 +419,29 @@ impl Edge {
     pub fn attach(docker: &Docker) -> Self {
         Self {
             docker: docker.clone(),
+        }
+    }
+
+    /// The edge when its container exists (`None`: nothing was ever
+    /// deployed on this environment).
+    pub async fn existing(docker: &Docker) -> Option<Self> {
+        docker
+            .inspect_container(EDGE_CONTAINER, None)
+            .await
+            .ok()
+            .map(|_| Self::attach(docker))
+    }
+
+    /// The routes of one `stack/service`.
+    pub async fn routes_of(&self, service: &str) -> Result<Vec<RouteStatus>, Problem> {
+        match expect_ok(
+            self.call(Request::Routes {
+                service: Some(service.to_string()),
+            })
+            .await?,
+        )? {
+            Response::Routes { routes } => Ok(routes),
+            _ => Ok(Vec::new()),
         }
     }
 

@@ -5,56 +5,31 @@
 
 use std::collections::BTreeMap;
 
-use changeover_core::edge::{Request, Response, RouteStatus, Share, TargetState, TrafficPolicy};
+use changeover_core::edge::{Request, RouteStatus, Share, TargetState, TrafficPolicy};
 use changeover_core::rollout::{expect_ok, load_record, EdgeControl};
-use changeover_core::service::{ServiceRecord, TrafficView};
+use changeover_core::service::{split_qualified, ServiceRecord, TrafficView};
 use changeover_core::{Problem, ProblemCode};
 
 use crate::edge::Edge;
 use crate::Docker;
 
-fn split_name(name: &str) -> Result<(&str, &str), Problem> {
-    match name.split_once('/') {
-        Some((s, v)) if !s.is_empty() && !v.is_empty() && !v.contains('/') => Ok((s, v)),
-        _ => Err(Problem::new(
-            ProblemCode::UnknownService,
-            format!("{name:?} is not STACK/SERVICE"),
-        )),
-    }
-}
-
 async fn load(
     docker: &Docker,
     name: &str,
 ) -> Result<(Edge, ServiceRecord, Vec<RouteStatus>), Problem> {
-    let (stack, service) = split_name(name)?;
+    let (stack, service) = split_qualified(name)?;
     let unknown = || {
         Problem::new(
             ProblemCode::UnknownService,
             format!("no service {name} on this environment (see `changeover service ls`)"),
         )
     };
-    if docker
-        .inspect_container(changeover_core::edge::EDGE_CONTAINER, None)
-        .await
-        .is_err()
-    {
-        return Err(unknown());
-    }
-    let edge = Edge::attach(docker);
+    let edge = Edge::existing(docker).await.ok_or_else(unknown)?;
     let record = load_record(&edge, stack, service)
         .await?
         .0
         .ok_or_else(unknown)?;
-    let routes = match expect_ok(
-        edge.call(Request::Routes {
-            service: Some(name.to_string()),
-        })
-        .await?,
-    )? {
-        Response::Routes { routes } => routes,
-        _ => Vec::new(),
-    };
+    let routes = edge.routes_of(name).await?;
     if routes.is_empty() {
         return Err(Problem::new(
             ProblemCode::UnknownService,
