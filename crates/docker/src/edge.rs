@@ -18,6 +18,7 @@
 //! '<json>'`: nothing listens on the network for it.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use bollard::models::{ContainerCreateBody, HostConfig, RestartPolicy, RestartPolicyNameEnum};
 use bollard::query_parameters::{
@@ -103,12 +104,21 @@ pub struct BinaryImage {
 }
 
 impl BinaryImage {
-    pub fn load() -> Result<Self, Problem> {
+    /// The edge binary and its digest, read once per process: every deploy
+    /// compares the running edge with it, and a deploy may also build images
+    /// from it, so it is not read and hashed again each time.
+    pub fn load() -> Result<Arc<Self>, Problem> {
+        static LOADED: OnceLock<Arc<BinaryImage>> = OnceLock::new();
+        if let Some(b) = LOADED.get() {
+            return Ok(b.clone());
+        }
         let path = edge_binary()?;
         let binary = std::fs::read(&path)
             .map_err(|e| edge_problem(format!("cannot read {}: {e}", path.display())))?;
         let digest = format!("{:x}", Sha256::digest(&binary));
-        Ok(Self { binary, digest })
+        Ok(LOADED
+            .get_or_init(|| Arc::new(Self { binary, digest }))
+            .clone())
     }
 
     fn short(&self) -> &str {
@@ -234,7 +244,7 @@ pub async fn ensure_edge(docker: &Docker) -> Result<Edge, Problem> {
         }
         remove_edge_container(docker).await?;
     }
-    create_edge(docker, &BinaryImage::load()?).await
+    create_edge(docker, &*BinaryImage::load()?).await
 }
 
 /// Builds the edge image for `binary` when missing, then creates and starts
@@ -383,7 +393,7 @@ pub async fn edge_status(docker: &Docker) -> Result<EdgeStatus, Problem> {
 /// A sentence for the user when the running edge is another build than this
 /// Changeover's (read from the container's image tag; no exec).
 pub async fn outdated_edge(docker: &Docker) -> Option<String> {
-    let wanted = edge_image_tag(&BinaryImage::load().ok()?);
+    let wanted = edge_image_tag(&*BinaryImage::load().ok()?);
     let running = docker
         .inspect_container(EDGE_CONTAINER, None)
         .await
