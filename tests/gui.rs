@@ -388,8 +388,34 @@ fn fill(gui: &Gui, css: &str, value: &str) {
     ));
 }
 
+/// `field: message` of every problem the form shows.
+const FIELD_ERRORS: &str = "[...document.querySelectorAll('[data-testid=field-error]')].map(e => e.dataset.field + ': ' + e.textContent)";
+
 fn field_errors(gui: &Gui) -> serde_json::Value {
-    gui.js("return [...document.querySelectorAll('[data-testid=field-error]')].map(e => e.dataset.field + ': ' + e.textContent)")
+    gui.js(&format!("return {FIELD_ERRORS}"))
+}
+
+/// Waits until the form shows problems, and returns them.
+fn wait_field_errors(gui: &Gui, what: &str) -> serde_json::Value {
+    gui.wait_js(
+        &format!("const e = {FIELD_ERRORS}; return e.length ? e : null"),
+        Duration::from_secs(15),
+        what,
+    )
+}
+
+/// Opens "+ New service" and fills in where it goes and what it runs.
+fn new_service_form(gui: &Gui, stack: &str, name: &str, image: &str, tag: &str) {
+    gui.click("[data-testid=new-service]");
+    gui.wait_js(
+        "const n = document.querySelector('[data-testid=form-name]'); return n && !n.disabled || null",
+        Duration::from_secs(10),
+        "a blank new-service form opens",
+    );
+    fill(gui, "[data-testid=form-stack]", stack);
+    fill(gui, "[data-testid=form-name]", name);
+    fill(gui, "[data-testid=form-image]", image);
+    fill(gui, "[data-testid=form-tag]", tag);
 }
 
 /// The form path on the sandbox's daemon (the demo images are there): a bad
@@ -397,26 +423,13 @@ fn field_errors(gui: &Gui) -> serde_json::Value {
 /// service; Edit changes it as a new release; Export writes a Compose file
 /// that reads back into the same service.
 fn services_are_created_edited_and_exported_in_forms(gui: &Gui, host: &str) {
-    gui.click("[data-testid=new-service]");
-    gui.wait_js(
-        "return document.querySelector('[data-testid=service-editor]')",
-        Duration::from_secs(10),
-        "the new-service form opens",
-    );
-    fill(gui, "[data-testid=form-stack]", "shop");
-    fill(gui, "[data-testid=form-name]", "api");
-    fill(gui, "[data-testid=form-image]", "changeover-demo");
-    fill(gui, "[data-testid=form-tag]", "v2");
+    new_service_form(gui, "shop", "api", "changeover-demo", "v2");
     gui.click("[data-testid=add-port]");
     fill(gui, "[data-testid=port-host]", "abc");
     fill(gui, "[data-testid=port-container]", "8080");
     fill(gui, "[data-testid=form-health-path]", "/health");
     gui.click("[data-testid=form-submit]");
-    let errors = gui.wait_js(
-        "const e = [...document.querySelectorAll('[data-testid=field-error]')]; return e.length ? e.map(x => x.dataset.field + ': ' + x.textContent) : null",
-        Duration::from_secs(15),
-        "the bad port is named on its field",
-    );
+    let errors = wait_field_errors(gui, "the bad port is named on its field");
     assert_eq!(
         errors,
         json!(["ports[0].host: \"abc\" is not a whole number from 1 to 65535"]),
@@ -518,22 +531,9 @@ fn services_are_created_edited_and_exported_in_forms(gui: &Gui, host: &str) {
     gui.click("[data-testid=export-close]");
 
     // A new service may not take the name of one that exists.
-    gui.click("[data-testid=new-service]");
-    gui.wait_js(
-        "const n = document.querySelector('[data-testid=form-name]'); return n && !n.disabled || null",
-        Duration::from_secs(10),
-        "a blank form opens",
-    );
-    fill(gui, "[data-testid=form-stack]", "shop");
-    fill(gui, "[data-testid=form-name]", "api");
-    fill(gui, "[data-testid=form-image]", "changeover-demo");
-    fill(gui, "[data-testid=form-tag]", "v1");
+    new_service_form(gui, "shop", "api", "changeover-demo", "v1");
     gui.click("[data-testid=form-submit]");
-    let errors = gui.wait_js(
-        "const e = [...document.querySelectorAll('[data-testid=field-error]')]; return e.length ? e.map(x => x.dataset.field + ': ' + x.textContent) : null",
-        Duration::from_secs(15),
-        "the name clash is named on its field",
-    );
+    let errors = wait_field_errors(gui, "the name clash is named on its field");
     assert_eq!(
         errors,
         json!(["name: shop/api already exists; open it and press Edit to change it"])

@@ -357,17 +357,8 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use changeover_core::edge::{HealthProbe, Preview, Share};
-
-    fn shares(pairs: &[(u32, u32)]) -> Vec<Share> {
-        pairs
-            .iter()
-            .map(|(release, weight)| Share {
-                release: *release,
-                weight: *weight,
-            })
-            .collect()
-    }
+    use crate::traffic::shares;
+    use changeover_core::edge::{HealthProbe, Preview};
 
     fn table_with(states: &[(&str, u32, TargetState)]) -> Table {
         let table = Table::new(None);
@@ -402,6 +393,24 @@ mod tests {
         if let Some(r) = table.lock().get_mut(&1) {
             r.policy = policy;
         }
+    }
+
+    /// Target `old` of release 1 and `new` of release 2, both healthy, under
+    /// `policy`.
+    fn two_releases(policy: TrafficPolicy) -> Table {
+        let table = table_with(&[
+            ("old", 1, TargetState::Healthy),
+            ("new", 2, TargetState::Healthy),
+        ]);
+        set_policy(&table, policy);
+        table
+    }
+
+    /// The release the next request with `hints` goes to.
+    fn release_picked(table: &Table, hints: &Hints) -> u32 {
+        pick(table, None, hints)
+            .map(|(t, _)| t.0.spec.release)
+            .expect("a target is picked")
     }
 
     #[test]
@@ -470,17 +479,10 @@ mod tests {
 
     #[test]
     fn weights_split_new_clients_and_a_sticky_client_stays() {
-        let table = table_with(&[
-            ("old", 1, TargetState::Healthy),
-            ("new", 2, TargetState::Healthy),
-        ]);
-        set_policy(
-            &table,
-            TrafficPolicy {
-                weights: shares(&[(1, 75), (2, 25)]),
-                ..Default::default()
-            },
-        );
+        let table = two_releases(TrafficPolicy {
+            weights: shares(&[(1, 75), (2, 25)]),
+            ..Default::default()
+        });
         let mut on_new = 0;
         for _ in 0..10_000 {
             let (t, sticky) = pick(&table, None, &Hints::default()).unwrap();
@@ -507,38 +509,18 @@ mod tests {
 
     #[test]
     fn a_switch_is_all_or_nothing_and_falls_back_when_the_release_dies() {
-        let table = table_with(&[
-            ("old", 1, TargetState::Healthy),
-            ("new", 2, TargetState::Healthy),
-        ]);
-        set_policy(
-            &table,
-            TrafficPolicy {
-                weights: shares(&[(1, 0), (2, 100)]),
-                ..Default::default()
-            },
-        );
+        let table = two_releases(TrafficPolicy {
+            weights: shares(&[(1, 0), (2, 100)]),
+            ..Default::default()
+        });
         for _ in 0..20 {
-            assert_eq!(
-                pick(&table, None, &Hints::default())
-                    .unwrap()
-                    .0
-                     .0
-                    .spec
-                    .release,
-                2
-            );
+            assert_eq!(release_picked(&table, &Hints::default()), 2);
         }
         if let Some(r) = table.lock().get(&1) {
             r.targets[1].health().state = TargetState::Unhealthy;
         }
         assert_eq!(
-            pick(&table, None, &Hints::default())
-                .unwrap()
-                .0
-                 .0
-                .spec
-                .release,
+            release_picked(&table, &Hints::default()),
             1,
             "with release 2 down, the healthy release serves rather than a 503"
         );
@@ -546,21 +528,14 @@ mod tests {
 
     #[test]
     fn preview_tokens_and_maintenance() {
-        let table = table_with(&[
-            ("old", 1, TargetState::Healthy),
-            ("new", 2, TargetState::Healthy),
-        ]);
-        set_policy(
-            &table,
-            TrafficPolicy {
-                weights: shares(&[(1, 100), (2, 0)]),
-                preview: Some(Preview {
-                    release: 2,
-                    token: "team".into(),
-                }),
-                maintenance: None,
-            },
-        );
+        let table = two_releases(TrafficPolicy {
+            weights: shares(&[(1, 100), (2, 0)]),
+            preview: Some(Preview {
+                release: 2,
+                token: "team".into(),
+            }),
+            maintenance: None,
+        });
         let team = Hints {
             preview: Some("team"),
             sticky: None,
@@ -569,8 +544,8 @@ mod tests {
             preview: Some("guess"),
             sticky: None,
         };
-        assert_eq!(pick(&table, None, &team).unwrap().0 .0.spec.release, 2);
-        assert_eq!(pick(&table, None, &other).unwrap().0 .0.spec.release, 1);
+        assert_eq!(release_picked(&table, &team), 2);
+        assert_eq!(release_picked(&table, &other), 1);
         set_policy(
             &table,
             TrafficPolicy {

@@ -217,19 +217,21 @@ pub fn is_even(policy: &TrafficPolicy) -> bool {
     policy.weights.is_empty()
 }
 
+/// `[(release, weight)]` as shares, for tests.
+#[cfg(test)]
+pub(crate) fn shares(pairs: &[(u32, u32)]) -> Vec<Share> {
+    pairs
+        .iter()
+        .map(|(release, weight)| Share {
+            release: *release,
+            weight: *weight,
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn shares(pairs: &[(u32, u32)]) -> Vec<Share> {
-        pairs
-            .iter()
-            .map(|(release, weight)| Share {
-                release: *release,
-                weight: *weight,
-            })
-            .collect()
-    }
 
     #[test]
     fn ids_spread_over_the_weights_and_stay_put() {
