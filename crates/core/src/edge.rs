@@ -108,6 +108,17 @@ pub enum TargetState {
     Draining,
 }
 
+impl TargetState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetState::Adding => "adding",
+            TargetState::Healthy => "healthy",
+            TargetState::Unhealthy => "unhealthy",
+            TargetState::Draining => "draining",
+        }
+    }
+}
+
 /// A target as the edge sees it now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
 #[serde(rename_all = "camelCase")]
@@ -396,6 +407,11 @@ pub enum EdgeErrorCode {
     Conflict,
     Internal,
 }
+
+/// The first line `changeover-edge ctl -` prints: this edge keeps a control
+/// session open, one request per line (an older edge answers `-` with a
+/// bad-request error instead).
+pub const CTL_SESSION_GREETING: &str = r#"{"session":1}"#;
 
 /// Documents stored on the edge, by key.
 pub fn service_doc_key(stack: &str, service: &str) -> String {

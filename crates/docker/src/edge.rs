@@ -14,8 +14,10 @@
 //! Desktop's VM hides container IPs from its "host"); there, an edge per
 //! published port would be the alternative.
 //!
-//! Control goes through `docker exec changeover-edge /changeover-edge ctl
-//! '<json>'`: nothing listens on the network for it.
+//! Control goes through `docker exec changeover-edge /changeover-edge ctl -`:
+//! a session of JSON lines over the exec's stdin and stdout, kept open for
+//! the next request (nothing listens on the network for it). An edge too old
+//! for sessions gets one `ctl '<json>'` exec per request.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -26,8 +28,8 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use changeover_core::edge::{
-    labels, EdgeStatus, Request, Response, RouteStatus, EDGE_BINARY_PATH, EDGE_CONTAINER,
-    EDGE_STATE_DIR, EDGE_STATE_VOLUME, PROTOCOL_VERSION,
+    labels, EdgeStatus, Request, Response, RouteStatus, CTL_SESSION_GREETING, EDGE_BINARY_PATH,
+    EDGE_CONTAINER, EDGE_STATE_DIR, EDGE_STATE_VOLUME, PROTOCOL_VERSION,
 };
 use changeover_core::rollout::{expect_ok, EdgeControl};
 use changeover_core::{Problem, ProblemCode};
@@ -230,9 +232,7 @@ pub async fn ensure_edge(docker: &Docker) -> Result<Edge, Problem> {
             "the edge is built for x86_64 daemons; this daemon is {arch}"
         )));
     }
-    let edge = Edge {
-        docker: docker.clone(),
-    };
+    let edge = Edge::attach(docker);
     if let Ok(c) = docker.inspect_container(EDGE_CONTAINER, None).await {
         let running = c.state.as_ref().and_then(|s| s.running).unwrap_or(false);
         if running {
@@ -250,9 +250,7 @@ pub async fn ensure_edge(docker: &Docker) -> Result<Edge, Problem> {
 /// Builds the edge image for `binary` when missing, then creates and starts
 /// the edge container from it (routes reload from the state volume).
 async fn create_edge(docker: &Docker, binary: &BinaryImage) -> Result<Edge, Problem> {
-    let edge = Edge {
-        docker: docker.clone(),
-    };
+    let edge = Edge::attach(docker);
     let tag = build_edge_image(docker, binary).await?;
     let body = ContainerCreateBody {
         image: Some(tag.clone()),
@@ -422,6 +420,68 @@ pub async fn upgrade_edge(docker: &Docker) -> Result<Edge, Problem> {
 #[derive(Clone)]
 pub struct Edge {
     pub docker: Docker,
+    /// Open control sessions (`ctl -`), idle between requests. Requests made
+    /// at the same time (a long `TargetAdd` wait and a lock refresh) each
+    /// take their own.
+    sessions: Arc<tokio::sync::Mutex<Vec<Session>>>,
+    /// Set when the running edge is too old for sessions: one exec per
+    /// request then.
+    one_shot: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// One `docker exec changeover-edge /changeover-edge ctl -`, kept open.
+struct Session {
+    input: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+    output: std::pin::Pin<
+        Box<
+            dyn futures_util::Stream<
+                    Item = Result<bollard::container::LogOutput, bollard::errors::Error>,
+                > + Send,
+        >,
+    >,
+    /// Bytes read past the last answer's newline.
+    pending: Vec<u8>,
+    /// What the process wrote on stderr (shown when it ends without answer).
+    stderr: String,
+}
+
+impl Session {
+    /// The next line on stdout; `None` when the stream ends first.
+    async fn line(&mut self) -> Result<Option<String>, Problem> {
+        loop {
+            if let Some(i) = self.pending.iter().position(|&b| b == b'\n') {
+                let rest = self.pending.split_off(i + 1);
+                let line = std::mem::replace(&mut self.pending, rest);
+                return Ok(Some(String::from_utf8_lossy(&line).trim().to_string()));
+            }
+            match self.output.next().await {
+                None => return Ok(None),
+                Some(chunk) => {
+                    match chunk.map_err(|e| daemon_problem("reading the edge's answer", &e))? {
+                        bollard::container::LogOutput::StdOut { message } => {
+                            self.pending.extend_from_slice(&message)
+                        }
+                        bollard::container::LogOutput::StdErr { message } => {
+                            self.stderr.push_str(&String::from_utf8_lossy(&message))
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends one request line; its answer line. `Ok(None)`: the session
+    /// ended before answering (the edge went away).
+    async fn ask(&mut self, request: &str) -> Result<Option<String>, Problem> {
+        use tokio::io::AsyncWriteExt;
+        let mut line = request.as_bytes().to_vec();
+        line.push(b'\n');
+        if self.input.write_all(&line).await.is_err() || self.input.flush().await.is_err() {
+            return Ok(None);
+        }
+        self.line().await
+    }
 }
 
 impl Edge {
@@ -429,6 +489,8 @@ impl Edge {
     pub fn attach(docker: &Docker) -> Self {
         Self {
             docker: docker.clone(),
+            sessions: Default::default(),
+            one_shot: Default::default(),
         }
     }
 
@@ -455,13 +517,73 @@ impl Edge {
         }
     }
 
-    async fn exec(&self, request: &str) -> Result<(String, String, i64), Problem> {
-        use bollard::exec::{CreateExecOptions, StartExecResults};
-        let exec = self
+    /// Opens a control session; `None` when the edge is too old for one.
+    async fn open_session(&self) -> Result<Option<Session>, Problem> {
+        use bollard::exec::StartExecResults;
+        let exec = self.create_exec("-", true).await?;
+        let StartExecResults::Attached { output, input } = self
             .docker
+            .start_exec(&exec, None)
+            .await
+            .map_err(|e| daemon_problem("asking the edge", &e))?
+        else {
+            return Err(edge_problem("the edge's control session did not attach"));
+        };
+        let mut session = Session {
+            input,
+            output,
+            pending: Vec::new(),
+            stderr: String::new(),
+        };
+        match session.line().await? {
+            Some(line) if line == CTL_SESSION_GREETING => Ok(Some(session)),
+            Some(_) => Ok(None),
+            None => Err(edge_problem(format!(
+                "the edge did not answer: {}",
+                session.stderr.trim()
+            ))),
+        }
+    }
+
+    /// One request over a control session (an idle one, or a new one).
+    /// `None`: the edge cannot keep sessions.
+    async fn ask(&self, request: &str) -> Result<Option<String>, Problem> {
+        let idle = self.sessions.lock().await.pop();
+        let reused = idle.is_some();
+        let mut session = match idle {
+            Some(s) => s,
+            None => match self.open_session().await? {
+                Some(s) => s,
+                None => return Ok(None),
+            },
+        };
+        let answer = match session.ask(request).await? {
+            Some(answer) => answer,
+            // An idle session whose edge restarted since: the request never
+            // reached the new one. Ask once more on a fresh session.
+            None if reused => match self.open_session().await? {
+                Some(mut fresh) => match fresh.ask(request).await? {
+                    Some(answer) => {
+                        session = fresh;
+                        answer
+                    }
+                    None => return Err(no_answer(&fresh.stderr)),
+                },
+                None => return Ok(None),
+            },
+            None => return Err(no_answer(&session.stderr)),
+        };
+        self.sessions.lock().await.push(session);
+        Ok(Some(answer))
+    }
+
+    async fn create_exec(&self, request: &str, stdin: bool) -> Result<String, Problem> {
+        use bollard::exec::CreateExecOptions;
+        self.docker
             .create_exec(
                 EDGE_CONTAINER,
                 CreateExecOptions {
+                    attach_stdin: Some(stdin),
                     attach_stdout: Some(true),
                     attach_stderr: Some(true),
                     cmd: Some(vec![EDGE_BINARY_PATH, "ctl", request]),
@@ -469,6 +591,7 @@ impl Edge {
                 },
             )
             .await
+            .map(|e| e.id)
             .map_err(|e| match &e {
                 bollard::errors::Error::DockerResponseServerError {
                     status_code: 404 | 409,
@@ -477,12 +600,18 @@ impl Edge {
                     "the edge container ({EDGE_CONTAINER}) is not running on this environment"
                 )),
                 _ => daemon_problem("asking the edge", &e),
-            })?;
+            })
+    }
+
+    /// One exec per request (edges older than control sessions).
+    async fn exec(&self, request: &str) -> Result<(String, String, i64), Problem> {
+        use bollard::exec::StartExecResults;
+        let exec = self.create_exec(request, false).await?;
         let mut out = String::new();
         let mut err = String::new();
         if let StartExecResults::Attached { mut output, .. } = self
             .docker
-            .start_exec(&exec.id, None)
+            .start_exec(&exec, None)
             .await
             .map_err(|e| daemon_problem("asking the edge", &e))?
         {
@@ -500,7 +629,7 @@ impl Edge {
         }
         let code = self
             .docker
-            .inspect_exec(&exec.id)
+            .inspect_exec(&exec)
             .await
             .ok()
             .and_then(|i| i.exit_code)
@@ -509,9 +638,24 @@ impl Edge {
     }
 }
 
+fn no_answer(stderr: &str) -> Problem {
+    edge_problem(format!("the edge did not answer: {}", stderr.trim()))
+}
+
 impl EdgeControl for Edge {
     async fn call(&self, request: Request) -> Result<Response, Problem> {
+        use std::sync::atomic::Ordering;
         let text = serde_json::to_string(&request).map_err(|e| edge_problem(e.to_string()))?;
+        if !self.one_shot.load(Ordering::Relaxed) {
+            match self.ask(&text).await? {
+                Some(answer) => {
+                    return serde_json::from_str(&answer).map_err(|e| {
+                        edge_problem(format!("the edge's answer is not readable ({e}): {answer}"))
+                    })
+                }
+                None => self.one_shot.store(true, Ordering::Relaxed),
+            }
+        }
         let (out, err, code) = self.exec(&text).await?;
         if code != 0 || out.trim().is_empty() {
             return Err(edge_problem(format!(

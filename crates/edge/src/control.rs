@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use changeover_core::edge::{
     EdgeErrorCode, LockHolder, Request, Response, RouteSpec, TargetSpec, TargetState,
-    PROTOCOL_VERSION,
+    CTL_SESSION_GREETING, PROTOCOL_VERSION,
 };
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
@@ -514,15 +514,62 @@ pub async fn serve(dir: PathBuf) -> Result<(), String> {
 /// `changeover-edge ctl REQUEST`: one round trip to the serving process.
 /// Prints the JSON answer; exits 0 when one was printed (even an error
 /// answer), 1 when the edge could not be asked.
+///
+/// `changeover-edge ctl -`: a session. Prints [`CTL_SESSION_GREETING`], then
+/// answers each request line read from stdin with one line, until stdin
+/// closes. One `docker exec` then carries many requests: cheaper than an
+/// exec per request, and the answers are read while the process is alive
+/// (the daemon can lose the output of an exec that exits at once).
 pub fn run_client(dir: &Path, request: &str) -> ExitCode {
+    let socket = dir.join(SOCKET);
+    if request == "-" {
+        return run_session(&socket);
+    }
+    match round_trip(&socket, request) {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("changeover-edge: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_session(socket: &Path) -> ExitCode {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if writeln!(out, "{CTL_SESSION_GREETING}")
+        .and_then(|_| out.flush())
+        .is_err()
+    {
+        return ExitCode::FAILURE;
+    }
+    for line in std::io::stdin().lock().lines() {
+        let Ok(line) = line else { break };
+        if line.trim().is_empty() {
+            continue;
+        }
+        let answer = round_trip(socket, &line).unwrap_or_else(|e| {
+            serde_json::to_string(&error(EdgeErrorCode::Internal, e)).unwrap_or_default()
+        });
+        if writeln!(out, "{answer}").and_then(|_| out.flush()).is_err() {
+            break;
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// Sends one request to the serving process; its one-line answer (an error
+/// answer for a request that does not parse).
+fn round_trip(socket: &Path, request: &str) -> Result<String, String> {
     if let Err(e) = serde_json::from_str::<Request>(request) {
         let r = error(EdgeErrorCode::BadRequest, format!("bad request: {e}"));
-        println!("{}", serde_json::to_string(&r).unwrap_or_default());
-        return ExitCode::SUCCESS;
+        return Ok(serde_json::to_string(&r).unwrap_or_default());
     }
-    let socket = dir.join(SOCKET);
     let result = (|| -> std::io::Result<String> {
-        let mut stream = std::os::unix::net::UnixStream::connect(&socket)?;
+        let mut stream = std::os::unix::net::UnixStream::connect(socket)?;
         stream.write_all(request.trim().as_bytes())?;
         stream.write_all(b"\n")?;
         let mut line = String::new();
@@ -530,20 +577,11 @@ pub fn run_client(dir: &Path, request: &str) -> ExitCode {
         Ok(line)
     })();
     match result {
-        Ok(line) if !line.trim().is_empty() => {
-            print!("{line}");
-            ExitCode::SUCCESS
-        }
-        Ok(_) => {
-            eprintln!("changeover-edge: the edge closed the control socket without an answer");
-            ExitCode::FAILURE
-        }
-        Err(e) => {
-            eprintln!(
-                "changeover-edge: cannot reach the edge at {}: {e}",
-                socket.display()
-            );
-            ExitCode::FAILURE
-        }
+        Ok(line) if !line.trim().is_empty() => Ok(line.trim().to_string()),
+        Ok(_) => Err("the edge closed the control socket without an answer".into()),
+        Err(e) => Err(format!(
+            "cannot reach the edge at {}: {e}",
+            socket.display()
+        )),
     }
 }

@@ -52,7 +52,8 @@ enum Command {
     /// Send one control request (JSON) to the running proxy and print its
     /// JSON answer.
     Ctl {
-        /// The request, e.g. '{"op":"routes"}'.
+        /// The request, e.g. '{"op":"routes"}', or `-` for a session:
+        /// one request per stdin line, one answer per stdout line.
         request: String,
         #[arg(long, default_value = changeover_core::edge::EDGE_STATE_DIR)]
         state: PathBuf,
