@@ -133,7 +133,7 @@ async fn main() {
         let wrk = load(port);
         let t0 = Instant::now();
         let result = match tag {
-            Some(tag) => deploy::deploy_tag(&docker, &svc, tag, sink(slots.clone())).await,
+            Some(tag) => deploy::deploy_tag(&docker, &svc, tag, None, sink(slots.clone())).await,
             None => deploy::rollback(&docker, &svc, sink(slots.clone())).await,
         };
         let wall = t0.elapsed();

@@ -8,10 +8,11 @@ use std::sync::Arc;
 use changeover_core::environment::{discover, DiscoveryInput};
 use changeover_core::form::{FormCheck, ServiceForm};
 use changeover_core::live::EnvironmentView;
+use changeover_core::rollout::Settled;
 use changeover_core::rollout::{EventSink, RolloutEvent, RolloutOutcome};
-use changeover_core::service::{ServiceView, TrafficView};
+use changeover_core::service::{ServiceView, Strategy, TrafficView};
 use changeover_core::{Problem, ProblemCode};
-use changeover_docker::{connect, deploy, Docker};
+use changeover_docker::{connect, deploy, traffic, Docker};
 use tauri::ipc::Channel;
 use tauri::State;
 
@@ -48,15 +49,17 @@ pub async fn services(env: String) -> Result<Vec<ServiceView>, Problem> {
     deploy::services(&dial(&env).await?).await
 }
 
-/// Rolls `service` (STACK/SERVICE) to `tag`, streaming the rollout.
+/// Rolls `service` (STACK/SERVICE) to `tag`, streaming the rollout; with
+/// `strategy`, deploys this way (blue-green, canary) from now on.
 #[tauri::command]
 pub async fn deploy_tag(
     env: String,
     service: String,
     tag: String,
+    strategy: Option<Strategy>,
     on_event: Channel<RolloutEvent>,
 ) -> Result<RolloutOutcome, Problem> {
-    deploy::deploy_tag(&dial(&env).await?, &service, &tag, sink(on_event)).await
+    deploy::deploy_tag(&dial(&env).await?, &service, &tag, strategy, sink(on_event)).await
 }
 
 /// Rolls `service` back to its previous release, streaming the rollout.
@@ -114,7 +117,53 @@ pub fn save_stack_file(path: String, text: String, replace: bool) -> Result<Stri
 /// A service's routes on the edge: split, maintenance, per-release figures.
 #[tauri::command]
 pub async fn traffic(env: String, service: String) -> Result<TrafficView, Problem> {
-    changeover_docker::traffic::show(&dial(&env).await?, &service).await
+    let docker = dial(&env).await?;
+    // A blue-green standby whose time is up ends while the window watches.
+    if let Err(e) = traffic::end_expired_standby(&docker, &service, Arc::new(|_| {})).await {
+        tracing::warn!(service, error = %e, "could not end an expired standby");
+    }
+    traffic::show(&docker, &service).await
+}
+
+/// Every new request to one release (its number or a tag).
+#[tauri::command]
+pub async fn switch_traffic(env: String, service: String, to: String) -> Result<u32, Problem> {
+    traffic::switch(&dial(&env).await?, &service, &to).await
+}
+
+/// `percent` of new clients to the candidate, sticky.
+#[tauri::command]
+pub async fn split_traffic(env: String, service: String, percent: i64) -> Result<(), Problem> {
+    traffic::split(&dial(&env).await?, &service, percent)
+        .await
+        .map(|_| ())
+}
+
+/// The candidate becomes current; the old release drains and stops.
+#[tauri::command]
+pub async fn promote_release(env: String, service: String) -> Result<String, Problem> {
+    let done: Settled = traffic::promote(&dial(&env).await?, &service, Arc::new(|_| {})).await?;
+    Ok(done.message)
+}
+
+/// The candidate is removed; all traffic back to the current release.
+#[tauri::command]
+pub async fn abort_release(env: String, service: String) -> Result<String, Problem> {
+    let done: Settled = traffic::abort(&dial(&env).await?, &service, Arc::new(|_| {})).await?;
+    Ok(done.message)
+}
+
+/// Starts a preview of the candidate with a new token (answered), or ends
+/// it (`on` false).
+#[tauri::command]
+pub async fn preview_release(
+    env: String,
+    service: String,
+    on: bool,
+) -> Result<Option<String>, Problem> {
+    let token = on.then(traffic::new_preview_token);
+    traffic::preview(&dial(&env).await?, &service, token.clone()).await?;
+    Ok(token)
 }
 
 /// Pauses a service behind a 503 page (`None` resumes it).
@@ -124,5 +173,5 @@ pub async fn set_maintenance(
     service: String,
     message: Option<String>,
 ) -> Result<(), Problem> {
-    changeover_docker::traffic::maintenance(&dial(&env).await?, &service, message).await
+    traffic::maintenance(&dial(&env).await?, &service, message).await
 }

@@ -59,7 +59,12 @@ fn main() {
             commands::export_stack,
             commands::save_stack_file,
             commands::traffic,
-            commands::set_maintenance
+            commands::set_maintenance,
+            commands::switch_traffic,
+            commands::split_traffic,
+            commands::promote_release,
+            commands::abort_release,
+            commands::preview_release
         ])
         .setup(move |app| {
             let handle = app.handle().clone();

@@ -138,8 +138,13 @@ pub async fn stack_deploy(docker: &Docker, file: &Path) -> Result<(), Problem> {
     Ok(())
 }
 
-pub async fn service_deploy(docker: &Docker, name: &str, tag: &str) -> Result<(), Problem> {
-    deploy::deploy_tag(docker, name, tag, progress()).await?;
+pub async fn service_deploy(
+    docker: &Docker,
+    name: &str,
+    tag: &str,
+    strategy: Option<changeover_core::service::Strategy>,
+) -> Result<(), Problem> {
+    deploy::deploy_tag(docker, name, tag, strategy, progress()).await?;
     Ok(())
 }
 
@@ -154,6 +159,7 @@ fn result_word(r: &ReleaseResult) -> String {
         ReleaseResult::Succeeded => "live".into(),
         ReleaseResult::Failed { .. } => "failed".into(),
         ReleaseResult::Superseded => "superseded".into(),
+        ReleaseResult::Candidate => "candidate".into(),
     }
 }
 

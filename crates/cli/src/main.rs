@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use changeover_core::environment::{discover, DiscoveryInput, EnvironmentList, EnvironmentSpec};
 use changeover_core::inventory::{Container, Inventory};
+use changeover_core::service::Strategy;
 use changeover_core::Problem;
 use changeover_docker::{connect, read};
 use clap::{Parser, Subcommand};
@@ -83,12 +84,37 @@ pub(crate) enum TrafficCommand {
         #[arg(long, value_name = "RELEASE")]
         to: String,
     },
-    /// Share new requests between the two live releases: N% to the newer one.
+    /// Share new clients between the two live releases: N% to the candidate
+    /// (blue-green or canary), the rest to the current one; sticky per client.
     Split {
         /// STACK/SERVICE
         name: String,
         #[arg(long, value_name = "N", allow_negative_numbers = true)]
         percent: i64,
+    },
+    /// Make the candidate current: all traffic to it, then the old release
+    /// drains and stops (kept for a rollback).
+    Promote {
+        /// STACK/SERVICE
+        name: String,
+    },
+    /// Give up the candidate: all traffic back to the current release, then
+    /// the candidate's containers drain and are removed.
+    Abort {
+        /// STACK/SERVICE
+        name: String,
+    },
+    /// Let a team see the candidate before any user: requests with the
+    /// preview header or cookie go to it, whatever the split.
+    Preview {
+        /// STACK/SERVICE
+        name: String,
+        /// The token to use (default: a new random one).
+        #[arg(long)]
+        token: Option<String>,
+        /// End the preview.
+        #[arg(long, conflicts_with = "token")]
+        off: bool,
     },
     /// Answer every request with a 503 page (containers keep running).
     Maintenance {
@@ -144,6 +170,10 @@ enum ServiceCommand {
         name: String,
         #[arg(long)]
         tag: String,
+        /// rolling, blue-green or canary (default: the service's own; kept
+        /// for later deploys).
+        #[arg(long, value_parser = parse_strategy)]
+        strategy: Option<Strategy>,
     },
     /// Back to the previous release (or undo a rollout left half done).
     Rollback {
@@ -287,9 +317,11 @@ async fn run(cli: Cli) -> Result<(), Problem> {
         Command::Service { command } => {
             let docker = dial(&environments, cli.env.as_deref()).await?;
             match command {
-                ServiceCommand::Deploy { name, tag } => {
-                    deploy::service_deploy(&docker, &name, &tag).await
-                }
+                ServiceCommand::Deploy {
+                    name,
+                    tag,
+                    strategy,
+                } => deploy::service_deploy(&docker, &name, &tag, strategy).await,
                 ServiceCommand::Rollback { name } => deploy::service_rollback(&docker, &name).await,
                 ServiceCommand::Ls(args) => deploy::service_ls(&docker, args.json).await,
                 ServiceCommand::Inspect { name, json } => {
@@ -314,6 +346,11 @@ async fn dial(
 async fn load(environments: &EnvironmentList, name: Option<&str>) -> Result<Inventory, Problem> {
     let docker = dial(environments, name).await?;
     read::inventory(&docker).await
+}
+
+fn parse_strategy(s: &str) -> Result<Strategy, String> {
+    Strategy::parse(s)
+        .ok_or_else(|| format!("{s:?} is not a strategy (rolling, blue-green or canary)"))
 }
 
 pub(crate) fn print_json<T: Serialize>(value: &T) -> Result<(), Problem> {

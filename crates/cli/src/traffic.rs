@@ -1,15 +1,20 @@
-//! `changeover traffic show|switch|split|maintenance`.
+//! `changeover traffic show|switch|split|promote|abort|preview|maintenance`.
 
+use changeover_core::edge::{PREVIEW_COOKIE, PREVIEW_HEADER};
 use changeover_core::service::TrafficView;
 use changeover_core::Problem;
 use changeover_docker::{traffic, Docker};
 
+use crate::deploy::progress;
 use crate::table::Table;
 use crate::{print_json, TrafficCommand};
 
 pub async fn run(docker: &Docker, command: TrafficCommand) -> Result<(), Problem> {
     match command {
         TrafficCommand::Show { name, json } => {
+            if let Some(done) = traffic::end_expired_standby(docker, &name, progress()).await? {
+                eprintln!("{}", done.message);
+            }
             let view = traffic::show(docker, &name).await?;
             if json {
                 return print_json(&view);
@@ -30,6 +35,42 @@ pub async fn run(docker: &Docker, command: TrafficCommand) -> Result<(), Problem
             );
             Ok(())
         }
+        TrafficCommand::Promote { name } => {
+            let done = traffic::promote(docker, &name, progress()).await?;
+            eprintln!("{}", done.message);
+            Ok(())
+        }
+        TrafficCommand::Abort { name } => {
+            let done = traffic::abort(docker, &name, progress()).await?;
+            eprintln!("{}", done.message);
+            Ok(())
+        }
+        TrafficCommand::Preview { name, token, off } => {
+            if off {
+                traffic::preview(docker, &name, None).await?;
+                eprintln!("{name}: preview ended");
+                return Ok(());
+            }
+            let token = token.unwrap_or_else(traffic::new_preview_token);
+            let release = traffic::preview(docker, &name, Some(token.clone())).await?;
+            let view = traffic::show(docker, &name).await?;
+            eprintln!(
+                "{name}: requests carrying the preview token go to release {}, whatever the split.",
+                release.unwrap_or_default()
+            );
+            for r in &view.routes {
+                eprintln!(
+                    "  in a browser: http://localhost:{}/?{PREVIEW_COOKIE}={token}   (sets a cookie; ?{PREVIEW_COOKIE}=off clears it)",
+                    r.spec.port
+                );
+                eprintln!(
+                    "  with curl:    curl -H '{PREVIEW_HEADER}: {token}' http://localhost:{}/",
+                    r.spec.port
+                );
+            }
+            println!("{token}");
+            Ok(())
+        }
         TrafficCommand::Maintenance { name, message, off } => {
             traffic::maintenance(docker, &name, (!off).then_some(message)).await?;
             if off {
@@ -48,6 +89,21 @@ fn ms(us: Option<u64>) -> String {
 }
 
 fn print_view(view: &TrafficView) {
+    if let Some(c) = &view.candidate {
+        println!(
+            "release {} runs beside release {} ({}){}",
+            c.release,
+            view.current
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "-".into()),
+            c.strategy.as_str(),
+            if c.switched_ms.is_some() {
+                "; all traffic switched to it"
+            } else {
+                ""
+            }
+        );
+    }
     for r in &view.routes {
         let split = if r.policy.weights.is_empty() {
             "every healthy container alike".to_string()

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 use crate::edge::HealthProbe;
 use crate::service::{
-    MountKind, ServiceSpec, Strategy, UpdateConfig, DEFAULT_DEPLOY_TIMEOUT_MS,
-    DEFAULT_DRAIN_TIMEOUT_MS,
+    MountKind, ServiceSpec, Strategy, UpdateConfig, DEFAULT_CANARY_PERCENT,
+    DEFAULT_DEPLOY_TIMEOUT_MS, DEFAULT_DRAIN_TIMEOUT_MS,
 };
 use crate::stack::{format_duration_ms, Stack};
 use crate::{Problem, ProblemCode};
@@ -264,10 +264,16 @@ pub(crate) fn service(spec: &ServiceSpec) -> Yaml {
         ));
     }
     s.push(("deploy".into(), Yaml::Map(deploy)));
-    let strategy = match spec.strategy {
-        Strategy::Rolling => "rolling",
-    };
-    let mut x = vec![("strategy".to_string(), Yaml::text(strategy))];
+    let mut x = vec![("strategy".to_string(), Yaml::text(spec.strategy.as_str()))];
+    if spec.strategy == Strategy::Canary || spec.canary_percent != DEFAULT_CANARY_PERCENT {
+        x.push((
+            "canary".into(),
+            Yaml::Map(vec![("percent".into(), number(spec.canary_percent))]),
+        ));
+    }
+    if let Some(ms) = spec.standby_ms {
+        x.push(("standby".into(), duration(ms)));
+    }
     let h = health(&spec.health);
     if !h.is_empty() {
         x.push(("health".into(), Yaml::Map(h)));
@@ -468,7 +474,11 @@ mod tests {
         web.health.healthy_threshold = 2;
         web.drain_timeout_ms = 10_000;
         web.deploy_timeout_ms = 90_000;
-        let worker = ServiceSpec::new("shop", "worker", "shop/worker");
+        web.strategy = Strategy::Canary;
+        web.canary_percent = 25;
+        let mut worker = ServiceSpec::new("shop", "worker", "shop/worker");
+        worker.strategy = Strategy::BlueGreen;
+        worker.standby_ms = Some(1_800_000);
         let stack = Stack::from_services("shop", vec![web, worker]);
         assert_eq!(stack.volumes, vec!["data".to_string()]);
         assert_eq!(stack.networks, vec!["back".to_string()]);

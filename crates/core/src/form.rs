@@ -63,6 +63,11 @@ pub struct ServiceForm {
     pub volumes: Vec<FormVolume>,
     pub replicas: String,
     pub strategy: Strategy,
+    /// Canary: percent of new clients the new release gets first.
+    pub canary_percent: String,
+    /// Blue-green: how long the old release stays as standby after the
+    /// switch; empty: until retired by hand.
+    pub standby: String,
     pub order: UpdateOrder,
     pub parallelism: String,
     pub delay: String,
@@ -163,6 +168,8 @@ impl ServiceForm {
                 .collect(),
             replicas: spec.replicas.to_string(),
             strategy: spec.strategy,
+            canary_percent: spec.canary_percent.to_string(),
+            standby: spec.standby_ms.map(format_duration_ms).unwrap_or_default(),
             order: spec.update.order,
             parallelism: spec.update.parallelism.to_string(),
             delay: format_duration_ms(spec.update.delay_ms),
@@ -366,9 +373,6 @@ pub fn check(
             ),
         ]),
     );
-    let strategy = match form.strategy {
-        Strategy::Rolling => "rolling",
-    };
     let mut health = Vec::new();
     if !form.health_path.trim().is_empty() {
         health.push(("path".into(), Yaml::text(form.health_path.trim())));
@@ -385,18 +389,35 @@ pub fn check(
     ));
     svc.set(
         "x-changeover",
-        Yaml::Map(vec![
-            ("strategy".into(), Yaml::text(strategy)),
-            ("health".into(), Yaml::Map(health)),
-            (
-                "drain_timeout".into(),
-                Yaml::text(form.drain_timeout.trim()),
-            ),
-            (
-                "deploy_timeout".into(),
-                Yaml::text(form.deploy_timeout.trim()),
-            ),
-        ]),
+        Yaml::Map(
+            [
+                ("strategy".into(), Yaml::text(form.strategy.as_str())),
+                (
+                    "canary".into(),
+                    Yaml::Map(vec![(
+                        "percent".into(),
+                        Yaml::text(form.canary_percent.trim()),
+                    )]),
+                ),
+            ]
+            .into_iter()
+            .chain(
+                (!form.standby.trim().is_empty())
+                    .then(|| ("standby".into(), Yaml::text(form.standby.trim()))),
+            )
+            .chain([
+                ("health".into(), Yaml::Map(health)),
+                (
+                    "drain_timeout".into(),
+                    Yaml::text(form.drain_timeout.trim()),
+                ),
+                (
+                    "deploy_timeout".into(),
+                    Yaml::text(form.deploy_timeout.trim()),
+                ),
+            ])
+            .collect(),
+        ),
     );
 
     if !errors.is_empty() {
@@ -492,6 +513,8 @@ fn field_of(key: &str, prefix: &str, rows: &Rows) -> String {
         "deploy.update_config.parallelism" => "parallelism",
         "deploy.update_config.delay" => "delay",
         "x-changeover.strategy" => "strategy",
+        "x-changeover.canary.percent" => "canaryPercent",
+        "x-changeover.standby" => "standby",
         "x-changeover.health.path" => "healthPath",
         "x-changeover.health.interval" => "healthInterval",
         "x-changeover.health.timeout" => "healthTimeout",
@@ -673,6 +696,28 @@ mod tests {
                 .contains("\"abc\" is not a whole number from 1 to 65535"),
             "{got:?}"
         );
+    }
+
+    #[test]
+    fn strategy_settings_are_read_and_bad_ones_named() {
+        let spec = web();
+        let mut form = ServiceForm::from_spec(&spec);
+        form.strategy = Strategy::Canary;
+        form.canary_percent = "25".into();
+        let checked = check(&form, Some(&spec), &[]);
+        let got = checked.spec.unwrap();
+        assert_eq!((got.strategy, got.canary_percent), (Strategy::Canary, 25));
+        form.strategy = Strategy::BlueGreen;
+        form.standby = "30m".into();
+        let got = check(&form, Some(&spec), &[]).spec.unwrap();
+        assert_eq!(got.standby_ms, Some(1_800_000));
+        form.canary_percent = "0".into();
+        form.standby = "later".into();
+        let checked = check(&form, Some(&spec), &[]);
+        assert_eq!(checked.spec, None);
+        let got = fields(&checked);
+        let named: Vec<&str> = got.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(named, vec!["canaryPercent", "standby"], "{got:?}");
     }
 
     #[test]

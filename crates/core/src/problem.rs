@@ -38,6 +38,9 @@ pub enum ProblemCode {
     /// A traffic change that cannot apply (bad percentage, unhealthy or
     /// unknown release, not two live releases).
     InvalidTraffic,
+    /// A release runs beside the current one (blue-green or canary): it is
+    /// promoted or aborted before anything else is deployed.
+    CandidateLive,
     /// A file to write exists already (ask before replacing it).
     FileExists,
     /// A file could not be written.

@@ -39,11 +39,12 @@ use ts_rs::TS;
 
 use crate::edge::{
     rollout_lock_key, service_doc_key, EdgeErrorCode, LockHolder, Request, Response, RouteSpec,
-    TargetSpec, TargetState,
+    RouteStatus, Share, TargetSpec, TargetState,
 };
 use crate::problem::{Problem, ProblemCode};
 use crate::service::{
-    PendingRollout, Release, ReleaseResult, ServiceRecord, ServiceSpec, UpdateOrder,
+    Candidate, PendingRollout, Release, ReleaseResult, ServiceRecord, ServiceSpec, Strategy,
+    UpdateOrder,
 };
 
 /// Releases (besides the current one) whose stopped containers are kept.
@@ -391,9 +392,33 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
         service: &str,
         goal: Goal,
     ) -> Result<RolloutOutcome, Problem> {
+        // A blue-green standby whose time is up ends before anything else.
+        if let Err(e) = self.end_expired_standby(stack, service).await {
+            self.note(format!("the old release's standby time is over, but: {e}"));
+        }
+        let result = self
+            .locked(stack, service, self.run_locked(stack, service, goal))
+            .await;
+        if let Err(p) = &result {
+            self.emit(RolloutEvent::Finished {
+                ok: false,
+                release: None,
+                message: p.message.clone(),
+            });
+        }
+        result
+    }
+
+    /// Runs `work` holding the service's rollout lock, refreshing it while
+    /// `work` runs, and releases it after.
+    pub(crate) async fn locked<T>(
+        &self,
+        stack: &str,
+        service: &str,
+        work: impl Future<Output = Result<T, Problem>>,
+    ) -> Result<T, Problem> {
         let key = rollout_lock_key(stack, service);
         self.lock(&key).await?;
-        let work = self.run_locked(stack, service, goal);
         tokio::pin!(work);
         let result = loop {
             tokio::select! {
@@ -414,13 +439,6 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
                 owner: self.owner.clone(),
             })
             .await;
-        if let Err(p) = &result {
-            self.emit(RolloutEvent::Finished {
-                ok: false,
-                release: None,
-                message: p.message.clone(),
-            });
-        }
         result
     }
 
@@ -458,6 +476,7 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
                     releases: Vec::new(),
                     current: None,
                     rollout: None,
+                    candidate: None,
                 });
                 let same = |r: &Release| r.spec == spec && r.image_id == image_id;
                 let reuse =
@@ -495,6 +514,9 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
                         n
                     }
                 };
+                if let Some(c) = record.candidate.as_ref().filter(|c| c.release != number) {
+                    return Err(candidate_live(stack, service, c, record.current));
+                }
                 record.spec = spec;
                 (record, number)
             }
@@ -505,6 +527,9 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
                         format!("{stack}/{service} has never been deployed on this environment"),
                     ));
                 };
+                if let Some(c) = &record.candidate {
+                    return Err(candidate_live(stack, service, c, record.current));
+                }
                 let target = match &interrupted {
                     Some(p) => p.from,
                     None => record.previous().map(|r| r.number),
@@ -559,11 +584,38 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
         // whatever runs of the current release is routed before replacing it.
         self.restore_routes(&release.spec).await?;
 
+        // Blue-green and canary start the new release beside the current
+        // one; traffic stays on the current release until it is healthy.
+        let beside = match from {
+            Some(f) if f != target && !rollback => {
+                release.spec.strategy.side_by_side() && !release.spec.ports.is_empty()
+            }
+            _ => false,
+        };
+        // Re-deploying the candidate itself repairs it and leaves the
+        // traffic as the user set it.
+        let already = record
+            .candidate
+            .as_ref()
+            .is_some_and(|c| c.release == target);
+        if beside && !already {
+            self.set_weights(&release.spec, shares(&[(from, 100), (Some(target), 0)]))
+                .await?;
+        } else if !beside {
+            // Rolling: every healthy target alike, whatever its release.
+            self.set_weights(&release.spec, Vec::new()).await?;
+        }
+
         let discard: BTreeSet<u32> = match (&interrupted, rollback) {
             (Some(p), true) => [p.to].into(),
             _ => BTreeSet::new(),
         };
-        match self.converge(&release, &discard, started).await {
+        if beside {
+            return self
+                .finish_beside(record, revision, &release, from, already, started)
+                .await;
+        }
+        match self.converge(&release, &discard, started, false).await {
             Ok(slots) => {
                 for r in record.releases.iter_mut() {
                     if r.number == target {
@@ -622,7 +674,7 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
                 let restored = match restore_from.and_then(|f| record.release(f).cloned()) {
                     Some(old) => {
                         self.set_routes(&old.spec).await?;
-                        self.converge(&old, &[target].into(), started)
+                        self.converge(&old, &[target].into(), started, false)
                             .await
                             .map(|_| ())
                     }
@@ -666,6 +718,141 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
                 Err(Problem::new(ProblemCode::RolloutFailed, message))
             }
         }
+    }
+
+    /// Blue-green and canary: brings every replica of the new release up
+    /// beside `from` (which keeps all traffic meanwhile), then leaves it as
+    /// the service's candidate: blue-green with no traffic until the user
+    /// switches, canary with its first share of new clients.
+    async fn finish_beside(
+        &self,
+        mut record: ServiceRecord,
+        mut revision: u64,
+        release: &Release,
+        from: Option<u32>,
+        already: bool,
+        started: Instant,
+    ) -> Result<RolloutOutcome, Problem> {
+        let spec = &release.spec;
+        let target = release.number;
+        let q = spec.qualified();
+        let old = from
+            .map(|f| format!("release {f}"))
+            .unwrap_or_else(|| "the current release".into());
+        match self
+            .converge(release, &BTreeSet::new(), started, true)
+            .await
+        {
+            Ok(slots) => {
+                if !already {
+                    record.candidate = Some(Candidate {
+                        release: target,
+                        strategy: spec.strategy,
+                        ready_ms: (self.now_ms)(),
+                        switched_ms: None,
+                    });
+                }
+                record.rollout = None;
+                if let Some(r) = record.release_mut(target) {
+                    r.result = ReleaseResult::Candidate;
+                }
+                self.save(&record, &mut revision).await?;
+                let message = if already {
+                    format!(
+                        "{q}: release {target} already runs beside {old}; traffic left as it is"
+                    )
+                } else if spec.strategy == Strategy::Canary {
+                    let p = spec.canary_percent.min(100);
+                    self.set_weights(spec, shares(&[(from, 100 - p), (Some(target), p)]))
+                        .await?;
+                    format!(
+                        "{q}: release {target} ({}) runs beside {old} and gets {p}% of new clients; \
+                         move the share with `changeover traffic split {q} --percent N`, \
+                         then `changeover traffic promote {q}` (or `abort`)",
+                        release.image
+                    )
+                } else {
+                    format!(
+                        "{q}: release {target} ({}) runs beside {old}, {} slot(s) healthy; \
+                         traffic stays on {old} until `changeover traffic switch {q} --to {target}`",
+                        release.image, spec.replicas
+                    )
+                };
+                self.emit(RolloutEvent::Finished {
+                    ok: true,
+                    release: Some(target),
+                    message,
+                });
+                Ok(RolloutOutcome {
+                    service: q,
+                    from,
+                    release: target,
+                    unchanged: already && slots.iter().all(|s| s.total_ms == 0),
+                    slots,
+                    took_ms: started.elapsed().as_millis() as u64,
+                })
+            }
+            Err(failure) => {
+                let reason = failure.to_string();
+                self.remove_release(release).await;
+                if let Err(e) = self.set_weights(spec, Vec::new()).await {
+                    self.note(format!("could not reset the traffic shares: {e}"));
+                }
+                if let Some(r) = record.release_mut(target) {
+                    r.result = ReleaseResult::Failed {
+                        reason: format!("slot {}: {}", failure.slot, failure.reason),
+                    };
+                }
+                record.rollout = None;
+                record.candidate = None;
+                self.save(&record, &mut revision).await?;
+                Err(Problem::new(
+                    ProblemCode::RolloutFailed,
+                    format!(
+                        "release {target} of {q} did not become healthy beside {old}; its \
+                         containers were removed and traffic never left {old}.\n{reason}"
+                    ),
+                ))
+            }
+        }
+    }
+
+    /// The service's routes on the edge.
+    pub(crate) async fn routes(&self, spec: &ServiceSpec) -> Result<Vec<RouteStatus>, Problem> {
+        match self
+            .edge_call(Request::Routes {
+                service: Some(spec.qualified()),
+            })
+            .await?
+        {
+            Response::Routes { routes } => Ok(routes),
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// Sets how every route of the service shares traffic between releases
+    /// (keeping its maintenance page and preview), where it differs.
+    pub(crate) async fn set_weights(
+        &self,
+        spec: &ServiceSpec,
+        weights: Vec<Share>,
+    ) -> Result<(), Problem> {
+        if spec.ports.is_empty() {
+            return Ok(());
+        }
+        for r in self.routes(spec).await? {
+            if r.policy.weights == weights {
+                continue;
+            }
+            let mut policy = r.policy.clone();
+            policy.weights = weights.clone();
+            self.edge_call(Request::TrafficSet {
+                port: r.spec.port,
+                policy,
+            })
+            .await?;
+        }
+        Ok(())
     }
 
     /// Creates or updates one route per published port.
@@ -729,12 +916,14 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
     }
 
     /// Brings every slot to `release`; containers of `discard` releases are
-    /// removed instead of stopped.
+    /// removed instead of stopped. `beside`: other releases' containers are
+    /// left running (blue-green, canary).
     async fn converge(
         &self,
         release: &Release,
         discard: &BTreeSet<u32>,
         started: Instant,
+        beside: bool,
     ) -> Result<Vec<SlotTimings>, SlotFailure> {
         let spec = &release.spec;
         let unreadable = |p: Problem| SlotFailure {
@@ -770,7 +959,14 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
                     tokio::time::sleep(Duration::from_millis(spec.update.delay_ms)).await;
                 }
                 futures_util::future::join_all(group.iter().map(|slot| {
-                    self.converge_slot(release, *slot, &observed, &routed, discard, started)
+                    self.converge_slot(
+                        release,
+                        *slot,
+                        (&observed, &routed),
+                        discard,
+                        started,
+                        beside,
+                    )
                 }))
                 .await
             };
@@ -793,8 +989,12 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
         if let Some(f) = failure {
             return Err(f);
         }
-        // Slots beyond the replica count: drain and stop whatever runs there.
-        for c in observed.iter().filter(|c| c.slot >= spec.replicas) {
+        // Slots beyond the replica count: drain and stop whatever runs there
+        // (beside another release, that release keeps its slots).
+        for c in observed
+            .iter()
+            .filter(|c| c.slot >= spec.replicas && (!beside || c.release == release.number))
+        {
             if c.running || discard.contains(&c.release) {
                 self.retire(spec, c, discard).await;
                 self.slot_event(
@@ -833,10 +1033,10 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
         &self,
         release: &Release,
         slot: u32,
-        observed: &[SlotContainer],
-        routed: &BTreeSet<String>,
+        (observed, routed): (&[SlotContainer], &BTreeSet<String>),
         discard: &BTreeSet<u32>,
         started: Instant,
+        beside: bool,
     ) -> Result<(SlotTimings, SlotRetirement), SlotFailure> {
         let spec = &release.spec;
         let n = release.number;
@@ -861,7 +1061,7 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
             .collect();
         if let Some(c) = &existing {
             let up_to_date = c.running
-                && others.is_empty()
+                && (beside || others.is_empty())
                 && (spec.ports.is_empty() || routed.contains(&c.name));
             if up_to_date {
                 return Ok((
@@ -881,7 +1081,7 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
             }
         }
         // Stop-first: retire the old container before starting the new one.
-        if spec.update.order == UpdateOrder::StopFirst {
+        if spec.update.order == UpdateOrder::StopFirst && !beside {
             self.retire_slot(spec, slot, &others, discard, started)
                 .await;
         }
@@ -1045,7 +1245,7 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
             health_ms,
             overhead_ms: total_ms.saturating_sub(start_ms + health_ms),
         };
-        let olds = if spec.update.order == UpdateOrder::StartFirst {
+        let olds = if spec.update.order == UpdateOrder::StartFirst && !beside {
             others.into_iter().cloned().collect()
         } else {
             Vec::new()
@@ -1194,6 +1394,34 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
     }
 }
 
+/// `[(release, weight)]` as shares, leaving out absent releases.
+pub(crate) fn shares(pairs: &[(Option<u32>, u32)]) -> Vec<Share> {
+    pairs
+        .iter()
+        .filter_map(|(r, weight)| {
+            r.map(|release| Share {
+                release,
+                weight: *weight,
+            })
+        })
+        .collect()
+}
+
+/// Why nothing else deploys while a candidate runs.
+fn candidate_live(stack: &str, service: &str, c: &Candidate, current: Option<u32>) -> Problem {
+    let q = format!("{stack}/{service}");
+    Problem::new(
+        ProblemCode::CandidateLive,
+        format!(
+            "{q}: release {} runs beside release {} ({}); promote it (`changeover traffic \
+             promote {q}`) or abort it (`changeover traffic abort {q}`) first",
+            c.release,
+            current.map(|n| n.to_string()).unwrap_or_else(|| "?".into()),
+            c.strategy.as_str()
+        ),
+    )
+}
+
 /// What is left of a converged slot: the containers it replaced, to drain
 /// and stop before the slot is done.
 struct SlotRetirement {
@@ -1247,6 +1475,9 @@ fn busy(key: &str, holder: &LockHolder, now_ms: i64) -> Problem {
         ),
     )
 }
+
+mod traffic;
+pub use traffic::{live_releases, resolve_release, Settled};
 
 #[cfg(test)]
 mod tests;

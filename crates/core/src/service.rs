@@ -86,7 +86,38 @@ pub enum Strategy {
     /// Replace containers slot by slot, start-first.
     #[default]
     Rolling,
+    /// Start every replica of the new release beside the old ones, traffic
+    /// still on the old; the user switches (and can switch back) at once.
+    BlueGreen,
+    /// Start the new release beside the old one and send it a share of new
+    /// clients (sticky); the user moves the share, then promotes or aborts.
+    Canary,
 }
+
+impl Strategy {
+    pub const ALL: [Strategy; 3] = [Strategy::Rolling, Strategy::BlueGreen, Strategy::Canary];
+
+    /// As written in `x-changeover.strategy`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Rolling => "rolling",
+            Strategy::BlueGreen => "blue-green",
+            Strategy::Canary => "canary",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+
+    /// Runs the new release beside the current one instead of replacing it.
+    pub fn side_by_side(self) -> bool {
+        self != Strategy::Rolling
+    }
+}
+
+/// Default share of new clients a canary gets when it becomes healthy.
+pub const DEFAULT_CANARY_PERCENT: u32 = 10;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, TS)]
 #[serde(rename_all = "kebab-case")]
@@ -142,6 +173,16 @@ pub struct ServiceSpec {
     pub replicas: u32,
     pub update: UpdateConfig,
     pub strategy: Strategy,
+    /// Canary: the share of new clients (percent) the new release gets once
+    /// every replica of it is healthy.
+    #[serde(default = "default_canary_percent")]
+    pub canary_percent: u32,
+    /// Blue-green: how long the old release stays running as standby after
+    /// traffic was switched to the new one (`None`: until the user retires
+    /// it).
+    #[serde(default)]
+    #[ts(type = "number | null")]
+    pub standby_ms: Option<u64>,
     /// The edge's HTTP (or TCP) check before a container gets traffic.
     pub health: HealthProbe,
     #[ts(type = "number")]
@@ -149,6 +190,10 @@ pub struct ServiceSpec {
     /// How long a new container may take to become healthy.
     #[ts(type = "number")]
     pub deploy_timeout_ms: u64,
+}
+
+fn default_canary_percent() -> u32 {
+    DEFAULT_CANARY_PERCENT
 }
 
 /// Default `drain_timeout`.
@@ -173,6 +218,8 @@ impl ServiceSpec {
             replicas: 1,
             update: UpdateConfig::default(),
             strategy: Strategy::Rolling,
+            canary_percent: DEFAULT_CANARY_PERCENT,
+            standby_ms: None,
             health: HealthProbe::default(),
             drain_timeout_ms: DEFAULT_DRAIN_TIMEOUT_MS,
             deploy_timeout_ms: DEFAULT_DEPLOY_TIMEOUT_MS,
@@ -222,6 +269,9 @@ pub enum ReleaseResult {
     Failed { reason: String },
     /// Replaced by a later release (or a rollback).
     Superseded,
+    /// Runs beside the current release (blue-green or canary), healthy,
+    /// waiting to be promoted or aborted.
+    Candidate,
 }
 
 /// One version of a service.
@@ -256,6 +306,25 @@ pub struct PendingRollout {
     pub started_ms: i64,
 }
 
+/// A release running beside the current one (blue-green or canary) until
+/// it is promoted (becomes current, the old one retires) or aborted
+/// (removed). Which of the two gets traffic is the edge's policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+#[ts(export)]
+pub struct Candidate {
+    pub release: u32,
+    pub strategy: Strategy,
+    /// When it became healthy beside the current release (Unix ms).
+    #[ts(type = "number")]
+    pub ready_ms: i64,
+    /// When all traffic was last switched to it (Unix ms); the standby
+    /// time counts from there.
+    #[serde(default)]
+    #[ts(type = "number | null")]
+    pub switched_ms: Option<i64>,
+}
+
 /// Everything stored about a service on its environment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
 #[serde(rename_all = "camelCase")]
@@ -267,6 +336,9 @@ pub struct ServiceRecord {
     /// The release every slot runs when no rollout is in progress.
     pub current: Option<u32>,
     pub rollout: Option<PendingRollout>,
+    /// A release running beside `current`, not yet promoted or aborted.
+    #[serde(default)]
+    pub candidate: Option<Candidate>,
 }
 
 impl ServiceRecord {
@@ -356,6 +428,8 @@ pub struct TrafficView {
     pub service: String,
     /// The release the service's record calls current.
     pub current: Option<u32>,
+    /// A release running beside it (blue-green or canary).
+    pub candidate: Option<Candidate>,
     pub routes: Vec<crate::edge::RouteStatus>,
 }
 
@@ -400,6 +474,7 @@ mod tests {
             ],
             current: Some(3),
             rollout: None,
+            candidate: None,
         };
         assert_eq!(
             record.previous().map(|r| r.number),

@@ -1116,15 +1116,29 @@ fn read_x_changeover(r: &mut Reader, node: &Node, key: &str, spec: &mut ServiceS
     for (f, v) in r.map(node, key) {
         let k = format!("{key}.{f}");
         match f.as_str() {
-            "strategy" => match scalar(v).as_deref() {
-                Some("rolling") => spec.strategy = Strategy::Rolling,
-                Some(s @ ("blue-green" | "canary")) => r.error(
+            "strategy" => match scalar(v).as_deref().and_then(Strategy::parse) {
+                Some(strategy) => spec.strategy = strategy,
+                None => r.error(
                     v,
                     &k,
-                    format!("strategy {s:?} is not available yet; use \"rolling\""),
+                    format!("{} is not a strategy (rolling, blue-green or canary)", describe(v)),
                 ),
-                _ => r.error(v, &k, format!("{} is not a strategy (rolling)", describe(v))),
             },
+            "canary" => {
+                for (c, cv) in r.map(v, &k) {
+                    let ck = format!("{k}.{c}");
+                    match c.as_str() {
+                        "percent" => {
+                            spec.canary_percent = r
+                                .number(cv, &ck, 1, 100)
+                                .unwrap_or(spec.canary_percent as u64)
+                                as u32
+                        }
+                        _ => r.error(cv, &ck, format!("unknown canary key `{c}` (percent)")),
+                    }
+                }
+            }
+            "standby" => spec.standby_ms = r.duration(v, &k),
             "health" => {
                 let mut probe = HealthProbe::default();
                 for (h, hv) in r.map(v, &k) {
@@ -1159,7 +1173,7 @@ fn read_x_changeover(r: &mut Reader, node: &Node, key: &str, spec: &mut ServiceS
             _ => r.error(
                 v,
                 &k,
-                format!("unknown x-changeover key `{f}` (strategy, health, drain_timeout, deploy_timeout)"),
+                format!("unknown x-changeover key `{f}` (strategy, canary, standby, health, drain_timeout, deploy_timeout)"),
             ),
         }
     }
@@ -1307,6 +1321,43 @@ volumes:
         assert!(e[1].contains("no host port"), "{}", e[1]);
         assert!(e[2].contains("ranges"), "{}", e[2]);
         assert!(e[3].contains("only tcp"), "{}", e[3]);
+    }
+
+    #[test]
+    fn strategies_canary_share_and_standby_read_and_bad_ones_are_refused() {
+        let svc =
+            |x: &str| format!("name: s\nservices:\n  web:\n    image: a\n    x-changeover:\n{x}");
+        let report = parse(
+            &svc("      strategy: canary\n      canary: {percent: 25}\n"),
+            "stack.yml",
+            None,
+        );
+        let web = &report.stack.unwrap().services[0];
+        assert_eq!(web.strategy, Strategy::Canary);
+        assert_eq!(web.canary_percent, 25);
+        let report = parse(
+            &svc("      strategy: blue-green\n      standby: 30m\n"),
+            "stack.yml",
+            None,
+        );
+        let web = &report.stack.unwrap().services[0];
+        assert_eq!(web.strategy, Strategy::BlueGreen);
+        assert_eq!(web.standby_ms, Some(1_800_000));
+        let e = errors(&svc("      strategy: big-bang\n"));
+        assert_eq!(
+            e,
+            vec![
+                r#"stack.yml:6 services.web.x-changeover.strategy: "big-bang" is not a strategy (rolling, blue-green or canary)"#
+            ]
+        );
+        let e = errors(&svc("      canary: {percent: 0}\n"));
+        assert!(e[0].contains("x-changeover.canary.percent"), "{e:?}");
+        let e = errors(&svc("      canary: {percent: 101}\n"));
+        assert!(e[0].contains("x-changeover.canary.percent"), "{e:?}");
+        let e = errors(&svc("      canary: {share: 5}\n"));
+        assert!(e[0].contains("unknown canary key `share`"), "{e:?}");
+        let e = errors(&svc("      standby: soon\n"));
+        assert!(e[0].contains("is not a duration"), "{e:?}");
     }
 
     #[test]

@@ -17,7 +17,7 @@ use changeover_core::rollout::{
     Runtime,
 };
 use changeover_core::service::{
-    split_qualified, ContainerView, ServiceRecord, ServiceSpec, ServiceView,
+    split_qualified, ContainerView, ServiceRecord, ServiceSpec, ServiceView, Strategy,
 };
 use changeover_core::stack::Stack;
 use changeover_core::{Problem, ProblemCode};
@@ -76,14 +76,23 @@ pub async fn deployer(
     if let Some(message) = crate::edge::outdated_edge(docker).await {
         events(RolloutEvent::Note { message });
     }
-    Ok(Deployer {
+    Ok(deployer_on(docker, edge, events))
+}
+
+/// A deployer driving `edge` and this daemon.
+pub(crate) fn deployer_on(
+    docker: &Docker,
+    edge: Edge,
+    events: EventSink,
+) -> Deployer<DockerRuntime, Edge> {
+    Deployer {
         runtime: DockerRuntime::new(docker),
         edge,
         owner: owner(),
         now_ms,
         owner_gone,
         events,
-    })
+    }
 }
 
 /// Builds missing `changeover-demo:*` images the services use.
@@ -197,11 +206,13 @@ async fn record_of(
     })
 }
 
-/// Rolls `STACK/SERVICE` to another tag of its image.
+/// Rolls `STACK/SERVICE` to another tag of its image, with its own
+/// strategy or, for this deploy and the ones after, `strategy`.
 pub async fn deploy_tag(
     docker: &Docker,
     name: &str,
     tag: &str,
+    strategy: Option<Strategy>,
     events: EventSink,
 ) -> Result<RolloutOutcome, Problem> {
     if tag.is_empty() || tag.contains(|c: char| c.is_whitespace() || c == '/' || c == ':') {
@@ -212,7 +223,10 @@ pub async fn deploy_tag(
     }
     let d = deployer(docker, events).await?;
     let record = record_of(&d, name).await?;
-    let spec = record.spec.with_tag(tag);
+    let mut spec = record.spec.with_tag(tag);
+    if let Some(s) = strategy {
+        spec.strategy = s;
+    }
     ensure_demo_images(docker, &[&spec]).await?;
     d.run(
         &spec.stack,

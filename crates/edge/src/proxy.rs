@@ -343,6 +343,13 @@ async fn forward(
     }
     parts.version = Version::HTTP_11;
 
+    if let Some((token, location)) = parts
+        .uri
+        .path_and_query()
+        .and_then(|p| crate::traffic::preview_link(p.as_str()))
+    {
+        return preview_redirect(token.as_deref(), &location);
+    }
     let started = std::time::Instant::now();
     let (first, sticky) = {
         let hints = crate::traffic::hints(&parts.headers);
@@ -441,6 +448,24 @@ fn maintenance(message: String) -> Response<ProxyBody> {
     );
     r.headers_mut()
         .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("30"));
+    r
+}
+
+/// Answers a preview link: sets (or clears) the preview cookie and sends
+/// the browser on to the page it asked for.
+fn preview_redirect(token: Option<&str>, location: &str) -> Response<ProxyBody> {
+    let mut r = Response::new(empty_body());
+    *r.status_mut() = StatusCode::SEE_OTHER;
+    if let Ok(v) = HeaderValue::from_str(location) {
+        r.headers_mut().insert(hyper::header::LOCATION, v);
+    }
+    if let Some(c) = crate::traffic::preview_cookie(token) {
+        r.headers_mut().insert(hyper::header::SET_COOKIE, c);
+    }
+    r.headers_mut().insert(
+        hyper::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
     r
 }
 

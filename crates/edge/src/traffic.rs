@@ -164,6 +164,45 @@ pub fn hints(headers: &HeaderMap) -> Hints<'_> {
     }
 }
 
+/// A preview link: `?changeover-preview=TOKEN` (or `=off`) on any path.
+/// Returns the cookie to set (`None`: clear it) and where to send the
+/// browser next (the same path and query without the parameter).
+pub fn preview_link(path_and_query: &str) -> Option<(Option<String>, String)> {
+    let (path, query) = path_and_query.split_once('?')?;
+    let mut token = None;
+    let mut rest = Vec::new();
+    for pair in query.split('&') {
+        match pair.split_once('=') {
+            Some((k, v)) if k == PREVIEW_COOKIE => token = Some(v),
+            _ => rest.push(pair),
+        }
+    }
+    let token = token?;
+    let valid = !token.is_empty()
+        && token
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !valid {
+        return None;
+    }
+    let path = if path.is_empty() { "/" } else { path };
+    let location = if rest.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{}", rest.join("&"))
+    };
+    Some(((token != "off").then(|| token.to_string()), location))
+}
+
+/// `Set-Cookie` for a preview link (`None`: expire the cookie).
+pub fn preview_cookie(token: Option<&str>) -> Option<HeaderValue> {
+    HeaderValue::from_str(&match token {
+        Some(t) => format!("{PREVIEW_COOKIE}={t}; Path=/; HttpOnly; SameSite=Lax"),
+        None => format!("{PREVIEW_COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax"),
+    })
+    .ok()
+}
+
 /// A fresh sticky id.
 pub fn new_sticky_id() -> u64 {
     static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -232,6 +271,26 @@ pub(crate) fn shares(pairs: &[(u32, u32)]) -> Vec<Share> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn preview_links_set_the_cookie_and_drop_the_parameter() {
+        assert_eq!(
+            preview_link("/shop?changeover-preview=team-1&page=2"),
+            Some((Some("team-1".into()), "/shop?page=2".into()))
+        );
+        assert_eq!(
+            preview_link("/?changeover-preview=off"),
+            Some((None, "/".into())),
+            "off clears the cookie"
+        );
+        assert_eq!(preview_link("/?page=2"), None, "no parameter: proxied");
+        assert_eq!(
+            preview_link("/?changeover-preview=a%20b"),
+            None,
+            "a token that could not be a cookie value is proxied as is"
+        );
+        assert_eq!(preview_link("/plain"), None);
+    }
 
     #[test]
     fn ids_spread_over_the_weights_and_stay_put() {

@@ -19,6 +19,7 @@ struct World {
     /// Releases whose containers exit right after starting.
     exits: BTreeSet<u32>,
     routes: BTreeMap<u16, Vec<TargetSpec>>,
+    policies: BTreeMap<u16, crate::edge::TrafficPolicy>,
     docs: BTreeMap<String, (serde_json::Value, u64)>,
     lock: Option<(String, String)>,
     ops: Vec<String>,
@@ -173,7 +174,11 @@ impl EdgeControl for Fake {
                 w.routes.remove(&port);
                 Response::Ok
             }
-            Request::TrafficSet { .. } => Response::Ok,
+            Request::TrafficSet { port, policy } => {
+                w.op(format!("traffic {:?}", weights_of(&policy)));
+                w.policies.insert(port, policy);
+                Response::Ok
+            }
             Request::Routes { .. } => Response::Routes {
                 routes: w
                     .routes
@@ -186,7 +191,7 @@ impl EdgeControl for Fake {
                             drain_timeout_ms: 1000,
                         },
                         targets: ts.iter().map(|t| status(&w, t)).collect(),
-                        policy: Default::default(),
+                        policy: w.policies.get(port).cloned().unwrap_or_default(),
                         metrics: Vec::new(),
                     })
                     .collect(),
@@ -273,6 +278,10 @@ impl EdgeControl for Fake {
             }
         })
     }
+}
+
+fn weights_of(p: &crate::edge::TrafficPolicy) -> Vec<(u32, u32)> {
+    p.weights.iter().map(|s| (s.release, s.weight)).collect()
 }
 
 fn status(w: &World, t: &TargetSpec) -> TargetStatus {
@@ -687,5 +696,324 @@ async fn deploying_the_same_definition_changes_nothing() {
         fake.world().ops.is_empty(),
         "no container was touched: {:?}",
         fake.world().ops
+    );
+}
+
+// ---- blue-green, canary and explicit traffic control ----
+
+static NOW_MS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(1_700_000_000_000);
+
+fn strategy_spec(tag: &str, strategy: Strategy) -> ServiceSpec {
+    let mut s = spec(tag, 3);
+    s.strategy = strategy;
+    s
+}
+
+/// A service on release 1 (rolling first deploy), then `tag` deployed
+/// beside it with `strategy`.
+async fn beside(fake: &Fake, d: &Deployer<Fake, Fake>, strategy: Strategy) -> RolloutOutcome {
+    d.run(
+        "s",
+        "web",
+        Goal::Deploy(Box::new(strategy_spec("v1", strategy))),
+    )
+    .await
+    .unwrap();
+    fake.world().ops.clear();
+    fake.world().min_routed = None;
+    d.run(
+        "s",
+        "web",
+        Goal::Deploy(Box::new(strategy_spec("v2", strategy))),
+    )
+    .await
+    .unwrap()
+}
+
+fn weights(fake: &Fake) -> Vec<(u32, u32)> {
+    weights_of(
+        &fake
+            .world()
+            .policies
+            .get(&18080)
+            .cloned()
+            .unwrap_or_default(),
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn blue_green_starts_the_new_release_beside_the_old_with_no_traffic() {
+    let fake = fake_with_images(&["v1", "v2"]);
+    let (d, events) = deployer(&fake, "me");
+    let out = beside(&fake, &d, Strategy::BlueGreen).await;
+    assert_eq!(out.release, 2);
+    assert_eq!(
+        running(&fake),
+        vec![
+            "s-web-r1-s0",
+            "s-web-r1-s1",
+            "s-web-r1-s2",
+            "s-web-r2-s0",
+            "s-web-r2-s1",
+            "s-web-r2-s2"
+        ],
+        "both releases run, nothing was stopped"
+    );
+    assert_eq!(weights(&fake), vec![(1, 100), (2, 0)]);
+    let ops = fake.world().ops.clone();
+    let pinned = ops.iter().position(|o| o.starts_with("traffic")).unwrap();
+    let first_route = ops
+        .iter()
+        .position(|o| o.starts_with("route s-web-r2"))
+        .unwrap();
+    assert!(
+        pinned < first_route,
+        "traffic is pinned to release 1 before release 2 is routed: {ops:?}"
+    );
+    let r = record(&fake);
+    assert_eq!(r.current, Some(1), "release 1 stays current until promoted");
+    assert_eq!(r.candidate.as_ref().map(|c| c.release), Some(2));
+    assert_eq!(r.release(2).unwrap().result, ReleaseResult::Candidate);
+    assert!(r.rollout.is_none());
+    let finished = events.lock().unwrap().iter().rev().find_map(|e| match e {
+        RolloutEvent::Finished { message, .. } => Some(message.clone()),
+        _ => None,
+    });
+    assert!(
+        finished.unwrap().contains("traffic switch s/web --to 2"),
+        "says how to switch"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn blue_green_switch_switch_back_and_promote() {
+    let fake = fake_with_images(&["v1", "v2"]);
+    let (d, _) = deployer(&fake, "me");
+    beside(&fake, &d, Strategy::BlueGreen).await;
+    assert_eq!(d.switch("s", "web", "2").await.unwrap(), 2);
+    assert_eq!(weights(&fake), vec![(1, 0), (2, 100)]);
+    assert!(record(&fake).candidate.unwrap().switched_ms.is_some());
+    assert_eq!(
+        d.switch("s", "web", "v1").await.unwrap(),
+        1,
+        "a tag one live release runs names it"
+    );
+    assert_eq!(weights(&fake), vec![(1, 100), (2, 0)]);
+    assert!(
+        record(&fake).candidate.unwrap().switched_ms.is_none(),
+        "switched back: the standby clock stops"
+    );
+    d.switch("s", "web", "2").await.unwrap();
+    fake.world().min_routed = None;
+    let done = d.promote("s", "web").await.unwrap();
+    assert_eq!((done.current, done.retired), (2, 1));
+    assert_eq!(
+        running(&fake),
+        vec!["s-web-r2-s0", "s-web-r2-s1", "s-web-r2-s2"]
+    );
+    assert!(
+        weights(&fake).is_empty(),
+        "back to every healthy target alike"
+    );
+    assert!(fake.world().min_routed.unwrap() >= 3, "capacity held");
+    let r = record(&fake);
+    assert_eq!(r.current, Some(2));
+    assert!(r.candidate.is_none());
+    assert_eq!(r.release(1).unwrap().result, ReleaseResult::Superseded);
+    assert_eq!(r.release(2).unwrap().result, ReleaseResult::Succeeded);
+    assert_eq!(
+        fake.world().containers.len(),
+        6,
+        "release 1 is kept stopped for a rollback"
+    );
+    assert!(fake.world().lock.is_none(), "promote releases its lock");
+}
+
+#[tokio::test(start_paused = true)]
+async fn canary_gets_its_share_then_splits_and_aborts() {
+    let fake = fake_with_images(&["v1", "v2"]);
+    let (d, _) = deployer(&fake, "me");
+    beside(&fake, &d, Strategy::Canary).await;
+    assert_eq!(weights(&fake), vec![(1, 90), (2, 10)], "the default 10%");
+    assert_eq!(d.split("s", "web", 50).await.unwrap(), (1, 2));
+    assert_eq!(weights(&fake), vec![(1, 50), (2, 50)]);
+    for bad in [-1, 101] {
+        let e = d.split("s", "web", bad).await.unwrap_err();
+        assert_eq!(e.code, ProblemCode::InvalidTraffic);
+        assert!(e.message.contains("0 to 100"), "{e}");
+        assert_eq!(weights(&fake), vec![(1, 50), (2, 50)], "nothing changed");
+    }
+    let done = d.abort("s", "web", None).await.unwrap();
+    assert_eq!((done.current, done.retired), (1, 2));
+    assert_eq!(
+        running(&fake),
+        vec!["s-web-r1-s0", "s-web-r1-s1", "s-web-r1-s2"]
+    );
+    assert!(
+        fake.world().containers.iter().all(|c| c.release == 1),
+        "the canary's containers are removed"
+    );
+    assert!(weights(&fake).is_empty());
+    let r = record(&fake);
+    assert_eq!(r.current, Some(1));
+    assert!(r.candidate.is_none());
+    assert!(matches!(
+        &r.release(2).unwrap().result,
+        ReleaseResult::Failed { reason } if reason.contains("aborted by me")
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn nothing_else_deploys_while_a_candidate_runs() {
+    let fake = fake_with_images(&["v1", "v2", "v3"]);
+    let (d, _) = deployer(&fake, "me");
+    beside(&fake, &d, Strategy::Canary).await;
+    let before = fake.world().containers.clone();
+    let e = d
+        .run(
+            "s",
+            "web",
+            Goal::Deploy(Box::new(strategy_spec("v3", Strategy::Canary))),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ProblemCode::CandidateLive);
+    assert!(e.message.contains("traffic promote s/web"), "{e}");
+    let e = d.run("s", "web", Goal::Rollback).await.unwrap_err();
+    assert_eq!(e.code, ProblemCode::CandidateLive);
+    assert_eq!(fake.world().containers, before, "nothing changed");
+    assert_eq!(record(&fake).releases.len(), 2, "no release was recorded");
+    let again = d
+        .run(
+            "s",
+            "web",
+            Goal::Deploy(Box::new(strategy_spec("v2", Strategy::Canary))),
+        )
+        .await
+        .unwrap();
+    assert!(
+        again.unchanged,
+        "deploying the candidate again repairs it only"
+    );
+    assert_eq!(weights(&fake), vec![(1, 90), (2, 10)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_canary_that_never_becomes_healthy_is_removed_and_traffic_never_moves() {
+    let fake = fake_with_images(&["v1", "v2"]);
+    fake.world().never_healthy.insert(2);
+    let (d, _) = deployer(&fake, "me");
+    d.run(
+        "s",
+        "web",
+        Goal::Deploy(Box::new(strategy_spec("v1", Strategy::Canary))),
+    )
+    .await
+    .unwrap();
+    let e = d
+        .run(
+            "s",
+            "web",
+            Goal::Deploy(Box::new(strategy_spec("v2", Strategy::Canary))),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ProblemCode::RolloutFailed);
+    assert!(e.message.contains("traffic never left release 1"), "{e}");
+    assert!(fake.world().containers.iter().all(|c| c.release == 1));
+    assert_eq!(running(&fake).len(), 3);
+    assert!(weights(&fake).is_empty());
+    let r = record(&fake);
+    assert_eq!(r.current, Some(1));
+    assert!(r.candidate.is_none());
+    assert!(matches!(
+        r.release(2).unwrap().result,
+        ReleaseResult::Failed { .. }
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn promote_and_switch_refuse_an_unhealthy_release() {
+    let fake = fake_with_images(&["v1", "v2"]);
+    let (d, _) = deployer(&fake, "me");
+    beside(&fake, &d, Strategy::BlueGreen).await;
+    {
+        let mut w = fake.world();
+        let c = w
+            .containers
+            .iter_mut()
+            .find(|c| c.name == "s-web-r2-s1")
+            .unwrap();
+        c.running = false;
+    }
+    let e = d.promote("s", "web").await.unwrap_err();
+    assert_eq!(e.code, ProblemCode::InvalidTraffic);
+    assert!(e.message.contains("s-web-r2-s1"), "names the target: {e}");
+    for c in fake.world().containers.iter_mut() {
+        c.running = c.release == 1;
+    }
+    let e = d.switch("s", "web", "2").await.unwrap_err();
+    assert!(e.message.contains("not healthy"), "{e}");
+    assert_eq!(weights(&fake), vec![(1, 100), (2, 0)], "traffic stays");
+    assert_eq!(record(&fake).current, Some(1));
+    let e = d.switch("s", "web", "7").await.unwrap_err();
+    assert!(e.message.contains("no live release \"7\""), "{e}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn abort_is_refused_when_the_current_release_cannot_take_the_traffic() {
+    let fake = fake_with_images(&["v1", "v2"]);
+    let (d, _) = deployer(&fake, "me");
+    beside(&fake, &d, Strategy::Canary).await;
+    for c in fake.world().containers.iter_mut() {
+        c.running = c.release == 2;
+    }
+    let e = d.abort("s", "web", None).await.unwrap_err();
+    assert!(e.message.contains("promote release 2"), "{e}");
+    assert_eq!(fake.world().containers.len(), 6, "nothing was removed");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_blue_green_standby_ends_after_its_time() {
+    let fake = fake_with_images(&["v1", "v2", "v3"]);
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = events.clone();
+    let d = Deployer {
+        runtime: fake.clone(),
+        edge: fake.clone(),
+        owner: "me".into(),
+        now_ms: || NOW_MS.load(std::sync::atomic::Ordering::SeqCst),
+        owner_gone: |_| false,
+        events: Arc::new(move |e| sink.lock().unwrap().push(e)),
+    };
+    let mut v1 = strategy_spec("v1", Strategy::BlueGreen);
+    v1.standby_ms = Some(60_000);
+    let mut v2 = v1.with_tag("v2");
+    v2.standby_ms = Some(60_000);
+    d.run("s", "web", Goal::Deploy(Box::new(v1))).await.unwrap();
+    d.run("s", "web", Goal::Deploy(Box::new(v2))).await.unwrap();
+    assert!(
+        d.end_expired_standby("s", "web").await.unwrap().is_none(),
+        "not switched yet: no standby to end"
+    );
+    d.switch("s", "web", "2").await.unwrap();
+    NOW_MS.fetch_add(30_000, std::sync::atomic::Ordering::SeqCst);
+    assert!(d.end_expired_standby("s", "web").await.unwrap().is_none());
+    assert_eq!(running(&fake).len(), 6, "still on standby after 30 s");
+    NOW_MS.fetch_add(31_000, std::sync::atomic::Ordering::SeqCst);
+    // The next deploy ends the standby first, then goes on.
+    let mut v3 = strategy_spec("v3", Strategy::BlueGreen);
+    v3.standby_ms = Some(60_000);
+    d.run("s", "web", Goal::Deploy(Box::new(v3))).await.unwrap();
+    let r = record(&fake);
+    assert_eq!(
+        r.current,
+        Some(2),
+        "the standby ended: release 2 is current"
+    );
+    assert_eq!(r.candidate.as_ref().map(|c| c.release), Some(3));
+    assert!(
+        !running(&fake).iter().any(|n| n.contains("-r1-")),
+        "release 1 stopped"
     );
 }

@@ -11,7 +11,10 @@ import type { RolloutOutcome } from "./generated/RolloutOutcome";
 import type { ServiceForm } from "./generated/ServiceForm";
 import type { TrafficView } from "./generated/TrafficView";
 import type { ServiceView } from "./generated/ServiceView";
+import type { Strategy } from "./generated/Strategy";
 
+export type { Candidate } from "./generated/Candidate";
+export type { Strategy } from "./generated/Strategy";
 export type { ConnectionState } from "./generated/ConnectionState";
 export type { Container } from "./generated/Container";
 export type { ContainerState } from "./generated/ContainerState";
@@ -81,9 +84,10 @@ export function deployTag(
   env: string,
   service: string,
   tag: string,
+  strategy: Strategy | null,
   onEvent: (e: RolloutEvent) => void,
 ): Promise<RolloutOutcome> {
-  return invoke<RolloutOutcome>("deploy_tag", { env, service, tag, onEvent: channel(onEvent) }).catch(
+  return invoke<RolloutOutcome>("deploy_tag", { env, service, tag, strategy, onEvent: channel(onEvent) }).catch(
     (e: unknown) => {
       throw toProblem(e);
     },
@@ -155,6 +159,41 @@ export function traffic(env: string, service: string): Promise<TrafficView> {
 /** Pauses STACK/SERVICE behind a 503 page with `message`; `null` resumes it. */
 export function setMaintenance(env: string, service: string, message: string | null): Promise<void> {
   return invoke<void>("set_maintenance", { env, service, message }).catch((e: unknown) => {
+    throw toProblem(e);
+  });
+}
+
+/** Every new request of STACK/SERVICE to one release (number or tag). */
+export function switchTraffic(env: string, service: string, to: string): Promise<number> {
+  return invoke<number>("switch_traffic", { env, service, to }).catch((e: unknown) => {
+    throw toProblem(e);
+  });
+}
+
+/** `percent` of new clients to the candidate release, sticky per client. */
+export function splitTraffic(env: string, service: string, percent: number): Promise<void> {
+  return invoke<void>("split_traffic", { env, service, percent }).catch((e: unknown) => {
+    throw toProblem(e);
+  });
+}
+
+/** The candidate becomes current; the old release drains and stops. Answers what happened. */
+export function promoteRelease(env: string, service: string): Promise<string> {
+  return invoke<string>("promote_release", { env, service }).catch((e: unknown) => {
+    throw toProblem(e);
+  });
+}
+
+/** The candidate is removed; all traffic back to the current release. */
+export function abortRelease(env: string, service: string): Promise<string> {
+  return invoke<string>("abort_release", { env, service }).catch((e: unknown) => {
+    throw toProblem(e);
+  });
+}
+
+/** Starts a preview of the candidate (answers its token) or ends it. */
+export function previewRelease(env: string, service: string, on: boolean): Promise<string | null> {
+  return invoke<string | null>("preview_release", { env, service, on }).catch((e: unknown) => {
     throw toProblem(e);
   });
 }

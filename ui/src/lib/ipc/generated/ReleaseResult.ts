@@ -3,4 +3,4 @@
 /**
  * How a release's rollout ended.
  */
-export type ReleaseResult = { "kind": "in-progress" } | { "kind": "succeeded" } | { "kind": "failed", reason: string, } | { "kind": "superseded" };
+export type ReleaseResult = { "kind": "in-progress" } | { "kind": "succeeded" } | { "kind": "failed", reason: string, } | { "kind": "superseded" } | { "kind": "candidate" };

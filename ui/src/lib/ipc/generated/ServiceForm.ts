@@ -20,7 +20,16 @@ image: string, tag: string,
 /**
  * As typed on a command line; empty: the image's own command.
  */
-command: string, env: Array<FormEnvVar>, ports: Array<FormPort>, volumes: Array<FormVolume>, replicas: string, strategy: Strategy, order: UpdateOrder, parallelism: string, delay: string, 
+command: string, env: Array<FormEnvVar>, ports: Array<FormPort>, volumes: Array<FormVolume>, replicas: string, strategy: Strategy, 
+/**
+ * Canary: percent of new clients the new release gets first.
+ */
+canaryPercent: string, 
+/**
+ * Blue-green: how long the old release stays as standby after the
+ * switch; empty: until retired by hand.
+ */
+standby: string, order: UpdateOrder, parallelism: string, delay: string, 
 /**
  * HTTP path the edge checks; empty: a TCP connect.
  */

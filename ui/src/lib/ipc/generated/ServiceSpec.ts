@@ -19,6 +19,17 @@ image: string, command: Array<string> | null, env: { [key in string]: string }, 
  */
 networks: Array<string>, labels: { [key in string]: string }, healthcheck: DockerHealthcheck | null, replicas: number, update: UpdateConfig, strategy: Strategy, 
 /**
+ * Canary: the share of new clients (percent) the new release gets once
+ * every replica of it is healthy.
+ */
+canaryPercent: number, 
+/**
+ * Blue-green: how long the old release stays running as standby after
+ * traffic was switched to the new one (`None`: until the user retires
+ * it).
+ */
+standbyMs: number | null, 
+/**
  * The edge's HTTP (or TCP) check before a container gets traffic.
  */
 health: HealthProbe, drainTimeoutMs: number, 
