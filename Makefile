@@ -5,7 +5,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 GENERATED := ui/src/lib/ipc/generated
 
-.PHONY: run test setup ui edge app types lint unit integration gui bench-inventory bench-rollout bench-edge clean-test-leftovers
+.PHONY: run test setup ui edge app types lint unit integration gui bench-inventory bench-rollout bench-edge bench-traffic clean-test-leftovers
 
 ## Install everything, build, and open the desktop app against the local daemon.
 run: setup app
@@ -48,7 +48,7 @@ unit:
 
 integration: app
 	$(CARGO) test -p changeover-edge --test proxy
-	$(CARGO) test -p changeover-tests --test live --test cli --test deploy
+	$(CARGO) test -p changeover-tests --test live --test cli --test deploy --test traffic
 
 gui: app
 	$(CARGO) test -p changeover-tests --test gui -- --test-threads=1
@@ -69,6 +69,10 @@ bench-edge: setup edge
 bench-rollout: setup edge
 	$(CARGO) build --release -p changeover-bench
 	./target/release/bench-rollout
+
+bench-traffic: setup edge
+	$(CARGO) build --release -p changeover-bench
+	./target/release/bench-traffic
 
 bench-inventory: setup ui
 	$(CARGO) build --release -p changeover-app -p changeover-bench

@@ -765,9 +765,9 @@ fn traffic_shows_per_release_figures_pauses_for_maintenance_and_refuses_bad_chan
         ),
         (
             vec!["split", &svc, "--percent", "10"],
-            "needs exactly two live releases",
+            "needs two live releases",
         ),
-        (vec!["switch", &svc, "--to", "9"], "no release \"9\""),
+        (vec!["switch", &svc, "--to", "9"], "no live release \"9\""),
         (
             vec!["maintenance", &svc, "--message", " "],
             "message is empty",

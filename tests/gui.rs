@@ -373,10 +373,124 @@ fn the_sample_stack_deploys_rolls_to_v2_and_back_with_a_live_timeline() {
     );
 
     traffic_is_shown_live_and_maintenance_pauses_it(&gui, &daemon.host());
+    blue_green_and_canary_are_driven_from_the_window(&gui, &daemon.host());
     services_are_created_edited_and_exported_in_forms(&gui, &daemon.host());
     an_interrupted_rollout_is_offered_to_finish(&gui, &daemon.host());
     drop(gui);
     drop(daemon);
+}
+
+fn select(gui: &Gui, css: &str, value: &str) {
+    gui.js(&format!("const s = document.querySelector('{css}'); s.value = '{value}'; s.dispatchEvent(new Event('change')); return s.value"));
+}
+
+fn requests_of(gui: &Gui, release: u32) -> u64 {
+    gui.js(&format!("const r = document.querySelector('[data-testid=traffic-release][data-release=\"{release}\"]'); return r ? Number(r.dataset.requests) : 0")).as_u64().unwrap_or(0)
+}
+
+fn wait_candidate(gui: &Gui, attrs: &str, what: &str) {
+    gui.wait_js(
+        &format!("return document.querySelector('[data-testid=candidate]{attrs}')"),
+        Duration::from_secs(15),
+        what,
+    );
+}
+
+/// Blue-green: deploy v2 beside v1 with the Deploy dialog's strategy, switch,
+/// switch back, promote. Canary: deploy beside with its first share, move the
+/// split slider, start a preview, abort.
+fn blue_green_and_canary_are_driven_from_the_window(gui: &Gui, host: &str) {
+    let port = gui.js("return document.querySelector('[data-testid=next-step] code').textContent.match(/:(\\d+)\\//)[1]");
+    let port = port.as_str().unwrap().to_string();
+    select(gui, "[data-testid=deploy-strategy]", "blue-green");
+    select(gui, "[data-testid=deploy-tag]", "v2");
+    gui.click("[data-testid=deploy-button]");
+    wait_done(gui, 3, "release 3 (v2) starts beside release 1");
+    wait_candidate(
+        gui,
+        "[data-release=\"3\"][data-strategy=\"blue-green\"][data-share=\"0\"]",
+        "the panel shows release 3 beside release 1, with no traffic",
+    );
+    let before = requests_of(gui, 3);
+    for _ in 0..5 {
+        assert!(probe(host, &port));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(requests_of(gui, 3), before, "release 3 got nothing yet");
+
+    gui.click("[data-testid=switch-to-candidate]");
+    wait_candidate(gui, "[data-share=\"100\"]", "switched to release 3");
+    for _ in 0..5 {
+        assert!(probe(host, &port));
+    }
+    gui.wait_js(
+        &format!("const r = document.querySelector('[data-testid=traffic-release][data-release=\"3\"]'); return r && Number(r.dataset.requests) >= {} || null", before + 5),
+        Duration::from_secs(10),
+        "release 3 serves every request after the switch",
+    );
+    gui.click("[data-testid=switch-back]");
+    wait_candidate(gui, "[data-share=\"0\"]", "switched back to release 1");
+    gui.click("[data-testid=switch-to-candidate]");
+    wait_candidate(gui, "[data-share=\"100\"]", "switched to release 3 again");
+    gui.click("[data-testid=promote]");
+    gui.wait_js(
+        "const n = document.querySelector('[data-testid=traffic-note]'); return document.querySelector('[data-testid=candidate]') === null && n && n.textContent.includes('is on release 3') || null",
+        Duration::from_secs(30),
+        "promoted: release 3 is current, the panel says so",
+    );
+    gui.wait_js(
+        &slots_are("3:routed,3:routed,3:routed"),
+        Duration::from_secs(10),
+        "release 3 runs alone",
+    );
+
+    select(gui, "[data-testid=deploy-strategy]", "canary");
+    select(gui, "[data-testid=deploy-tag]", "v1");
+    gui.click("[data-testid=deploy-button]");
+    wait_done(gui, 4, "release 4 (v1) starts beside release 3 as a canary");
+    wait_candidate(
+        gui,
+        "[data-release=\"4\"][data-strategy=\"canary\"][data-share=\"10\"]",
+        "the canary gets its first 10%",
+    );
+    gui.js("const s = document.querySelector('[data-testid=split-slider]'); s.value = '50'; s.dispatchEvent(new Event('input', {bubbles: true})); s.dispatchEvent(new Event('change', {bubbles: true})); return s.value");
+    wait_candidate(gui, "[data-share=\"50\"]", "the slider set a 50% split");
+    let out = changeover_tests::changeover(
+        &["traffic", "show", "sandbox/web", "--json"],
+        &[("DOCKER_HOST", host)],
+    );
+    let view: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        view["routes"][0]["policy"]["weights"],
+        json!([{"release": 3, "weight": 50}, {"release": 4, "weight": 50}]),
+        "the edge holds the split the slider set"
+    );
+    gui.click("[data-testid=preview]");
+    let url = gui.wait_js(
+        "const u = document.querySelector('[data-testid=preview-url]'); return u && u.textContent",
+        Duration::from_secs(10),
+        "a copyable preview link",
+    );
+    assert!(
+        url.as_str()
+            .unwrap()
+            .starts_with(&format!("http://localhost:{port}/?changeover-preview=")),
+        "{url}"
+    );
+    gui.js("document.querySelector('[data-testid=candidate]').scrollIntoView(); return true");
+    gui.screenshot(&workspace().join("docs/screenshots/canary.png"));
+    gui.click("[data-testid=abort]");
+    gui.wait_js(
+        "return document.querySelector('[data-testid=candidate]') === null && [...document.querySelectorAll('[data-testid=release-row]')].some(r => r.dataset.number === '4' && r.dataset.result === 'failed') || null",
+        Duration::from_secs(30),
+        "aborted: release 4 is gone and marked failed",
+    );
+    gui.wait_js(
+        &slots_are("3:routed,3:routed,3:routed"),
+        Duration::from_secs(10),
+        "release 3 serves alone again",
+    );
+    select(gui, "[data-testid=deploy-strategy]", "rolling");
 }
 
 /// Types `value` into the input `css` the way a person would replace its text.

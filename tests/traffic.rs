@@ -1,0 +1,453 @@
+//! Blue-green and canary against the real daemon through the `changeover`
+//! CLI: the new release starts beside the old, traffic moves only when told
+//! (switch, split, preview), promote and abort settle it — under load with no
+//! failed request — and the faults: unhealthy releases refused, a canary
+//! whose containers all die, the edge restarted mid-canary.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::process::Output;
+use std::sync::RwLock;
+use std::time::Duration;
+
+use changeover_tests::{changeover, docker, free_port, get, wait_for, Load, TestStack};
+use serde_json::Value;
+
+/// Tests share the environment's one edge; the test that restarts it takes
+/// this exclusively.
+static EDGE: RwLock<()> = RwLock::new(());
+
+fn shared_edge() -> std::sync::RwLockReadGuard<'static, ()> {
+    EDGE.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn web(port: u16, replicas: u32, x: &str) -> String {
+    format!(
+        r#"services:
+  web:
+    image: changeover-demo:v1
+    ports: ["{port}:8080"]
+    labels: {{dev.changeover.test: "1"}}
+    deploy:
+      replicas: {replicas}
+    x-changeover:
+{x}      health: {{path: /health, interval: 500ms, timeout: 1s}}
+      drain_timeout: 5s
+      deploy_timeout: 20s
+"#
+    )
+}
+
+fn ok(out: &Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+fn refused(args: &[&str], says: &str) {
+    let out = changeover(args, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{args:?} is refused");
+    assert!(err.contains(says), "{args:?} says {says:?}:\n{err}");
+}
+
+fn inspect(name: &str) -> Value {
+    let out = changeover(&["service", "inspect", name, "--json"], &[]);
+    ok(&out, "service inspect");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn running_releases(name: &str) -> Vec<u64> {
+    let mut v: Vec<u64> = inspect(name)["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["running"].as_bool().unwrap())
+        .map(|c| c["release"].as_u64().unwrap())
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+fn traffic(name: &str) -> Value {
+    let out = changeover(&["traffic", "show", name, "--json"], &[]);
+    ok(&out, "traffic show");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn weights(name: &str) -> Vec<(u64, u64)> {
+    traffic(name)["routes"][0]["policy"]["weights"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["release"].as_u64().unwrap(),
+                s["weight"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// One GET with extra headers: the demo's version and the `Set-Cookie`.
+fn fetch(port: u16, headers: &[(&str, &str)]) -> (String, Option<String>) {
+    let agent = ureq::AgentBuilder::new().redirects(0).build();
+    let mut req = agent
+        .get(&format!("http://127.0.0.1:{port}/"))
+        .timeout(Duration::from_secs(5));
+    for (k, v) in headers {
+        req = req.set(k, v);
+    }
+    let r = req.call().expect("an answer");
+    let cookie = r.header("set-cookie").map(str::to_string);
+    let body = r.into_string().unwrap();
+    (
+        body.split_whitespace().next().unwrap_or("").to_string(),
+        cookie,
+    )
+}
+
+/// Versions that `n` new clients (no cookie) get.
+fn new_clients(port: u16, n: usize) -> BTreeMap<String, usize> {
+    let mut seen = BTreeMap::new();
+    for _ in 0..n {
+        *seen.entry(fetch(port, &[]).0).or_default() += 1;
+    }
+    seen
+}
+
+#[test]
+fn blue_green_starts_beside_switches_back_and_forth_and_promotes_without_a_failed_request() {
+    let _edge = shared_edge();
+    let port = free_port();
+    let stack = TestStack::new("bg", &web(port, 2, "      strategy: blue-green\n"), &[port]);
+    let svc = format!("{}/web", stack.name);
+    ok(
+        &changeover(&["stack", "deploy", "-f", &stack.file()], &[]),
+        "first deploy",
+    );
+    let load = Load::start(port, 2);
+    let said = ok(
+        &changeover(&["service", "deploy", &svc, "--tag", "v2"], &[]),
+        "deploy v2 beside v1",
+    );
+    assert!(
+        said.contains(&format!("traffic switch {svc} --to 2")),
+        "says how to switch:\n{said}"
+    );
+    assert_eq!(running_releases(&svc), vec![1, 1, 2, 2], "both run");
+    assert_eq!(weights(&svc), vec![(1, 100), (2, 0)]);
+    assert_eq!(new_clients(port, 30).get("v1"), Some(&30), "all on v1");
+    let view = inspect(&svc);
+    assert_eq!(view["record"]["current"], 1);
+    assert_eq!(view["record"]["candidate"]["release"], 2);
+    assert_eq!(view["record"]["candidate"]["strategy"], "blue-green");
+
+    refused(
+        &["service", "deploy", &svc, "--tag", "v1"],
+        "promote it (`changeover traffic promote",
+    );
+    refused(&["service", "rollback", &svc], "runs beside release 1");
+
+    for (to, version) in [("2", "v2"), ("v1", "v1"), ("2", "v2")] {
+        ok(
+            &changeover(&["traffic", "switch", &svc, "--to", to], &[]),
+            "switch",
+        );
+        // In effect as the command returns: the very next requests.
+        assert_eq!(
+            new_clients(port, 20).get(version),
+            Some(&20),
+            "after switching to {to}, every new request goes to {version}"
+        );
+    }
+    let said = ok(&changeover(&["traffic", "promote", &svc], &[]), "promote");
+    assert!(said.contains("is on release 2"), "{said}");
+    let counted = load.finish();
+    assert_eq!(
+        counted.failed, 0,
+        "no request failed: {:?}",
+        counted.failures
+    );
+    assert!(counted.versions.contains_key("v1") && counted.versions.contains_key("v2"));
+    assert_eq!(running_releases(&svc), vec![2, 2], "release 1 stopped");
+    assert!(weights(&svc).is_empty(), "back to every container alike");
+    let view = inspect(&svc);
+    assert_eq!(view["record"]["current"], 2);
+    assert!(view["record"]["candidate"].is_null());
+    assert_eq!(get(port).unwrap().split_whitespace().next(), Some("v2"));
+    refused(&["traffic", "promote", &svc], "runs no release beside");
+    refused(&["traffic", "abort", &svc], "runs no release beside");
+}
+
+#[test]
+fn canary_splits_sticky_previews_refuses_bad_changes_and_aborts() {
+    let _edge = shared_edge();
+    let port = free_port();
+    let stack = TestStack::new(
+        "canary",
+        &web(
+            port,
+            2,
+            "      strategy: canary\n      canary: {percent: 30}\n",
+        ),
+        &[port],
+    );
+    let svc = format!("{}/web", stack.name);
+    ok(
+        &changeover(&["stack", "deploy", "-f", &stack.file()], &[]),
+        "first deploy",
+    );
+    let load = Load::start(port, 2);
+    ok(
+        &changeover(&["service", "deploy", &svc, "--tag", "v2"], &[]),
+        "canary v2",
+    );
+    assert_eq!(weights(&svc), vec![(1, 70), (2, 30)]);
+    let seen = new_clients(port, 400);
+    let v2 = *seen.get("v2").unwrap_or(&0) as f64 / 400.0;
+    assert!(
+        (0.2..=0.4).contains(&v2),
+        "about 30% of new clients on v2: {seen:?}"
+    );
+
+    // Sticky: a client keeps its release while the split holds, and when
+    // the split grows only clients move onto the canary, never off it.
+    let mut clients = Vec::new();
+    for _ in 0..40 {
+        let (version, cookie) = fetch(port, &[]);
+        let cookie = cookie.expect("a new client gets the sticky cookie");
+        assert!(cookie.starts_with("changeover-release="), "{cookie}");
+        clients.push((version, cookie.split(';').next().unwrap().to_string()));
+    }
+    for (version, cookie) in &clients {
+        for _ in 0..3 {
+            assert_eq!(&fetch(port, &[("cookie", cookie)]).0, version);
+        }
+    }
+    ok(
+        &changeover(&["traffic", "split", &svc, "--percent", "60"], &[]),
+        "split 60",
+    );
+    for (version, cookie) in &clients {
+        if version == "v2" {
+            assert_eq!(
+                fetch(port, &[("cookie", cookie)]).0,
+                "v2",
+                "a canary client stays on it as the share grows"
+            );
+        }
+    }
+
+    // Preview: the token's holders see v2 whatever the split.
+    ok(
+        &changeover(&["traffic", "split", &svc, "--percent", "0"], &[]),
+        "split 0",
+    );
+    assert_eq!(new_clients(port, 20).get("v1"), Some(&20));
+    let out = changeover(&["traffic", "preview", &svc, "--token", "team-review"], &[]);
+    let said = ok(&out, "preview");
+    assert!(
+        said.contains(&format!(
+            "http://localhost:{port}/?changeover-preview=team-review"
+        )),
+        "{said}"
+    );
+    for _ in 0..10 {
+        assert_eq!(
+            fetch(port, &[("x-changeover-preview", "team-review")]).0,
+            "v2"
+        );
+        assert_eq!(
+            fetch(port, &[("cookie", "changeover-preview=team-review")]).0,
+            "v2"
+        );
+        assert_eq!(fetch(port, &[("x-changeover-preview", "guess")]).0, "v1");
+    }
+    let link = ureq::AgentBuilder::new()
+        .redirects(0)
+        .build()
+        .get(&format!(
+            "http://127.0.0.1:{port}/?changeover-preview=team-review"
+        ))
+        .call()
+        .unwrap();
+    assert_eq!(link.status(), 303);
+    assert_eq!(link.header("location"), Some("/"));
+    assert!(link
+        .header("set-cookie")
+        .unwrap()
+        .starts_with("changeover-preview=team-review;"));
+
+    // Bad changes are refused and change nothing.
+    refused(
+        &["traffic", "split", &svc, "--percent", "101"],
+        "not a percentage from 0 to 100",
+    );
+    refused(
+        &["traffic", "split", &svc, "--percent", "-1"],
+        "not a percentage from 0 to 100",
+    );
+    refused(
+        &["traffic", "switch", &svc, "--to", "9"],
+        "no live release \"9\"",
+    );
+    refused(
+        &["traffic", "preview", &svc, "--token", "a b"],
+        "not a usable preview token",
+    );
+    assert_eq!(weights(&svc), vec![(1, 100), (2, 0)]);
+
+    // Promote refuses while a target of the canary is unhealthy.
+    let r2s1 = format!("{}-web-r2-s1", stack.name);
+    docker(&["stop", "-t", "0", &r2s1]);
+    wait_for(Duration::from_secs(10), || {
+        let t = traffic(&svc);
+        let down = t["routes"][0]["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["id"] == r2s1.as_str() && t["state"] != "healthy");
+        down.then_some(())
+    })
+    .expect("the edge sees the stopped container");
+    refused(&["traffic", "promote", &svc], &r2s1);
+    assert_eq!(inspect(&svc)["record"]["candidate"]["release"], 2);
+
+    let said = ok(&changeover(&["traffic", "abort", &svc], &[]), "abort");
+    assert!(said.contains("every request goes to release 1"), "{said}");
+    let counted = load.finish();
+    assert_eq!(
+        counted.failed, 0,
+        "no request failed: {:?}",
+        counted.failures
+    );
+    assert_eq!(running_releases(&svc), vec![1, 1]);
+    assert!(
+        !stack.containers().iter().any(|c| c.contains("-r2-")),
+        "the canary's containers are removed: {:?}",
+        stack.containers()
+    );
+    let view = inspect(&svc);
+    assert!(view["record"]["candidate"].is_null());
+    let r2 = &view["record"]["releases"][1];
+    assert_eq!(r2["result"]["kind"], "failed");
+    assert!(
+        r2["result"]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("aborted by "),
+        "{r2}"
+    );
+    assert!(weights(&svc).is_empty());
+}
+
+#[test]
+fn a_canary_whose_containers_all_die_gives_its_traffic_back_to_the_healthy_release() {
+    let _edge = shared_edge();
+    let port = free_port();
+    let stack = TestStack::new(
+        "dying",
+        &web(
+            port,
+            2,
+            "      strategy: canary\n      canary: {percent: 50}\n",
+        ),
+        &[port],
+    );
+    let svc = format!("{}/web", stack.name);
+    ok(
+        &changeover(&["stack", "deploy", "-f", &stack.file()], &[]),
+        "first deploy",
+    );
+    ok(
+        &changeover(&["service", "deploy", &svc, "--tag", "v2"], &[]),
+        "canary v2",
+    );
+    let load = Load::start(port, 2);
+    std::thread::sleep(Duration::from_millis(500));
+    for s in 0..2 {
+        docker(&["kill", &format!("{}-web-r2-s{s}", stack.name)]);
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let counted = load.finish();
+    assert_eq!(
+        counted.failed, 0,
+        "requests meant for the dead canary were served by release 1: {:?}",
+        counted.failures
+    );
+    assert_eq!(new_clients(port, 30).get("v1"), Some(&30));
+    let t = traffic(&svc);
+    let r2_healthy = t["routes"][0]["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["release"] == 2 && t["state"] == "healthy")
+        .count();
+    assert_eq!(r2_healthy, 0, "the edge shows the canary down: {t}");
+    let said = ok(&changeover(&["traffic", "abort", &svc], &[]), "abort");
+    assert!(said.contains("release 2 removed"), "{said}");
+    assert_eq!(running_releases(&svc), vec![1, 1]);
+}
+
+#[test]
+fn the_edge_restarted_mid_canary_keeps_the_split_and_every_client_on_its_release() {
+    let _edge = EDGE.write().unwrap_or_else(|p| p.into_inner());
+    let port = free_port();
+    let stack = TestStack::new(
+        "restart",
+        &web(
+            port,
+            2,
+            "      strategy: canary\n      canary: {percent: 40}\n",
+        ),
+        &[port],
+    );
+    let svc = format!("{}/web", stack.name);
+    ok(
+        &changeover(&["stack", "deploy", "-f", &stack.file()], &[]),
+        "first deploy",
+    );
+    ok(
+        &changeover(&["service", "deploy", &svc, "--tag", "v2"], &[]),
+        "canary v2",
+    );
+    let mut clients = Vec::new();
+    for _ in 0..30 {
+        let (version, cookie) = fetch(port, &[]);
+        clients.push((
+            version,
+            cookie.unwrap().split(';').next().unwrap().to_string(),
+        ));
+    }
+    docker(&["restart", "-t", "2", "changeover-edge"]);
+    wait_for(Duration::from_secs(20), || get(port).ok())
+        .expect("the edge serves again after its restart");
+    // Targets come back healthy after their first checks.
+    wait_for(Duration::from_secs(10), || {
+        let t = traffic(&svc);
+        t["routes"][0]["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["state"] == "healthy")
+            .then_some(())
+    })
+    .expect("every target healthy again");
+    assert_eq!(
+        weights(&svc),
+        vec![(1, 60), (2, 40)],
+        "the split is restored"
+    );
+    for (version, cookie) in &clients {
+        assert_eq!(
+            &fetch(port, &[("cookie", cookie)]).0,
+            version,
+            "{cookie} stays on {version} across the restart"
+        );
+    }
+    assert_eq!(inspect(&svc)["record"]["candidate"]["release"], 2);
+}
