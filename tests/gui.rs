@@ -384,6 +384,16 @@ fn select(gui: &Gui, css: &str, value: &str) {
     gui.js(&format!("const s = document.querySelector('{css}'); s.value = '{value}'; s.dispatchEvent(new Event('change')); return s.value"));
 }
 
+/// Clicks `css` once it is enabled (buttons wait while an action runs).
+fn click_enabled(gui: &Gui, css: &str) {
+    gui.wait_js(
+        &format!("const b = document.querySelector('{css}'); return b && !b.disabled || null"),
+        Duration::from_secs(15),
+        &format!("{css} is enabled"),
+    );
+    gui.click(css);
+}
+
 fn requests_of(gui: &Gui, release: u32) -> u64 {
     gui.js(&format!("const r = document.querySelector('[data-testid=traffic-release][data-release=\"{release}\"]'); return r ? Number(r.dataset.requests) : 0")).as_u64().unwrap_or(0)
 }
@@ -418,7 +428,7 @@ fn blue_green_and_canary_are_driven_from_the_window(gui: &Gui, host: &str) {
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(requests_of(gui, 3), before, "release 3 got nothing yet");
 
-    gui.click("[data-testid=switch-to-candidate]");
+    click_enabled(gui, "[data-testid=switch-to-candidate]");
     wait_candidate(gui, "[data-share=\"100\"]", "switched to release 3");
     for _ in 0..5 {
         assert!(probe(host, &port));
@@ -428,11 +438,11 @@ fn blue_green_and_canary_are_driven_from_the_window(gui: &Gui, host: &str) {
         Duration::from_secs(10),
         "release 3 serves every request after the switch",
     );
-    gui.click("[data-testid=switch-back]");
+    click_enabled(gui, "[data-testid=switch-back]");
     wait_candidate(gui, "[data-share=\"0\"]", "switched back to release 1");
-    gui.click("[data-testid=switch-to-candidate]");
+    click_enabled(gui, "[data-testid=switch-to-candidate]");
     wait_candidate(gui, "[data-share=\"100\"]", "switched to release 3 again");
-    gui.click("[data-testid=promote]");
+    click_enabled(gui, "[data-testid=promote]");
     gui.wait_js(
         "const n = document.querySelector('[data-testid=traffic-note]'); return document.querySelector('[data-testid=candidate]') === null && n && n.textContent.includes('is on release 3') || null",
         Duration::from_secs(30),
@@ -446,6 +456,11 @@ fn blue_green_and_canary_are_driven_from_the_window(gui: &Gui, host: &str) {
 
     select(gui, "[data-testid=deploy-strategy]", "canary");
     select(gui, "[data-testid=deploy-tag]", "v1");
+    gui.wait_js(
+        "return !document.querySelector('[data-testid=deploy-button]').disabled || null",
+        Duration::from_secs(10),
+        "Deploy is offered again once nothing runs beside release 3",
+    );
     gui.click("[data-testid=deploy-button]");
     wait_done(gui, 4, "release 4 (v1) starts beside release 3 as a canary");
     wait_candidate(
@@ -465,7 +480,7 @@ fn blue_green_and_canary_are_driven_from_the_window(gui: &Gui, host: &str) {
         json!([{"release": 3, "weight": 50}, {"release": 4, "weight": 50}]),
         "the edge holds the split the slider set"
     );
-    gui.click("[data-testid=preview]");
+    click_enabled(gui, "[data-testid=preview]");
     let url = gui.wait_js(
         "const u = document.querySelector('[data-testid=preview-url]'); return u && u.textContent",
         Duration::from_secs(10),
@@ -479,7 +494,7 @@ fn blue_green_and_canary_are_driven_from_the_window(gui: &Gui, host: &str) {
     );
     gui.js("document.querySelector('[data-testid=candidate]').scrollIntoView(); return true");
     gui.screenshot(&workspace().join("docs/screenshots/canary.png"));
-    gui.click("[data-testid=abort]");
+    click_enabled(gui, "[data-testid=abort]");
     gui.wait_js(
         "return document.querySelector('[data-testid=candidate]') === null && [...document.querySelectorAll('[data-testid=release-row]')].some(r => r.dataset.number === '4' && r.dataset.result === 'failed') || null",
         Duration::from_secs(30),

@@ -46,12 +46,14 @@ pub fn progress() -> EventSink {
                 slots,
                 resumed,
                 rollback,
+                beside,
             } => format!(
                 "{service}: {} release {to} ({image}, {slots} slot(s)){}{}",
-                if rollback {
-                    "rolling back to"
-                } else {
-                    "rolling out"
+                match (rollback, beside) {
+                    (true, _) => "rolling back to".to_string(),
+                    (false, Some(s)) =>
+                        format!("starting ({}) beside the current release:", s.as_str()),
+                    (false, None) => "rolling out".to_string(),
                 },
                 from.map(|f| format!(", from release {f}"))
                     .unwrap_or_default(),

@@ -169,6 +169,9 @@ pub enum RolloutEvent {
         /// Finishing (or undoing) a rollout another client left half done.
         resumed: bool,
         rollback: bool,
+        /// Blue-green or canary: the new release starts beside `from`,
+        /// which keeps the traffic.
+        beside: Option<Strategy>,
     },
     Note {
         message: String,
@@ -568,22 +571,6 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
             r.result = ReleaseResult::InProgress;
         }
         self.save(&record, &mut revision).await?;
-        self.emit(RolloutEvent::Planned {
-            service: release.spec.qualified(),
-            from,
-            to: target,
-            image: release.image.clone(),
-            slots: release.spec.replicas,
-            resumed: interrupted.is_some(),
-            rollback,
-        });
-
-        self.runtime.prepare(&release.spec).await?;
-        self.set_routes(&release.spec).await?;
-        // The edge may have been re-created or have lost targets: make sure
-        // whatever runs of the current release is routed before replacing it.
-        self.restore_routes(&release.spec).await?;
-
         // Blue-green and canary start the new release beside the current
         // one; traffic stays on the current release until it is healthy.
         let beside = match from {
@@ -592,6 +579,23 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
             }
             _ => false,
         };
+        self.emit(RolloutEvent::Planned {
+            service: release.spec.qualified(),
+            from,
+            to: target,
+            image: release.image.clone(),
+            slots: release.spec.replicas,
+            resumed: interrupted.is_some(),
+            rollback,
+            beside: beside.then_some(release.spec.strategy),
+        });
+
+        self.runtime.prepare(&release.spec).await?;
+        self.set_routes(&release.spec).await?;
+        // The edge may have been re-created or have lost targets: make sure
+        // whatever runs of the current release is routed before replacing it.
+        self.restore_routes(&release.spec).await?;
+
         // Re-deploying the candidate itself repairs it and leaves the
         // traffic as the user set it.
         let already = record
