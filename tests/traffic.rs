@@ -451,3 +451,169 @@ fn the_edge_restarted_mid_canary_keeps_the_split_and_every_client_on_its_release
     }
     assert_eq!(inspect(&svc)["record"]["candidate"]["release"], 2);
 }
+
+#[test]
+fn a_canary_over_its_5xx_limit_is_stopped_by_the_edge_and_aborted_with_the_reason() {
+    let _edge = shared_edge();
+    let port = free_port();
+    let stack = TestStack::new(
+        "guard",
+        &web(
+            port,
+            2,
+            "      strategy: canary\n      canary: {percent: 20, guard: {max_5xx_percent: 10, window: 10s, min_requests: 20}}\n",
+        ),
+        &[port],
+    );
+    let svc = format!("{}/web", stack.name);
+    // A tag of its own: built from this edge binary, which knows `?status=`.
+    let tag = format!("v2-guard{}", std::process::id());
+    ok(
+        &changeover(&["stack", "deploy", "-f", &stack.file()], &[]),
+        "first deploy",
+    );
+    ok(
+        &changeover(&["service", "deploy", &svc, "--tag", &tag], &[]),
+        "canary",
+    );
+    let view = traffic(&svc);
+    assert_eq!(view["routes"][0]["policy"]["guard"]["release"], 2, "{view}");
+    ok(
+        &changeover(&["traffic", "preview", &svc, "--token", "failing"], &[]),
+        "preview",
+    );
+    // The canary fails every request sent its way.
+    let agent = ureq::AgentBuilder::new().build();
+    for _ in 0..40 {
+        let r = agent
+            .get(&format!("http://127.0.0.1:{port}/?status=500"))
+            .set("x-changeover-preview", "failing")
+            .call();
+        assert!(matches!(r, Err(ureq::Error::Status(500, _))), "{r:?}");
+    }
+    // The edge judges once a second; `traffic show` then settles it.
+    let said = wait_for(Duration::from_secs(10), || {
+        let out = changeover(&["traffic", "show", &svc], &[]);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        err.contains("aborted by its guard").then_some(err)
+    })
+    .expect("the guard trips and the canary is aborted");
+    assert!(said.contains("of its last"), "{said}");
+    assert_eq!(running_releases(&svc), vec![1, 1]);
+    assert_eq!(new_clients(port, 20).get("v1"), Some(&20));
+    let r2 = &inspect(&svc)["record"]["releases"][1];
+    assert_eq!(r2["result"]["kind"], "failed");
+    assert!(
+        r2["result"]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("aborted by its guard: "),
+        "the history says why: {r2}"
+    );
+    assert!(weights(&svc).is_empty());
+    docker(&["rmi", &format!("changeover-demo:{tag}")]);
+}
+
+/// One HTTP/1.1 request on an open connection: the demo's version.
+fn raw_get(conn: &mut std::net::TcpStream) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    conn.write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")?;
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        if conn.read(&mut byte)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    conn.read_exact(&mut body)?;
+    Ok(String::from_utf8_lossy(&body)
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_string())
+}
+
+#[test]
+fn a_tcp_service_switches_new_connections_and_drains_open_ones() {
+    let _edge = shared_edge();
+    let port = free_port();
+    let body = format!(
+        r#"services:
+  db:
+    image: changeover-demo:v1
+    ports: ["{port}:8080"]
+    labels: {{dev.changeover.test: "1"}}
+    deploy:
+      replicas: 2
+    x-changeover:
+      protocol: tcp
+      strategy: blue-green
+      health: {{interval: 500ms, timeout: 1s}}
+      drain_timeout: 3s
+      deploy_timeout: 20s
+"#
+    );
+    let stack = TestStack::new("tcp", &body, &[port]);
+    let svc = format!("{}/db", stack.name);
+    ok(
+        &changeover(&["stack", "deploy", "-f", &stack.file()], &[]),
+        "first deploy",
+    );
+    let connect = || std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut long = connect();
+    assert_eq!(raw_get(&mut long).unwrap(), "v1");
+    ok(
+        &changeover(&["service", "deploy", &svc, "--tag", "v2"], &[]),
+        "v2 beside v1",
+    );
+    assert_eq!(running_releases(&svc), vec![1, 1, 2, 2]);
+    assert_eq!(
+        raw_get(&mut connect()).unwrap(),
+        "v1",
+        "new connections still on v1"
+    );
+    ok(
+        &changeover(&["traffic", "switch", &svc, "--to", "2"], &[]),
+        "switch",
+    );
+    for _ in 0..10 {
+        assert_eq!(
+            raw_get(&mut connect()).unwrap(),
+            "v2",
+            "new connections to v2"
+        );
+    }
+    assert_eq!(
+        raw_get(&mut long).unwrap(),
+        "v1",
+        "the open connection stays where it is"
+    );
+    refused(
+        &["traffic", "preview", &svc, "--token", "team"],
+        "is a TCP service",
+    );
+    let started = std::time::Instant::now();
+    ok(&changeover(&["traffic", "promote", &svc], &[]), "promote");
+    assert!(
+        started.elapsed() >= Duration::from_millis(2500),
+        "the promote waited for the open connection up to the drain timeout"
+    );
+    long.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    assert!(
+        raw_get(&mut long).is_err(),
+        "closed once its release drained"
+    );
+    assert_eq!(running_releases(&svc), vec![2, 2]);
+    let t = traffic(&svc);
+    assert_eq!(t["routes"][0]["protocol"], "tcp", "{t}");
+}

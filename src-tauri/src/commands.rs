@@ -118,9 +118,10 @@ pub fn save_stack_file(path: String, text: String, replace: bool) -> Result<Stri
 #[tauri::command]
 pub async fn traffic(env: String, service: String) -> Result<TrafficView, Problem> {
     let docker = dial(&env).await?;
-    // A blue-green standby whose time is up ends while the window watches.
-    if let Err(e) = traffic::end_expired_standby(&docker, &service, Arc::new(|_| {})).await {
-        tracing::warn!(service, error = %e, "could not end an expired standby");
+    // A canary its guard stopped is aborted, and a blue-green standby whose
+    // time is up ends, while the window watches.
+    if let Err(e) = traffic::settle(&docker, &service, Arc::new(|_| {})).await {
+        tracing::warn!(service, error = %e, "could not settle the release beside the current one");
     }
     traffic::show(&docker, &service).await
 }

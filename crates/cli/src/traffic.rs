@@ -12,7 +12,7 @@ use crate::{print_json, TrafficCommand};
 pub async fn run(docker: &Docker, command: TrafficCommand) -> Result<(), Problem> {
     match command {
         TrafficCommand::Show { name, json } => {
-            if let Some(done) = traffic::end_expired_standby(docker, &name, progress()).await? {
+            if let Some(done) = traffic::settle(docker, &name, progress()).await? {
                 eprintln!("{}", done.message);
             }
             let view = traffic::show(docker, &name).await?;
@@ -122,6 +122,18 @@ fn print_view(view: &TrafficView) {
         println!("port {}: {split}", r.spec.port);
         if let Some(m) = &r.policy.maintenance {
             println!("  maintenance: {m}");
+        }
+        if let Some(g) = &r.policy.guard {
+            println!(
+                "  guard: release {} is aborted if over {}% of its requests get a 5xx or no answer in {} s (from {} requests)",
+                g.release,
+                g.max_5xx_percent,
+                g.window_ms / 1000,
+                g.min_requests
+            );
+        }
+        if let Some(t) = &r.policy.tripped {
+            println!("  guard tripped: {t}");
         }
         if let Some(p) = &r.policy.preview {
             println!("  preview: release {} for token {}", p.release, p.token);

@@ -150,6 +150,24 @@ fn number(n: impl ToString) -> Yaml {
     Yaml::Plain(n.to_string())
 }
 
+/// `x-changeover.canary` of a service.
+fn canary(spec: &ServiceSpec) -> Yaml {
+    let mut c = vec![("percent".to_string(), number(spec.canary_percent))];
+    if let Some(g) = &spec.canary_guard {
+        c.push(("guard".into(), guard(g)));
+    }
+    Yaml::Map(c)
+}
+
+/// `x-changeover.canary.guard`.
+pub(crate) fn guard(g: &crate::service::CanaryGuard) -> Yaml {
+    Yaml::Map(vec![
+        ("max_5xx_percent".into(), number(g.max_5xx_percent)),
+        ("window".into(), duration(g.window_ms)),
+        ("min_requests".into(), number(g.min_requests)),
+    ])
+}
+
 fn duration(ms: u64) -> Yaml {
     Yaml::text(format_duration_ms(ms))
 }
@@ -265,14 +283,17 @@ pub(crate) fn service(spec: &ServiceSpec) -> Yaml {
     }
     s.push(("deploy".into(), Yaml::Map(deploy)));
     let mut x = vec![("strategy".to_string(), Yaml::text(spec.strategy.as_str()))];
-    if spec.strategy == Strategy::Canary || spec.canary_percent != DEFAULT_CANARY_PERCENT {
-        x.push((
-            "canary".into(),
-            Yaml::Map(vec![("percent".into(), number(spec.canary_percent))]),
-        ));
+    if spec.strategy == Strategy::Canary
+        || spec.canary_percent != DEFAULT_CANARY_PERCENT
+        || spec.canary_guard.is_some()
+    {
+        x.push(("canary".into(), canary(spec)));
     }
     if let Some(ms) = spec.standby_ms {
         x.push(("standby".into(), duration(ms)));
+    }
+    if spec.protocol != crate::edge::Protocol::Http {
+        x.push(("protocol".into(), Yaml::text(spec.protocol.as_str())));
     }
     let h = health(&spec.health);
     if !h.is_empty() {
@@ -476,8 +497,14 @@ mod tests {
         web.deploy_timeout_ms = 90_000;
         web.strategy = Strategy::Canary;
         web.canary_percent = 25;
+        web.canary_guard = Some(crate::service::CanaryGuard {
+            max_5xx_percent: 5,
+            window_ms: 20_000,
+            min_requests: 50,
+        });
         let mut worker = ServiceSpec::new("shop", "worker", "shop/worker");
         worker.strategy = Strategy::BlueGreen;
+        worker.protocol = crate::edge::Protocol::Tcp;
         worker.standby_ms = Some(1_800_000);
         let stack = Stack::from_services("shop", vec![web, worker]);
         assert_eq!(stack.volumes, vec!["data".to_string()]);

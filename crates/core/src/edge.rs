@@ -24,7 +24,7 @@ use ts_rs::TS;
 
 /// Bumped when a request or response changes shape; an edge with another
 /// protocol version is replaced before it is used.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Name of the edge container on every environment.
 pub const EDGE_CONTAINER: &str = "changeover-edge";
@@ -78,6 +78,33 @@ pub struct RouteSpec {
     /// How long in-flight requests may take to finish when a target drains.
     #[ts(type = "number")]
     pub drain_timeout_ms: u64,
+    /// HTTP (the default) or plain TCP.
+    #[serde(default)]
+    pub protocol: Protocol,
+}
+
+/// What a route carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, TS)]
+#[serde(rename_all = "kebab-case")]
+#[ts(export)]
+pub enum Protocol {
+    /// HTTP/1.1 and h2c, per request: shares, stickiness, preview,
+    /// maintenance page, per-request metrics.
+    #[default]
+    Http,
+    /// Any TCP stream (databases, Redis…), per connection: a new connection
+    /// goes by the shares; an open one stays on its target until it closes
+    /// or the target's drain times out.
+    Tcp,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Tcp => "tcp",
+        }
+    }
 }
 
 /// One container port a route forwards to.
@@ -179,6 +206,31 @@ pub struct TrafficPolicy {
     /// Paused: every request is answered 503 with this text; the containers
     /// are left alone.
     pub maintenance: Option<String>,
+    /// Watches one release (a canary): when its 5xx-or-failed share over the
+    /// window goes past the limit, the edge itself takes its share away and
+    /// says why in `tripped`.
+    #[serde(default)]
+    pub guard: Option<Guard>,
+    /// Why the guard took the watched release's share away (the client
+    /// then removes the release and records this in its history).
+    #[serde(default)]
+    pub tripped: Option<String>,
+}
+
+/// An automatic abort: the edge's side of `x-changeover.canary.guard`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+#[ts(export)]
+pub struct Guard {
+    pub release: u32,
+    /// Trips when more than this percent of the release's requests in the
+    /// window got a 5xx or no answer.
+    pub max_5xx_percent: u32,
+    #[ts(type = "number")]
+    pub window_ms: u64,
+    /// Not before the release served this many requests in the window.
+    #[ts(type = "number")]
+    pub min_requests: u64,
 }
 
 /// One release's share of a route's new requests.

@@ -68,6 +68,8 @@ pub struct ServiceForm {
     /// Blue-green: how long the old release stays as standby after the
     /// switch; empty: until retired by hand.
     pub standby: String,
+    /// HTTP, or plain TCP (then the health check is a TCP connect).
+    pub protocol: crate::edge::Protocol,
     pub order: UpdateOrder,
     pub parallelism: String,
     pub delay: String,
@@ -170,6 +172,7 @@ impl ServiceForm {
             strategy: spec.strategy,
             canary_percent: spec.canary_percent.to_string(),
             standby: spec.standby_ms.map(format_duration_ms).unwrap_or_default(),
+            protocol: spec.protocol,
             order: spec.update.order,
             parallelism: spec.update.parallelism.to_string(),
             delay: format_duration_ms(spec.update.delay_ms),
@@ -394,10 +397,17 @@ pub fn check(
                 ("strategy".into(), Yaml::text(form.strategy.as_str())),
                 (
                     "canary".into(),
-                    Yaml::Map(vec![(
-                        "percent".into(),
-                        Yaml::text(form.canary_percent.trim()),
-                    )]),
+                    // The guard is not in the form: kept as it was.
+                    Yaml::Map(
+                        [("percent".into(), Yaml::text(form.canary_percent.trim()))]
+                            .into_iter()
+                            .chain(
+                                base.canary_guard
+                                    .as_ref()
+                                    .map(|g| ("guard".into(), crate::compose::guard(g))),
+                            )
+                            .collect(),
+                    ),
                 ),
             ]
             .into_iter()
@@ -406,6 +416,7 @@ pub fn check(
                     .then(|| ("standby".into(), Yaml::text(form.standby.trim()))),
             )
             .chain([
+                ("protocol".into(), Yaml::text(form.protocol.as_str())),
                 ("health".into(), Yaml::Map(health)),
                 (
                     "drain_timeout".into(),
@@ -515,6 +526,8 @@ fn field_of(key: &str, prefix: &str, rows: &Rows) -> String {
         "x-changeover.strategy" => "strategy",
         "x-changeover.canary.percent" => "canaryPercent",
         "x-changeover.standby" => "standby",
+        "x-changeover.protocol" => "protocol",
+        "x-changeover" => "healthPath",
         "x-changeover.health.path" => "healthPath",
         "x-changeover.health.interval" => "healthInterval",
         "x-changeover.health.timeout" => "healthTimeout",
@@ -700,13 +713,22 @@ mod tests {
 
     #[test]
     fn strategy_settings_are_read_and_bad_ones_named() {
-        let spec = web();
+        let mut spec = web();
+        spec.canary_guard = Some(crate::service::CanaryGuard {
+            max_5xx_percent: 5,
+            window_ms: 30_000,
+            min_requests: 20,
+        });
         let mut form = ServiceForm::from_spec(&spec);
         form.strategy = Strategy::Canary;
         form.canary_percent = "25".into();
         let checked = check(&form, Some(&spec), &[]);
         let got = checked.spec.unwrap();
         assert_eq!((got.strategy, got.canary_percent), (Strategy::Canary, 25));
+        assert_eq!(
+            got.canary_guard, spec.canary_guard,
+            "the guard the form does not show is kept"
+        );
         form.strategy = Strategy::BlueGreen;
         form.standby = "30m".into();
         let got = check(&form, Some(&spec), &[]).spec.unwrap();

@@ -38,8 +38,8 @@ use tokio::time::Instant;
 use ts_rs::TS;
 
 use crate::edge::{
-    rollout_lock_key, service_doc_key, EdgeErrorCode, LockHolder, Request, Response, RouteSpec,
-    RouteStatus, Share, TargetSpec, TargetState,
+    rollout_lock_key, service_doc_key, EdgeErrorCode, Guard, LockHolder, Request, Response,
+    RouteSpec, RouteStatus, Share, TargetSpec, TargetState, TrafficPolicy,
 };
 use crate::problem::{Problem, ProblemCode};
 use crate::service::{
@@ -395,9 +395,12 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
         service: &str,
         goal: Goal,
     ) -> Result<RolloutOutcome, Problem> {
-        // A blue-green standby whose time is up ends before anything else.
-        if let Err(e) = self.end_expired_standby(stack, service).await {
-            self.note(format!("the old release's standby time is over, but: {e}"));
+        // A standby whose time is up, or a canary its guard stopped, is
+        // settled before anything else.
+        if let Err(e) = self.settle(stack, service).await {
+            self.note(format!(
+                "could not settle the release beside the current one: {e}"
+            ));
         }
         let result = self
             .locked(stack, service, self.run_locked(stack, service, goal))
@@ -603,11 +606,16 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
             .as_ref()
             .is_some_and(|c| c.release == target);
         if beside && !already {
-            self.set_weights(&release.spec, shares(&[(from, 100), (Some(target), 0)]))
-                .await?;
+            let pinned = shares(&[(from, 100), (Some(target), 0)]);
+            self.set_policy(&release.spec, |p| {
+                p.weights = pinned.clone();
+                p.guard = None;
+                p.tripped = None;
+            })
+            .await?;
         } else if !beside {
             // Rolling: every healthy target alike, whatever its release.
-            self.set_weights(&release.spec, Vec::new()).await?;
+            self.set_policy(&release.spec, even).await?;
         }
 
         let discard: BTreeSet<u32> = match (&interrupted, rollback) {
@@ -767,8 +775,19 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
                     )
                 } else if spec.strategy == Strategy::Canary {
                     let p = spec.canary_percent.min(100);
-                    self.set_weights(spec, shares(&[(from, 100 - p), (Some(target), p)]))
-                        .await?;
+                    let weights = shares(&[(from, 100 - p), (Some(target), p)]);
+                    let guard = spec.canary_guard.as_ref().map(|g| Guard {
+                        release: target,
+                        max_5xx_percent: g.max_5xx_percent,
+                        window_ms: g.window_ms,
+                        min_requests: g.min_requests,
+                    });
+                    self.set_policy(spec, |policy| {
+                        policy.weights = weights.clone();
+                        policy.guard = guard.clone();
+                        policy.tripped = None;
+                    })
+                    .await?;
                     format!(
                         "{q}: release {target} ({}) runs beside {old} and gets {p}% of new clients; \
                          move the share with `changeover traffic split {q} --percent N`, \
@@ -799,7 +818,7 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
             Err(failure) => {
                 let reason = failure.to_string();
                 self.remove_release(release).await;
-                if let Err(e) = self.set_weights(spec, Vec::new()).await {
+                if let Err(e) = self.set_policy(spec, even).await {
                     self.note(format!("could not reset the traffic shares: {e}"));
                 }
                 if let Some(r) = record.release_mut(target) {
@@ -834,22 +853,22 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
         }
     }
 
-    /// Sets how every route of the service shares traffic between releases
-    /// (keeping its maintenance page and preview), where it differs.
-    pub(crate) async fn set_weights(
+    /// Changes the traffic policy of every route of the service with
+    /// `change` (where that changes anything).
+    pub(crate) async fn set_policy(
         &self,
         spec: &ServiceSpec,
-        weights: Vec<Share>,
+        change: impl Fn(&mut TrafficPolicy),
     ) -> Result<(), Problem> {
         if spec.ports.is_empty() {
             return Ok(());
         }
         for r in self.routes(spec).await? {
-            if r.policy.weights == weights {
+            let mut policy = r.policy.clone();
+            change(&mut policy);
+            if policy == r.policy {
                 continue;
             }
-            let mut policy = r.policy.clone();
-            policy.weights = weights.clone();
             self.edge_call(Request::TrafficSet {
                 port: r.spec.port,
                 policy,
@@ -868,6 +887,7 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
                     service: spec.qualified(),
                     health: spec.health.clone(),
                     drain_timeout_ms: spec.drain_timeout_ms,
+                    protocol: spec.protocol,
                 },
             })
             .await?;
@@ -1396,6 +1416,15 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
             }
         }
     }
+}
+
+/// Every healthy target alike, whatever its release: no shares, no guard,
+/// no preview (maintenance stays as it is).
+pub(crate) fn even(p: &mut TrafficPolicy) {
+    p.weights.clear();
+    p.guard = None;
+    p.tripped = None;
+    p.preview = None;
 }
 
 /// `[(release, weight)]` as shares, leaving out absent releases.

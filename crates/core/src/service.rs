@@ -177,12 +177,18 @@ pub struct ServiceSpec {
     /// every replica of it is healthy.
     #[serde(default = "default_canary_percent")]
     pub canary_percent: u32,
+    /// Canary: abort it automatically when its 5xx share gets too high.
+    #[serde(default)]
+    pub canary_guard: Option<CanaryGuard>,
     /// Blue-green: how long the old release stays running as standby after
     /// traffic was switched to the new one (`None`: until the user retires
     /// it).
     #[serde(default)]
     #[ts(type = "number | null")]
     pub standby_ms: Option<u64>,
+    /// What the edge carries on its ports: HTTP, or plain TCP.
+    #[serde(default)]
+    pub protocol: crate::edge::Protocol,
     /// The edge's HTTP (or TCP) check before a container gets traffic.
     pub health: HealthProbe,
     #[ts(type = "number")]
@@ -191,6 +197,26 @@ pub struct ServiceSpec {
     #[ts(type = "number")]
     pub deploy_timeout_ms: u64,
 }
+
+/// `x-changeover.canary.guard`: when the canary's requests in `window`
+/// got more than `max_5xx_percent` 5xx (or no answer), with at least
+/// `min_requests` of them, the edge takes its share away at once and the
+/// canary is aborted, saying so in the history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+#[ts(export)]
+pub struct CanaryGuard {
+    pub max_5xx_percent: u32,
+    #[ts(type = "number")]
+    pub window_ms: u64,
+    #[ts(type = "number")]
+    pub min_requests: u64,
+}
+
+/// Default guard window.
+pub const DEFAULT_GUARD_WINDOW_MS: u64 = 30_000;
+/// Default fewest requests before the guard judges.
+pub const DEFAULT_GUARD_MIN_REQUESTS: u64 = 20;
 
 fn default_canary_percent() -> u32 {
     DEFAULT_CANARY_PERCENT
@@ -219,7 +245,9 @@ impl ServiceSpec {
             update: UpdateConfig::default(),
             strategy: Strategy::Rolling,
             canary_percent: DEFAULT_CANARY_PERCENT,
+            canary_guard: None,
             standby_ms: None,
+            protocol: crate::edge::Protocol::Http,
             health: HealthProbe::default(),
             drain_timeout_ms: DEFAULT_DRAIN_TIMEOUT_MS,
             deploy_timeout_ms: DEFAULT_DEPLOY_TIMEOUT_MS,

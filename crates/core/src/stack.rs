@@ -25,9 +25,10 @@ use saphyr::{LoadableYamlNode, MarkedYaml, Scalar, YamlData};
 use serde::{Deserialize, Serialize};
 use ts_rs::TS;
 
-use crate::edge::HealthProbe;
+use crate::edge::{HealthProbe, Protocol};
 use crate::service::{
-    DockerHealthcheck, Mount, MountKind, PortMapping, ServiceSpec, Strategy, UpdateOrder,
+    CanaryGuard, DockerHealthcheck, Mount, MountKind, PortMapping, ServiceSpec, Strategy,
+    UpdateOrder, DEFAULT_GUARD_MIN_REQUESTS, DEFAULT_GUARD_WINDOW_MS,
 };
 
 /// The sandbox stack (`examples/sandbox.yml`): three replicas of the demo
@@ -1134,11 +1135,49 @@ fn read_x_changeover(r: &mut Reader, node: &Node, key: &str, spec: &mut ServiceS
                                 .unwrap_or(spec.canary_percent as u64)
                                 as u32
                         }
-                        _ => r.error(cv, &ck, format!("unknown canary key `{c}` (percent)")),
+                        "guard" => {
+                            let mut guard = CanaryGuard {
+                                max_5xx_percent: 0,
+                                window_ms: DEFAULT_GUARD_WINDOW_MS,
+                                min_requests: DEFAULT_GUARD_MIN_REQUESTS,
+                            };
+                            let mut limit = false;
+                            for (g, gv) in r.map(cv, &ck) {
+                                let gk = format!("{ck}.{g}");
+                                match g.as_str() {
+                                    "max_5xx_percent" => {
+                                        if let Some(n) = r.number(gv, &gk, 1, 100) {
+                                            guard.max_5xx_percent = n as u32;
+                                            limit = true;
+                                        }
+                                    }
+                                    "window" => {
+                                        guard.window_ms = r.duration(gv, &gk).unwrap_or(guard.window_ms)
+                                    }
+                                    "min_requests" => {
+                                        guard.min_requests = r
+                                            .number(gv, &gk, 1, 1_000_000)
+                                            .unwrap_or(guard.min_requests)
+                                    }
+                                    _ => r.error(gv, &gk, format!("unknown guard key `{g}` (max_5xx_percent, window, min_requests)")),
+                                }
+                            }
+                            if limit {
+                                spec.canary_guard = Some(guard);
+                            } else {
+                                r.error(cv, &ck, "a guard needs max_5xx_percent (1 to 100)".to_string());
+                            }
+                        }
+                        _ => r.error(cv, &ck, format!("unknown canary key `{c}` (percent, guard)")),
                     }
                 }
             }
             "standby" => spec.standby_ms = r.duration(v, &k),
+            "protocol" => match scalar(v).as_deref() {
+                Some("http") => spec.protocol = Protocol::Http,
+                Some("tcp") => spec.protocol = Protocol::Tcp,
+                _ => r.error(v, &k, format!("{} is not a protocol (http or tcp)", describe(v))),
+            },
             "health" => {
                 let mut probe = HealthProbe::default();
                 for (h, hv) in r.map(v, &k) {
@@ -1173,9 +1212,16 @@ fn read_x_changeover(r: &mut Reader, node: &Node, key: &str, spec: &mut ServiceS
             _ => r.error(
                 v,
                 &k,
-                format!("unknown x-changeover key `{f}` (strategy, canary, standby, health, drain_timeout, deploy_timeout)"),
+                format!("unknown x-changeover key `{f}` (strategy, canary, standby, protocol, health, drain_timeout, deploy_timeout)"),
             ),
         }
+    }
+    if spec.protocol == Protocol::Tcp && spec.health.path.is_some() {
+        r.error(
+            node,
+            key,
+            "a TCP service is checked by connecting to it; remove health.path (or use protocol: http)".to_string(),
+        );
     }
 }
 
@@ -1356,6 +1402,32 @@ volumes:
         assert!(e[0].contains("x-changeover.canary.percent"), "{e:?}");
         let e = errors(&svc("      canary: {share: 5}\n"));
         assert!(e[0].contains("unknown canary key `share`"), "{e:?}");
+        let report = parse(
+            &svc("      canary: {guard: {max_5xx_percent: 5, window: 10s}}\n"),
+            "stack.yml",
+            None,
+        );
+        assert_eq!(
+            report.stack.unwrap().services[0].canary_guard,
+            Some(CanaryGuard {
+                max_5xx_percent: 5,
+                window_ms: 10_000,
+                min_requests: DEFAULT_GUARD_MIN_REQUESTS
+            })
+        );
+        let e = errors(&svc("      canary: {guard: {window: 10s}}\n"));
+        assert!(e[0].contains("a guard needs max_5xx_percent"), "{e:?}");
+        let e = errors(&svc("      canary: {guard: {max_5xx_percent: 200}}\n"));
+        assert!(e[0].contains("canary.guard.max_5xx_percent"), "{e:?}");
+        let report = parse(&svc("      protocol: tcp\n"), "stack.yml", None);
+        assert_eq!(report.stack.unwrap().services[0].protocol, Protocol::Tcp);
+        let e = errors(&svc("      protocol: udp\n"));
+        assert!(
+            e[0].contains("\"udp\" is not a protocol (http or tcp)"),
+            "{e:?}"
+        );
+        let e = errors(&svc("      protocol: tcp\n      health: {path: /health}\n"));
+        assert!(e[0].contains("remove health.path"), "{e:?}");
         let e = errors(&svc("      standby: soon\n"));
         assert!(e[0].contains("is not a duration"), "{e:?}");
     }

@@ -104,9 +104,9 @@ pub async fn abort(docker: &Docker, name: &str, events: EventSink) -> Result<Set
         .await
 }
 
-/// Retires the old release of a blue-green service whose standby time is
-/// over (see `x-changeover.standby`).
-pub async fn end_expired_standby(
+/// Settles a candidate that cannot stay: aborts a canary its guard stopped,
+/// promotes a blue-green candidate whose old release's standby time is over.
+pub async fn settle(
     docker: &Docker,
     name: &str,
     events: EventSink,
@@ -114,7 +114,7 @@ pub async fn end_expired_standby(
     let (stack, service) = split_qualified(name)?;
     on_edge(docker, name, events)
         .await?
-        .end_expired_standby(stack, service)
+        .settle(stack, service)
         .await
 }
 

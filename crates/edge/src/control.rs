@@ -90,7 +90,7 @@ impl Edge {
     /// Opens the listeners and starts the checks of the routes loaded from
     /// the state directory.
     pub async fn resume(self: &Arc<Self>) {
-        let ports: Vec<u16> = self.table.lock().keys().copied().collect();
+        let ports: Vec<u16> = self.table.read().keys().copied().collect();
         for port in ports {
             match proxy::listen(self.clone(), port).await {
                 Ok(task) => {
@@ -105,6 +105,23 @@ impl Edge {
                 }
                 Err(e) => eprintln!("changeover-edge: cannot listen on port {port} again: {e}"),
             }
+        }
+    }
+
+    /// Runs every route's canary guard; saves the routes when one tripped.
+    fn check_guards(&self) {
+        let now = Instant::now();
+        let mut tripped = Vec::new();
+        for (port, route) in self.table.lock().iter_mut() {
+            if let Some(why) = route.check_guard(now) {
+                tripped.push(format!("port {port} ({}): {why}", route.spec.service));
+            }
+        }
+        if !tripped.is_empty() {
+            for t in &tripped {
+                eprintln!("changeover-edge: {t}");
+            }
+            self.save_routes();
         }
     }
 
@@ -144,6 +161,7 @@ impl Edge {
                     }
                     for t in &route.targets {
                         t.stop_checks();
+                        t.close();
                     }
                 }
                 self.save_routes();
@@ -152,7 +170,7 @@ impl Edge {
             Request::Routes { service } => Response::Routes {
                 routes: self
                     .table
-                    .lock()
+                    .read()
                     .values()
                     .filter(|r| service.as_ref().is_none_or(|s| &r.spec.service == s))
                     .map(Route::status)
@@ -174,6 +192,7 @@ impl Edge {
                 };
                 if let Some(t) = removed {
                     t.stop_checks();
+                    t.close();
                     self.save_routes();
                 }
                 Response::Ok
@@ -197,13 +216,13 @@ impl Edge {
                     );
                 };
                 // Under the table lock: the next request picks by the new policy.
-                route.policy = policy;
+                route.set_policy(policy);
                 drop(routes);
                 self.save_routes();
                 Response::Ok
             }
             Request::PortCheck { port, service } => {
-                if let Some(r) = self.table.lock().get(&port) {
+                if let Some(r) = self.table.read().get(&port) {
                     return if r.spec.service == service {
                         Response::Ok
                     } else {
@@ -406,6 +425,8 @@ impl Edge {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let abandoned = target.in_flight.load(std::sync::atomic::Ordering::SeqCst);
+        // Connections still open past the drain timeout (TCP) are closed.
+        target.close();
         {
             let mut routes = self.table.lock();
             if let Some(route) = routes.get_mut(&port) {
@@ -475,7 +496,7 @@ pub async fn serve(dir: PathBuf) -> Result<(), String> {
     eprintln!(
         "changeover-edge {} serving {} route(s); control socket {}",
         env!("CARGO_PKG_VERSION"),
-        edge.table.lock().len(),
+        edge.table.read().len(),
         socket.display()
     );
     let control = {
@@ -504,8 +525,19 @@ pub async fn serve(dir: PathBuf) -> Result<(), String> {
             }
         }
     };
+    let guards = {
+        let edge = edge.clone();
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                edge.check_guards();
+            }
+        }
+    };
     tokio::select! {
         _ = control => {}
+        _ = guards => {}
         _ = crate::terminated() => {}
     }
     Ok(())

@@ -3,7 +3,8 @@
 //! `demo` is the app the sandbox, the tests and the benchmarks deploy: it
 //! answers `/` with its version (and the container's hostname), `/health`
 //! with 200 (or 503 when started `--unhealthy`), and `/?sleep=MS` after MS
-//! milliseconds, so tests can hold requests in flight across a drain. On
+//! milliseconds, so tests can hold requests in flight across a drain
+//! (`/?status=500` answers that status, to make a release fail). On
 //! SIGTERM it stops accepting and lets open requests finish, as a well-behaved
 //! app does.
 
@@ -82,7 +83,14 @@ async fn reply<B>(
             if let Some(ms) = sleep {
                 tokio::time::sleep(Duration::from_millis(ms.min(60_000))).await;
             }
-            (StatusCode::OK, answer.to_string())
+            let status = req
+                .uri()
+                .query()
+                .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("status=")))
+                .and_then(|v| v.parse::<u16>().ok())
+                .and_then(|n| StatusCode::from_u16(n).ok())
+                .unwrap_or(StatusCode::OK);
+            (status, answer.to_string())
         }
         _ => (StatusCode::NOT_FOUND, "not found\n".to_string()),
     };

@@ -30,6 +30,8 @@ use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
+use changeover_core::edge::Protocol;
+
 use crate::control::Edge;
 use crate::routes::{InFlight, Pick, Target};
 
@@ -184,6 +186,10 @@ async fn accept_loop(edge: Arc<Edge>, port: u16, listener: TcpListener) {
         };
         let _ = stream.set_nodelay(true);
         let edge = edge.clone();
+        if edge.table.protocol(port) == Some(Protocol::Tcp) {
+            tokio::spawn(relay_tcp(edge, port, stream));
+            continue;
+        }
         tokio::spawn(async move {
             let forwarded_for = HeaderValue::from_str(&peer.ip().to_string()).ok();
             let service = hyper::service::service_fn(move |req| {
@@ -449,6 +455,48 @@ fn maintenance(message: String) -> Response<ProxyBody> {
     r.headers_mut()
         .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("30"));
     r
+}
+
+/// Carries one TCP connection to a target picked by the route's shares,
+/// until either side closes it or the target is removed (drain timeout).
+/// A target that refuses the connection is marked unreachable and the
+/// connection goes to another one, once. Counted per release: one
+/// "request" per connection, a failure when no target took it, the bytes
+/// sent back, and the time to connect upstream as its latency.
+async fn relay_tcp(edge: Arc<Edge>, port: u16, mut client: TcpStream) {
+    let started = std::time::Instant::now();
+    let mut except: Option<String> = None;
+    for _ in 0..2 {
+        let Some(guard) = edge.table.pick_connection(port, except.as_deref()) else {
+            return; // maintenance or nothing healthy: close the connection
+        };
+        let target = guard.0.clone();
+        let connect = tokio::time::timeout(
+            std::time::Duration::from_secs(3),
+            TcpStream::connect(&target.spec.addr),
+        )
+        .await;
+        match connect {
+            Ok(Ok(mut upstream)) => {
+                let _ = upstream.set_nodelay(true);
+                target.counters.response(200, started.elapsed());
+                tokio::select! {
+                    copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+                        if let Ok((_, back)) = copied {
+                            target.counters.sent(back);
+                        }
+                    }
+                    _ = target.closed() => {}
+                }
+                drop(guard);
+                return;
+            }
+            Ok(Err(e)) => edge.mark_unreachable(&guard, &e.to_string()),
+            Err(_) => edge.mark_unreachable(&guard, "connect timed out"),
+        }
+        target.counters.failure();
+        except = Some(target.spec.id.clone());
+    }
 }
 
 /// Answers a preview link: sets (or clears) the preview cookie and sends

@@ -10,10 +10,10 @@
 //! at once; the health checks correct it within one interval) and the others
 //! start as `adding`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use changeover_core::edge::{
@@ -39,6 +39,8 @@ pub struct Target {
     pub pool: crate::proxy::ConnPool,
     /// Its release's counters on its route.
     pub counters: Arc<Counters>,
+    /// Removed from its route: open TCP relays to it close.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 /// The mutable part of a target's state.
@@ -68,7 +70,26 @@ impl Target {
             checker: Mutex::new(None),
             pool: crate::proxy::ConnPool::default(),
             counters,
+            closed: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// The target is gone from its route (removed, or drained to the end):
+    /// connections still open to it are closed.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+
+    /// Resolves once [`Target::close`] was called.
+    pub async fn closed(&self) {
+        loop {
+            let changed = self.changed.notified();
+            if self.closed.load(Ordering::SeqCst) {
+                return;
+            }
+            changed.await;
+        }
     }
 
     pub fn health(&self) -> MutexGuard<'_, TargetHealth> {
@@ -123,6 +144,9 @@ pub struct Route {
     /// its targets' removal, for switch-back comparisons).
     counters: BTreeMap<u32, Arc<Counters>>,
     next: AtomicUsize,
+    /// The guarded release's (time, requests, bad) once a second, over the
+    /// guard's window.
+    guard_samples: VecDeque<(Instant, u64, u64)>,
 }
 
 /// Where a request goes.
@@ -144,7 +168,69 @@ impl Route {
             policy: TrafficPolicy::default(),
             counters: BTreeMap::new(),
             next: AtomicUsize::new(0),
+            guard_samples: VecDeque::new(),
         }
+    }
+
+    /// Sets the policy; the guard starts judging afresh.
+    pub fn set_policy(&mut self, policy: TrafficPolicy) {
+        self.policy = policy;
+        self.guard_samples.clear();
+    }
+
+    /// Samples the guarded release's counters (call about once a second).
+    /// When its share of 5xx and failed requests over the window is past
+    /// the limit, takes its share away (the other releases keep theirs, or
+    /// get it all) and answers why.
+    pub fn check_guard(&mut self, now: Instant) -> Option<String> {
+        let g = self.policy.guard.clone()?;
+        if self.policy.tripped.is_some() {
+            return None;
+        }
+        let (requests, bad) = self
+            .counters
+            .get(&g.release)
+            .map(|c| c.requests_and_bad())
+            .unwrap_or((0, 0));
+        self.guard_samples.push_back((now, requests, bad));
+        let window = Duration::from_millis(g.window_ms);
+        while self.guard_samples.len() > 1 && now.duration_since(self.guard_samples[1].0) >= window
+        {
+            self.guard_samples.pop_front();
+        }
+        let (_, r0, b0) = *self.guard_samples.front()?;
+        let (served, failed) = (requests - r0, bad - b0);
+        if served < g.min_requests || failed * 100 <= u64::from(g.max_5xx_percent) * served {
+            return None;
+        }
+        let why = format!(
+            "aborted by its guard: {failed} of its last {served} requests got a 5xx or no answer ({:.1}%, limit {}% over {} s)",
+            failed as f64 * 100.0 / served as f64,
+            g.max_5xx_percent,
+            g.window_ms / 1000
+        );
+        for s in self.policy.weights.iter_mut() {
+            if s.release == g.release {
+                s.weight = 0;
+            }
+        }
+        if !self.policy.weights.iter().any(|s| s.weight > 0) {
+            for s in self.policy.weights.iter_mut() {
+                if s.release != g.release {
+                    s.weight = 100;
+                }
+            }
+        }
+        if self
+            .policy
+            .preview
+            .as_ref()
+            .is_some_and(|p| p.release == g.release)
+        {
+            self.policy.preview = None;
+        }
+        self.policy.tripped = Some(why.clone());
+        Some(why)
     }
 
     /// A new target on this route, counted with its release.
@@ -210,6 +296,23 @@ impl Route {
         None
     }
 
+    /// Where a new TCP connection goes: by the shares (a fresh draw per
+    /// connection), any healthy target when no release with a share can
+    /// take it; `None` in maintenance or with no healthy target.
+    fn pick_connection(&self, except: Option<&str>) -> Option<InFlight> {
+        if self.policy.maintenance.is_some() {
+            return None;
+        }
+        if is_even(&self.policy) {
+            return self.next_target(None, except);
+        }
+        let chosen = release_for(new_sticky_id(), &self.policy.weights, |r| {
+            self.serving(r, except)
+        });
+        self.next_target(chosen, except)
+            .or_else(|| self.next_target(None, except))
+    }
+
     /// Where a request with these hints goes under the route's policy.
     fn pick(&self, except: Option<&str>, hints: &Hints) -> Pick {
         if let Some(text) = &self.policy.maintenance {
@@ -251,7 +354,9 @@ impl Route {
 /// Every route of the edge, by host port.
 #[derive(Default)]
 pub struct Table {
-    routes: Mutex<BTreeMap<u16, Route>>,
+    /// Read by every request (a pick only touches atomics), written by
+    /// control requests.
+    routes: RwLock<BTreeMap<u16, Route>>,
     path: Option<PathBuf>,
 }
 
@@ -273,19 +378,35 @@ impl Table {
     /// A table persisted in `dir/routes.json` (`None`: in memory only).
     pub fn new(dir: Option<&Path>) -> Self {
         Self {
-            routes: Mutex::new(BTreeMap::new()),
+            routes: RwLock::new(BTreeMap::new()),
             path: dir.map(|d| d.join("routes.json")),
         }
     }
 
-    pub fn lock(&self) -> MutexGuard<'_, BTreeMap<u16, Route>> {
-        self.routes.lock().unwrap_or_else(|p| p.into_inner())
+    /// The routes, to change them.
+    pub fn lock(&self) -> RwLockWriteGuard<'_, BTreeMap<u16, Route>> {
+        self.routes.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The routes, to read them (requests picking targets share this).
+    pub fn read(&self) -> RwLockReadGuard<'_, BTreeMap<u16, Route>> {
+        self.routes.read().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Picks where a request on `port` goes under the route's policy,
     /// skipping the target `except`, and counts it in flight there.
+    /// The protocol of the route on `port`.
+    pub fn protocol(&self, port: u16) -> Option<changeover_core::edge::Protocol> {
+        self.read().get(&port).map(|r| r.spec.protocol)
+    }
+
+    /// Where a new TCP connection on `port` goes, counted in flight there.
+    pub fn pick_connection(&self, port: u16, except: Option<&str>) -> Option<InFlight> {
+        self.read().get(&port)?.pick_connection(except)
+    }
+
     pub fn pick(&self, port: u16, except: Option<&str>, hints: &Hints) -> Pick {
-        match self.lock().get(&port) {
+        match self.read().get(&port) {
             Some(route) => route.pick(except, hints),
             None => Pick::Nothing,
         }
@@ -306,7 +427,7 @@ impl Table {
         let mut routes = self.lock();
         for r in saved {
             let mut route = Route::new(r.spec);
-            route.policy = r.policy;
+            route.set_policy(r.policy);
             for t in r.targets {
                 let state = if t.healthy {
                     TargetState::Healthy
@@ -367,6 +488,7 @@ mod tests {
             service: "s/web".into(),
             health: HealthProbe::default(),
             drain_timeout_ms: 1000,
+            protocol: Default::default(),
         });
         for (id, release, state) in states {
             route.add_target(
@@ -411,6 +533,89 @@ mod tests {
         pick(table, None, hints)
             .map(|(t, _)| t.0.spec.release)
             .expect("a target is picked")
+    }
+
+    #[test]
+    fn a_guard_takes_the_share_of_a_failing_canary_away_once_it_has_enough_requests() {
+        let table = two_releases(TrafficPolicy {
+            weights: shares(&[(1, 90), (2, 10)]),
+            guard: Some(changeover_core::edge::Guard {
+                release: 2,
+                max_5xx_percent: 10,
+                window_ms: 10_000,
+                min_requests: 20,
+            }),
+            ..Default::default()
+        });
+        let mut routes = table.lock();
+        let route = routes.get_mut(&1).unwrap();
+        let t0 = Instant::now();
+        let canary = route.counters.get(&2).unwrap().clone();
+        assert_eq!(route.check_guard(t0), None, "first sample");
+        for _ in 0..10 {
+            canary.response(500, Duration::from_millis(1));
+        }
+        assert_eq!(
+            route.check_guard(t0 + Duration::from_secs(1)),
+            None,
+            "10 errors out of 10 requests: fewer than min_requests, no verdict yet"
+        );
+        for _ in 0..15 {
+            canary.response(200, Duration::from_millis(1));
+        }
+        let why = route
+            .check_guard(t0 + Duration::from_secs(2))
+            .expect("10 of 25 is 40%, over the 10% limit");
+        assert!(why.contains("10 of its last 25 requests"), "{why}");
+        assert_eq!(route.policy.weights, shares(&[(1, 90), (2, 0)]));
+        assert_eq!(route.policy.tripped.as_deref(), Some(why.as_str()));
+        assert_eq!(
+            route.check_guard(t0 + Duration::from_secs(3)),
+            None,
+            "trips once"
+        );
+    }
+
+    #[test]
+    fn a_guard_judges_only_its_window_and_a_healthy_canary_keeps_its_share() {
+        let table = two_releases(TrafficPolicy {
+            weights: shares(&[(1, 0), (2, 100)]),
+            guard: Some(changeover_core::edge::Guard {
+                release: 2,
+                max_5xx_percent: 10,
+                window_ms: 5_000,
+                min_requests: 50,
+            }),
+            ..Default::default()
+        });
+        let mut routes = table.lock();
+        let route = routes.get_mut(&1).unwrap();
+        let canary = route.counters.get(&2).unwrap().clone();
+        let t0 = Instant::now();
+        // A burst of errors long ago, then healthy traffic.
+        assert_eq!(route.check_guard(t0), None);
+        for _ in 0..5 {
+            canary.response(503, Duration::from_millis(1));
+        }
+        canary.failure();
+        for i in 1..=20u64 {
+            for _ in 0..20 {
+                canary.response(200, Duration::from_millis(1));
+            }
+            assert_eq!(
+                route.check_guard(t0 + Duration::from_secs(i)),
+                None,
+                "second {i}: under 50 requests no verdict; then 6 bad of 66 is under 10%; then the burst leaves the window"
+            );
+        }
+        assert_eq!(route.policy.weights, shares(&[(1, 0), (2, 100)]));
+        // Now everything fails: the window sees it and trips; the only
+        // other release gets all the traffic back.
+        for _ in 0..30 {
+            canary.failure();
+        }
+        assert!(route.check_guard(t0 + Duration::from_secs(21)).is_some());
+        assert_eq!(route.policy.weights, shares(&[(1, 100), (2, 0)]));
     }
 
     #[test]
@@ -534,7 +739,7 @@ mod tests {
                 release: 2,
                 token: "team".into(),
             }),
-            maintenance: None,
+            ..Default::default()
         });
         let team = Hints {
             preview: Some("team"),

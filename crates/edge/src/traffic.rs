@@ -93,6 +93,14 @@ impl Counters {
         self.failures.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Requests so far, and those that got a 5xx or no answer.
+    pub fn requests_and_bad(&self) -> (u64, u64) {
+        (
+            self.requests.load(Ordering::Relaxed),
+            self.classes[3].load(Ordering::Relaxed) + self.failures.load(Ordering::Relaxed),
+        )
+    }
+
     pub fn sent(&self, bytes: u64) {
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
     }

@@ -189,6 +189,7 @@ impl EdgeControl for Fake {
                             service: "s/web".into(),
                             health: Default::default(),
                             drain_timeout_ms: 1000,
+                            protocol: Default::default(),
                         },
                         targets: ts.iter().map(|t| status(&w, t)).collect(),
                         policy: w.policies.get(port).cloned().unwrap_or_default(),
@@ -993,12 +994,12 @@ async fn a_blue_green_standby_ends_after_its_time() {
     d.run("s", "web", Goal::Deploy(Box::new(v1))).await.unwrap();
     d.run("s", "web", Goal::Deploy(Box::new(v2))).await.unwrap();
     assert!(
-        d.end_expired_standby("s", "web").await.unwrap().is_none(),
+        d.settle("s", "web").await.unwrap().is_none(),
         "not switched yet: no standby to end"
     );
     d.switch("s", "web", "2").await.unwrap();
     NOW_MS.fetch_add(30_000, std::sync::atomic::Ordering::SeqCst);
-    assert!(d.end_expired_standby("s", "web").await.unwrap().is_none());
+    assert!(d.settle("s", "web").await.unwrap().is_none());
     assert_eq!(running(&fake).len(), 6, "still on standby after 30 s");
     NOW_MS.fetch_add(31_000, std::sync::atomic::Ordering::SeqCst);
     // The next deploy ends the standby first, then goes on.
@@ -1016,4 +1017,66 @@ async fn a_blue_green_standby_ends_after_its_time() {
         !running(&fake).iter().any(|n| n.contains("-r1-")),
         "release 1 stopped"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_canary_stopped_by_its_guard_is_aborted_with_the_reason_in_its_history() {
+    let fake = fake_with_images(&["v1", "v2", "v3"]);
+    let (d, _) = deployer(&fake, "me");
+    let guarded = |tag: &str| {
+        let mut s = strategy_spec(tag, Strategy::Canary);
+        s.canary_guard = Some(crate::service::CanaryGuard {
+            max_5xx_percent: 5,
+            window_ms: 30_000,
+            min_requests: 20,
+        });
+        s
+    };
+    d.run("s", "web", Goal::Deploy(Box::new(guarded("v1"))))
+        .await
+        .unwrap();
+    d.run("s", "web", Goal::Deploy(Box::new(guarded("v2"))))
+        .await
+        .unwrap();
+    let policy = fake.world().policies.get(&18080).cloned().unwrap();
+    assert_eq!(
+        policy.guard,
+        Some(crate::edge::Guard {
+            release: 2,
+            max_5xx_percent: 5,
+            window_ms: 30_000,
+            min_requests: 20
+        }),
+        "the edge watches the canary"
+    );
+    assert!(
+        d.settle("s", "web").await.unwrap().is_none(),
+        "nothing to settle"
+    );
+    // What the edge does when the guard trips.
+    let why = "aborted by its guard: 9 of its last 30 requests got a 5xx or no answer (30.0%, limit 5% over 30 s)";
+    {
+        let mut w = fake.world();
+        let p = w.policies.get_mut(&18080).unwrap();
+        p.weights = shares(&[(Some(1), 90), (Some(2), 0)]);
+        p.tripped = Some(why.into());
+    }
+    let e = d.split("s", "web", 50).await.unwrap_err();
+    assert!(e.message.contains("traffic abort s/web"), "{e}");
+    // The next deploy settles it first, then goes on.
+    let out = d
+        .run("s", "web", Goal::Deploy(Box::new(guarded("v3"))))
+        .await
+        .unwrap();
+    assert_eq!(out.release, 3);
+    let r = record(&fake);
+    assert!(matches!(
+        &r.release(2).unwrap().result,
+        ReleaseResult::Failed { reason } if reason == why
+    ));
+    assert_eq!(r.candidate.as_ref().map(|c| c.release), Some(3));
+    assert!(!fake.world().containers.iter().any(|c| c.release == 2));
+    let policy = fake.world().policies.get(&18080).cloned().unwrap();
+    assert_eq!(policy.tripped, None);
+    assert_eq!(policy.guard.map(|g| g.release), Some(3));
 }

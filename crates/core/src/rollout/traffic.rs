@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{shares, Deployer, EdgeControl, Runtime};
+use super::{even, shares, Deployer, EdgeControl, Runtime};
 use crate::edge::{Preview, Request, RouteStatus, TargetState, TrafficPolicy};
 use crate::problem::{Problem, ProblemCode};
 use crate::service::{split_image, ReleaseResult, ServiceRecord, TrafficView};
@@ -176,6 +176,7 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
     /// release has no healthy target on a route.
     pub async fn switch(&self, stack: &str, service: &str, to: &str) -> Result<u32, Problem> {
         let (record, revision, routes) = self.with_routes(stack, service).await?;
+        refuse_tripped(&record, &routes)?;
         let (live, unhealthy) = live_releases(&routes);
         let target = resolve_release(&record, &live, to)?;
         if !live.contains(&target) {
@@ -218,6 +219,7 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
             )));
         }
         let (record, revision, routes) = self.with_routes(stack, service).await?;
+        refuse_tripped(&record, &routes)?;
         let (live, _) = live_releases(&routes);
         let q = format!("{stack}/{service}");
         let pair = match (&record.candidate, record.current) {
@@ -274,6 +276,12 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
         {
             return Err(invalid(format!(
                 "{token:?} is not a usable preview token (letters, digits, - and _)"
+            )));
+        }
+        if record.spec.protocol == crate::edge::Protocol::Tcp {
+            return Err(invalid(format!(
+                "{stack}/{service} is a TCP service: its connections carry no header or \
+                 cookie for a preview token (use `traffic split` or `traffic switch`)"
             )));
         }
         let Some(c) = &record.candidate else {
@@ -361,11 +369,7 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
         )
         .await;
         // Back to "every healthy target alike": only the candidate is left.
-        self.apply(&routes, |p| {
-            p.weights.clear();
-            p.preview = None;
-        })
-        .await?;
+        self.apply(&routes, even).await?;
         for r in record.releases.iter_mut() {
             if r.number == c {
                 r.result = ReleaseResult::Succeeded;
@@ -443,11 +447,7 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
             .collect();
         let discard = [c].into();
         futures_util::future::join_all(gone.iter().map(|x| self.retire(&spec, x, &discard))).await;
-        self.apply(&routes, |p| {
-            p.weights.clear();
-            p.preview = None;
-        })
-        .await?;
+        self.apply(&routes, even).await?;
         let why = reason.unwrap_or_else(|| format!("aborted by {}", self.owner));
         if let Some(r) = record.release_mut(c) {
             r.result = ReleaseResult::Failed {
@@ -465,24 +465,31 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
         })
     }
 
-    /// Ends a blue-green standby whose time is up: when all traffic has
-    /// gone to the candidate for the service's `standby` time, promotes it
-    /// (the old release stops). `None` when there was nothing to do.
-    pub async fn end_expired_standby(
-        &self,
-        stack: &str,
-        service: &str,
-    ) -> Result<Option<Settled>, Problem> {
+    /// Settles a candidate that cannot stay: a canary whose guard tripped on
+    /// the edge is aborted (its reason goes into the history), and a
+    /// blue-green standby whose time is up ends (the candidate is promoted).
+    /// `None` when there was nothing to do.
+    pub async fn settle(&self, stack: &str, service: &str) -> Result<Option<Settled>, Problem> {
         let (record, _) = self.load(stack, service).await?;
         let Some(record) = record else {
             return Ok(None);
         };
-        let (Some(c), Some(standby)) = (&record.candidate, record.spec.standby_ms) else {
+        let Some(c) = &record.candidate else {
             return Ok(None);
         };
-        let due = c
-            .switched_ms
-            .is_some_and(|at| (self.now_ms)() - at >= standby as i64);
+        if let Some(why) = self
+            .routes(&record.spec)
+            .await?
+            .into_iter()
+            .find_map(|r| r.policy.tripped)
+        {
+            self.note(format!("{stack}/{service}: release {} {why}", c.release));
+            return self.abort(stack, service, Some(why)).await.map(Some);
+        }
+        let due = match (c.switched_ms, record.spec.standby_ms) {
+            (Some(at), Some(standby)) => (self.now_ms)() - at >= standby as i64,
+            _ => false,
+        };
         if !due {
             return Ok(None);
         }
@@ -490,6 +497,23 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
             "the standby time of {stack}/{service} is over: retiring the old release"
         ));
         self.promote(stack, service).await.map(Some)
+    }
+}
+
+/// Traffic stays away from a canary its guard stopped until it is aborted.
+fn refuse_tripped(record: &ServiceRecord, routes: &[RouteStatus]) -> Result<(), Problem> {
+    match routes.iter().find_map(|r| r.policy.tripped.as_ref()) {
+        Some(why) => Err(invalid(format!(
+            "{}: release {} was {why}; `changeover traffic abort {}` removes it",
+            record.spec.qualified(),
+            record
+                .candidate
+                .as_ref()
+                .map(|c| c.release.to_string())
+                .unwrap_or_else(|| "?".into()),
+            record.spec.qualified()
+        ))),
+        None => Ok(()),
     }
 }
 

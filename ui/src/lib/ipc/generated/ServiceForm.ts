@@ -2,6 +2,7 @@
 import type { FormEnvVar } from "./FormEnvVar";
 import type { FormPort } from "./FormPort";
 import type { FormVolume } from "./FormVolume";
+import type { Protocol } from "./Protocol";
 import type { Strategy } from "./Strategy";
 import type { UpdateOrder } from "./UpdateOrder";
 
@@ -29,7 +30,11 @@ canaryPercent: string,
  * Blue-green: how long the old release stays as standby after the
  * switch; empty: until retired by hand.
  */
-standby: string, order: UpdateOrder, parallelism: string, delay: string, 
+standby: string, 
+/**
+ * HTTP, or plain TCP (then the health check is a TCP connect).
+ */
+protocol: Protocol, order: UpdateOrder, parallelism: string, delay: string, 
 /**
  * HTTP path the edge checks; empty: a TCP connect.
  */
