@@ -691,6 +691,33 @@ fn two_clients_that_find_no_edge_at_the_same_time_both_deploy() {
     let _ = std::process::Command::new("docker")
         .args(["rm", "-f", "changeover-edge"])
         .output();
+    race_to_deploy_two_stacks();
+}
+
+#[test]
+fn two_clients_that_find_an_edge_they_cannot_talk_to_both_replace_it_and_deploy() {
+    let _edge = EDGE.write().unwrap_or_else(|p| p.into_inner());
+    let _ = std::process::Command::new("docker")
+        .args(["rm", "-f", "changeover-edge"])
+        .output();
+    // A container by the edge's name that does not answer the protocol
+    // (what an edge of another protocol version looks like to a client).
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        "changeover-edge",
+        "--label",
+        "dev.changeover.test=1",
+        "changeover-demo:v1",
+    ]);
+    race_to_deploy_two_stacks();
+    let image = docker(&["inspect", "-f", "{{.Config.Image}}", "changeover-edge"]);
+    assert!(image.starts_with("changeover-edge:"), "{image}");
+}
+
+/// Two `stack deploy`s at once, each of its own stack: both must succeed.
+fn race_to_deploy_two_stacks() {
     let (p1, p2) = (free_port(), free_port());
     let one = TestStack::new("race1", &web(p1, "v1", 1, ""), &[p1]);
     let two = TestStack::new("race2", &web(p2, "v1", 1, ""), &[p2]);

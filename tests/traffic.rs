@@ -497,7 +497,12 @@ fn a_canary_over_its_5xx_limit_is_stopped_by_the_edge_and_aborted_with_the_reaso
         let err = String::from_utf8_lossy(&out.stderr).to_string();
         err.contains("aborted by its guard").then_some(err)
     })
-    .expect("the guard trips and the canary is aborted");
+    .unwrap_or_else(|| {
+        panic!(
+            "the guard trips and the canary is aborted: {}",
+            traffic(&svc)
+        )
+    });
     assert!(said.contains("of its last"), "{said}");
     assert_eq!(running_releases(&svc), vec![1, 1]);
     assert_eq!(new_clients(port, 20).get("v1"), Some(&20));

@@ -1,6 +1,6 @@
 //! `changeover traffic show|switch|split|promote|abort|preview|maintenance`.
 
-use changeover_core::edge::{PREVIEW_COOKIE, PREVIEW_HEADER};
+use changeover_core::edge::{TargetState, PREVIEW_COOKIE, PREVIEW_HEADER};
 use changeover_core::service::TrafficView;
 use changeover_core::Problem;
 use changeover_docker::{traffic, Docker};
@@ -140,6 +140,7 @@ fn print_view(view: &TrafficView) {
         }
         let mut t = Table::new([
             "RELEASE",
+            "HEALTHY",
             "REQUESTS",
             "2XX",
             "3XX",
@@ -152,6 +153,15 @@ fn print_view(view: &TrafficView) {
             "P99 MS",
         ]);
         for m in &r.metrics {
+            let mine: Vec<_> = r
+                .targets
+                .iter()
+                .filter(|x| x.spec.release == m.release && x.state != TargetState::Draining)
+                .collect();
+            let healthy = mine
+                .iter()
+                .filter(|x| x.state == TargetState::Healthy)
+                .count();
             t.row([
                 format!(
                     "{}{}",
@@ -162,6 +172,11 @@ fn print_view(view: &TrafficView) {
                         ""
                     }
                 ),
+                if mine.is_empty() {
+                    "-".to_string()
+                } else {
+                    format!("{healthy}/{}", mine.len())
+                },
                 m.requests.to_string(),
                 m.responses[0].to_string(),
                 m.responses[1].to_string(),

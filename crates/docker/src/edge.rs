@@ -242,7 +242,9 @@ pub async fn ensure_edge(docker: &Docker) -> Result<Edge, Problem> {
                 }
             }
         }
-        remove_edge_container(docker).await?;
+        // By ID: when another client replaced this edge a moment ago, its
+        // new edge is left alone (this one is gone already).
+        remove_edge_container(docker, c.id.as_deref().unwrap_or(EDGE_CONTAINER)).await?;
     }
     create_edge(docker, &*BinaryImage::load()?).await
 }
@@ -310,17 +312,34 @@ async fn create_edge(docker: &Docker, binary: &BinaryImage) -> Result<Edge, Prob
     )))
 }
 
-/// Removes the edge container (already gone is fine: another client, or
-/// nothing was there).
-async fn remove_edge_container(docker: &Docker) -> Result<(), Problem> {
-    docker
+/// Removes the edge container `id` (its ID, or its name). Already gone is
+/// fine (another client, or nothing was there); a removal another client
+/// started is waited for.
+async fn remove_edge_container(docker: &Docker, id: &str) -> Result<(), Problem> {
+    let removed = docker
         .remove_container(
-            EDGE_CONTAINER,
+            id,
             Some(RemoveContainerOptionsBuilder::new().force(true).build()),
         )
         .await
-        .or_else(gone_already)
-        .map_err(|e| daemon_problem("removing the old edge", &e))
+        .or_else(gone_already);
+    match removed {
+        Ok(()) => Ok(()),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 409, ..
+        }) => {
+            for _ in 0..200 {
+                if docker.inspect_container(id, None).await.is_err() {
+                    return Ok(());
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(edge_problem(
+                "another client is removing the old edge and it is still there after 10 s",
+            ))
+        }
+        Err(e) => Err(daemon_problem("removing the old edge", &e)),
+    }
 }
 
 /// A container that is not there any more was removed by someone else: fine.
@@ -412,7 +431,7 @@ pub async fn outdated_edge(docker: &Docker) -> Option<String> {
 pub async fn upgrade_edge(docker: &Docker) -> Result<Edge, Problem> {
     let binary = BinaryImage::load()?;
     build_edge_image(docker, &binary).await?;
-    remove_edge_container(docker).await?;
+    remove_edge_container(docker, EDGE_CONTAINER).await?;
     create_edge(docker, &binary).await
 }
 

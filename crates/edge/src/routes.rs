@@ -172,10 +172,20 @@ impl Route {
         }
     }
 
-    /// Sets the policy; the guard starts judging afresh.
+    /// Sets the policy; the guard starts judging afresh, from the guarded
+    /// release's counters as they are now.
     pub fn set_policy(&mut self, policy: TrafficPolicy) {
         self.policy = policy;
         self.guard_samples.clear();
+        if let Some(g) = &self.policy.guard {
+            let (requests, bad) = self
+                .counters
+                .get(&g.release)
+                .map(|c| c.requests_and_bad())
+                .unwrap_or((0, 0));
+            self.guard_samples
+                .push_back((Instant::now(), requests, bad));
+        }
     }
 
     /// Samples the guarded release's counters (call about once a second).
@@ -513,7 +523,7 @@ mod tests {
 
     fn set_policy(table: &Table, policy: TrafficPolicy) {
         if let Some(r) = table.lock().get_mut(&1) {
-            r.policy = policy;
+            r.set_policy(policy);
         }
     }
 
@@ -551,7 +561,8 @@ mod tests {
         let route = routes.get_mut(&1).unwrap();
         let t0 = Instant::now();
         let canary = route.counters.get(&2).unwrap().clone();
-        assert_eq!(route.check_guard(t0), None, "first sample");
+        route.set_policy(route.policy.clone());
+        assert_eq!(route.check_guard(t0), None, "nothing served yet");
         for _ in 0..10 {
             canary.response(500, Duration::from_millis(1));
         }
@@ -573,6 +584,30 @@ mod tests {
             route.check_guard(t0 + Duration::from_secs(3)),
             None,
             "trips once"
+        );
+    }
+
+    #[test]
+    fn a_burst_of_errors_before_the_guards_first_look_counts() {
+        let table = two_releases(TrafficPolicy {
+            weights: shares(&[(1, 80), (2, 20)]),
+            guard: Some(changeover_core::edge::Guard {
+                release: 2,
+                max_5xx_percent: 10,
+                window_ms: 10_000,
+                min_requests: 20,
+            }),
+            ..Default::default()
+        });
+        let mut routes = table.lock();
+        let route = routes.get_mut(&1).unwrap();
+        let canary = route.counters.get(&2).unwrap().clone();
+        for _ in 0..40 {
+            canary.response(500, Duration::from_millis(1));
+        }
+        assert!(
+            route.check_guard(Instant::now()).is_some(),
+            "judged from the counters when the guard was set"
         );
     }
 
