@@ -214,15 +214,17 @@ fn text(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
     r
 }
 
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "upgrade",
+/// Headers that belong to one connection, never forwarded. As header
+/// names, so removing them does not parse a name per request.
+static HOP_BY_HOP: [HeaderName; 8] = [
+    hyper::header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    hyper::header::PROXY_AUTHENTICATE,
+    hyper::header::PROXY_AUTHORIZATION,
+    hyper::header::TE,
+    hyper::header::TRAILER,
+    hyper::header::UPGRADE,
 ];
 
 fn replayable(req: &Request<Incoming>) -> bool {
@@ -316,7 +318,7 @@ async fn forward(
 ) -> Response<ProxyBody> {
     let can_retry = replayable(&req);
     let (mut parts, body) = req.into_parts();
-    for h in HOP_BY_HOP {
+    for h in &HOP_BY_HOP {
         parts.headers.remove(h);
     }
     if let Some(v) = forwarded_for {
@@ -587,7 +589,7 @@ fn respond(
         .counters
         .response(resp.status().as_u16(), started.elapsed());
     let (mut parts, body) = resp.into_parts();
-    for h in HOP_BY_HOP {
+    for h in &HOP_BY_HOP {
         parts.headers.remove(h);
     }
     if let Some(cookie) = sticky.and_then(crate::traffic::sticky_cookie) {

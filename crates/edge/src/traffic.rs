@@ -161,11 +161,13 @@ fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
         })
 }
 
+static PREVIEW: hyper::header::HeaderName = hyper::header::HeaderName::from_static(PREVIEW_HEADER);
+
 /// Reads the preview token and the sticky id of a request.
 pub fn hints(headers: &HeaderMap) -> Hints<'_> {
     Hints {
         preview: headers
-            .get(PREVIEW_HEADER)
+            .get(&PREVIEW)
             .and_then(|v| v.to_str().ok())
             .or_else(|| cookie(headers, PREVIEW_COOKIE)),
         sticky: cookie(headers, STICKY_COOKIE).and_then(|v| u64::from_str_radix(v, 16).ok()),
