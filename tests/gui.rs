@@ -494,6 +494,16 @@ fn blue_green_and_canary_are_driven_from_the_window(gui: &Gui, host: &str) {
     );
     gui.js("document.querySelector('[data-testid=candidate]').scrollIntoView(); return true");
     gui.screenshot(&workspace().join("docs/screenshots/canary.png"));
+    // The canary's containers all die: the panel shows it down.
+    for slot in 0..3 {
+        docker_at(Some(host), &["kill", &format!("sandbox-web-r4-s{slot}")]);
+    }
+    gui.wait_js(
+        "const r = document.querySelector('[data-testid=traffic-release][data-release=\"4\"]'); return r && r.dataset.healthy === '0' && r.classList.contains('down') || null",
+        Duration::from_secs(15),
+        "the traffic panel shows release 4 with no healthy container",
+    );
+    assert!(probe(host, &port), "release 3 serves what release 4 cannot");
     click_enabled(gui, "[data-testid=abort]");
     gui.wait_js(
         "return document.querySelector('[data-testid=candidate]') === null && [...document.querySelectorAll('[data-testid=release-row]')].some(r => r.dataset.number === '4' && r.dataset.result === 'failed') || null",

@@ -388,6 +388,10 @@ fn a_canary_whose_containers_all_die_gives_its_traffic_back_to_the_healthy_relea
         .filter(|t| t["release"] == 2 && t["state"] == "healthy")
         .count();
     assert_eq!(r2_healthy, 0, "the edge shows the canary down: {t}");
+    refused(
+        &["traffic", "switch", &svc, "--to", "2"],
+        &format!("unhealthy: {}-web-r2-s", stack.name),
+    );
     let said = ok(&changeover(&["traffic", "abort", &svc], &[]), "abort");
     assert!(said.contains("release 2 removed"), "{said}");
     assert_eq!(running_releases(&svc), vec![1, 1]);

@@ -9,7 +9,10 @@
 //! ratios edge/HAProxy and edge/nginx.
 //!
 //! Everything shares two cores with `wrk` itself, so absolute figures are
-//! this machine's; the ratios are the point.
+//! this machine's; the ratios are the point. One run of a proxy swings by
+//! up to a third from one run to the next here, so the three take turns for
+//! several rounds (`BENCH_EDGE_ROUNDS`, default 3): every run is printed,
+//! and the ratios are also given between the medians.
 //!
 //! Run with `make bench-edge` (needs the musl edge binary, `haproxy`, `nginx`
 //! and `wrk`: `make setup edge`).
@@ -226,31 +229,66 @@ fn main() {
     println!(
         "bench/edge: 3 demo backends on loopback; wrk -t2 -c{CONNECTIONS} -d{seconds}s keep-alive through each proxy in turn (release builds, this machine)"
     );
-    let (edge_proc, edge_port) = start_edge(dir.path(), &backends);
-    let edge = run("edge", edge_port, seconds);
-    drop(edge_proc);
-    let (haproxy_proc, haproxy_port) = start_haproxy(dir.path(), &backends);
-    let haproxy = run("haproxy", haproxy_port, seconds);
-    drop(haproxy_proc);
-    let (nginx_proc, nginx_port) = start_nginx(dir.path(), &backends);
-    let nginx = run("nginx", nginx_port, seconds);
-    drop(nginx_proc);
-
+    let rounds: usize = std::env::var("BENCH_EDGE_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3)
+        .max(1);
+    let (_edge_proc, edge_port) = start_edge(dir.path(), &backends);
+    let (_haproxy_proc, haproxy_port) = start_haproxy(dir.path(), &backends);
+    let (_nginx_proc, nginx_port) = start_nginx(dir.path(), &backends);
     let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
     let p99 = |r: &WrkResult| r.p99_ms.unwrap_or(f64::NAN);
+    let mut all: [Vec<WrkResult>; 3] = Default::default();
+    for round in 1..=rounds {
+        println!(" round {round} of {rounds}");
+        let edge = run("edge", edge_port, seconds);
+        let haproxy = run("haproxy", haproxy_port, seconds);
+        let nginx = run("nginx", nginx_port, seconds);
+        println!(
+            "  round {round}: edge/haproxy throughput {:.2}x, p99 {:.2}x; edge/nginx throughput {:.2}x, p99 {:.2}x",
+            ratio(edge.requests_per_sec, haproxy.requests_per_sec),
+            ratio(p99(&edge), p99(&haproxy)),
+            ratio(edge.requests_per_sec, nginx.requests_per_sec),
+            ratio(p99(&edge), p99(&nginx))
+        );
+        for (i, r) in [edge, haproxy, nginx].into_iter().enumerate() {
+            all[i].push(r);
+        }
+    }
+    let median = |v: &[WrkResult], f: &dyn Fn(&WrkResult) -> f64| -> f64 {
+        let mut xs: Vec<f64> = v.iter().map(f).collect();
+        xs.sort_by(|a, b| a.total_cmp(b));
+        let n = xs.len();
+        if n % 2 == 1 {
+            xs[n / 2]
+        } else {
+            (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+        }
+    };
+    let rps = |r: &WrkResult| r.requests_per_sec;
+    println!(" medians over {rounds} round(s)");
+    for (i, name) in ["edge", "haproxy", "nginx"].iter().enumerate() {
+        println!(
+            "  {name:<8} {:>10.0} req/s   p99 {:>7.2} ms",
+            median(&all[i], &rps),
+            median(&all[i], &p99)
+        );
+    }
     println!(
         "  edge/haproxy: throughput {:.2}x, p99 {:.2}x   (target: throughput >= 0.90x, p99 <= 1.50x)",
-        ratio(edge.requests_per_sec, haproxy.requests_per_sec),
-        ratio(p99(&edge), p99(&haproxy))
+        ratio(median(&all[0], &rps), median(&all[1], &rps)),
+        ratio(median(&all[0], &p99), median(&all[1], &p99))
     );
     println!(
         "  edge/nginx:   throughput {:.2}x, p99 {:.2}x",
-        ratio(edge.requests_per_sec, nginx.requests_per_sec),
-        ratio(p99(&edge), p99(&nginx))
+        ratio(median(&all[0], &rps), median(&all[2], &rps)),
+        ratio(median(&all[0], &p99), median(&all[2], &p99))
     );
-    let failures = [&edge, &haproxy, &nginx]
+    let failures = all
         .iter()
+        .flatten()
         .map(|r| r.non_2xx + r.socket_errors)
         .sum::<u64>();
-    println!("  failed requests across all three: {failures}");
+    println!("  failed requests across every run: {failures}");
 }
