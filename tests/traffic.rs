@@ -38,6 +38,19 @@ fn web(port: u16, replicas: u32, x: &str) -> String {
     )
 }
 
+/// A stack of two v1 replicas with these `x-changeover` lines, deployed:
+/// the stack, its port and `stack/web`.
+fn deployed(prefix: &str, x: &str) -> (TestStack, u16, String) {
+    let port = free_port();
+    let stack = TestStack::new(prefix, &web(port, 2, x), &[port]);
+    let svc = format!("{}/web", stack.name);
+    ok(
+        &changeover(&["stack", "deploy", "-f", &stack.file()], &[]),
+        "first deploy",
+    );
+    (stack, port, svc)
+}
+
 fn ok(out: &Output, what: &str) -> String {
     assert!(
         out.status.success(),
@@ -122,13 +135,7 @@ fn new_clients(port: u16, n: usize) -> BTreeMap<String, usize> {
 #[test]
 fn blue_green_starts_beside_switches_back_and_forth_and_promotes_without_a_failed_request() {
     let _edge = shared_edge();
-    let port = free_port();
-    let stack = TestStack::new("bg", &web(port, 2, "      strategy: blue-green\n"), &[port]);
-    let svc = format!("{}/web", stack.name);
-    ok(
-        &changeover(&["stack", "deploy", "-f", &stack.file()], &[]),
-        "first deploy",
-    );
+    let (_stack, port, svc) = deployed("bg", "      strategy: blue-green\n");
     let load = Load::start(port, 2);
     let said = ok(
         &changeover(&["service", "deploy", &svc, "--tag", "v2"], &[]),
@@ -186,20 +193,9 @@ fn blue_green_starts_beside_switches_back_and_forth_and_promotes_without_a_faile
 #[test]
 fn canary_splits_sticky_previews_refuses_bad_changes_and_aborts() {
     let _edge = shared_edge();
-    let port = free_port();
-    let stack = TestStack::new(
+    let (stack, port, svc) = deployed(
         "canary",
-        &web(
-            port,
-            2,
-            "      strategy: canary\n      canary: {percent: 30}\n",
-        ),
-        &[port],
-    );
-    let svc = format!("{}/web", stack.name);
-    ok(
-        &changeover(&["stack", "deploy", "-f", &stack.file()], &[]),
-        "first deploy",
+        "      strategy: canary\n      canary: {percent: 30}\n",
     );
     let load = Load::start(port, 2);
     ok(
@@ -348,20 +344,9 @@ fn canary_splits_sticky_previews_refuses_bad_changes_and_aborts() {
 #[test]
 fn a_canary_whose_containers_all_die_gives_its_traffic_back_to_the_healthy_release() {
     let _edge = shared_edge();
-    let port = free_port();
-    let stack = TestStack::new(
+    let (stack, port, svc) = deployed(
         "dying",
-        &web(
-            port,
-            2,
-            "      strategy: canary\n      canary: {percent: 50}\n",
-        ),
-        &[port],
-    );
-    let svc = format!("{}/web", stack.name);
-    ok(
-        &changeover(&["stack", "deploy", "-f", &stack.file()], &[]),
-        "first deploy",
+        "      strategy: canary\n      canary: {percent: 50}\n",
     );
     ok(
         &changeover(&["service", "deploy", &svc, "--tag", "v2"], &[]),
@@ -400,20 +385,9 @@ fn a_canary_whose_containers_all_die_gives_its_traffic_back_to_the_healthy_relea
 #[test]
 fn the_edge_restarted_mid_canary_keeps_the_split_and_every_client_on_its_release() {
     let _edge = EDGE.write().unwrap_or_else(|p| p.into_inner());
-    let port = free_port();
-    let stack = TestStack::new(
+    let (_stack, port, svc) = deployed(
         "restart",
-        &web(
-            port,
-            2,
-            "      strategy: canary\n      canary: {percent: 40}\n",
-        ),
-        &[port],
-    );
-    let svc = format!("{}/web", stack.name);
-    ok(
-        &changeover(&["stack", "deploy", "-f", &stack.file()], &[]),
-        "first deploy",
+        "      strategy: canary\n      canary: {percent: 40}\n",
     );
     ok(
         &changeover(&["service", "deploy", &svc, "--tag", "v2"], &[]),
@@ -459,23 +433,9 @@ fn the_edge_restarted_mid_canary_keeps_the_split_and_every_client_on_its_release
 #[test]
 fn a_canary_over_its_5xx_limit_is_stopped_by_the_edge_and_aborted_with_the_reason() {
     let _edge = shared_edge();
-    let port = free_port();
-    let stack = TestStack::new(
-        "guard",
-        &web(
-            port,
-            2,
-            "      strategy: canary\n      canary: {percent: 20, guard: {max_5xx_percent: 10, window: 10s, min_requests: 20}}\n",
-        ),
-        &[port],
-    );
-    let svc = format!("{}/web", stack.name);
+    let (_stack, port, svc) = deployed("guard", "      strategy: canary\n      canary: {percent: 20, guard: {max_5xx_percent: 10, window: 10s, min_requests: 20}}\n");
     // A tag of its own: built from this edge binary, which knows `?status=`.
     let tag = format!("v2-guard{}", std::process::id());
-    ok(
-        &changeover(&["stack", "deploy", "-f", &stack.file()], &[]),
-        "first deploy",
-    );
     ok(
         &changeover(&["service", "deploy", &svc, "--tag", &tag], &[]),
         "canary",

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use changeover_core::rollout::{RolloutEvent, SlotTimings};
 use changeover_core::stack;
-use changeover_docker::{connect, deploy};
+use changeover_docker::deploy;
 
 #[path = "../wrk.rs"]
 mod wrk;
@@ -38,14 +38,6 @@ fn load(port: u16) -> Wrk {
     );
     std::thread::sleep(Duration::from_millis(300));
     w
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind(("0.0.0.0", 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn sink(slots: Arc<Mutex<Vec<SlotTimings>>>) -> changeover_core::rollout::EventSink {
@@ -92,19 +84,11 @@ fn report(phase: &str, wall: Duration, w: &WrkResult, slots: &[SlotTimings], out
 
 #[tokio::main]
 async fn main() {
-    let docker = connect(
-        changeover_core::environment::discover(
-            &changeover_core::environment::DiscoveryInput::from_process(),
-        )
-        .default_spec()
-        .expect("a default environment"),
-    )
-    .await
-    .expect("the daemon answers");
+    let docker = changeover_tests::default_docker().await;
     deploy::ensure_sandbox_images(&docker)
         .await
         .expect("demo images");
-    let port = free_port();
+    let port = changeover_tests::free_port();
     let name = format!("bench-rollout-{}", std::process::id());
     let file = format!(
         "name: {name}\nservices:\n  web:\n    image: changeover-demo:v1\n    ports: [\"{port}:8080\"]\n    deploy:\n      replicas: 3\n    x-changeover:\n      health: {{path: /health, interval: 1s, timeout: 1s}}\n      drain_timeout: 10s\n      deploy_timeout: 5s\n"
@@ -156,7 +140,7 @@ async fn main() {
     }
 
     // Baseline: what users have without Changeover.
-    let base_port = free_port();
+    let base_port = changeover_tests::free_port();
     let base = format!("bench-naive-{}", std::process::id());
     let run = |tag: &str| {
         let out = Command::new("docker")

@@ -319,6 +319,16 @@ pub fn changeover_cmd(args: &[&str], env: &[(&str, &str)]) -> Command {
     cmd
 }
 
+/// The default environment's daemon (as the CLI would pick it), connected.
+pub async fn default_docker() -> changeover_docker::Docker {
+    let environments = changeover_core::environment::discover(
+        &changeover_core::environment::DiscoveryInput::from_process(),
+    );
+    changeover_docker::connect(environments.default_spec().expect("a default environment"))
+        .await
+        .expect("the daemon answers")
+}
+
 /// A host port nothing listens on right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind(("0.0.0.0", 0))

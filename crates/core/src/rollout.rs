@@ -863,17 +863,27 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
         if spec.ports.is_empty() {
             return Ok(());
         }
-        for r in self.routes(spec).await? {
+        let routes = self.routes(spec).await?;
+        self.apply(&routes, change).await
+    }
+
+    /// Changes the policy of each of `routes` with `change`, where that
+    /// changes anything (one `traffic-set` per route).
+    pub(crate) async fn apply(
+        &self,
+        routes: &[RouteStatus],
+        change: impl Fn(&mut TrafficPolicy),
+    ) -> Result<(), Problem> {
+        for r in routes {
             let mut policy = r.policy.clone();
             change(&mut policy);
-            if policy == r.policy {
-                continue;
+            if policy != r.policy {
+                self.edge_call(Request::TrafficSet {
+                    port: r.spec.port,
+                    policy,
+                })
+                .await?;
             }
-            self.edge_call(Request::TrafficSet {
-                port: r.spec.port,
-                policy,
-            })
-            .await?;
         }
         Ok(())
     }

@@ -178,14 +178,18 @@ impl Route {
         self.policy = policy;
         self.guard_samples.clear();
         if let Some(g) = &self.policy.guard {
-            let (requests, bad) = self
-                .counters
-                .get(&g.release)
-                .map(|c| c.requests_and_bad())
-                .unwrap_or((0, 0));
+            let (requests, bad) = self.requests_and_bad(g.release);
             self.guard_samples
                 .push_back((Instant::now(), requests, bad));
         }
+    }
+
+    /// A release's requests so far and those that got a 5xx or no answer.
+    fn requests_and_bad(&self, release: u32) -> (u64, u64) {
+        self.counters
+            .get(&release)
+            .map(|c| c.requests_and_bad())
+            .unwrap_or((0, 0))
     }
 
     /// Samples the guarded release's counters (call about once a second).
@@ -197,11 +201,7 @@ impl Route {
         if self.policy.tripped.is_some() {
             return None;
         }
-        let (requests, bad) = self
-            .counters
-            .get(&g.release)
-            .map(|c| c.requests_and_bad())
-            .unwrap_or((0, 0));
+        let (requests, bad) = self.requests_and_bad(g.release);
         self.guard_samples.push_back((now, requests, bad));
         let window = Duration::from_millis(g.window_ms);
         while self.guard_samples.len() > 1 && now.duration_since(self.guard_samples[1].0) >= window
@@ -545,18 +545,24 @@ mod tests {
             .expect("a target is picked")
     }
 
-    #[test]
-    fn a_guard_takes_the_share_of_a_failing_canary_away_once_it_has_enough_requests() {
-        let table = two_releases(TrafficPolicy {
-            weights: shares(&[(1, 90), (2, 10)]),
+    /// Two releases under `weights`, release 2 guarded at 10% 5xx over
+    /// `window_ms`, judged from `min_requests`.
+    fn guarded(weights: &[(u32, u32)], window_ms: u64, min_requests: u64) -> Table {
+        two_releases(TrafficPolicy {
+            weights: shares(weights),
             guard: Some(changeover_core::edge::Guard {
                 release: 2,
                 max_5xx_percent: 10,
-                window_ms: 10_000,
-                min_requests: 20,
+                window_ms,
+                min_requests,
             }),
             ..Default::default()
-        });
+        })
+    }
+
+    #[test]
+    fn a_guard_takes_the_share_of_a_failing_canary_away_once_it_has_enough_requests() {
+        let table = guarded(&[(1, 90), (2, 10)], 10_000, 20);
         let mut routes = table.lock();
         let route = routes.get_mut(&1).unwrap();
         let t0 = Instant::now();
@@ -589,16 +595,7 @@ mod tests {
 
     #[test]
     fn a_burst_of_errors_before_the_guards_first_look_counts() {
-        let table = two_releases(TrafficPolicy {
-            weights: shares(&[(1, 80), (2, 20)]),
-            guard: Some(changeover_core::edge::Guard {
-                release: 2,
-                max_5xx_percent: 10,
-                window_ms: 10_000,
-                min_requests: 20,
-            }),
-            ..Default::default()
-        });
+        let table = guarded(&[(1, 80), (2, 20)], 10_000, 20);
         let mut routes = table.lock();
         let route = routes.get_mut(&1).unwrap();
         let canary = route.counters.get(&2).unwrap().clone();
@@ -613,16 +610,7 @@ mod tests {
 
     #[test]
     fn a_guard_judges_only_its_window_and_a_healthy_canary_keeps_its_share() {
-        let table = two_releases(TrafficPolicy {
-            weights: shares(&[(1, 0), (2, 100)]),
-            guard: Some(changeover_core::edge::Guard {
-                release: 2,
-                max_5xx_percent: 10,
-                window_ms: 5_000,
-                min_requests: 50,
-            }),
-            ..Default::default()
-        });
+        let table = guarded(&[(1, 0), (2, 100)], 5_000, 50);
         let mut routes = table.lock();
         let route = routes.get_mut(&1).unwrap();
         let canary = route.counters.get(&2).unwrap().clone();

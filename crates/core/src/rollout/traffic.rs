@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 
 use super::{even, shares, Deployer, EdgeControl, Runtime};
-use crate::edge::{Preview, Request, RouteStatus, TargetState, TrafficPolicy};
+use crate::edge::{Preview, RouteStatus, TargetState};
 use crate::problem::{Problem, ProblemCode};
 use crate::service::{split_image, ReleaseResult, ServiceRecord, TrafficView};
 
@@ -132,26 +132,6 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
             candidate: record.candidate.clone(),
             routes,
         })
-    }
-
-    /// Changes the policy of every route with `change`.
-    async fn apply(
-        &self,
-        routes: &[RouteStatus],
-        change: impl Fn(&mut TrafficPolicy),
-    ) -> Result<(), Problem> {
-        for r in routes {
-            let mut policy = r.policy.clone();
-            change(&mut policy);
-            if policy != r.policy {
-                self.edge_call(Request::TrafficSet {
-                    port: r.spec.port,
-                    policy,
-                })
-                .await?;
-            }
-        }
-        Ok(())
     }
 
     /// Notes in the record when all traffic went to the candidate (the
