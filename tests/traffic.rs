@@ -158,6 +158,18 @@ fn blue_green_starts_beside_switches_back_and_forth_and_promotes_without_a_faile
         "promote it (`changeover traffic promote",
     );
     refused(&["service", "rollback", &svc], "runs beside release 1");
+    refused(
+        &[
+            "service",
+            "deploy",
+            &svc,
+            "--tag",
+            "v2",
+            "--strategy",
+            "big-bang",
+        ],
+        "\"big-bang\" is not a strategy (rolling, blue-green or canary)",
+    );
 
     for (to, version) in [("2", "v2"), ("v1", "v1"), ("2", "v2")] {
         ok(
