@@ -24,7 +24,7 @@ use changeover_core::edge::{
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
-use crate::proxy::{self, Upstream};
+use crate::proxy;
 use crate::routes::{write_atomically, Route, Table};
 
 const SOCKET: &str = "control.sock";
@@ -32,7 +32,6 @@ const SOCKET: &str = "control.sock";
 /// The serving process's state.
 pub struct Edge {
     pub table: Table,
-    pub client: Upstream,
     docs: Mutex<Docs>,
     locks: Mutex<HashMap<String, Lock>>,
     dir: Option<PathBuf>,
@@ -79,7 +78,6 @@ impl Edge {
         table.load()?;
         Ok(Arc::new(Self {
             table,
-            client: proxy::upstream_client(),
             docs: Mutex::new(docs),
             locks: Mutex::new(HashMap::new()),
             dir: dir.map(Path::to_path_buf),
@@ -99,7 +97,7 @@ impl Edge {
                         route.listener = Some(task);
                         let probe = route.spec.health.clone();
                         for t in &route.targets {
-                            crate::health::start(t, probe.clone(), self.client.clone());
+                            crate::health::start(t, probe.clone());
                         }
                     }
                 }
@@ -368,7 +366,7 @@ impl Edge {
                         route.targets.remove(i).stop_checks();
                     }
                     let t = route.add_target(spec, TargetState::Adding);
-                    crate::health::start(&t, route.spec.health.clone(), self.client.clone());
+                    crate::health::start(&t, route.spec.health.clone());
                     t
                 }
             }

@@ -107,16 +107,24 @@ pub async fn probe(url: &str, timeout_ms: u64) -> Result<(), String> {
     let uri: hyper::Uri = url
         .parse()
         .map_err(|e| format!("{url} is not a URL: {e}"))?;
-    let client = crate::proxy::upstream_client();
-    let mut req = Request::new(crate::proxy::empty_body());
-    *req.uri_mut() = uri;
-    match tokio::time::timeout(Duration::from_millis(timeout_ms), client.request(req)).await {
-        Ok(Ok(resp)) if resp.status().is_success() || resp.status().is_redirection() => {
-            println!("{url}: {}", resp.status());
+    if uri.scheme_str() != Some("http") {
+        return Err(format!("{url}: only http:// URLs can be probed"));
+    }
+    let Some(authority) = uri.authority() else {
+        return Err(format!("{url} has no host"));
+    };
+    let addr = match authority.port_u16() {
+        Some(_) => authority.to_string(),
+        None => format!("{authority}:80"),
+    };
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let timeout = Duration::from_millis(timeout_ms);
+    match crate::upstream::get(&addr, path, timeout, 0).await {
+        Ok((status, _)) if status.is_success() || status.is_redirection() => {
+            println!("{url}: {status}");
             Ok(())
         }
-        Ok(Ok(resp)) => Err(format!("{url}: {}", resp.status())),
-        Ok(Err(e)) => Err(format!("{url}: {e}")),
-        Err(_) => Err(format!("{url}: no answer within {timeout_ms} ms")),
+        Ok((status, _)) => Err(format!("{url}: {status}")),
+        Err(why) => Err(format!("{url}: {why}")),
     }
 }

@@ -11,18 +11,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use changeover_core::edge::{HealthProbe, TargetState};
-use http_body_util::BodyExt;
-use hyper::{Request, Uri};
-
-use crate::proxy::Upstream;
 use crate::routes::Target;
+use changeover_core::edge::{HealthProbe, TargetState};
 
 const ADDING_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Starts checking `target` with `probe`; the task ends when the target
 /// drains or its checker is aborted.
-pub fn start(target: &Arc<Target>, probe: HealthProbe, client: Upstream) {
+pub fn start(target: &Arc<Target>, probe: HealthProbe) {
     let t = target.clone();
     let task = tokio::spawn(async move {
         loop {
@@ -30,7 +26,7 @@ pub fn start(target: &Arc<Target>, probe: HealthProbe, client: Upstream) {
             if state == TargetState::Draining {
                 return;
             }
-            let (passed, seen) = check(&client, &t.spec.addr, &probe).await;
+            let (passed, seen) = check(&t.spec.addr, &probe).await;
             record(&t, &probe, passed, seen);
             let interval = Duration::from_millis(probe.interval_ms.max(50));
             let wait = if t.state() == TargetState::Adding {
@@ -81,7 +77,7 @@ pub fn record(t: &Target, probe: &HealthProbe, passed: bool, seen: String) {
     }
 }
 
-async fn check(client: &Upstream, addr: &str, probe: &HealthProbe) -> (bool, String) {
+async fn check(addr: &str, probe: &HealthProbe) -> (bool, String) {
     let timeout = Duration::from_millis(probe.timeout_ms.max(10));
     match &probe.path {
         None => match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
@@ -89,42 +85,18 @@ async fn check(client: &Upstream, addr: &str, probe: &HealthProbe) -> (bool, Str
             Ok(Err(e)) => (false, format!("TCP connect to {addr}: {e}")),
             Err(_) => (false, format!("TCP connect to {addr} timed out")),
         },
-        Some(path) => {
-            let Ok(uri) = format!("http://{addr}{path}").parse::<Uri>() else {
-                return (
-                    false,
-                    format!("health path {path:?} is not a valid URL path"),
-                );
-            };
-            let mut req = Request::new(crate::proxy::empty_body());
-            *req.uri_mut() = uri;
-            match tokio::time::timeout(timeout, client.request(req)).await {
-                Ok(Ok(resp)) => {
-                    let status = resp.status();
-                    let body = match tokio::time::timeout(timeout, resp.into_body().collect()).await
-                    {
-                        Ok(Ok(b)) => b.to_bytes(),
-                        _ => Default::default(),
-                    };
-                    let snippet: String =
-                        String::from_utf8_lossy(&body).chars().take(200).collect();
-                    let passed = status.is_success() || status.is_redirection();
-                    (
-                        passed,
-                        format!("GET {path} → {status} {}", snippet.trim())
-                            .trim()
-                            .to_string(),
-                    )
-                }
-                Ok(Err(e)) => (
-                    false,
-                    format!("GET {path}: {}", changeover_core::problem::error_chain(&e)),
-                ),
-                Err(_) => (
-                    false,
-                    format!("GET {path}: no answer within {} ms", timeout.as_millis()),
-                ),
+        Some(path) => match crate::upstream::get(addr, path, timeout, 200).await {
+            Ok((status, body)) => {
+                let snippet = String::from_utf8_lossy(&body);
+                let passed = status.is_success() || status.is_redirection();
+                (
+                    passed,
+                    format!("GET {path} → {status} {}", snippet.trim())
+                        .trim()
+                        .to_string(),
+                )
             }
-        }
+            Err(why) => (false, format!("GET {path}: {why}")),
+        },
     }
 }

@@ -23,6 +23,7 @@ mod health;
 mod proxy;
 mod routes;
 mod traffic;
+mod upstream;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

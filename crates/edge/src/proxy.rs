@@ -2,9 +2,9 @@
 //!
 //! Each route listens on its host port and speaks HTTP/1.1 and HTTP/2 over
 //! clear text (h2c, prior knowledge) to clients. Upstream, it speaks HTTP/1.1
-//! to the containers over keep-alive connections pooled per target: a
-//! request takes an idle connection (or opens one) and gives it back when
-//! its response body has been relayed to the end.
+//! to the containers ([`crate::upstream`]) over keep-alive connections
+//! pooled per target: a request takes an idle connection (or opens one) and
+//! gives it back when its response body has been relayed to the end.
 //!
 //! Passive failure handling: when a target cannot be reached (connect
 //! refused), it is marked unhealthy at once rather than at its next active
@@ -20,11 +20,8 @@ use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Body, Incoming};
-use hyper::client::conn::http1;
 use hyper::header::{HeaderName, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode, Uri, Version};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
+use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
@@ -34,21 +31,12 @@ use changeover_core::edge::Protocol;
 
 use crate::control::Edge;
 use crate::routes::{InFlight, Pick, Target};
+use crate::upstream::{BoxError, Conn, Prepared, Reader};
 
-pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
-pub type Upstream = Client<HttpConnector, ProxyBody>;
+pub type ProxyBody = BoxBody<Bytes, BoxError>;
 
 /// Header naming the release that served a response.
 pub const RELEASE_HEADER: &str = "x-changeover-release";
-
-pub fn upstream_client() -> Upstream {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(std::time::Duration::from_secs(3)));
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(std::time::Duration::from_secs(30))
-        .build(connector)
-}
 
 /// The threads that carry traffic. Each runs a single-threaded runtime and
 /// has its own listening socket on every route's port (`SO_REUSEPORT`, the
@@ -239,7 +227,7 @@ fn replayable(req: &Request<Incoming>) -> bool {
 /// (or opens a new one) and gives it back when its response body has been
 /// sent.
 pub struct ConnPool {
-    idle: Vec<std::sync::Mutex<Vec<http1::SendRequest<ProxyBody>>>>,
+    idle: Vec<std::sync::Mutex<Vec<Conn>>>,
 }
 
 impl Default for ConnPool {
@@ -254,60 +242,41 @@ impl Default for ConnPool {
 const MAX_IDLE: usize = 512;
 
 impl ConnPool {
-    fn mine(&self) -> std::sync::MutexGuard<'_, Vec<http1::SendRequest<ProxyBody>>> {
+    fn mine(&self) -> std::sync::MutexGuard<'_, Vec<Conn>> {
         self.idle[worker_index() % self.idle.len()]
             .lock()
             .unwrap_or_else(|p| p.into_inner())
     }
 
-    fn take(&self) -> Option<http1::SendRequest<ProxyBody>> {
+    fn take(&self) -> Option<Conn> {
         let mut idle = self.mine();
-        while let Some(s) = idle.pop() {
-            if !s.is_closed() {
-                return Some(s);
+        while let Some(mut c) = idle.pop() {
+            if c.usable() {
+                return Some(c);
             }
         }
         None
     }
 
-    fn give_back(&self, s: http1::SendRequest<ProxyBody>) {
-        if s.is_closed() {
-            return;
-        }
+    fn give_back(&self, c: Conn) {
         let mut idle = self.mine();
         if idle.len() < MAX_IDLE {
-            idle.push(s);
+            idle.push(c);
         }
     }
-}
-
-/// A new HTTP/1.1 connection to `addr`.
-async fn connect(addr: &str) -> Result<http1::SendRequest<ProxyBody>, String> {
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
-        .await
-        .map_err(|_| format!("connect to {addr} timed out"))?
-        .map_err(|e| format!("connect to {addr}: {e}"))?;
-    let _ = stream.set_nodelay(true);
-    let (sender, conn) = http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| format!("handshake with {addr}: {e}"))?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(sender)
 }
 
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
-/// A ready connection to the target: an idle one, or a new one. `Err` when
-/// the target cannot be reached.
-async fn sender_for(target: &Target) -> Result<(http1::SendRequest<ProxyBody>, bool), String> {
-    while let Some(mut s) = target.pool.take() {
-        if s.ready().await.is_ok() {
-            return Ok((s, true));
-        }
+/// A connection to the target, and whether it was idle in the pool (rather
+/// than new). `Err` when the target cannot be reached.
+async fn conn_for(target: &Target) -> Result<(Conn, bool), String> {
+    match target.pool.take() {
+        Some(c) => Ok((c, true)),
+        None => Conn::connect(&target.spec.addr, CONNECT_TIMEOUT)
+            .await
+            .map(|c| (c, false)),
     }
-    connect(&target.spec.addr).await.map(|s| (s, false))
 }
 
 async fn forward(
@@ -337,19 +306,8 @@ async fn forward(
             }
         }
     }
-    // Upstream requests are origin-form (`/path?query`), whatever the client sent.
-    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
-        let path = parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/");
-        match path.parse::<Uri>() {
-            Ok(u) => parts.uri = u,
-            Err(_) => return text(StatusCode::BAD_REQUEST, "bad request target\n"),
-        }
-    }
-    parts.version = Version::HTTP_11;
+    // Upstream requests are origin-form (`/path?query`) whatever the
+    // client sent: `upstream` writes the path and query alone.
 
     if let Some((token, location)) = parts
         .uri
@@ -374,57 +332,43 @@ async fn forward(
     };
     // The same request, replayed, keeps its client's hints.
     let replay_hints_sticky = sticky;
-    // What a replay needs if the request is lost after it was sent.
-    let replay = can_retry.then(|| {
-        (
-            parts.method.clone(),
-            parts.uri.clone(),
-            parts.headers.clone(),
-        )
-    });
-    let mut req = Some(Request::from_parts(parts, body.boxed()));
+    let prepared = Prepared::new(&parts, &body);
+    let mut body = prepared.has_body().then_some(body);
     let mut attempt = first;
     let mut retried = false;
-    // Requests that were never written (a reused connection closed under
-    // us) go again on a fresh connection, at most this many times.
+    // A kept-alive connection the target had just closed takes a request
+    // and answers nothing: such a request goes again on a fresh connection
+    // (if it was not written, or can be replayed), at most this many times.
     let mut stale = 0;
     loop {
-        let _why = match sender_for(&attempt.0).await {
+        // Whether the request can go again: none of it was written, or it
+        // can be replayed (an idempotent method, no body).
+        let again = match conn_for(&attempt.0).await {
             Err(why) => {
                 edge.mark_unreachable(&attempt, &why);
-                why
+                true
             }
-            Ok((mut sender, reused)) => {
-                let Some(r) = req.take() else {
-                    return text(StatusCode::BAD_GATEWAY, "upstream failed\n");
-                };
-                match sender.try_send_request(r).await {
-                    Ok(resp) => return respond(resp, attempt, sender, started, sticky),
-                    Err(mut e) => {
-                        if let Some(unsent) = e.take_message() {
-                            req = Some(unsent);
-                            if reused && stale < 2 {
-                                stale += 1;
-                                continue;
-                            }
+            Ok((conn, reused)) => match conn.send(&prepared, body.take()).await {
+                Ok(resp) => return respond(resp, attempt, started, sticky),
+                Err(e) => {
+                    let again = match e.unsent {
+                        Some(unsent) => {
+                            body = unsent;
+                            true
                         }
-                        e.into_error().to_string()
+                        None => can_retry,
+                    };
+                    if reused && e.no_answer && again && stale < 2 {
+                        stale += 1;
+                        continue;
                     }
+                    again
                 }
-            }
+            },
         };
         attempt.0.counters.failure();
-        if retried || (req.is_none() && replay.is_none()) {
+        if retried || !again {
             return text(StatusCode::BAD_GATEWAY, "upstream failed\n");
-        }
-        if req.is_none() {
-            if let Some((method, uri, headers)) = &replay {
-                let mut r = Request::new(empty_body());
-                *r.method_mut() = method.clone();
-                *r.uri_mut() = uri.clone();
-                *r.headers_mut() = headers.clone();
-                req = Some(r);
-            }
         }
         let failed = attempt.0.spec.id.clone();
         drop(attempt);
@@ -529,29 +473,23 @@ pub fn empty_body() -> ProxyBody {
 /// counts in flight on its target; once it has been read to the end, its
 /// connection goes back to the target's pool.
 struct Relay {
-    body: Incoming,
+    body: Reader,
     guard: InFlight,
-    sender: Option<http1::SendRequest<ProxyBody>>,
-    done: bool,
 }
 
 impl Body for Relay {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
         let polled = std::pin::Pin::new(&mut self.body).poll_frame(cx);
-        match &polled {
-            std::task::Poll::Ready(None) => self.done = true,
-            std::task::Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    self.guard.0.counters.sent(data.len() as u64);
-                }
+        if let std::task::Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                self.guard.0.counters.sent(data.len() as u64);
             }
-            _ => {}
         }
         polled
     }
@@ -567,10 +505,8 @@ impl Body for Relay {
 
 impl Drop for Relay {
     fn drop(&mut self) {
-        if let Some(sender) = self.sender.take() {
-            if self.done || self.body.is_end_stream() {
-                self.guard.0.pool.give_back(sender);
-            }
+        if let Some(conn) = self.body.reusable() {
+            self.guard.0.pool.give_back(conn);
         }
     }
 }
@@ -578,9 +514,8 @@ impl Drop for Relay {
 /// Passes the response on, keeping the request counted in flight until its
 /// body has been sent.
 fn respond(
-    resp: Response<Incoming>,
+    resp: Response<Reader>,
     guard: InFlight,
-    sender: http1::SendRequest<ProxyBody>,
     started: std::time::Instant,
     sticky: Option<u64>,
 ) -> Response<ProxyBody> {
@@ -599,11 +534,5 @@ fn respond(
         HeaderName::from_static(RELEASE_HEADER),
         HeaderValue::from(guard.0.spec.release),
     );
-    let relay = Relay {
-        body,
-        guard,
-        sender: Some(sender),
-        done: false,
-    };
-    Response::from_parts(parts, relay.boxed())
+    Response::from_parts(parts, Relay { body, guard }.boxed())
 }

@@ -1,6 +1,7 @@
 //! The edge binary as a process on loopback, with `demo` processes as its
 //! targets: what clients see through it (HTTP/1.1 and h2c), a target that
-//! dies between two health checks, and drains with requests in flight.
+//! dies between two health checks, and drains with requests in flight;
+//! and, with a scripted origin, the HTTP/1.1 the edge speaks upstream.
 //! No Docker here: these are the proxy's own behaviours; the deploy tests
 //! exercise it inside its container.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -115,6 +116,14 @@ impl Edge {
         answer
     }
 
+    /// Adds the target listening on `addr` as `id` and waits until healthy.
+    fn add_target(&self, id: &str, addr: &str, release: u32) {
+        let answer = self.ctl(&json!({"op": "target-add", "port": self.port,
+            "target": {"id": id, "addr": addr, "release": release},
+            "waitHealthyMs": 10_000}));
+        assert_eq!(answer["target"]["state"], "healthy", "{answer}");
+    }
+
     /// Starts a demo target answering `version` and adds it as `id`.
     fn add_demo(&self, id: &str, version: &str, release: u32) -> Proc {
         let port = free_port();
@@ -127,10 +136,7 @@ impl Edge {
                 .spawn()
                 .unwrap(),
         );
-        let answer = self.ctl(&json!({"op": "target-add", "port": self.port,
-            "target": {"id": id, "addr": format!("127.0.0.1:{port}"), "release": release},
-            "waitHealthyMs": 10_000}));
-        assert_eq!(answer["target"]["state"], "healthy", "{answer}");
+        self.add_target(id, &format!("127.0.0.1:{port}"), release);
         demo
     }
 }
@@ -535,4 +541,294 @@ async fn a_tcp_route_relays_connections_switches_new_ones_and_closes_drained_one
         raw_get(&mut c).is_err(),
         "in maintenance a TCP connection is closed"
     );
+}
+
+/// A scripted HTTP/1.1 origin on loopback (a thread per connection), to see
+/// the edge relay what the demo app never sends. It counts the connections
+/// that carried a request other than a health check.
+struct Origin {
+    addr: String,
+    app_connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Origin {
+    fn start() -> Origin {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let app_connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = app_connections.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                let counter = counter.clone();
+                std::thread::spawn(move || {
+                    let _ = origin_connection(conn, &counter);
+                });
+            }
+        });
+        Origin {
+            addr,
+            app_connections,
+        }
+    }
+
+    fn app_connections(&self) -> usize {
+        self.app_connections
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+fn origin_connection(
+    conn: std::net::TcpStream,
+    app_connections: &std::sync::atomic::AtomicUsize,
+) -> std::io::Result<()> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut out = conn.try_clone()?;
+    let mut rd = BufReader::new(conn);
+    let mut served = 0;
+    loop {
+        let mut line = String::new();
+        if rd.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let mut words = line.split_whitespace();
+        let (method, path) = (
+            words.next().unwrap_or("").to_string(),
+            words.next().unwrap_or("").to_string(),
+        );
+        let (mut length, mut chunked) = (0usize, false);
+        loop {
+            let mut h = String::new();
+            rd.read_line(&mut h)?;
+            let h = h.trim_end().to_ascii_lowercase();
+            if h.is_empty() {
+                break;
+            }
+            if let Some(v) = h.strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap();
+            }
+            chunked |= h == "transfer-encoding: chunked";
+        }
+        let mut body = Vec::new();
+        if chunked {
+            loop {
+                let mut size = String::new();
+                rd.read_line(&mut size)?;
+                let n = usize::from_str_radix(size.trim(), 16).unwrap();
+                let mut chunk = vec![0u8; n + 2];
+                rd.read_exact(&mut chunk)?;
+                if n == 0 {
+                    break;
+                }
+                body.extend_from_slice(&chunk[..n]);
+            }
+        } else {
+            body.resize(length, 0);
+            rd.read_exact(&mut body)?;
+        }
+        if served == 0 && path != "/health" {
+            app_connections.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        served += 1;
+        let ok = |body: &str| {
+            format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            )
+        };
+        let answer = match (method.as_str(), path.as_str()) {
+            (_, "/health") => ok("ok"),
+            (_, "/chunked") => "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+                5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\nx-sum: 12\r\n\r\n"
+                .to_string(),
+            (_, "/old") => {
+                out.write_all(b"HTTP/1.0 200 OK\r\n\r\nuntil the connection closes")?;
+                return Ok(());
+            }
+            (_, "/closing") => {
+                out.write_all(
+                    b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 3\r\n\r\nbye",
+                )?;
+                return Ok(());
+            }
+            (_, "/hints") => {
+                "HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\n\
+                HTTP/1.1 100 Continue\r\n\r\n"
+                    .to_string()
+                    + &ok("final")
+            }
+            (_, "/empty") => "HTTP/1.1 204 No Content\r\n\r\n".to_string(),
+            ("HEAD", "/head") => "HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n".to_string(),
+            ("POST", "/echo") => {
+                let how = if chunked {
+                    "chunked".to_string()
+                } else {
+                    format!("length {length}")
+                };
+                ok(&format!("{how}:{}", String::from_utf8_lossy(&body)))
+            }
+            (_, "/big") => {
+                let n = 3_000_000;
+                out.write_all(
+                    format!("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\n\r\n").as_bytes(),
+                )?;
+                for _ in 0..n / 1000 {
+                    out.write_all(&[b'x'; 1000])?;
+                }
+                continue;
+            }
+            // Answers the first request of a connection; closes at the
+            // second without answering, as an app whose idle timeout
+            // fires just as the request arrives.
+            (_, "/once") if served > 1 => return Ok(()),
+            (_, "/once") => ok("once"),
+            _ => "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n".to_string(),
+        };
+        out.write_all(answer.as_bytes())?;
+    }
+}
+
+/// Sends `request` on a new connection to the edge; the response head and
+/// body (content-length or chunked, as the edge frames it).
+fn raw_exchange(port: u16, request: &[u8]) -> (String, Vec<u8>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    conn.write_all(request).unwrap();
+    let mut rd = BufReader::new(conn);
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        rd.read_line(&mut line).unwrap();
+        head.push_str(&line);
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let lower = head.to_ascii_lowercase();
+    let mut body = Vec::new();
+    if request.starts_with(b"HEAD ") || lower.starts_with("http/1.1 204") {
+    } else if lower.contains("transfer-encoding: chunked") {
+        loop {
+            let mut size = String::new();
+            rd.read_line(&mut size).unwrap();
+            let n = usize::from_str_radix(size.trim(), 16).unwrap();
+            let mut chunk = vec![0u8; n + 2];
+            rd.read_exact(&mut chunk).unwrap();
+            if n == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..n]);
+        }
+    } else {
+        let n: usize = lower
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map(|v| v.trim().parse().unwrap())
+            .expect("a length");
+        body.resize(n, 0);
+        rd.read_exact(&mut body).unwrap();
+    }
+    (head, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_of_every_framing_are_relayed_whole() {
+    let edge = Edge::start(1000, 2000);
+    let origin = Origin::start();
+    edge.add_target("o", &origin.addr, 1);
+    let client = http1();
+    let cases = [
+        ("/chunked", 200, "hello, world"),
+        ("/old", 200, "until the connection closes"),
+        ("/closing", 200, "bye"),
+        ("/hints", 200, "final"),
+        ("/empty", 204, ""),
+    ];
+    // Twice: the second round runs on the connections the first left.
+    for round in 0..2 {
+        for (path, status, body) in cases {
+            let (s, release, b, _) = get(&client, edge.port, path).await;
+            assert_eq!(
+                (s, b.as_str(), release.as_str()),
+                (status, body, "1"),
+                "{path} (round {round})"
+            );
+        }
+    }
+    let (s, _, b, _) = get(&client, edge.port, "/big").await;
+    assert_eq!((s, b.len()), (200, 3_000_000));
+    assert!(b.bytes().all(|c| c == b'x'));
+
+    let (head, body) = raw_exchange(edge.port, b"HEAD /head HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("content-length: 11"),
+        "{head}"
+    );
+    assert!(body.is_empty());
+
+    let metrics = &edge.ctl(&json!({"op": "routes"}))["routes"][0]["metrics"][0];
+    assert_eq!(metrics["failures"], 0, "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bodies_reach_the_target_with_their_framing() {
+    let edge = Edge::start(1000, 2000);
+    let origin = Origin::start();
+    edge.add_target("o", &origin.addr, 1);
+    let (head, body) = raw_exchange(
+        edge.port,
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello",
+    );
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(String::from_utf8_lossy(&body), "length 5:hello");
+    let (_, body) = raw_exchange(
+        edge.port,
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n\
+          3\r\nhel\r\n2\r\nlo\r\n0\r\n\r\n",
+    );
+    assert_eq!(String::from_utf8_lossy(&body), "chunked:hello");
+    let (_, body) = raw_exchange(
+        edge.port,
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n",
+    );
+    assert_eq!(String::from_utf8_lossy(&body), "length 0:");
+    // A large body, sent while the edge is already waiting for the answer.
+    let big = "y".repeat(2_000_000);
+    let mut request = format!(
+        "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+        big.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(big.as_bytes());
+    let (_, body) = raw_exchange(edge.port, &request);
+    assert_eq!(body.len(), "length 2000000:".len() + big.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_alive_connections_are_reused_and_a_stale_one_costs_no_request() {
+    let edge = Edge::start(1000, 2000);
+    let origin = Origin::start();
+    edge.add_target("o", &origin.addr, 1);
+    let client = http1();
+    for _ in 0..20 {
+        assert_eq!(get(&client, edge.port, "/chunked").await.0, 200);
+    }
+    // One client connection, served on one edge thread: one upstream
+    // connection carried all twenty.
+    assert_eq!(origin.app_connections(), 1);
+
+    // The target closes every reused connection as the request arrives:
+    // each request goes again on a fresh connection, none fails.
+    let origin = Origin::start();
+    edge.add_target("o2", &origin.addr, 1);
+    edge.ctl(&json!({"op": "target-drain", "port": edge.port, "id": "o"}));
+    for i in 0..10 {
+        let (s, _, b, _) = get(&client, edge.port, "/once").await;
+        assert_eq!((s, b.as_str()), (200, "once"), "request {i}");
+    }
+    let metrics = &edge.ctl(&json!({"op": "routes"}))["routes"][0]["metrics"][0];
+    assert_eq!(metrics["failures"], 0, "{metrics}");
 }
