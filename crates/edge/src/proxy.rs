@@ -17,8 +17,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::Full;
 use hyper::body::{Body, Incoming};
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -33,7 +32,49 @@ use crate::control::Edge;
 use crate::routes::{InFlight, Pick, Target};
 use crate::upstream::{BoxError, Conn, Prepared, Reader};
 
-pub type ProxyBody = BoxBody<Bytes, BoxError>;
+/// What a client gets: a target's response relayed, or the edge's own
+/// short answer (one body type without a box per request).
+pub enum ProxyBody {
+    Relayed(Relay),
+    Own(Full<Bytes>),
+}
+
+impl ProxyBody {
+    fn own(text: impl Into<Bytes>) -> Self {
+        ProxyBody::Own(Full::new(text.into()))
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ProxyBody::Relayed(r) => std::pin::Pin::new(r).poll_frame(cx),
+            ProxyBody::Own(f) => std::pin::Pin::new(f)
+                .poll_frame(cx)
+                .map_err(|never| match never {}),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Relayed(r) => r.is_end_stream(),
+            ProxyBody::Own(f) => f.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            ProxyBody::Relayed(r) => r.size_hint(),
+            ProxyBody::Own(f) => f.size_hint(),
+        }
+    }
+}
 
 /// Header naming the release that served a response.
 pub const RELEASE_HEADER: &str = "x-changeover-release";
@@ -193,27 +234,10 @@ async fn accept_loop(edge: Arc<Edge>, port: u16, listener: TcpListener) {
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
-    let mut r = Response::new(
-        Full::new(Bytes::from_static(body.as_bytes()))
-            .map_err(|never| match never {})
-            .boxed(),
-    );
+    let mut r = Response::new(ProxyBody::own(body));
     *r.status_mut() = status;
     r
 }
-
-/// Headers that belong to one connection, never forwarded. As header
-/// names, so removing them does not parse a name per request.
-static HOP_BY_HOP: [HeaderName; 8] = [
-    hyper::header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    hyper::header::PROXY_AUTHENTICATE,
-    hyper::header::PROXY_AUTHORIZATION,
-    hyper::header::TE,
-    hyper::header::TRAILER,
-    hyper::header::UPGRADE,
-];
 
 fn replayable(req: &Request<Incoming>) -> bool {
     matches!(
@@ -286,10 +310,8 @@ async fn forward(
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let can_retry = replayable(&req);
+    // Hop-by-hop headers stay behind as the request is encoded.
     let (mut parts, body) = req.into_parts();
-    for h in &HOP_BY_HOP {
-        parts.headers.remove(h);
-    }
     if let Some(v) = forwarded_for {
         parts
             .headers
@@ -388,11 +410,7 @@ async fn forward(
 
 /// The paused route's answer.
 fn maintenance(message: String) -> Response<ProxyBody> {
-    let mut r = Response::new(
-        Full::new(Bytes::from(message + "\n"))
-            .map_err(|never| match never {})
-            .boxed(),
-    );
+    let mut r = Response::new(ProxyBody::own(message + "\n"));
     *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
     r.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
@@ -448,7 +466,7 @@ async fn relay_tcp(edge: Arc<Edge>, port: u16, mut client: TcpStream) {
 /// Answers a preview link: sets (or clears) the preview cookie and sends
 /// the browser on to the page it asked for.
 fn preview_redirect(token: Option<&str>, location: &str) -> Response<ProxyBody> {
-    let mut r = Response::new(empty_body());
+    let mut r = Response::new(ProxyBody::own(Bytes::new()));
     *r.status_mut() = StatusCode::SEE_OTHER;
     if let Ok(v) = HeaderValue::from_str(location) {
         r.headers_mut().insert(hyper::header::LOCATION, v);
@@ -463,16 +481,10 @@ fn preview_redirect(token: Option<&str>, location: &str) -> Response<ProxyBody> 
     r
 }
 
-pub fn empty_body() -> ProxyBody {
-    Empty::<Bytes>::new()
-        .map_err(|never| match never {})
-        .boxed()
-}
-
 /// A response body on its way to the client. While it lives, the request
 /// counts in flight on its target; once it has been read to the end, its
 /// connection goes back to the target's pool.
-struct Relay {
+pub struct Relay {
     body: Reader,
     guard: InFlight,
 }
@@ -524,9 +536,6 @@ fn respond(
         .counters
         .response(resp.status().as_u16(), started.elapsed());
     let (mut parts, body) = resp.into_parts();
-    for h in &HOP_BY_HOP {
-        parts.headers.remove(h);
-    }
     if let Some(cookie) = sticky.and_then(crate::traffic::sticky_cookie) {
         parts.headers.append(hyper::header::SET_COOKIE, cookie);
     }
@@ -534,5 +543,5 @@ fn respond(
         HeaderName::from_static(RELEASE_HEADER),
         HeaderValue::from(guard.0.spec.release),
     );
-    Response::from_parts(parts, Relay { body, guard }.boxed())
+    Response::from_parts(parts, ProxyBody::Relayed(Relay { body, guard }))
 }

@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
@@ -28,7 +28,10 @@ use crate::traffic::{is_even, new_sticky_id, release_for, Counters, Hints};
 /// One target: a container port on a route.
 pub struct Target {
     pub spec: TargetSpec,
-    pub health: Mutex<TargetHealth>,
+    health: Mutex<TargetHealth>,
+    /// `health.state`, readable by every request without the lock; kept
+    /// in step by [`HealthGuard`].
+    state: AtomicU8,
     pub in_flight: AtomicU64,
     pub requests: AtomicU64,
     pub added: Instant,
@@ -52,10 +55,49 @@ pub struct TargetHealth {
     pub healthy_after: Option<Duration>,
 }
 
+/// The target's health, locked; its state is published for requests when
+/// the guard goes.
+pub struct HealthGuard<'a> {
+    health: MutexGuard<'a, TargetHealth>,
+    published: &'a AtomicU8,
+}
+
+impl std::ops::Deref for HealthGuard<'_> {
+    type Target = TargetHealth;
+    fn deref(&self) -> &TargetHealth {
+        &self.health
+    }
+}
+
+impl std::ops::DerefMut for HealthGuard<'_> {
+    fn deref_mut(&mut self) -> &mut TargetHealth {
+        &mut self.health
+    }
+}
+
+impl Drop for HealthGuard<'_> {
+    fn drop(&mut self) {
+        self.published
+            .store(state_code(self.health.state), Ordering::Release);
+    }
+}
+
+const STATES: [TargetState; 4] = [
+    TargetState::Adding,
+    TargetState::Healthy,
+    TargetState::Unhealthy,
+    TargetState::Draining,
+];
+
+fn state_code(state: TargetState) -> u8 {
+    STATES.iter().position(|s| *s == state).unwrap_or(0) as u8
+}
+
 impl Target {
     pub fn new(spec: TargetSpec, state: TargetState, counters: Arc<Counters>) -> Arc<Self> {
         Arc::new(Self {
             spec,
+            state: AtomicU8::new(state_code(state)),
             health: Mutex::new(TargetHealth {
                 state,
                 passes: 0,
@@ -92,12 +134,15 @@ impl Target {
         }
     }
 
-    pub fn health(&self) -> MutexGuard<'_, TargetHealth> {
-        self.health.lock().unwrap_or_else(|p| p.into_inner())
+    pub fn health(&self) -> HealthGuard<'_> {
+        HealthGuard {
+            health: self.health.lock().unwrap_or_else(|p| p.into_inner()),
+            published: &self.state,
+        }
     }
 
     pub fn state(&self) -> TargetState {
-        self.health().state
+        STATES[self.state.load(Ordering::Acquire) as usize % STATES.len()]
     }
 
     pub fn status(&self) -> TargetStatus {

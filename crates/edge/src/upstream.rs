@@ -13,6 +13,7 @@
 //! (trailers dropped) or by the connection's close (HTTP/1.0), none for
 //! HEAD, 204 and 304; interim 1xx answers skipped; `Connection: close`
 //! and HTTP/1.0 keep-alive honoured. Upgrades (101) are not relayed.
+//! Hop-by-hop headers are left out both ways.
 
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -43,6 +44,25 @@ pub struct Conn {
     stream: TcpStream,
     /// Read but not yet consumed.
     buf: BytesMut,
+}
+
+/// Whether a header belongs to one connection (RFC 9110 7.6.1): never
+/// passed from one side to the other. Left out as requests are encoded and
+/// responses parsed, rather than removed from each map by name.
+fn hop_by_hop(name: &HeaderName) -> bool {
+    use hyper::header::{PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER, UPGRADE};
+    [
+        CONNECTION,
+        TRANSFER_ENCODING,
+        TE,
+        TRAILER,
+        UPGRADE,
+        PROXY_AUTHENTICATE,
+        PROXY_AUTHORIZATION,
+    ]
+    .contains(name)
+        || name == "keep-alive"
+        || name == "proxy-connection"
 }
 
 /// A request's head, encoded once: a request that must go again (on a
@@ -242,7 +262,7 @@ fn encode_head(parts: &hyper::http::request::Parts, sending: Sending) -> Vec<u8>
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let mut had_length = false;
     for (name, value) in &parts.headers {
-        if name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
+        if name == CONTENT_LENGTH || hop_by_hop(name) {
             had_length |= name == CONTENT_LENGTH;
             continue;
         }
@@ -418,7 +438,9 @@ fn parse_head(bytes: &[u8], head_only: bool) -> Result<Option<Parsed>, String> {
                 keep_alive_asked |= token.eq_ignore_ascii_case("keep-alive");
             }
         }
-        headers.append(name, value);
+        if !hop_by_hop(&name) {
+            headers.append(name, value);
+        }
     }
     let mut keep_alive = !close && (http_11 || keep_alive_asked);
     let framing = if head_only || code == 204 || code == 304 {
@@ -442,7 +464,6 @@ fn parse_head(bytes: &[u8], head_only: bool) -> Result<Option<Parsed>, String> {
     if matches!(framing, Framing::Close) {
         keep_alive = false;
     }
-    headers.remove(TRANSFER_ENCODING);
     Ok(Some(Parsed::Final(
         Head {
             status,
@@ -759,10 +780,17 @@ mod tests {
         assert!(h.headers.get("content-length").is_none());
 
         let h = parsed(
-            "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nConnection: close\r\nKeep-Alive: timeout=5\r\n\
+             Content-Length: 2\r\nX-App: 1\r\n\r\n",
             false,
         );
         assert_eq!((h.framing, h.keep_alive), (Framing::Length(2), false));
+        let names: Vec<_> = h.headers.keys().map(|n| n.as_str()).collect();
+        assert_eq!(
+            names,
+            ["content-length", "x-app"],
+            "hop-by-hop headers stay behind"
+        );
 
         let h = parsed("HTTP/1.0 200 OK\r\n\r\n", false);
         assert_eq!((h.framing, h.keep_alive), (Framing::Close, false));
@@ -857,6 +885,11 @@ mod tests {
     fn request_heads_carry_the_framing_of_their_body() {
         let mut req = Request::post("/a?b=1")
             .header("host", "app")
+            .header("connection", "keep-alive, x-private")
+            .header("keep-alive", "timeout=5")
+            .header("te", "trailers")
+            .header("upgrade", "websocket")
+            .header("proxy-authorization", "Basic eDp5")
             .header("transfer-encoding", "chunked")
             .header("content-length", "10")
             .body(())

@@ -691,12 +691,19 @@ fn origin_connection(
 /// Sends `request` on a new connection to the edge; the response head and
 /// body (content-length or chunked, as the edge frames it).
 fn raw_exchange(port: u16, request: &[u8]) -> (String, Vec<u8>) {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    conn.write_all(request).unwrap();
-    let mut rd = BufReader::new(conn);
+    exchange_on(&mut std::io::BufReader::new(conn), request)
+}
+
+/// Sends `request` on an open connection to the edge and reads the answer.
+fn exchange_on(
+    rd: &mut std::io::BufReader<std::net::TcpStream>,
+    request: &[u8],
+) -> (String, Vec<u8>) {
+    use std::io::{BufRead, Read, Write};
+    rd.get_mut().write_all(request).unwrap();
     let mut head = String::new();
     loop {
         let mut line = String::new();
@@ -812,13 +819,17 @@ async fn kept_alive_connections_are_reused_and_a_stale_one_costs_no_request() {
     let edge = Edge::start(1000, 2000);
     let origin = Origin::start();
     edge.add_target("o", &origin.addr, 1);
-    let client = http1();
+    let conn = std::net::TcpStream::connect(("127.0.0.1", edge.port)).unwrap();
+    let mut conn = std::io::BufReader::new(conn);
     for _ in 0..20 {
-        assert_eq!(get(&client, edge.port, "/chunked").await.0, 200);
+        let (head, body) = exchange_on(&mut conn, b"GET /chunked HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert_eq!(body, b"hello, world");
     }
     // One client connection, served on one edge thread: one upstream
     // connection carried all twenty.
     assert_eq!(origin.app_connections(), 1);
+    let client = http1();
 
     // The target closes every reused connection as the request arrives:
     // each request goes again on a fresh connection, none fails.
