@@ -104,7 +104,7 @@ pub fn worker_count() -> usize {
 }
 
 /// The traffic thread this code runs on (0 elsewhere).
-fn worker_index() -> usize {
+pub fn worker_index() -> usize {
     WORKER.with(|w| w.get())
 }
 

@@ -8,7 +8,7 @@
 //! token goes to the preview release. Maintenance answers 503 without
 //! touching a target.
 //!
-//! Counters are per route and release, lock-free; latency is a histogram of
+//! Counters are per route and release, lock-free and per traffic thread; latency is a histogram of
 //! time to response headers with fixed bucket bounds.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -51,9 +51,17 @@ const BOUNDS_US: [u64; 28] = [
     u64::MAX,
 ];
 
-/// What one release served on one route.
+/// What one release served on one route. One set of counters per traffic
+/// thread (each on its own cache lines, so the threads never contend for
+/// them), summed when read.
 pub struct Counters {
     pub release: u32,
+    shards: Box<[Shard]>,
+}
+
+#[derive(Default)]
+#[repr(align(128))]
+struct Shard {
     requests: AtomicU64,
     classes: [AtomicU64; 4],
     failures: AtomicU64,
@@ -65,51 +73,62 @@ impl Counters {
     pub fn new(release: u32) -> Self {
         Self {
             release,
-            requests: AtomicU64::new(0),
-            classes: Default::default(),
-            failures: AtomicU64::new(0),
-            bytes: AtomicU64::new(0),
-            latency: std::array::from_fn(|_| AtomicU64::new(0)),
+            shards: (0..crate::proxy::worker_count())
+                .map(|_| Shard::default())
+                .collect(),
         }
+    }
+
+    /// This thread's counters.
+    fn mine(&self) -> &Shard {
+        &self.shards[crate::proxy::worker_index() % self.shards.len()]
+    }
+
+    /// One counter summed over the threads.
+    fn total(&self, counter: impl Fn(&Shard) -> &AtomicU64) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| counter(s).load(Ordering::Relaxed))
+            .sum()
     }
 
     /// A response's headers arrived after `took`.
     pub fn response(&self, status: u16, took: Duration) {
-        self.requests.fetch_add(1, Ordering::Relaxed);
+        let mine = self.mine();
+        mine.requests.fetch_add(1, Ordering::Relaxed);
         if (200..600).contains(&status) {
-            self.classes[(status / 100 - 2) as usize].fetch_add(1, Ordering::Relaxed);
+            mine.classes[(status / 100 - 2) as usize].fetch_add(1, Ordering::Relaxed);
         }
         let us = took.as_micros() as u64;
         let i = BOUNDS_US
             .iter()
             .position(|b| us <= *b)
             .unwrap_or(BOUNDS_US.len() - 1);
-        self.latency[i].fetch_add(1, Ordering::Relaxed);
+        mine.latency[i].fetch_add(1, Ordering::Relaxed);
     }
 
     /// The release did not answer a request.
     pub fn failure(&self) {
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        self.failures.fetch_add(1, Ordering::Relaxed);
+        let mine = self.mine();
+        mine.requests.fetch_add(1, Ordering::Relaxed);
+        mine.failures.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Requests so far, and those that got a 5xx or no answer.
     pub fn requests_and_bad(&self) -> (u64, u64) {
         (
-            self.requests.load(Ordering::Relaxed),
-            self.classes[3].load(Ordering::Relaxed) + self.failures.load(Ordering::Relaxed),
+            self.total(|s| &s.requests),
+            self.total(|s| &s.classes[3]) + self.total(|s| &s.failures),
         )
     }
 
     pub fn sent(&self, bytes: u64) {
-        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.mine().bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
     pub fn snapshot(&self, in_flight: u64) -> ReleaseMetrics {
-        let buckets: Vec<u64> = self
-            .latency
-            .iter()
-            .map(|b| b.load(Ordering::Relaxed))
+        let buckets: Vec<u64> = (0..BOUNDS_US.len())
+            .map(|i| self.total(|s| &s.latency[i]))
             .collect();
         let total: u64 = buckets.iter().sum();
         let percentile = |p: f64| -> Option<u64> {
@@ -128,10 +147,10 @@ impl Counters {
         };
         ReleaseMetrics {
             release: self.release,
-            requests: self.requests.load(Ordering::Relaxed),
-            responses: std::array::from_fn(|i| self.classes[i].load(Ordering::Relaxed)),
-            failures: self.failures.load(Ordering::Relaxed),
-            bytes: self.bytes.load(Ordering::Relaxed),
+            requests: self.total(|s| &s.requests),
+            responses: std::array::from_fn(|i| self.total(|s| &s.classes[i])),
+            failures: self.total(|s| &s.failures),
+            bytes: self.total(|s| &s.bytes),
             in_flight,
             p50_us: percentile(0.50),
             p95_us: percentile(0.95),
