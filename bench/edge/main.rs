@@ -11,8 +11,9 @@
 //! Everything shares two cores with `wrk` itself, so absolute figures are
 //! this machine's; the ratios are the point. One run of a proxy swings by
 //! up to a third from one run to the next here, so the three take turns for
-//! several rounds (`BENCH_EDGE_ROUNDS`, default 3): every run is printed,
-//! and the ratios are also given between the medians.
+//! several rounds (`BENCH_EDGE_ROUNDS`, default 3), each round starting
+//! with the next proxy: every run is printed, and the ratios are also given
+//! between the medians.
 //!
 //! Run with `make bench-edge` (needs the musl edge binary, `haproxy`, `nginx`
 //! and `wrk`: `make setup edge`).
@@ -240,11 +241,28 @@ fn main() {
     let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
     let p99 = |r: &WrkResult| r.p99_ms.unwrap_or(f64::NAN);
     let mut all: [Vec<WrkResult>; 3] = Default::default();
+    let proxies = [
+        ("edge", edge_port),
+        ("haproxy", haproxy_port),
+        ("nginx", nginx_port),
+    ];
     for round in 1..=rounds {
-        println!(" round {round} of {rounds}");
-        let edge = run("edge", edge_port, seconds);
-        let haproxy = run("haproxy", haproxy_port, seconds);
-        let nginx = run("nginx", nginx_port, seconds);
+        // Each round starts with the next proxy, so that over three rounds
+        // each runs first, second and third once: this machine's speed
+        // drifts within a minute, and a fixed order would always hand the
+        // same proxy the same phase of it.
+        let order: Vec<usize> = (0..3).map(|i| (i + round - 1) % 3).collect();
+        let names: Vec<&str> = order.iter().map(|&i| proxies[i].0).collect();
+        println!(
+            " round {round} of {rounds} (in this order: {})",
+            names.join(", ")
+        );
+        let mut results: [Option<WrkResult>; 3] = Default::default();
+        for &i in &order {
+            let (name, port) = proxies[i];
+            results[i] = Some(run(name, port, seconds));
+        }
+        let [edge, haproxy, nginx] = results.map(|r| r.expect("every proxy ran"));
         println!(
             "  round {round}: edge/haproxy throughput {:.2}x, p99 {:.2}x; edge/nginx throughput {:.2}x, p99 {:.2}x",
             ratio(edge.requests_per_sec, haproxy.requests_per_sec),
