@@ -597,12 +597,17 @@ fn origin_connection(
             words.next().unwrap_or("").to_string(),
         );
         let (mut length, mut chunked) = (0usize, false);
+        let mut forwarded = String::new();
         loop {
             let mut h = String::new();
             rd.read_line(&mut h)?;
             let h = h.trim_end().to_ascii_lowercase();
             if h.is_empty() {
                 break;
+            }
+            if h.starts_with("x-forwarded-") {
+                forwarded.push_str(&h);
+                forwarded.push('\n');
             }
             if let Some(v) = h.strip_prefix("content-length:") {
                 length = v.trim().parse().unwrap();
@@ -658,6 +663,7 @@ fn origin_connection(
                     + &ok("final")
             }
             (_, "/empty") => "HTTP/1.1 204 No Content\r\n\r\n".to_string(),
+            (_, "/forwarded") => ok(&forwarded),
             ("HEAD", "/head") => "HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n".to_string(),
             ("POST", "/echo") => {
                 let how = if chunked {
@@ -797,6 +803,16 @@ async fn request_bodies_reach_the_target_with_their_framing() {
           3\r\nhel\r\n2\r\nlo\r\n0\r\n\r\n",
     );
     assert_eq!(String::from_utf8_lossy(&body), "chunked:hello");
+    let (_, body) = raw_exchange(
+        edge.port,
+        b"GET /forwarded HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 192.0.2.1\r\n\
+          X-Forwarded-Proto: https\r\n\r\n",
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&body),
+        "x-forwarded-for: 192.0.2.1\nx-forwarded-for: 127.0.0.1\nx-forwarded-proto: http\n",
+        "the client's address is added and the scheme is the edge's"
+    );
     let (_, body) = raw_exchange(
         edge.port,
         b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n",
