@@ -28,6 +28,7 @@ pub fn start(target: &Arc<Target>, probe: HealthProbe) {
             }
             let (passed, seen) = check(&t.spec.addr, &probe).await;
             record(&t, &probe, passed, seen);
+            t.pool.prune();
             let interval = Duration::from_millis(probe.interval_ms.max(50));
             let wait = if t.state() == TargetState::Adding {
                 interval.min(ADDING_INTERVAL)

@@ -13,8 +13,10 @@
 //! idempotent method, no body). A request that was never written because a
 //! reused connection had closed goes again on a fresh connection.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -209,7 +211,7 @@ async fn accept_loop(edge: Arc<Edge>, port: u16, listener: TcpListener) {
             Ok(x) => x,
             Err(_) => {
                 // Out of file descriptors and the like: back off briefly.
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             }
         };
@@ -247,11 +249,13 @@ fn replayable(req: &Request<Incoming>) -> bool {
 }
 
 /// Idle keep-alive connections to one target, one set per traffic thread
-/// (a connection is used on the thread that runs it). A request takes one
-/// (or opens a new one) and gives it back when its response body has been
-/// sent.
+/// (a connection is used on the thread that runs it). A request takes the
+/// one given back last (or opens a new one) and gives it back when its
+/// response body has been sent. Connections idle for [`IDLE_LIMIT`], or
+/// closed by the target, are dropped as connections are given back and at
+/// each health check, so their sockets do not linger.
 pub struct ConnPool {
-    idle: Vec<std::sync::Mutex<Vec<Conn>>>,
+    idle: Vec<std::sync::Mutex<VecDeque<(Conn, Instant)>>>,
 }
 
 impl Default for ConnPool {
@@ -262,19 +266,34 @@ impl Default for ConnPool {
     }
 }
 
-/// Idle connections kept per target.
+/// Idle connections kept per target and traffic thread.
 const MAX_IDLE: usize = 512;
+/// How long a connection may stay idle in the pool.
+pub const IDLE_LIMIT: Duration = Duration::from_secs(30);
+
+fn locked<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Drops the oldest idle connections while they are past [`IDLE_LIMIT`]
+/// or no longer usable (entries are in the order they were given back).
+fn drop_stale(idle: &mut VecDeque<(Conn, Instant)>, now: Instant) {
+    while let Some((conn, since)) = idle.front_mut() {
+        if now.duration_since(*since) < IDLE_LIMIT && conn.usable() {
+            break;
+        }
+        idle.pop_front();
+    }
+}
 
 impl ConnPool {
-    fn mine(&self) -> std::sync::MutexGuard<'_, Vec<Conn>> {
-        self.idle[worker_index() % self.idle.len()]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+    fn mine(&self) -> std::sync::MutexGuard<'_, VecDeque<(Conn, Instant)>> {
+        locked(&self.idle[worker_index() % self.idle.len()])
     }
 
     fn take(&self) -> Option<Conn> {
         let mut idle = self.mine();
-        while let Some(mut c) = idle.pop() {
+        while let Some((mut c, _)) = idle.pop_back() {
             if c.usable() {
                 return Some(c);
             }
@@ -283,14 +302,33 @@ impl ConnPool {
     }
 
     fn give_back(&self, c: Conn) {
+        let now = Instant::now();
         let mut idle = self.mine();
+        drop_stale(&mut idle, now);
         if idle.len() < MAX_IDLE {
-            idle.push(c);
+            idle.push_back((c, now));
         }
+    }
+
+    /// Drops the connections idle for too long or closed by the target,
+    /// on every traffic thread.
+    pub fn prune(&self) {
+        let now = Instant::now();
+        for idle in &self.idle {
+            locked(idle).retain_mut(|(conn, since)| {
+                now.duration_since(*since) < IDLE_LIMIT && conn.usable()
+            });
+        }
+    }
+
+    /// Idle connections, on every traffic thread.
+    #[cfg(test)]
+    fn idle(&self) -> usize {
+        self.idle.iter().map(|i| locked(i).len()).sum()
     }
 }
 
-const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// A connection to the target, and whether it was idle in the pool (rather
 /// than new). `Err` when the target cannot be reached.
@@ -338,7 +376,7 @@ async fn forward(
     {
         return preview_redirect(token.as_deref(), &location);
     }
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let (first, sticky) = {
         let hints = crate::traffic::hints(&parts.headers);
         match edge.table.pick(port, None, &hints) {
@@ -428,7 +466,7 @@ fn maintenance(message: String) -> Response<ProxyBody> {
 /// "request" per connection, a failure when no target took it, the bytes
 /// sent back, and the time to connect upstream as its latency.
 async fn relay_tcp(edge: Arc<Edge>, port: u16, mut client: TcpStream) {
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let mut except: Option<String> = None;
     for _ in 0..2 {
         let Some(guard) = edge.table.pick_connection(port, except.as_deref()) else {
@@ -436,7 +474,7 @@ async fn relay_tcp(edge: Arc<Edge>, port: u16, mut client: TcpStream) {
         };
         let target = guard.0.clone();
         let connect = tokio::time::timeout(
-            std::time::Duration::from_secs(3),
+            Duration::from_secs(3),
             TcpStream::connect(&target.spec.addr),
         )
         .await;
@@ -528,7 +566,7 @@ impl Drop for Relay {
 fn respond(
     resp: Response<Reader>,
     guard: InFlight,
-    started: std::time::Instant,
+    started: Instant,
     sticky: Option<u64>,
 ) -> Response<ProxyBody> {
     guard
@@ -544,4 +582,34 @@ fn respond(
         HeaderValue::from(guard.0.spec.release),
     );
     Response::from_parts(parts, ProxyBody::Relayed(Relay { body, guard }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn idle_connections_the_target_closed_are_dropped() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let pool = ConnPool::default();
+        let mut accepted = Vec::new();
+        for _ in 0..3 {
+            let conn = Conn::connect(&addr, CONNECT_TIMEOUT).await.unwrap();
+            accepted.push(listener.accept().await.unwrap().0);
+            pool.give_back(conn);
+        }
+        pool.prune();
+        assert_eq!(pool.idle(), 3, "open connections stay");
+        // The target closes two of them, as an app's idle timeout does.
+        drop(accepted.drain(..2));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while pool.idle() > 1 {
+            assert!(Instant::now() < deadline, "closed connections are dropped");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            pool.prune();
+        }
+        assert!(pool.take().is_some(), "the open one is still usable");
+        assert!(pool.take().is_none());
+    }
 }
