@@ -10,8 +10,10 @@
 //! refused), it is marked unhealthy at once rather than at its next active
 //! check, and the request goes once to another healthy target — always when
 //! none of it was sent, and when it was, only if it can be replayed (an
-//! idempotent method, no body). A request that was never written because a
-//! reused connection had closed goes again on a fresh connection.
+//! idempotent method, no body). A kept-alive connection the target had just
+//! closed shows as a request that got not one byte back: such a request goes
+//! again on a fresh connection to the same target when it was not written
+//! or can be replayed, without counting as the target's failure.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
