@@ -171,12 +171,35 @@ fn bind(port: u16) -> std::io::Result<TcpListener> {
     socket.listen(4096)
 }
 
+/// Fails when another socket listens on `port`. Our sockets set
+/// `SO_REUSEPORT`, which would let them share the port with any other
+/// process of the same user that sets it too, each getting some of the
+/// connections; a plain bind first makes sure the port is free. Listeners
+/// of a route just removed may take a moment to close: a port in use is
+/// tried again for up to a second.
+async fn ensure_free(port: u16) -> std::io::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        match std::net::TcpListener::bind(("0.0.0.0", port)) {
+            Ok(probe) => {
+                drop(probe);
+                return Ok(());
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Binds the route's port on all interfaces (IPv4) on every traffic thread
 /// and serves it until [`Listener::abort`].
 pub async fn listen(edge: Arc<Edge>, port: u16) -> std::io::Result<Listener> {
     let Some(workers) = WORKERS.get() else {
         return Err(std::io::Error::other("the traffic threads are not started"));
     };
+    ensure_free(port).await?;
     let mut tasks = Vec::new();
     for handle in &workers.handles {
         let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();

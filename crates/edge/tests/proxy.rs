@@ -859,3 +859,29 @@ async fn kept_alive_connections_are_reused_and_a_stale_one_costs_no_request() {
     let metrics = &edge.ctl(&json!({"op": "routes"}))["routes"][0]["metrics"][0];
     assert_eq!(metrics["failures"], 0, "{metrics}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_another_process_listens_on_is_refused_even_if_it_shares_ports() {
+    let edge = Edge::start(1000, 2000);
+    // Another listener that, like the edge's own, allows port sharing.
+    let other = tokio::net::TcpSocket::new_v4().unwrap();
+    other.set_reuseport(true).unwrap();
+    other.bind(([0, 0, 0, 0], 0).into()).unwrap();
+    let port = other.local_addr().unwrap().port();
+    let _other = other.listen(16).unwrap();
+    let answer = edge
+        .try_ctl(&json!({"op": "route-set", "route": {
+            "port": port, "service": "t/other",
+            "health": {"path": "/health", "intervalMs": 1000, "timeoutMs": 500,
+                       "healthyThreshold": 1, "unhealthyThreshold": 3},
+            "drainTimeoutMs": 1000}}))
+        .expect("the edge answers");
+    assert_eq!(answer["result"], "error", "{answer}");
+    assert_eq!(answer["code"], "port-in-use", "{answer}");
+    let routes = edge.ctl(&json!({"op": "routes"}));
+    assert_eq!(
+        routes["routes"].as_array().unwrap().len(),
+        1,
+        "nothing changed: {routes}"
+    );
+}
