@@ -450,32 +450,6 @@ async fn traffic_policies_survive_an_edge_restart() {
     );
 }
 
-/// One HTTP/1.1 request on an open connection: the response head and body.
-fn raw_get(conn: &mut std::net::TcpStream) -> std::io::Result<(String, String)> {
-    use std::io::{Read, Write};
-    conn.write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")?;
-    let mut buf = Vec::new();
-    let mut byte = [0u8; 1];
-    while !buf.ends_with(b"\r\n\r\n") {
-        if conn.read(&mut byte)? == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        buf.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&buf).to_string();
-    let length: usize = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-length:")
-                .map(|v| v.trim().parse().unwrap())
-        })
-        .unwrap();
-    let mut body = vec![0u8; length];
-    conn.read_exact(&mut body)?;
-    Ok((head, String::from_utf8_lossy(&body).to_string()))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tcp_route_relays_connections_switches_new_ones_and_closes_drained_ones() {
     let edge = Edge::start(200, 1500);
@@ -492,9 +466,11 @@ async fn a_tcp_route_relays_connections_switches_new_ones_and_closes_drained_one
     let _b = edge.add_demo("new", "vb", 2);
     edge.ctl(&json!({"op": "traffic-set", "port": port,
         "policy": {"weights": [{"release": 1, "weight": 100}, {"release": 2, "weight": 0}]}}));
-    let connect = || std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let connect =
+        || std::io::BufReader::new(std::net::TcpStream::connect(("127.0.0.1", port)).unwrap());
     let mut long = connect();
-    let (head, body) = raw_get(&mut long).unwrap();
+    let (head, body) = exchange_on(&mut long, GET_ROOT).unwrap();
+    let body = String::from_utf8_lossy(&body);
     assert!(body.starts_with("va"), "{body}");
     assert!(
         !head.to_ascii_lowercase().contains("x-changeover-release"),
@@ -504,10 +480,16 @@ async fn a_tcp_route_relays_connections_switches_new_ones_and_closes_drained_one
     edge.ctl(&json!({"op": "traffic-set", "port": port,
         "policy": {"weights": [{"release": 1, "weight": 0}, {"release": 2, "weight": 100}]}}));
     for _ in 0..10 {
-        assert!(raw_get(&mut connect()).unwrap().1.starts_with("vb"));
+        assert!(exchange_on(&mut connect(), GET_ROOT)
+            .unwrap()
+            .1
+            .starts_with(b"vb"));
     }
     assert!(
-        raw_get(&mut long).unwrap().1.starts_with("va"),
+        exchange_on(&mut long, GET_ROOT)
+            .unwrap()
+            .1
+            .starts_with(b"va"),
         "an open connection stays on its release"
     );
     // Draining the old target: the open connection lasts until the drain
@@ -516,9 +498,11 @@ async fn a_tcp_route_relays_connections_switches_new_ones_and_closes_drained_one
     let drained = edge.ctl(&json!({"op": "target-drain", "port": port, "id": "old"}));
     assert_eq!(drained["abandoned"], 1, "{drained}");
     assert!(started.elapsed() >= Duration::from_millis(1400));
-    long.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    long.get_ref()
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
     assert!(
-        raw_get(&mut long).is_err(),
+        exchange_on(&mut long, GET_ROOT).is_err(),
         "closed after the drain timeout"
     );
     // Metrics count connections per release.
@@ -536,9 +520,11 @@ async fn a_tcp_route_relays_connections_switches_new_ones_and_closes_drained_one
     edge.ctl(&json!({"op": "traffic-set", "port": port,
         "policy": {"weights": [], "maintenance": "later"}}));
     let mut c = connect();
-    c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    c.get_ref()
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
     assert!(
-        raw_get(&mut c).is_err(),
+        exchange_on(&mut c, GET_ROOT).is_err(),
         "in maintenance a TCP connection is closed"
     );
 }
@@ -700,22 +686,32 @@ fn raw_exchange(port: u16, request: &[u8]) -> (String, Vec<u8>) {
     let conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    exchange_on(&mut std::io::BufReader::new(conn), request)
+    exchange_on(&mut std::io::BufReader::new(conn), request).unwrap()
 }
 
-/// Sends `request` on an open connection to the edge and reads the answer.
+/// A plain `GET /` on an open connection.
+const GET_ROOT: &[u8] = b"GET / HTTP/1.1\r\nHost: test\r\n\r\n";
+
+/// Sends `request` on an open connection and reads the answer; an error
+/// when the connection is closed (or fails) before the answer is whole.
 fn exchange_on(
     rd: &mut std::io::BufReader<std::net::TcpStream>,
     request: &[u8],
-) -> (String, Vec<u8>) {
+) -> std::io::Result<(String, Vec<u8>)> {
     use std::io::{BufRead, Read, Write};
-    rd.get_mut().write_all(request).unwrap();
+    let line = |rd: &mut std::io::BufReader<std::net::TcpStream>| {
+        let mut line = String::new();
+        match rd.read_line(&mut line)? {
+            0 => Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof)),
+            _ => Ok(line),
+        }
+    };
+    rd.get_mut().write_all(request)?;
     let mut head = String::new();
     loop {
-        let mut line = String::new();
-        rd.read_line(&mut line).unwrap();
-        head.push_str(&line);
-        if line == "\r\n" {
+        let l = line(rd)?;
+        head.push_str(&l);
+        if l == "\r\n" {
             break;
         }
     }
@@ -724,11 +720,9 @@ fn exchange_on(
     if request.starts_with(b"HEAD ") || lower.starts_with("http/1.1 204") {
     } else if lower.contains("transfer-encoding: chunked") {
         loop {
-            let mut size = String::new();
-            rd.read_line(&mut size).unwrap();
-            let n = usize::from_str_radix(size.trim(), 16).unwrap();
+            let n = usize::from_str_radix(line(rd)?.trim(), 16).unwrap();
             let mut chunk = vec![0u8; n + 2];
-            rd.read_exact(&mut chunk).unwrap();
+            rd.read_exact(&mut chunk)?;
             if n == 0 {
                 break;
             }
@@ -741,9 +735,9 @@ fn exchange_on(
             .map(|v| v.trim().parse().unwrap())
             .expect("a length");
         body.resize(n, 0);
-        rd.read_exact(&mut body).unwrap();
+        rd.read_exact(&mut body)?;
     }
-    (head, body)
+    Ok((head, body))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -838,7 +832,8 @@ async fn kept_alive_connections_are_reused_and_a_stale_one_costs_no_request() {
     let conn = std::net::TcpStream::connect(("127.0.0.1", edge.port)).unwrap();
     let mut conn = std::io::BufReader::new(conn);
     for _ in 0..20 {
-        let (head, body) = exchange_on(&mut conn, b"GET /chunked HTTP/1.1\r\nHost: t\r\n\r\n");
+        let (head, body) =
+            exchange_on(&mut conn, b"GET /chunked HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
         assert!(head.starts_with("HTTP/1.1 200"), "{head}");
         assert_eq!(body, b"hello, world");
     }
