@@ -600,23 +600,13 @@ fn origin_connection(
             }
             chunked |= h == "transfer-encoding: chunked";
         }
-        let mut body = Vec::new();
-        if chunked {
-            loop {
-                let mut size = String::new();
-                rd.read_line(&mut size)?;
-                let n = usize::from_str_radix(size.trim(), 16).unwrap();
-                let mut chunk = vec![0u8; n + 2];
-                rd.read_exact(&mut chunk)?;
-                if n == 0 {
-                    break;
-                }
-                body.extend_from_slice(&chunk[..n]);
-            }
+        let body = if chunked {
+            read_chunked(&mut rd)?
         } else {
-            body.resize(length, 0);
+            let mut body = vec![0u8; length];
             rd.read_exact(&mut body)?;
-        }
+            body
+        };
         if served == 0 && path != "/health" {
             app_connections.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
@@ -680,6 +670,25 @@ fn origin_connection(
     }
 }
 
+/// A chunked body (without extensions or trailers, as the edge and the
+/// scripted origin write them), read to its end.
+fn read_chunked(rd: &mut impl std::io::BufRead) -> std::io::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let mut size = String::new();
+        if rd.read_line(&mut size)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        let n = usize::from_str_radix(size.trim(), 16).unwrap();
+        let mut chunk = vec![0u8; n + 2];
+        rd.read_exact(&mut chunk)?;
+        if n == 0 {
+            return Ok(body);
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+}
+
 /// Sends `request` on a new connection to the edge; the response head and
 /// body (content-length or chunked, as the edge frames it).
 fn raw_exchange(port: u16, request: &[u8]) -> (String, Vec<u8>) {
@@ -719,15 +728,7 @@ fn exchange_on(
     let mut body = Vec::new();
     if request.starts_with(b"HEAD ") || lower.starts_with("http/1.1 204") {
     } else if lower.contains("transfer-encoding: chunked") {
-        loop {
-            let n = usize::from_str_radix(line(rd)?.trim(), 16).unwrap();
-            let mut chunk = vec![0u8; n + 2];
-            rd.read_exact(&mut chunk)?;
-            if n == 0 {
-                break;
-            }
-            body.extend_from_slice(&chunk[..n]);
-        }
+        body = read_chunked(rd)?;
     } else {
         let n: usize = lower
             .lines()
