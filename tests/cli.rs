@@ -107,6 +107,8 @@ fn volumes_json_says_which_containers_use_a_volume() {
 
 #[test]
 fn env_ls_shows_the_local_daemon_as_default_and_connected() {
+    // A fresh daemon holds no image: give it one to count.
+    changeover_tests::fixture_image();
     let all = ok_json(&["env", "ls", "--json"]);
     let default = all
         .as_array()
@@ -117,7 +119,10 @@ fn env_ls_shows_the_local_daemon_as_default_and_connected() {
     assert_eq!(default["name"], "default");
     assert_eq!(default["reachable"], true, "{default}");
     assert!(default["daemon"]["version"].as_str().unwrap().len() > 1);
-    assert!(default["counts"]["images"].as_u64().unwrap() >= 1);
+    assert!(
+        default["counts"]["images"].as_u64().unwrap() >= 1,
+        "the fixture image this test built is counted: {default}"
+    );
 }
 
 #[test]
