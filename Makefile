@@ -32,7 +32,7 @@ app: ui edge
 
 ## Regenerate the TypeScript types from the Rust ones.
 types:
-	$(CARGO) test -q -p changeover-core export_bindings >/dev/null
+	$(CARGO) test -q -p changeover-core -p changeover-application export_bindings >/dev/null
 
 lint: ui
 	$(CARGO) fmt --all -- --check

@@ -18,9 +18,9 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use changeover_application::services as deploy;
 use changeover_core::rollout::{RolloutEvent, SlotTimings};
 use changeover_core::stack;
-use changeover_docker::deploy;
 
 #[path = "../wrk.rs"]
 mod wrk;
@@ -84,7 +84,8 @@ fn report(phase: &str, wall: Duration, w: &WrkResult, slots: &[SlotTimings], out
 
 #[tokio::main]
 async fn main() {
-    let docker = changeover_tests::default_docker().await;
+    let env = changeover_tests::default_environment();
+    let docker = env.docker().await.expect("the daemon answers");
     deploy::ensure_sandbox_images(&docker)
         .await
         .expect("demo images");
@@ -98,7 +99,7 @@ async fn main() {
     let svc = format!("{name}/web");
     println!("bench/rollout: 3 replicas of changeover-demo behind the edge on port {port}; wrk -c {CONNECTIONS} per phase");
     let slots = Arc::new(Mutex::new(Vec::new()));
-    deploy::deploy_stack(&docker, &st, sink(slots.clone()))
+    deploy::deploy_stack(&env, &st, sink(slots.clone()))
         .await
         .expect("release 1 deploys");
     slots.lock().unwrap().clear();
@@ -117,8 +118,8 @@ async fn main() {
         let wrk = load(port);
         let t0 = Instant::now();
         let result = match tag {
-            Some(tag) => deploy::deploy_tag(&docker, &svc, tag, None, sink(slots.clone())).await,
-            None => deploy::rollback(&docker, &svc, sink(slots.clone())).await,
+            Some(tag) => deploy::deploy_tag(&env, &svc, tag, None, sink(slots.clone())).await,
+            None => deploy::rollback(&env, &svc, sink(slots.clone())).await,
         };
         let wall = t0.elapsed();
         tokio::time::sleep(Duration::from_millis(300)).await;

@@ -24,9 +24,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use changeover_application::{services as deploy, traffic, Environment};
 use changeover_core::service::Strategy;
 use changeover_core::stack;
-use changeover_docker::{deploy, traffic, Docker};
 
 #[path = "../wrk.rs"]
 mod wrk;
@@ -80,8 +80,8 @@ fn start_probe(
 }
 
 /// Requests per release on the service's route, as the edge counts them.
-async fn counters(docker: &Docker, svc: &str) -> BTreeMap<u32, (u64, u64)> {
-    let view = traffic::show(docker, svc).await.expect("traffic show");
+async fn counters(env: &Environment, svc: &str) -> BTreeMap<u32, (u64, u64)> {
+    let view = traffic::show(env, svc).await.expect("traffic show");
     view.routes[0]
         .metrics
         .iter()
@@ -92,17 +92,17 @@ async fn counters(docker: &Docker, svc: &str) -> BTreeMap<u32, (u64, u64)> {
 /// Holds until the route served `MIN_REQUESTS` more requests (at least 2 s),
 /// then prints each release's share against `want` (release → percent).
 async fn hold_and_measure(
-    docker: &Docker,
+    env: &Environment,
     svc: &str,
     step: &str,
     want: &[(u32, u32)],
     ok: &mut bool,
 ) {
-    let before = counters(docker, svc).await;
+    let before = counters(env, svc).await;
     let started = Instant::now();
     let after = loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let now = counters(docker, svc).await;
+        let now = counters(env, svc).await;
         let served: u64 = now
             .iter()
             .map(|(r, (n, _))| n - before.get(r).map(|b| b.0).unwrap_or(0))
@@ -166,7 +166,7 @@ fn switch_latency(
 }
 
 async fn switch(
-    docker: &Docker,
+    env: &Environment,
     svc: &str,
     to: &str,
     version: &str,
@@ -174,7 +174,7 @@ async fn switch(
     ok: &mut bool,
 ) {
     let t = Instant::now();
-    traffic::switch(docker, svc, to).await.expect("switch");
+    traffic::switch(env, svc, to).await.expect("switch");
     let at = Instant::now();
     // The probe keeps stamping; 300 ms of requests sent after the switch are
     // checked for an answer from the old release.
@@ -197,7 +197,8 @@ async fn switch(
 
 #[tokio::main]
 async fn main() {
-    let docker = changeover_tests::default_docker().await;
+    let env = changeover_tests::default_environment();
+    let docker = env.docker().await.expect("the daemon answers");
     deploy::ensure_sandbox_images(&docker)
         .await
         .expect("demo images");
@@ -211,7 +212,7 @@ async fn main() {
         .expect("the bench stack is valid");
     let svc = format!("{name}/web");
     println!("bench/traffic: 3 replicas of changeover-demo behind the edge on port {port}; wrk -c {CONNECTIONS} (no cookies: every request a new client) for the whole run, plus one probe connection");
-    deploy::deploy_stack(&docker, &st, quiet())
+    deploy::deploy_stack(&env, &st, quiet())
         .await
         .expect("release 1 deploys");
 
@@ -229,7 +230,7 @@ async fn main() {
 
     println!(" blue-green");
     let t = Instant::now();
-    let out = deploy::deploy_tag(&docker, &svc, "v2", Some(Strategy::BlueGreen), quiet())
+    let out = deploy::deploy_tag(&env, &svc, "v2", Some(Strategy::BlueGreen), quiet())
         .await
         .expect("v2 starts beside v1");
     println!(
@@ -238,34 +239,34 @@ async fn main() {
         t.elapsed().as_secs_f64()
     );
     hold_and_measure(
-        &docker,
+        &env,
         &svc,
         "hold: v2 standing by",
         &[(1, 100), (2, 0)],
         &mut ok,
     )
     .await;
-    switch(&docker, &svc, "2", "v2", &log, &mut ok).await;
+    switch(&env, &svc, "2", "v2", &log, &mut ok).await;
     hold_and_measure(
-        &docker,
+        &env,
         &svc,
         "hold: switched to v2",
         &[(1, 0), (2, 100)],
         &mut ok,
     )
     .await;
-    switch(&docker, &svc, "1", "v1", &log, &mut ok).await;
+    switch(&env, &svc, "1", "v1", &log, &mut ok).await;
     hold_and_measure(
-        &docker,
+        &env,
         &svc,
         "hold: switched back to v1",
         &[(1, 100), (2, 0)],
         &mut ok,
     )
     .await;
-    switch(&docker, &svc, "2", "v2", &log, &mut ok).await;
+    switch(&env, &svc, "2", "v2", &log, &mut ok).await;
     let t = Instant::now();
-    let done = traffic::promote(&docker, &svc, quiet())
+    let done = traffic::promote(&env, &svc, quiet())
         .await
         .expect("retire v1");
     println!(
@@ -276,7 +277,7 @@ async fn main() {
 
     println!(" canary");
     let t = Instant::now();
-    let out = deploy::deploy_tag(&docker, &svc, "v3", Some(Strategy::Canary), quiet())
+    let out = deploy::deploy_tag(&env, &svc, "v3", Some(Strategy::Canary), quiet())
         .await
         .expect("v3 canary");
     println!(
@@ -286,16 +287,16 @@ async fn main() {
     );
     let (old, new) = (2, out.release);
     hold_and_measure(
-        &docker,
+        &env,
         &svc,
         "hold: canary 10%",
         &[(old, 90), (new, 10)],
         &mut ok,
     )
     .await;
-    traffic::split(&docker, &svc, 50).await.expect("split 50");
+    traffic::split(&env, &svc, 50).await.expect("split 50");
     hold_and_measure(
-        &docker,
+        &env,
         &svc,
         "hold: canary 50%",
         &[(old, 50), (new, 50)],
@@ -303,7 +304,7 @@ async fn main() {
     )
     .await;
     let t = Instant::now();
-    let done = traffic::promote(&docker, &svc, quiet())
+    let done = traffic::promote(&env, &svc, quiet())
         .await
         .expect("promote v3");
     println!(
@@ -311,7 +312,7 @@ async fn main() {
         t.elapsed().as_secs_f64(),
         done.message
     );
-    hold_and_measure(&docker, &svc, "hold: v3 alone", &[(new, 100)], &mut ok).await;
+    hold_and_measure(&env, &svc, "hold: v3 alone", &[(new, 100)], &mut ok).await;
 
     stop.store(true, Ordering::Relaxed);
     probe.join().unwrap();

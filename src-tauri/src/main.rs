@@ -1,10 +1,11 @@
-//! Changeover's desktop shell. Thin by design: it wires the environments'
-//! live watches to the window and answers a few commands; what those do lives
-//! in `changeover-core` and `changeover-docker`.
+//! Changeover's desktop shell. Thin by design: it holds the application
+//! layer (`changeover-application`), forwards what it pushes to the window
+//! as events, and answers the window's commands; what those do lives in the
+//! application layer.
 //!
 //! # Layout
-//! - `main`: setup — discover environments, start one watch per environment,
-//!   forward every update to the window as the `live` event.
+//! - `main`: setup — open the environments, follow each in the background,
+//!   forward pushes to the window (`live`, `services`, `traffic` events).
 //! - [`commands`]: the commands the UI invokes.
 
 // No console window on Windows release builds.
@@ -12,22 +13,23 @@
 
 mod commands;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use changeover_core::environment::{discover, DiscoveryInput};
-use changeover_core::live::{LiveUpdate, LiveViews};
+use changeover_application::{AppEvent, Environments};
 use tauri::{Emitter, Manager};
 use tracing_subscriber::EnvFilter;
 
-/// The name of the app-wide event that carries [`LiveUpdate`]s to the window.
+/// App-wide event carrying `LiveUpdate`s (inventory, connection states,
+/// environments added and removed).
 pub const LIVE_EVENT: &str = "live";
+/// Every service of one environment, each time one changes (`ServicesUpdate`).
+pub const SERVICES_EVENT: &str = "services";
+/// A followed service's traffic, once a second (`TrafficUpdate`).
+pub const TRAFFIC_EVENT: &str = "traffic";
 
-/// What the shell keeps: the live views, updated before each update is
-/// forwarded, so a window that asks for them late still sees everything.
+/// What the shell keeps: the application layer's environments.
 pub struct AppState {
-    pub views: Mutex<LiveViews>,
-    /// Turning this true stops every watch (on exit).
-    pub stop: tokio::sync::watch::Sender<bool>,
+    pub envs: Environments,
 }
 
 fn main() {
@@ -38,18 +40,18 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
 
-    let environments = discover(&DiscoveryInput::from_process());
-    let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    let state = AppState {
-        views: Mutex::new(LiveViews::new(&environments)),
-        stop,
-    };
-
+    let envs = Environments::from_process();
     let result = tauri::Builder::default()
-        .manage(state)
+        .manage(AppState { envs: envs.clone() })
         .invoke_handler(tauri::generate_handler![
             commands::environments,
+            commands::test_environment,
+            commands::trust_host_key,
+            commands::add_environment,
+            commands::edit_environment,
+            commands::remove_environment,
             commands::services,
+            commands::watch_traffic,
             commands::deploy_tag,
             commands::rollback,
             commands::try_sandbox,
@@ -68,18 +70,17 @@ fn main() {
         ])
         .setup(move |app| {
             let handle = app.handle().clone();
-            for spec in environments.environments.clone() {
-                let handle = handle.clone();
-                let sink: changeover_docker::Sink = Arc::new(move |update: LiveUpdate| {
-                    if let Ok(mut views) = handle.state::<AppState>().views.lock() {
-                        views.apply(&update);
-                    }
-                    if let Err(e) = handle.emit(LIVE_EVENT, &update) {
-                        tracing::warn!(error = %e, "could not send an update to the window");
-                    }
-                });
-                tauri::async_runtime::spawn(changeover_docker::watch(spec, sink, stop_rx.clone()));
-            }
+            let sink = Arc::new(move |event: AppEvent| {
+                let sent = match &event {
+                    AppEvent::Live(u) => handle.emit(LIVE_EVENT, u),
+                    AppEvent::Services(u) => handle.emit(SERVICES_EVENT, u),
+                    AppEvent::Traffic(u) => handle.emit(TRAFFIC_EVENT, u),
+                };
+                if let Err(e) = sent {
+                    tracing::warn!(error = %e, "could not send an update to the window");
+                }
+            });
+            tauri::async_runtime::spawn(async move { envs.follow(sink) });
             Ok(())
         })
         .build(tauri::generate_context!());
@@ -87,7 +88,7 @@ fn main() {
     match result {
         Ok(app) => app.run(|handle, event| {
             if let tauri::RunEvent::Exit = event {
-                let _ = handle.state::<AppState>().stop.send(true);
+                handle.state::<AppState>().envs.stop();
             }
         }),
         Err(e) => {

@@ -21,6 +21,9 @@ pub struct Gui {
     xvfb: Child,
     driver: Child,
     started: Instant,
+    /// The app's own config folder (environments added, accepted host
+    /// keys), fresh for each window unless the test names one.
+    _config: tempfile::TempDir,
 }
 
 /// The W3C key code for Escape.
@@ -105,7 +108,9 @@ impl Gui {
         let (xvfb, display) = start_xvfb();
         let port = free_port();
         let native_port = free_port();
+        let config = tempfile::tempdir().expect("a config folder for the app");
         let mut cmd = Command::new("tauri-driver");
+        cmd.env("CHANGEOVER_CONFIG_DIR", config.path());
         cmd.args(["--port", &port.to_string()])
             .args(["--native-port", &native_port.to_string()])
             .env("DISPLAY", &display)
@@ -135,6 +140,7 @@ impl Gui {
             xvfb,
             driver,
             started,
+            _config: config,
         };
         let ask = || {
             call(

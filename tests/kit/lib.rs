@@ -329,6 +329,14 @@ pub async fn default_docker() -> changeover_docker::Docker {
         .expect("the daemon answers")
 }
 
+/// The default environment, kept by the application layer as the CLI keeps
+/// it (discovered environments; no keyring needed for them).
+pub fn default_environment() -> std::sync::Arc<changeover_application::Environment> {
+    changeover_application::Environments::from_process()
+        .get(None)
+        .expect("a default environment")
+}
+
 /// A host port nothing listens on right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind(("0.0.0.0", 0))
@@ -403,9 +411,20 @@ impl Drop for TestStack {
     }
 }
 
+/// One control request to the default daemon's edge, as `docker exec` runs
+/// it; its JSON answer (`None` when there is no edge to ask).
+pub fn edge_ctl(request: &serde_json::Value) -> Option<serde_json::Value> {
+    let out = Command::new("docker")
+        .args(["exec", "changeover-edge", "/changeover-edge", "ctl"])
+        .arg(request.to_string())
+        .output()
+        .ok()?;
+    serde_json::from_slice(&out.stdout).ok()
+}
+
 /// Removes what deploying stack `name` left on the default daemon: its
-/// containers, the edge's routes on `ports`, its default network. Named
-/// volumes stay (deploys never remove them).
+/// containers, the edge's routes on `ports` and its services' records, its
+/// default network. Named volumes stay (deploys never remove them).
 pub fn remove_stack(name: &str, ports: &[u16]) {
     let ids = docker(&[
         "ps",
@@ -419,15 +438,13 @@ pub fn remove_stack(name: &str, ports: &[u16]) {
         let _ = Command::new("docker").args(&args).output();
     }
     for port in ports {
-        let _ = Command::new("docker")
-            .args([
-                "exec",
-                "changeover-edge",
-                "/changeover-edge",
-                "ctl",
-                &format!("{{\"op\":\"route-remove\",\"port\":{port}}}"),
-            ])
-            .output();
+        edge_ctl(&serde_json::json!({"op": "route-remove", "port": port}));
+    }
+    let prefix = format!("services/{name}/");
+    if let Some(keys) = edge_ctl(&serde_json::json!({"op": "doc-list", "prefix": prefix})) {
+        for key in keys["keys"].as_array().into_iter().flatten() {
+            edge_ctl(&serde_json::json!({"op": "doc-delete", "key": key, "expect": null}));
+        }
     }
     let _ = Command::new("docker")
         .args(["network", "rm", &format!("{name}_default")])

@@ -9,11 +9,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
+use changeover_application::{services as deploy, Environment};
 use changeover_core::rollout::{EventSink, RolloutEvent, SlotPhase};
 use changeover_core::service::{ReleaseResult, ServiceView};
 use changeover_core::stack;
 use changeover_core::{Problem, ProblemCode};
-use changeover_docker::{deploy, Docker};
 
 use crate::print_json;
 use crate::table::{age, Table};
@@ -99,7 +99,7 @@ pub fn progress() -> EventSink {
     })
 }
 
-pub async fn stack_deploy(docker: &Docker, file: &Path) -> Result<(), Problem> {
+pub async fn stack_deploy(env: &Environment, file: &Path) -> Result<(), Problem> {
     let report = stack::read_file(file);
     for w in &report.warnings {
         eprintln!("warning: {w}");
@@ -117,15 +117,12 @@ pub async fn stack_deploy(docker: &Docker, file: &Path) -> Result<(), Problem> {
             ),
         ));
     };
-    let outcomes = deploy::deploy_stack(docker, &stack, progress()).await?;
+    let outcomes = deploy::deploy_stack(env, &stack, progress()).await?;
+    let host = env.link_host();
     let ports: Vec<String> = stack
         .services
         .iter()
-        .flat_map(|s| {
-            s.ports
-                .iter()
-                .map(|p| format!("http://localhost:{}", p.host))
-        })
+        .flat_map(|s| s.ports.iter().map(|p| format!("http://{host}:{}", p.host)))
         .collect();
     eprintln!(
         "stack {}: {} service(s) deployed{}",
@@ -141,17 +138,17 @@ pub async fn stack_deploy(docker: &Docker, file: &Path) -> Result<(), Problem> {
 }
 
 pub async fn service_deploy(
-    docker: &Docker,
+    env: &Environment,
     name: &str,
     tag: &str,
     strategy: Option<changeover_core::service::Strategy>,
 ) -> Result<(), Problem> {
-    deploy::deploy_tag(docker, name, tag, strategy, progress()).await?;
+    deploy::deploy_tag(env, name, tag, strategy, progress()).await?;
     Ok(())
 }
 
-pub async fn service_rollback(docker: &Docker, name: &str) -> Result<(), Problem> {
-    deploy::rollback(docker, name, progress()).await?;
+pub async fn service_rollback(env: &Environment, name: &str) -> Result<(), Problem> {
+    deploy::rollback(env, name, progress()).await?;
     Ok(())
 }
 
@@ -165,8 +162,8 @@ fn result_word(r: &ReleaseResult) -> String {
     }
 }
 
-pub async fn service_ls(docker: &Docker, json: bool) -> Result<(), Problem> {
-    let services = deploy::services(docker).await?;
+pub async fn service_ls(env: &Environment, json: bool) -> Result<(), Problem> {
+    let services = deploy::services(env).await?;
     if json {
         return print_json(&services);
     }
@@ -212,8 +209,8 @@ fn status(s: &ServiceView) -> String {
     }
 }
 
-pub async fn service_inspect(docker: &Docker, name: &str, json: bool) -> Result<(), Problem> {
-    let s = deploy::service(docker, name).await?;
+pub async fn service_inspect(env: &Environment, name: &str, json: bool) -> Result<(), Problem> {
+    let s = deploy::service(env, name).await?;
     if json {
         return print_json(&s);
     }

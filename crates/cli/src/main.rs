@@ -6,27 +6,27 @@
 //! (2 for usage errors, as clap does).
 
 mod deploy;
+mod edge;
+mod env;
+mod inventory;
 mod table;
 mod traffic;
 
 use std::process::ExitCode;
-use std::time::Duration;
 
-use changeover_core::environment::{discover, DiscoveryInput, EnvironmentList, EnvironmentSpec};
-use changeover_core::inventory::{Container, Inventory};
+use changeover_application::{services, Environment, Environments};
+use changeover_core::inventory::Inventory;
 use changeover_core::service::Strategy;
 use changeover_core::Problem;
-use changeover_docker::{connect, read};
+use changeover_docker::read;
 use clap::{Parser, Subcommand};
 use serde::Serialize;
-
-use table::{age, bytes, Table};
 
 #[derive(Parser)]
 #[command(name = "changeover", version, about = "Immutable deploys on Docker")]
 struct Cli {
-    /// Environment to use (a Docker context name, or "default").
-    /// Defaults to DOCKER_HOST, then the current Docker context.
+    /// Environment to use (one added with `env add`, a Docker context name,
+    /// or "default"). Defaults to DOCKER_HOST, then the current Docker context.
     #[arg(long = "env", global = true, value_name = "NAME")]
     env: Option<String>,
     #[command(subcommand)]
@@ -133,7 +133,7 @@ pub(crate) enum TrafficCommand {
 }
 
 #[derive(Subcommand)]
-enum EdgeCommand {
+pub(crate) enum EdgeCommand {
     /// Whether the edge runs, which build, how many routes.
     Status(ListArgs),
     /// Replace the edge with this Changeover's build (routes are kept; its
@@ -193,12 +193,20 @@ enum ServiceCommand {
 
 #[derive(Subcommand)]
 enum EnvCommand {
-    /// List environments.
+    /// List environments, whether they answer, and what they hold.
     Ls(ListArgs),
+    /// Add a daemon: unix://PATH, tcp://HOST:PORT (with --tls-* for TLS) or
+    /// ssh://[USER@]HOST[:PORT]. It must answer unless --force.
+    Add(env::AddArgs),
+    /// Remove an environment added here, and its keyring entries.
+    Rm {
+        /// The environment's name.
+        name: String,
+    },
 }
 
 #[derive(clap::Args)]
-struct ListArgs {
+pub(crate) struct ListArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -229,29 +237,20 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), Problem> {
-    let environments = discover(&DiscoveryInput::from_process());
+    let envs = Environments::from_process();
+    let chosen = || envs.get(cli.env.as_deref());
     match cli.command {
-        Command::Env {
-            command: EnvCommand::Ls(args),
-        } => env_ls(&environments, args.json).await,
-        Command::Ps(args) => {
-            let inventory = load(&environments, cli.env.as_deref()).await?;
-            ps(&inventory, args.json)
-        }
-        Command::Images(args) => {
-            let inventory = load(&environments, cli.env.as_deref()).await?;
-            images(&inventory, args.json)
-        }
-        Command::Volumes(args) => {
-            let inventory = load(&environments, cli.env.as_deref()).await?;
-            volumes(&inventory, args.json)
-        }
+        Command::Env { command } => match command {
+            EnvCommand::Ls(args) => env::ls(&envs, args.json).await,
+            EnvCommand::Add(args) => env::add(&envs, args).await,
+            EnvCommand::Rm { name } => env::rm(&envs, &name).await,
+        },
+        Command::Ps(args) => inventory::ps(&load(&*chosen()?).await?, args.json),
+        Command::Images(args) => inventory::images(&load(&*chosen()?).await?, args.json),
+        Command::Volumes(args) => inventory::volumes(&load(&*chosen()?).await?, args.json),
         Command::Stack {
             command: StackCommand::Deploy { file },
-        } => {
-            let docker = dial(&environments, cli.env.as_deref()).await?;
-            deploy::stack_deploy(&docker, &file).await
-        }
+        } => deploy::stack_deploy(&*chosen()?, &file).await,
         Command::Stack {
             command:
                 StackCommand::Export {
@@ -260,8 +259,7 @@ async fn run(cli: Cli) -> Result<(), Problem> {
                     force,
                 },
         } => {
-            let docker = dial(&environments, cli.env.as_deref()).await?;
-            let text = changeover_docker::deploy::export_stack(&docker, &name).await?;
+            let text = services::export_stack(&*chosen()?, &name).await?;
             match output {
                 Some(path) => {
                     let written = changeover_core::compose::write_file(&path, &text, force)?;
@@ -271,81 +269,28 @@ async fn run(cli: Cli) -> Result<(), Problem> {
             }
             Ok(())
         }
-        Command::Traffic { command } => {
-            let docker = dial(&environments, cli.env.as_deref()).await?;
-            traffic::run(&docker, command).await
-        }
-        Command::Edge { command } => {
-            let docker = dial(&environments, cli.env.as_deref()).await?;
-            match command {
-                EdgeCommand::Status(args) => {
-                    let status = changeover_docker::edge::edge_status(&docker).await?;
-                    if args.json {
-                        return print_json(&status);
-                    }
-                    let state = if !status.running {
-                        "not running (the next deploy starts it)".to_string()
-                    } else if status.up_to_date {
-                        "running, up to date".to_string()
-                    } else {
-                        "running an older build (`changeover edge upgrade` replaces it)".to_string()
-                    };
-                    println!("edge   : {state}");
-                    println!("image  : {}", status.image.as_deref().unwrap_or("-"));
-                    println!(
-                        "wanted : {}",
-                        status
-                            .wanted
-                            .as_deref()
-                            .unwrap_or("- (no edge binary at hand)")
-                    );
-                    println!("routes : {}", status.routes);
-                    Ok(())
-                }
-                EdgeCommand::Upgrade => {
-                    changeover_docker::edge::upgrade_edge(&docker).await?;
-                    let status = changeover_docker::edge::edge_status(&docker).await?;
-                    eprintln!(
-                        "the edge now runs {} with {} route(s)",
-                        status.image.as_deref().unwrap_or("?"),
-                        status.routes
-                    );
-                    Ok(())
-                }
-            }
-        }
+        Command::Traffic { command } => traffic::run(&*chosen()?, command).await,
+        Command::Edge { command } => edge::run(&*chosen()?, command).await,
         Command::Service { command } => {
-            let docker = dial(&environments, cli.env.as_deref()).await?;
+            let env = chosen()?;
             match command {
                 ServiceCommand::Deploy {
                     name,
                     tag,
                     strategy,
-                } => deploy::service_deploy(&docker, &name, &tag, strategy).await,
-                ServiceCommand::Rollback { name } => deploy::service_rollback(&docker, &name).await,
-                ServiceCommand::Ls(args) => deploy::service_ls(&docker, args.json).await,
+                } => deploy::service_deploy(&env, &name, &tag, strategy).await,
+                ServiceCommand::Rollback { name } => deploy::service_rollback(&env, &name).await,
+                ServiceCommand::Ls(args) => deploy::service_ls(&env, args.json).await,
                 ServiceCommand::Inspect { name, json } => {
-                    deploy::service_inspect(&docker, &name, json).await
+                    deploy::service_inspect(&env, &name, json).await
                 }
             }
         }
     }
 }
 
-async fn dial(
-    environments: &EnvironmentList,
-    name: Option<&str>,
-) -> Result<changeover_docker::Docker, Problem> {
-    let spec = match name {
-        Some(name) => environments.get(name)?,
-        None => environments.default_spec()?,
-    };
-    connect(spec).await
-}
-
-async fn load(environments: &EnvironmentList, name: Option<&str>) -> Result<Inventory, Problem> {
-    let docker = dial(environments, name).await?;
-    read::inventory(&docker).await
+async fn load(env: &Environment) -> Result<Inventory, Problem> {
+    read::inventory(&env.docker().await?).await
 }
 
 fn parse_strategy(s: &str) -> Result<Strategy, String> {
@@ -361,213 +306,5 @@ pub(crate) fn print_json<T: Serialize>(value: &T) -> Result<(), Problem> {
         )
     })?;
     println!("{text}");
-    Ok(())
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct EnvRow<'a> {
-    #[serde(flatten)]
-    spec: &'a EnvironmentSpec,
-    is_default: bool,
-    reachable: bool,
-    daemon: Option<changeover_core::inventory::DaemonInfo>,
-    counts: Option<Counts>,
-    error: Option<Problem>,
-}
-
-#[derive(Serialize)]
-struct Counts {
-    containers: usize,
-    running: usize,
-    images: usize,
-    volumes: usize,
-}
-
-/// How long `env ls` waits for each environment before calling it unreachable.
-const ENV_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
-
-async fn env_ls(environments: &EnvironmentList, json: bool) -> Result<(), Problem> {
-    let probes = environments.environments.iter().map(|spec| async move {
-        let probe = async {
-            let docker = connect(spec).await?;
-            let daemon = read::daemon_info(&docker).await?;
-            let inv = read::inventory(&docker).await?;
-            Ok::<_, Problem>((daemon, inv))
-        };
-        let result = match tokio::time::timeout(ENV_PROBE_TIMEOUT, probe).await {
-            Ok(r) => r,
-            Err(_) => Err(Problem::new(
-                changeover_core::ProblemCode::DaemonUnreachable,
-                format!(
-                    "{} did not answer within {} s",
-                    spec.host,
-                    ENV_PROBE_TIMEOUT.as_secs()
-                ),
-            )),
-        };
-        let (daemon, counts, error) = match result {
-            Ok((daemon, inv)) => (
-                Some(daemon),
-                Some(Counts {
-                    containers: inv.containers.len(),
-                    running: inv
-                        .containers
-                        .iter()
-                        .filter(|c| c.state == changeover_core::inventory::ContainerState::Running)
-                        .count(),
-                    images: inv.images.len(),
-                    volumes: inv.volumes.len(),
-                }),
-                None,
-            ),
-            Err(p) => (None, None, Some(p)),
-        };
-        EnvRow {
-            spec,
-            is_default: spec.name == environments.default,
-            reachable: daemon.is_some(),
-            daemon,
-            counts,
-            error,
-        }
-    });
-    let rows = futures_util::future::join_all(probes).await;
-    if json {
-        return print_json(&rows);
-    }
-    let mut t = Table::new([
-        "NAME",
-        "ADDRESS",
-        "STATUS",
-        "CONTAINERS",
-        "IMAGES",
-        "VOLUMES",
-    ]);
-    for r in &rows {
-        let name = if r.is_default {
-            format!("{} *", r.spec.name)
-        } else {
-            r.spec.name.clone()
-        };
-        let status = match (&r.daemon, &r.error) {
-            (Some(d), _) => format!("connected, Docker {} {}/{}", d.version, d.os, d.arch),
-            (None, Some(p)) => p.message.clone(),
-            (None, None) => String::new(),
-        };
-        let (c, i, v) = match &r.counts {
-            Some(n) => (
-                format!("{} ({} running)", n.containers, n.running),
-                n.images.to_string(),
-                n.volumes.to_string(),
-            ),
-            None => ("-".into(), "-".into(), "-".into()),
-        };
-        t.row([name, r.spec.host.clone(), status, c, i, v]);
-    }
-    print!("{t}");
-    Ok(())
-}
-
-fn group_label(c: &Container) -> String {
-    match &c.group {
-        Some(g) => match &g.service {
-            Some(s) => format!("{}/{}", g.name, s),
-            None => g.name.clone(),
-        },
-        None => String::new(),
-    }
-}
-
-fn ps(inventory: &Inventory, json: bool) -> Result<(), Problem> {
-    if json {
-        return print_json(&inventory.containers);
-    }
-    let mut t = Table::new([
-        "CONTAINER ID",
-        "NAME",
-        "IMAGE",
-        "STATE",
-        "STATUS",
-        "STACK/SERVICE",
-    ]);
-    for (_, members) in inventory.grouped() {
-        for c in members {
-            t.row([
-                c.id.chars().take(12).collect(),
-                c.name.clone(),
-                c.image.clone(),
-                c.state.as_str().to_string(),
-                c.status.clone(),
-                group_label(c),
-            ]);
-        }
-    }
-    print!("{t}");
-    Ok(())
-}
-
-fn images(inventory: &Inventory, json: bool) -> Result<(), Problem> {
-    if json {
-        return print_json(&inventory.images);
-    }
-    let users = inventory.image_users();
-    let mut t = Table::new(["IMAGE ID", "TAGS", "SIZE", "CREATED", "CONTAINERS"]);
-    for i in &inventory.images {
-        let tags = if i.tags.is_empty() {
-            "<none>".to_string()
-        } else {
-            i.tags.join(", ")
-        };
-        t.row([
-            i.id.trim_start_matches("sha256:")
-                .chars()
-                .take(12)
-                .collect(),
-            tags,
-            bytes(i.size),
-            age(i.created),
-            users.get(i.id.as_str()).copied().unwrap_or(0).to_string(),
-        ]);
-    }
-    print!("{t}");
-    Ok(())
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct VolumeRow<'a> {
-    #[serde(flatten)]
-    volume: &'a changeover_core::inventory::Volume,
-    used_by: Vec<&'a str>,
-}
-
-fn volumes(inventory: &Inventory, json: bool) -> Result<(), Problem> {
-    let users = inventory.volume_users();
-    let rows: Vec<VolumeRow> = inventory
-        .volumes
-        .iter()
-        .map(|v| VolumeRow {
-            volume: v,
-            used_by: users.get(v.name.as_str()).cloned().unwrap_or_default(),
-        })
-        .collect();
-    if json {
-        return print_json(&rows);
-    }
-    let mut t = Table::new(["NAME", "DRIVER", "USED BY", "MOUNTPOINT"]);
-    for r in rows {
-        t.row([
-            r.volume.name.clone(),
-            r.volume.driver.clone(),
-            if r.used_by.is_empty() {
-                "-".to_string()
-            } else {
-                r.used_by.join(", ")
-            },
-            r.volume.mountpoint.clone(),
-        ]);
-    }
-    print!("{t}");
     Ok(())
 }

@@ -1,21 +1,21 @@
 //! `changeover traffic show|switch|split|promote|abort|preview|maintenance`.
 
+use changeover_application::{traffic, Environment};
 use changeover_core::edge::{TargetState, PREVIEW_COOKIE, PREVIEW_HEADER};
 use changeover_core::service::TrafficView;
 use changeover_core::Problem;
-use changeover_docker::{traffic, Docker};
 
 use crate::deploy::progress;
 use crate::table::Table;
 use crate::{print_json, TrafficCommand};
 
-pub async fn run(docker: &Docker, command: TrafficCommand) -> Result<(), Problem> {
+pub async fn run(env: &Environment, command: TrafficCommand) -> Result<(), Problem> {
     match command {
         TrafficCommand::Show { name, json } => {
-            if let Some(done) = traffic::settle(docker, &name, progress()).await? {
+            if let Some(done) = traffic::settle(env, &name, progress()).await? {
                 eprintln!("{}", done.message);
             }
-            let view = traffic::show(docker, &name).await?;
+            let view = traffic::show(env, &name).await?;
             if json {
                 return print_json(&view);
             }
@@ -23,12 +23,12 @@ pub async fn run(docker: &Docker, command: TrafficCommand) -> Result<(), Problem
             Ok(())
         }
         TrafficCommand::Switch { name, to } => {
-            let release = traffic::switch(docker, &name, &to).await?;
+            let release = traffic::switch(env, &name, &to).await?;
             eprintln!("{name}: every new request goes to release {release}");
             Ok(())
         }
         TrafficCommand::Split { name, percent } => {
-            let (old, new) = traffic::split(docker, &name, percent).await?;
+            let (old, new) = traffic::split(env, &name, percent).await?;
             eprintln!(
                 "{name}: {percent}% of new clients to release {new}, {}% to release {old} (sticky per client)",
                 100 - percent
@@ -36,35 +36,36 @@ pub async fn run(docker: &Docker, command: TrafficCommand) -> Result<(), Problem
             Ok(())
         }
         TrafficCommand::Promote { name } => {
-            let done = traffic::promote(docker, &name, progress()).await?;
+            let done = traffic::promote(env, &name, progress()).await?;
             eprintln!("{}", done.message);
             Ok(())
         }
         TrafficCommand::Abort { name } => {
-            let done = traffic::abort(docker, &name, progress()).await?;
+            let done = traffic::abort(env, &name, progress()).await?;
             eprintln!("{}", done.message);
             Ok(())
         }
         TrafficCommand::Preview { name, token, off } => {
             if off {
-                traffic::preview(docker, &name, None).await?;
+                traffic::preview(env, &name, None).await?;
                 eprintln!("{name}: preview ended");
                 return Ok(());
             }
             let token = token.unwrap_or_else(traffic::new_preview_token);
-            let release = traffic::preview(docker, &name, Some(token.clone())).await?;
-            let view = traffic::show(docker, &name).await?;
+            let release = traffic::preview(env, &name, Some(token.clone())).await?;
+            let view = traffic::show(env, &name).await?;
             eprintln!(
                 "{name}: requests carrying the preview token go to release {}, whatever the split.",
                 release.unwrap_or_default()
             );
+            let host = env.link_host();
             for r in &view.routes {
                 eprintln!(
-                    "  in a browser: http://localhost:{}/?{PREVIEW_COOKIE}={token}   (sets a cookie; ?{PREVIEW_COOKIE}=off clears it)",
+                    "  in a browser: http://{host}:{}/?{PREVIEW_COOKIE}={token}   (sets a cookie; ?{PREVIEW_COOKIE}=off clears it)",
                     r.spec.port
                 );
                 eprintln!(
-                    "  with curl:    curl -H '{PREVIEW_HEADER}: {token}' http://localhost:{}/",
+                    "  with curl:    curl -H '{PREVIEW_HEADER}: {token}' http://{host}:{}/",
                     r.spec.port
                 );
             }
@@ -72,7 +73,7 @@ pub async fn run(docker: &Docker, command: TrafficCommand) -> Result<(), Problem
             Ok(())
         }
         TrafficCommand::Maintenance { name, message, off } => {
-            traffic::maintenance(docker, &name, (!off).then_some(message)).await?;
+            traffic::maintenance(env, &name, (!off).then_some(message)).await?;
             if off {
                 eprintln!("{name}: traffic resumed");
             } else {

@@ -24,7 +24,10 @@ use ts_rs::TS;
 
 /// Bumped when a request or response changes shape; an edge with another
 /// protocol version is replaced before it is used.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
+
+/// The longest a `Request::Watch` waits before answering anyway.
+pub const WATCH_LONGEST_MS: u64 = 60_000;
 
 /// Name of the edge container on every environment.
 pub const EDGE_CONTAINER: &str = "changeover-edge";
@@ -381,6 +384,22 @@ pub enum Request {
     DocList {
         prefix: String,
     },
+    /// Forget a stored document (fine when it is not there). With `expect`,
+    /// fails unless the stored revision is that one.
+    DocDelete {
+        key: String,
+        expect: Option<u64>,
+    },
+    /// Answers `changed` as soon as the edge's state generation is past
+    /// `after` — anything that changes a route, a target's state, a policy,
+    /// a document or who holds a lock bumps it — or when `timeout_ms` (at
+    /// most [`WATCH_LONGEST_MS`]) runs out, with the generation then. One
+    /// kept-open session waiting on this is how clients follow the edge
+    /// without asking it again and again.
+    Watch {
+        after: u64,
+        timeout_ms: u64,
+    },
     /// Take a lock (or refresh it when `owner` already holds it). With
     /// `takeOver`, also take it when that exact owner holds it (the caller
     /// knows that owner is dead).
@@ -432,6 +451,10 @@ pub enum Response {
     },
     Keys {
         keys: Vec<String>,
+    },
+    /// The state generation (see `Request::Watch`).
+    Changed {
+        generation: u64,
     },
     Locked {
         holder: LockHolder,

@@ -20,6 +20,7 @@
 //!   gated, restore on failure, one per service at a time), driven through
 //!   the `Runtime` and `EdgeControl` traits.
 //! - [`edge`]: the control protocol of the edge proxy.
+//! - [`secret`]: secrets in memory that never print.
 //! - [`problem`]: the stable error codes and human messages that cross to the
 //!   UI and the CLI.
 //!
@@ -38,6 +39,7 @@ pub mod inventory;
 pub mod live;
 pub mod problem;
 pub mod rollout;
+pub mod secret;
 pub mod service;
 pub mod stack;
 

@@ -21,9 +21,29 @@ use crate::inventory::{Inventory, InventoryChange};
 pub struct EnvironmentView {
     pub spec: EnvironmentSpec,
     pub is_default: bool,
+    /// The host name links to published ports use (`localhost` for a local
+    /// daemon, the remote host's name otherwise).
+    pub link_host: String,
     pub state: ConnectionState,
     /// The last inventory read; kept (and shown as stale) while disconnected.
     pub inventory: Option<Inventory>,
+}
+
+impl EnvironmentView {
+    /// An environment not connected yet.
+    pub fn new(spec: &EnvironmentSpec, is_default: bool) -> Self {
+        Self {
+            spec: spec.clone(),
+            is_default,
+            link_host: spec
+                .endpoint
+                .as_ref()
+                .map(|e| e.link_host())
+                .unwrap_or_else(|| "localhost".into()),
+            state: ConnectionState::Connecting,
+            inventory: None,
+        }
+    }
 }
 
 /// A change to one environment's view.
@@ -45,6 +65,10 @@ pub enum LiveUpdate {
         environment: String,
         changes: Vec<InventoryChange>,
     },
+    /// The user added an environment (or changed one: it replaces the old).
+    Added { view: Box<EnvironmentView> },
+    /// The user removed an environment.
+    Removed { environment: String },
 }
 
 impl LiveUpdate {
@@ -52,7 +76,9 @@ impl LiveUpdate {
         match self {
             LiveUpdate::State { environment, .. }
             | LiveUpdate::Snapshot { environment, .. }
-            | LiveUpdate::Changes { environment, .. } => environment,
+            | LiveUpdate::Changes { environment, .. }
+            | LiveUpdate::Removed { environment } => environment,
+            LiveUpdate::Added { view } => &view.spec.name,
         }
     }
 }
@@ -69,12 +95,7 @@ impl LiveViews {
             .environments
             .iter()
             .map(|spec| {
-                let view = EnvironmentView {
-                    spec: spec.clone(),
-                    is_default: spec.name == list.default,
-                    state: ConnectionState::Connecting,
-                    inventory: None,
-                };
+                let view = EnvironmentView::new(spec, spec.name == list.default);
                 (spec.name.clone(), view)
             })
             .collect();
@@ -83,6 +104,17 @@ impl LiveViews {
 
     /// Applies an update; one for an unknown environment is ignored.
     pub fn apply(&mut self, update: &LiveUpdate) {
+        match update {
+            LiveUpdate::Added { view } => {
+                self.views.insert(view.spec.name.clone(), (**view).clone());
+                return;
+            }
+            LiveUpdate::Removed { environment } => {
+                self.views.remove(environment);
+                return;
+            }
+            _ => {}
+        }
         let Some(view) = self.views.get_mut(update.environment()) else {
             return;
         };
@@ -95,6 +127,7 @@ impl LiveViews {
                     inventory.apply(change.clone());
                 }
             }
+            LiveUpdate::Added { .. } | LiveUpdate::Removed { .. } => {}
         }
     }
 

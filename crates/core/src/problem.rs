@@ -45,6 +45,18 @@ pub enum ProblemCode {
     FileExists,
     /// A file could not be written.
     CannotWrite,
+    /// An environment the user adds is refused (its name, or it exists).
+    InvalidEnvironment,
+    /// TLS material that cannot be used (not PEM, wrong CA, expired, refused).
+    InvalidTls,
+    /// An SSH host key that is not known yet: shown, and accepted once.
+    UnknownHostKey,
+    /// An SSH host key that differs from the one known: refused.
+    HostKeyChanged,
+    /// The OS keyring could not store or give back a secret.
+    Keyring,
+    /// An environment with a rollout running cannot be removed yet.
+    EnvironmentBusy,
 }
 
 /// A failure a person can read and the UI can branch on.

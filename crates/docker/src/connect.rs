@@ -1,29 +1,96 @@
-//! Dialling an environment.
+//! Dialling an environment: a Unix socket, plain TCP, TLS with material
+//! held in memory ([`crate::tls`]), or SSH through the user's own `ssh`
+//! ([`crate::ssh`]). The API version is negotiated once per connection, so
+//! one client works against old and new daemons alike; the application
+//! layer keeps the connection for as long as the environment is open.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use bollard::{Docker, API_DEFAULT_VERSION};
-use changeover_core::environment::{Endpoint, EnvironmentSpec};
+use changeover_core::environment::{Endpoint, EnvironmentSpec, Tls, TlsFiles};
+use changeover_core::secret::Secret;
 use changeover_core::{Problem, ProblemCode};
+
+use crate::ssh::SshTarget;
+use crate::tls::TlsMaterial;
 
 /// Seconds a single request may wait for the daemon's answer. Streams (events,
 /// logs) are not bounded by it.
 const REQUEST_TIMEOUT_SECS: u64 = 30;
 
-/// Connects to an environment and negotiates the API version with it, so one
-/// client works against old and new daemons alike. Fails with a message that
-/// names the environment's address and says what to do.
+/// What SSH connections use besides the user's own config.
+#[derive(Clone, Debug, Default)]
+pub struct SshSettings {
+    /// Changeover's known hosts (keys accepted in Changeover).
+    pub known_hosts: Option<PathBuf>,
+    /// A private folder for shared SSH connections.
+    pub control_dir: Option<PathBuf>,
+}
+
+/// Connects to a discovered environment (DOCKER_HOST, a Docker context, the
+/// default socket), reading its TLS files, if any, for the handshake.
 pub async fn connect(spec: &EnvironmentSpec) -> Result<Docker, Problem> {
-    let endpoint = match (&spec.endpoint, &spec.problem) {
-        (Some(endpoint), _) => endpoint,
-        (None, Some(problem)) => return Err(problem.clone()),
-        (None, None) => {
+    let endpoint = endpoint_of(spec)?;
+    let tls = match endpoint {
+        Endpoint::Tcp {
+            tls: Some(Tls::Files { files }),
+            ..
+        } => Some(read_tls_files(files)?),
+        Endpoint::Tcp {
+            tls: Some(Tls::Stored),
+            ..
+        } => {
             return Err(Problem::new(
-                ProblemCode::InvalidHost,
-                format!("environment \"{}\" has no address", spec.name),
+                ProblemCode::InvalidTls,
+                format!(
+                    "environment \"{}\" keeps its TLS key in the OS keyring; connect through the app layer",
+                    spec.name
+                ),
             ))
         }
+        _ => None,
     };
+    dial(endpoint, tls.as_ref(), &SshSettings::default()).await
+}
+
+/// The endpoint of a spec, or the problem that stands in for it.
+pub fn endpoint_of(spec: &EnvironmentSpec) -> Result<&Endpoint, Problem> {
+    match (&spec.endpoint, &spec.problem) {
+        (Some(endpoint), _) => Ok(endpoint),
+        (None, Some(problem)) => Err(problem.clone()),
+        (None, None) => Err(Problem::new(
+            ProblemCode::InvalidHost,
+            format!("environment \"{}\" has no address", spec.name),
+        )),
+    }
+}
+
+/// Reads the Docker CLI's TLS files (`ca.pem`, `cert.pem`, `key.pem`) into
+/// memory. A file that cannot be read is named; what it holds is not.
+pub fn read_tls_files(files: &TlsFiles) -> Result<TlsMaterial, Problem> {
+    let read = |what: &str, path: &str| {
+        std::fs::read_to_string(path).map_err(|e| {
+            Problem::new(
+                ProblemCode::InvalidTls,
+                format!("cannot read the TLS {what} {path}: {e}"),
+            )
+        })
+    };
+    Ok(TlsMaterial {
+        ca: read("CA", &files.ca)?,
+        cert: read("certificate", &files.cert)?,
+        key: Secret::new(read("key", &files.key)?),
+    })
+}
+
+/// Connects to `endpoint` and negotiates the API version. `tls` is the
+/// material of a `tcp://` endpoint with TLS. Fails with a message that names
+/// the address and says what to do.
+pub async fn dial(
+    endpoint: &Endpoint,
+    tls: Option<&TlsMaterial>,
+    ssh: &SshSettings,
+) -> Result<Docker, Problem> {
     let unreachable = |why: String| {
         Problem::new(
             ProblemCode::DaemonUnreachable,
@@ -39,6 +106,7 @@ pub async fn connect(spec: &EnvironmentSpec) -> Result<Docker, Problem> {
                 return Err(unreachable("the socket does not exist".to_string()));
             }
             Docker::connect_with_unix(path, REQUEST_TIMEOUT_SECS, API_DEFAULT_VERSION)
+                .map_err(|e| unreachable(e.to_string()))?
         }
         Endpoint::Tcp {
             host,
@@ -48,41 +116,65 @@ pub async fn connect(spec: &EnvironmentSpec) -> Result<Docker, Problem> {
             &format!("tcp://{}:{port}", bracket(host)),
             REQUEST_TIMEOUT_SECS,
             API_DEFAULT_VERSION,
-        ),
+        )
+        .map_err(|e| unreachable(e.to_string()))?,
         Endpoint::Tcp {
             host,
             port,
-            tls: Some(files),
-        } => Docker::connect_with_ssl(
-            &format!("tcp://{}:{port}", bracket(host)),
-            Path::new(&files.key),
-            Path::new(&files.cert),
-            Path::new(&files.ca),
-            REQUEST_TIMEOUT_SECS,
-            API_DEFAULT_VERSION,
-        ),
-        Endpoint::Ssh { destination } => Docker::connect_with_ssh(
-            &format!("ssh://{destination}"),
-            REQUEST_TIMEOUT_SECS,
-            API_DEFAULT_VERSION,
-            None,
-        ),
+            tls: Some(_),
+        } => {
+            let material = tls.ok_or_else(|| {
+                Problem::new(
+                    ProblemCode::InvalidTls,
+                    format!("{endpoint} needs its TLS CA, client certificate and key"),
+                )
+            })?;
+            crate::tls::docker_over_tls(
+                host,
+                *port,
+                material,
+                REQUEST_TIMEOUT_SECS,
+                API_DEFAULT_VERSION,
+            )?
+        }
+        Endpoint::Ssh { destination } => {
+            let target = SshTarget {
+                destination: destination.clone(),
+                known_hosts: ssh.known_hosts.clone(),
+                control_dir: ssh.control_dir.clone(),
+            };
+            // Every way SSH can fail, in its own words, before any stream.
+            crate::ssh::check(&target).await?;
+            crate::ssh::docker_over_ssh(&target, REQUEST_TIMEOUT_SECS, API_DEFAULT_VERSION)?
+        }
         Endpoint::NamedPipe { .. } => {
             return Err(Problem::new(
                 ProblemCode::InvalidHost,
                 format!("{endpoint} is a Windows named pipe; this build of Changeover runs on Linux and macOS"),
             ))
         }
-    }
-    .map_err(|e| unreachable(e.to_string()))?;
-
-    docker
-        .negotiate_version()
-        .await
-        .map_err(|e| unreachable(describe(&e)))
+    };
+    docker.negotiate_version().await.map_err(|e| {
+        let chain = changeover_core::problem::error_chain(&e);
+        if let Endpoint::Tcp { tls, .. } = endpoint {
+            if tls.is_some() {
+                if let Some(p) = crate::tls::explain(&endpoint.to_string(), &chain) {
+                    return p;
+                }
+            } else if chain.contains("HTTP request to an HTTPS server") {
+                return Problem::new(
+                    ProblemCode::InvalidTls,
+                    format!(
+                        "{endpoint} speaks TLS: add the environment with its CA, client certificate and key"
+                    ),
+                );
+            }
+        }
+        unreachable(describe(&e))
+    })
 }
 
-fn bracket(host: &str) -> String {
+pub(crate) fn bracket(host: &str) -> String {
     if host.contains(':') {
         format!("[{host}]")
     } else {
@@ -96,7 +188,7 @@ fn hint(endpoint: &Endpoint) -> &'static str {
             "Start Docker, or reach another daemon through a Docker context (docker context create)"
         }
         Endpoint::Tcp { tls: None, .. } => "Check that the daemon listens there and that no firewall is in the way",
-        Endpoint::Tcp { tls: Some(_), .. } => "Check the address and that the context's TLS files match the daemon's certificate",
+        Endpoint::Tcp { tls: Some(_), .. } => "Check the address and that the TLS files match the daemon's certificate",
         Endpoint::Ssh { .. } => "Check that `ssh` to that host works without a password prompt and that Docker runs there",
         Endpoint::NamedPipe { .. } => "",
     }

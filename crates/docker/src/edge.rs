@@ -28,10 +28,10 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use changeover_core::edge::{
-    labels, EdgeStatus, Request, Response, RouteStatus, CTL_SESSION_GREETING, EDGE_BINARY_PATH,
-    EDGE_CONTAINER, EDGE_STATE_DIR, EDGE_STATE_VOLUME, PROTOCOL_VERSION,
+    labels, EdgeStatus, Request, Response, CTL_SESSION_GREETING, EDGE_BINARY_PATH, EDGE_CONTAINER,
+    EDGE_STATE_DIR, EDGE_STATE_VOLUME, PROTOCOL_VERSION,
 };
-use changeover_core::rollout::{expect_ok, EdgeControl};
+use changeover_core::rollout::EdgeControl;
 use changeover_core::{Problem, ProblemCode};
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
@@ -221,6 +221,15 @@ pub async fn ensure_demo_image(
 /// replacing it would interrupt traffic: [`outdated_edge`] says so, and
 /// [`upgrade_edge`] (`changeover edge upgrade`) replaces it when asked.
 pub async fn ensure_edge(docker: &Docker) -> Result<Edge, Problem> {
+    let edge = Edge::attach(docker);
+    ensure(&edge).await?;
+    Ok(edge)
+}
+
+/// [`ensure_edge`] for a kept edge handle: its open control sessions are
+/// used when the edge runs, and dropped when it had to be replaced.
+pub async fn ensure(edge: &Edge) -> Result<(), Problem> {
+    let docker = &edge.docker;
     let arch = docker
         .version()
         .await
@@ -232,13 +241,12 @@ pub async fn ensure_edge(docker: &Docker) -> Result<Edge, Problem> {
             "the edge is built for x86_64 daemons; this daemon is {arch}"
         )));
     }
-    let edge = Edge::attach(docker);
     if let Ok(c) = docker.inspect_container(EDGE_CONTAINER, None).await {
         let running = c.state.as_ref().and_then(|s| s.running).unwrap_or(false);
         if running {
             if let Ok(Response::Hello { protocol, .. }) = edge.call(Request::Hello).await {
                 if protocol == PROTOCOL_VERSION {
-                    return Ok(edge);
+                    return Ok(());
                 }
             }
         }
@@ -246,13 +254,14 @@ pub async fn ensure_edge(docker: &Docker) -> Result<Edge, Problem> {
         // new edge is left alone (this one is gone already).
         remove_edge_container(docker, c.id.as_deref().unwrap_or(EDGE_CONTAINER)).await?;
     }
-    create_edge(docker, &*BinaryImage::load()?).await
+    edge.forget_sessions().await;
+    create_edge(edge, &*BinaryImage::load()?).await
 }
 
 /// Builds the edge image for `binary` when missing, then creates and starts
 /// the edge container from it (routes reload from the state volume).
-async fn create_edge(docker: &Docker, binary: &BinaryImage) -> Result<Edge, Problem> {
-    let edge = Edge::attach(docker);
+async fn create_edge(edge: &Edge, binary: &BinaryImage) -> Result<(), Problem> {
+    let docker = &edge.docker;
     let tag = build_edge_image(docker, binary).await?;
     let body = ContainerCreateBody {
         image: Some(tag.clone()),
@@ -300,7 +309,7 @@ async fn create_edge(docker: &Docker, binary: &BinaryImage) -> Result<Edge, Prob
     let mut last = None;
     for _ in 0..100 {
         match edge.call(Request::Hello).await {
-            Ok(Response::Hello { .. }) => return Ok(edge),
+            Ok(Response::Hello { .. }) => return Ok(()),
             Ok(other) => last = Some(format!("{other:?}")),
             Err(e) => last = Some(e.message),
         }
@@ -366,7 +375,8 @@ async fn build_edge_image(docker: &Docker, binary: &BinaryImage) -> Result<Strin
 }
 
 /// What runs as the edge, and whether it is this Changeover's build.
-pub async fn edge_status(docker: &Docker) -> Result<EdgeStatus, Problem> {
+pub async fn edge_status(edge: &Edge) -> Result<EdgeStatus, Problem> {
+    let docker = &edge.docker;
     let wanted = BinaryImage::load().ok().map(|b| edge_image_tag(&b));
     let container = docker.inspect_container(EDGE_CONTAINER, None).await.ok();
     let running = container
@@ -378,7 +388,6 @@ pub async fn edge_status(docker: &Docker) -> Result<EdgeStatus, Problem> {
         .as_ref()
         .and_then(|c| c.config.as_ref())
         .and_then(|c| c.image.clone());
-    let edge = Edge::attach(docker);
     let (mut protocol, mut uptime_ms, mut routes) = (None, None, 0);
     if running {
         if let Ok(Response::Hello {
@@ -428,11 +437,12 @@ pub async fn outdated_edge(docker: &Docker) -> Option<String> {
 /// the listeners are closed from the old container's removal until the new
 /// one has reloaded its routes (about a second on a small host), so run it
 /// when a short break is acceptable.
-pub async fn upgrade_edge(docker: &Docker) -> Result<Edge, Problem> {
+pub async fn upgrade_edge(edge: &Edge) -> Result<(), Problem> {
     let binary = BinaryImage::load()?;
-    build_edge_image(docker, &binary).await?;
-    remove_edge_container(docker, EDGE_CONTAINER).await?;
-    create_edge(docker, &binary).await
+    build_edge_image(&edge.docker, &binary).await?;
+    remove_edge_container(&edge.docker, EDGE_CONTAINER).await?;
+    edge.forget_sessions().await;
+    create_edge(edge, &binary).await
 }
 
 /// The edge of one environment, reached through `docker exec`.
@@ -513,6 +523,13 @@ impl Edge {
         }
     }
 
+    /// Closes the idle control sessions (their edge was replaced).
+    pub async fn forget_sessions(&self) {
+        self.sessions.lock().await.clear();
+        self.one_shot
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// The edge when its container exists (`None`: nothing was ever
     /// deployed on this environment).
     pub async fn existing(docker: &Docker) -> Option<Self> {
@@ -521,19 +538,6 @@ impl Edge {
             .await
             .ok()
             .map(|_| Self::attach(docker))
-    }
-
-    /// The routes of one `stack/service`.
-    pub async fn routes_of(&self, service: &str) -> Result<Vec<RouteStatus>, Problem> {
-        match expect_ok(
-            self.call(Request::Routes {
-                service: Some(service.to_string()),
-            })
-            .await?,
-        )? {
-            Response::Routes { routes } => Ok(routes),
-            _ => Ok(Vec::new()),
-        }
     }
 
     /// Opens a control session; `None` when the edge is too old for one.

@@ -3,15 +3,15 @@
 //! # Layout
 //! - [`connect`]: dial an environment (Unix socket, TCP with or without TLS,
 //!   SSH) and negotiate the API version.
+//! - [`tls`]: TLS from material held in memory, and what its failures mean.
+//! - [`ssh`]: SSH through the user's own `ssh` (`docker system dial-stdio`),
+//!   host keys shown and accepted once.
 //! - [`read`]: read a whole inventory, or one container, and turn bollard's
 //!   types into `changeover-core`'s.
 //! - [`edge`]: build the edge image on the daemon, run the edge container,
 //!   and talk to it through `docker exec`.
 //! - [`runtime`]: core's rollout `Runtime` on bollard (containers, networks,
 //!   volumes, images, logs).
-//! - [`deploy`]: the deploy use cases the CLI and the app share.
-//! - [`traffic`]: traffic between a service's releases on the edge: show,
-//!   maintenance, split, switch.
 //! - [`live`]: keep an inventory current from the daemon's event stream,
 //!   reconnecting with backoff when the daemon goes away.
 //!
@@ -19,12 +19,12 @@
 //! CLI, tests) shows the same words. Daemon errors are never swallowed.
 
 pub mod connect;
-pub mod deploy;
 pub mod edge;
 pub mod live;
 pub mod read;
 pub mod runtime;
-pub mod traffic;
+pub mod ssh;
+pub mod tls;
 
 pub use bollard::Docker;
 pub use connect::connect;

@@ -11,6 +11,7 @@
 
 use std::collections::BTreeSet;
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -36,30 +37,52 @@ const LONGEST_RETRY: Duration = Duration::from_secs(5);
 /// cheaper than a filtered one.
 const FULL_RELIST_ABOVE: usize = 64;
 
-/// Watches one environment until `stop` turns true.
-pub async fn watch(spec: EnvironmentSpec, sink: Sink, mut stop: signal::Receiver<bool>) {
-    let state = |state| LiveUpdate::State {
-        environment: spec.name.clone(),
-        state,
-    };
+/// Watches one discovered environment until `stop` turns true, dialling it
+/// itself (tests and tools; the app keeps one connection per environment and
+/// calls [`watch_with`]).
+pub async fn watch(spec: EnvironmentSpec, sink: Sink, stop: signal::Receiver<bool>) {
     if let (None, Some(problem)) = (&spec.endpoint, &spec.problem) {
-        sink(state(ConnectionState::Invalid {
-            problem: problem.clone(),
-        }));
+        sink(LiveUpdate::State {
+            environment: spec.name.clone(),
+            state: ConnectionState::Invalid {
+                problem: problem.clone(),
+            },
+        });
         return;
     }
+    let dial = || connect(&spec);
+    watch_with(&spec.name, &spec.host, dial, sink, stop).await
+}
+
+/// Watches the environment `name` (at `host`, for messages) until `stop`
+/// turns true. `connect` gives a connected client each time the watch
+/// (re)connects — the app's kept connection, replaced after a loss.
+pub async fn watch_with<C, F>(
+    name: &str,
+    host: &str,
+    connect: C,
+    sink: Sink,
+    mut stop: signal::Receiver<bool>,
+) where
+    C: Fn() -> F,
+    F: Future<Output = Result<Docker, Problem>>,
+{
+    let state = |state| LiveUpdate::State {
+        environment: name.to_string(),
+        state,
+    };
     let mut delay = FIRST_RETRY;
     loop {
         sink(state(ConnectionState::Connecting));
         let mut connected = false;
         let ended = tokio::select! {
-            problem = session(&spec, &sink, &mut connected) => problem,
+            problem = session(name, host, &connect, &sink, &mut connected) => problem,
             _ = stop.wait_for(|s| *s) => return,
         };
         if connected {
             delay = FIRST_RETRY;
         }
-        tracing::info!(environment = %spec.name, problem = %ended, retry_ms = delay.as_millis() as u64, "environment disconnected");
+        tracing::info!(environment = %name, problem = %ended, retry_ms = delay.as_millis() as u64, "environment disconnected");
         sink(state(ConnectionState::Disconnected {
             problem: ended,
             retry_in_ms: delay.as_millis() as u64,
@@ -73,21 +96,37 @@ pub async fn watch(spec: EnvironmentSpec, sink: Sink, mut stop: signal::Receiver
 }
 
 /// One connection's life; returns why it ended.
-async fn session(spec: &EnvironmentSpec, sink: &Sink, connected: &mut bool) -> Problem {
-    match follow(spec, sink, connected).await {
+async fn session<C, F>(
+    name: &str,
+    host: &str,
+    connect: &C,
+    sink: &Sink,
+    connected: &mut bool,
+) -> Problem
+where
+    C: Fn() -> F,
+    F: Future<Output = Result<Docker, Problem>>,
+{
+    let docker = match connect().await {
+        Ok(d) => d,
+        Err(p) => return p,
+    };
+    match follow(name, host, &docker, sink, connected).await {
         Ok(never) => match never {},
         Err(problem) => problem,
     }
 }
 
-/// Connects, sends the snapshot, then follows events until something fails;
-/// it never returns `Ok`.
+/// Sends the snapshot, then follows events until something fails; it never
+/// returns `Ok`.
 async fn follow(
-    spec: &EnvironmentSpec,
+    name: &str,
+    host: &str,
+    docker: &Docker,
     sink: &Sink,
     connected: &mut bool,
 ) -> Result<Infallible, Problem> {
-    let docker = connect(spec).await?;
+    let docker = docker.clone();
     let daemon = read::daemon_info(&docker).await?;
     let since = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -100,7 +139,7 @@ async fn follow(
     ));
     let mut current = read::inventory(&docker).await?;
     *connected = true;
-    let environment = spec.name.clone();
+    let environment = name.to_string();
     sink(LiveUpdate::State {
         environment: environment.clone(),
         state: ConnectionState::Connected { daemon },
@@ -113,7 +152,7 @@ async fn follow(
     let lost = |why: String| {
         Problem::new(
             ProblemCode::DaemonUnreachable,
-            format!("lost the connection to {}: {why}", spec.host),
+            format!("lost the connection to {host}: {why}"),
         )
     };
     // One item of the event stream into the burst, or why the stream ended.

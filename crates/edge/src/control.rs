@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use changeover_core::edge::{
     EdgeErrorCode, LockHolder, Request, Response, RouteSpec, TargetSpec, TargetState,
-    CTL_SESSION_GREETING, PROTOCOL_VERSION,
+    CTL_SESSION_GREETING, PROTOCOL_VERSION, WATCH_LONGEST_MS,
 };
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
@@ -106,6 +106,17 @@ impl Edge {
         }
     }
 
+    /// Forgets locks whose time is up, so watching clients see them go.
+    fn expire_locks(&self) {
+        let now = Instant::now();
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        let before = locks.len();
+        locks.retain(|_, l| l.expires > now);
+        if locks.len() != before {
+            crate::changes::bump();
+        }
+    }
+
     /// Runs every route's canary guard; saves the routes when one tripped.
     fn check_guards(&self) {
         let now = Instant::now();
@@ -140,6 +151,7 @@ impl Edge {
             h.last_check = Some(format!("request failed: {why}"));
             drop(h);
             t.changed.notify_waiters();
+            crate::changes::bump();
         }
     }
 
@@ -252,6 +264,14 @@ impl Edge {
                 }
             }
             Request::DocPut { key, value, expect } => self.doc_put(key, value, expect),
+            Request::DocDelete { key, expect } => self.doc_delete(key, expect),
+            Request::Watch { after, timeout_ms } => Response::Changed {
+                generation: crate::changes::wait(
+                    after,
+                    Duration::from_millis(timeout_ms.min(WATCH_LONGEST_MS)),
+                )
+                .await,
+            },
             Request::DocList { prefix } => Response::Keys {
                 keys: self
                     .docs
@@ -289,7 +309,12 @@ impl Edge {
                     expires: now + Duration::from_millis(ttl_ms),
                 };
                 let h = holder(&lock, now);
-                locks.insert(key, lock);
+                let new_holder = locks
+                    .insert(key, lock)
+                    .is_none_or(|old| old.owner != h.owner || old.expires <= now);
+                if new_holder {
+                    crate::changes::bump();
+                }
                 Response::Locked { holder: h }
             }
             Request::LockGet { key } => {
@@ -306,6 +331,7 @@ impl Edge {
                 let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
                 if locks.get(&key).is_some_and(|l| l.owner == owner) {
                     locks.remove(&key);
+                    crate::changes::bump();
                 }
                 Response::Ok
             }
@@ -457,19 +483,43 @@ impl Edge {
                 revision,
             },
         );
-        if let Some(dir) = &self.dir {
-            let bytes = match serde_json::to_vec_pretty(&*docs) {
-                Ok(b) => b,
-                Err(e) => return error(EdgeErrorCode::Internal, e.to_string()),
-            };
-            if let Err(e) = write_atomically(&dir.join("docs.json"), &bytes) {
-                return error(EdgeErrorCode::Internal, e);
-            }
+        if let Err(e) = self.save_docs(&docs) {
+            return error(EdgeErrorCode::Internal, e);
         }
+        crate::changes::bump();
         Response::Doc {
             value: Some(value),
             revision,
         }
+    }
+
+    fn doc_delete(&self, key: String, expect: Option<u64>) -> Response {
+        let mut docs = self.docs.lock().unwrap_or_else(|p| p.into_inner());
+        let current = docs.entries.get(&key).map(|d| d.revision).unwrap_or(0);
+        if let Some(expect) = expect {
+            if expect != current {
+                return error(
+                    EdgeErrorCode::Conflict,
+                    format!("{key} changed meanwhile (revision {current}, expected {expect})"),
+                );
+            }
+        }
+        if docs.entries.remove(&key).is_none() {
+            return Response::Ok;
+        }
+        if let Err(e) = self.save_docs(&docs) {
+            return error(EdgeErrorCode::Internal, e);
+        }
+        crate::changes::bump();
+        Response::Ok
+    }
+
+    fn save_docs(&self, docs: &Docs) -> Result<(), String> {
+        let Some(dir) = &self.dir else {
+            return Ok(());
+        };
+        let bytes = serde_json::to_vec_pretty(docs).map_err(|e| e.to_string())?;
+        write_atomically(&dir.join("docs.json"), &bytes)
     }
 }
 
@@ -530,6 +580,7 @@ pub async fn serve(dir: PathBuf) -> Result<(), String> {
             loop {
                 tick.tick().await;
                 edge.check_guards();
+                edge.expire_locks();
             }
         }
     };

@@ -75,6 +75,7 @@ pub fn record(t: &Target, probe: &HealthProbe, passed: bool, seen: String) {
     drop(h);
     if changed {
         t.changed.notify_waiters();
+        crate::changes::bump();
     }
 }
 

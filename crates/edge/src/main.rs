@@ -8,6 +8,8 @@
 //! - [`proxy`]: the listeners (HTTP/1.1 and h2c) and request forwarding, with
 //!   one retry on another target when the first could not be reached.
 //! - [`health`]: the active health checks that move targets between states.
+//! - [`changes`]: the state generation clients follow with one waiting
+//!   control session (`watch`).
 //! - [`control`]: the control socket and the `ctl` client that the Docker
 //!   exec API runs; stored documents and locks.
 //! - [`demo`]: `demo` (an HTTP server that answers its version) and `probe`
@@ -17,6 +19,7 @@
 //! Deliberately left out for now: TLS termination, host-name routing, weighted
 //! pools (one pool per route; every healthy target gets an equal share).
 
+mod changes;
 mod control;
 mod demo;
 mod health;

@@ -496,8 +496,10 @@ impl Table {
         Ok(())
     }
 
-    /// Writes the routes to the state directory (atomically).
+    /// Writes the routes to the state directory (atomically). Every change
+    /// to the table is saved, so this is also where clients learn of one.
     pub fn save(&self) -> Result<(), String> {
+        crate::changes::bump();
         let Some(path) = &self.path else {
             return Ok(());
         };

@@ -881,3 +881,76 @@ async fn a_port_another_process_listens_on_is_refused_even_if_it_shares_ports() 
         "nothing changed: {routes}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_answers_when_a_target_or_a_document_changes_and_waits_otherwise() {
+    let edge = Edge::start(100, 1_000);
+    let now = edge.ctl(&json!({"op": "watch", "after": 0, "timeoutMs": 10_000}));
+    let generation = now["generation"].as_u64().expect("a generation");
+
+    // Nothing changes: the watch answers at its timeout with the same generation.
+    let started = Instant::now();
+    let quiet = edge.ctl(&json!({"op": "watch", "after": generation, "timeoutMs": 300}));
+    assert_eq!(quiet["generation"].as_u64(), Some(generation), "{quiet}");
+    assert!(started.elapsed() >= Duration::from_millis(300), "it waited");
+
+    // A waiting watch is answered by a change made meanwhile (here a target
+    // that becomes healthy), long before its timeout.
+    let waiting = {
+        let state = edge.state.path().to_path_buf();
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let out = Command::new(BIN)
+                .arg("ctl")
+                .arg(json!({"op": "watch", "after": generation, "timeoutMs": 30_000}).to_string())
+                .arg("--state")
+                .arg(&state)
+                .output()
+                .unwrap();
+            (
+                started.elapsed(),
+                serde_json::from_slice::<Value>(&out.stdout).unwrap(),
+            )
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let _a = edge.add_demo("a", "va", 1);
+    let (took, answer) = waiting.join().unwrap();
+    assert!(
+        answer["generation"].as_u64().unwrap() > generation,
+        "the change moved the generation: {answer}"
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "answered at the change, not the timeout: {took:?}"
+    );
+
+    // Documents: written, deleted (fine twice), each move seen by a watch.
+    let before = edge.ctl(&json!({"op": "watch", "after": 0, "timeoutMs": 10}))["generation"]
+        .as_u64()
+        .unwrap();
+    edge.ctl(&json!({"op": "doc-put", "key": "services/t/web", "value": {"a": 1}, "expect": 0}));
+    let refused = edge.try_ctl(&json!({"op": "doc-delete", "key": "services/t/web", "expect": 7}));
+    assert_eq!(
+        refused.unwrap()["code"],
+        "conflict",
+        "a stale revision deletes nothing"
+    );
+    edge.ctl(&json!({"op": "doc-delete", "key": "services/t/web", "expect": 1}));
+    edge.ctl(&json!({"op": "doc-delete", "key": "services/t/web", "expect": null}));
+    let gone = edge.ctl(&json!({"op": "doc-get", "key": "services/t/web"}));
+    assert_eq!(gone["value"], Value::Null, "{gone}");
+    let after = edge.ctl(&json!({"op": "watch", "after": 0, "timeoutMs": 10}))["generation"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        after >= before + 2,
+        "a put and a delete each move the generation ({before} → {after})"
+    );
+    let keys = edge.ctl(&json!({"op": "doc-list", "prefix": "services/"}));
+    assert_eq!(
+        keys["keys"],
+        json!([]),
+        "the deleted document is not listed: {keys}"
+    );
+}

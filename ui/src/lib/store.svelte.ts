@@ -5,6 +5,9 @@
 import {
   environments as fetchEnvironments,
   onLiveUpdate,
+  onServices,
+  services as fetchServices,
+  type ServicesUpdate,
   type Container,
   type EnvironmentView,
   type Inventory,
@@ -27,6 +30,8 @@ class Store {
   ready = $state(false);
   /** The window's clock for relative times ("3 minutes ago"), ticking every 30 s. */
   now = $state(Date.now());
+  /** Each environment's services as the backend last pushed them. */
+  services = $state.raw<Record<string, ServicesUpdate>>({});
 
   get ordered(): EnvironmentView[] {
     return Object.values(this.views).sort(
@@ -46,6 +51,7 @@ class Store {
     // Listen first, then read: an update sent while the list is on its way is
     // kept and replayed onto it (updates are idempotent), so none is lost.
     await onLiveUpdate((u) => (this.early ? this.early.push(u) : this.apply(u)));
+    await onServices((u) => (this.services = { ...this.services, [u.environment]: u }));
     try {
       const list = await fetchEnvironments();
       this.views = Object.fromEntries(list.map((v) => [v.spec.name, v]));
@@ -59,7 +65,29 @@ class Store {
     this.ready = true;
   }
 
+  /** Reads an environment's services once (the first time a page shows
+   * them, and after an operation); changes after that are pushed. */
+  async loadServices(env: string): Promise<void> {
+    try {
+      const services = await fetchServices(env);
+      this.services = { ...this.services, [env]: { environment: env, services, problem: null } };
+    } catch (e) {
+      const old = this.services[env];
+      this.services = { ...this.services, [env]: { environment: env, services: old?.services ?? [], problem: e as Problem } };
+    }
+  }
+
   apply(update: LiveUpdate): void {
+    if (update.kind === "added") {
+      this.views = { ...this.views, [update.view.spec.name]: update.view };
+      return;
+    }
+    if (update.kind === "removed") {
+      const { [update.environment]: _gone, ...rest } = this.views;
+      this.views = rest;
+      if (this.selected === update.environment) this.selected = this.ordered[0]?.spec.name ?? null;
+      return;
+    }
     const view = this.views[update.environment];
     if (!view) return;
     let next: EnvironmentView;

@@ -6,8 +6,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
+use std::time::Duration;
+
 use super::*;
-use crate::edge::{TargetStatus, PROTOCOL_VERSION};
+use crate::edge::{
+    EdgeErrorCode, LockHolder, Request, Response, RouteSpec, TargetSpec, TargetState, TargetStatus,
+    PROTOCOL_VERSION,
+};
 use crate::service::PortMapping;
 
 #[derive(Default)]
@@ -244,6 +249,11 @@ impl EdgeControl for Fake {
                 }
             }
             Request::DocList { .. } => Response::Keys { keys: vec![] },
+            Request::DocDelete { key, .. } => {
+                w.docs.remove(&key);
+                Response::Ok
+            }
+            Request::Watch { after, .. } => Response::Changed { generation: after },
             Request::LockAcquire {
                 key,
                 owner,

@@ -10,6 +10,8 @@ import type { RolloutEvent } from "./generated/RolloutEvent";
 import type { RolloutOutcome } from "./generated/RolloutOutcome";
 import type { ServiceForm } from "./generated/ServiceForm";
 import type { TrafficView } from "./generated/TrafficView";
+import type { ServicesUpdate } from "./generated/ServicesUpdate";
+import type { TrafficUpdate } from "./generated/TrafficUpdate";
 import type { ServiceView } from "./generated/ServiceView";
 import type { Strategy } from "./generated/Strategy";
 
@@ -53,6 +55,8 @@ export type { FormVolume } from "./generated/FormVolume";
 export type { ServiceForm } from "./generated/ServiceForm";
 export type { ReleaseMetrics } from "./generated/ReleaseMetrics";
 export type { TrafficView } from "./generated/TrafficView";
+export type { ServicesUpdate } from "./generated/ServicesUpdate";
+export type { TrafficUpdate } from "./generated/TrafficUpdate";
 
 /** Every environment with its state and last inventory. */
 export function environments(): Promise<EnvironmentView[]> {
@@ -64,6 +68,23 @@ export function environments(): Promise<EnvironmentView[]> {
 /** Follows live updates from every environment. */
 export function onLiveUpdate(handler: (update: LiveUpdate) => void): Promise<UnlistenFn> {
   return listen<LiveUpdate>("live", (event) => handler(event.payload));
+}
+
+/** Every service of an environment, pushed whenever one changes. */
+export function onServices(handler: (update: ServicesUpdate) => void): Promise<UnlistenFn> {
+  return listen<ServicesUpdate>("services", (event) => handler(event.payload));
+}
+
+/** A followed service's traffic, pushed once a second (see `watchTraffic`). */
+export function onTraffic(handler: (update: TrafficUpdate) => void): Promise<UnlistenFn> {
+  return listen<TrafficUpdate>("traffic", (event) => handler(event.payload));
+}
+
+/** Starts (`on`) or stops the backend pushing STACK/SERVICE's traffic. */
+export function watchTraffic(env: string, service: string, on: boolean): Promise<void> {
+  return invoke<void>("watch_traffic", { env, service, on }).catch((e: unknown) => {
+    throw toProblem(e);
+  });
 }
 
 /** Services on an environment with their releases and containers. */

@@ -3,4 +3,4 @@
 /**
  * Why an environment is in the list.
  */
-export type EnvironmentSource = "docker-host" | "docker-context" | "local-default";
+export type EnvironmentSource = "docker-host" | "docker-context" | "local-default" | "added";

@@ -6,7 +6,12 @@ import type { Inventory } from "./Inventory";
 /**
  * One environment as the user sees it.
  */
-export type EnvironmentView = { spec: EnvironmentSpec, isDefault: boolean, state: ConnectionState, 
+export type EnvironmentView = { spec: EnvironmentSpec, isDefault: boolean, 
+/**
+ * The host name links to published ports use (`localhost` for a local
+ * daemon, the remote host's name otherwise).
+ */
+linkHost: string, state: ConnectionState, 
 /**
  * The last inventory read; kept (and shown as stale) while disconnected.
  */

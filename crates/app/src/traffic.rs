@@ -1,6 +1,6 @@
-//! Traffic between a service's releases on a Docker environment: core's
-//! switch, split, preview, promote, abort and maintenance
-//! (`changeover_core::rollout::traffic`) driven with this daemon and its
+//! Traffic between a service's releases on an environment: core's switch,
+//! split, preview, promote, abort and maintenance
+//! (`changeover_core::rollout::traffic`) driven on the environment's kept
 //! edge. Nothing here creates an edge: a service without one has no
 //! traffic to move.
 
@@ -8,24 +8,25 @@ use changeover_core::rollout::{Deployer, EventSink, Settled};
 use changeover_core::service::{split_qualified, TrafficView};
 use changeover_core::{Problem, ProblemCode};
 
-use crate::deploy::deployer_on;
-use crate::edge::Edge;
-use crate::runtime::DockerRuntime;
-use crate::Docker;
+use changeover_docker::edge::Edge;
+use changeover_docker::runtime::DockerRuntime;
+
+use crate::environments::Environment;
+use crate::services::deployer_on;
 
 /// A deployer on the environment's running edge.
 async fn on_edge(
-    docker: &Docker,
+    env: &Environment,
     name: &str,
     events: EventSink,
 ) -> Result<Deployer<DockerRuntime, Edge>, Problem> {
-    let edge = Edge::existing(docker).await.ok_or_else(|| {
+    let edge = env.edge().await?.ok_or_else(|| {
         Problem::new(
             ProblemCode::UnknownService,
             format!("no service {name} on this environment (see `changeover service ls`)"),
         )
     })?;
-    Ok(deployer_on(docker, edge, events))
+    Ok(deployer_on(edge, events))
 }
 
 fn quiet() -> EventSink {
@@ -33,9 +34,9 @@ fn quiet() -> EventSink {
 }
 
 /// What the edge does with a service's traffic and what each release served.
-pub async fn show(docker: &Docker, name: &str) -> Result<TrafficView, Problem> {
+pub async fn show(env: &Environment, name: &str) -> Result<TrafficView, Problem> {
     let (stack, service) = split_qualified(name)?;
-    on_edge(docker, name, quiet())
+    on_edge(env, name, quiet())
         .await?
         .traffic(stack, service)
         .await
@@ -43,12 +44,12 @@ pub async fn show(docker: &Docker, name: &str) -> Result<TrafficView, Problem> {
 
 /// Pauses the service behind a 503 page with `message` (`None` resumes it).
 pub async fn maintenance(
-    docker: &Docker,
+    env: &Environment,
     name: &str,
     message: Option<String>,
 ) -> Result<(), Problem> {
     let (stack, service) = split_qualified(name)?;
-    on_edge(docker, name, quiet())
+    on_edge(env, name, quiet())
         .await?
         .maintenance(stack, service, message)
         .await
@@ -56,18 +57,18 @@ pub async fn maintenance(
 
 /// Sends every new request to one release (number, or a tag one live
 /// release runs).
-pub async fn switch(docker: &Docker, name: &str, to: &str) -> Result<u32, Problem> {
+pub async fn switch(env: &Environment, name: &str, to: &str) -> Result<u32, Problem> {
     let (stack, service) = split_qualified(name)?;
-    on_edge(docker, name, quiet())
+    on_edge(env, name, quiet())
         .await?
         .switch(stack, service, to)
         .await
 }
 
 /// `percent` of new clients to the candidate (or newer release), sticky.
-pub async fn split(docker: &Docker, name: &str, percent: i64) -> Result<(u32, u32), Problem> {
+pub async fn split(env: &Environment, name: &str, percent: i64) -> Result<(u32, u32), Problem> {
     let (stack, service) = split_qualified(name)?;
-    on_edge(docker, name, quiet())
+    on_edge(env, name, quiet())
         .await?
         .split(stack, service, percent)
         .await
@@ -75,30 +76,32 @@ pub async fn split(docker: &Docker, name: &str, percent: i64) -> Result<(u32, u3
 
 /// Requests carrying `token` go to the candidate (`None`: preview off).
 pub async fn preview(
-    docker: &Docker,
+    env: &Environment,
     name: &str,
     token: Option<String>,
 ) -> Result<Option<u32>, Problem> {
     let (stack, service) = split_qualified(name)?;
-    on_edge(docker, name, quiet())
+    on_edge(env, name, quiet())
         .await?
         .preview(stack, service, token)
         .await
 }
 
 /// All traffic to the candidate; the old release drains and stops.
-pub async fn promote(docker: &Docker, name: &str, events: EventSink) -> Result<Settled, Problem> {
+pub async fn promote(env: &Environment, name: &str, events: EventSink) -> Result<Settled, Problem> {
     let (stack, service) = split_qualified(name)?;
-    on_edge(docker, name, events)
+    let _busy = env.busy();
+    on_edge(env, name, events)
         .await?
         .promote(stack, service)
         .await
 }
 
 /// All traffic back to the current release; the candidate is removed.
-pub async fn abort(docker: &Docker, name: &str, events: EventSink) -> Result<Settled, Problem> {
+pub async fn abort(env: &Environment, name: &str, events: EventSink) -> Result<Settled, Problem> {
     let (stack, service) = split_qualified(name)?;
-    on_edge(docker, name, events)
+    let _busy = env.busy();
+    on_edge(env, name, events)
         .await?
         .abort(stack, service, None)
         .await
@@ -107,12 +110,12 @@ pub async fn abort(docker: &Docker, name: &str, events: EventSink) -> Result<Set
 /// Settles a candidate that cannot stay: aborts a canary its guard stopped,
 /// promotes a blue-green candidate whose old release's standby time is over.
 pub async fn settle(
-    docker: &Docker,
+    env: &Environment,
     name: &str,
     events: EventSink,
 ) -> Result<Option<Settled>, Problem> {
     let (stack, service) = split_qualified(name)?;
-    on_edge(docker, name, events)
+    on_edge(env, name, events)
         .await?
         .settle(stack, service)
         .await

@@ -1,8 +1,10 @@
-//! The deploy use cases both shells (CLI and app) call: deploy a stack, roll
-//! one service to a tag, roll back, list and inspect services.
+//! The service use cases both shells (CLI and desktop) call: deploy a
+//! stack, roll one service to a tag, roll back, the service forms, export,
+//! the sandbox, and reading services with what runs of them.
 //!
-//! Each puts the edge in place first (building its image on the daemon when
-//! needed), then drives core's [`Deployer`] with the Docker runtime. Images
+//! Each rollout puts the edge in place first (building its image on the
+//! daemon when needed), then drives core's [`Deployer`] with the Docker
+//! runtime, on the environment's kept connection and edge sessions. Images
 //! named `changeover-demo:TAG` that are missing are built on the daemon from
 //! the edge binary (the demo app; a tag ending in `-unhealthy` makes one that
 //! never passes `/health`), which is what makes the sandbox work with no
@@ -10,11 +12,11 @@
 
 use std::collections::BTreeMap;
 
-use changeover_core::edge::{rollout_lock_key, Request, Response, TargetState};
+use changeover_core::edge::{rollout_lock_key, LockHolder, Request, Response, TargetState};
 use changeover_core::form::{self, FormCheck, FormIssue, ServiceForm};
 use changeover_core::rollout::{
-    expect_ok, load_record, Deployer, EdgeControl, EventSink, Goal, RolloutEvent, RolloutOutcome,
-    Runtime,
+    expect_ok, load_record, routes_of, Deployer, EdgeControl, EventSink, Goal, RolloutEvent,
+    RolloutOutcome, Runtime,
 };
 use changeover_core::service::{
     split_qualified, ContainerView, ServiceRecord, ServiceSpec, ServiceView, Strategy,
@@ -22,9 +24,11 @@ use changeover_core::service::{
 use changeover_core::stack::Stack;
 use changeover_core::{Problem, ProblemCode};
 
-use crate::edge::{ensure_demo_image, ensure_edge, BinaryImage, Edge};
-use crate::runtime::DockerRuntime;
-use crate::Docker;
+use changeover_docker::edge::{ensure_demo_image, BinaryImage, Edge};
+use changeover_docker::runtime::DockerRuntime;
+use changeover_docker::Docker;
+
+use crate::environments::Environment;
 
 /// `user@host (pid N)`: who deploys, as recorded in releases and locks.
 pub fn owner() -> String {
@@ -41,7 +45,7 @@ pub fn owner() -> String {
 }
 
 /// A lock owner written by [`owner`] on this machine whose process is gone.
-fn owner_gone(holder: &str) -> bool {
+pub(crate) fn owner_gone(holder: &str) -> bool {
     let mine = owner();
     let host_of = |o: &str| {
         o.split(" (pid ")
@@ -60,7 +64,7 @@ fn owner_gone(holder: &str) -> bool {
     }
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -69,24 +73,20 @@ fn now_ms() -> i64 {
 
 /// A deployer for this environment, with the edge in place.
 pub async fn deployer(
-    docker: &Docker,
+    env: &Environment,
     events: EventSink,
 ) -> Result<Deployer<DockerRuntime, Edge>, Problem> {
-    let edge = ensure_edge(docker).await?;
-    if let Some(message) = crate::edge::outdated_edge(docker).await {
+    let edge = env.ensure_edge().await?;
+    if let Some(message) = changeover_docker::edge::outdated_edge(&edge.docker).await {
         events(RolloutEvent::Note { message });
     }
-    Ok(deployer_on(docker, edge, events))
+    Ok(deployer_on(edge, events))
 }
 
-/// A deployer driving `edge` and this daemon.
-pub(crate) fn deployer_on(
-    docker: &Docker,
-    edge: Edge,
-    events: EventSink,
-) -> Deployer<DockerRuntime, Edge> {
+/// A deployer driving `edge` and its daemon.
+pub(crate) fn deployer_on(edge: Edge, events: EventSink) -> Deployer<DockerRuntime, Edge> {
     Deployer {
-        runtime: DockerRuntime::new(docker),
+        runtime: DockerRuntime::new(&edge.docker),
         edge,
         owner: owner(),
         now_ms,
@@ -126,13 +126,14 @@ pub async fn ensure_sandbox_images(docker: &Docker) -> Result<(), Problem> {
 /// Deploys every service of a stack, one after the other. Every image and
 /// port is checked before the first rollout starts.
 pub async fn deploy_stack(
-    docker: &Docker,
+    env: &Environment,
     stack: &Stack,
     events: EventSink,
 ) -> Result<Vec<RolloutOutcome>, Problem> {
+    let _busy = env.busy();
     let specs: Vec<&ServiceSpec> = stack.services.iter().collect();
-    ensure_demo_images(docker, &specs).await?;
-    let d = deployer(docker, events).await?;
+    ensure_demo_images(&env.docker().await?, &specs).await?;
+    let d = deployer(env, events).await?;
     for spec in &stack.services {
         d.runtime.resolve_image(&spec.image).await?;
         d.check_ports(spec).await?;
@@ -154,7 +155,7 @@ pub async fn deploy_stack(
 /// Deploys the sandbox stack: builds the demo images, then three replicas
 /// of v1 on port 18080, or the next port the daemon's host has free.
 /// Returns the port.
-pub async fn sandbox(docker: &Docker, events: EventSink) -> Result<u16, Problem> {
+pub async fn sandbox(env: &Environment, events: EventSink) -> Result<u16, Problem> {
     let report =
         changeover_core::stack::parse(changeover_core::stack::SANDBOX, "sandbox.yml", None);
     let Some(mut stack) = report.stack else {
@@ -163,8 +164,8 @@ pub async fn sandbox(docker: &Docker, events: EventSink) -> Result<u16, Problem>
             "the built-in sandbox stack is invalid",
         ));
     };
-    ensure_sandbox_images(docker).await?;
-    let edge = ensure_edge(docker).await?;
+    ensure_sandbox_images(&env.docker().await?).await?;
+    let edge = env.ensure_edge().await?;
     let mut chosen = None;
     for port in 18080u16..18180 {
         let free = edge
@@ -189,7 +190,7 @@ pub async fn sandbox(docker: &Docker, events: EventSink) -> Result<u16, Problem>
             p.host = port;
         }
     }
-    deploy_stack(docker, &stack, events).await?;
+    deploy_stack(env, &stack, events).await?;
     Ok(port)
 }
 
@@ -209,7 +210,7 @@ async fn record_of(
 /// Rolls `STACK/SERVICE` to another tag of its image, with its own
 /// strategy or, for this deploy and the ones after, `strategy`.
 pub async fn deploy_tag(
-    docker: &Docker,
+    env: &Environment,
     name: &str,
     tag: &str,
     strategy: Option<Strategy>,
@@ -221,13 +222,14 @@ pub async fn deploy_tag(
             format!("{tag:?} is not an image tag"),
         ));
     }
-    let d = deployer(docker, events).await?;
+    let _busy = env.busy();
+    let d = deployer(env, events).await?;
     let record = record_of(&d, name).await?;
     let mut spec = record.spec.with_tag(tag);
     if let Some(s) = strategy {
         spec.strategy = s;
     }
-    ensure_demo_images(docker, &[&spec]).await?;
+    ensure_demo_images(&d.runtime.docker, &[&spec]).await?;
     d.run(
         &spec.stack,
         &spec.name,
@@ -238,12 +240,13 @@ pub async fn deploy_tag(
 
 /// Deploys a changed definition of one service (the GUI's forms).
 pub async fn deploy_spec(
-    docker: &Docker,
+    env: &Environment,
     spec: ServiceSpec,
     events: EventSink,
 ) -> Result<RolloutOutcome, Problem> {
-    ensure_demo_images(docker, &[&spec]).await?;
-    let d = deployer(docker, events).await?;
+    let _busy = env.busy();
+    ensure_demo_images(&env.docker().await?, &[&spec]).await?;
+    let d = deployer(env, events).await?;
     d.run(
         &spec.stack.clone(),
         &spec.name.clone(),
@@ -254,8 +257,8 @@ pub async fn deploy_spec(
 
 /// The records of every service on the environment (none when the edge was
 /// never set up here).
-async fn records(docker: &Docker) -> Result<Vec<ServiceRecord>, Problem> {
-    let Some(edge) = Edge::existing(docker).await else {
+async fn records(env: &Environment) -> Result<Vec<ServiceRecord>, Problem> {
+    let Some(edge) = env.edge().await? else {
         return Ok(Vec::new());
     };
     let mut out = Vec::new();
@@ -276,7 +279,12 @@ async fn service_names(edge: &Edge) -> Result<Vec<String>, Problem> {
         .await?,
     )? {
         Response::Keys { keys } => keys,
-        _ => Vec::new(),
+        other => {
+            return Err(Problem::new(
+                ProblemCode::EdgeError,
+                format!("the edge answered {other:?} when asked for its services"),
+            ))
+        }
     };
     Ok(keys
         .into_iter()
@@ -286,12 +294,12 @@ async fn service_names(edge: &Edge) -> Result<Vec<String>, Problem> {
 
 /// The form for editing `STACK/SERVICE`, or a blank one for a new service in
 /// `STACK` when `name` has no `/`.
-pub async fn service_form(docker: &Docker, name: &str) -> Result<ServiceForm, Problem> {
+pub async fn service_form(env: &Environment, name: &str) -> Result<ServiceForm, Problem> {
     if !name.contains('/') {
         return Ok(ServiceForm::blank(name));
     }
     let (stack, service) = split_qualified(name)?;
-    records(docker)
+    records(env)
         .await?
         .into_iter()
         .find(|r| r.spec.stack == stack && r.spec.name == service)
@@ -306,10 +314,10 @@ pub async fn service_form(docker: &Docker, name: &str) -> Result<ServiceForm, Pr
 
 /// Checks a form against the environment: the rules of a stack file, plus
 /// "a new service must not exist yet" and "an edited one must".
-pub async fn check_form(docker: &Docker, form: &ServiceForm) -> Result<FormCheck, Problem> {
+pub async fn check_form(env: &Environment, form: &ServiceForm) -> Result<FormCheck, Problem> {
     let stack = form.stack.trim();
     let name = form.name.trim();
-    let others: Vec<ServiceSpec> = records(docker)
+    let others: Vec<ServiceSpec> = records(env)
         .await?
         .into_iter()
         .filter(|r| r.spec.stack == stack)
@@ -340,13 +348,13 @@ pub async fn check_form(docker: &Docker, form: &ServiceForm) -> Result<FormCheck
 /// Deploys what a form describes (creating the service or rolling it to the
 /// changed definition). A form with problems changes nothing.
 pub async fn deploy_form(
-    docker: &Docker,
+    env: &Environment,
     form: &ServiceForm,
     events: EventSink,
 ) -> Result<RolloutOutcome, Problem> {
-    let checked = check_form(docker, form).await?;
+    let checked = check_form(env, form).await?;
     match checked.spec {
-        Some(spec) if checked.errors.is_empty() => deploy_spec(docker, spec, events).await,
+        Some(spec) if checked.errors.is_empty() => deploy_spec(env, spec, events).await,
         _ => Err(Problem::new(
             ProblemCode::InvalidStack,
             std::iter::once(format!(
@@ -368,8 +376,8 @@ pub async fn deploy_form(
 
 /// Every service of `stack` on the environment as a Compose file that
 /// `changeover stack deploy -f` reads back into the same definitions.
-pub async fn export_stack(docker: &Docker, stack: &str) -> Result<String, Problem> {
-    let mut services: Vec<ServiceSpec> = records(docker)
+pub async fn export_stack(env: &Environment, stack: &str) -> Result<String, Problem> {
+    let mut services: Vec<ServiceSpec> = records(env)
         .await?
         .into_iter()
         .filter(|r| r.spec.stack == stack)
@@ -389,42 +397,82 @@ pub async fn export_stack(docker: &Docker, stack: &str) -> Result<String, Proble
 
 /// Rolls `STACK/SERVICE` back to its previous release.
 pub async fn rollback(
-    docker: &Docker,
+    env: &Environment,
     name: &str,
     events: EventSink,
 ) -> Result<RolloutOutcome, Problem> {
     let (stack, service) = split_qualified(name)?;
-    let d = deployer(docker, events).await?;
+    let _busy = env.busy();
+    let d = deployer(env, events).await?;
     record_of(&d, name).await?;
     d.run(stack, service, Goal::Rollback).await
 }
 
 /// Every service on the environment with its containers. Empty when the
 /// edge was never set up here.
-pub async fn services(docker: &Docker) -> Result<Vec<ServiceView>, Problem> {
-    let Some(edge) = Edge::existing(docker).await else {
+pub async fn services(env: &Environment) -> Result<Vec<ServiceView>, Problem> {
+    let Some(edge) = env.edge().await? else {
         return Ok(Vec::new());
     };
     let mut out = Vec::new();
     for name in service_names(&edge).await? {
-        out.push(service_view(docker, &edge, &name).await?);
+        // A record deleted between the listing and the read is gone: skip it.
+        match service_view(&edge, &name).await {
+            Ok(view) => out.push(view),
+            Err(p) if p.code == ProblemCode::UnknownService => {}
+            Err(p) => return Err(p),
+        }
     }
     Ok(out)
 }
 
+/// `(stack/service, owner)` of every rollout lock someone holds on the
+/// environment's edge (an owner on this machine whose process is gone holds
+/// nothing).
+pub async fn locks_held(env: &Environment) -> Result<Vec<(String, String)>, Problem> {
+    let Some(edge) = env.edge().await? else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for name in service_names(&edge).await? {
+        let (stack, service) = split_qualified(&name)?;
+        if let Some(h) = lock_of(&edge, stack, service).await? {
+            out.push((name.clone(), h.owner));
+        }
+    }
+    Ok(out)
+}
+
+async fn lock_of(edge: &Edge, stack: &str, service: &str) -> Result<Option<LockHolder>, Problem> {
+    Ok(
+        match edge
+            .call(Request::LockGet {
+                key: rollout_lock_key(stack, service),
+            })
+            .await?
+        {
+            // A holder on this machine whose process is gone holds nothing:
+            // the rollout it ran is interrupted, and the next one takes over
+            // at once.
+            Response::LockHeld { holder } if !owner_gone(&holder.owner) => Some(holder),
+            _ => None,
+        },
+    )
+}
+
 /// One service with its containers.
-pub async fn service(docker: &Docker, name: &str) -> Result<ServiceView, Problem> {
+pub async fn service(env: &Environment, name: &str) -> Result<ServiceView, Problem> {
     split_qualified(name)?;
-    let Some(edge) = Edge::existing(docker).await else {
+    let Some(edge) = env.edge().await? else {
         return Err(Problem::new(
             ProblemCode::UnknownService,
             format!("no service {name} on this environment (nothing was deployed here yet)"),
         ));
     };
-    service_view(docker, &edge, name).await
+    service_view(&edge, name).await
 }
 
-async fn service_view(docker: &Docker, edge: &Edge, name: &str) -> Result<ServiceView, Problem> {
+async fn service_view(edge: &Edge, name: &str) -> Result<ServiceView, Problem> {
     let (stack, service) = split_qualified(name)?;
     let Some(record) = load_record(edge, stack, service).await?.0 else {
         return Err(Problem::new(
@@ -432,26 +480,16 @@ async fn service_view(docker: &Docker, edge: &Edge, name: &str) -> Result<Servic
             format!("no service {name} on this environment (see `changeover service ls`)"),
         ));
     };
-    let runtime = DockerRuntime::new(docker);
+    let runtime = DockerRuntime::new(&edge.docker);
     let containers = runtime.containers(stack, service).await?;
-    let routes = edge.routes_of(name).await?;
+    let routes = routes_of(edge, name).await?;
     let mut states: BTreeMap<String, Vec<TargetState>> = BTreeMap::new();
     for r in &routes {
         for t in &r.targets {
             states.entry(t.spec.id.clone()).or_default().push(t.state);
         }
     }
-    let lock = match edge
-        .call(Request::LockGet {
-            key: rollout_lock_key(stack, service),
-        })
-        .await?
-    {
-        // A holder on this machine whose process is gone holds nothing: the
-        // rollout it ran is interrupted, and the next one takes over at once.
-        Response::LockHeld { holder } if !owner_gone(&holder.owner) => Some(holder),
-        _ => None,
-    };
+    let lock = lock_of(edge, stack, service).await?;
     let port_count = record.spec.ports.len();
     Ok(ServiceView {
         name: name.to_string(),

@@ -9,8 +9,11 @@
 //! A bad address never hides the others: an environment whose address does not
 //! parse is listed with its [`Problem`], so the user can still pick another.
 //!
-//! Left out: connecting (that is `changeover-docker`) and environments the user
-//! adds in Changeover itself (a later issue; they will join this list).
+//! Environments the user added in Changeover join the list ([`added`]);
+//! their settings file is read and written by the application layer.
+//!
+//! Left out: connecting (that is `changeover-docker`) and any file I/O
+//! beyond reading the Docker CLI's own configuration.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -20,6 +23,8 @@ use serde::{Deserialize, Serialize};
 use ts_rs::TS;
 
 use crate::{Problem, ProblemCode};
+
+pub mod added;
 
 /// The name Docker gives the environment that `DOCKER_HOST` or the default
 /// socket describes.
@@ -35,16 +40,28 @@ pub const DEFAULT_UNIX_SOCKET: &str = "/var/run/docker.sock";
 pub enum Endpoint {
     /// A local Unix socket.
     Unix { path: String },
-    /// TCP, optionally with TLS client files.
+    /// TCP, optionally with TLS (client certificate and the daemon's CA).
     Tcp {
         host: String,
         port: u16,
-        tls: Option<TlsFiles>,
+        tls: Option<Tls>,
     },
     /// `ssh://[user@]host[:port]`, run through the system's `ssh`.
     Ssh { destination: String },
     /// A Windows named pipe.
     NamedPipe { path: String },
+}
+
+/// Where an environment's TLS material comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(tag = "from", rename_all = "camelCase")]
+#[ts(export)]
+pub enum Tls {
+    /// Files the Docker CLI uses (`DOCKER_CERT_PATH`, a context's TLS folder).
+    Files { files: TlsFiles },
+    /// An environment added in Changeover: the CA and client certificate in
+    /// its settings, the client key in the OS keyring.
+    Stored,
 }
 
 /// Client certificate files for a TLS daemon.
@@ -69,6 +86,23 @@ impl fmt::Display for Endpoint {
 }
 
 impl Endpoint {
+    /// The host name people use to reach what the daemon's host publishes
+    /// (links, preview URLs): `localhost` for a local socket, else the
+    /// address's host.
+    pub fn link_host(&self) -> String {
+        match self {
+            Endpoint::Unix { .. } | Endpoint::NamedPipe { .. } => "localhost".into(),
+            Endpoint::Tcp { host, .. } => host.clone(),
+            Endpoint::Ssh { destination } => {
+                let host = destination.rsplit('@').next().unwrap_or(destination);
+                match host.strip_prefix('[') {
+                    Some(v6) => v6.split(']').next().unwrap_or(v6).to_string(),
+                    None => host.split(':').next().unwrap_or(host).to_string(),
+                }
+            }
+        }
+    }
+
     /// Parses a Docker host address (`DOCKER_HOST` syntax). The error names the
     /// value and says what a valid one looks like.
     pub fn parse(raw: &str) -> Result<Endpoint, String> {
@@ -162,6 +196,8 @@ pub enum EnvironmentSource {
     DockerContext,
     /// The local default socket.
     LocalDefault,
+    /// Added in Changeover (`changeover env add`, or the window's form).
+    Added,
 }
 
 /// One daemon Changeover can talk to. `endpoint` is `None` exactly when
@@ -209,6 +245,20 @@ impl EnvironmentList {
     pub fn default_spec(&self) -> Result<&EnvironmentSpec, Problem> {
         self.get(&self.default)
     }
+}
+
+/// The host keys an SSH server offers, for the user to compare and accept
+/// once (as `ssh` asks on a first connection).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+#[ts(export)]
+pub struct SshHostKey {
+    /// The host as known-hosts files name it (`host`, or `[host]:port`).
+    pub host: String,
+    /// `SHA256:… (ED25519)`, one per key the server offers.
+    pub fingerprints: Vec<String>,
+    /// The keys as known-hosts lines, in the order of `fingerprints`.
+    pub known_hosts_lines: Vec<String>,
 }
 
 /// How Changeover's link to one environment stands right now.
@@ -299,7 +349,9 @@ fn default_environment(input: &DiscoveryInput) -> EnvironmentSpec {
             let parsed = Endpoint::parse(raw).map(|mut endpoint| {
                 if let Endpoint::Tcp { tls, .. } = &mut endpoint {
                     if input.docker_tls_verify {
-                        *tls = input.docker_cert_path.as_deref().map(tls_files_in);
+                        *tls = input.docker_cert_path.as_deref().map(|d| Tls::Files {
+                            files: tls_files_in(d),
+                        });
                     }
                 }
                 endpoint
@@ -376,7 +428,9 @@ fn read_contexts(config_dir: &Path) -> Vec<EnvironmentSpec> {
                 let parsed = Endpoint::parse(&host).map(|mut endpoint| {
                     if let Endpoint::Tcp { tls, .. } = &mut endpoint {
                         if tls_dir.join("ca.pem").exists() && !skip_tls_verify {
-                            *tls = Some(tls_files_in(&tls_dir));
+                            *tls = Some(Tls::Files {
+                                files: tls_files_in(&tls_dir),
+                            });
                         }
                     }
                     endpoint
@@ -466,6 +520,16 @@ mod tests {
         let meta = dir.join("contexts").join("meta").join(digest);
         std::fs::create_dir_all(&meta).unwrap();
         std::fs::write(meta.join("meta.json"), json).unwrap();
+    }
+
+    #[test]
+    fn links_use_the_daemons_host_name() {
+        let host = |raw: &str| Endpoint::parse(raw).unwrap().link_host();
+        assert_eq!(host("unix:///var/run/docker.sock"), "localhost");
+        assert_eq!(host("tcp://10.0.0.2:2376"), "10.0.0.2");
+        assert_eq!(host("ssh://me@build.example:2222"), "build.example");
+        assert_eq!(host("ssh://[fd00::1]:22"), "fd00::1");
+        assert_eq!(host("ssh://lab"), "lab");
     }
 
     #[test]
@@ -591,7 +655,8 @@ mod tests {
         assert_eq!(list.get("prod").unwrap().description, "the big one");
         match &list.get("tls-box").unwrap().endpoint {
             Some(Endpoint::Tcp {
-                tls: Some(files), ..
+                tls: Some(Tls::Files { files }),
+                ..
             }) => {
                 assert!(
                     files.ca.ends_with("contexts/tls/bbb/docker/ca.pem"),

@@ -1,0 +1,31 @@
+//! Changeover's application layer: what both shells — the `changeover`
+//! command and the desktop app — call. No Tauri here: it builds and runs in
+//! tests without a desktop.
+//!
+//! # Layout
+//! - [`environments`]: the registry of environments (discovered and added),
+//!   each kept open with one connection and one edge handle; adding,
+//!   testing, editing and removing environments.
+//! - [`follow`]: the desktop app's background work per environment — live
+//!   inventory, the edge followed with one waiting session, services and
+//!   traffic pushed, candidates settled.
+//! - [`events`]: what is pushed to the app.
+//! - [`services`]: deploys, rollbacks, forms, export, the sandbox, and
+//!   reading services.
+//! - [`traffic`]: switch, split, preview, promote, abort, maintenance.
+//! - [`settings`]: the app's config and runtime folders, written atomically.
+//! - [`secrets`]: the OS keyring.
+//!
+//! Deliberately left out: presentation (the CLI prints, the window draws)
+//! and anything Docker-specific (that is `changeover-docker`).
+
+pub mod environments;
+pub mod events;
+pub mod follow;
+pub mod secrets;
+pub mod services;
+pub mod settings;
+pub mod traffic;
+
+pub use environments::{ConnectionTest, Environment, Environments, NewEnvironment};
+pub use events::{AppEvent, AppSink, ServicesUpdate, TrafficUpdate};

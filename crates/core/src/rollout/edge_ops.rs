@@ -1,0 +1,198 @@
+//! A service on the edge: its routes (one per published port), their
+//! targets (the containers) and traffic policies.
+//!
+//! [`routes_of`] is the one reader of a service's routes; an answer that is
+//! not routes is an error, never "no routes".
+
+use std::collections::BTreeSet;
+
+use super::{Deployer, EdgeControl, Runtime};
+use crate::edge::{
+    EdgeErrorCode, Request, Response, RouteSpec, RouteStatus, Share, TargetSpec, TargetState,
+    TrafficPolicy,
+};
+use crate::problem::{Problem, ProblemCode};
+use crate::service::ServiceSpec;
+
+fn edge_problem(code: EdgeErrorCode, message: String) -> Problem {
+    let code = match code {
+        EdgeErrorCode::PortInUse => ProblemCode::PortInUse,
+        EdgeErrorCode::Conflict => ProblemCode::RolloutInProgress,
+        _ => ProblemCode::EdgeError,
+    };
+    Problem::new(code, message)
+}
+
+/// Turns an error answer into a problem.
+pub fn expect_ok(response: Response) -> Result<Response, Problem> {
+    match response {
+        Response::Error { code, message } => Err(edge_problem(code, message)),
+        other => Ok(other),
+    }
+}
+
+/// The routes of `service` (`stack/service`) on the edge.
+pub async fn routes_of<E: EdgeControl>(
+    edge: &E,
+    service: &str,
+) -> Result<Vec<RouteStatus>, Problem> {
+    match expect_ok(
+        edge.call(Request::Routes {
+            service: Some(service.to_string()),
+        })
+        .await?,
+    )? {
+        Response::Routes { routes } => Ok(routes),
+        other => Err(Problem::new(
+            ProblemCode::EdgeError,
+            format!("the edge answered {other:?} when asked for the routes of {service}"),
+        )),
+    }
+}
+
+impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
+    pub(super) async fn edge_call(&self, request: Request) -> Result<Response, Problem> {
+        expect_ok(self.edge.call(request).await?)
+    }
+
+    /// Refuses a service whose host ports the edge cannot listen on.
+    pub async fn check_ports(&self, spec: &ServiceSpec) -> Result<(), Problem> {
+        for p in &spec.ports {
+            self.edge_call(Request::PortCheck {
+                port: p.host,
+                service: spec.qualified(),
+            })
+            .await
+            .map_err(|e| {
+                Problem::new(
+                    e.code,
+                    format!(
+                        "{}: cannot publish port {}: {}",
+                        spec.qualified(),
+                        p.host,
+                        e.message
+                    ),
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The service's routes on the edge.
+    pub(crate) async fn routes(&self, spec: &ServiceSpec) -> Result<Vec<RouteStatus>, Problem> {
+        routes_of(&self.edge, &spec.qualified()).await
+    }
+
+    /// Changes the traffic policy of every route of the service with
+    /// `change` (where that changes anything).
+    pub(crate) async fn set_policy(
+        &self,
+        spec: &ServiceSpec,
+        change: impl Fn(&mut TrafficPolicy),
+    ) -> Result<(), Problem> {
+        if spec.ports.is_empty() {
+            return Ok(());
+        }
+        let routes = self.routes(spec).await?;
+        self.apply(&routes, change).await
+    }
+
+    /// Changes the policy of each of `routes` with `change`, where that
+    /// changes anything (one `traffic-set` per route).
+    pub(crate) async fn apply(
+        &self,
+        routes: &[RouteStatus],
+        change: impl Fn(&mut TrafficPolicy),
+    ) -> Result<(), Problem> {
+        for r in routes {
+            let mut policy = r.policy.clone();
+            change(&mut policy);
+            if policy != r.policy {
+                self.edge_call(Request::TrafficSet {
+                    port: r.spec.port,
+                    policy,
+                })
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates or updates one route per published port.
+    pub(super) async fn set_routes(&self, spec: &ServiceSpec) -> Result<(), Problem> {
+        for p in &spec.ports {
+            self.edge_call(Request::RouteSet {
+                route: RouteSpec {
+                    port: p.host,
+                    service: spec.qualified(),
+                    health: spec.health.clone(),
+                    drain_timeout_ms: spec.drain_timeout_ms,
+                    protocol: spec.protocol,
+                },
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn restore_routes(&self, spec: &ServiceSpec) -> Result<(), Problem> {
+        if spec.ports.is_empty() {
+            return Ok(());
+        }
+        let routed = self.routed_ids(spec).await?;
+        for c in self.runtime.containers(&spec.stack, &spec.name).await? {
+            if !c.running || routed.contains(&c.name) {
+                continue;
+            }
+            let Some(ip) = &c.ip else { continue };
+            for p in &spec.ports {
+                self.edge_call(Request::TargetAdd {
+                    port: p.host,
+                    target: TargetSpec {
+                        id: c.name.clone(),
+                        addr: format!("{ip}:{}", p.container),
+                        release: c.release,
+                    },
+                    wait_healthy_ms: Some(spec.health.interval_ms.max(1000) * 2),
+                })
+                .await?;
+            }
+            self.note(format!("routed {} again (release {})", c.name, c.release));
+        }
+        Ok(())
+    }
+
+    /// Names of the service's targets that are not draining.
+    pub(crate) async fn routed_ids(&self, spec: &ServiceSpec) -> Result<BTreeSet<String>, Problem> {
+        Ok(self
+            .routes(spec)
+            .await?
+            .into_iter()
+            .flat_map(|r| r.targets)
+            .filter(|t| t.state != TargetState::Draining)
+            .map(|t| t.spec.id)
+            .collect())
+    }
+}
+
+/// Every healthy target alike, whatever its release: no shares, no guard,
+/// no preview (maintenance stays as it is).
+pub(crate) fn even(p: &mut TrafficPolicy) {
+    p.weights.clear();
+    p.guard = None;
+    p.tripped = None;
+    p.preview = None;
+}
+
+/// `[(release, weight)]` as shares, leaving out absent releases.
+pub(crate) fn shares(pairs: &[(Option<u32>, u32)]) -> Vec<Share> {
+    pairs
+        .iter()
+        .filter_map(|(r, weight)| {
+            r.map(|release| Share {
+                release,
+                weight: *weight,
+            })
+        })
+        .collect()
+}
