@@ -46,12 +46,14 @@ lint: ui
 unit:
 	$(CARGO) test --workspace --lib --bins
 
+# The workspace tests run with a private, unlocked OS keyring of their own
+# (scripts/with-keyring.sh), never the user's.
 integration: app
 	$(CARGO) test -p changeover-edge --test proxy
-	$(CARGO) test -p changeover-tests --test live --test cli --test deploy --test traffic
+	bash scripts/with-keyring.sh $(CARGO) test -p changeover-tests --test live --test cli --test deploy --test traffic --test environments
 
 gui: app
-	$(CARGO) test -p changeover-tests --test gui -- --test-threads=1
+	bash scripts/with-keyring.sh $(CARGO) test -p changeover-tests --test gui -- --test-threads=1
 
 ## Remove containers and volumes an interrupted test run left behind.
 clean-test-leftovers:
@@ -60,7 +62,8 @@ clean-test-leftovers:
 	  vols=$$(docker volume ls -q --filter label=dev.changeover.test=1); \
 	  if [ -n "$$vols" ]; then docker volume rm $$vols >/dev/null; fi; \
 	  nets=$$(docker network ls --filter label=dev.changeover.managed=true --format '{{.Name}}' | grep '^t-' || true); \
-	  if [ -n "$$nets" ]; then docker network rm $$nets >/dev/null; fi
+	  if [ -n "$$nets" ]; then docker network rm $$nets >/dev/null; fi; \
+	  for ns in $$(ip netns list 2>/dev/null | awk '$$1 ~ /^co-/ {print $$1}'); do ip netns del "$$ns" 2>/dev/null || true; done
 
 bench-edge: setup edge
 	$(CARGO) build --release -p changeover-bench

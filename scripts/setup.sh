@@ -23,14 +23,19 @@ APT_PACKAGES=(
   musl-tools
   # GUI tests: a virtual display, the WebKit WebDriver, fonts for screenshots
   xvfb webkit2gtk-driver fonts-dejavu-core
-  # OS keyring in headless sessions
-  keyutils dbus-x11 gnome-keyring
+  # OS keyring: libdbus for the Secret Service client, and for the tests a
+  # private session bus with gnome-keyring (scripts/with-keyring.sh)
+  libdbus-1-dev dbus dbus-x11 gnome-keyring
+  # Remote environments in the tests: network namespaces, ssh client tools,
+  # an OpenSSL for a throw-away TLS server
+  iproute2 openssh-client openssl
   # Load generator for the benchmarks
   wrk
 )
-# The proxies bench/edge compares the edge with. They run only as benchmark
-# processes, so their system services are kept from starting on install.
-PROXY_PACKAGES=(haproxy nginx-light)
+# Servers that run only as processes of benchmarks and tests (bench/edge's
+# proxies, the tests' sshd), so their system services are kept from starting
+# on install.
+PROXY_PACKAGES=(haproxy nginx-light openssh-server)
 # Node.js 20+ with npm builds the UI. A machine that already has them (for example
 # from NodeSource) keeps its own; Debian's packages are the fallback.
 command -v node >/dev/null 2>&1 || APT_PACKAGES+=(nodejs)

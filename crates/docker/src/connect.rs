@@ -154,24 +154,41 @@ pub async fn dial(
             ))
         }
     };
-    docker.negotiate_version().await.map_err(|e| {
-        let chain = changeover_core::problem::error_chain(&e);
-        if let Endpoint::Tcp { tls, .. } = endpoint {
-            if tls.is_some() {
-                if let Some(p) = crate::tls::explain(&endpoint.to_string(), &chain) {
-                    return p;
-                }
-            } else if chain.contains("HTTP request to an HTTPS server") {
-                return Problem::new(
-                    ProblemCode::InvalidTls,
-                    format!(
-                        "{endpoint} speaks TLS: add the environment with its CA, client certificate and key"
-                    ),
-                );
+    let e = match docker.negotiate_version().await {
+        Ok(d) => return Ok(d),
+        Err(e) => e,
+    };
+    let chain = changeover_core::problem::error_chain(&e);
+    if let Endpoint::Tcp {
+        host,
+        port,
+        tls: with_tls,
+    } = endpoint
+    {
+        if with_tls.is_some() {
+            let at = endpoint.to_string();
+            if let Some(p) = crate::tls::explain(&at, &chain) {
+                return Err(p);
             }
+            // The request failed without a reason (TLS 1.3 refuses a client
+            // certificate after the handshake): ask the handshake itself.
+            if let Some(material) = tls {
+                if let Some(why) = crate::tls::handshake_error(host, *port, material).await {
+                    if let Some(p) = crate::tls::explain(&at, &why) {
+                        return Err(p);
+                    }
+                }
+            }
+        } else if chain.contains("HTTP request to an HTTPS server") {
+            return Err(Problem::new(
+                ProblemCode::InvalidTls,
+                format!(
+                    "{endpoint} speaks TLS: add the environment with its CA, client certificate and key"
+                ),
+            ));
         }
-        unreachable(describe(&e))
-    })
+    }
+    Err(unreachable(describe(&e)))
 }
 
 pub(crate) fn bracket(host: &str) -> String {
@@ -205,8 +222,35 @@ pub(crate) fn describe(e: &bollard::errors::Error) -> String {
         } => format!("the daemon answered {status_code}: {message}"),
         E::RequestTimeoutError => "the daemon did not answer in time".to_string(),
         // hyper's error chain holds the useful part (connection refused…).
-        other => changeover_core::problem::error_chain(other),
+        other => plain_reason(&changeover_core::problem::error_chain(other)),
     }
+}
+
+/// A transport error chain in a few words: what went wrong, without the
+/// HTTP client's own wrapping ("Error in the hyper legacy client: …").
+fn plain_reason(chain: &str) -> String {
+    let lower = chain.to_lowercase();
+    if lower.contains("connection refused") {
+        return "nothing listens there (connection refused)".into();
+    }
+    if lower.contains("dns error") || lower.contains("failed to lookup address") {
+        return "the host name does not resolve".into();
+    }
+    if lower.contains("no route to host") || lower.contains("network is unreachable") {
+        return "the host cannot be reached (no route)".into();
+    }
+    if lower.contains("timed out") {
+        return "the connection timed out".into();
+    }
+    let mut rest = chain;
+    for wrapper in [
+        "Error in the hyper legacy client: ",
+        "client error (Connect): ",
+        "client error (SendRequest): ",
+    ] {
+        rest = rest.strip_prefix(wrapper).unwrap_or(rest);
+    }
+    rest.to_string()
 }
 
 /// A daemon error as a [`Problem`].

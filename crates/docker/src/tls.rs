@@ -114,32 +114,63 @@ pub fn docker_over_tls(
     .map_err(|e| invalid(format!("TLS cannot be set up: {e}")))
 }
 
+/// Why a TLS exchange with `host:port` fails, in rustls's words: one
+/// handshake and one request, read until the first answer. Used when a
+/// request failed without saying why — with TLS 1.3 a daemon refuses the
+/// client certificate only after the handshake, and the HTTP client may see
+/// nothing but a closed connection.
+pub async fn handshake_error(host: &str, port: u16, material: &TlsMaterial) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let config = client_config(material).ok()?;
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let name = rustls_pki_types::ServerName::try_from(host.to_string()).ok()?;
+    let run = async {
+        let tcp = tokio::net::TcpStream::connect((host, port)).await?;
+        let mut tls = connector.connect(name, tcp).await?;
+        tls.write_all(b"GET /_ping HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n")
+            .await?;
+        let mut buf = [0u8; 64];
+        tls.read(&mut buf).await.map(|_| ())
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(10), run).await {
+        Ok(Err(e)) => Some(changeover_core::problem::error_chain(&e)),
+        _ => None,
+    }
+}
+
 /// A sentence for a failed TLS exchange with `at` (`tcp://HOST:PORT`), from
 /// the error's text (rustls and hyper name the cause in their chain).
 pub fn explain(at: &str, chain: &str) -> Option<Problem> {
-    let says = |needle: &str| chain.contains(needle);
-    let message = if says("UnknownIssuer") || says("BadSignature") {
+    // rustls names causes both as variants (UnknownIssuer) and in words
+    // ("certificate expired"): compare without case and spaces.
+    let flat: String = chain
+        .to_lowercase()
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    let says = |needle: &str| flat.contains(needle);
+    let message = if says("unknownissuer") || says("badsignature") {
         format!(
             "the daemon at {at} shows a certificate that the CA given did not sign; check that the CA is this daemon's"
         )
-    } else if says("Expired") {
+    } else if says("expired") {
         format!("the daemon at {at} shows an expired certificate; renew the daemon's certificate")
-    } else if says("NotValidYet") {
+    } else if says("notvalidyet") {
         format!("the daemon at {at} shows a certificate that is not valid yet (check both clocks)")
-    } else if says("NotValidForName") {
+    } else if says("notvalidforname") {
         format!(
             "the daemon at {at} shows a certificate made for another name; use the name or IP its certificate is for"
         )
-    } else if says("BadCertificate")
-        || says("CertificateRequired")
-        || says("UnknownCA")
-        || says("DecryptError")
-        || says("AccessDenied")
+    } else if says("badcertificate")
+        || says("certificaterequired")
+        || says("unknownca")
+        || says("decrypterror")
+        || says("accessdenied")
     {
         format!(
             "the daemon at {at} refused the client certificate; it must be signed by the CA the daemon trusts (--tlscacert)"
         )
-    } else if says("InvalidContentType") || says("corrupt message") || says("InvalidMessage") {
+    } else if says("invalidcontenttype") || says("corruptmessage") || says("invalidmessage") {
         format!(
             "{at} does not speak TLS (a plain Docker port?); add it without TLS files, or use the daemon's TLS port"
         )
