@@ -194,7 +194,23 @@ async fn services(envs: &Environments, env: &Arc<Environment>, mut dirty: watch:
             tokio::time::sleep(SETTLE_BURST).await;
             dirty.borrow_and_update();
             match crate::services::services(env).await {
-                Ok(list) => {
+                Ok(mut list) => {
+                    // A container that went away (removed, killed, a
+                    // reboot) leaves its routes now, not at the next deploy.
+                    let mut pruned = false;
+                    for s in list.iter().filter(|s| !s.record.spec.ports.is_empty()) {
+                        match crate::services::prune(env, &s.name).await {
+                            Ok(removed) => pruned |= !removed.is_empty(),
+                            Err(e) => {
+                                tracing::warn!(service = %s.name, error = %e, "could not take gone containers off the routes")
+                            }
+                        }
+                    }
+                    if pruned {
+                        if let Ok(again) = crate::services::services(env).await {
+                            list = again;
+                        }
+                    }
                     next_due = settle(env, &list).await;
                     if last.as_ref() != Some(&list) {
                         envs.emit(AppEvent::Services(ServicesUpdate {

@@ -108,7 +108,7 @@ pub async fn ensure_demo_images(docker: &Docker, specs: &[&ServiceSpec]) -> Resu
         }
         if let Some(b) = &binary {
             let unhealthy = tag.ends_with("-unhealthy");
-            ensure_demo_image(docker, b, tag, unhealthy).await?;
+            ensure_demo_image(docker, b, &tag, unhealthy).await?;
         }
     }
     Ok(())
@@ -426,6 +426,20 @@ pub async fn services(env: &Environment) -> Result<Vec<ServiceView>, Problem> {
     Ok(out)
 }
 
+/// Takes targets whose containers are gone off the routes of `name`
+/// (`stack/service`); the names removed.
+pub async fn prune(env: &Environment, name: &str) -> Result<Vec<String>, Problem> {
+    let (stack, service) = split_qualified(name)?;
+    let Some(edge) = env.edge().await? else {
+        return Ok(Vec::new());
+    };
+    let d = deployer_on(edge, std::sync::Arc::new(|_| {}));
+    match d.load(stack, service).await?.0 {
+        Some(record) => d.prune_gone(&record.spec).await,
+        None => Ok(Vec::new()),
+    }
+}
+
 /// `(stack/service, owner)` of every rollout lock someone holds on the
 /// environment's edge (an owner on this machine whose process is gone holds
 /// nothing).
@@ -491,8 +505,15 @@ async fn service_view(edge: &Edge, name: &str) -> Result<ServiceView, Problem> {
     }
     let lock = lock_of(edge, stack, service).await?;
     let port_count = record.spec.ports.len();
+    let parse = |i: &str| changeover_core::image::ImageRef::parse(i).ok();
     Ok(ServiceView {
         name: name.to_string(),
+        image: parse(&record.spec.image),
+        release_images: record
+            .releases
+            .iter()
+            .filter_map(|r| parse(&r.image).map(|i| (r.number, i)))
+            .collect(),
         containers: containers
             .into_iter()
             .map(|c| {

@@ -31,6 +31,9 @@ pub const WATCH_LONGEST_MS: u64 = 60_000;
 
 /// Name of the edge container on every environment.
 pub const EDGE_CONTAINER: &str = "changeover-edge";
+/// Name of the edge's watcher container (follows container events on the
+/// Docker socket, keeps the edge's targets true).
+pub const WATCH_CONTAINER: &str = "changeover-edge-watch";
 /// Named volume holding the edge's routes, documents and control socket.
 pub const EDGE_STATE_VOLUME: &str = "changeover-edge-state";
 /// Where the state volume is mounted inside the edge container.

@@ -230,10 +230,15 @@ pub fn check(
     let tag = form.tag.trim();
     if image.is_empty() {
         errors.push(issue("image", "choose or type an image"));
-    } else if image.contains(char::is_whitespace) || image.contains('@') {
+    } else if let Err(why) = crate::image::ImageRef::parse(image) {
         errors.push(issue(
             "image",
-            format!("{image:?} is not an image repository"),
+            format!("{image:?} is not an image repository: {why}"),
+        ));
+    } else if image.contains('@') {
+        errors.push(issue(
+            "image",
+            format!("{image:?} is not an image repository: write it without a digest"),
         ));
     } else if split_image(image).1 != "latest" || image.ends_with(":latest") {
         errors.push(issue(

@@ -157,6 +157,8 @@ pub struct Image {
     pub id: String,
     /// Every `repo:tag` pointing at this image; empty for dangling images.
     pub tags: Vec<String>,
+    /// The same tags, parsed (the UI groups tags by repository from these).
+    pub refs: Vec<crate::image::ImageRef>,
     pub digests: Vec<String>,
     /// Bytes.
     #[ts(type = "number")]

@@ -14,6 +14,7 @@
 //!   reads into the same definitions.
 //! - [`form`]: the GUI's service form, checked by the stack-file rules with
 //!   each problem placed on its field.
+//! - [`image`]: image references, parsed one way for every caller.
 //! - [`service`]: service definitions, releases and the record of a service
 //!   kept on its environment.
 //! - [`rollout`]: rollouts as per-slot reconciliations (start-first, health
@@ -34,6 +35,7 @@ pub mod compose;
 pub mod edge;
 pub mod environment;
 pub mod form;
+pub mod image;
 pub mod interpolate;
 pub mod inventory;
 pub mod live;

@@ -259,7 +259,7 @@ impl ServiceSpec {
     }
 
     /// The image's repository and tag (`repo`, `tag`); tag defaults to `latest`.
-    pub fn image_parts(&self) -> (&str, &str) {
+    pub fn image_parts(&self) -> (String, String) {
         split_image(&self.image)
     }
 
@@ -271,18 +271,7 @@ impl ServiceSpec {
     }
 }
 
-/// Splits `repo[:tag][@digest]` into repository and tag (default `latest`).
-pub fn split_image(image: &str) -> (&str, &str) {
-    let without_digest = image.split('@').next().unwrap_or(image);
-    let slash = without_digest.rfind('/').map(|i| i + 1).unwrap_or(0);
-    match without_digest[slash..].rfind(':') {
-        Some(i) => (
-            &without_digest[..slash + i],
-            &without_digest[slash + i + 1..],
-        ),
-        None => (without_digest, "latest"),
-    }
-}
+pub use crate::image::split_image;
 
 /// How a release's rollout ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
@@ -441,6 +430,10 @@ pub struct ServiceView {
     /// `stack/service`.
     pub name: String,
     pub record: ServiceRecord,
+    /// The image of its definition, parsed.
+    pub image: Option<crate::image::ImageRef>,
+    /// Each release's image, parsed, by release number.
+    pub release_images: std::collections::BTreeMap<u32, crate::image::ImageRef>,
     pub containers: Vec<ContainerView>,
     /// Who holds the rollout lock, when someone does.
     pub rollout_lock: Option<crate::edge::LockHolder>,
@@ -467,18 +460,22 @@ mod tests {
 
     #[test]
     fn image_references_split_into_repo_and_tag() {
-        assert_eq!(split_image("nginx"), ("nginx", "latest"));
-        assert_eq!(split_image("nginx:1.27"), ("nginx", "1.27"));
+        let split = |s: &str| {
+            let (r, t) = split_image(s);
+            (r, t)
+        };
+        assert_eq!(split("nginx"), ("nginx".into(), "latest".into()));
+        assert_eq!(split("nginx:1.27"), ("nginx".into(), "1.27".into()));
         assert_eq!(
-            split_image("localhost:5000/team/app:v2"),
-            ("localhost:5000/team/app", "v2"),
+            split("localhost:5000/team/app:v2"),
+            ("localhost:5000/team/app".into(), "v2".into()),
             "a registry port is not a tag"
         );
         assert_eq!(
-            split_image("localhost:5000/app"),
-            ("localhost:5000/app", "latest")
+            split("localhost:5000/app"),
+            ("localhost:5000/app".into(), "latest".into())
         );
-        assert_eq!(split_image("app:v1@sha256:abc"), ("app", "v1"));
+        assert_eq!(split("app:v1@sha256:abc"), ("app".into(), "v1".into()));
     }
 
     #[test]

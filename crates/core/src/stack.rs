@@ -815,13 +815,13 @@ fn read_service(
     }
     spec.env = env_from_files;
     spec.env.extend(env_inline);
-    match image {
-        Some(i) if !i.trim().is_empty() && !i.contains(char::is_whitespace) => spec.image = i,
-        Some(i) => {
+    match image.map(|i| (crate::image::ImageRef::parse(&i), i)) {
+        Some((Ok(_), i)) => spec.image = i,
+        Some((Err(why), i)) => {
             r.error(
                 node,
                 &format!("{key}.image"),
-                format!("{i:?} is not an image reference"),
+                format!("{i:?} is not an image reference: {why}"),
             );
             return None;
         }

@@ -29,7 +29,7 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use changeover_core::edge::{
     labels, EdgeStatus, Request, Response, CTL_SESSION_GREETING, EDGE_BINARY_PATH, EDGE_CONTAINER,
-    EDGE_STATE_DIR, EDGE_STATE_VOLUME, PROTOCOL_VERSION,
+    EDGE_STATE_DIR, EDGE_STATE_VOLUME, PROTOCOL_VERSION, WATCH_CONTAINER,
 };
 use changeover_core::rollout::EdgeControl;
 use changeover_core::{Problem, ProblemCode};
@@ -246,6 +246,7 @@ pub async fn ensure(edge: &Edge) -> Result<(), Problem> {
         if running {
             if let Ok(Response::Hello { protocol, .. }) = edge.call(Request::Hello).await {
                 if protocol == PROTOCOL_VERSION {
+                    watch_beside(docker).await;
                     return Ok(());
                 }
             }
@@ -309,7 +310,10 @@ async fn create_edge(edge: &Edge, binary: &BinaryImage) -> Result<(), Problem> {
     let mut last = None;
     for _ in 0..100 {
         match edge.call(Request::Hello).await {
-            Ok(Response::Hello { .. }) => return Ok(()),
+            Ok(Response::Hello { .. }) => {
+                watch_beside(docker).await;
+                return Ok(());
+            }
             Ok(other) => last = Some(format!("{other:?}")),
             Err(e) => last = Some(e.message),
         }
@@ -319,6 +323,122 @@ async fn create_edge(edge: &Edge, binary: &BinaryImage) -> Result<(), Problem> {
         "the edge started but does not answer: {}",
         last.unwrap_or_default()
     )))
+}
+
+/// [`ensure_watch`], for a deploy: a watcher that cannot be set up is
+/// logged, never a reason to stop the deploy (clients take gone targets off
+/// before every change anyway).
+async fn watch_beside(docker: &Docker) {
+    if let Err(e) = ensure_watch(docker).await {
+        tracing::warn!(error = %e, "the edge's watcher could not be set up");
+    }
+}
+
+/// Makes sure the edge's watcher runs beside it, from this build's edge
+/// image (an older edge image may not know `watch`):
+/// a container with no network, the Docker socket and the edge's state
+/// volume, that takes the targets of containers that die or vanish off the
+/// routes at once (see the edge's `watch` module). Where the daemon's
+/// socket is not at `/var/run/docker.sock` on its host, there is none (the
+/// watcher checks the daemon's ID and stands down); clients then take gone
+/// targets off before every change. Returns whether one runs.
+pub async fn ensure_watch(docker: &Docker) -> Result<bool, Problem> {
+    use bollard::models::{Mount, MountType};
+    let Ok(binary) = BinaryImage::load() else {
+        return Ok(false);
+    };
+    let image = build_edge_image(docker, &binary).await?;
+    let image = image.as_str();
+    if let Ok(c) = docker.inspect_container(WATCH_CONTAINER, None).await {
+        let same = c.config.as_ref().and_then(|c| c.image.as_deref()) == Some(image);
+        let state = c.state.unwrap_or_default();
+        if same && (state.running == Some(true) || state.exit_code == Some(0)) {
+            return Ok(state.running == Some(true));
+        }
+        remove_edge_container(docker, c.id.as_deref().unwrap_or(WATCH_CONTAINER)).await?;
+    }
+    let id = docker
+        .info()
+        .await
+        .map_err(|e| daemon_problem("reading the daemon's info", &e))?
+        .id
+        .unwrap_or_default();
+    let socket = "/var/run/docker.sock".to_string();
+    let body = ContainerCreateBody {
+        image: Some(image.to_string()),
+        entrypoint: Some(vec![
+            EDGE_BINARY_PATH.to_string(),
+            "watch".into(),
+            "--docker".into(),
+            socket.clone(),
+            "--state".into(),
+            EDGE_STATE_DIR.into(),
+            "--daemon-id".into(),
+            id,
+        ]),
+        labels: Some(
+            [(labels::MANAGED.to_string(), "true".to_string())]
+                .into_iter()
+                .collect(),
+        ),
+        host_config: Some(HostConfig {
+            network_mode: Some("none".into()),
+            restart_policy: Some(RestartPolicy {
+                name: Some(RestartPolicyNameEnum::ON_FAILURE),
+                maximum_retry_count: None,
+            }),
+            mounts: Some(vec![
+                // A bind mount (unlike `binds`) fails when the socket is not
+                // there, instead of leaving an empty folder on the host.
+                Mount {
+                    target: Some(socket.clone()),
+                    source: Some(socket),
+                    typ: Some(MountType::BIND),
+                    ..Default::default()
+                },
+                Mount {
+                    target: Some(EDGE_STATE_DIR.into()),
+                    source: Some(EDGE_STATE_VOLUME.into()),
+                    typ: Some(MountType::VOLUME),
+                    ..Default::default()
+                },
+            ]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let created = docker
+        .create_container(
+            Some(
+                CreateContainerOptionsBuilder::new()
+                    .name(WATCH_CONTAINER)
+                    .build(),
+            ),
+            body,
+        )
+        .await;
+    match created {
+        Ok(_) => {}
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 409, ..
+        }) => {}
+        // No socket at the usual place on this daemon's host.
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 400 | 500,
+            message,
+        }) if message.contains("does not exist") || message.contains("bind source") => {
+            tracing::info!("no edge watcher on this daemon: {message}");
+            return Ok(false);
+        }
+        Err(e) => return Err(daemon_problem("creating the edge's watcher", &e)),
+    }
+    match docker.start_container(WATCH_CONTAINER, None).await {
+        Ok(()) => Ok(true),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 304, ..
+        }) => Ok(true),
+        Err(e) => Err(daemon_problem("starting the edge's watcher", &e)),
+    }
 }
 
 /// Removes the edge container `id` (its ID, or its name). Already gone is

@@ -193,6 +193,10 @@ fn image_from(i: ImageSummary) -> Image {
     tags.sort();
     Image {
         id: i.id,
+        refs: tags
+            .iter()
+            .filter_map(|t| changeover_core::image::ImageRef::parse(t).ok())
+            .collect(),
         tags,
         digests: i
             .repo_digests

@@ -149,8 +149,8 @@ impl Runtime for DockerRuntime {
         }
         let (repo, tag) = changeover_core::service::split_image(image);
         let options = CreateImageOptionsBuilder::new()
-            .from_image(repo)
-            .tag(tag)
+            .from_image(&repo)
+            .tag(&tag)
             .build();
         let mut pull = self.docker.create_image(Some(options), None, None);
         let mut failure = None;

@@ -27,7 +27,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use crate::proxy;
 use crate::routes::{write_atomically, Route, Table};
 
-const SOCKET: &str = "control.sock";
+pub(crate) const SOCKET: &str = "control.sock";
 
 /// The serving process's state.
 pub struct Edge {
@@ -644,7 +644,7 @@ fn run_session(socket: &Path) -> ExitCode {
 
 /// Sends one request to the serving process; its one-line answer (an error
 /// answer for a request that does not parse).
-fn round_trip(socket: &Path, request: &str) -> Result<String, String> {
+pub(crate) fn round_trip(socket: &Path, request: &str) -> Result<String, String> {
     if let Err(e) = serde_json::from_str::<Request>(request) {
         let r = error(EdgeErrorCode::BadRequest, format!("bad request: {e}"));
         return Ok(serde_json::to_string(&r).unwrap_or_default());

@@ -12,6 +12,8 @@
 //!   control session (`watch`).
 //! - [`control`]: the control socket and the `ctl` client that the Docker
 //!   exec API runs; stored documents and locks.
+//! - [`watch`]: the watcher, a process of its own with the Docker socket
+//!   and no network, that takes gone containers off the routes at once.
 //! - [`demo`]: `demo` (an HTTP server that answers its version) and `probe`
 //!   (an HTTP check usable as a Docker `HEALTHCHECK` in `FROM scratch` images).
 //!
@@ -27,6 +29,7 @@ mod proxy;
 mod routes;
 mod traffic;
 mod upstream;
+mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -62,6 +65,18 @@ enum Command {
         #[arg(long, default_value = changeover_core::edge::EDGE_STATE_DIR)]
         state: PathBuf,
     },
+    /// Follow the daemon's container events on its socket and keep the
+    /// edge's targets true (run as the `changeover-edge-watch` container).
+    Watch {
+        /// The Docker socket.
+        #[arg(long, default_value = "/var/run/docker.sock")]
+        docker: PathBuf,
+        #[arg(long, default_value = changeover_core::edge::EDGE_STATE_DIR)]
+        state: PathBuf,
+        /// The ID of the daemon this watcher is for (`docker info`).
+        #[arg(long)]
+        daemon_id: String,
+    },
     /// A tiny HTTP app: `/` answers the version, `/health` answers 200
     /// (or 503 with --unhealthy). `/?sleep=MS` answers after MS milliseconds.
     Demo {
@@ -88,6 +103,14 @@ fn main() -> ExitCode {
         // No runtime needed: one blocking round trip on a Unix socket.
         return control::run_client(state, request);
     }
+    if let Command::Watch {
+        docker,
+        state,
+        daemon_id,
+    } = &cli.command
+    {
+        return watch::run(docker, state, daemon_id);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -107,7 +130,7 @@ fn main() -> ExitCode {
                 unhealthy,
             } => demo::serve(&version, &listen, unhealthy).await,
             Command::Probe { url, timeout_ms } => demo::probe(&url, timeout_ms).await,
-            Command::Ctl { .. } => Ok(()),
+            Command::Ctl { .. } | Command::Watch { .. } => Ok(()),
         }
     });
     match result {

@@ -139,12 +139,27 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
         if spec.ports.is_empty() {
             return Ok(());
         }
-        let routed = self.routed_ids(spec).await?;
+        // Routed means routed at the container's address now: one that
+        // restarted with another IP is routed again.
+        let routed: BTreeSet<String> = self
+            .routes(spec)
+            .await?
+            .into_iter()
+            .flat_map(|r| r.targets)
+            .filter(|t| t.state != TargetState::Draining)
+            .map(|t| format!("{}@{}", t.spec.id, t.spec.addr))
+            .collect();
         for c in self.runtime.containers(&spec.stack, &spec.name).await? {
-            if !c.running || routed.contains(&c.name) {
+            let Some(ip) = c.ip.as_ref().filter(|_| c.running) else {
+                continue;
+            };
+            if spec
+                .ports
+                .iter()
+                .all(|p| routed.contains(&format!("{}@{ip}:{}", c.name, p.container)))
+            {
                 continue;
             }
-            let Some(ip) = &c.ip else { continue };
             for p in &spec.ports {
                 self.edge_call(Request::TargetAdd {
                     port: p.host,
@@ -160,6 +175,58 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
             self.note(format!("routed {} again (release {})", c.name, c.release));
         }
         Ok(())
+    }
+
+    /// Takes off the service's routes every target whose container is gone,
+    /// runs no more, or answers at another address now (it restarted with
+    /// a new IP, or the daemon gave its IP to another container): no request
+    /// may go to a target that is not the container it names. Answers the
+    /// names it removed.
+    pub async fn prune_gone(&self, spec: &ServiceSpec) -> Result<Vec<String>, Problem> {
+        if spec.ports.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Routes first: a target on them was added after its container
+        // started, so the containers read next show it running unless it
+        // really stopped — a rollout adding targets meanwhile loses none.
+        let routes = self.routes(spec).await?;
+        let running: std::collections::BTreeMap<String, Option<String>> = self
+            .runtime
+            .containers(&spec.stack, &spec.name)
+            .await?
+            .into_iter()
+            .filter(|c| c.running)
+            .map(|c| (c.name, c.ip))
+            .collect();
+        let mut removed = Vec::new();
+        for r in routes {
+            for t in &r.targets {
+                let port = t.spec.addr.rsplit(':').next().unwrap_or_default();
+                let here = running
+                    .get(&t.spec.id)
+                    .and_then(|ip| ip.as_ref())
+                    .is_some_and(|ip| t.spec.addr == format!("{ip}:{port}"));
+                if here {
+                    continue;
+                }
+                self.edge_call(Request::TargetRemove {
+                    port: r.spec.port,
+                    id: t.spec.id.clone(),
+                })
+                .await?;
+                if !removed.contains(&t.spec.id) {
+                    removed.push(t.spec.id.clone());
+                }
+            }
+        }
+        if !removed.is_empty() {
+            self.note(format!(
+                "took {} off the routes of {}: no such running container any more",
+                removed.join(", "),
+                spec.qualified()
+            ));
+        }
+        Ok(removed)
     }
 
     /// Names of the service's targets that are not draining.

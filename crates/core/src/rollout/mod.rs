@@ -142,7 +142,10 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
         goal: Goal,
     ) -> Result<RolloutOutcome, Problem> {
         let started = Instant::now();
-        let (record, mut revision) = self.load(stack, service).await?;
+        let (mut record, mut revision) = self.load(stack, service).await?;
+        if let Some(r) = record.as_mut() {
+            self.reconcile(r, &mut revision).await?;
+        }
         if let Some(p) = record.as_ref().and_then(|r| r.rollout.as_ref()) {
             self.note(format!(
                 "a rollout of {stack}/{service} to release {} (started by {}) was left unfinished; {}",
@@ -319,6 +322,56 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
                 Err(Problem::new(ProblemCode::RolloutFailed, message))
             }
         }
+    }
+
+    /// Brings the record and the routes back to what the daemon has, when
+    /// someone removed or killed containers behind Changeover's back (by
+    /// hand, a prune, a reboot): targets of containers that are gone leave
+    /// the routes, and a candidate none of whose containers runs any more
+    /// is dropped (it cannot be switched to, promoted or repaired), so the
+    /// ordinary verbs work again.
+    async fn reconcile(
+        &self,
+        record: &mut ServiceRecord,
+        revision: &mut u64,
+    ) -> Result<(), Problem> {
+        self.prune_gone(&record.spec).await?;
+        let Some(c) = record.candidate.clone() else {
+            return Ok(());
+        };
+        let alive = self
+            .runtime
+            .containers(&record.spec.stack, &record.spec.name)
+            .await?
+            .iter()
+            .any(|x| x.release == c.release && x.running);
+        if alive {
+            return Ok(());
+        }
+        let why = "its containers were removed or stopped outside Changeover".to_string();
+        self.note(format!(
+            "{}: release {} no longer runs beside release {} ({why}); it is dropped",
+            record.spec.qualified(),
+            c.release,
+            record
+                .current
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "?".into())
+        ));
+        if let Some(r) = record.release_mut(c.release) {
+            r.result = ReleaseResult::Failed { reason: why };
+        }
+        record.candidate = None;
+        if let Some(spec) = record
+            .current
+            .and_then(|n| record.release(n))
+            .map(|r| r.spec.clone())
+        {
+            // The candidate's shares go with it: every healthy target alike.
+            self.set_policy(&spec, even).await?;
+            record.spec = spec;
+        }
+        self.save(record, revision).await
     }
 
     /// Blue-green and canary: brings every replica of the new release up

@@ -1090,3 +1090,83 @@ async fn a_canary_stopped_by_its_guard_is_aborted_with_the_reason_in_its_history
     assert_eq!(policy.tripped, None);
     assert_eq!(policy.guard.map(|g| g.release), Some(3));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_blue_green_service_whose_containers_were_all_removed_by_hand_is_deployed_again() {
+    let fake = fake_with_images(&["v1", "v2"]);
+    let (d, _) = deployer(&fake, "me");
+    beside(&fake, &d, Strategy::BlueGreen).await;
+    // `docker rm -f` of everything, behind Changeover's back.
+    fake.world().containers.clear();
+    fake.world().min_routed = None;
+
+    let e = d.promote("s", "web").await.unwrap_err();
+    assert!(
+        e.message.contains("does not run every replica") && e.message.contains("traffic abort"),
+        "promote says why and what to do: {e}"
+    );
+    // Deploying again works: the vanished candidate is dropped, the stale
+    // targets leave the routes, and the current release starts again.
+    d.run(
+        "s",
+        "web",
+        Goal::Deploy(Box::new(strategy_spec("v1", Strategy::BlueGreen))),
+    )
+    .await
+    .expect("a deploy recovers the service");
+    let r = record(&fake);
+    assert!(r.candidate.is_none(), "the vanished candidate is dropped");
+    assert!(
+        matches!(&r.release(2).unwrap().result, ReleaseResult::Failed { reason } if reason.contains("outside Changeover")),
+        "and the history says why: {:?}",
+        r.release(2).unwrap().result
+    );
+    assert_eq!(r.current, Some(1));
+    let routed: Vec<String> = fake
+        .world()
+        .routes
+        .values()
+        .flatten()
+        .map(|t| t.id.clone())
+        .collect();
+    let running = running(&fake);
+    assert!(!running.is_empty());
+    for id in &routed {
+        assert!(running.contains(id), "{id} is routed but does not run");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_candidate_whose_containers_are_gone_can_be_aborted_even_when_the_current_one_is_gone_too(
+) {
+    let fake = fake_with_images(&["v1", "v2"]);
+    let (d, _) = deployer(&fake, "me");
+    beside(&fake, &d, Strategy::BlueGreen).await;
+    fake.world().containers.clear();
+    fake.world().min_routed = None;
+    let done = d
+        .abort("s", "web", None)
+        .await
+        .expect("abort works with nothing running");
+    assert_eq!(done.retired, 2);
+    assert!(record(&fake).candidate.is_none());
+    assert!(
+        fake.world().routes.values().all(|ts| ts.is_empty()),
+        "no target of a gone container stays routed"
+    );
+    d.run("s", "web", Goal::Rollback)
+        .await
+        .expect_err("nothing earlier than release 1 to roll back to");
+    d.run(
+        "s",
+        "web",
+        Goal::Deploy(Box::new(strategy_spec("v1", Strategy::BlueGreen))),
+    )
+    .await
+    .expect("a deploy starts release 1 again");
+    assert_eq!(
+        running(&fake).len(),
+        3,
+        "every replica of release 1 runs again"
+    );
+}

@@ -97,6 +97,18 @@ pub struct Settled {
 }
 
 impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
+    /// [`Self::with_routes`] after taking targets whose containers are gone
+    /// off the routes: what a change of traffic is decided on.
+    async fn with_live_routes(
+        &self,
+        stack: &str,
+        service: &str,
+    ) -> Result<(ServiceRecord, u64, Vec<RouteStatus>), Problem> {
+        let (record, _, _) = self.with_routes(stack, service).await?;
+        self.prune_gone(&record.spec).await?;
+        self.with_routes(stack, service).await
+    }
+
     /// The record (and its revision) and routes of a service that publishes
     /// ports.
     async fn with_routes(
@@ -155,7 +167,7 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
     /// route; in-flight requests finish where they are). Refused when that
     /// release has no healthy target on a route.
     pub async fn switch(&self, stack: &str, service: &str, to: &str) -> Result<u32, Problem> {
-        let (record, revision, routes) = self.with_routes(stack, service).await?;
+        let (record, revision, routes) = self.with_live_routes(stack, service).await?;
         refuse_tripped(&record, &routes)?;
         let (live, unhealthy) = live_releases(&routes);
         let target = resolve_release(&record, &live, to)?;
@@ -163,7 +175,7 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
             let why = unhealthy
                 .get(&target)
                 .map(|u| format!("; unhealthy: {}", u.join(", ")))
-                .unwrap_or_else(|| "; it has no container on the edge".into());
+                .unwrap_or_else(|| "; none of its containers runs on the edge now".into());
             return Err(invalid(format!(
                 "release {target} of {stack}/{service} is not healthy on every route, so \
                  traffic stays where it is{why}"
@@ -198,7 +210,7 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
                 "{percent} is not a percentage from 0 to 100"
             )));
         }
-        let (record, revision, routes) = self.with_routes(stack, service).await?;
+        let (record, revision, routes) = self.with_live_routes(stack, service).await?;
         refuse_tripped(&record, &routes)?;
         let (live, _) = live_releases(&routes);
         let q = format!("{stack}/{service}");
@@ -308,9 +320,34 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
     }
 
     async fn promote_locked(&self, stack: &str, service: &str) -> Result<Settled, Problem> {
-        let (mut record, mut revision, routes) = self.with_routes(stack, service).await?;
+        let (mut record, mut revision, routes) = self.with_live_routes(stack, service).await?;
         let q = record.spec.qualified();
         let (c, old) = candidate_of(&record)?;
+        // Every replica of the candidate runs (a stopped one is no longer on
+        // the routes, so the routes alone would not say).
+        let replicas = record.release(c).map(|r| r.spec.replicas).unwrap_or(0);
+        let containers = self.runtime.containers(stack, service).await?;
+        let down: Vec<String> = (0..replicas)
+            .filter(|slot| {
+                !containers
+                    .iter()
+                    .any(|x| x.release == c && x.slot == *slot && x.running)
+            })
+            .map(|slot| {
+                containers
+                    .iter()
+                    .find(|x| x.release == c && x.slot == slot)
+                    .map(|x| format!("{} (not running)", x.name))
+                    .unwrap_or_else(|| format!("slot {slot} (no container)"))
+            })
+            .collect();
+        if !down.is_empty() {
+            return Err(invalid(format!(
+                "release {c} of {q} does not run every replica, so it is not promoted: {}; \
+                 deploy it again to repair it, or `changeover traffic abort {q}`",
+                down.join(", ")
+            )));
+        }
         let (_, unhealthy) = live_releases(&routes);
         if let Some(u) = unhealthy.get(&c) {
             return Err(invalid(format!(
@@ -320,7 +357,8 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
         }
         if !live_releases(&routes).0.contains(&c) {
             return Err(invalid(format!(
-                "release {c} of {q} has no healthy target on every route, so it is not promoted"
+                "release {c} of {q} has no healthy container on every route, so it is not \
+                 promoted; `changeover traffic abort {q}` removes it"
             )));
         }
         // Every new request to the candidate, then the old release goes.
@@ -393,14 +431,17 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
         service: &str,
         reason: Option<String>,
     ) -> Result<Settled, Problem> {
-        let (mut record, mut revision, routes) = self.with_routes(stack, service).await?;
+        let (mut record, mut revision, routes) = self.with_live_routes(stack, service).await?;
         let q = record.spec.qualified();
         let (c, old) = candidate_of(&record)?;
         let Some(old) = old else {
             return Err(invalid(format!("{q} has no current release to go back to")));
         };
         let (live, unhealthy) = live_releases(&routes);
-        if !live.contains(&old) {
+        // Refused only when it would take the traffic from a candidate that
+        // serves it to a release that cannot: with neither serving, removing
+        // the candidate loses nothing and lets a deploy start them again.
+        if !live.contains(&old) && live.contains(&c) {
             return Err(invalid(format!(
                 "release {old} of {q} has no healthy target on every route, so the traffic \
                  stays on release {c}{}; promote release {c} or bring release {old} back first",
