@@ -815,3 +815,159 @@ fn traffic_is_shown_live_and_maintenance_pauses_it(gui: &Gui, host: &str) {
     );
     assert!(probe(host, &port), "traffic flows again");
 }
+
+/// A TLS environment added in the form (the remote host of the test kit),
+/// the sample stack deployed on it, the service's logs open while v2 rolls
+/// out (lines of both releases), and a terminal into a slot: typed commands
+/// answer, and `stty size` follows the window.
+#[test]
+fn a_tls_environment_added_in_the_form_deploys_and_shows_logs_and_a_terminal() {
+    let host = changeover_tests::remote::RemoteHost::start();
+    let gui = Gui::launch("remote", &app(), &[]);
+    gui.wait_js(
+        "return document.querySelector('[data-testid=environment][data-state=connected]')",
+        Duration::from_secs(15),
+        "the local daemon connects",
+    );
+    gui.click("[data-testid=add-environment]");
+    gui.send_keys("[data-testid=env-name]", "remote-tls");
+    gui.send_keys("[data-testid=env-host]", "tcp//oops");
+    gui.click("[data-testid=env-test]");
+    let said = gui.wait_js(
+        "const p = document.querySelector('[data-testid=env-test-problem]'); return p && p.textContent",
+        Duration::from_secs(15),
+        "a bad address is explained",
+    );
+    assert!(said.as_str().unwrap().contains("tcp//oops"), "{said}");
+    gui.js("const i = document.querySelector('[data-testid=env-host]'); i.value = ''; i.dispatchEvent(new Event('input')); return 1");
+    gui.send_keys("[data-testid=env-host]", &host.tls_url());
+    gui.wait_js(
+        "return document.querySelector('[data-testid=env-tls]')",
+        Duration::from_secs(5),
+        "a tcp:// address offers TLS",
+    );
+    gui.click("[data-testid=env-tls]");
+    gui.send_keys("[data-testid=env-tls-ca]", host.certs.ca.to_str().unwrap());
+    gui.send_keys(
+        "[data-testid=env-tls-cert]",
+        host.certs.client.cert.to_str().unwrap(),
+    );
+    gui.send_keys(
+        "[data-testid=env-tls-key]",
+        host.certs.client.key.to_str().unwrap(),
+    );
+    gui.click("[data-testid=env-test]");
+    let ok = gui.wait_js(
+        "const p = document.querySelector('[data-testid=env-test-ok]'); return p && p.textContent",
+        Duration::from_secs(20),
+        "Test connection shows the daemon's version",
+    );
+    assert!(ok.as_str().unwrap().contains("Docker"), "{ok}");
+    gui.screenshot(&workspace().join("docs/screenshots/environment-form.png"));
+    gui.click("[data-testid=env-save]");
+    gui.wait_js(
+        "return document.querySelector('[data-testid=environment][data-name=remote-tls][data-state=connected]')",
+        Duration::from_secs(20),
+        "the TLS environment is added and connects",
+    );
+
+    // The sample stack on the remote daemon, links on its address.
+    gui.click("[data-testid=section-services]");
+    gui.wait_js(
+        "return document.querySelector('[data-testid=services-empty]')",
+        Duration::from_secs(15),
+        "the remote environment has no services yet",
+    );
+    gui.click("[data-testid=try-sandbox]");
+    wait_done(
+        &gui,
+        1,
+        "the sample stack is deployed on the TLS environment",
+    );
+    let link = gui.js("return document.querySelector('[data-testid=next-step] code').textContent");
+    assert!(
+        link.as_str().unwrap().contains(&host.ip),
+        "the link names the remote host: {link}"
+    );
+
+    // Roll to v2 and watch the service's logs meanwhile.
+    select(&gui, "[data-testid=deploy-tag]", "v2");
+    gui.click("[data-testid=deploy-button]");
+    gui.click("[data-testid=service-logs]");
+    gui.wait_js(
+        "const rs = new Set([...document.querySelectorAll('[data-testid=log-line]')].map(l => l.dataset.release)); return rs.has('1') && rs.has('2') || null",
+        Duration::from_secs(60),
+        "the service's logs show lines of release 1 and release 2",
+    );
+    gui.screenshot(&workspace().join("docs/screenshots/logs.png"));
+    gui.click("[data-testid=detail-close]");
+    wait_done(&gui, 2, "v2 is rolled out on the TLS environment");
+
+    // A terminal into slot 0: the demo image has no shell, so the debug shell.
+    gui.wait_js(
+        &slots_are("2:routed,2:routed,2:routed"),
+        Duration::from_secs(15),
+        "release 2 runs",
+    );
+    gui.click("[data-testid=slot-row][data-running=true] td");
+    gui.click("[data-testid=tab-terminal]");
+    let label = gui.wait_js(
+        "const l = document.querySelector('[data-testid=terminal-label]'); return l && l.textContent",
+        Duration::from_secs(60),
+        "a terminal opens",
+    );
+    assert!(label.as_str().unwrap().contains("debug shell"), "{label}");
+    let term_text = "return (document.querySelector('[data-testid=terminal] .xterm-rows') || {}).textContent || ''";
+    gui.wait_js(
+        &format!(
+            "return ({}).includes('debug:') || null",
+            term_text.trim_start_matches("return ")
+        ),
+        Duration::from_secs(20),
+        "the debug shell prompts",
+    );
+    gui.send_keys(
+        "[data-testid=terminal] .xterm-helper-textarea",
+        "echo hello-$((6*7)) && ls /proc/1/root/\u{E007}",
+    );
+    gui.wait_js(
+        &format!(
+            "return ({}).includes('hello-42') || null",
+            term_text.trim_start_matches("return ")
+        ),
+        Duration::from_secs(10),
+        "the shell answers what was typed",
+    );
+    let size_of = |gui: &Gui| -> String {
+        gui.js("const t = document.querySelector('[data-testid=terminal] .xterm-rows'); t.dataset.mark = (Number(t.dataset.mark || 0) + 1); return t.dataset.mark");
+        gui.send_keys(
+            "[data-testid=terminal] .xterm-helper-textarea",
+            "stty size\u{E007}",
+        );
+        let v = gui.wait_js(
+            &format!("const m = [...({}).matchAll(/(\\d+) (\\d+)/g)]; return m.length ? m[m.length - 1][0] : null", term_text.trim_start_matches("return ")),
+            Duration::from_secs(10),
+            "stty size answers",
+        );
+        v.as_str().unwrap().to_string()
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let before = size_of(&gui);
+    gui.screenshot(&workspace().join("docs/screenshots/terminal.png"));
+    gui.resize_window(900, 560);
+    std::thread::sleep(Duration::from_millis(800));
+    let mut after = size_of(&gui);
+    for _ in 0..10 {
+        if after != before {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        after = size_of(&gui);
+    }
+    assert_ne!(
+        before, after,
+        "stty size follows the window ({before} → {after})"
+    );
+    drop(gui);
+    drop(host);
+}

@@ -6,7 +6,9 @@
 
 use std::sync::Arc;
 
+use changeover_application::containers::{self, LogBatch, TerminalMode};
 use changeover_application::{services, traffic, ConnectionTest, Environment, NewEnvironment};
+use changeover_core::detail::{ContainerDetail, LogQuery, TerminalEvent, TerminalOpened};
 use changeover_core::form::{FormCheck, ServiceForm};
 use changeover_core::live::EnvironmentView;
 use changeover_core::rollout::{EventSink, RolloutEvent, RolloutOutcome, Settled};
@@ -270,4 +272,102 @@ pub async fn set_maintenance(
     message: Option<String>,
 ) -> Result<(), Problem> {
     traffic::maintenance(&*self::env(&state, &env)?, &service, message).await
+}
+
+/// What `docker inspect` says of a container (or a service's slot).
+#[tauri::command]
+pub async fn container_detail(
+    state: State<'_, AppState>,
+    env: String,
+    target: String,
+) -> Result<ContainerDetail, Problem> {
+    containers::detail(&*self::env(&state, &env)?, &target).await
+}
+
+/// Follows the logs of a container or a whole service into `on_batch`;
+/// answers the follow's number for `stop_logs`.
+#[tauri::command]
+pub async fn follow_logs(
+    state: State<'_, AppState>,
+    env: String,
+    target: String,
+    query: LogQuery,
+    on_batch: Channel<LogBatch>,
+) -> Result<u64, Problem> {
+    let sink = Arc::new(move |b: LogBatch| {
+        if let Err(e) = on_batch.send(b) {
+            tracing::debug!(error = %e, "a log batch did not reach the window");
+        }
+    });
+    let follow = containers::logs(&*self::env(&state, &env)?, &target, query, sink).await?;
+    Ok(state.envs.follows().keep(follow))
+}
+
+/// Stops a log follow.
+#[tauri::command]
+pub fn stop_logs(state: State<'_, AppState>, id: u64) {
+    state.envs.follows().stop(id);
+}
+
+/// Opens a terminal into a container (its shell, or the debug shell).
+#[tauri::command]
+#[allow(clippy::too_many_arguments)]
+pub async fn open_terminal(
+    state: State<'_, AppState>,
+    env: String,
+    target: String,
+    debug: bool,
+    cols: u16,
+    rows: u16,
+    on_event: Channel<TerminalEvent>,
+) -> Result<TerminalOpened, Problem> {
+    let sink = Arc::new(move |e: TerminalEvent| {
+        if let Err(err) = on_event.send(e) {
+            tracing::debug!(error = %err, "terminal output did not reach the window");
+        }
+    });
+    let mode = if debug {
+        TerminalMode::Debug
+    } else {
+        TerminalMode::Auto
+    };
+    let env = self::env(&state, &env)?;
+    state
+        .envs
+        .terminals()
+        .open(&env, &target, mode, (cols, rows), sink)
+        .await
+}
+
+/// Keystrokes or pasted text for a terminal.
+#[tauri::command]
+pub async fn terminal_input(
+    state: State<'_, AppState>,
+    id: u64,
+    data: String,
+) -> Result<(), Problem> {
+    state.envs.terminals().input(id, data.into_bytes()).await
+}
+
+/// A terminal's new size.
+#[tauri::command]
+pub async fn terminal_resize(
+    state: State<'_, AppState>,
+    id: u64,
+    cols: u16,
+    rows: u16,
+) -> Result<(), Problem> {
+    state.envs.terminals().resize(id, cols, rows).await
+}
+
+/// Ends a terminal session.
+#[tauri::command]
+pub async fn close_terminal(state: State<'_, AppState>, id: u64) -> Result<(), Problem> {
+    state.envs.terminals().close(id).await
+}
+
+/// Writes text (saved logs) to a file; an existing file only when `replace`.
+#[tauri::command]
+pub fn save_text_file(path: String, text: String, replace: bool) -> Result<String, Problem> {
+    changeover_core::compose::write_file(&path, &text, replace).map(|p| p.display().to_string())
 }

@@ -66,7 +66,15 @@ fn main() {
             commands::split_traffic,
             commands::promote_release,
             commands::abort_release,
-            commands::preview_release
+            commands::preview_release,
+            commands::container_detail,
+            commands::follow_logs,
+            commands::stop_logs,
+            commands::open_terminal,
+            commands::terminal_input,
+            commands::terminal_resize,
+            commands::close_terminal,
+            commands::save_text_file
         ])
         .setup(move |app| {
             let handle = app.handle().clone();

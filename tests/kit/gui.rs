@@ -268,6 +268,15 @@ impl Gui {
         );
     }
 
+    /// Resizes the app's window as a user dragging its corner would.
+    pub fn resize_window(&self, width: u32, height: u32) {
+        self.cmd(
+            "POST",
+            "/window/rect",
+            Some(json!({ "width": width, "height": height })),
+        );
+    }
+
     fn screenshot_png(&self) -> Option<Vec<u8>> {
         let v = call("GET", &format!("{}/screenshot", self.base), None).ok()?;
         use base64::Engine;

@@ -256,6 +256,8 @@ struct Registry {
     sink: Mutex<Option<AppSink>>,
     /// Adds, edits and removes one at a time.
     changing: tokio::sync::Mutex<()>,
+    terminals: Arc<crate::containers::Terminals>,
+    follows: crate::containers::Follows,
 }
 
 struct State {
@@ -305,6 +307,8 @@ impl Environments {
                 }),
                 sink: Mutex::new(None),
                 changing: Default::default(),
+                terminals: Default::default(),
+                follows: Default::default(),
             }),
         }
     }
@@ -336,6 +340,16 @@ impl Environments {
 
     pub fn settings(&self) -> &Settings {
         &self.inner.settings
+    }
+
+    /// The log follows the app keeps open.
+    pub fn follows(&self) -> &crate::containers::Follows {
+        &self.inner.follows
+    }
+
+    /// The open terminal sessions.
+    pub fn terminals(&self) -> &Arc<crate::containers::Terminals> {
+        &self.inner.terminals
     }
 
     /// Every environment's spec and the default's name.
@@ -478,6 +492,12 @@ impl Environments {
         let host = new.host.trim().to_string();
         let (tls, key) = match &new.tls {
             Some(files) => {
+                let files = TlsFiles {
+                    ca: expand_home(&files.ca),
+                    cert: expand_home(&files.cert),
+                    key: expand_home(&files.key),
+                };
+                let files = &files;
                 let m = read_tls_files(files)?;
                 added::check_pem("client key", m.key.expose(), "PRIVATE KEY")
                     .map_err(|p| Problem::new(p.code, format!("{} ({})", p.message, files.key)))?;
@@ -725,6 +745,15 @@ impl Environments {
     /// The discovery input this registry was opened with.
     pub fn discovery(&self) -> &DiscoveryInput {
         &self.inner.discovery
+    }
+}
+
+/// `~/x` as the user's home folder's `x` (paths typed in the window).
+fn expand_home(path: &str) -> String {
+    let path = path.trim();
+    match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => std::path::Path::new(&home).join(rest).display().to_string(),
+        _ => path.to_string(),
     }
 }
 

@@ -3,6 +3,8 @@
 //! tests without a desktop.
 //!
 //! # Layout
+//! - [`containers`]: container detail: inspect, logs (one container or a
+//!   whole service, across rollouts), terminals and the debug shell.
 //! - [`environments`]: the registry of environments (discovered and added),
 //!   each kept open with one connection and one edge handle; adding,
 //!   testing, editing and removing environments.
@@ -19,6 +21,7 @@
 //! Deliberately left out: presentation (the CLI prints, the window draws)
 //! and anything Docker-specific (that is `changeover-docker`).
 
+pub mod containers;
 pub mod environments;
 pub mod events;
 pub mod follow;

@@ -8,7 +8,9 @@
 mod deploy;
 mod edge;
 mod env;
+mod exec;
 mod inventory;
+mod logs;
 mod table;
 mod traffic;
 
@@ -61,6 +63,10 @@ enum Command {
         #[command(subcommand)]
         command: TrafficCommand,
     },
+    /// A container's logs, or a whole service's (every release and slot).
+    Logs(logs::LogsArgs),
+    /// Run a command in a container (exit code: the command's).
+    Exec(exec::ExecArgs),
     /// The edge proxy of the environment.
     Edge {
         #[command(subcommand)]
@@ -222,7 +228,8 @@ fn main() -> ExitCode {
         }
     };
     match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(0) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(problem) => {
             // The reason on the first line; details (health output, logs)
             // indented below it.
@@ -236,15 +243,25 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<(), Problem> {
+/// Runs the command; the exit code (the command's own for `exec`).
+async fn run(cli: Cli) -> Result<i32, Problem> {
     let envs = Environments::from_process();
+    if let Command::Exec(args) = cli.command {
+        return exec::run(&*envs.get(cli.env.as_deref())?, args).await;
+    }
+    verb(&envs, cli).await.map(|()| 0)
+}
+
+async fn verb(envs: &Environments, cli: Cli) -> Result<(), Problem> {
     let chosen = || envs.get(cli.env.as_deref());
     match cli.command {
         Command::Env { command } => match command {
-            EnvCommand::Ls(args) => env::ls(&envs, args.json).await,
-            EnvCommand::Add(args) => env::add(&envs, args).await,
-            EnvCommand::Rm { name } => env::rm(&envs, &name).await,
+            EnvCommand::Ls(args) => env::ls(envs, args.json).await,
+            EnvCommand::Add(args) => env::add(envs, args).await,
+            EnvCommand::Rm { name } => env::rm(envs, &name).await,
         },
+        Command::Logs(args) => logs::run(&*chosen()?, args).await,
+        Command::Exec(_) => Ok(()),
         Command::Ps(args) => inventory::ps(&load(&*chosen()?).await?, args.json),
         Command::Images(args) => inventory::images(&load(&*chosen()?).await?, args.json),
         Command::Volumes(args) => inventory::volumes(&load(&*chosen()?).await?, args.json),

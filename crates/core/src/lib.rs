@@ -10,6 +10,7 @@
 //!   updates that change them.
 //! - [`stack`]: Compose stack files read into service definitions, with
 //!   every problem located by file, line and key.
+//! - [`detail`]: one container up close: inspect, log lines, terminals.
 //! - [`compose`]: service definitions written back as a Compose file that
 //!   reads into the same definitions.
 //! - [`form`]: the GUI's service form, checked by the stack-file rules with
@@ -32,6 +33,7 @@
 //! `changeover-docker`; the rollout only sees traits), presentation (the UI and the CLI decide how things look).
 
 pub mod compose;
+pub mod detail;
 pub mod edge;
 pub mod environment;
 pub mod form;

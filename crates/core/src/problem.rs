@@ -57,6 +57,12 @@ pub enum ProblemCode {
     Keyring,
     /// An environment with a rollout running cannot be removed yet.
     EnvironmentBusy,
+    /// No container of that name or ID (or it went away).
+    UnknownContainer,
+    /// The container does not run (a terminal needs it running).
+    ContainerNotRunning,
+    /// A terminal session that is not open (ended, or never was).
+    UnknownSession,
 }
 
 /// A failure a person can read and the UI can branch on.

@@ -6,6 +6,8 @@
 //! - [`tls`]: TLS from material held in memory, and what its failures mean.
 //! - [`ssh`]: SSH through the user's own `ssh` (`docker system dial-stdio`),
 //!   host keys shown and accepted once.
+//! - [`containers`]: one container up close: inspect, logs, exec with a
+//!   TTY, and the debug shell for images without one.
 //! - [`read`]: read a whole inventory, or one container, and turn bollard's
 //!   types into `changeover-core`'s.
 //! - [`edge`]: build the edge image on the daemon, run the edge container,
@@ -19,6 +21,7 @@
 //! CLI, tests) shows the same words. Daemon errors are never swallowed.
 
 pub mod connect;
+pub mod containers;
 pub mod edge;
 pub mod live;
 pub mod read;

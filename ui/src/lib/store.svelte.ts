@@ -18,6 +18,10 @@ import {
 
 export type Section = "services" | "containers" | "images" | "volumes" | "networks";
 
+/** What the detail panel shows: a container (name or ID), a service's slot
+ * (STACK/SERVICE/SLOT) or a whole service's logs (STACK/SERVICE). */
+export type Detail = { env: string; target: string; title: string; service: boolean; tab: "logs" | "terminal" | "inspect" };
+
 class Store {
   /** Views by environment name; replaced, not mutated, so lists re-render cheaply. */
   views = $state.raw<Record<string, EnvironmentView>>({});
@@ -30,6 +34,10 @@ class Store {
   ready = $state(false);
   /** The window's clock for relative times ("3 minutes ago"), ticking every 30 s. */
   now = $state(Date.now());
+  /** The container detail panel, when open. */
+  detail = $state<Detail | null>(null);
+  /** The environment form: adding (null name) or editing one. */
+  environmentForm = $state<{ editing: string | null } | null>(null);
   /** Each environment's services as the backend last pushed them. */
   services = $state.raw<Record<string, ServicesUpdate>>({});
 

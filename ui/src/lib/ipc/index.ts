@@ -11,6 +11,13 @@ import type { RolloutOutcome } from "./generated/RolloutOutcome";
 import type { ServiceForm } from "./generated/ServiceForm";
 import type { TrafficView } from "./generated/TrafficView";
 import type { ServicesUpdate } from "./generated/ServicesUpdate";
+import type { ContainerDetail } from "./generated/ContainerDetail";
+import type { LogBatch } from "./generated/LogBatch";
+import type { LogQuery } from "./generated/LogQuery";
+import type { TerminalEvent } from "./generated/TerminalEvent";
+import type { TerminalOpened } from "./generated/TerminalOpened";
+import type { NewEnvironment } from "./generated/NewEnvironment";
+import type { ConnectionTest } from "./generated/ConnectionTest";
 import type { TrafficUpdate } from "./generated/TrafficUpdate";
 import type { ServiceView } from "./generated/ServiceView";
 import type { Strategy } from "./generated/Strategy";
@@ -56,6 +63,16 @@ export type { ServiceForm } from "./generated/ServiceForm";
 export type { ReleaseMetrics } from "./generated/ReleaseMetrics";
 export type { TrafficView } from "./generated/TrafficView";
 export type { ServicesUpdate } from "./generated/ServicesUpdate";
+export type { ContainerDetail } from "./generated/ContainerDetail";
+export type { EnvVar } from "./generated/EnvVar";
+export type { LogBatch } from "./generated/LogBatch";
+export type { LogLine } from "./generated/LogLine";
+export type { LogQuery } from "./generated/LogQuery";
+export type { TerminalEvent } from "./generated/TerminalEvent";
+export type { TerminalOpened } from "./generated/TerminalOpened";
+export type { NewEnvironment } from "./generated/NewEnvironment";
+export type { ConnectionTest } from "./generated/ConnectionTest";
+export type { SshHostKey } from "./generated/SshHostKey";
 export type { TrafficUpdate } from "./generated/TrafficUpdate";
 
 /** Every environment with its state and last inventory. */
@@ -217,6 +234,93 @@ export function previewRelease(env: string, service: string, on: boolean): Promi
   return invoke<string | null>("preview_release", { env, service, on }).catch((e: unknown) => {
     throw toProblem(e);
   });
+}
+
+function call<T>(command: string, args: Record<string, unknown>): Promise<T> {
+  return invoke<T>(command, args).catch((e: unknown) => {
+    throw toProblem(e);
+  });
+}
+
+// ---- environments ----
+
+/** Tries to reach the environment a form describes; saves nothing. */
+export function testEnvironment(form: NewEnvironment): Promise<ConnectionTest> {
+  return call("test_environment", { form });
+}
+
+/** Trusts the SSH host key of `host` with `fingerprint`, as a test showed it. */
+export function trustHostKey(host: string, fingerprint: string): Promise<void> {
+  return call("trust_host_key", { host, fingerprint });
+}
+
+/** Adds an environment; unless `anyway`, only when it answers. */
+export function addEnvironment(form: NewEnvironment, anyway: boolean): Promise<EnvironmentView> {
+  return call("add_environment", { form, anyway });
+}
+
+/** Changes an environment added in Changeover. */
+export function editEnvironment(name: string, form: NewEnvironment, anyway: boolean): Promise<EnvironmentView> {
+  return call("edit_environment", { name, form, anyway });
+}
+
+/** Removes an environment added in Changeover, and its keyring entries. */
+export function removeEnvironment(name: string): Promise<void> {
+  return call("remove_environment", { name });
+}
+
+// ---- container detail ----
+
+/** What `docker inspect` says of a container (name, ID or STACK/SERVICE/SLOT). */
+export function containerDetail(env: string, target: string): Promise<ContainerDetail> {
+  return call("container_detail", { env, target });
+}
+
+/** Follows a container's (or a whole service's) logs; resolves to the follow's number. */
+export function followLogs(
+  env: string,
+  target: string,
+  query: LogQuery,
+  onBatch: (b: LogBatch) => void,
+): Promise<number> {
+  const c = new Channel<LogBatch>();
+  c.onmessage = onBatch;
+  return call("follow_logs", { env, target, query, onBatch: c });
+}
+
+export function stopLogs(id: number): Promise<void> {
+  return call("stop_logs", { id });
+}
+
+/** Opens a terminal into a container: its shell, or with `debug` the debug shell. */
+export function openTerminal(
+  env: string,
+  target: string,
+  debug: boolean,
+  cols: number,
+  rows: number,
+  onEvent: (e: TerminalEvent) => void,
+): Promise<TerminalOpened> {
+  const c = new Channel<TerminalEvent>();
+  c.onmessage = onEvent;
+  return call("open_terminal", { env, target, debug, cols, rows, onEvent: c });
+}
+
+export function terminalInput(id: number, data: string): Promise<void> {
+  return call("terminal_input", { id, data });
+}
+
+export function terminalResize(id: number, cols: number, rows: number): Promise<void> {
+  return call("terminal_resize", { id, cols, rows });
+}
+
+export function closeTerminal(id: number): Promise<void> {
+  return call("close_terminal", { id });
+}
+
+/** Writes text to a file (`~/` allowed); resolves to the full path written. */
+export function saveTextFile(path: string, text: string, replace: boolean): Promise<string> {
+  return call("save_text_file", { path, text, replace });
 }
 
 function toProblem(e: unknown): Problem {

@@ -3,4 +3,4 @@
 /**
  * Stable codes. Only add one when a consumer (UI, CLI exit path) uses it.
  */
-export type ProblemCode = "invalid-host" | "daemon-unreachable" | "daemon-error" | "unknown-environment" | "invalid-docker-config" | "invalid-stack" | "image-not-found" | "port-in-use" | "rollout-in-progress" | "rollout-failed" | "unknown-service" | "no-previous-release" | "edge-error" | "invalid-traffic" | "candidate-live" | "file-exists" | "cannot-write" | "invalid-environment" | "invalid-tls" | "unknown-host-key" | "host-key-changed" | "keyring" | "environment-busy";
+export type ProblemCode = "invalid-host" | "daemon-unreachable" | "daemon-error" | "unknown-environment" | "invalid-docker-config" | "invalid-stack" | "image-not-found" | "port-in-use" | "rollout-in-progress" | "rollout-failed" | "unknown-service" | "no-previous-release" | "edge-error" | "invalid-traffic" | "candidate-live" | "file-exists" | "cannot-write" | "invalid-environment" | "invalid-tls" | "unknown-host-key" | "host-key-changed" | "keyring" | "environment-busy" | "unknown-container" | "container-not-running" | "unknown-session";
