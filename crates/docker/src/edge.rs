@@ -14,6 +14,15 @@
 //! Desktop's VM hides container IPs from its "host"); there, an edge per
 //! published port would be the alternative.
 //!
+//! Beside it runs the edge's watcher (`changeover-edge-watch`, the same
+//! image): no network, the daemon's socket and the edge's state volume. It
+//! follows container events and takes a target off the routes the moment its
+//! container dies or goes, so a reused IP never receives another container's
+//! traffic. The socket is there and not in the edge because the edge faces
+//! the internet. A daemon whose socket is not `/var/run/docker.sock` on its
+//! host gets no watcher (the watcher checks the daemon's ID and stands down);
+//! clients then take gone targets off before every change.
+//!
 //! Control goes through `docker exec changeover-edge /changeover-edge ctl -`:
 //! a session of JSON lines over the exec's stdin and stdout, kept open for
 //! the next request (nothing listens on the network for it). An edge too old
