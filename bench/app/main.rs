@@ -27,7 +27,7 @@
 use std::io::{BufRead, BufReader};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -223,7 +223,7 @@ fn daemon_load(
         while Instant::now() < until {
             let env = [("DOCKER_HOST", host)];
             changeover(&["traffic", "show", &format!("{}/web", routed.name)], &env);
-            if tick % 2 == 0 {
+            if tick.is_multiple_of(2) {
                 changeover(&["service", "ls"], &env);
             }
             tick += 1;
@@ -391,7 +391,6 @@ fn log_follow(gui: &Gui) {
         "[data-testid=container-row][data-name=\"{chatty}\"]"
     ));
     let raw = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
     let mut follower = Command::new("docker")
         .args(["logs", "-f", "--tail", "0", &chatty])
         .stdout(Stdio::piped())
@@ -428,8 +427,8 @@ fn log_follow(gui: &Gui) {
     }
     let secs = t0.elapsed().as_secs_f64();
     let (w1, r1) = (received(gui), raw.load(Ordering::Relaxed));
-    stop.store(true, Ordering::Relaxed);
     let _ = follower.kill();
+    let _ = follower.wait();
     answers.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let (wr, rr) = ((w1 - w0) as f64 / secs, (r1 - r0) as f64 / secs);
     println!("bench/app: log follow, a container printing about 5,000 lines/s ({secs:.1} s)");
