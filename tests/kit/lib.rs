@@ -172,6 +172,44 @@ pub fn wait_for<T>(within: Duration, mut check: impl FnMut() -> Option<T>) -> Op
     }
 }
 
+/// Waits until the daemon at `host` answers; panics with its log otherwise.
+pub fn wait_for_daemon(host: &str, log: &Path) {
+    let up = wait_for(Duration::from_secs(30), || {
+        Command::new("docker")
+            .args(["-H", host, "version"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .ok()
+            .filter(|s| s.success())
+    });
+    assert!(
+        up.is_some(),
+        "the dockerd at {host} did not answer: {}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+/// Gives the daemon at `host` the fixture image, without any registry.
+pub fn load_fixture(host: &str) {
+    let mut save = Command::new("docker")
+        .args(["save", fixture_image()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let load = Command::new("docker")
+        .args(["-H", host, "load", "-q"])
+        .stdin(save.stdout.take().unwrap())
+        .output()
+        .unwrap();
+    assert!(save.wait().unwrap().success(), "docker save of the fixture");
+    assert!(
+        load.status.success(),
+        "loading the fixture into {host}: {}",
+        String::from_utf8_lossy(&load.stderr)
+    );
+}
+
 /// A Docker daemon of the test's own, on its own socket and data folder, so a
 /// test can stop and start it without touching the daemon everything else
 /// uses. Needs root on Linux, like the daemon `scripts/docker-up.sh` starts.
@@ -194,23 +232,7 @@ impl PrivateDaemon {
             child: None,
         };
         daemon.resume();
-        // Give it the fixture image without any registry.
-        let mut save = Command::new("docker")
-            .args(["save", fixture_image()])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let load = Command::new("docker")
-            .args(["-H", &daemon.host(), "load", "-q"])
-            .stdin(save.stdout.take().unwrap())
-            .output()
-            .unwrap();
-        assert!(save.wait().unwrap().success(), "docker save of the fixture");
-        assert!(
-            load.status.success(),
-            "loading the fixture into the private daemon: {}",
-            String::from_utf8_lossy(&load.stderr)
-        );
+        load_fixture(&daemon.host());
         daemon
     }
 
@@ -254,21 +276,7 @@ impl PrivateDaemon {
             .spawn()
             .expect("dockerd runs (scripts/setup.sh installs docker.io)");
         self.child = Some(child);
-        let host = self.host();
-        let up = wait_for(Duration::from_secs(30), || {
-            Command::new("docker")
-                .args(["-H", &host, "version"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .ok()
-                .filter(|s| s.success())
-        });
-        assert!(
-            up.is_some(),
-            "the private dockerd did not answer: {}",
-            std::fs::read_to_string(d.join("dockerd.log")).unwrap_or_default()
-        );
+        wait_for_daemon(&self.host(), &d.join("dockerd.log"));
     }
 
     /// Stops the daemon the way a user or systemd would (SIGTERM) and waits.

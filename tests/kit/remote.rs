@@ -17,7 +17,7 @@ use rcgen::{
     KeyUsagePurpose, SanType,
 };
 
-use crate::{docker_at, fixture_image, unique, wait_for};
+use crate::{docker_at, unique, wait_for};
 
 /// PEM files of one TLS identity.
 pub struct Pem {
@@ -251,34 +251,8 @@ impl RemoteHost {
             .spawn()
             .expect("dockerd runs (scripts/setup.sh installs docker.io)");
         self.dockerd = Some(child);
-        let socket = self.socket();
-        let up = wait_for(Duration::from_secs(30), || {
-            Command::new("docker")
-                .args(["-H", &socket, "version"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .ok()
-                .filter(|s| s.success())
-        });
-        assert!(
-            up.is_some(),
-            "the remote dockerd did not answer: {}",
-            std::fs::read_to_string(d.join("dockerd.log")).unwrap_or_default()
-        );
-        // The fixture image without any registry.
-        let mut save = Command::new("docker")
-            .args(["save", fixture_image()])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("docker save");
-        let load = Command::new("docker")
-            .args(["-H", &socket, "load", "-q"])
-            .stdin(save.stdout.take().expect("its output"))
-            .output()
-            .expect("docker load");
-        assert!(save.wait().expect("docker save ends").success());
-        assert!(load.status.success(), "loading the fixture: {load:?}");
+        crate::wait_for_daemon(&self.socket(), &d.join("dockerd.log"));
+        crate::load_fixture(&self.socket());
     }
 
     /// A `docker` command against this host's daemon.

@@ -191,6 +191,36 @@ pub async fn dial(
     Err(unreachable(describe(&e)))
 }
 
+/// A client on a connector of our own (TLS from memory, SSH): pooled
+/// hyper connections that bollard sends its requests over.
+pub(crate) fn over<C>(
+    connector: C,
+    address: &str,
+    timeout_secs: u64,
+    version: &bollard::ClientVersion,
+) -> Result<Docker, bollard::errors::Error>
+where
+    C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
+{
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_idle_timeout(std::time::Duration::from_secs(50))
+        .build(connector);
+    Docker::connect_with_custom_transport(
+        move |request: bollard::BollardRequest| {
+            let client = client.clone();
+            async move {
+                client
+                    .request(request)
+                    .await
+                    .map_err(bollard::errors::Error::from)
+            }
+        },
+        Some(address),
+        timeout_secs,
+        version,
+    )
+}
+
 pub(crate) fn bracket(host: &str) -> String {
     if host.contains(':') {
         format!("[{host}]")

@@ -25,12 +25,11 @@ use std::process::Stdio;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bollard::{BollardRequest, ClientVersion, Docker};
+use bollard::{ClientVersion, Docker};
 use changeover_core::environment::SshHostKey;
 use changeover_core::{Problem, ProblemCode};
 use hyper_util::client::legacy::connect::{Connected, Connection};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use tokio::io::AsyncReadExt;
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
@@ -282,24 +281,8 @@ pub fn docker_over_ssh(
     let connector = SshConnector {
         target: std::sync::Arc::new(target.clone()),
     };
-    let client = Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(50))
-        .build(connector);
-    Docker::connect_with_custom_transport(
-        move |request: BollardRequest| {
-            let client = client.clone();
-            async move {
-                client
-                    .request(request)
-                    .await
-                    .map_err(bollard::errors::Error::from)
-            }
-        },
-        Some("http://docker"),
-        timeout_secs,
-        version,
-    )
-    .map_err(|e| unreachable(target, &e.to_string()))
+    crate::connect::over(connector, "http://docker", timeout_secs, version)
+        .map_err(|e| unreachable(target, &e.to_string()))
 }
 
 #[derive(Clone)]

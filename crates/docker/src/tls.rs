@@ -13,11 +13,9 @@
 
 use std::sync::Arc;
 
-use bollard::{BollardRequest, ClientVersion, Docker};
+use bollard::{ClientVersion, Docker};
 use changeover_core::secret::Secret;
 use changeover_core::{Problem, ProblemCode};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -95,23 +93,9 @@ pub fn docker_over_tls(
         .https_only()
         .enable_http1()
         .build();
-    let client = Client::builder(TokioExecutor::new()).build(https);
     let address = format!("https://{}:{port}", crate::connect::bracket(host));
-    Docker::connect_with_custom_transport(
-        move |request: BollardRequest| {
-            let client = client.clone();
-            async move {
-                client
-                    .request(request)
-                    .await
-                    .map_err(bollard::errors::Error::from)
-            }
-        },
-        Some(address),
-        timeout_secs,
-        version,
-    )
-    .map_err(|e| invalid(format!("TLS cannot be set up: {e}")))
+    crate::connect::over(https, &address, timeout_secs, version)
+        .map_err(|e| invalid(format!("TLS cannot be set up: {e}")))
 }
 
 /// Why a TLS exchange with `host:port` fails, in rustls's words: one

@@ -43,6 +43,21 @@ struct Docs {
     entries: BTreeMap<String, Doc>,
 }
 
+impl Docs {
+    /// The stored revision of `key` (0: none), or the refusal when it is
+    /// not the `expect`ed one.
+    fn revision_of(&self, key: &str, expect: Option<u64>) -> Result<u64, Response> {
+        let current = self.entries.get(key).map(|d| d.revision).unwrap_or(0);
+        match expect {
+            Some(expect) if expect != current => Err(error(
+                EdgeErrorCode::Conflict,
+                format!("{key} changed meanwhile (revision {current}, expected {expect})"),
+            )),
+            _ => Ok(current),
+        }
+    }
+}
+
 #[derive(Clone, Serialize, Deserialize)]
 struct Doc {
     value: serde_json::Value,
@@ -466,15 +481,10 @@ impl Edge {
 
     fn doc_put(&self, key: String, value: serde_json::Value, expect: Option<u64>) -> Response {
         let mut docs = self.docs.lock().unwrap_or_else(|p| p.into_inner());
-        let current = docs.entries.get(&key).map(|d| d.revision).unwrap_or(0);
-        if let Some(expect) = expect {
-            if expect != current {
-                return error(
-                    EdgeErrorCode::Conflict,
-                    format!("{key} changed meanwhile (revision {current}, expected {expect})"),
-                );
-            }
-        }
+        let current = match docs.revision_of(&key, expect) {
+            Ok(r) => r,
+            Err(refused) => return refused,
+        };
         let revision = current + 1;
         docs.entries.insert(
             key,
@@ -495,14 +505,8 @@ impl Edge {
 
     fn doc_delete(&self, key: String, expect: Option<u64>) -> Response {
         let mut docs = self.docs.lock().unwrap_or_else(|p| p.into_inner());
-        let current = docs.entries.get(&key).map(|d| d.revision).unwrap_or(0);
-        if let Some(expect) = expect {
-            if expect != current {
-                return error(
-                    EdgeErrorCode::Conflict,
-                    format!("{key} changed meanwhile (revision {current}, expected {expect})"),
-                );
-            }
+        if let Err(refused) = docs.revision_of(&key, expect) {
+            return refused;
         }
         if docs.entries.remove(&key).is_none() {
             return Response::Ok;
