@@ -212,3 +212,71 @@ fn a_stopped_container_gets_no_terminal_and_exec_says_why() {
     assert_eq!(out.status.code(), Some(7));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "out");
 }
+
+#[test]
+fn a_services_logs_follow_it_across_a_rollout() {
+    let port = changeover_tests::free_port();
+    let stack = changeover_tests::TestStack::new(
+        "logs",
+        &format!(
+            "services:\n  web:\n    image: changeover-demo:v1\n    ports: [\"{port}:8080\"]\n    labels: {{dev.changeover.test: \"1\"}}\n    deploy:\n      replicas: 2\n    x-changeover:\n      health: {{path: /health, interval: 500ms, timeout: 1s}}\n"
+        ),
+        &[port],
+    );
+    let out = changeover(&["stack", "deploy", "-f", &stack.file()], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let svc = format!("{}/web", stack.name);
+    let env = default_environment();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let seen: Arc<Mutex<Vec<changeover_core::detail::LogLine>>> = Default::default();
+    let sink = {
+        let s = seen.clone();
+        Arc::new(move |b: changeover_application::containers::LogBatch| {
+            s.lock().unwrap().extend(b.lines)
+        })
+    };
+    let query = changeover_core::detail::LogQuery {
+        follow: true,
+        tail: None,
+        all: false,
+        since: None,
+    };
+    let _follow = rt
+        .block_on(changeover_application::containers::logs(
+            &env, &svc, query, sink,
+        ))
+        .unwrap();
+    let out = changeover(&["service", "deploy", &svc, "--tag", "v2"], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let both = wait_for(Duration::from_secs(15), || {
+        let lines = seen.lock().unwrap();
+        let v2: Vec<_> = lines.iter().filter(|l| l.release == Some(2)).collect();
+        (lines.iter().any(|l| l.release == Some(1)) && v2.len() >= 2).then_some(())
+    });
+    let lines = seen.lock().unwrap().clone();
+    assert!(
+        both.is_some(),
+        "lines of release 1 and of both new containers of release 2: {lines:?}"
+    );
+    let v2 = lines.iter().find(|l| l.release == Some(2)).unwrap();
+    assert!(
+        v2.text.contains("v2") && v2.slot.is_some() && v2.time.is_some(),
+        "{v2:?}"
+    );
+    let mut keys: Vec<(Option<u32>, Option<u32>, String)> = lines
+        .iter()
+        .map(|l| (l.release, l.slot, l.text.clone()))
+        .collect();
+    let n = keys.len();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), n, "no line is shown twice: {lines:?}");
+}

@@ -152,13 +152,19 @@ pub async fn logs(
     let (lines_tx, lines_rx) = mpsc::channel::<LogLine>(8192);
     let parsed =
         Target::parse(target).map_err(|why| Problem::new(ProblemCode::UnknownContainer, why))?;
-    let mut followers = Vec::new();
+    let active = Active::default();
     match parsed {
         Target::Service {
             stack,
             service,
             slot: None,
         } => {
+            // Listen for starts before listing, so a container that starts
+            // in between is not missed (`Active` keeps it from being
+            // followed twice).
+            let starts = query
+                .follow
+                .then(|| dc::starts_of(&docker, &stack, &service));
             let all = DockerRuntime::new(&docker)
                 .containers(&stack, &service)
                 .await?;
@@ -166,40 +172,47 @@ pub async fn logs(
                 return Err(unknown(&format!("of {stack}/{service}")));
             }
             for c in &all {
-                followers.push(tokio::spawn(follow_one(
-                    docker.clone(),
-                    Found {
+                if active.claim(&c.id) {
+                    let found = Found {
                         id: c.id.clone(),
                         name: c.name.clone(),
                         release: Some(c.release),
                         slot: Some(c.slot),
-                    },
-                    query.clone(),
-                    lines_tx.clone(),
-                    stopped.clone(),
-                )));
+                    };
+                    tokio::spawn(follow_one(
+                        docker.clone(),
+                        found,
+                        query.clone(),
+                        None,
+                        lines_tx.clone(),
+                        active.clone(),
+                        stopped.clone(),
+                    ));
+                }
             }
-            if query.follow {
-                // Containers that start later (a rollout): followed from now.
-                let tx = lines_tx.clone();
+            if let Some(starts) = starts {
+                // Containers that start later (a rollout): followed from their start.
                 tokio::spawn(follow_new(
                     docker.clone(),
-                    stack,
-                    service,
-                    tx,
+                    starts,
+                    lines_tx.clone(),
+                    active.clone(),
                     stopped.clone(),
                 ));
             }
         }
         _ => {
             let found = find(env, target).await?;
-            followers.push(tokio::spawn(follow_one(
+            active.claim(&found.id);
+            tokio::spawn(follow_one(
                 docker.clone(),
                 found,
                 query.clone(),
+                None,
                 lines_tx.clone(),
+                active.clone(),
                 stopped.clone(),
-            )));
+            ));
         }
     }
     drop(lines_tx);
@@ -207,19 +220,43 @@ pub async fn logs(
     Ok(Follow { stop })
 }
 
-/// One container's lines into `tx`.
+/// The containers being followed now, so none is followed twice.
+#[derive(Clone, Default)]
+struct Active(Arc<Mutex<std::collections::HashSet<String>>>);
+
+impl Active {
+    /// Takes `id` for a follower; `false` when one follows it already.
+    fn claim(&self, id: &str) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_string())
+    }
+
+    fn release(&self, id: &str) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// One container's lines into `tx`, from `since_unix` when given. When
+/// following and its log stream ends while it runs (it had not started yet
+/// when asked, or the stream broke), it is followed again from then.
 async fn follow_one(
     docker: Docker,
     c: Found,
-    query: LogQuery,
+    mut query: LogQuery,
+    mut since_unix: Option<i64>,
     tx: mpsc::Sender<LogLine>,
+    active: Active,
     mut stopped: watch::Receiver<bool>,
 ) {
-    let mut stream = match dc::logs(&docker, &c.id, &query) {
-        Ok(s) => s,
-        Err(_) => return,
-    };
-    let mut splitters: [LineSplitter; 2] = Default::default();
     let line = |text: String, cut: Option<u64>, stderr: bool| {
         // Docker stamps each line: "2026-12-01T10:00:00.123456789Z text".
         let (time, text) = match text.split_once(' ') {
@@ -239,45 +276,64 @@ async fn follow_one(
         }
     };
     loop {
-        let next = tokio::select! {
-            n = stream.next() => n,
-            _ = stopped.wait_for(|s| *s) => return,
+        let Ok(mut stream) = dc::logs_since(&docker, &c.id, &query, since_unix) else {
+            active.release(&c.id);
+            return;
         };
-        match next {
-            Some(Ok(piece)) => {
-                let i = usize::from(piece.stderr);
-                for (text, cut) in splitters[i].push(&piece.bytes) {
-                    if tx.send(line(text, cut, piece.stderr)).await.is_err() {
-                        return;
+        let mut splitters: [LineSplitter; 2] = Default::default();
+        let mut printed = false;
+        loop {
+            let next = tokio::select! {
+                n = stream.next() => n,
+                _ = stopped.wait_for(|s| *s) => return,
+            };
+            match next {
+                Some(Ok(piece)) => {
+                    let i = usize::from(piece.stderr);
+                    for (text, cut) in splitters[i].push(&piece.bytes) {
+                        printed = true;
+                        if tx.send(line(text, cut, piece.stderr)).await.is_err() {
+                            return;
+                        }
                     }
                 }
+                Some(Err(_)) | None => break,
             }
-            Some(Err(_)) | None => break,
         }
-    }
-    for (i, s) in splitters.iter_mut().enumerate() {
-        if let Some((text, cut)) = s.finish() {
-            let _ = tx.send(line(text, cut, i == 1)).await;
+        for (i, s) in splitters.iter_mut().enumerate() {
+            if let Some((text, cut)) = s.finish() {
+                let _ = tx.send(line(text, cut, i == 1)).await;
+            }
         }
+        let ended = unix_now();
+        // Released before looking, so a start seen meanwhile is not lost.
+        active.release(&c.id);
+        if !query.follow || !dc::is_running(&docker, &c.id).await || !active.claim(&c.id) {
+            return;
+        }
+        since_unix = Some(if printed { ended } else { 0 });
+        query.all = true;
     }
 }
 
-/// Starts following every container of the service that starts from now.
+/// Follows every container of the service that starts from now on (a
+/// rollout's new ones, a kept one started again), from its start.
 async fn follow_new(
     docker: Docker,
-    stack: String,
-    service: String,
+    mut starts: std::pin::Pin<Box<dyn futures_util::Stream<Item = dc::Started> + Send>>,
     tx: mpsc::Sender<LogLine>,
+    active: Active,
     mut stopped: watch::Receiver<bool>,
 ) {
-    let mut starts = dc::starts_of(&docker, &stack, &service);
     loop {
         let next = tokio::select! {
             n = starts.next() => n,
             _ = stopped.wait_for(|s| *s) => return,
         };
         let Some(c) = next else { return };
-        // A container that restarts is followed again from its restart.
+        if !active.claim(&c.id) {
+            continue;
+        }
         let found = Found {
             id: c.id,
             name: c.name,
@@ -286,15 +342,17 @@ async fn follow_new(
         };
         let query = LogQuery {
             follow: true,
-            tail: Some(0),
-            all: false,
+            tail: None,
+            all: true,
             since: None,
         };
         tokio::spawn(follow_one(
             docker.clone(),
             found,
             query,
+            Some(c.at.saturating_sub(1)),
             tx.clone(),
+            active.clone(),
             stopped.clone(),
         ));
     }

@@ -205,8 +205,20 @@ fn piece(
 /// `tail` lines (or all), since a time, and following when asked. Lines
 /// are whole only after a [`changeover_core::detail::LineSplitter`].
 pub fn logs(docker: &Docker, id: &str, query: &LogQuery) -> Result<OutputStream, Problem> {
-    let since = match &query.since {
-        Some(s) => {
+    logs_since(docker, id, query, None)
+}
+
+/// [`logs`] from an absolute time on (Unix seconds), whatever `query.since`
+/// says: a container that started while a service's logs were followed.
+pub fn logs_since(
+    docker: &Docker,
+    id: &str,
+    query: &LogQuery,
+    since_unix: Option<i64>,
+) -> Result<OutputStream, Problem> {
+    let since = match (&query.since, since_unix) {
+        (_, Some(t)) => t.clamp(0, i64::from(i32::MAX)) as i32,
+        (Some(s), None) => {
             let secs =
                 parse_duration(s).map_err(|why| Problem::new(ProblemCode::InvalidTraffic, why))?;
             let now = std::time::SystemTime::now()
@@ -215,9 +227,9 @@ pub fn logs(docker: &Docker, id: &str, query: &LogQuery) -> Result<OutputStream,
                 .unwrap_or(0);
             now.saturating_sub(secs) as i32
         }
-        None => 0,
+        (None, None) => 0,
     };
-    let tail = if query.all {
+    let tail = if query.all || since_unix.is_some() {
         "all".to_string()
     } else {
         query.tail.unwrap_or(DEFAULT_TAIL).to_string()
@@ -553,6 +565,19 @@ pub struct Started {
     pub name: String,
     pub release: Option<u32>,
     pub slot: Option<u32>,
+    /// When it started (Unix seconds).
+    pub at: i64,
+}
+
+/// Whether the container `id` runs now (`false` when it is gone).
+pub async fn is_running(docker: &Docker, id: &str) -> bool {
+    docker
+        .inspect_container(id, None)
+        .await
+        .ok()
+        .and_then(|c| c.state)
+        .and_then(|s| s.running)
+        == Some(true)
 }
 
 /// Every container of `stack/service` that starts from now on, from the
@@ -580,7 +605,9 @@ pub fn starts_of(
             .take_while(|e| std::future::ready(e.is_ok()))
             .filter_map(|e| {
                 std::future::ready((|| {
-                    let actor = e.ok()?.actor?;
+                    let e = e.ok()?;
+                    let at = e.time.unwrap_or(0);
+                    let actor = e.actor?;
                     let id = actor.id?;
                     let attrs = actor.attributes.unwrap_or_default();
                     let num = |k: &str| attrs.get(k).and_then(|v| v.parse::<u32>().ok());
@@ -589,6 +616,7 @@ pub fn starts_of(
                         release: num(labels::RELEASE),
                         slot: num(labels::SLOT),
                         id,
+                        at,
                     })
                 })())
             }),
