@@ -92,10 +92,10 @@ pub async fn find(env: &Environment, target: &str) -> Result<Found, Problem> {
             let all = DockerRuntime::new(&docker)
                 .containers(&stack, &service)
                 .await?;
-            let current = crate::services::service(env, &format!("{stack}/{service}"))
+            let current = crate::services::current_release(env, &format!("{stack}/{service}"))
                 .await
                 .ok()
-                .and_then(|v| v.record.current);
+                .flatten();
             let mut of_slot: Vec<_> = all.into_iter().filter(|c| c.slot == slot).collect();
             of_slot.sort_by_key(|c| (Some(c.release) == current, c.running, c.release));
             let c = of_slot
@@ -153,6 +153,18 @@ pub async fn logs(
     let parsed =
         Target::parse(target).map_err(|why| Problem::new(ProblemCode::UnknownContainer, why))?;
     let active = Active::default();
+    // One container's lines, history and all, as the query asks.
+    let follow = |found: Found| {
+        tokio::spawn(follow_one(
+            docker.clone(),
+            found,
+            query.clone(),
+            None,
+            lines_tx.clone(),
+            active.clone(),
+            stopped.clone(),
+        ));
+    };
     match parsed {
         Target::Service {
             stack,
@@ -173,21 +185,12 @@ pub async fn logs(
             }
             for c in &all {
                 if active.claim(&c.id) {
-                    let found = Found {
+                    follow(Found {
                         id: c.id.clone(),
                         name: c.name.clone(),
                         release: Some(c.release),
                         slot: Some(c.slot),
-                    };
-                    tokio::spawn(follow_one(
-                        docker.clone(),
-                        found,
-                        query.clone(),
-                        None,
-                        lines_tx.clone(),
-                        active.clone(),
-                        stopped.clone(),
-                    ));
+                    });
                 }
             }
             if let Some(starts) = starts {
@@ -204,15 +207,7 @@ pub async fn logs(
         _ => {
             let found = find(env, target).await?;
             active.claim(&found.id);
-            tokio::spawn(follow_one(
-                docker.clone(),
-                found,
-                query.clone(),
-                None,
-                lines_tx.clone(),
-                active.clone(),
-                stopped.clone(),
-            ));
+            follow(found);
         }
     }
     drop(lines_tx);

@@ -108,10 +108,6 @@ impl Environment {
         }
     }
 
-    pub fn name(&self) -> &str {
-        &self.spec.name
-    }
-
     /// The host name links to published ports use.
     pub fn link_host(&self) -> String {
         self.spec
@@ -250,7 +246,6 @@ pub struct Environments {
 struct Registry {
     settings: Settings,
     secrets: Arc<dyn SecretStore>,
-    discovery: DiscoveryInput,
     state: Mutex<State>,
     /// Set when the desktop app follows every environment.
     sink: Mutex<Option<AppSink>>,
@@ -299,7 +294,6 @@ impl Environments {
             inner: Arc::new(Registry {
                 settings,
                 secrets,
-                discovery,
                 state: Mutex::new(State {
                     default: list.default,
                     open,
@@ -336,10 +330,6 @@ impl Environments {
             }),
         }
         list
-    }
-
-    pub fn settings(&self) -> &Settings {
-        &self.inner.settings
     }
 
     /// The log follows the app keeps open.
@@ -740,11 +730,6 @@ impl Environments {
         blocking(&self.inner.secrets, move |s| s.delete(&account)).await?;
         self.close(name);
         Ok(())
-    }
-
-    /// The discovery input this registry was opened with.
-    pub fn discovery(&self) -> &DiscoveryInput {
-        &self.inner.discovery
     }
 }
 

@@ -426,6 +426,19 @@ pub async fn services(env: &Environment) -> Result<Vec<ServiceView>, Problem> {
     Ok(out)
 }
 
+/// The release `name` (`stack/service`) runs now, from its record on the
+/// edge (`None` before its first deploy).
+pub async fn current_release(env: &Environment, name: &str) -> Result<Option<u32>, Problem> {
+    let (stack, service) = split_qualified(name)?;
+    let Some(edge) = env.edge().await? else {
+        return Ok(None);
+    };
+    Ok(load_record(&edge, stack, service)
+        .await?
+        .0
+        .and_then(|r| r.current))
+}
+
 /// Takes targets whose containers are gone off the routes of `name`
 /// (`stack/service`); the names removed.
 pub async fn prune(env: &Environment, name: &str) -> Result<Vec<String>, Problem> {

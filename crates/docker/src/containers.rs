@@ -538,27 +538,6 @@ pub async fn helper_exit(docker: &Docker, id: &str) -> Option<i64> {
         .and_then(|s| s.exit_code)
 }
 
-/// Removes debug helpers a crashed app left (they carry [`DEBUG_LABEL`]).
-pub async fn sweep_helpers(docker: &Docker) {
-    use bollard::query_parameters::ListContainersOptionsBuilder;
-    let filters = HashMap::from([("label".to_string(), vec![DEBUG_LABEL.to_string()])]);
-    if let Ok(list) = docker
-        .list_containers(Some(
-            ListContainersOptionsBuilder::new()
-                .all(true)
-                .filters(&filters)
-                .build(),
-        ))
-        .await
-    {
-        for c in list {
-            if let Some(id) = c.id {
-                remove_helper(docker, &id).await;
-            }
-        }
-    }
-}
-
 /// A container of a service that just started.
 pub struct Started {
     pub id: String,

@@ -659,16 +659,6 @@ impl Edge {
             .store(false, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// The edge when its container exists (`None`: nothing was ever
-    /// deployed on this environment).
-    pub async fn existing(docker: &Docker) -> Option<Self> {
-        docker
-            .inspect_container(EDGE_CONTAINER, None)
-            .await
-            .ok()
-            .map(|_| Self::attach(docker))
-    }
-
     /// Opens a control session; `None` when the edge is too old for one.
     async fn open_session(&self) -> Result<Option<Session>, Problem> {
         use bollard::exec::StartExecResults;
