@@ -57,13 +57,15 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-/// A one-service stack of the demo app on `port`, in a file under `dir`.
+/// A one-service stack of the demo app on `port`, in a file under `dir`;
+/// a rollout waits 4 s between its two slots (long enough to try removing
+/// the environment while one runs).
 fn demo_stack(dir: &Path, name: &str, port: u16) -> String {
     let path = dir.join(format!("{name}.yml"));
     std::fs::write(
         &path,
         format!(
-            "name: {name}\nservices:\n  web:\n    image: changeover-demo:v1\n    ports:\n      - \"{port}:8080\"\n    deploy:\n      replicas: 2\n    x-changeover:\n      health: {{path: /health, interval: 1s, timeout: 1s, healthy_threshold: 1}}\n      deploy_timeout: 30s\n"
+            "name: {name}\nservices:\n  web:\n    image: changeover-demo:v1\n    ports:\n      - \"{port}:8080\"\n    deploy:\n      replicas: 2\n      update_config: {{parallelism: 1, delay: 4s}}\n    x-changeover:\n      health: {{path: /health, interval: 1s, timeout: 1s, healthy_threshold: 1}}\n      deploy_timeout: 30s\n"
         ),
     )
     .unwrap();
@@ -160,22 +162,55 @@ fn a_tls_environment_is_added_used_for_deploys_and_removed_with_its_key_only_in_
     );
     let body = get(&host.ip, 18181).expect("the service answers on the remote host");
     assert!(body.starts_with("v1"), "{body}");
-    ok(
-        &cli(
-            c,
-            &[
-                "--env",
-                &name,
-                "service",
-                "deploy",
-                "remote/web",
-                "--tag",
-                "v2",
-            ],
-            &[],
-        ),
-        "service deploy v2 over TLS",
+    // The rollout to v2 runs in another process (another client): while it
+    // runs, removing the environment is refused, naming the service.
+    let config_dir = c.display().to_string();
+    let rollout = changeover_tests::changeover_cmd(
+        &[
+            "--env",
+            &name,
+            "service",
+            "deploy",
+            "remote/web",
+            "--tag",
+            "v2",
+        ],
+        &[("CHANGEOVER_CONFIG_DIR", config_dir.as_str())],
+    )
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let started = wait_for(std::time::Duration::from_secs(30), || {
+        ok(&cli(c, &["--env", &name, "ps", "--json"], &[]), "ps")
+            .contains("remote-web-r2-s0")
+            .then_some(())
+    });
+    assert!(started.is_some(), "the v2 rollout starts its first slot");
+    let err = failed(
+        &cli(c, &["env", "rm", &name], &[]),
+        "removing an environment while a rollout runs there",
     );
+    assert!(
+        err.contains("a rollout of remote/web runs") && err.contains(&name),
+        "{err}"
+    );
+    let still: Value =
+        serde_json::from_str(&ok(&cli(c, &["env", "ls", "--json"], &[]), "env ls")).unwrap();
+    assert!(
+        still
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == name.as_str()),
+        "a refused remove changes nothing"
+    );
+    assert!(
+        Keyring.get(&tls_key_account(&name)).unwrap().is_some(),
+        "a refused remove keeps the key"
+    );
+    let done = rollout.wait_with_output().unwrap();
+    ok(&done, "service deploy v2 over TLS");
     let v2 = wait_for(std::time::Duration::from_secs(10), || {
         get(&host.ip, 18181).ok().filter(|b| b.starts_with("v2"))
     });

@@ -971,3 +971,123 @@ fn a_tls_environment_added_in_the_form_deploys_and_shows_logs_and_a_terminal() {
     drop(gui);
     drop(host);
 }
+
+/// An SSH environment added in the form: the unknown host key is shown with
+/// the host's real fingerprint and trusted once, Test connection then shows
+/// the daemon, a container there is listed and its terminal answers; Edit
+/// keeps what it does not change, and Remove asks first and then removes it.
+#[test]
+fn an_ssh_environment_is_trusted_edited_and_removed_in_the_form() {
+    let mut host = changeover_tests::remote::RemoteHost::start();
+    let (url, agent) = host.start_sshd();
+    let name = changeover_tests::unique("on-ssh");
+    host.docker(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--label",
+        "dev.changeover.test=1",
+        changeover_tests::FIXTURE_IMAGE,
+    ]);
+    let real = std::process::Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(host.dir.path().join("ssh_host_ed25519_key.pub"))
+        .output()
+        .unwrap();
+    let fingerprint = String::from_utf8_lossy(&real.stdout)
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let gui = Gui::launch("remote-ssh", &app(), &[("SSH_AUTH_SOCK", agent.as_str())]);
+    gui.wait_js(
+        "return document.querySelector('[data-testid=environment][data-state=connected]')",
+        Duration::from_secs(15),
+        "the local daemon connects",
+    );
+    gui.click("[data-testid=add-environment]");
+    gui.send_keys("[data-testid=env-name]", "remote-ssh");
+    gui.send_keys("[data-testid=env-host]", &url);
+    gui.click("[data-testid=env-test]");
+    let shown = gui.wait_js(
+        "const k = document.querySelector('[data-testid=env-host-key]'); return k && k.textContent",
+        Duration::from_secs(20),
+        "the unknown host key is shown",
+    );
+    assert!(
+        shown.as_str().unwrap().contains(&fingerprint),
+        "the host's own fingerprint {fingerprint} is shown: {shown}"
+    );
+    gui.click("[data-testid=env-trust-key]");
+    let ok = gui.wait_js(
+        "const p = document.querySelector('[data-testid=env-test-ok]'); return p && p.textContent",
+        Duration::from_secs(30),
+        "Test connection shows the daemon once the key is trusted",
+    );
+    assert!(ok.as_str().unwrap().contains("Docker"), "{ok}");
+    gui.click("[data-testid=env-save]");
+    gui.wait_js(
+        "return document.querySelector('[data-testid=environment][data-name=remote-ssh][data-state=connected]')",
+        Duration::from_secs(30),
+        "the SSH environment is added and connects",
+    );
+
+    // Its container, and a terminal into it over SSH.
+    gui.click("[data-testid=section-containers]");
+    gui.wait_js(
+        &format!(
+            "return document.querySelector('[data-testid=container-row][data-name=\"{name}\"]')"
+        ),
+        Duration::from_secs(20),
+        "the remote container is listed",
+    );
+    gui.click(&format!(
+        "[data-testid=container-row][data-name=\"{name}\"]"
+    ));
+    gui.click("[data-testid=tab-terminal]");
+    gui.wait_js(
+        "const l = document.querySelector('[data-testid=terminal-label]'); return l && l.textContent",
+        Duration::from_secs(30),
+        "a terminal opens over SSH",
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    gui.send_keys(
+        "[data-testid=terminal] .xterm-helper-textarea",
+        "echo over-$((6*7))\u{E007}",
+    );
+    gui.wait_js(
+        "return ((document.querySelector('[data-testid=terminal] .xterm-rows') || {}).textContent || '').includes('over-42') || null",
+        Duration::from_secs(10),
+        "the shell over SSH answers",
+    );
+    gui.click("[data-testid=detail-close]");
+
+    // Edit: a new description; the address stays, and it stays connected.
+    gui.click("[data-testid=edit-environment]");
+    let kept = gui.wait_js(
+        "const i = document.querySelector('[data-testid=env-host]'); return i && i.value",
+        Duration::from_secs(5),
+        "the form opens with the environment's settings",
+    );
+    assert_eq!(kept.as_str().unwrap(), url);
+    gui.send_keys("[data-testid=env-description]", "the box under the desk");
+    gui.click("[data-testid=env-save]");
+    gui.wait_js(
+        "return !document.querySelector('[data-testid=environment-form]') && document.querySelector('[data-testid=environment][data-name=remote-ssh][data-state=connected]') || null",
+        Duration::from_secs(30),
+        "the edited environment is saved and connects again",
+    );
+
+    // Remove asks first; "Keep" keeps it.
+    gui.click("[data-testid=edit-environment]");
+    gui.click("[data-testid=env-remove]");
+    gui.click("[data-testid=env-remove-confirm]");
+    gui.wait_js(
+        "return !document.querySelector('[data-testid=environment][data-name=remote-ssh]') || null",
+        Duration::from_secs(20),
+        "the removed environment leaves the list",
+    );
+    drop(gui);
+    drop(host);
+}
