@@ -221,6 +221,65 @@ fn a_tls_environment_is_added_used_for_deploys_and_removed_with_its_key_only_in_
         "the remote containers are listed"
     );
 
+    // Traffic verbs there: a canary of v1 beside v2, split half and half
+    // (new clients see both), aborted; then a rollback to release 1.
+    let run = |args: &[&str], what: &str| {
+        let mut all = vec!["--env", name.as_str()];
+        all.extend_from_slice(args);
+        ok(&cli(c, &all, &[]), what)
+    };
+    run(
+        &[
+            "service",
+            "deploy",
+            "remote/web",
+            "--tag",
+            "v1",
+            "--strategy",
+            "canary",
+        ],
+        "a canary of v1 on the TLS environment",
+    );
+    run(
+        &["traffic", "split", "remote/web", "--percent", "50"],
+        "traffic split",
+    );
+    let shown: Value = serde_json::from_str(&run(
+        &["traffic", "show", "remote/web", "--json"],
+        "traffic show",
+    ))
+    .unwrap();
+    let mut weighted: Vec<u64> = shown["routes"][0]["policy"]["weights"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["release"].as_u64().unwrap())
+        .collect();
+    weighted.sort_unstable();
+    assert_eq!(weighted, vec![2, 3], "both releases are weighted: {shown}");
+    let bodies: std::collections::BTreeSet<String> = (0..40)
+        .filter_map(|_| get(&host.ip, 18181).ok())
+        .map(|b| b.chars().take(2).collect())
+        .collect();
+    assert_eq!(
+        bodies.into_iter().collect::<Vec<_>>(),
+        vec!["v1".to_string(), "v2".to_string()],
+        "new clients see both releases"
+    );
+    run(&["traffic", "abort", "remote/web"], "traffic abort");
+    assert!(
+        (0..10).all(|_| get(&host.ip, 18181).is_ok_and(|b| b.starts_with("v2"))),
+        "after the abort every request goes to v2"
+    );
+    run(&["service", "rollback", "remote/web"], "service rollback");
+    let back = wait_for(std::time::Duration::from_secs(10), || {
+        get(&host.ip, 18181).ok().filter(|b| b.starts_with("v1"))
+    });
+    assert!(
+        back.is_some(),
+        "the rollback serves release 1 on the remote host"
+    );
+
     // A name that exists is refused, and nothing changes.
     let err = failed(
         &cli(
