@@ -50,7 +50,7 @@ unit:
 # (scripts/with-keyring.sh), never the user's.
 integration: app
 	$(CARGO) test -p changeover-edge --test proxy
-	bash scripts/with-keyring.sh $(CARGO) test -p changeover-tests --test live --test cli --test deploy --test traffic --test recovery --test detail --test environments
+	bash scripts/with-keyring.sh $(CARGO) test -p changeover-tests --test live --test cli --test deploy --test traffic --test recovery --test detail --test environments --test volumes
 
 gui: app
 	bash scripts/with-keyring.sh $(CARGO) test -p changeover-tests --test gui -- --test-threads=1
@@ -59,6 +59,8 @@ gui: app
 clean-test-leftovers:
 	@ids=$$(docker ps -aq --filter label=dev.changeover.test=1); \
 	  if [ -n "$$ids" ]; then docker rm -f -v $$ids >/dev/null; fi; \
+	  helpers=$$(docker ps -a --filter label=dev.changeover.helper --format '{{.ID}} {{.Label "dev.changeover.helper"}}' | awk '$$2 ~ /^volume:/ {print $$1}'); \
+	  if [ -n "$$helpers" ]; then docker rm -f -v $$helpers >/dev/null; fi; \
 	  vols=$$(docker volume ls -q --filter label=dev.changeover.test=1); \
 	  if [ -n "$$vols" ]; then docker volume rm $$vols >/dev/null; fi; \
 	  nets=$$(docker network ls --filter label=dev.changeover.managed=true --format '{{.Name}}' | grep '^t-' || true); \

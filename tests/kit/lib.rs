@@ -546,3 +546,68 @@ pub fn get(port: u16) -> Result<String, String> {
         .map_err(|e| e.to_string())
         .and_then(|r| r.into_string().map_err(|e| e.to_string()))
 }
+
+/// A volume filled by a shell script (run by the fixture image with the
+/// volume at `/v`), removed with its volume helpers when the guard drops.
+pub struct TestVolume {
+    pub name: String,
+    host: Option<String>,
+}
+
+impl TestVolume {
+    pub fn new(host: Option<&str>, prefix: &str, script: &str) -> Self {
+        let name = unique(prefix);
+        docker_at(
+            host,
+            &["volume", "create", "--label", TEST_LABEL, name.as_str()],
+        );
+        let mount = format!("{name}:/v");
+        docker_at(
+            host,
+            &[
+                "run",
+                "--rm",
+                "--label",
+                TEST_LABEL,
+                "-v",
+                &mount,
+                FIXTURE_IMAGE,
+                "sh",
+                "-c",
+                script,
+            ],
+        );
+        Self {
+            name,
+            host: host.map(str::to_string),
+        }
+    }
+
+    /// The volume helpers Changeover runs for this volume now.
+    pub fn helpers(&self) -> Vec<String> {
+        let filter = format!("label=dev.changeover.helper=volume:{}", self.name);
+        docker_at(self.host.as_deref(), &["ps", "-aq", "--filter", &filter])
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for TestVolume {
+    fn drop(&mut self) {
+        let host: Vec<&str> = match &self.host {
+            Some(h) => vec!["-H", h],
+            None => vec![],
+        };
+        for id in self.helpers() {
+            let _ = Command::new("docker")
+                .args(&host)
+                .args(["rm", "-f", "-v", &id])
+                .output();
+        }
+        let _ = Command::new("docker")
+            .args(&host)
+            .args(["volume", "rm", &self.name])
+            .output();
+    }
+}

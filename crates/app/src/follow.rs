@@ -10,6 +10,7 @@
 //!   ([`ServicesUpdate`]); an idle environment costs no request at all;
 //! - what used to happen as a side effect of a query: a canary its guard
 //!   stopped is aborted, and a blue-green standby whose time is up ends;
+//! - stopped volume helpers left behind, swept once when it opens;
 //! - the traffic of each service whose Traffic panel is open, once a second
 //!   ([`TrafficUpdate`]), read over the kept session.
 //!
@@ -116,6 +117,24 @@ pub(crate) fn start(envs: Environments, env: Arc<Environment>) {
                 .await
             }
         };
+        // Volume helpers that stopped without removing themselves (the
+        // daemon restarted under them) are swept when the environment opens.
+        {
+            let env = env.clone();
+            tokio::spawn(async move {
+                if let Ok(docker) = env.docker().await {
+                    match changeover_docker::volumes::sweep_helpers(&docker, false).await {
+                        Ok(0) => {}
+                        Ok(n) => {
+                            tracing::info!(environment = %env.spec.name, removed = n, "stopped volume helpers removed")
+                        }
+                        Err(e) => {
+                            tracing::debug!(environment = %env.spec.name, error = %e, "sweeping volume helpers")
+                        }
+                    }
+                }
+            });
+        }
         let mut stopped = env.stop.subscribe();
         tokio::select! {
             _ = live => {}

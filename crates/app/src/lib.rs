@@ -15,6 +15,8 @@
 //! - [`services`]: deploys, rollbacks, forms, export, the sandbox, and
 //!   reading services.
 //! - [`traffic`]: switch, split, preview, promote, abort, maintenance.
+//! - [`volumes`]: what is in a volume (pages of folders, previews, sizes),
+//!   who uses it and which releases mounted it, through the volume helper.
 //! - [`settings`]: the app's config and runtime folders, written atomically.
 //! - [`secrets`]: the OS keyring.
 //!
@@ -29,6 +31,7 @@ pub mod secrets;
 pub mod services;
 pub mod settings;
 pub mod traffic;
+pub mod volumes;
 
 pub use environments::{ConnectionTest, Environment, Environments, NewEnvironment};
 pub use events::{AppEvent, AppSink, ServicesUpdate, TrafficUpdate};

@@ -13,6 +13,7 @@ mod inventory;
 mod logs;
 mod table;
 mod traffic;
+mod volume;
 
 use std::process::ExitCode;
 
@@ -67,6 +68,11 @@ enum Command {
     Logs(logs::LogsArgs),
     /// Run a command in a container (exit code: the command's).
     Exec(exec::ExecArgs),
+    /// Look into volumes: files, contents, sizes, who uses them.
+    Volume {
+        #[command(subcommand)]
+        command: volume::VolumeCommand,
+    },
     /// The edge proxy of the environment.
     Edge {
         #[command(subcommand)]
@@ -288,6 +294,7 @@ async fn verb(envs: &Environments, cli: Cli) -> Result<(), Problem> {
         }
         Command::Traffic { command } => traffic::run(&*chosen()?, command).await,
         Command::Edge { command } => edge::run(&*chosen()?, command).await,
+        Command::Volume { command } => volume::run(&*chosen()?, command).await,
         Command::Service { command } => {
             let env = chosen()?;
             match command {

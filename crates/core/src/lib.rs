@@ -46,5 +46,6 @@ pub mod rollout;
 pub mod secret;
 pub mod service;
 pub mod stack;
+pub mod volume;
 
 pub use problem::{Problem, ProblemCode};

@@ -63,6 +63,15 @@ pub enum ProblemCode {
     ContainerNotRunning,
     /// A terminal session that is not open (ended, or never was).
     UnknownSession,
+    /// A path inside a volume that is refused (`..`, NUL, too deep).
+    InvalidPath,
+    /// No volume of that name.
+    UnknownVolume,
+    /// Nothing at that path inside the volume, or something else than asked
+    /// (a file, not a folder; a link, which is never followed).
+    NoSuchPath,
+    /// The volume helper failed or could not be started.
+    VolumeHelper,
 }
 
 /// A failure a person can read and the UI can branch on.

@@ -165,7 +165,7 @@ async fn image_digest(docker: &Docker, tag: &str) -> Option<String> {
 
 /// Builds `tag` from the binary with `entrypoint` unless it already holds
 /// this very binary. Returns true when it built.
-async fn ensure_binary_image(
+pub(crate) async fn ensure_binary_image(
     docker: &Docker,
     image: &BinaryImage,
     tag: &str,

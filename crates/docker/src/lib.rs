@@ -14,6 +14,8 @@
 //!   and talk to it through `docker exec`.
 //! - [`runtime`]: core's rollout `Runtime` on bollard (containers, networks,
 //!   volumes, images, logs).
+//! - [`volumes`]: look into a volume through a helper container (listing,
+//!   reading, sizes), never through host paths.
 //! - [`live`]: keep an inventory current from the daemon's event stream,
 //!   reconnecting with backoff when the daemon goes away.
 //!
@@ -28,6 +30,7 @@ pub mod read;
 pub mod runtime;
 pub mod ssh;
 pub mod tls;
+pub mod volumes;
 
 pub use bollard::Docker;
 pub use connect::connect;

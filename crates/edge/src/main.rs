@@ -14,6 +14,8 @@
 //!   exec API runs; stored documents and locks.
 //! - [`watch`]: the watcher, a process of its own with the Docker socket
 //!   and no network, that takes gone containers off the routes at once.
+//! - [`volume`]: the volume helper — listing, reading and sizing what is in
+//!   a volume, from a container that mounts it (no agent, no host paths).
 //! - [`demo`]: `demo` (an HTTP server that answers its version) and `probe`
 //!   (an HTTP check usable as a Docker `HEALTHCHECK` in `FROM scratch` images).
 //!
@@ -29,6 +31,7 @@ mod proxy;
 mod routes;
 mod traffic;
 mod upstream;
+mod volume;
 mod watch;
 
 use std::path::PathBuf;
@@ -88,6 +91,12 @@ enum Command {
         #[arg(long)]
         unhealthy: bool,
     },
+    /// The volume helper (see the `volume` module): run in a container that
+    /// mounts a volume at /volume.
+    Volume {
+        #[command(subcommand)]
+        op: volume::Op,
+    },
     /// GET a URL; exit 0 on a 2xx/3xx answer. For HEALTHCHECKs in images
     /// that have no shell or curl.
     Probe {
@@ -99,6 +108,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Volume { op } = cli.command {
+        return volume::run(op);
+    }
     if let Command::Ctl { request, state } = &cli.command {
         // No runtime needed: one blocking round trip on a Unix socket.
         return control::run_client(state, request);
@@ -130,7 +142,7 @@ fn main() -> ExitCode {
                 unhealthy,
             } => demo::serve(&version, &listen, unhealthy).await,
             Command::Probe { url, timeout_ms } => demo::probe(&url, timeout_ms).await,
-            Command::Ctl { .. } | Command::Watch { .. } => Ok(()),
+            Command::Ctl { .. } | Command::Watch { .. } | Command::Volume { .. } => Ok(()),
         }
     });
     match result {

@@ -1,0 +1,369 @@
+//! Volumes seen from inside, through the Docker API only: a helper
+//! container of the edge binary (`changeover-edge volume`, whose module doc
+//! holds the protocol) mounts the volume read-only with no network, and
+//! each question is one `docker exec` in it. Nothing here reads a host
+//! path, so a remote daemon works the same as the local one.
+//!
+//! One helper per volume, named after it, reused while it runs; it removes
+//! itself two minutes after its last question (auto-remove), and
+//! [`sweep_helpers`] removes any that stopped without going.
+
+use std::collections::HashMap;
+
+use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
+use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+};
+use bollard::Docker;
+use changeover_core::edge::{labels, EDGE_BINARY_PATH};
+use changeover_core::volume::MOUNT_POINT;
+use changeover_core::{Problem, ProblemCode};
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+
+use crate::connect::daemon_problem;
+use crate::containers::DEBUG_LABEL;
+use crate::edge::{ensure_binary_image, BinaryImage};
+
+/// How long a helper outlives its last question, in seconds
+/// (`CHANGEOVER_VOLUME_HELPER_IDLE` overrides it, for tests).
+fn idle_secs() -> u32 {
+    std::env::var("CHANGEOVER_VOLUME_HELPER_IDLE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|s| (1..=86_400).contains(s))
+        .unwrap_or(120)
+}
+/// The most a question's answer may hold in memory (a preview, a page).
+pub const MAX_ANSWER: usize = 80 * 1024 * 1024;
+
+fn helper_problem(message: String) -> Problem {
+    Problem::new(ProblemCode::VolumeHelper, message)
+}
+
+fn unknown_volume(name: &str) -> Problem {
+    Problem::new(
+        ProblemCode::UnknownVolume,
+        format!("no volume {name:?} on this environment (it may have been removed)"),
+    )
+}
+
+/// `dev.changeover.helper` of a volume's helper.
+fn helper_label(volume: &str) -> String {
+    format!("volume:{volume}")
+}
+
+/// The helper's container name: readable, and unique per volume.
+fn helper_name(volume: &str) -> String {
+    let hash = format!("{:x}", Sha256::digest(volume.as_bytes()));
+    let readable: String = volume.chars().take(40).collect();
+    format!("changeover-volume-{readable}-{}", &hash[..8])
+}
+
+/// The running helper of `volume`, started when there is none.
+pub async fn helper(docker: &Docker, volume: &str) -> Result<String, Problem> {
+    docker.inspect_volume(volume).await.map_err(|e| match e {
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        } => unknown_volume(volume),
+        e => daemon_problem("reading the volume", &e),
+    })?;
+    let name = helper_name(volume);
+    if let Ok(c) = docker.inspect_container(&name, None).await {
+        if c.state.as_ref().and_then(|s| s.running) == Some(true) {
+            return Ok(c.id.unwrap_or(name));
+        }
+        remove(docker, &name).await;
+    }
+    let image = BinaryImage::load()?;
+    let tag = format!("changeover-volume-helper:{}", &image.digest[..12]);
+    ensure_binary_image(
+        docker,
+        &image,
+        &tag,
+        &[EDGE_BINARY_PATH, "volume"],
+        &[(labels::MANAGED, "true".into())],
+    )
+    .await?;
+    let body = ContainerCreateBody {
+        image: Some(tag),
+        cmd: Some(vec![
+            "hold".into(),
+            "--idle".into(),
+            idle_secs().to_string(),
+        ]),
+        labels: Some(HashMap::from([
+            (labels::MANAGED.to_string(), "true".to_string()),
+            (DEBUG_LABEL.to_string(), helper_label(volume)),
+        ])),
+        network_disabled: Some(true),
+        host_config: Some(HostConfig {
+            mounts: Some(vec![Mount {
+                target: Some(MOUNT_POINT.into()),
+                source: Some(volume.into()),
+                typ: Some(MountType::VOLUME),
+                read_only: Some(true),
+                ..Default::default()
+            }]),
+            network_mode: Some("none".into()),
+            auto_remove: Some(true),
+            readonly_rootfs: Some(true),
+            cap_drop: Some(vec!["ALL".into()]),
+            // Root in the helper reads every file of the volume, whatever
+            // its owner and mode; it writes nothing.
+            cap_add: Some(vec!["DAC_READ_SEARCH".into()]),
+            security_opt: Some(vec!["no-new-privileges".into()]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let created = docker
+        .create_container(
+            Some(CreateContainerOptionsBuilder::new().name(&name).build()),
+            body,
+        )
+        .await;
+    let id = match created {
+        Ok(c) => c.id,
+        // Another client (or question) made it a moment ago: use that one.
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 409, ..
+        }) => name.clone(),
+        Err(e) => return Err(daemon_problem("creating the volume helper", &e)),
+    };
+    match docker.start_container(&id, None).await {
+        Ok(()) => Ok(id),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 304, ..
+        }) => Ok(id),
+        Err(e) => {
+            remove(docker, &id).await;
+            Err(daemon_problem("starting the volume helper", &e))
+        }
+    }
+}
+
+async fn remove(docker: &Docker, id: &str) {
+    let _ = docker
+        .remove_container(
+            id,
+            Some(
+                RemoveContainerOptionsBuilder::new()
+                    .force(true)
+                    .v(true)
+                    .build(),
+            ),
+        )
+        .await;
+}
+
+/// Removes volume helpers that are not running (a helper that stopped
+/// without auto-remove, e.g. when the daemon restarted meanwhile); `all`
+/// removes the running ones too. Answers how many went.
+pub async fn sweep_helpers(docker: &Docker, all: bool) -> Result<usize, Problem> {
+    let filters = HashMap::from([("label".to_string(), vec![DEBUG_LABEL.to_string()])]);
+    let list = docker
+        .list_containers(Some(
+            ListContainersOptionsBuilder::new()
+                .all(true)
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .map_err(|e| daemon_problem("listing volume helpers", &e))?;
+    let mut removed = 0;
+    for c in list {
+        let is_volume_helper = c
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(DEBUG_LABEL))
+            .is_some_and(|v| v.starts_with("volume:"));
+        let running = c.state.as_ref().map(|s| s.to_string()) == Some("running".into());
+        if is_volume_helper && (all || !running) {
+            if let Some(id) = c.id {
+                remove(docker, &id).await;
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// The answer of one question: its stdout, bounded by `max` bytes.
+pub async fn ask(
+    docker: &Docker,
+    volume: &str,
+    args: &[String],
+    max: usize,
+) -> Result<Vec<u8>, Problem> {
+    let mut out = Vec::new();
+    ask_streaming(docker, volume, args, |piece| {
+        if out.len() + piece.len() > max {
+            return Err(helper_problem(format!(
+                "the helper's answer is larger than {max} bytes"
+            )));
+        }
+        out.extend_from_slice(piece);
+        Ok(())
+    })
+    .await?;
+    Ok(out)
+}
+
+/// Asks the helper of `volume` one question (`changeover-edge volume
+/// ARGS…`), giving its stdout piece by piece to `on_out` (which may stop it
+/// with an error). A refusal comes back as the helper's own `Problem`.
+pub async fn ask_streaming(
+    docker: &Docker,
+    volume: &str,
+    args: &[String],
+    mut on_out: impl FnMut(&[u8]) -> Result<(), Problem>,
+) -> Result<(), Problem> {
+    let mut tried = 0;
+    let (exec, mut output) = loop {
+        let id = helper(docker, volume).await?;
+        let mut cmd = vec![EDGE_BINARY_PATH.to_string(), "volume".to_string()];
+        cmd.extend_from_slice(args);
+        let created = docker
+            .create_exec(
+                &id,
+                CreateExecOptions {
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    cmd: Some(cmd),
+                    ..Default::default()
+                },
+            )
+            .await;
+        match created {
+            Ok(c) => {
+                let started = docker
+                    .start_exec(
+                        &c.id,
+                        Some(StartExecOptions {
+                            detach: false,
+                            tty: false,
+                            output_capacity: Some(256 * 1024),
+                        }),
+                    )
+                    .await
+                    .map_err(|e| daemon_problem("asking the volume helper", &e))?;
+                let StartExecResults::Attached { output, .. } = started else {
+                    return Err(helper_problem(
+                        "the daemon did not attach to the helper".into(),
+                    ));
+                };
+                break (c.id, output);
+            }
+            // The helper went idle and removed itself just now: once more.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404 | 409,
+                ..
+            }) if tried == 0 => tried += 1,
+            Err(e) => return Err(daemon_problem("asking the volume helper", &e)),
+        }
+    };
+    let mut err = Vec::new();
+    while let Some(item) = output.next().await {
+        match item {
+            Ok(bollard::container::LogOutput::StdOut { message }) => on_out(&message)?,
+            Ok(bollard::container::LogOutput::StdErr { message }) => {
+                if err.len() < 64 * 1024 {
+                    err.extend_from_slice(&message);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => return Err(daemon_problem("reading the volume helper's answer", &e)),
+        }
+    }
+    let code = docker
+        .inspect_exec(&exec)
+        .await
+        .ok()
+        .and_then(|i| i.exit_code)
+        .unwrap_or(-1);
+    if code == 0 {
+        return Ok(());
+    }
+    let text = String::from_utf8_lossy(&err);
+    match serde_json::from_str::<Problem>(text.trim()) {
+        Ok(p) => Err(p),
+        Err(_) if text.contains("no such file") || code == 126 || code == 127 => {
+            Err(helper_problem(format!(
+                "the volume helper could not run (exit {code}): {}",
+                text.trim()
+            )))
+        }
+        Err(_) => Err(helper_problem(format!(
+            "the volume helper failed (exit {code}): {}",
+            text.trim()
+        ))),
+    }
+}
+
+/// The containers that mount `volume` now, running or not.
+pub async fn users(
+    docker: &Docker,
+    volume: &str,
+) -> Result<Vec<changeover_core::volume::VolumeUser>, Problem> {
+    let filters = HashMap::from([("volume".to_string(), vec![volume.to_string()])]);
+    let list = docker
+        .list_containers(Some(
+            ListContainersOptionsBuilder::new()
+                .all(true)
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .map_err(|e| daemon_problem("listing the volume's containers", &e))?;
+    let mut out = Vec::new();
+    for c in list {
+        let helper = c
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(DEBUG_LABEL))
+            .is_some_and(|v| v.starts_with("volume:"));
+        if helper {
+            continue;
+        }
+        let name = c
+            .names
+            .and_then(|n| n.into_iter().next())
+            .map(|n| n.trim_start_matches('/').to_string())
+            .unwrap_or_default();
+        let running = c.state.as_ref().map(|s| s.to_string()) == Some("running".into());
+        for m in c.mounts.unwrap_or_default() {
+            if m.name.as_deref() == Some(volume) {
+                out.push(changeover_core::volume::VolumeUser {
+                    container: name.clone(),
+                    running,
+                    target: m.destination.unwrap_or_default(),
+                    read_only: m.rw == Some(false),
+                });
+            }
+        }
+    }
+    out.sort_by(|a, b| a.container.cmp(&b.container));
+    Ok(out)
+}
+
+/// What the daemon says of `name`.
+pub async fn inspect(
+    docker: &Docker,
+    name: &str,
+) -> Result<changeover_core::inventory::Volume, Problem> {
+    let v = docker.inspect_volume(name).await.map_err(|e| match e {
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        } => unknown_volume(name),
+        e => daemon_problem("reading the volume", &e),
+    })?;
+    Ok(changeover_core::inventory::Volume {
+        name: v.name,
+        driver: v.driver,
+        mountpoint: v.mountpoint,
+        created_at: v.created_at,
+        labels: v.labels.into_iter().collect(),
+    })
+}
