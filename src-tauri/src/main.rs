@@ -33,8 +33,6 @@ pub struct AppState {
 }
 
 fn main() {
-    #[cfg(target_os = "linux")]
-    draw_without_dmabuf_when_there_is_no_gpu();
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
@@ -76,6 +74,10 @@ fn main() {
             commands::terminal_input,
             commands::terminal_resize,
             commands::close_terminal,
+            commands::volume_inspect,
+            commands::volume_files,
+            commands::volume_preview,
+            commands::volume_size,
             commands::save_text_file
         ])
         .setup(move |app| {
@@ -105,30 +107,5 @@ fn main() {
             eprintln!("changeover: the window could not start: {e}");
             std::process::exit(1);
         }
-    }
-}
-
-/// WebKitGTK draws the page into DMA-BUF buffers meant for a GPU. Where the
-/// machine has no GPU render node (a VM, a remote desktop, Xvfb) Mesa does
-/// that in software and each frame costs the web process milliseconds
-/// more: bench/app measured keystroke → echo in a terminal at a median of
-/// 27 ms with it and 16 ms without when keys come right after a frame, and
-/// at the same 11 ms median but p99 24 vs 19 ms when typed at random
-/// moments. So there, unless the user set it either way, WebKit draws into
-/// shared memory instead. Runs first, before any thread exists.
-#[cfg(target_os = "linux")]
-fn draw_without_dmabuf_when_there_is_no_gpu() {
-    const VAR: &str = "WEBKIT_DISABLE_DMABUF_RENDERER";
-    if std::env::var_os(VAR).is_some() {
-        return;
-    }
-    let render_node = std::fs::read_dir("/dev/dri")
-        .map(|dir| {
-            dir.flatten()
-                .any(|e| e.file_name().to_string_lossy().starts_with("renderD"))
-        })
-        .unwrap_or(false);
-    if !render_node {
-        std::env::set_var(VAR, "1");
     }
 }
