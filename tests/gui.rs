@@ -1091,3 +1091,117 @@ fn an_ssh_environment_is_trusted_edited_and_removed_in_the_form() {
     drop(gui);
     drop(host);
 }
+
+/// Writes `bytes` to `path` in `volume` (through a fixture container).
+fn put_file(volume: &str, path: &str, bytes: &[u8]) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("docker")
+        .args([
+            "run",
+            "--rm",
+            "-i",
+            "--label",
+            TEST_LABEL,
+            "-v",
+            &format!("{volume}:/v"),
+            changeover_tests::FIXTURE_IMAGE,
+            "sh",
+            "-c",
+            &format!("cat > '/v/{path}'"),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(bytes).unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+/// A volume opened from the Volumes view: its files listed (a link shown
+/// with its target, outside the volume), a text file previewed with line
+/// numbers, a PNG shown as an image, a folder walked into and out of by
+/// the breadcrumbs, and its size counted.
+#[test]
+fn a_volume_is_browsed_in_the_window() {
+    changeover_tests::fixture_image();
+    let vol = changeover_tests::TestVolume::new(
+        None,
+        "t-browse",
+        "cd /v && for i in $(seq 1 40); do echo \"line $i of the readme\"; done > readme.txt && mkdir docs && echo inside > docs/inner.txt && ln -s /etc link-out",
+    );
+    put_file(
+        &vol.name,
+        "logo.png",
+        &std::fs::read(workspace().join("icons/128x128.png")).unwrap(),
+    );
+    let gui = Gui::launch("volumes", &app(), &[]);
+    gui.wait_js(
+        "return document.querySelector('[data-testid=environment][data-state=connected]')",
+        Duration::from_secs(15),
+        "the local daemon connects",
+    );
+    gui.click("[data-testid=section-volumes]");
+    let row = format!("[data-testid=volume-row][data-name=\"{}\"]", vol.name);
+    gui.wait_js(
+        &format!("return document.querySelector('{row}')"),
+        Duration::from_secs(15),
+        "the volume is listed",
+    );
+    gui.click(&row);
+    let names = gui.wait_js(
+        "const n = [...document.querySelectorAll('[data-testid=volume-entry]')].map(e => e.dataset.name); return n.length === 4 ? n.join(',') : null",
+        Duration::from_secs(30),
+        "the volume's files are listed",
+    );
+    assert_eq!(names.as_str().unwrap(), "docs,link-out,logo.png,readme.txt");
+
+    let link = gui.js("return document.querySelector('[data-testid=volume-entry][data-name=link-out]').textContent");
+    assert!(
+        link.as_str()
+            .unwrap()
+            .contains("→ /etc (outside the volume)"),
+        "{link}"
+    );
+
+    gui.click("[data-testid=volume-entry][data-name=\"readme.txt\"]");
+    let text = gui.wait_js(
+        "const t = document.querySelector('[data-testid=volume-text]'); return t && t.textContent.includes('line 40 of the readme') ? t.querySelectorAll('.ln').length : null",
+        Duration::from_secs(15),
+        "the text file is previewed",
+    );
+    assert!(text.as_u64().unwrap() >= 40, "line numbers: {text}");
+
+    gui.click("[data-testid=volume-entry][data-name=\"logo.png\"]");
+    let width = gui.wait_js(
+        "const i = document.querySelector('[data-testid=volume-image]'); return i && i.complete && i.naturalWidth ? i.naturalWidth : null",
+        Duration::from_secs(15),
+        "the PNG is shown as an image",
+    );
+    assert_eq!(width.as_u64(), Some(128));
+    gui.screenshot(&workspace().join("docs/screenshots/volumes.png"));
+
+    gui.click("[data-testid=volume-entry][data-name=docs]");
+    gui.wait_js(
+        "const f = document.querySelector('[data-testid=volume-files]'); return f && f.dataset.path === '/docs' && document.querySelector('[data-testid=volume-entry][data-name=\"inner.txt\"]')",
+        Duration::from_secs(15),
+        "the folder opens",
+    );
+    gui.click("[data-testid=crumb][data-path=\"/\"]");
+    gui.wait_js(
+        "return document.querySelector('[data-testid=volume-entry][data-name=\"readme.txt\"]')",
+        Duration::from_secs(15),
+        "the breadcrumb goes back to the root",
+    );
+    gui.click("[data-testid=volume-measure]");
+    let size = gui.wait_js(
+        "const s = document.querySelector('[data-testid=volume-size][data-done=true]'); return s && s.textContent",
+        Duration::from_secs(20),
+        "the size is counted",
+    );
+    assert!(
+        size.as_str().unwrap().contains("in 4 files, 2 folders"),
+        "{size}"
+    );
+    gui.click("[data-testid=volume-close]");
+    drop(gui);
+    drop(vol);
+}

@@ -371,3 +371,61 @@ pub async fn close_terminal(state: State<'_, AppState>, id: u64) -> Result<(), P
 pub fn save_text_file(path: String, text: String, replace: bool) -> Result<String, Problem> {
     changeover_core::compose::write_file(&path, &text, replace).map(|p| p.display().to_string())
 }
+
+// ---- volumes ----
+
+/// A volume: driver, labels, who uses it now, which releases mounted it.
+#[tauri::command]
+pub async fn volume_inspect(
+    state: State<'_, AppState>,
+    env: String,
+    name: String,
+) -> Result<changeover_core::volume::VolumeDetail, Problem> {
+    changeover_application::volumes::inspect(&*self::env(&state, &env)?, &name).await
+}
+
+/// One page of a folder in a volume.
+#[tauri::command]
+pub async fn volume_files(
+    state: State<'_, AppState>,
+    env: String,
+    name: String,
+    path: String,
+    after: Option<String>,
+    limit: Option<u32>,
+) -> Result<changeover_core::volume::Listing, Problem> {
+    changeover_application::volumes::files(
+        &*self::env(&state, &env)?,
+        &name,
+        &path,
+        after.as_deref(),
+        limit,
+    )
+    .await
+}
+
+/// The start of a file, for its preview.
+#[tauri::command]
+pub async fn volume_preview(
+    state: State<'_, AppState>,
+    env: String,
+    name: String,
+    path: String,
+) -> Result<changeover_core::volume::FilePreview, Problem> {
+    changeover_application::volumes::preview(&*self::env(&state, &env)?, &name, &path).await
+}
+
+/// Counts what a folder holds, telling `on_progress` as it goes.
+#[tauri::command]
+pub async fn volume_size(
+    state: State<'_, AppState>,
+    env: String,
+    name: String,
+    path: String,
+    on_progress: Channel<changeover_core::volume::SizeWalk>,
+) -> Result<changeover_core::volume::SizeWalk, Problem> {
+    changeover_application::volumes::size(&*self::env(&state, &env)?, &name, &path, |w| {
+        let _ = on_progress.send(w.clone());
+    })
+    .await
+}

@@ -36,6 +36,8 @@ class Store {
   now = $state(Date.now());
   /** The container detail panel, when open. */
   detail = $state<Detail | null>(null);
+  /** The volume browser, when open. */
+  volume = $state<{ env: string; name: string } | null>(null);
   /** The environment form: adding (null name) or editing one. */
   environmentForm = $state<{ editing: string | null } | null>(null);
   /** Each environment's services as the backend last pushed them. */

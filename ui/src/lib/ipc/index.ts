@@ -21,8 +21,17 @@ import type { ConnectionTest } from "./generated/ConnectionTest";
 import type { TrafficUpdate } from "./generated/TrafficUpdate";
 import type { ServiceView } from "./generated/ServiceView";
 import type { Strategy } from "./generated/Strategy";
+import type { VolumeDetail } from "./generated/VolumeDetail";
+import type { Listing } from "./generated/Listing";
+import type { FilePreview } from "./generated/FilePreview";
+import type { SizeWalk } from "./generated/SizeWalk";
 
 export type { Candidate } from "./generated/Candidate";
+export type { VolumeDetail } from "./generated/VolumeDetail";
+export type { Listing } from "./generated/Listing";
+export type { Entry } from "./generated/Entry";
+export type { FilePreview } from "./generated/FilePreview";
+export type { SizeWalk } from "./generated/SizeWalk";
 export type { Strategy } from "./generated/Strategy";
 export type { ConnectionState } from "./generated/ConnectionState";
 export type { Container } from "./generated/Container";
@@ -328,4 +337,28 @@ function toProblem(e: unknown): Problem {
     return e as Problem;
   }
   return { code: "daemon-error", message: String(e) };
+}
+
+// ---- volumes ----
+
+/** A volume: driver, labels, who uses it now, which releases mounted it. */
+export function volumeInspect(env: string, name: string): Promise<VolumeDetail> {
+  return call("volume_inspect", { env, name });
+}
+
+/** One page of the folder `path` (escaped) in volume `name`. */
+export function volumeFiles(env: string, name: string, path: string, after: string | null, limit: number | null): Promise<Listing> {
+  return call("volume_files", { env, name, path, after, limit });
+}
+
+/** The start of a file (up to 1 MB), for its preview. */
+export function volumePreview(env: string, name: string, path: string): Promise<FilePreview> {
+  return call("volume_preview", { env, name, path });
+}
+
+/** Counts what a folder holds, with progress about every 200 ms. */
+export function volumeSize(env: string, name: string, path: string, onProgress: (w: SizeWalk) => void): Promise<SizeWalk> {
+  const c = new Channel<SizeWalk>();
+  c.onmessage = onProgress;
+  return call("volume_size", { env, name, path, onProgress: c });
 }
