@@ -279,3 +279,373 @@ fn a_second_daemon_over_its_own_socket_is_browsed_the_same() {
     drop(vol);
     drop(daemon);
 }
+
+/// A volume name this test may create; removed (with its helpers) at the end.
+struct Named(String);
+
+impl Drop for Named {
+    fn drop(&mut self) {
+        let filter = format!("label=dev.changeover.helper=volume:{}", self.0);
+        for id in docker(&["ps", "-aq", "--filter", &filter]).lines() {
+            let _ = std::process::Command::new("docker")
+                .args(["rm", "-f", "-v", id])
+                .output();
+        }
+        let _ = std::process::Command::new("docker")
+            .args(["volume", "rm", &self.0])
+            .output();
+    }
+}
+
+/// A tar.gz whose entries are written as given (names unchecked, as an
+/// attacker would).
+fn raw_tar_gz(entries: &[(&str, u8, &str, &[u8])]) -> Vec<u8> {
+    use std::io::Write;
+    let mut out = Vec::new();
+    for (name, kind, link, body) in entries {
+        let mut h = tar::Header::new_old();
+        h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        h.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
+        h.set_entry_type(tar::EntryType::new(*kind));
+        h.set_size(body.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        out.extend_from_slice(h.as_bytes());
+        out.extend_from_slice(body);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+    out.resize(out.len() + 1024, 0);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&out).unwrap();
+    gz.finish().unwrap()
+}
+
+fn tar_names(file: &std::path::Path) -> Vec<String> {
+    let out = std::process::Command::new("tar")
+        .arg("tzf")
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim_end_matches('/').to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn volumes_are_exported_imported_and_files_go_in_and_out_safely() {
+    let vol = TestVolume::new(None, "t-xfer", CONTENT);
+    let v = vol.name.as_str();
+    let here = tempfile::tempdir().unwrap();
+    let d = here.path();
+
+    // Export: the whole volume, links as links, odd names kept.
+    let exported = d.join("vol.tar.gz");
+    let out = changeover(
+        &["volume", "export", v, "-o", exported.to_str().unwrap()],
+        &[],
+    );
+    ok(&out, "volume export");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("kept running"));
+    let names = tar_names(&exported);
+    assert_eq!(names.len(), 1200 + 8 + 3, "every entry: {:?}", &names[..12]);
+    assert!(names.contains(&"dir/sub/deep.txt".to_string()));
+    assert!(names.contains(&"link-out".to_string()));
+    let err = refused(
+        &changeover(
+            &["volume", "export", v, "-o", exported.to_str().unwrap()],
+            &[],
+        ),
+        "exporting over a file",
+    );
+    assert!(err.contains("exists already"), "{err}");
+    let err = refused(
+        &changeover(
+            &[
+                "volume",
+                "export",
+                v,
+                "-o",
+                d.join("x.zip").to_str().unwrap(),
+            ],
+            &[],
+        ),
+        "exporting to a name that is not .tar.gz",
+    );
+    assert!(err.contains("must end in .tar.gz"), "{err}");
+
+    // Import into a new volume: the same files, owners and links.
+    let copy = Named(changeover_tests::unique("t-xfer-copy"));
+    ok(
+        &changeover(
+            &["volume", "import", exported.to_str().unwrap(), &copy.0],
+            &[],
+        ),
+        "volume import",
+    );
+    assert_eq!(names_of(&copy.0, "/"), names_of(v, "/"));
+    assert_eq!(names_of(&copy.0, "/many").len(), 500, "a page of the 1,200");
+    let secret = files(&[], &copy.0, "/", &[])["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "secret.txt")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        (secret["uid"].as_u64(), secret["mode"].as_u64()),
+        (Some(1000), Some(0o600))
+    );
+    assert_eq!(
+        ok(
+            &changeover(&["volume", "cat", &copy.0, "bad\\xffname"], &[]),
+            "cat"
+        ),
+        "not utf-8 inside"
+    );
+    let link = files(&[], &copy.0, "/", &[])["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "link-out")
+        .cloned()
+        .unwrap();
+    assert_eq!(link["target"], "/etc/passwd");
+
+    // Not into a volume that holds something, unless replaced.
+    let err = refused(
+        &changeover(
+            &["volume", "import", exported.to_str().unwrap(), &copy.0],
+            &[],
+        ),
+        "importing into a volume that is not empty",
+    );
+    assert!(
+        err.contains("is not empty") && err.contains("--replace"),
+        "{err}"
+    );
+    ok(
+        &changeover(
+            &[
+                "volume",
+                "import",
+                exported.to_str().unwrap(),
+                &copy.0,
+                "--replace",
+            ],
+            &[],
+        ),
+        "volume import --replace",
+    );
+    assert_eq!(names_of(&copy.0, "/"), names_of(v, "/"));
+
+    // Hostile archives change nothing, and a refused import makes no volume.
+    let before = names_of(&copy.0, "/");
+    for (what, archive, said) in [
+        (
+            "climbs out",
+            raw_tar_gz(&[("../evil", b'0', "", b"x")]),
+            "`..` is not allowed",
+        ),
+        (
+            "absolute",
+            raw_tar_gz(&[("/evil", b'0', "", b"x")]),
+            "absolute path",
+        ),
+        (
+            "writes through its own link",
+            raw_tar_gz(&[("l", b'2', "/etc", b""), ("l/evil", b'0', "", b"x")]),
+            "goes through a link",
+        ),
+        (
+            "a link then a file of its name",
+            raw_tar_gz(&[
+                ("ok.txt", b'0', "", b"fine"),
+                ("f", b'2', "/etc/passwd", b""),
+                ("f", b'0', "", b"x"),
+            ]),
+            "twice",
+        ),
+        (
+            "a hard link out",
+            raw_tar_gz(&[("h", b'1', "../../etc/passwd", b"")]),
+            "`..` is not allowed",
+        ),
+    ] {
+        let file = d.join(format!("{}.tar.gz", what.replace(' ', "-")));
+        std::fs::write(&file, &archive).unwrap();
+        let err = refused(
+            &changeover(
+                &[
+                    "volume",
+                    "put",
+                    &copy.0,
+                    "/",
+                    file.to_str().unwrap(),
+                    "--unpack",
+                ],
+                &[],
+            ),
+            what,
+        );
+        assert!(err.contains(said), "{what}: {err}");
+        assert_eq!(names_of(&copy.0, "/"), before, "{what} changed nothing");
+        let fresh = Named(changeover_tests::unique("t-xfer-refused"));
+        refused(
+            &changeover(&["volume", "import", file.to_str().unwrap(), &fresh.0], &[]),
+            what,
+        );
+        let gone = std::process::Command::new("docker")
+            .args(["volume", "inspect", &fresh.0])
+            .output()
+            .unwrap();
+        assert!(
+            !gone.status.success(),
+            "a refused import leaves no volume ({what})"
+        );
+    }
+    let broken = d.join("broken.tar.gz");
+    std::fs::write(&broken, exported_head(&exported)).unwrap();
+    let err = refused(
+        &changeover(
+            &[
+                "volume",
+                "put",
+                &copy.0,
+                "/",
+                broken.to_str().unwrap(),
+                "--unpack",
+            ],
+            &[],
+        ),
+        "a truncated archive",
+    );
+    assert!(err.contains("archive"), "{err}");
+    assert_eq!(
+        names_of(&copy.0, "/"),
+        before,
+        "a broken upload changed nothing"
+    );
+
+    // Files in and out.
+    let get = d.join("hello.txt");
+    ok(
+        &changeover(
+            &[
+                "volume",
+                "get",
+                v,
+                "/hello.txt",
+                "-o",
+                get.to_str().unwrap(),
+            ],
+            &[],
+        ),
+        "volume get",
+    );
+    assert_eq!(std::fs::read_to_string(&get).unwrap(), "hello volume\n");
+    let err = refused(
+        &changeover(
+            &[
+                "volume",
+                "get",
+                v,
+                "/dir",
+                "-o",
+                d.join("dir").to_str().unwrap(),
+            ],
+            &[],
+        ),
+        "a folder to a plain file",
+    );
+    assert!(
+        err.contains("is a folder") && err.contains(".tar.gz"),
+        "{err}"
+    );
+    let dir_tgz = d.join("dir.tar.gz");
+    ok(
+        &changeover(
+            &["volume", "get", v, "/dir", "-o", dir_tgz.to_str().unwrap()],
+            &[],
+        ),
+        "volume get a folder",
+    );
+    assert_eq!(tar_names(&dir_tgz), vec!["sub", "sub/deep.txt"]);
+    assert!(
+        std::fs::read_dir(d)
+            .unwrap()
+            .flatten()
+            .all(|e| !e.file_name().to_string_lossy().contains(".partial")),
+        "no partial file is left"
+    );
+
+    let upload = d.join("up");
+    std::fs::create_dir_all(upload.join("inner")).unwrap();
+    std::fs::write(upload.join("inner/a.txt"), "uploaded\n").unwrap();
+    std::os::unix::fs::symlink("/etc/shadow", upload.join("inner/link")).unwrap();
+    ok(
+        &changeover(
+            &["volume", "put", &copy.0, "/dir", upload.to_str().unwrap()],
+            &[],
+        ),
+        "volume put a folder",
+    );
+    assert_eq!(
+        ok(
+            &changeover(&["volume", "cat", &copy.0, "/dir/up/inner/a.txt"], &[]),
+            "cat"
+        ),
+        "uploaded\n"
+    );
+    assert_eq!(
+        names_of(&copy.0, "/dir"),
+        vec!["sub", "up"],
+        "what was there stays"
+    );
+    let good = d.join("good.tar.gz");
+    std::fs::write(&good, raw_tar_gz(&[("fresh.txt", b'0', "", b"new")])).unwrap();
+    ok(
+        &changeover(
+            &[
+                "volume",
+                "put",
+                &copy.0,
+                "/",
+                good.to_str().unwrap(),
+                "--unpack",
+            ],
+            &[],
+        ),
+        "volume put --unpack",
+    );
+    assert_eq!(
+        ok(
+            &changeover(&["volume", "cat", &copy.0, "/fresh.txt"], &[]),
+            "cat"
+        ),
+        "new"
+    );
+    let filter = format!("label=dev.changeover.helper=volume:{}", copy.0);
+    let helpers = docker(&["ps", "-a", "--filter", &filter, "--format", "{{.Names}}"]);
+    assert!(
+        !helpers.contains("-write-"),
+        "no writing helper is left: {helpers}"
+    );
+}
+
+fn names_of(vol: &str, path: &str) -> Vec<String> {
+    names(&files(&[], vol, path, &[]))
+}
+
+/// The first third of an archive: a transfer cut off.
+fn exported_head(file: &std::path::Path) -> Vec<u8> {
+    let all = std::fs::read(file).unwrap();
+    all[..all.len() / 3].to_vec()
+}

@@ -190,3 +190,371 @@ pub async fn size(
     last.filter(|w| w.done)
         .ok_or_else(|| helper_problem("the size walk ended before it was done".into()))
 }
+
+// ---- transfers ----
+
+/// A file being written where the user asked: in a temporary file beside
+/// it until it is complete, then renamed; removed when dropped unfinished.
+struct Partial {
+    temp: std::path::PathBuf,
+    dest: std::path::PathBuf,
+    file: Option<std::fs::File>,
+}
+
+impl Partial {
+    fn create(dest: &std::path::Path, replace: bool) -> Result<Self, Problem> {
+        let cannot = |e: std::io::Error| {
+            Problem::new(
+                ProblemCode::CannotWrite,
+                format!("cannot write {}: {e}", dest.display()),
+            )
+        };
+        if dest.exists() && !replace {
+            return Err(Problem::new(
+                ProblemCode::FileExists,
+                format!(
+                    "{} exists already; choose another name or replace it",
+                    dest.display()
+                ),
+            ));
+        }
+        if dest.is_dir() {
+            return Err(Problem::new(
+                ProblemCode::CannotWrite,
+                format!("{} is a folder; name the file to write", dest.display()),
+            ));
+        }
+        let dir = match dest.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => std::path::PathBuf::from("."),
+        };
+        let name = dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "download".into());
+        let temp = dir.join(format!(".{name}.changeover-{}.partial", std::process::id()));
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+            .map_err(cannot)?;
+        Ok(Self {
+            temp,
+            dest: dest.to_path_buf(),
+            file: Some(file),
+        })
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<(), Problem> {
+        use std::io::Write;
+        let dest = self.dest.display().to_string();
+        self.file
+            .as_mut()
+            .map(|f| f.write_all(bytes))
+            .unwrap_or(Ok(()))
+            .map_err(|e| {
+                Problem::new(
+                    ProblemCode::CannotWrite,
+                    format!("cannot write {dest}: {e}"),
+                )
+            })
+    }
+
+    fn finish(mut self) -> Result<std::path::PathBuf, Problem> {
+        let cannot = |e: std::io::Error| {
+            Problem::new(
+                ProblemCode::CannotWrite,
+                format!("cannot write {}: {e}", self.dest.display()),
+            )
+        };
+        if let Some(f) = self.file.take() {
+            f.sync_all().map_err(cannot)?;
+        }
+        std::fs::rename(&self.temp, &self.dest).map_err(cannot)?;
+        Ok(self.dest.clone())
+    }
+}
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        if self.file.is_some() {
+            let _ = std::fs::remove_file(&self.temp);
+        }
+    }
+}
+
+/// Whether `dest` names a gzipped tar.
+pub fn is_tar_gz(dest: &std::path::Path) -> bool {
+    let n = dest.to_string_lossy().to_ascii_lowercase();
+    n.ends_with(".tar.gz") || n.ends_with(".tgz")
+}
+
+/// Downloads `path` from `volume` to the local file `dest`: a file as it
+/// is, or (when `dest` ends in `.tar.gz`) a folder or file as a gzipped
+/// tar. `progress` hears the bytes written so far. Answers the file.
+pub async fn download(
+    env: &Environment,
+    volume: &str,
+    path: &str,
+    dest: &std::path::Path,
+    replace: bool,
+    mut progress: impl FnMut(u64),
+) -> Result<std::path::PathBuf, Problem> {
+    let parsed = VolumePath::parse(path)?;
+    let docker = env.docker().await?;
+    let mut out = Partial::create(dest, replace)?;
+    let mut written = 0u64;
+    if is_tar_gz(dest) {
+        let args = vec!["tar".to_string(), parsed.to_hex(), "--gzip".to_string()];
+        dv::ask_streaming(&docker, volume, &args, |piece| {
+            out.write(piece)?;
+            written += piece.len() as u64;
+            progress(written);
+            Ok(())
+        })
+        .await?;
+    } else {
+        let args = vec![
+            "read".to_string(),
+            parsed.to_hex(),
+            "--length".to_string(),
+            u64::MAX.to_string(),
+        ];
+        let mut head: Option<Vec<u8>> = Some(Vec::new());
+        dv::ask_streaming(&docker, volume, &args, |piece| {
+            let mut body = piece;
+            if let Some(h) = head.as_mut() {
+                match piece.iter().position(|b| *b == b'\n') {
+                    Some(i) => {
+                        h.extend_from_slice(&piece[..i]);
+                        head = None;
+                        body = &piece[i + 1..];
+                    }
+                    None => {
+                        h.extend_from_slice(piece);
+                        if h.len() > 4096 {
+                            return Err(helper_problem("the helper's answer has no head".into()));
+                        }
+                        return Ok(());
+                    }
+                }
+            }
+            out.write(body)?;
+            written += body.len() as u64;
+            progress(written);
+            Ok(())
+        })
+        .await
+        .map_err(|p| {
+            if p.code == ProblemCode::NoSuchPath && p.message.ends_with("is not a file") {
+                Problem::new(
+                    ProblemCode::NoSuchPath,
+                    format!(
+                        "{} is a folder: download it as an archive, to a file named *.tar.gz",
+                        parsed.display()
+                    ),
+                )
+            } else {
+                p
+            }
+        })?;
+    }
+    out.finish()
+}
+
+/// How much an archive may unpack to: generous for real data (a database
+/// of zeros compresses well), bounded for a bomb.
+fn unpack_bound(archive_bytes: u64) -> u64 {
+    archive_bytes.saturating_mul(200).max(1 << 30)
+}
+
+/// What an unpack wrote.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Unpacked {
+    pub files: u64,
+    pub dirs: u64,
+    pub links: u64,
+    pub bytes: u64,
+}
+
+/// How an archive goes into a folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Into {
+    /// The folder must be empty.
+    Empty,
+    /// What the folder held goes.
+    Replace,
+    /// Entries of the same name are replaced; the rest stays.
+    Merge,
+}
+
+async fn unpack_stream(
+    env: &Environment,
+    volume: &str,
+    path: &VolumePath,
+    input: dv::Input,
+    bound: u64,
+    into: Into,
+) -> Result<Unpacked, Problem> {
+    let docker = env.docker().await?;
+    let mode = match into {
+        Into::Empty => "empty",
+        Into::Replace => "replace",
+        Into::Merge => "merge",
+    };
+    let args = vec![
+        "untar".to_string(),
+        path.to_hex(),
+        "--mode".to_string(),
+        mode.to_string(),
+        "--max-bytes".to_string(),
+        bound.to_string(),
+    ];
+    let mut out = Vec::new();
+    dv::ask_writing(&docker, volume, &args, input, |piece| {
+        if out.len() + piece.len() > 64 * 1024 {
+            return Err(helper_problem("the helper's answer is too long".into()));
+        }
+        out.extend_from_slice(piece);
+        Ok(())
+    })
+    .await?;
+    serde_json::from_slice(&out)
+        .map_err(|e| helper_problem(format!("the helper's summary does not read: {e}")))
+}
+
+async fn open_archive(file: &std::path::Path) -> Result<(dv::Input, u64), Problem> {
+    let cannot = |e: std::io::Error| {
+        Problem::new(
+            ProblemCode::InvalidArchive,
+            format!("cannot read {}: {e}", file.display()),
+        )
+    };
+    let f = tokio::fs::File::open(file).await.map_err(cannot)?;
+    let len = f.metadata().await.map_err(cannot)?.len();
+    Ok((Box::pin(f), len))
+}
+
+/// Imports a `.tar` or `.tar.gz` file into `volume`, created when it does
+/// not exist; a volume that holds anything only with `replace`.
+pub async fn import(
+    env: &Environment,
+    file: &std::path::Path,
+    volume: &str,
+    replace: bool,
+) -> Result<Unpacked, Problem> {
+    let (input, len) = open_archive(file).await?;
+    let docker = env.docker().await?;
+    let created = dv::ensure_volume(&docker, volume).await?;
+    let into = if replace { Into::Replace } else { Into::Empty };
+    let result = unpack_stream(
+        env,
+        volume,
+        &VolumePath::root(),
+        input,
+        unpack_bound(len),
+        into,
+    )
+    .await;
+    if result.is_err() && created {
+        dv::remove_created_volume(&docker, volume).await;
+    }
+    result.map_err(|p| {
+            if p.code == ProblemCode::NotEmpty {
+                Problem::new(
+                    ProblemCode::NotEmpty,
+                    format!("volume {volume} is not empty: import into a new or empty volume, or replace what it holds (--replace)"),
+                )
+            } else {
+                p
+            }
+        })
+}
+
+/// Exports `volume` to the local file `dest` (`.tar.gz`).
+pub async fn export(
+    env: &Environment,
+    volume: &str,
+    dest: &std::path::Path,
+    replace: bool,
+    progress: impl FnMut(u64),
+) -> Result<std::path::PathBuf, Problem> {
+    if !is_tar_gz(dest) {
+        return Err(Problem::new(
+            ProblemCode::CannotWrite,
+            format!(
+                "{} must end in .tar.gz: a volume is exported as a gzipped tar",
+                dest.display()
+            ),
+        ));
+    }
+    download(env, volume, "/", dest, replace, progress).await
+}
+
+/// Puts the local `source` into the folder `path` of `volume`: a file or
+/// folder under its own name, or with `unpack` an archive's content.
+/// Entries of the same name are replaced; nothing else changes, and a
+/// failed upload changes nothing.
+pub async fn put(
+    env: &Environment,
+    volume: &str,
+    path: &str,
+    source: &std::path::Path,
+    unpack: bool,
+) -> Result<Unpacked, Problem> {
+    let folder = VolumePath::parse(path)?;
+    if unpack {
+        let (input, len) = open_archive(source).await?;
+        return unpack_stream(env, volume, &folder, input, unpack_bound(len), Into::Merge).await;
+    }
+    let meta = std::fs::symlink_metadata(source).map_err(|e| {
+        Problem::new(
+            ProblemCode::NoSuchPath,
+            format!("cannot read {}: {e}", source.display()),
+        )
+    })?;
+    let name = source
+        .file_name()
+        .ok_or_else(|| {
+            Problem::new(
+                ProblemCode::NoSuchPath,
+                format!("{} names no file or folder", source.display()),
+            )
+        })?
+        .to_owned();
+    // Packed on a thread of its own into one end of a socket pair, while the
+    // other end goes to the helper.
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair()
+        .map_err(|e| helper_problem(format!("cannot pack {}: {e}", source.display())))?;
+    let source_owned = source.to_path_buf();
+    let packer = tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
+        let mut tar = tar::Builder::new(std::io::BufWriter::new(theirs));
+        tar.follow_symlinks(false);
+        if meta.is_dir() {
+            tar.append_dir_all(&name, &source_owned)?;
+        } else {
+            tar.append_path_with_name(&source_owned, &name)?;
+        }
+        let mut inner = tar.into_inner()?;
+        std::io::Write::flush(&mut inner)?;
+        Ok(meta.len())
+    });
+    ours.set_nonblocking(true)
+        .map_err(|e| helper_problem(format!("cannot pack: {e}")))?;
+    let input: dv::Input = Box::pin(
+        tokio::net::UnixStream::from_std(ours)
+            .map_err(|e| helper_problem(format!("cannot pack: {e}")))?,
+    );
+    let sent = unpack_stream(env, volume, &folder, input, u64::MAX / 2, Into::Merge).await;
+    let packed = packer
+        .await
+        .map_err(|e| helper_problem(format!("packing stopped: {e}")))?;
+    let summary = sent?;
+    packed.map_err(|e| {
+        Problem::new(
+            ProblemCode::NoSuchPath,
+            format!("cannot read {}: {e}", source.display()),
+        )
+    })?;
+    Ok(summary)
+}

@@ -45,6 +45,42 @@ pub enum VolumeCommand {
         #[arg(long, value_name = "N")]
         bytes: Option<u64>,
     },
+    /// Download a file, or a folder (or file) as a gzipped tar when DEST ends
+    /// in .tar.gz.
+    Get {
+        volume: String,
+        path: String,
+        #[arg(short = 'o', long = "output", value_name = "DEST")]
+        output: std::path::PathBuf,
+        /// Replace DEST when it exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Upload a file or folder into the folder PATH (same names replaced),
+    /// or with --unpack a .tar / .tar.gz's content.
+    Put {
+        volume: String,
+        path: String,
+        source: std::path::PathBuf,
+        #[arg(long)]
+        unpack: bool,
+    },
+    /// The whole volume as a .tar.gz file (its containers keep running).
+    Export {
+        volume: String,
+        #[arg(short = 'o', long = "output", value_name = "FILE.tar.gz")]
+        output: std::path::PathBuf,
+        #[arg(long)]
+        force: bool,
+    },
+    /// A .tar or .tar.gz into a new or empty volume (created when missing).
+    Import {
+        file: std::path::PathBuf,
+        volume: String,
+        /// Replace what a volume that is not empty holds.
+        #[arg(long)]
+        replace: bool,
+    },
     /// What a folder holds in all (default: the whole volume), counted now.
     Du {
         volume: String,
@@ -152,6 +188,64 @@ pub async fn run(env: &Environment, command: VolumeCommand) -> Result<(), Proble
             }
             Ok(())
         }
+        VolumeCommand::Get {
+            volume,
+            path,
+            output,
+            force,
+        } => {
+            let mut shown = Progress::new();
+            let written =
+                volumes::download(env, &volume, &path, &output, force, |n| shown.bytes(n)).await?;
+            shown.done();
+            eprintln!("wrote {}", written.display());
+            Ok(())
+        }
+        VolumeCommand::Export {
+            volume,
+            output,
+            force,
+        } => {
+            let mut shown = Progress::new();
+            let written = volumes::export(env, &volume, &output, force, |n| shown.bytes(n)).await?;
+            shown.done();
+            eprintln!(
+                "exported {volume} to {} (its containers kept running)",
+                written.display()
+            );
+            Ok(())
+        }
+        VolumeCommand::Put {
+            volume,
+            path,
+            source,
+            unpack,
+        } => {
+            let u = volumes::put(env, &volume, &path, &source, unpack).await?;
+            eprintln!(
+                "put {} files, {} folders, {} links ({}) into {volume}:{path}",
+                u.files,
+                u.dirs,
+                u.links,
+                human(u.bytes)
+            );
+            Ok(())
+        }
+        VolumeCommand::Import {
+            file,
+            volume,
+            replace,
+        } => {
+            let u = volumes::import(env, &file, &volume, replace).await?;
+            eprintln!(
+                "imported {} files, {} folders, {} links ({}) into {volume}",
+                u.files,
+                u.dirs,
+                u.links,
+                human(u.bytes)
+            );
+            Ok(())
+        }
         VolumeCommand::Du { volume, path, json } => {
             let walk = volumes::size(env, &volume, &path, |_| {}).await?;
             if json {
@@ -209,5 +303,37 @@ fn human(bytes: u64) -> String {
         format!("{bytes} B")
     } else {
         format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+/// Bytes so far on stderr, twice a second, when it is a terminal.
+struct Progress {
+    shown: std::time::Instant,
+    tty: bool,
+    last: u64,
+}
+
+impl Progress {
+    fn new() -> Self {
+        use std::io::IsTerminal;
+        Self {
+            shown: std::time::Instant::now(),
+            tty: std::io::stderr().is_terminal(),
+            last: 0,
+        }
+    }
+
+    fn bytes(&mut self, n: u64) {
+        self.last = n;
+        if self.tty && self.shown.elapsed() >= std::time::Duration::from_millis(500) {
+            self.shown = std::time::Instant::now();
+            eprint!("\r{} so far", human(n));
+        }
+    }
+
+    fn done(&self) {
+        if self.tty {
+            eprintln!("\r{}        ", human(self.last));
+        }
     }
 }

@@ -72,6 +72,10 @@ pub enum ProblemCode {
     NoSuchPath,
     /// The volume helper failed or could not be started.
     VolumeHelper,
+    /// An archive that is refused (climbs out, goes through a link, too big).
+    InvalidArchive,
+    /// A folder or volume that holds something where it must be empty.
+    NotEmpty,
 }
 
 /// A failure a person can read and the UI can branch on.

@@ -61,15 +61,25 @@ fn helper_name(volume: &str) -> String {
     format!("changeover-volume-{readable}-{}", &hash[..8])
 }
 
-/// The running helper of `volume`, started when there is none.
+/// The running (read-only) helper of `volume`, started when there is none.
 pub async fn helper(docker: &Docker, volume: &str) -> Result<String, Problem> {
+    helper_for(docker, volume, false).await
+}
+
+/// A helper that mounts `volume` read-write, for one write the user
+/// confirmed; [`ask_streaming`] removes it when the write is done.
+async fn helper_for(docker: &Docker, volume: &str, writable: bool) -> Result<String, Problem> {
     docker.inspect_volume(volume).await.map_err(|e| match e {
         bollard::errors::Error::DockerResponseServerError {
             status_code: 404, ..
         } => unknown_volume(volume),
         e => daemon_problem("reading the volume", &e),
     })?;
-    let name = helper_name(volume);
+    let name = if writable {
+        format!("{}-write-{}", helper_name(volume), std::process::id())
+    } else {
+        helper_name(volume)
+    };
     if let Ok(c) = docker.inspect_container(&name, None).await {
         if c.state.as_ref().and_then(|s| s.running) == Some(true) {
             return Ok(c.id.unwrap_or(name));
@@ -103,7 +113,7 @@ pub async fn helper(docker: &Docker, volume: &str) -> Result<String, Problem> {
                 target: Some(MOUNT_POINT.into()),
                 source: Some(volume.into()),
                 typ: Some(MountType::VOLUME),
-                read_only: Some(true),
+                read_only: Some(!writable),
                 ..Default::default()
             }]),
             network_mode: Some("none".into()),
@@ -111,8 +121,18 @@ pub async fn helper(docker: &Docker, volume: &str) -> Result<String, Problem> {
             readonly_rootfs: Some(true),
             cap_drop: Some(vec!["ALL".into()]),
             // Root in the helper reads every file of the volume, whatever
-            // its owner and mode; it writes nothing.
-            cap_add: Some(vec!["DAC_READ_SEARCH".into()]),
+            // its owner and mode; a writing helper also keeps owners and
+            // modes of what it unpacks.
+            cap_add: Some(if writable {
+                vec![
+                    "DAC_READ_SEARCH".into(),
+                    "DAC_OVERRIDE".into(),
+                    "CHOWN".into(),
+                    "FOWNER".into(),
+                ]
+            } else {
+                vec!["DAC_READ_SEARCH".into()]
+            }),
             security_opt: Some(vec!["no-new-privileges".into()]),
             ..Default::default()
         }),
@@ -218,17 +238,49 @@ pub async fn ask_streaming(
     docker: &Docker,
     volume: &str,
     args: &[String],
+    on_out: impl FnMut(&[u8]) -> Result<(), Problem>,
+) -> Result<(), Problem> {
+    ask_with(docker, volume, args, None, on_out).await
+}
+
+/// Input for a question that writes: the bytes the helper reads on stdin.
+pub type Input = std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>>;
+
+/// Asks a read-write helper of `volume` one question with `input` on its
+/// stdin; the helper is removed afterwards, whatever the outcome.
+pub async fn ask_writing(
+    docker: &Docker,
+    volume: &str,
+    args: &[String],
+    input: Input,
+    on_out: impl FnMut(&[u8]) -> Result<(), Problem>,
+) -> Result<(), Problem> {
+    let id = helper_for(docker, volume, true).await?;
+    let result = ask_with(docker, volume, args, Some((id.clone(), input)), on_out).await;
+    remove(docker, &id).await;
+    result
+}
+
+async fn ask_with(
+    docker: &Docker,
+    volume: &str,
+    args: &[String],
+    mut input: Option<(String, Input)>,
     mut on_out: impl FnMut(&[u8]) -> Result<(), Problem>,
 ) -> Result<(), Problem> {
     let mut tried = 0;
-    let (exec, mut output) = loop {
-        let id = helper(docker, volume).await?;
+    let (exec, mut output, stdin) = loop {
+        let id = match &input {
+            Some((id, _)) => id.clone(),
+            None => helper(docker, volume).await?,
+        };
         let mut cmd = vec![EDGE_BINARY_PATH.to_string(), "volume".to_string()];
         cmd.extend_from_slice(args);
         let created = docker
             .create_exec(
                 &id,
                 CreateExecOptions {
+                    attach_stdin: Some(input.is_some()),
                     attach_stdout: Some(true),
                     attach_stderr: Some(true),
                     cmd: Some(cmd),
@@ -249,34 +301,53 @@ pub async fn ask_streaming(
                     )
                     .await
                     .map_err(|e| daemon_problem("asking the volume helper", &e))?;
-                let StartExecResults::Attached { output, .. } = started else {
+                let StartExecResults::Attached {
+                    output,
+                    input: stdin,
+                } = started
+                else {
                     return Err(helper_problem(
                         "the daemon did not attach to the helper".into(),
                     ));
                 };
-                break (c.id, output);
+                break (c.id, output, stdin);
             }
             // The helper went idle and removed itself just now: once more.
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404 | 409,
                 ..
-            }) if tried == 0 => tried += 1,
+            }) if tried == 0 && input.is_none() => tried += 1,
             Err(e) => return Err(daemon_problem("asking the volume helper", &e)),
         }
     };
     let mut err = Vec::new();
-    while let Some(item) = output.next().await {
-        match item {
-            Ok(bollard::container::LogOutput::StdOut { message }) => on_out(&message)?,
-            Ok(bollard::container::LogOutput::StdErr { message }) => {
-                if err.len() < 64 * 1024 {
-                    err.extend_from_slice(&message);
+    // The input goes in while the answer comes out; its end is the end of
+    // the helper's stdin.
+    let feed = async move {
+        let Some((_, mut source)) = input.take() else {
+            return Ok(());
+        };
+        let mut stdin = stdin;
+        tokio::io::copy(&mut source, &mut stdin).await?;
+        tokio::io::AsyncWriteExt::shutdown(&mut stdin).await
+    };
+    let read = async {
+        while let Some(item) = output.next().await {
+            match item {
+                Ok(bollard::container::LogOutput::StdOut { message }) => on_out(&message)?,
+                Ok(bollard::container::LogOutput::StdErr { message }) => {
+                    if err.len() < 64 * 1024 {
+                        err.extend_from_slice(&message);
+                    }
                 }
+                Ok(_) => {}
+                Err(e) => return Err(daemon_problem("reading the volume helper's answer", &e)),
             }
-            Ok(_) => {}
-            Err(e) => return Err(daemon_problem("reading the volume helper's answer", &e)),
         }
-    }
+        Ok(())
+    };
+    let (fed, answered) = tokio::join!(feed, read);
+    answered?;
     let code = docker
         .inspect_exec(&exec)
         .await
@@ -284,7 +355,7 @@ pub async fn ask_streaming(
         .and_then(|i| i.exit_code)
         .unwrap_or(-1);
     if code == 0 {
-        return Ok(());
+        return fed.map_err(|e| helper_problem(format!("sending to the volume helper: {e}")));
     }
     let text = String::from_utf8_lossy(&err);
     match serde_json::from_str::<Problem>(text.trim()) {
@@ -366,4 +437,28 @@ pub async fn inspect(
         created_at: v.created_at,
         labels: v.labels.into_iter().collect(),
     })
+}
+
+/// Creates `name` unless a volume of that name exists; answers whether it
+/// created it.
+pub async fn ensure_volume(docker: &Docker, name: &str) -> Result<bool, Problem> {
+    if docker.inspect_volume(name).await.is_ok() {
+        return Ok(false);
+    }
+    docker
+        .create_volume(bollard::models::VolumeCreateRequest {
+            name: Some(name.to_string()),
+            ..Default::default()
+        })
+        .await
+        .map(|_| true)
+        .map_err(|e| daemon_problem("creating the volume", &e))
+}
+
+/// Removes a volume this very operation created and left empty (an import
+/// that was refused leaves nothing behind).
+pub async fn remove_created_volume(docker: &Docker, name: &str) {
+    let _ = docker
+        .remove_volume(name, None::<bollard::query_parameters::RemoveVolumeOptions>)
+        .await;
 }

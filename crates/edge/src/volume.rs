@@ -20,6 +20,14 @@
 //! - `du PATH`: `SizeWalk` JSON lines, one about every 200 ms while it
 //!   walks and a last one with `done`; links are not followed, other file
 //!   systems not entered, hard links counted once (as `du -s`).
+//! - `tar PATH [--gzip]`: a tar of the folder's entries (names relative to
+//!   it; links as links) or of one file, to stdout.
+//! - `untar PATH --max-bytes N [--mode empty|replace|merge]` (read-write
+//!   helper only): a tar or tar.gz on stdin, unpacked into a staging folder
+//!   beside PATH's content and moved in place only when all of it is in;
+//!   then one JSON line of what was written. Refused, with nothing changed:
+//!   absolute entries, `..`, entries through a link (also one the archive
+//!   made), hard links to what it did not hold, devices, more than N bytes.
 //!
 //! # Never outside the volume
 //! Every name of a path is checked with `lstat` before it is entered: a
@@ -43,8 +51,6 @@ use changeover_core::volume::{
 use changeover_core::{Problem, ProblemCode};
 use clap::Subcommand;
 
-/// The most bytes one `read` sends.
-const MAX_READ: u64 = 64 * 1024 * 1024;
 /// `O_NOFOLLOW` (Linux): opening a link fails instead of following it.
 const O_NOFOLLOW: i32 = 0o400000;
 
@@ -73,6 +79,24 @@ pub enum Op {
     },
     /// The size of a folder, streamed.
     Du { path: String },
+    /// A tar of a folder's content (or of one file) to stdout.
+    Tar {
+        path: String,
+        #[arg(long)]
+        gzip: bool,
+    },
+    /// Unpack a tar (gzip or not) from stdin into a folder; the helper
+    /// must mount the volume read-write.
+    Untar {
+        path: String,
+        /// `empty`: the folder must be empty; `replace`: what it holds goes;
+        /// `merge`: entries of the same name are replaced, the rest stays.
+        #[arg(long, default_value = "empty")]
+        mode: String,
+        /// Refuse an archive that unpacks to more than this many bytes.
+        #[arg(long)]
+        max_bytes: u64,
+    },
 }
 
 pub fn run(op: Op) -> ExitCode {
@@ -89,6 +113,12 @@ pub fn run(op: Op) -> ExitCode {
             length,
         } => read(&root, &path, offset, length),
         Op::Du { path } => du(&root, &path),
+        Op::Tar { path, gzip } => pack(&root, &path, gzip),
+        Op::Untar {
+            path,
+            mode,
+            max_bytes,
+        } => unpack(&root, &path, &mode, max_bytes),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -288,7 +318,7 @@ fn read(root: &Path, hex: &str, offset: u64, length: u64) -> Result<(), Problem>
     }
     let size = meta.len();
     let offset = offset.min(size);
-    let length = length.min(MAX_READ).min(size - offset);
+    let length = length.min(size - offset);
     file.seek(SeekFrom::Start(offset))
         .map_err(|e| missing(&path, &e))?;
     let head = ReadHead {
@@ -385,6 +415,342 @@ fn du(root: &Path, hex: &str) -> Result<(), Problem> {
     Ok(())
 }
 
+/// Packs `path`: a folder's entries (names relative to it, links as links,
+/// never followed), or one file under its own name.
+fn pack(root: &Path, hex: &str, gzip: bool) -> Result<(), Problem> {
+    let (path, at) = resolve(root, hex)?;
+    let meta = std::fs::symlink_metadata(&at).map_err(|e| missing(&path, &e))?;
+    let out = std::io::BufWriter::with_capacity(256 * 1024, std::io::stdout().lock());
+    let sink: Box<dyn Write> = if gzip {
+        Box::new(flate2::write::GzEncoder::new(
+            out,
+            flate2::Compression::fast(),
+        ))
+    } else {
+        Box::new(out)
+    };
+    let mut tar = tar::Builder::new(sink);
+    tar.follow_symlinks(false);
+    let fail = |e: std::io::Error| {
+        problem(
+            ProblemCode::VolumeHelper,
+            format!("packing {}: {e}", path.display()),
+        )
+    };
+    if !meta.is_dir() {
+        let name = path.names().last().cloned().unwrap_or_default();
+        tar.append_path_with_name(&at, OsStr::from_bytes(&name))
+            .map_err(fail)?;
+    } else {
+        let dev = meta.dev();
+        let mut pending: Vec<(PathBuf, PathBuf)> = vec![(at.clone(), PathBuf::new())];
+        while let Some((dir, rel)) = pending.pop() {
+            let mut names: Vec<Vec<u8>> = std::fs::read_dir(&dir)
+                .map_err(fail)?
+                .flatten()
+                .map(|e| e.file_name().as_bytes().to_vec())
+                .collect();
+            names.sort_unstable();
+            let mut below = Vec::new();
+            for n in names {
+                let full = dir.join(OsStr::from_bytes(&n));
+                let name = rel.join(OsStr::from_bytes(&n));
+                let m = std::fs::symlink_metadata(&full).map_err(fail)?;
+                tar.append_path_with_name(&full, &name).map_err(fail)?;
+                if m.is_dir() && m.dev() == dev {
+                    below.push((full, name));
+                }
+            }
+            // Depth first, in name order.
+            pending.extend(below.into_iter().rev());
+        }
+    }
+    let sink = tar.into_inner().map_err(fail)?;
+    drop(sink); // flushes (and ends the gzip stream)
+    Ok(())
+}
+
+/// What an unpack wrote.
+#[derive(Debug, serde::Serialize)]
+struct Unpacked {
+    files: u64,
+    dirs: u64,
+    links: u64,
+    bytes: u64,
+}
+
+/// The most entries one archive may hold.
+const MAX_ENTRIES: u64 = 2_000_000;
+
+/// Unpacks the archive on stdin into `path`, first into a staging folder
+/// beside what is there: a refused or broken archive leaves the folder as
+/// it was. Entries that climb out (`..`), are absolute, pass through a link
+/// (a link written by the archive itself included), or are devices are
+/// refused, and so is an archive that unpacks to more than `max_bytes`.
+fn unpack(root: &Path, hex: &str, mode: &str, max_bytes: u64) -> Result<(), Problem> {
+    let (replace, merge) = match mode {
+        "empty" => (false, false),
+        "replace" => (true, false),
+        "merge" => (false, true),
+        other => {
+            return Err(problem(
+                ProblemCode::VolumeHelper,
+                format!("unknown unpack mode {other:?}"),
+            ))
+        }
+    };
+    let (path, at) = resolve(root, hex)?;
+    let meta = std::fs::symlink_metadata(&at).map_err(|e| missing(&path, &e))?;
+    if !meta.is_dir() {
+        return Err(problem(
+            ProblemCode::NoSuchPath,
+            format!("{} is not a folder", path.display()),
+        ));
+    }
+    let staging_name = format!(".changeover-unpacking-{}", std::process::id());
+    let had: Vec<std::ffi::OsString> = std::fs::read_dir(&at)
+        .map_err(|e| missing(&path, &e))?
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| !n.as_bytes().starts_with(b".changeover-unpacking-"))
+        .collect();
+    if !had.is_empty() && !replace && !merge {
+        return Err(problem(
+            ProblemCode::NotEmpty,
+            format!(
+                "{} is not empty ({} entries); unpack into an empty folder, or replace what it holds",
+                path.display(),
+                had.len()
+            ),
+        ));
+    }
+    let staging = at.join(&staging_name);
+    std::fs::create_dir(&staging).map_err(|e| {
+        problem(
+            ProblemCode::VolumeHelper,
+            format!("cannot make a staging folder in {}: {e}", path.display()),
+        )
+    })?;
+    let result = unpack_into(&staging, std::io::stdin().lock(), max_bytes);
+    let done = match result {
+        Ok(summary) => {
+            let swapped = (|| -> std::io::Result<()> {
+                let unpacked: Vec<std::ffi::OsString> = std::fs::read_dir(&staging)?
+                    .flatten()
+                    .map(|e| e.file_name())
+                    .collect();
+                let goes: Vec<&std::ffi::OsString> = if merge {
+                    had.iter().filter(|n| unpacked.contains(n)).collect()
+                } else {
+                    had.iter().collect()
+                };
+                for n in goes {
+                    let old = at.join(n);
+                    if std::fs::symlink_metadata(&old)?.is_dir() {
+                        std::fs::remove_dir_all(&old)?;
+                    } else {
+                        std::fs::remove_file(&old)?;
+                    }
+                }
+                for n in unpacked {
+                    std::fs::rename(staging.join(&n), at.join(&n))?;
+                }
+                std::fs::remove_dir(&staging)
+            })();
+            swapped.map(|()| summary).map_err(|e| {
+                problem(
+                    ProblemCode::VolumeHelper,
+                    format!("putting the unpacked files in place: {e}"),
+                )
+            })
+        }
+        Err(p) => Err(p),
+    };
+    if done.is_err() {
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    let summary = done?;
+    println!("{}", serde_json::to_string(&summary).unwrap_or_default());
+    Ok(())
+}
+
+fn refused(message: String) -> Problem {
+    problem(ProblemCode::InvalidArchive, message)
+}
+
+/// The place of an archive entry under `base`, every folder on the way
+/// made (or checked to be a folder, never a link).
+fn place(base: &Path, raw: &[u8]) -> Result<Option<(VolumePath, PathBuf)>, Problem> {
+    let shown = escape(raw);
+    if raw.starts_with(b"/") {
+        return Err(refused(format!(
+            "the archive holds an absolute path, {shown}; entries must be relative"
+        )));
+    }
+    let rel = VolumePath::from_bytes(raw)
+        .map_err(|why| refused(format!("the archive's entry {shown} is refused: {why}")))?;
+    if rel.is_root() {
+        return Ok(None);
+    }
+    let mut at = base.to_path_buf();
+    let names = rel.names();
+    for name in &names[..names.len() - 1] {
+        at.push(OsStr::from_bytes(name));
+        match std::fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(refused(format!(
+                    "the archive's entry {shown} goes through a link; it would write outside its folder"
+                )))
+            }
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(refused(format!(
+                    "the archive's entry {shown} goes through a file"
+                )))
+            }
+            Err(_) => std::fs::create_dir(&at).map_err(|e| {
+                refused(format!("cannot make a folder for {shown}: {e}"))
+            })?,
+        }
+    }
+    at.push(OsStr::from_bytes(&names[names.len() - 1]));
+    Ok(Some((rel, at)))
+}
+
+fn unpack_into(base: &Path, input: impl Read, max_bytes: u64) -> Result<Unpacked, Problem> {
+    let mut input = std::io::BufReader::with_capacity(256 * 1024, input);
+    let gz = {
+        use std::io::BufRead;
+        let head = input
+            .fill_buf()
+            .map_err(|e| refused(format!("cannot read the archive: {e}")))?;
+        head.starts_with(&[0x1f, 0x8b])
+    };
+    let reader: Box<dyn Read + '_> = if gz {
+        Box::new(flate2::read::GzDecoder::new(input))
+    } else {
+        Box::new(input)
+    };
+    let mut archive = tar::Archive::new(reader);
+    let mut sum = Unpacked {
+        files: 0,
+        dirs: 0,
+        links: 0,
+        bytes: 0,
+    };
+    let broken = |e: std::io::Error| refused(format!("the archive cannot be read: {e}"));
+    let mut count = 0u64;
+    for entry in archive.entries().map_err(broken)? {
+        let mut entry = entry.map_err(broken)?;
+        count += 1;
+        if count > MAX_ENTRIES {
+            return Err(refused(format!(
+                "the archive holds more than {MAX_ENTRIES} entries"
+            )));
+        }
+        let raw = entry.path_bytes().into_owned();
+        let Some((_, at)) = place(base, &raw)? else {
+            continue;
+        };
+        let shown = escape(&raw);
+        let header = entry.header().clone();
+        let mode = header.mode().unwrap_or(0o644) & 0o7777;
+        let (uid, gid) = (header.uid().ok(), header.gid().ok());
+        let kind = header.entry_type();
+        let existing = std::fs::symlink_metadata(&at).ok();
+        if existing
+            .as_ref()
+            .is_some_and(|m| m.file_type().is_symlink() || (m.is_dir() != kind.is_dir()))
+        {
+            return Err(refused(format!(
+                "the archive writes {shown} twice, as different kinds"
+            )));
+        }
+        let cannot = |e: std::io::Error| {
+            problem(
+                ProblemCode::VolumeHelper,
+                format!("cannot write {shown}: {e}"),
+            )
+        };
+        if kind.is_dir() {
+            if existing.is_none() {
+                std::fs::create_dir(&at).map_err(cannot)?;
+            }
+            sum.dirs += 1;
+        } else if kind.is_file() {
+            let size = header.size().unwrap_or(0);
+            sum.bytes = sum.bytes.saturating_add(size);
+            if sum.bytes > max_bytes {
+                return Err(refused(format!(
+                    "the archive unpacks to more than {max_bytes} bytes (at {shown}); if that is right, allow more"
+                )));
+            }
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .custom_flags(O_NOFOLLOW)
+                .open(&at)
+                .map_err(cannot)?;
+            let copied = std::io::copy(&mut (&mut entry).take(size), &mut file).map_err(broken)?;
+            if copied != size {
+                return Err(refused(format!("the archive ends inside {shown}")));
+            }
+            if let Ok(t) = header.mtime() {
+                let _ = file.set_modified(std::time::UNIX_EPOCH + Duration::from_secs(t));
+            }
+            sum.files += 1;
+        } else if kind.is_symlink() {
+            let target = entry
+                .link_name_bytes()
+                .ok_or_else(|| refused(format!("the link {shown} has no target")))?
+                .into_owned();
+            std::os::unix::fs::symlink(OsStr::from_bytes(&target), &at).map_err(cannot)?;
+            sum.links += 1;
+            if let (Some(u), Some(g)) = (uid, gid) {
+                let _ =
+                    std::os::unix::fs::lchown(&at, u32::try_from(u).ok(), u32::try_from(g).ok());
+            }
+            continue;
+        } else if kind.is_hard_link() {
+            let target = entry
+                .link_name_bytes()
+                .ok_or_else(|| refused(format!("the hard link {shown} has no target")))?
+                .into_owned();
+            let (_, source) = place(base, &target)?
+                .ok_or_else(|| refused(format!("the hard link {shown} points at its folder")))?;
+            match std::fs::symlink_metadata(&source) {
+                Ok(m) if m.is_file() => std::fs::hard_link(&source, &at).map_err(cannot)?,
+                _ => {
+                    return Err(refused(format!(
+                    "the hard link {shown} points at {}, which the archive did not hold before it",
+                    escape(&target)
+                )))
+                }
+            }
+            sum.files += 1;
+            continue;
+        } else if matches!(
+            kind,
+            tar::EntryType::XGlobalHeader
+                | tar::EntryType::XHeader
+                | tar::EntryType::GNULongName
+                | tar::EntryType::GNULongLink
+        ) {
+            continue;
+        } else {
+            return Err(refused(format!(
+                "the archive holds {shown}, a device or pipe; only files, folders and links are unpacked"
+            )));
+        }
+        if let (Some(u), Some(g)) = (uid, gid) {
+            let _ = std::os::unix::fs::lchown(&at, u32::try_from(u).ok(), u32::try_from(g).ok());
+        }
+        let _ = std::fs::set_permissions(&at, std::os::unix::fs::PermissionsExt::from_mode(mode));
+    }
+    Ok(sum)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -415,5 +781,122 @@ mod tests {
         // `..` in hex is refused like typed.
         let e = resolve(root, "2f2e2e2f657463").unwrap_err();
         assert_eq!(e.code, ProblemCode::InvalidPath);
+    }
+
+    /// An archive entry as written: name, kind, link target, content.
+    type RawEntry<'a> = (&'a [u8], tar::EntryType, &'a [u8], &'a [u8]);
+
+    /// A tar whose entries are written as given, names unchecked.
+    fn raw_tar(entries: &[RawEntry]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (name, kind, link, body) in entries {
+            let mut h = tar::Header::new_old();
+            h.as_old_mut().name[..name.len()].copy_from_slice(name);
+            h.as_old_mut().linkname[..link.len()].copy_from_slice(link);
+            h.set_entry_type(*kind);
+            h.set_size(body.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            out.extend_from_slice(h.as_bytes());
+            out.extend_from_slice(body);
+            out.resize(out.len().div_ceil(512) * 512, 0);
+        }
+        out.resize(out.len() + 1024, 0);
+        out
+    }
+
+    fn unpack_raw(entries: &[RawEntry]) -> (tempfile::TempDir, Result<Unpacked, Problem>) {
+        let dir = tempfile::tempdir().unwrap();
+        let r = unpack_into(dir.path(), &raw_tar(entries)[..], 1 << 20);
+        (dir, r)
+    }
+
+    #[test]
+    fn hostile_archives_are_refused() {
+        use tar::EntryType::{Directory, Link, Regular, Symlink};
+        let cases: [(&str, Vec<RawEntry>, &str); 6] = [
+            (
+                "climbs out",
+                vec![(b"../evil", Regular, b"", b"x")],
+                "`..` is not allowed",
+            ),
+            (
+                "absolute",
+                vec![(b"/etc/evil", Regular, b"", b"x")],
+                "absolute path",
+            ),
+            (
+                "symlink then write",
+                vec![
+                    (b"l", Symlink, b"/etc", b""),
+                    (b"l/passwd", Regular, b"", b"x"),
+                ],
+                "goes through a link",
+            ),
+            (
+                "symlink over a file",
+                vec![
+                    (b"f", Symlink, b"/etc/passwd", b""),
+                    (b"f", Regular, b"", b"x"),
+                ],
+                "twice",
+            ),
+            (
+                "hard link out",
+                vec![(b"h", Link, b"../../etc/passwd", b"")],
+                "`..` is not allowed",
+            ),
+            (
+                "device",
+                vec![(b"d", tar::EntryType::Char, b"", b"")],
+                "device or pipe",
+            ),
+        ];
+        for (what, entries, said) in cases {
+            let (dir, r) = unpack_raw(&entries);
+            let e = r.err().unwrap_or_else(|| panic!("{what} must be refused"));
+            assert!(e.message.contains(said), "{what}: {}", e.message);
+            assert!(std::fs::symlink_metadata("/etc/evil").is_err());
+            drop(dir);
+        }
+        let (dir, r) = unpack_raw(&[
+            (b"a/", Directory, b"", b""),
+            (b"a/f", Regular, b"", b"hello"),
+            (b"a/l", Symlink, b"f", b""),
+            (b"a/h", Link, b"a/f", b""),
+        ]);
+        let sum = r.unwrap();
+        assert_eq!((sum.files, sum.dirs, sum.links, sum.bytes), (2, 1, 1, 5));
+        assert_eq!(std::fs::read(dir.path().join("a/h")).unwrap(), b"hello");
+        assert_eq!(
+            std::fs::read_link(dir.path().join("a/l")).unwrap(),
+            Path::new("f")
+        );
+    }
+
+    #[test]
+    fn a_decompression_bomb_stops_at_the_bound() {
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        let zeros = vec![0u8; 4 << 20];
+        h.set_size(zeros.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, "zeros", &zeros[..]).unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(&tar.into_inner().unwrap()).unwrap();
+        let packed = gz.finish().unwrap();
+        assert!(packed.len() < 64 * 1024, "{}", packed.len());
+        let dir = tempfile::tempdir().unwrap();
+        let e = unpack_into(dir.path(), &packed[..], 1 << 20).unwrap_err();
+        assert!(
+            e.message.contains("more than 1048576 bytes"),
+            "{}",
+            e.message
+        );
+        assert!(
+            !dir.path().join("zeros").exists(),
+            "nothing of it is written"
+        );
     }
 }
