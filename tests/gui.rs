@@ -1133,6 +1133,11 @@ fn a_volume_is_browsed_in_the_window() {
         "logo.png",
         &std::fs::read(workspace().join("icons/128x128.png")).unwrap(),
     );
+    let user = TestContainer::new(
+        &unique("t-browse-user"),
+        &["-v", &format!("{}:/data", vol.name)],
+        true,
+    );
     let gui = Gui::launch("volumes", &app(), &[]);
     gui.wait_js(
         "return document.querySelector('[data-testid=environment][data-state=connected]')",
@@ -1201,7 +1206,79 @@ fn a_volume_is_browsed_in_the_window() {
         size.as_str().unwrap().contains("in 4 files, 2 folders"),
         "{size}"
     );
+
+    // Download a folder as .tar.gz to a path typed in the form.
+    let here = tempfile::tempdir().unwrap();
+    let dest = here.path().join("docs.tar.gz");
+    gui.click("[data-testid=volume-entry][data-name=docs]");
+    gui.wait_js(
+        "const f = document.querySelector('[data-testid=volume-files]'); return f && f.dataset.path === '/docs' || null",
+        Duration::from_secs(15),
+        "the folder opens again",
+    );
+    gui.click("[data-testid=volume-download]");
+    fill(
+        &gui,
+        "[data-testid=volume-download-dest]",
+        dest.to_str().unwrap(),
+    );
+    gui.click("[data-testid=volume-download-save]");
+    let done = gui.wait_js(
+        "const d = document.querySelector('[data-testid=volume-transfer-done]'); const p = document.querySelector('[data-testid=volume-transfer-problem]'); return p ? 'PROBLEM ' + p.textContent : d && d.textContent",
+        Duration::from_secs(20),
+        "the folder is downloaded",
+    );
+    assert!(!done.as_str().unwrap().starts_with("PROBLEM"), "{done}");
+    let listed = std::process::Command::new("tar")
+        .arg("tzf")
+        .arg(&dest)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&listed.stdout).trim(), "inner.txt");
+    gui.click("[data-testid=volume-transfer-close]");
+
+    // Upload a .tar.gz and unpack it here; a running user is warned of first.
+    let archive = here.path().join("site.tar.gz");
+    {
+        let gz = flate2::write::GzEncoder::new(
+            std::fs::File::create(&archive).unwrap(),
+            flate2::Compression::fast(),
+        );
+        let mut tar = tar::Builder::new(gz);
+        let mut h = tar::Header::new_gnu();
+        h.set_size(6);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, "site/index.html", &b"<h1/>\n"[..])
+            .unwrap();
+        tar.into_inner().unwrap().finish().unwrap();
+    }
+    gui.click("[data-testid=volume-upload]");
+    fill(
+        &gui,
+        "[data-testid=volume-upload-source]",
+        archive.to_str().unwrap(),
+    );
+    gui.click("[data-testid=volume-upload-unpack]");
+    let warned = gui.wait_js(
+        "const w = document.querySelector('[data-testid=volume-upload-warning]'); return w && w.textContent",
+        Duration::from_secs(5),
+        "writing into a volume a running container uses warns first",
+    );
+    assert!(warned.as_str().unwrap().contains(&user.name), "{warned}");
+    gui.click("[data-testid=volume-upload-confirm]");
+    gui.click("[data-testid=volume-upload-go]");
+    gui.wait_js(
+        "return document.querySelector('[data-testid=volume-transfer-done]') && document.querySelector('[data-testid=volume-entry][data-name=site]')",
+        Duration::from_secs(20),
+        "the archive is unpacked into the folder and listed",
+    );
+    assert_eq!(
+        docker(&["exec", &user.name, "cat", "/data/docs/site/index.html"]),
+        "<h1/>"
+    );
     gui.click("[data-testid=volume-close]");
     drop(gui);
+    drop(user);
     drop(vol);
 }

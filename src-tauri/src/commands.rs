@@ -429,3 +429,64 @@ pub async fn volume_size(
     })
     .await
 }
+
+/// Downloads a file, or a folder (or file) as `.tar.gz` when `dest` ends
+/// so, telling `on_progress` the bytes written; answers the file written.
+#[tauri::command]
+pub async fn volume_download(
+    state: State<'_, AppState>,
+    env: String,
+    name: String,
+    path: String,
+    dest: String,
+    replace: bool,
+    on_progress: Channel<u64>,
+) -> Result<String, Problem> {
+    let dest = expand_home(&dest);
+    let mut last = std::time::Instant::now();
+    changeover_application::volumes::download(
+        &*self::env(&state, &env)?,
+        &name,
+        &path,
+        &dest,
+        replace,
+        |n| {
+            if last.elapsed() >= std::time::Duration::from_millis(200) {
+                last = std::time::Instant::now();
+                let _ = on_progress.send(n);
+            }
+        },
+    )
+    .await
+    .map(|p| p.display().to_string())
+}
+
+/// Uploads a local file or folder into the folder `path`, or with `unpack`
+/// an archive's content.
+#[tauri::command]
+pub async fn volume_put(
+    state: State<'_, AppState>,
+    env: String,
+    name: String,
+    path: String,
+    source: String,
+    unpack: bool,
+) -> Result<changeover_core::volume::Unpacked, Problem> {
+    changeover_application::volumes::put(
+        &*self::env(&state, &env)?,
+        &name,
+        &path,
+        &expand_home(&source),
+        unpack,
+    )
+    .await
+}
+
+/// `~/x` as the user's home folder's `x`.
+fn expand_home(path: &str) -> std::path::PathBuf {
+    let path = path.trim();
+    match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => std::path::Path::new(&home).join(rest),
+        _ => std::path::PathBuf::from(path),
+    }
+}

@@ -78,6 +78,8 @@ fn main() {
             commands::volume_files,
             commands::volume_preview,
             commands::volume_size,
+            commands::volume_download,
+            commands::volume_put,
             commands::save_text_file
         ])
         .setup(move |app| {

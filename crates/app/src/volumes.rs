@@ -368,14 +368,7 @@ fn unpack_bound(archive_bytes: u64) -> u64 {
     archive_bytes.saturating_mul(200).max(1 << 30)
 }
 
-/// What an unpack wrote.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Unpacked {
-    pub files: u64,
-    pub dirs: u64,
-    pub links: u64,
-    pub bytes: u64,
-}
+pub use changeover_core::volume::Unpacked;
 
 /// How an archive goes into a folder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -351,6 +351,21 @@ pub struct FilePreview {
     pub cut: bool,
 }
 
+/// What an upload or import wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+#[ts(export)]
+pub struct Unpacked {
+    #[ts(type = "number")]
+    pub files: u64,
+    #[ts(type = "number")]
+    pub dirs: u64,
+    #[ts(type = "number")]
+    pub links: u64,
+    #[ts(type = "number")]
+    pub bytes: u64,
+}
+
 /// Bytes of a file a preview reads at most.
 pub const PREVIEW_BYTES: u64 = 1024 * 1024;
 

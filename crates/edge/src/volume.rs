@@ -45,8 +45,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use changeover_core::volume::{
-    escape, link_leaves, Entry, EntryKind, Listing, ReadHead, SizeWalk, VolumePath, DEFAULT_PAGE,
-    MAX_PAGE, MOUNT_POINT,
+    escape, link_leaves, Entry, EntryKind, Listing, ReadHead, SizeWalk, Unpacked, VolumePath,
+    DEFAULT_PAGE, MAX_PAGE, MOUNT_POINT,
 };
 use changeover_core::{Problem, ProblemCode};
 use clap::Subcommand;
@@ -468,15 +468,6 @@ fn pack(root: &Path, hex: &str, gzip: bool) -> Result<(), Problem> {
     let sink = tar.into_inner().map_err(fail)?;
     drop(sink); // flushes (and ends the gzip stream)
     Ok(())
-}
-
-/// What an unpack wrote.
-#[derive(Debug, serde::Serialize)]
-struct Unpacked {
-    files: u64,
-    dirs: u64,
-    links: u64,
-    bytes: u64,
 }
 
 /// The most entries one archive may hold.

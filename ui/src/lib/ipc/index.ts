@@ -25,6 +25,7 @@ import type { VolumeDetail } from "./generated/VolumeDetail";
 import type { Listing } from "./generated/Listing";
 import type { FilePreview } from "./generated/FilePreview";
 import type { SizeWalk } from "./generated/SizeWalk";
+import type { Unpacked } from "./generated/Unpacked";
 
 export type { Candidate } from "./generated/Candidate";
 export type { VolumeDetail } from "./generated/VolumeDetail";
@@ -32,6 +33,7 @@ export type { Listing } from "./generated/Listing";
 export type { Entry } from "./generated/Entry";
 export type { FilePreview } from "./generated/FilePreview";
 export type { SizeWalk } from "./generated/SizeWalk";
+export type { Unpacked } from "./generated/Unpacked";
 export type { Strategy } from "./generated/Strategy";
 export type { ConnectionState } from "./generated/ConnectionState";
 export type { Container } from "./generated/Container";
@@ -361,4 +363,23 @@ export function volumeSize(env: string, name: string, path: string, onProgress: 
   const c = new Channel<SizeWalk>();
   c.onmessage = onProgress;
   return call("volume_size", { env, name, path, onProgress: c });
+}
+
+/** Downloads `path` to the local file `dest` (a folder as .tar.gz); resolves to the file written. */
+export function volumeDownload(
+  env: string,
+  name: string,
+  path: string,
+  dest: string,
+  replace: boolean,
+  onProgress: (bytes: number) => void,
+): Promise<string> {
+  const c = new Channel<number>();
+  c.onmessage = onProgress;
+  return call("volume_download", { env, name, path, dest, replace, onProgress: c });
+}
+
+/** Uploads a local file or folder into the folder `path` (with `unpack`, an archive's content). */
+export function volumePut(env: string, name: string, path: string, source: string, unpack: boolean): Promise<Unpacked> {
+  return call("volume_put", { env, name, path, source, unpack });
 }
