@@ -178,12 +178,15 @@ async fn remove(docker: &Docker, id: &str) {
         .await;
 }
 
-/// Removes volume helpers that are not running (a helper that stopped
-/// without auto-remove, e.g. when the daemon restarted meanwhile); `all`
-/// removes the running ones too. Answers how many went.
-pub async fn sweep_helpers(docker: &Docker, all: bool) -> Result<usize, Problem> {
-    let filters = HashMap::from([("label".to_string(), vec![DEBUG_LABEL.to_string()])]);
-    let list = docker
+/// Every container (running or not) matching one `docker ps` filter.
+async fn containers_where(
+    docker: &Docker,
+    key: &str,
+    value: &str,
+    context: &str,
+) -> Result<Vec<bollard::models::ContainerSummary>, Problem> {
+    let filters = HashMap::from([(key.to_string(), vec![value.to_string()])]);
+    docker
         .list_containers(Some(
             ListContainersOptionsBuilder::new()
                 .all(true)
@@ -191,16 +194,28 @@ pub async fn sweep_helpers(docker: &Docker, all: bool) -> Result<usize, Problem>
                 .build(),
         ))
         .await
-        .map_err(|e| daemon_problem("listing volume helpers", &e))?;
+        .map_err(|e| daemon_problem(context, &e))
+}
+
+fn is_volume_helper(c: &bollard::models::ContainerSummary) -> bool {
+    c.labels
+        .as_ref()
+        .and_then(|l| l.get(DEBUG_LABEL))
+        .is_some_and(|v| v.starts_with("volume:"))
+}
+
+fn is_running(c: &bollard::models::ContainerSummary) -> bool {
+    c.state.as_ref().map(|s| s.to_string()).as_deref() == Some("running")
+}
+
+/// Removes volume helpers that are not running (a helper that stopped
+/// without auto-remove, e.g. when the daemon restarted meanwhile); `all`
+/// removes the running ones too. Answers how many went.
+pub async fn sweep_helpers(docker: &Docker, all: bool) -> Result<usize, Problem> {
+    let list = containers_where(docker, "label", DEBUG_LABEL, "listing volume helpers").await?;
     let mut removed = 0;
     for c in list {
-        let is_volume_helper = c
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(DEBUG_LABEL))
-            .is_some_and(|v| v.starts_with("volume:"));
-        let running = c.state.as_ref().map(|s| s.to_string()) == Some("running".into());
-        if is_volume_helper && (all || !running) {
+        if is_volume_helper(&c) && (all || !is_running(&c)) {
             if let Some(id) = c.id {
                 remove(docker, &id).await;
                 removed += 1;
@@ -378,32 +393,19 @@ pub async fn users(
     docker: &Docker,
     volume: &str,
 ) -> Result<Vec<changeover_core::volume::VolumeUser>, Problem> {
-    let filters = HashMap::from([("volume".to_string(), vec![volume.to_string()])]);
-    let list = docker
-        .list_containers(Some(
-            ListContainersOptionsBuilder::new()
-                .all(true)
-                .filters(&filters)
-                .build(),
-        ))
-        .await
-        .map_err(|e| daemon_problem("listing the volume's containers", &e))?;
+    let list =
+        containers_where(docker, "volume", volume, "listing the volume's containers").await?;
     let mut out = Vec::new();
     for c in list {
-        let helper = c
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(DEBUG_LABEL))
-            .is_some_and(|v| v.starts_with("volume:"));
-        if helper {
+        if is_volume_helper(&c) {
             continue;
         }
+        let running = is_running(&c);
         let name = c
             .names
             .and_then(|n| n.into_iter().next())
             .map(|n| n.trim_start_matches('/').to_string())
             .unwrap_or_default();
-        let running = c.state.as_ref().map(|s| s.to_string()) == Some("running".into());
         for m in c.mounts.unwrap_or_default() {
             if m.name.as_deref() == Some(volume) {
                 out.push(changeover_core::volume::VolumeUser {
