@@ -61,7 +61,8 @@ clean-test-leftovers:
 	  if [ -n "$$ids" ]; then docker rm -f -v $$ids >/dev/null; fi; \
 	  helpers=$$(docker ps -a --filter label=dev.changeover.helper --format '{{.ID}} {{.Label "dev.changeover.helper"}}' | awk '$$2 ~ /^volume:/ {print $$1}'); \
 	  if [ -n "$$helpers" ]; then docker rm -f -v $$helpers >/dev/null; fi; \
-	  vols=$$(docker volume ls -q --filter label=dev.changeover.test=1); \
+	  vols=$$( (docker volume ls -q --filter label=dev.changeover.test=1; \
+	    docker volume ls -q --filter label=dev.changeover.snapshot.of | grep '^t-' || true) | sort -u); \
 	  if [ -n "$$vols" ]; then docker volume rm $$vols >/dev/null; fi; \
 	  nets=$$(docker network ls --filter label=dev.changeover.managed=true --format '{{.Name}}' | grep '^t-' || true); \
 	  if [ -n "$$nets" ]; then docker network rm $$nets >/dev/null; fi; \

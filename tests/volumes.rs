@@ -649,3 +649,283 @@ fn exported_head(file: &std::path::Path) -> Vec<u8> {
     let all = std::fs::read(file).unwrap();
     all[..all.len() / 3].to_vec()
 }
+
+fn snapshots_json(vol: &str) -> Vec<Value> {
+    let out = ok(
+        &changeover(&["volume", "snapshots", vol, "--json"], &[]),
+        "volume snapshots",
+    );
+    serde_json::from_str::<Value>(&out)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn cat(vol: &str, path: &str) -> String {
+    ok(
+        &changeover(&["volume", "cat", vol, path], &[]),
+        "volume cat",
+    )
+}
+
+#[test]
+fn snapshots_diffs_restores_and_a_rollback_with_its_data() {
+    changeover_tests::fixture_image();
+    let body = |v: &str| {
+        format!(
+            "services:\n  app:\n    image: changeover-fixture:busybox\n    environment: {{VERSION: \"{v}\"}}\n    volumes: [\"data:/data\"]\n    labels: {{dev.changeover.test: \"1\"}}\n    x-changeover:\n      snapshots: {{before_deploy: true, keep: 2}}\nvolumes:\n  data: {{}}\n"
+        )
+    };
+    let stack = TestStack::new("vol-snap", &body("1"), &[]);
+    let file = stack.file();
+    let service = format!("{}/app", stack.name);
+    let vol = format!("{}_data", stack.name);
+    let clone = Named(format!("{vol}-clone"));
+    ok(
+        &changeover(&["stack", "deploy", "-f", &file], &[]),
+        "deploy r1",
+    );
+    assert!(
+        snapshots_json(&vol).is_empty(),
+        "nothing to keep before the first deploy created the volume"
+    );
+    let r1 = format!("{}-app-r1-s0", stack.name);
+    docker(&[
+        "exec", &r1, "sh", "-c",
+        "printf 'port=1\\nname=a\\n' > /data/config.txt && printf old > /data/old.txt && mkdir /data/d && printf x > /data/d/x",
+    ]);
+
+    // By hand, with a note; the container keeps running.
+    let snap = ok(
+        &changeover(
+            &["volume", "snapshot", &vol, "--note", "before the edit"],
+            &[],
+        ),
+        "volume snapshot",
+    )
+    .trim()
+    .to_string();
+    assert!(snap.starts_with(&format!("{vol}.snapshot-")), "{snap}");
+    assert!(stack.containers().contains(&format!("{r1}=running")));
+    let list = snapshots_json(&vol);
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["name"], snap.as_str());
+    assert_eq!(list[0]["reason"], "manual");
+    assert_eq!(list[0]["note"], "before the edit");
+    // A snapshot is a volume: browsed like one.
+    assert_eq!(cat(&snap, "old.txt"), "old");
+
+    // Live changes, then the diff against the live volume.
+    docker(&[
+        "exec", &r1, "sh", "-c",
+        "printf 'port=2\\nname=a\\n' > /data/config.txt && rm /data/old.txt && rm -r /data/d && printf n > /data/new.txt && chmod 600 /data/new.txt",
+    ]);
+    let d: Value = serde_json::from_str(&ok(
+        &changeover(
+            &[
+                "volume",
+                "diff",
+                &vol,
+                &snap,
+                "--json",
+                "--lines",
+                "/config.txt",
+            ],
+            &[],
+        ),
+        "volume diff",
+    ))
+    .unwrap();
+    let changes: Vec<String> = d["diff"]["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            format!(
+                "{} {}",
+                c["change"].as_str().unwrap(),
+                c["path"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            "changed /config.txt",
+            "removed /d",
+            "removed /d/x",
+            "added /new.txt",
+            "removed /old.txt"
+        ]
+    );
+    assert_eq!(d["diff"]["counts"]["changed"], 1);
+    let lines: Vec<String> = d["lines"]["hunks"][0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            format!(
+                "{}{}",
+                l["tag"].as_str().unwrap(),
+                l["text"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(lines, ["-port=1", "+port=2", " name=a"]);
+    let shown = ok(
+        &changeover(&["volume", "diff", &vol, &snap], &[]),
+        "diff as text",
+    );
+    assert!(shown.contains("~ /config.txt  (content)"), "{shown}");
+
+    // A deploy takes its own snapshot first, labelled with both releases.
+    std::fs::write(&file, format!("name: {}\n{}", stack.name, body("2"))).unwrap();
+    ok(
+        &changeover(&["stack", "deploy", "-f", &file], &[]),
+        "deploy r2",
+    );
+    let auto: Vec<Value> = snapshots_json(&vol)
+        .into_iter()
+        .filter(|s| s["reason"] == "before-deploy")
+        .collect();
+    assert_eq!(auto.len(), 1, "{auto:?}");
+    assert_eq!(
+        (
+            auto[0]["release"].as_u64(),
+            auto[0]["beforeRelease"].as_u64()
+        ),
+        (Some(1), Some(2))
+    );
+    assert_eq!(auto[0]["service"], service.as_str());
+    let r2 = format!("{}-app-r2-s0", stack.name);
+    docker(&[
+        "exec",
+        &r2,
+        "sh",
+        "-c",
+        "printf 'port=3\\nname=migrated\\n' > /data/config.txt",
+    ]);
+
+    // Restoring asks first (no terminal here: refused, nothing changed).
+    let err = refused(
+        &changeover(&["volume", "restore", &vol, &snap], &[]),
+        "restore without --yes",
+    );
+    assert!(
+        err.contains("--yes") && err.contains(&r2),
+        "names who stops: {err}"
+    );
+    assert_eq!(cat(&vol, "config.txt"), "port=3\nname=migrated\n");
+    // Refused while a rollout of a service that mounts it runs.
+    let key = format!("rollout/{}/app", stack.name);
+    let held = changeover_tests::edge_ctl(&serde_json::json!({
+        "op": "lock-acquire", "key": key, "owner": "someone@elsewhere (pid 1)", "ttlMs": 60000
+    }));
+    assert!(held.is_some());
+    let err = refused(
+        &changeover(&["volume", "restore", &vol, &snap, "--yes"], &[]),
+        "restore during a rollout",
+    );
+    assert!(err.contains("rollout"), "{err}");
+    changeover_tests::edge_ctl(&serde_json::json!({
+        "op": "lock-release", "key": key, "owner": "someone@elsewhere (pid 1)"
+    }));
+    assert_eq!(cat(&vol, "config.txt"), "port=3\nname=migrated\n");
+
+    // Code and data back together.
+    ok(
+        &changeover(
+            &["service", "rollback", &service, "--with-data", "--yes"],
+            &[],
+        ),
+        "rollback --with-data",
+    );
+    assert_eq!(
+        cat(&vol, "config.txt"),
+        "port=2\nname=a\n",
+        "the data before r2's deploy"
+    );
+    assert!(
+        stack.containers().contains(&format!("{r1}=running")),
+        "{:?}",
+        stack.containers()
+    );
+    let undo: Vec<Value> = snapshots_json(&vol)
+        .into_iter()
+        .filter(|s| s["reason"] == "before-restore")
+        .collect();
+    assert_eq!(undo.len(), 1, "the restore can be undone");
+    let undo = undo[0]["name"].as_str().unwrap().to_string();
+    assert_eq!(cat(&undo, "config.txt"), "port=3\nname=migrated\n");
+
+    // A restore by hand, stopping and starting r1 around the copy.
+    ok(
+        &changeover(&["volume", "restore", &vol, &snap, "--yes"], &[]),
+        "restore",
+    );
+    assert_eq!(cat(&vol, "config.txt"), "port=1\nname=a\n");
+    assert_eq!(cat(&vol, "d/x"), "x");
+    assert!(stack.containers().contains(&format!("{r1}=running")));
+
+    // Clones, and what is refused.
+    ok(
+        &changeover(&["volume", "clone", &vol, &clone.0], &[]),
+        "clone",
+    );
+    assert_eq!(cat(&clone.0, "old.txt"), "old");
+    let err = refused(
+        &changeover(&["volume", "clone", &vol, &clone.0], &[]),
+        "clone onto a volume",
+    );
+    assert!(err.contains("exists already"), "{err}");
+    let err = refused(
+        &changeover(&["volume", "clone", &vol, "../x"], &[]),
+        "bad name",
+    );
+    assert!(err.contains("not a volume name"), "{err}");
+    let err = refused(
+        &changeover(&["volume", "snapshot", &vol, "--note", "two\nlines"], &[]),
+        "a note with a newline",
+    );
+    assert!(err.contains("one line"), "{err}");
+    let err = refused(
+        &changeover(&["volume", "diff", &vol, "nope"], &[]),
+        "unknown snapshot",
+    );
+    assert!(err.contains("not a snapshot of"), "{err}");
+    let err = refused(
+        &changeover(&["volume", "diff", &vol, &clone.0], &[]),
+        "a clone is no snapshot",
+    );
+    assert!(err.contains("not a snapshot of"), "{err}");
+
+    // Removing: asked, refused while mounted, a snapshot goes.
+    let err = refused(
+        &changeover(&["volume", "rm", &vol, "--yes"], &[]),
+        "rm in use",
+    );
+    assert!(err.contains(&r1), "names its user: {err}");
+    docker(&["volume", "inspect", &vol]);
+    let err = refused(
+        &changeover(&["volume", "rm", &undo], &[]),
+        "rm without --yes",
+    );
+    assert!(err.contains("--yes"), "{err}");
+    ok(
+        &changeover(&["volume", "rm", &undo, "--yes"], &[]),
+        "rm a snapshot",
+    );
+    assert!(snapshots_json(&vol)
+        .iter()
+        .all(|s| s["name"] != undo.as_str()));
+    let pairs: Vec<String> = docker(&["ps", "-a", "--format", "{{.Names}}"])
+        .lines()
+        .filter(|n| n.contains(&vol) && n.contains("-pair-"))
+        .map(str::to_string)
+        .collect();
+    assert!(
+        pairs.is_empty(),
+        "no copy or diff helper is left behind: {pairs:?}"
+    );
+}

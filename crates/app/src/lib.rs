@@ -17,6 +17,8 @@
 //! - [`traffic`]: switch, split, preview, promote, abort, maintenance.
 //! - [`volumes`]: what is in a volume (pages of folders, previews, sizes),
 //!   who uses it and which releases mounted it, through the volume helper.
+//! - [`snapshots`]: snapshots of volumes (by hand and before deploys),
+//!   clones, diffs, restores, and rolling a service back with its data.
 //! - [`settings`]: the app's config and runtime folders, written atomically.
 //! - [`secrets`]: the OS keyring.
 //!
@@ -30,6 +32,7 @@ pub mod follow;
 pub mod secrets;
 pub mod services;
 pub mod settings;
+pub mod snapshots;
 pub mod traffic;
 pub mod volumes;
 

@@ -147,8 +147,35 @@ pub async fn service_deploy(
     Ok(())
 }
 
-pub async fn service_rollback(env: &Environment, name: &str) -> Result<(), Problem> {
-    deploy::rollback(env, name, progress()).await?;
+pub async fn service_rollback(
+    env: &Environment,
+    name: &str,
+    with_data: bool,
+    yes: bool,
+) -> Result<(), Problem> {
+    if !with_data {
+        deploy::rollback(env, name, progress()).await?;
+        return Ok(());
+    }
+    let plan = changeover_application::snapshots::rollback_snapshots(env, name).await?;
+    if !yes {
+        let what: Vec<String> = plan
+            .iter()
+            .map(|(v, s)| format!("{v} from {}", s.name))
+            .collect();
+        crate::volume::confirm(&format!(
+            "roll {name} back and restore {}? Their current content is snapshotted first; the containers that use them are stopped for the copy.",
+            what.join(", ")
+        ))?;
+    }
+    let (_, restored) =
+        changeover_application::snapshots::rollback_with_data(env, name, progress()).await?;
+    for r in restored {
+        eprintln!(
+            "restored {} from {} (undo with: changeover volume restore {} {})",
+            r.volume, r.from, r.volume, r.undo.name
+        );
+    }
     Ok(())
 }
 

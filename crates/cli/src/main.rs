@@ -191,6 +191,14 @@ enum ServiceCommand {
     Rollback {
         /// STACK/SERVICE
         name: String,
+        /// Also put back the data its volumes held before the deploy being
+        /// undone (the snapshots `x-changeover.snapshots` took); the
+        /// containers are stopped for the copy.
+        #[arg(long)]
+        with_data: bool,
+        /// With --with-data: do it without asking.
+        #[arg(long)]
+        yes: bool,
     },
     /// Services on the environment.
     Ls(ListArgs),
@@ -303,7 +311,11 @@ async fn verb(envs: &Environments, cli: Cli) -> Result<(), Problem> {
                     tag,
                     strategy,
                 } => deploy::service_deploy(&env, &name, &tag, strategy).await,
-                ServiceCommand::Rollback { name } => deploy::service_rollback(&env, &name).await,
+                ServiceCommand::Rollback {
+                    name,
+                    with_data,
+                    yes,
+                } => deploy::service_rollback(&env, &name, with_data, yes).await,
                 ServiceCommand::Ls(args) => deploy::service_ls(&env, args.json).await,
                 ServiceCommand::Inspect { name, json } => {
                     deploy::service_inspect(&env, &name, json).await

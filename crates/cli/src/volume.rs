@@ -5,8 +5,9 @@
 
 use std::io::Write;
 
-use changeover_application::volumes;
 use changeover_application::Environment;
+use changeover_application::{snapshots, volumes};
+use changeover_core::snapshot::{snapshot_name, Change, Copied, SnapshotReason};
 use changeover_core::volume::{Entry, EntryKind};
 use changeover_core::{Problem, ProblemCode};
 
@@ -89,10 +90,262 @@ pub enum VolumeCommand {
         #[arg(long)]
         json: bool,
     },
+    /// A copy of the volume into the new volume NEW (its containers keep
+    /// running).
+    Clone { volume: String, new: String },
+    /// A snapshot of the volume: a new volume holding a copy of it, named
+    /// after it and the time (its containers keep running).
+    Snapshot {
+        volume: String,
+        #[arg(long, value_name = "TEXT", default_value = "")]
+        note: String,
+    },
+    /// The snapshots of a volume, newest first.
+    Snapshots {
+        volume: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// What changed from SNAPSHOT to SNAPSHOT2, or to the volume as it is
+    /// now.
+    Diff {
+        volume: String,
+        snapshot: String,
+        snapshot2: Option<String>,
+        #[arg(long)]
+        json: bool,
+        /// Also the changed lines of this text file.
+        #[arg(long, value_name = "PATH")]
+        lines: Option<String>,
+    },
+    /// Put a snapshot back into its volume: its current content is
+    /// snapshotted first, and the containers that use it are stopped for
+    /// the copy and started again.
+    Restore {
+        volume: String,
+        snapshot: String,
+        /// Do it without asking.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Remove a volume (or a snapshot); refused while a container mounts it.
+    Rm {
+        volume: String,
+        /// Do it without asking.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+/// Asks on the terminal; without one, refuses with what `--yes` would do.
+pub fn confirm(question: &str) -> Result<(), Problem> {
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() {
+        return Err(Problem::new(
+            ProblemCode::InvalidInput,
+            format!("{question}\nnothing was changed; run it again with --yes to confirm"),
+        ));
+    }
+    eprint!("{question} [y/N] ");
+    let mut answer = String::new();
+    let _ = std::io::stdin().read_line(&mut answer);
+    if matches!(answer.trim(), "y" | "Y" | "yes") {
+        Ok(())
+    } else {
+        Err(Problem::new(
+            ProblemCode::InvalidInput,
+            "not confirmed; nothing was changed",
+        ))
+    }
+}
+
+fn copied_line(c: &Copied) -> String {
+    let mut s = format!(
+        "{} files, {} folders, {} links ({})",
+        c.files,
+        c.dirs,
+        c.links,
+        human(c.bytes)
+    );
+    if c.skipped > 0 {
+        s.push_str(&format!(
+            "; {} sockets, pipes or devices skipped",
+            c.skipped
+        ));
+    }
+    s
+}
+
+fn time_of(ms: i64) -> String {
+    snapshot_name("", ms, 0)
+        .trim_start_matches(".snapshot-")
+        .to_string()
+}
+
+async fn run_snapshots(env: &Environment, command: VolumeCommand) -> Result<(), Problem> {
+    match command {
+        VolumeCommand::Clone { volume, new } => {
+            let c = snapshots::clone(env, &volume, &new, |_| {}).await?;
+            eprintln!(
+                "cloned {volume} into {new}: {} (its containers kept running)",
+                copied_line(&c)
+            );
+        }
+        VolumeCommand::Snapshot { volume, note } => {
+            let (s, c) = snapshots::snapshot(env, &volume, &note, |_| {}).await?;
+            println!("{}", s.name);
+            eprintln!(
+                "snapshot of {volume}: {} (its containers kept running)",
+                copied_line(&c)
+            );
+        }
+        VolumeCommand::Snapshots { volume, json } => {
+            let list = snapshots::snapshots(env, &volume).await?;
+            if json {
+                return print_json(&list);
+            }
+            println!(
+                "{:<56} {:<16} {:<15} NOTE",
+                "SNAPSHOT", "TAKEN (UTC)", "WHY"
+            );
+            for s in list {
+                let why = match (s.reason, s.before_release) {
+                    (SnapshotReason::BeforeDeploy, Some(r)) => format!("before r{r}"),
+                    (r, _) => r.as_str().to_string(),
+                };
+                println!(
+                    "{:<56} {:<16} {:<15} {}",
+                    s.name,
+                    time_of(s.taken_ms),
+                    why,
+                    s.note.unwrap_or_default()
+                );
+            }
+        }
+        VolumeCommand::Diff {
+            volume,
+            snapshot,
+            snapshot2,
+            json,
+            lines,
+        } => {
+            let d = snapshots::diff(env, &volume, &snapshot, snapshot2.as_deref()).await?;
+            let text = match &lines {
+                Some(p) => Some(snapshots::text_diff(env, &d.before, &d.after, p).await?),
+                None => None,
+            };
+            if json {
+                return match text {
+                    Some(t) => print_json(&serde_json::json!({"diff": d, "lines": t})),
+                    None => print_json(&d),
+                };
+            }
+            for c in &d.changes {
+                let mark = match c.change {
+                    Change::Added => '+',
+                    Change::Removed => '-',
+                    Change::Changed => '~',
+                };
+                let aspects: Vec<String> = c
+                    .aspects
+                    .iter()
+                    .map(|a| format!("{a:?}").to_lowercase())
+                    .collect();
+                let slash = if c.kind == EntryKind::Dir { "/" } else { "" };
+                if aspects.is_empty() {
+                    println!("{mark} {}{slash}", c.path);
+                } else {
+                    println!("{mark} {}{slash}  ({})", c.path, aspects.join(", "));
+                }
+            }
+            let n = &d.counts;
+            eprintln!(
+                "{} -> {}: {} added, {} removed, {} changed, {} unchanged{}",
+                d.before,
+                d.after,
+                n.added,
+                n.removed,
+                n.changed,
+                n.unchanged,
+                if n.truncated {
+                    " (list cut; the counts are complete)"
+                } else {
+                    ""
+                }
+            );
+            if let Some(t) = text {
+                match &t.not_shown {
+                    Some(why) => println!("{}: {why}", t.path),
+                    None => {
+                        println!("--- {}:{}\n+++ {}:{}", d.before, t.path, d.after, t.path);
+                        for h in &t.hunks {
+                            let first = h.first();
+                            println!(
+                                "@@ -{} +{} @@",
+                                first.and_then(|l| l.before).unwrap_or(0),
+                                first.and_then(|l| l.after).unwrap_or(0)
+                            );
+                            for l in h {
+                                println!("{}{}", l.tag, l.text);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        VolumeCommand::Restore {
+            volume,
+            snapshot,
+            yes,
+        } => {
+            let stops = snapshots::restore_stops(env, &volume).await?;
+            if !yes {
+                let who = if stops.is_empty() {
+                    "no container runs with it".to_string()
+                } else {
+                    format!(
+                        "these containers are stopped for the copy and started again: {}",
+                        stops
+                            .iter()
+                            .map(|u| u.container.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                };
+                confirm(&format!(
+                    "restore {volume} from {snapshot}? Its current content is snapshotted first; {who}."
+                ))?;
+            }
+            let r = snapshots::restore(env, &volume, &snapshot, |_| {}).await?;
+            eprintln!(
+                "restored {volume} from {snapshot}: {}; stopped and started again: {}; undo with: changeover volume restore {volume} {}",
+                copied_line(&r.copied),
+                if r.stopped.is_empty() { "none".to_string() } else { r.stopped.join(", ") },
+                r.undo.name
+            );
+        }
+        VolumeCommand::Rm { volume, yes } => {
+            if !yes {
+                confirm(&format!(
+                    "remove volume {volume} and everything in it? This cannot be undone."
+                ))?;
+            }
+            snapshots::remove(env, &volume).await?;
+            eprintln!("removed volume {volume}");
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 pub async fn run(env: &Environment, command: VolumeCommand) -> Result<(), Problem> {
     match command {
+        c @ (VolumeCommand::Clone { .. }
+        | VolumeCommand::Snapshot { .. }
+        | VolumeCommand::Snapshots { .. }
+        | VolumeCommand::Diff { .. }
+        | VolumeCommand::Restore { .. }
+        | VolumeCommand::Rm { .. }) => run_snapshots(env, c).await,
         VolumeCommand::Ls(args) => {
             let list = volumes::list(env).await?;
             if args.json {

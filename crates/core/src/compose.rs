@@ -305,6 +305,18 @@ pub(crate) fn service(spec: &ServiceSpec) -> Yaml {
     if spec.deploy_timeout_ms != DEFAULT_DEPLOY_TIMEOUT_MS {
         x.push(("deploy_timeout".into(), duration(spec.deploy_timeout_ms)));
     }
+    if let Some(p) = spec.snapshots {
+        x.push((
+            "snapshots".into(),
+            Yaml::Map(vec![
+                (
+                    "before_deploy".into(),
+                    Yaml::Plain(p.before_deploy.to_string()),
+                ),
+                ("keep".into(), Yaml::Plain(p.keep.to_string())),
+            ]),
+        ));
+    }
     s.push(("x-changeover".into(), Yaml::Map(x)));
     Yaml::Map(s)
 }
@@ -506,6 +518,10 @@ mod tests {
         worker.strategy = Strategy::BlueGreen;
         worker.protocol = crate::edge::Protocol::Tcp;
         worker.standby_ms = Some(1_800_000);
+        worker.snapshots = Some(crate::service::SnapshotPolicy {
+            before_deploy: true,
+            keep: 3,
+        });
         let stack = Stack::from_services("shop", vec![web, worker]);
         assert_eq!(stack.volumes, vec!["data".to_string()]);
         assert_eq!(stack.networks, vec!["back".to_string()]);

@@ -45,6 +45,7 @@ pub mod problem;
 pub mod rollout;
 pub mod secret;
 pub mod service;
+pub mod snapshot;
 pub mod stack;
 pub mod volume;
 

@@ -76,6 +76,12 @@ pub enum ProblemCode {
     InvalidArchive,
     /// A folder or volume that holds something where it must be empty.
     NotEmpty,
+    /// A value the user typed that is refused (a note with a newline, …).
+    InvalidInput,
+    /// A volume that containers use, where the action needs it unused.
+    VolumeInUse,
+    /// No snapshot of that name for the volume.
+    UnknownSnapshot,
 }
 
 /// A failure a person can read and the UI can branch on.

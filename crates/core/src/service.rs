@@ -196,7 +196,25 @@ pub struct ServiceSpec {
     /// How long a new container may take to become healthy.
     #[ts(type = "number")]
     pub deploy_timeout_ms: u64,
+    /// `x-changeover.snapshots`: snapshots of the named volumes before
+    /// every deploy.
+    #[serde(default)]
+    pub snapshots: Option<SnapshotPolicy>,
 }
+
+/// `x-changeover.snapshots: {before_deploy: true, keep: N}`: each deploy
+/// first copies every named volume of the service into a snapshot, and the
+/// newest `keep` of those are kept (snapshots taken by hand stay).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+#[ts(export)]
+pub struct SnapshotPolicy {
+    pub before_deploy: bool,
+    pub keep: u32,
+}
+
+/// Snapshots before deploys kept unless `keep` says otherwise.
+pub const DEFAULT_SNAPSHOT_KEEP: u32 = 5;
 
 /// `x-changeover.canary.guard`: when the canary's requests in `window`
 /// got more than `max_5xx_percent` 5xx (or no answer), with at least
@@ -251,6 +269,7 @@ impl ServiceSpec {
             health: HealthProbe::default(),
             drain_timeout_ms: DEFAULT_DRAIN_TIMEOUT_MS,
             deploy_timeout_ms: DEFAULT_DEPLOY_TIMEOUT_MS,
+            snapshots: None,
         }
     }
 

@@ -27,8 +27,9 @@ use ts_rs::TS;
 
 use crate::edge::{HealthProbe, Protocol};
 use crate::service::{
-    CanaryGuard, DockerHealthcheck, Mount, MountKind, PortMapping, ServiceSpec, Strategy,
-    UpdateOrder, DEFAULT_GUARD_MIN_REQUESTS, DEFAULT_GUARD_WINDOW_MS,
+    CanaryGuard, DockerHealthcheck, Mount, MountKind, PortMapping, ServiceSpec, SnapshotPolicy,
+    Strategy, UpdateOrder, DEFAULT_GUARD_MIN_REQUESTS, DEFAULT_GUARD_WINDOW_MS,
+    DEFAULT_SNAPSHOT_KEEP,
 };
 
 /// The sandbox stack (`examples/sandbox.yml`): three replicas of the demo
@@ -1209,10 +1210,29 @@ fn read_x_changeover(r: &mut Reader, node: &Node, key: &str, spec: &mut ServiceS
             "deploy_timeout" => {
                 spec.deploy_timeout_ms = r.duration(v, &k).unwrap_or(spec.deploy_timeout_ms)
             }
+            "snapshots" => {
+                let mut policy = SnapshotPolicy {
+                    before_deploy: false,
+                    keep: DEFAULT_SNAPSHOT_KEEP,
+                };
+                for (n, nv) in r.map(v, &k) {
+                    let nk = format!("{k}.{n}");
+                    match n.as_str() {
+                        "before_deploy" => match scalar(nv).as_deref() {
+                            Some("true") => policy.before_deploy = true,
+                            Some("false") => policy.before_deploy = false,
+                            _ => r.error(nv, &nk, format!("{} is not true or false", describe(nv))),
+                        },
+                        "keep" => policy.keep = r.number(nv, &nk, 1, 1000).unwrap_or(u64::from(policy.keep)) as u32,
+                        _ => r.error(nv, &nk, format!("unknown snapshots key `{n}` (before_deploy, keep)")),
+                    }
+                }
+                spec.snapshots = Some(policy);
+            }
             _ => r.error(
                 v,
                 &k,
-                format!("unknown x-changeover key `{f}` (strategy, canary, standby, protocol, health, drain_timeout, deploy_timeout)"),
+                format!("unknown x-changeover key `{f}` (strategy, canary, standby, protocol, health, drain_timeout, deploy_timeout, snapshots)"),
             ),
         }
     }
@@ -1367,6 +1387,31 @@ volumes:
         assert!(e[1].contains("no host port"), "{}", e[1]);
         assert!(e[2].contains("ranges"), "{}", e[2]);
         assert!(e[3].contains("only tcp"), "{}", e[3]);
+    }
+
+    #[test]
+    fn snapshots_before_deploys_are_read_and_bad_ones_refused() {
+        let svc =
+            |x: &str| format!("name: s\nservices:\n  web:\n    image: a\n    x-changeover:\n{x}");
+        let report = parse(
+            &svc("      snapshots: {before_deploy: true}\n"),
+            "stack.yml",
+            None,
+        );
+        let web = &report.stack.unwrap().services[0];
+        assert_eq!(
+            web.snapshots,
+            Some(SnapshotPolicy {
+                before_deploy: true,
+                keep: DEFAULT_SNAPSHOT_KEEP
+            })
+        );
+        let e = errors(&svc("      snapshots: {before_deploy: yes please}\n"));
+        assert!(e[0].contains("snapshots.before_deploy"), "{e:?}");
+        let e = errors(&svc("      snapshots: {before_deploy: true, keep: 0}\n"));
+        assert!(e[0].contains("snapshots.keep"), "{e:?}");
+        let e = errors(&svc("      snapshots: {every: hour}\n"));
+        assert!(e[0].contains("unknown snapshots key `every`"), "{e:?}");
     }
 
     #[test]

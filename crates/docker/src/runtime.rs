@@ -187,6 +187,72 @@ impl Runtime for DockerRuntime {
         }
     }
 
+    async fn snapshot_volumes(
+        &self,
+        spec: &ServiceSpec,
+        from: Option<u32>,
+        to: u32,
+    ) -> Result<Vec<String>, Problem> {
+        use changeover_core::snapshot::{beyond_keep, SnapshotMeta, SnapshotReason};
+        let Some(policy) = spec.snapshots else {
+            return Ok(Vec::new());
+        };
+        let mut said = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for m in spec.mounts.iter().filter(|m| m.kind == MountKind::Volume) {
+            let name = volume_name(&spec.stack, &m.source);
+            if !seen.insert(name.clone()) {
+                continue;
+            }
+            match self.docker.inspect_volume(&name).await {
+                Ok(_) => {}
+                // Nothing to keep yet: the first deploy creates it.
+                Err(e) if is_not_found(&e) => continue,
+                Err(e) => return Err(daemon_problem(&format!("reading volume {name}"), &e)),
+            }
+            let meta = SnapshotMeta {
+                note: None,
+                service: Some(spec.qualified()),
+                release: from,
+                before_release: Some(to),
+            };
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0);
+            let (snap, copied) = crate::volumes::snapshot(
+                &self.docker,
+                &name,
+                SnapshotReason::BeforeDeploy,
+                &meta,
+                now,
+                |_| {},
+            )
+            .await
+            .map_err(|p| {
+                Problem::new(
+                    p.code,
+                    format!("the snapshot of volume {name} before the deploy failed, so nothing was deployed: {}", p.message),
+                )
+            })?;
+            said.push(format!(
+                "snapshot {} of volume {name}: {} files, {} bytes",
+                snap.name, copied.files, copied.bytes
+            ));
+            let all = crate::volumes::snapshots_of(&self.docker, &name).await?;
+            for old in beyond_keep(&all, policy.keep) {
+                match crate::volumes::remove_volume(&self.docker, &old.name).await {
+                    Ok(()) => said.push(format!(
+                        "snapshot {} removed (keep: {})",
+                        old.name, policy.keep
+                    )),
+                    Err(p) => said.push(format!("snapshot {} kept: {}", old.name, p.message)),
+                }
+            }
+        }
+        Ok(said)
+    }
+
     async fn prepare(&self, spec: &ServiceSpec) -> Result<(), Problem> {
         self.ensure_network(&default_network(&spec.stack), &spec.stack)
             .await?;

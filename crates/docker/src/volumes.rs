@@ -17,6 +17,10 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use changeover_core::edge::{labels, EDGE_BINARY_PATH};
+use changeover_core::snapshot::{
+    labels as snapshot_labels, snapshot_name, Copied, DiffCounts, EntryChange, Snapshot,
+    SnapshotMeta, SnapshotReason, OTHER_MOUNT,
+};
 use changeover_core::volume::MOUNT_POINT;
 use changeover_core::{Problem, ProblemCode};
 use futures_util::StreamExt;
@@ -86,6 +90,31 @@ async fn helper_for(docker: &Docker, volume: &str, writable: bool) -> Result<Str
         }
         remove(docker, &name).await;
     }
+    let mounts = vec![volume_mount(MOUNT_POINT, volume, writable)];
+    start_helper(docker, &name, volume, mounts, writable).await
+}
+
+fn volume_mount(target: &str, volume: &str, writable: bool) -> Mount {
+    Mount {
+        target: Some(target.into()),
+        source: Some(volume.into()),
+        typ: Some(MountType::VOLUME),
+        read_only: Some(!writable),
+        ..Default::default()
+    }
+}
+
+/// Creates and starts the helper container `name` (labelled as `volume`'s)
+/// with `mounts`; answers its ID. Another client that made it a moment ago
+/// is fine: that one is used.
+async fn start_helper(
+    docker: &Docker,
+    name: &str,
+    volume: &str,
+    mounts: Vec<Mount>,
+    writable: bool,
+) -> Result<String, Problem> {
+    let name = name.to_string();
     let image = BinaryImage::load()?;
     let tag = format!("changeover-volume-helper:{}", &image.digest[..12]);
     ensure_binary_image(
@@ -109,13 +138,7 @@ async fn helper_for(docker: &Docker, volume: &str, writable: bool) -> Result<Str
         ])),
         network_disabled: Some(true),
         host_config: Some(HostConfig {
-            mounts: Some(vec![Mount {
-                target: Some(MOUNT_POINT.into()),
-                source: Some(volume.into()),
-                typ: Some(MountType::VOLUME),
-                read_only: Some(!writable),
-                ..Default::default()
-            }]),
+            mounts: Some(mounts),
             network_mode: Some("none".into()),
             auto_remove: Some(true),
             readonly_rootfs: Some(true),
@@ -255,7 +278,7 @@ pub async fn ask_streaming(
     args: &[String],
     on_out: impl FnMut(&[u8]) -> Result<(), Problem>,
 ) -> Result<(), Problem> {
-    ask_with(docker, volume, args, None, on_out).await
+    ask_with(docker, volume, args, None, None, on_out).await
 }
 
 /// Input for a question that writes: the bytes the helper reads on stdin.
@@ -271,7 +294,40 @@ pub async fn ask_writing(
     on_out: impl FnMut(&[u8]) -> Result<(), Problem>,
 ) -> Result<(), Problem> {
     let id = helper_for(docker, volume, true).await?;
-    let result = ask_with(docker, volume, args, Some((id.clone(), input)), on_out).await;
+    let result = ask_with(docker, volume, args, Some(id.clone()), Some(input), on_out).await;
+    remove(docker, &id).await;
+    result
+}
+
+/// Asks a helper that mounts `volume` read-only at `/volume` and `other` at
+/// `/other` (read-write when `other_writable`: a copy into it) one
+/// question; the helper is made for it and removed afterwards, whatever the
+/// outcome.
+pub async fn ask_pair(
+    docker: &Docker,
+    volume: &str,
+    other: &str,
+    other_writable: bool,
+    args: &[String],
+    on_out: impl FnMut(&[u8]) -> Result<(), Problem>,
+) -> Result<(), Problem> {
+    for v in [volume, other] {
+        docker.inspect_volume(v).await.map_err(|e| match e {
+            bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            } => unknown_volume(v),
+            e => daemon_problem("reading the volume", &e),
+        })?;
+    }
+    static PAIRS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = PAIRS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = format!("{}-pair-{}-{n}", helper_name(volume), std::process::id());
+    let mounts = vec![
+        volume_mount(MOUNT_POINT, volume, false),
+        volume_mount(OTHER_MOUNT, other, other_writable),
+    ];
+    let id = start_helper(docker, &name, volume, mounts, other_writable).await?;
+    let result = ask_with(docker, volume, args, Some(id.clone()), None, on_out).await;
     remove(docker, &id).await;
     result
 }
@@ -280,13 +336,14 @@ async fn ask_with(
     docker: &Docker,
     volume: &str,
     args: &[String],
-    mut input: Option<(String, Input)>,
+    container: Option<String>,
+    mut input: Option<Input>,
     mut on_out: impl FnMut(&[u8]) -> Result<(), Problem>,
 ) -> Result<(), Problem> {
     let mut tried = 0;
     let (exec, mut output, stdin) = loop {
-        let id = match &input {
-            Some((id, _)) => id.clone(),
+        let id = match &container {
+            Some(id) => id.clone(),
             None => helper(docker, volume).await?,
         };
         let mut cmd = vec![EDGE_BINARY_PATH.to_string(), "volume".to_string()];
@@ -331,7 +388,7 @@ async fn ask_with(
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404 | 409,
                 ..
-            }) if tried == 0 && input.is_none() => tried += 1,
+            }) if tried == 0 && container.is_none() => tried += 1,
             Err(e) => return Err(daemon_problem("asking the volume helper", &e)),
         }
     };
@@ -339,7 +396,7 @@ async fn ask_with(
     // The input goes in while the answer comes out; its end is the end of
     // the helper's stdin.
     let feed = async move {
-        let Some((_, mut source)) = input.take() else {
+        let Some(mut source) = input.take() else {
             return Ok(());
         };
         let mut stdin = stdin;
@@ -463,4 +520,285 @@ pub async fn remove_created_volume(docker: &Docker, name: &str) {
     let _ = docker
         .remove_volume(name, None::<bollard::query_parameters::RemoveVolumeOptions>)
         .await;
+}
+
+// ---- snapshots, clones, restores ----
+
+/// Creates the volume `name` with `labels`; refused when it exists.
+pub async fn create_labelled(
+    docker: &Docker,
+    name: &str,
+    labels: Vec<(String, String)>,
+) -> Result<(), Problem> {
+    if docker.inspect_volume(name).await.is_ok() {
+        return Err(Problem::new(
+            ProblemCode::FileExists,
+            format!("a volume named {name} exists already; choose another name"),
+        ));
+    }
+    docker
+        .create_volume(bollard::models::VolumeCreateRequest {
+            name: Some(name.to_string()),
+            labels: Some(labels.into_iter().collect()),
+            ..Default::default()
+        })
+        .await
+        .map(|_| ())
+        .map_err(|e| daemon_problem("creating the volume", &e))
+}
+
+/// Removes the volume `name`: refused (and nothing changes) while any
+/// container, running or stopped, mounts it.
+pub async fn remove_volume(docker: &Docker, name: &str) -> Result<(), Problem> {
+    let users = users(docker, name).await?;
+    if !users.is_empty() {
+        return Err(in_use(name, &users, "removed"));
+    }
+    // Idle helpers hold it too; they are Changeover's own.
+    for c in containers_where(docker, "volume", name, "listing the volume's containers").await? {
+        if is_volume_helper(&c) {
+            if let Some(id) = c.id {
+                remove(docker, &id).await;
+            }
+        }
+    }
+    docker
+        .remove_volume(name, None::<bollard::query_parameters::RemoveVolumeOptions>)
+        .await
+        .map_err(|e| match e {
+            bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            } => unknown_volume(name),
+            bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            } => Problem::new(
+                ProblemCode::VolumeInUse,
+                format!("volume {name} is in use and was not removed"),
+            ),
+            e => daemon_problem("removing the volume", &e),
+        })
+}
+
+/// "`name` is used by a, b and cannot be `what`".
+pub fn in_use(name: &str, users: &[changeover_core::volume::VolumeUser], what: &str) -> Problem {
+    let names: Vec<String> = users
+        .iter()
+        .map(|u| {
+            format!(
+                "{} ({})",
+                u.container,
+                if u.running { "running" } else { "stopped" }
+            )
+        })
+        .collect();
+    Problem::new(
+        ProblemCode::VolumeInUse,
+        format!(
+            "volume {name} is used by {}; it cannot be {what} while a container mounts it",
+            names.join(", ")
+        ),
+    )
+}
+
+/// Every snapshot of `volume` on the daemon, newest first.
+pub async fn snapshots_of(docker: &Docker, volume: &str) -> Result<Vec<Snapshot>, Problem> {
+    let filters = HashMap::from([(
+        "label".to_string(),
+        vec![format!("{}={volume}", snapshot_labels::OF)],
+    )]);
+    let list = docker
+        .list_volumes(Some(
+            bollard::query_parameters::ListVolumesOptionsBuilder::new()
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .map_err(|e| daemon_problem("listing snapshots", &e))?;
+    let mut out: Vec<Snapshot> = list
+        .volumes
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|v| Snapshot::from_labels(&v.name, &v.labels.into_iter().collect()))
+        .filter(|s| s.of == volume)
+        .collect();
+    out.sort_by_key(|s| std::cmp::Reverse((s.taken_ms, s.name.clone())));
+    Ok(out)
+}
+
+/// The snapshot `name` of `volume`.
+pub async fn snapshot_of(docker: &Docker, volume: &str, name: &str) -> Result<Snapshot, Problem> {
+    snapshots_of(docker, volume)
+        .await?
+        .into_iter()
+        .find(|s| s.name == name)
+        .ok_or_else(|| {
+            Problem::new(
+                ProblemCode::UnknownSnapshot,
+                format!(
+                    "{name} is not a snapshot of {volume} (see `changeover volume snapshots {volume}`)"
+                ),
+            )
+        })
+}
+
+/// Copies `from` into `to` on the daemon (no bytes through this process):
+/// `to` must be empty unless `replace`. `progress` hears the counts.
+pub async fn copy_into(
+    docker: &Docker,
+    from: &str,
+    to: &str,
+    replace: bool,
+    mut progress: impl FnMut(&Copied),
+) -> Result<Copied, Problem> {
+    let mut args = vec!["copy".to_string()];
+    if replace {
+        args.push("--replace".into());
+    }
+    let mut pending = Vec::new();
+    let mut last: Option<Copied> = None;
+    ask_pair(docker, from, to, true, &args, |piece| {
+        for c in json_lines::<Copied>(&mut pending, piece, "copy")? {
+            progress(&c);
+            last = Some(c);
+        }
+        Ok(())
+    })
+    .await?;
+    last.filter(|c| c.done)
+        .ok_or_else(|| helper_problem("the copy ended before it was done".into()))
+}
+
+/// Splits the JSON lines that `piece` completes off `pending`.
+pub fn json_lines<T: serde::de::DeserializeOwned>(
+    pending: &mut Vec<u8>,
+    piece: &[u8],
+    what: &str,
+) -> Result<Vec<T>, Problem> {
+    pending.extend_from_slice(piece);
+    let mut out = Vec::new();
+    while let Some(i) = pending.iter().position(|b| *b == b'\n') {
+        let line: Vec<u8> = pending.drain(..=i).collect();
+        out.push(
+            serde_json::from_slice(&line).map_err(|e| {
+                helper_problem(format!("the helper's {what} line does not read: {e}"))
+            })?,
+        );
+    }
+    if pending.len() > 1024 * 1024 {
+        return Err(helper_problem(format!(
+            "the helper's {what} line is too long"
+        )));
+    }
+    Ok(out)
+}
+
+/// Takes a snapshot of `volume`: a new volume named after it and the time,
+/// labelled, holding a copy of it. The containers that use it keep
+/// running. A failed copy leaves no snapshot behind.
+pub async fn snapshot(
+    docker: &Docker,
+    volume: &str,
+    reason: SnapshotReason,
+    meta: &SnapshotMeta,
+    taken_ms: i64,
+    progress: impl FnMut(&Copied),
+) -> Result<(Snapshot, Copied), Problem> {
+    inspect(docker, volume).await?;
+    let mut attempt = 0;
+    let name = loop {
+        let name = snapshot_name(volume, taken_ms, attempt);
+        match create_labelled(
+            docker,
+            &name,
+            Snapshot::labels(volume, taken_ms, reason, meta)
+                .into_iter()
+                .chain([(labels::MANAGED.to_string(), "true".to_string())])
+                .collect(),
+        )
+        .await
+        {
+            Ok(()) => break name,
+            Err(p) if p.code == ProblemCode::FileExists && attempt < 50 => attempt += 1,
+            Err(p) => return Err(p),
+        }
+    };
+    match copy_into(docker, volume, &name, false, progress).await {
+        Ok(copied) => {
+            let snap = snapshot_of(docker, volume, &name).await?;
+            Ok((snap, copied))
+        }
+        Err(p) => {
+            remove_created_volume(docker, &name).await;
+            Err(p)
+        }
+    }
+}
+
+/// The changes from the volume `before` to `after`, up to `limit` listed.
+pub async fn diff(
+    docker: &Docker,
+    before: &str,
+    after: &str,
+    limit: u64,
+) -> Result<(Vec<EntryChange>, DiffCounts), Problem> {
+    let args = vec!["diff".to_string(), "--limit".into(), limit.to_string()];
+    let mut pending = Vec::new();
+    let mut changes = Vec::new();
+    let mut counts = None;
+    ask_pair(docker, after, before, false, &args, |piece| {
+        for line in json_lines::<serde_json::Value>(&mut pending, piece, "diff")? {
+            if let Some(done) = line.get("done") {
+                counts = Some(serde_json::from_value(done.clone()).map_err(|e| {
+                    helper_problem(format!("the helper's diff counts do not read: {e}"))
+                })?);
+            } else {
+                changes.push(serde_json::from_value(line).map_err(|e| {
+                    helper_problem(format!("the helper's diff line does not read: {e}"))
+                })?);
+            }
+        }
+        Ok(())
+    })
+    .await?;
+    let counts =
+        counts.ok_or_else(|| helper_problem("the diff ended before it was done".into()))?;
+    Ok((changes, counts))
+}
+
+/// Stops a container (10 s, then SIGKILL), for a copy that needs it still.
+pub async fn stop_container(docker: &Docker, name: &str) -> Result<(), Problem> {
+    match docker
+        .stop_container(
+            name,
+            Some(
+                bollard::query_parameters::StopContainerOptionsBuilder::new()
+                    .t(10)
+                    .build(),
+            ),
+        )
+        .await
+    {
+        Ok(()) => Ok(()),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 304, ..
+        }) => Ok(()),
+        Err(e) => Err(daemon_problem(&format!("stopping {name}"), &e)),
+    }
+}
+
+/// Starts a container stopped by [`stop_container`].
+pub async fn start_container(docker: &Docker, name: &str) -> Result<(), Problem> {
+    match docker
+        .start_container(
+            name,
+            None::<bollard::query_parameters::StartContainerOptions>,
+        )
+        .await
+    {
+        Ok(()) => Ok(()),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 304, ..
+        }) => Ok(()),
+        Err(e) => Err(daemon_problem(&format!("starting {name}"), &e)),
+    }
 }

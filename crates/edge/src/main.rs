@@ -32,6 +32,7 @@ mod routes;
 mod traffic;
 mod upstream;
 mod volume;
+mod volume_copy;
 mod watch;
 
 use std::path::PathBuf;

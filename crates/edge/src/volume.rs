@@ -28,6 +28,17 @@
 //!   then one JSON line of what was written. Refused, with nothing changed:
 //!   absolute entries, `..`, entries through a link (also one the archive
 //!   made), hard links to what it did not hold, devices, more than N bytes.
+//! - `copy [--replace]` (a helper that also mounts a second volume,
+//!   read-write, at `/other`): copies the volume into the other one, owners,
+//!   modes, times, links and hard links kept, into a staging folder first
+//!   and moved in place only when all of it is in; the other volume must be
+//!   empty unless `--replace`. `Copied` JSON lines about every 200 ms, the
+//!   last with `done`. Sockets, pipes and devices are skipped and counted.
+//! - `diff [--limit N]` (a helper that also mounts a second volume,
+//!   read-only, at `/other`): what changed from `/other` (before) to the
+//!   volume (after), one `EntryChange` JSON line per entry that differs, in
+//!   path order, up to N of them, then `{"done": DiffCounts}`. Content is
+//!   compared byte by byte where the sizes agree; times are not compared.
 //!
 //! # Never outside the volume
 //! Every name of a path is checked with `lstat` before it is entered: a
@@ -44,6 +55,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use changeover_core::snapshot::OTHER_MOUNT;
 use changeover_core::volume::{
     escape, link_leaves, Entry, EntryKind, Listing, ReadHead, SizeWalk, Unpacked, VolumePath,
     DEFAULT_PAGE, MAX_PAGE, MOUNT_POINT,
@@ -87,6 +99,16 @@ pub enum Op {
     },
     /// Unpack a tar (gzip or not) from stdin into a folder; the helper
     /// must mount the volume read-write.
+    /// Copy the volume into the one mounted at `/other` (read-write).
+    Copy {
+        #[arg(long)]
+        replace: bool,
+    },
+    /// What changed from the volume at `/other` to this one.
+    Diff {
+        #[arg(long, default_value_t = changeover_core::snapshot::MAX_DIFF_ENTRIES)]
+        limit: u64,
+    },
     Untar {
         path: String,
         /// `empty`: the folder must be empty; `replace`: what it holds goes;
@@ -119,6 +141,15 @@ pub fn run(op: Op) -> ExitCode {
             mode,
             max_bytes,
         } => unpack(&root, &path, &mode, max_bytes),
+        Op::Copy { replace } => crate::volume_copy::copy(
+            &root,
+            Path::new(OTHER_MOUNT),
+            replace,
+            &mut std::io::stdout(),
+        ),
+        Op::Diff { limit } => {
+            crate::volume_copy::diff(Path::new(OTHER_MOUNT), &root, limit, &mut std::io::stdout())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

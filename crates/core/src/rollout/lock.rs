@@ -47,7 +47,7 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
 
     /// Runs `work` holding the service's rollout lock, refreshing it while
     /// `work` runs, and releases it after.
-    pub(crate) async fn locked<T>(
+    pub async fn locked<T>(
         &self,
         stack: &str,
         service: &str,

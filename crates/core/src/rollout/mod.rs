@@ -182,6 +182,19 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
             discard,
         } = plan(stack, service, record, wanted, &self.owner, (self.now_ms)())?;
         let target = release.number;
+        // The data as it was before this deploy, copied before anything
+        // changes: a failed snapshot stops the deploy here.
+        let wants_snapshot = release.spec.snapshots.is_some_and(|p| p.before_deploy);
+        if matches!(goal, Goal::Deploy(_)) && wants_snapshot && from != Some(target) {
+            self.note("taking snapshots of the service's volumes before the deploy");
+            for done in self
+                .runtime
+                .snapshot_volumes(&release.spec, from, target)
+                .await?
+            {
+                self.note(done);
+            }
+        }
         self.save(&record, &mut revision).await?;
         self.emit(RolloutEvent::Planned {
             service: release.spec.qualified(),

@@ -56,6 +56,19 @@ pub trait Runtime: Send + Sync {
     fn remove(&self, id: &str) -> impl Future<Output = Result<(), Problem>> + Send;
     /// The last lines of a container's output.
     fn logs(&self, id: &str, lines: usize) -> impl Future<Output = String> + Send;
+    /// Copies each named volume of `spec` that exists into a snapshot,
+    /// labelled as taken while `from` ran, before the deploy of `to`, and
+    /// drops the snapshots `spec.snapshots.keep` no longer covers. Answers
+    /// what it did, one line per volume. A runtime without volumes takes
+    /// none.
+    fn snapshot_volumes(
+        &self,
+        _spec: &ServiceSpec,
+        _from: Option<u32>,
+        _to: u32,
+    ) -> impl Future<Output = Result<Vec<String>, Problem>> + Send {
+        async { Ok(Vec::new()) }
+    }
 }
 
 /// What the rollout needs from the edge: one request, one answer.

@@ -5,6 +5,7 @@ import type { HealthProbe } from "./HealthProbe";
 import type { Protocol } from "./Protocol";
 import type { ServiceMount } from "./ServiceMount";
 import type { ServicePort } from "./ServicePort";
+import type { SnapshotPolicy } from "./SnapshotPolicy";
 import type { Strategy } from "./Strategy";
 import type { UpdateConfig } from "./UpdateConfig";
 
@@ -46,4 +47,9 @@ health: HealthProbe, drainTimeoutMs: number,
 /**
  * How long a new container may take to become healthy.
  */
-deployTimeoutMs: number, };
+deployTimeoutMs: number, 
+/**
+ * `x-changeover.snapshots`: snapshots of the named volumes before
+ * every deploy.
+ */
+snapshots: SnapshotPolicy | null, };
