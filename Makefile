@@ -5,7 +5,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 GENERATED := ui/src/lib/ipc/generated
 
-.PHONY: run test setup ui edge app types lint unit integration gui bench-app bench-inventory bench-rollout bench-edge bench-traffic clean-test-leftovers
+.PHONY: run test setup ui edge app types lint unit integration gui bench-app bench-inventory bench-rollout bench-edge bench-traffic bench-volumes clean-test-leftovers
 
 ## Install everything, build, and open the desktop app against the local daemon.
 run: setup app
@@ -81,6 +81,10 @@ bench-traffic: setup edge
 	./target/release/bench-traffic
 
 ## The app's cost to the daemon, terminal echo and log-follow speed, in the real window.
+bench-volumes: setup edge
+	$(CARGO) build --release -p changeover-bench
+	./target/release/bench-volumes
+
 bench-app: setup app
 	$(CARGO) build --release -p changeover-app -p changeover-bench
 	bash scripts/with-keyring.sh ./target/release/bench-app
