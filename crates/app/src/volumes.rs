@@ -171,17 +171,9 @@ pub async fn size(
         volume,
         &["du".to_string(), path.to_hex()],
         |piece| {
-            pending.extend_from_slice(piece);
-            while let Some(i) = pending.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = pending.drain(..=i).collect();
-                let walk: SizeWalk = serde_json::from_slice(&line).map_err(|e| {
-                    helper_problem(format!("the helper's count does not read: {e}"))
-                })?;
+            for walk in dv::json_lines::<SizeWalk>(&mut pending, piece, "count", 64 * 1024)? {
                 progress(&walk);
                 last = Some(walk);
-            }
-            if pending.len() > 64 * 1024 {
-                return Err(helper_problem("the helper's count line is too long".into()));
             }
             Ok(())
         },

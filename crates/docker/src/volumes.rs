@@ -657,7 +657,7 @@ pub async fn copy_into(
     let mut pending = Vec::new();
     let mut last: Option<Copied> = None;
     ask_pair(docker, from, to, true, &args, |piece| {
-        for c in json_lines::<Copied>(&mut pending, piece, "copy")? {
+        for c in json_lines::<Copied>(&mut pending, piece, "copy", 64 * 1024)? {
             progress(&c);
             last = Some(c);
         }
@@ -668,11 +668,13 @@ pub async fn copy_into(
         .ok_or_else(|| helper_problem("the copy ended before it was done".into()))
 }
 
-/// Splits the JSON lines that `piece` completes off `pending`.
+/// Splits the JSON lines that `piece` completes off `pending`; a line
+/// longer than `max_line` bytes is refused.
 pub fn json_lines<T: serde::de::DeserializeOwned>(
     pending: &mut Vec<u8>,
     piece: &[u8],
     what: &str,
+    max_line: usize,
 ) -> Result<Vec<T>, Problem> {
     pending.extend_from_slice(piece);
     let mut out = Vec::new();
@@ -684,7 +686,7 @@ pub fn json_lines<T: serde::de::DeserializeOwned>(
             })?,
         );
     }
-    if pending.len() > 1024 * 1024 {
+    if pending.len() > max_line {
         return Err(helper_problem(format!(
             "the helper's {what} line is too long"
         )));
@@ -746,7 +748,7 @@ pub async fn diff(
     let mut changes = Vec::new();
     let mut counts = None;
     ask_pair(docker, after, before, false, &args, |piece| {
-        for line in json_lines::<serde_json::Value>(&mut pending, piece, "diff")? {
+        for line in json_lines::<serde_json::Value>(&mut pending, piece, "diff", 1024 * 1024)? {
             if let Some(done) = line.get("done") {
                 counts = Some(serde_json::from_value(done.clone()).map_err(|e| {
                     helper_problem(format!("the helper's diff counts do not read: {e}"))

@@ -259,15 +259,7 @@ fn entry(dir: &VolumePath, at: &Path, name: &[u8]) -> Entry {
         };
     };
     let ft = meta.file_type();
-    let kind = if ft.is_symlink() {
-        EntryKind::Symlink
-    } else if ft.is_dir() {
-        EntryKind::Dir
-    } else if ft.is_file() {
-        EntryKind::File
-    } else {
-        EntryKind::Other
-    };
+    let kind = crate::volume_copy::kind_of(&meta);
     let target = ft
         .is_symlink()
         .then(|| std::fs::read_link(&full).ok())

@@ -205,7 +205,8 @@ struct Side {
     path: PathBuf,
 }
 
-fn kind_of(meta: &std::fs::Metadata) -> EntryKind {
+/// What `lstat` says an entry is.
+pub(crate) fn kind_of(meta: &std::fs::Metadata) -> EntryKind {
     let ft = meta.file_type();
     if ft.is_symlink() {
         EntryKind::Symlink
