@@ -1151,6 +1151,13 @@ fn a_volume_is_browsed_in_the_window() {
         Duration::from_secs(15),
         "the volume is listed",
     );
+    // Its size, from the daemon's disk-usage API, arrives after the list.
+    let size = gui.wait_js(
+        &format!("const c = document.querySelector('{row} [data-testid=volume-size-cell]'); return c && /[0-9]/.test(c.textContent) ? c.textContent.trim() : null"),
+        Duration::from_secs(30),
+        "the volume's size is shown in the list",
+    );
+    assert!(size.as_str().unwrap().ends_with("KiB"), "{size}");
     gui.click(&row);
     let names = gui.wait_js(
         "const n = [...document.querySelectorAll('[data-testid=volume-entry]')].map(e => e.dataset.name); return n.length === 4 ? n.join(',') : null",
@@ -1195,6 +1202,27 @@ fn a_volume_is_browsed_in_the_window() {
         "return document.querySelector('[data-testid=volume-entry][data-name=\"readme.txt\"]')",
         Duration::from_secs(15),
         "the breadcrumb goes back to the root",
+    );
+    // Find by name, from the root: a click on the match opens its folder
+    // and previews it.
+    fill(&gui, "[data-testid=volume-find]", "INNER");
+    gui.js("document.querySelector('[data-testid=volume-find]').form.requestSubmit(); return true");
+    gui.wait_js(
+        "return document.querySelector('[data-testid=volume-found][data-dir=\"/docs\"][data-name=\"inner.txt\"]')",
+        Duration::from_secs(15),
+        "the search finds docs/inner.txt",
+    );
+    gui.click("[data-testid=volume-found][data-name=\"inner.txt\"]");
+    gui.wait_js(
+        "const f = document.querySelector('[data-testid=volume-files]'); const t = document.querySelector('[data-testid=volume-text]'); return f && f.dataset.path === '/docs' && t && t.textContent.includes('inside') || null",
+        Duration::from_secs(15),
+        "the match's folder opens and the file is previewed",
+    );
+    gui.click("[data-testid=crumb][data-path=\"/\"]");
+    gui.wait_js(
+        "return document.querySelector('[data-testid=volume-entry][data-name=\"readme.txt\"]')",
+        Duration::from_secs(15),
+        "back at the root",
     );
     gui.click("[data-testid=volume-measure]");
     let size = gui.wait_js(
@@ -1281,4 +1309,184 @@ fn a_volume_is_browsed_in_the_window() {
     drop(gui);
     drop(user);
     drop(vol);
+}
+
+/// A release that changes a file in its volume, seen in the window: the
+/// snapshot its deploy took first is listed, compared with the volume as it
+/// is now (a tree with counts, and the changed lines of the file clicked),
+/// and put back after a confirmation that names the container stopped for
+/// the copy. Then the same round again through "Roll back with data".
+#[test]
+fn a_release_that_changes_its_volume_is_diffed_and_restored_in_the_window() {
+    changeover_tests::fixture_image();
+    docker(&[
+        "tag",
+        changeover_tests::FIXTURE_IMAGE,
+        "changeover-fixture:gui-v2",
+    ]);
+    // Each release "migrates" the data once: a line in log.txt (a marker
+    // outside the volume keeps a restart from doing it again).
+    let body = "services:\n  app:\n    image: changeover-fixture:busybox\n    command: [\"sh\", \"-c\", \"[ -e /ran ] || { echo \\\"migrated by $$(hostname)\\\" >> /data/log.txt; touch /ran; }; exec sleep 86400\"]\n    volumes: [\"data:/data\"]\n    labels: {dev.changeover.test: \"1\"}\n    x-changeover:\n      snapshots: {before_deploy: true, keep: 2}\nvolumes:\n  data: {}\n";
+    let stack = changeover_tests::TestStack::new("gui-snap", body, &[]);
+    let deployed = changeover_tests::changeover(&["stack", "deploy", "-f", &stack.file()], &[]);
+    assert!(
+        deployed.status.success(),
+        "deploy r1: {}",
+        String::from_utf8_lossy(&deployed.stderr)
+    );
+    let service = format!("{}/app", stack.name);
+    let vol = format!("{}_data", stack.name);
+    let r1 = format!("{}-app-r1-s0", stack.name);
+    let log = |container: &str| docker(&["exec", container, "cat", "/data/log.txt"]);
+    let before = log(&r1);
+    assert_eq!(before.lines().count(), 1, "{before}");
+
+    let gui = Gui::launch("snapshots", &app(), &[]);
+    gui.wait_js(
+        "return document.querySelector('[data-testid=environment][data-state=connected]')",
+        Duration::from_secs(15),
+        "the local daemon connects",
+    );
+    gui.click("[data-testid=section-services]");
+    let row = format!("[data-testid=service-row][data-name=\"{service}\"]");
+    gui.wait_js(
+        &format!("return document.querySelector('{row}')"),
+        Duration::from_secs(15),
+        "the service is listed",
+    );
+    gui.click(&row);
+    gui.wait_js(
+        &format!("const n = document.querySelector('[data-testid=service-name]'); return n && n.textContent === {} || null", json!(service)),
+        Duration::from_secs(10),
+        "the service's page opens",
+    );
+    select(&gui, "[data-testid=deploy-tag]", "gui-v2");
+    click_enabled(&gui, "[data-testid=deploy-button]");
+    wait_done(&gui, 2, "release 2 is rolled out");
+    let r2 = format!("{}-app-r2-s0", stack.name);
+    let after = log(&r2);
+    assert_eq!(after.lines().count(), 2, "release 2 migrated: {after}");
+
+    // The volume's snapshots: the one the deploy took, labelled.
+    gui.click("[data-testid=section-volumes]");
+    let vrow = format!("[data-testid=volume-row][data-name=\"{vol}\"]");
+    gui.wait_js(
+        &format!("return document.querySelector('{vrow}')"),
+        Duration::from_secs(15),
+        "the volume is listed",
+    );
+    gui.click(&vrow);
+    gui.click("[data-testid=volume-tab-snapshots]");
+    let snap = gui.wait_js(
+        "const r = document.querySelector('[data-testid=snapshot-row][data-reason=before-deploy]'); return r && r.dataset.name + '|' + r.textContent",
+        Duration::from_secs(15),
+        "the snapshot taken before the deploy is listed",
+    );
+    let (snap, text) = snap.as_str().unwrap().split_once('|').unwrap();
+    let snap = snap.to_string();
+    assert!(snap.starts_with(&format!("{vol}.snapshot-")), "{snap}");
+    assert!(text.contains("release 2 was deployed"), "{text}");
+
+    // Compared with the volume now: log.txt changed, and its new line.
+    gui.click(&format!(
+        "[data-testid=snapshot-row][data-name=\"{snap}\"] [data-testid=snapshot-compare]"
+    ));
+    let counts = gui.wait_js(
+        "const c = document.querySelector('[data-testid=diff-counts]'); return c && c.textContent",
+        Duration::from_secs(30),
+        "the diff is shown with its counts",
+    );
+    let counts = counts
+        .as_str()
+        .unwrap()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        counts.starts_with("0 added · 0 removed · 1 changed"),
+        "{counts}"
+    );
+    gui.click("[data-testid=diff-entry][data-path=\"/log.txt\"][data-change=changed]");
+    let lines = gui.wait_js(
+        "const l = [...document.querySelectorAll('[data-testid=diff-line]')]; return l.length ? l.map(e => e.dataset.tag + e.textContent.replace(/^[0-9 ]*[-+ ] /, '')).join('\\n') : null",
+        Duration::from_secs(15),
+        "the changed lines of log.txt are shown",
+    );
+    let lines = lines.as_str().unwrap();
+    let added = after.lines().nth(1).unwrap();
+    assert!(lines.contains(&format!("+{added}")), "{lines}");
+    assert!(lines.contains(&format!(" {}", before.trim())), "{lines}");
+    gui.screenshot(&workspace().join("docs/screenshots/volume-diff.png"));
+
+    // Restore: the confirmation names the running container first.
+    gui.click(&format!(
+        "[data-testid=snapshot-row][data-name=\"{snap}\"] [data-testid=snapshot-restore]"
+    ));
+    let stops = gui.wait_js(
+        "const s = document.querySelector('[data-testid=restore-stops]'); return s && s.textContent",
+        Duration::from_secs(15),
+        "the restore asks first, naming the containers it stops",
+    );
+    assert_eq!(stops.as_str().unwrap(), r2);
+    assert_eq!(log(&r2), after, "nothing changes before the confirmation");
+    gui.click("[data-testid=restore-confirm]");
+    let done = gui.wait_js(
+        "const d = document.querySelector('[data-testid=snapshot-done]'); const p = document.querySelector('[data-testid=snapshot-problem]'); return p ? 'PROBLEM ' + p.textContent : d && d.textContent",
+        Duration::from_secs(60),
+        "the snapshot is restored",
+    );
+    let done = done.as_str().unwrap();
+    assert!(!done.starts_with("PROBLEM"), "{done}");
+    assert!(done.contains(&format!("Stopped {r2}")), "{done}");
+    assert_eq!(
+        log(&r2),
+        before,
+        "the volume holds what it held before release 2"
+    );
+    // The diff that is shown again says nothing changed; the undo is listed.
+    gui.wait_js(
+        "return document.querySelector('[data-testid=diff-same]')",
+        Duration::from_secs(30),
+        "compared again after the restore, nothing differs",
+    );
+    gui.wait_js(
+        "return document.querySelector('[data-testid=snapshot-row][data-reason=before-restore]')",
+        Duration::from_secs(15),
+        "the undo snapshot is listed",
+    );
+    gui.click("[data-testid=volume-close]");
+
+    // Roll back with data: release 1 again, and the data from before r2.
+    docker(&["exec", &r2, "sh", "-c", "echo later >> /data/log.txt"]);
+    gui.click("[data-testid=section-services]");
+    gui.click(&row);
+    click_enabled(&gui, "[data-testid=rollback-with-data]");
+    gui.click("[data-testid=rollback-button]");
+    let confirm = gui.wait_js(
+        "const c = document.querySelector('[data-testid=rollback-data-confirm-box]'); return c && c.textContent",
+        Duration::from_secs(10),
+        "rolling back with data asks first",
+    );
+    assert!(confirm.as_str().unwrap().contains(&snap), "{confirm}");
+    gui.click("[data-testid=rollback-data-confirm]");
+    wait_done(&gui, 1, "rolled back to release 1 with its data");
+    gui.wait_js(
+        "return [...document.querySelectorAll('[data-testid=release-row]')].some(r => r.dataset.number === '1' && r.dataset.result === 'succeeded') || null",
+        Duration::from_secs(15),
+        "release 1 is live again",
+    );
+    let r1_again = stack
+        .containers()
+        .into_iter()
+        .find(|c| c.contains("-app-r1-") && c.ends_with("=running"))
+        .expect("release 1 runs again");
+    let r1_again = r1_again.split('=').next().unwrap().to_string();
+    let now = log(&r1_again);
+    assert!(
+        !now.contains("later"),
+        "the data from before release 2: {now}"
+    );
+    assert!(now.starts_with(before.trim()), "{now}");
+    drop(gui);
+    drop(stack);
 }

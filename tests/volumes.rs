@@ -929,3 +929,198 @@ fn snapshots_diffs_restores_and_a_rollback_with_its_data() {
         "no copy or diff helper is left behind: {pairs:?}"
     );
 }
+
+/// An entry of a test `.zip`.
+enum Z<'a> {
+    File(&'a str, &'a [u8]),
+    Link(&'a str, &'a str),
+    Dir(&'a str),
+}
+
+/// A `.zip` built in memory.
+fn zip_bytes(entries: &[Z]) -> Vec<u8> {
+    use std::io::Write;
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let opts = zip::write::SimpleFileOptions::default().unix_permissions(0o644);
+    for entry in entries {
+        match entry {
+            Z::File(name, data) => {
+                w.start_file(*name, opts).unwrap();
+                w.write_all(data).unwrap();
+            }
+            Z::Link(name, target) => w.add_symlink(*name, *target, opts).unwrap(),
+            Z::Dir(name) => w.add_directory(*name, opts).unwrap(),
+        }
+    }
+    w.finish().unwrap().into_inner()
+}
+
+/// A `.zip` upload is unpacked like a tar; one that leaves the folder,
+/// writes through a link, or declares more than it may unpack to is refused
+/// and changes nothing. An export can pause the container that writes.
+#[test]
+fn a_zip_is_unpacked_and_a_hostile_one_changes_nothing() {
+    let vol = TestVolume::new(None, "t-zip", "echo kept > /v/keep.txt");
+    let v = vol.name.as_str();
+    let here = tempfile::tempdir().unwrap();
+    let put = |name: &str, bytes: Vec<u8>| {
+        let file = here.path().join(name);
+        std::fs::write(&file, bytes).unwrap();
+        changeover(
+            &["volume", "put", v, "/", file.to_str().unwrap(), "--unpack"],
+            &[],
+        )
+    };
+    let good = zip_bytes(&[
+        Z::Dir("site/"),
+        Z::File("site/index.html", b"<h1>zip</h1>\n"),
+        Z::Link("site/latest", "index.html"),
+    ]);
+    ok(&put("site.zip", good), "put --unpack a .zip");
+    assert_eq!(names_of(v, "/"), ["keep.txt", "site"]);
+    assert_eq!(names_of(v, "/site"), ["index.html", "latest"]);
+    assert_eq!(
+        ok(
+            &changeover(&["volume", "cat", v, "/site/index.html"], &[]),
+            "cat"
+        ),
+        "<h1>zip</h1>\n"
+    );
+    let listing = files(&[], v, "/site", &[]);
+    let latest = listing["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "latest")
+        .unwrap()
+        .clone();
+    assert_eq!(latest["kind"], "symlink", "a link stays a link: {latest}");
+    assert_eq!(latest["target"], "index.html");
+
+    let before = names_of(v, "/");
+    let err = refused(
+        &put("up.zip", zip_bytes(&[Z::File("../evil", b"x")])),
+        "a .zip with ../",
+    );
+    assert!(err.contains("../evil"), "{err}");
+    let err = refused(
+        &put(
+            "trick.zip",
+            zip_bytes(&[Z::Link("out", "/etc"), Z::File("out/owned", b"x")]),
+        ),
+        "a .zip that writes through a link",
+    );
+    assert!(!err.is_empty());
+    // A zip that declares 3.75 GiB in an entry of a few bytes.
+    let mut bomb = zip_bytes(&[Z::File("zeros", &[0u8; 64][..])]);
+    for (sig, at) in [(b"PK\x03\x04", 22), (b"PK\x01\x02", 24)] {
+        let start = bomb.windows(4).position(|w| w == sig).unwrap();
+        bomb[start + at..start + at + 4].copy_from_slice(&0xF000_0000u32.to_le_bytes());
+    }
+    let err = refused(&put("bomb.zip", bomb), "a zip bomb");
+    assert!(err.contains("more than"), "{err}");
+    assert_eq!(names_of(v, "/"), before, "nothing changed");
+    assert!(names_of(v, "/site").len() == 2 && !names_of(v, "/").contains(&"out".to_string()));
+
+    // Export pausing the container that writes to it: paused meanwhile,
+    // running again after.
+    let user = changeover_tests::TestContainer::new(
+        &changeover_tests::unique("t-zip-user"),
+        &["-v", &format!("{v}:/data")],
+        true,
+    );
+    let out = changeover(
+        &[
+            "volume",
+            "export",
+            v,
+            "-o",
+            here.path().join("paused.tar.gz").to_str().unwrap(),
+            "--pause",
+        ],
+        &[],
+    );
+    ok(&out, "volume export --pause");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("paused while copying"), "{said}");
+    let state = docker(&["inspect", "-f", "{{.State.Status}}", &user.name]);
+    assert_eq!(state, "running", "unpaused after the export");
+    assert!(tar_names(&here.path().join("paused.tar.gz")).contains(&"site/index.html".to_string()));
+}
+
+/// `volume find`: names that hold a text, nearest first, case ignored,
+/// links not followed; bounded; bad input refused.
+#[test]
+fn names_are_found_under_a_folder() {
+    let vol = TestVolume::new(
+        None,
+        "t-find",
+        "cd /v && mkdir -p a/b/c && echo 1 > Report.txt && echo 2 > a/report-2.txt && echo 3 > a/b/c/old-REPORT.csv && ln -s /etc outside && for i in $(seq 1 30); do : > a/many-$i; done && printf x > \"$(printf 'caf\\303\\251-report')\"",
+    );
+    let v = vol.name.as_str();
+    let find = |extra: &[&str]| -> Value {
+        let mut args = vec!["volume", "find", v];
+        args.extend_from_slice(extra);
+        args.push("--json");
+        serde_json::from_str(&ok(&changeover(&args, &[]), "volume find")).unwrap()
+    };
+    let paths = |found: &Value| -> Vec<String> {
+        found["matches"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                let dir = m["dir"].as_str().unwrap();
+                let dir = if dir == "/" { "" } else { dir };
+                format!("{dir}/{}", m["entry"]["name"].as_str().unwrap())
+            })
+            .collect()
+    };
+    let all = find(&["report"]);
+    assert_eq!(
+        paths(&all),
+        [
+            "/Report.txt",
+            "/café-report",
+            "/a/report-2.txt",
+            "/a/b/c/old-REPORT.csv"
+        ],
+        "nearest first, names sorted within a folder: {all}"
+    );
+    assert_eq!(all["truncated"], false);
+    assert_eq!(
+        paths(&find(&["report", "--path", "/a/b"])),
+        ["/a/b/c/old-REPORT.csv"]
+    );
+    assert!(
+        paths(&find(&["passwd"])).is_empty(),
+        "links are not followed"
+    );
+    let some = find(&["many-", "--limit", "5"]);
+    assert_eq!(paths(&some).len(), 5);
+    assert_eq!(some["truncated"], true);
+    let text = ok(
+        &changeover(&["volume", "find", v, "report"], &[]),
+        "find as text",
+    );
+    assert!(text.contains("/a/b/c/old-REPORT.csv\n"), "{text}");
+
+    for (args, says) in [
+        (vec!["volume", "find", v, ""], "empty"),
+        (vec!["volume", "find", v, "a/b"], "without '/'"),
+        (vec!["volume", "find", v, &"x".repeat(300)], "at most 255"),
+        (vec!["volume", "find", v, "x", "--limit", "0"], "1 to 10000"),
+        (vec!["volume", "find", v, "x", "--path", "/../etc"], ".."),
+        (
+            vec!["volume", "find", v, "x", "--path", "/Report.txt"],
+            "not a folder",
+        ),
+        (
+            vec!["volume", "find", "t-no-such-volume-here", "x"],
+            "no volume",
+        ),
+    ] {
+        let err = refused(&changeover(&args, &[]), &format!("{args:?}"));
+        assert!(err.contains(says), "{args:?} says {says:?}: {err}");
+    }
+}

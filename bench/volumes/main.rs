@@ -181,12 +181,12 @@ async fn main() {
     ));
     let export_to = dir.path().join("ours.tar.gz");
     let t = Instant::now();
-    volumes::export(&env, &big, &export_to, false, |_| {})
+    volumes::export(&env, &big, &export_to, false, false, |_| {})
         .await
         .unwrap();
     let ours_export = t.elapsed();
     let t = Instant::now();
-    let (snap, copied) = snapshots::snapshot(&env, &big, "bench", |_| {})
+    let (snap, copied) = snapshots::snapshot(&env, &big, "bench", false, |_| {})
         .await
         .unwrap();
     let ours_snap = t.elapsed();
@@ -235,7 +235,9 @@ async fn main() {
     );
 
     // ---- diff of two snapshots, 100 files changed ----
-    let (a, _) = snapshots::snapshot(&env, &many, "a", |_| {}).await.unwrap();
+    let (a, _) = snapshots::snapshot(&env, &many, "a", false, |_| {})
+        .await
+        .unwrap();
     let mount = format!("{many}:/v");
     docker(&[
         "run",
@@ -247,7 +249,9 @@ async fn main() {
         "-c",
         "cd /v/many && i=0; while [ $i -lt 100 ]; do echo changed >> f$((i*997)); i=$((i+1)); done",
     ]);
-    let (b, _) = snapshots::snapshot(&env, &many, "b", |_| {}).await.unwrap();
+    let (b, _) = snapshots::snapshot(&env, &many, "b", false, |_| {})
+        .await
+        .unwrap();
     let base_diff = sh(&format!(
         "docker run --rm -v {}:/a -v {}:/b {FIXTURE_IMAGE} diff -r /a /b >/dev/null || true",
         a.name, b.name

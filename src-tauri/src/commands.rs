@@ -7,12 +7,15 @@
 use std::sync::Arc;
 
 use changeover_application::containers::{self, LogBatch, TerminalMode};
-use changeover_application::{services, traffic, ConnectionTest, Environment, NewEnvironment};
+use changeover_application::{
+    services, snapshots, traffic, ConnectionTest, Environment, NewEnvironment,
+};
 use changeover_core::detail::{ContainerDetail, LogQuery, TerminalEvent, TerminalOpened};
 use changeover_core::form::{FormCheck, ServiceForm};
 use changeover_core::live::EnvironmentView;
 use changeover_core::rollout::{EventSink, RolloutEvent, RolloutOutcome, Settled};
 use changeover_core::service::{ServiceView, Strategy, TrafficView};
+use changeover_core::snapshot::Copied;
 use changeover_core::Problem;
 use tauri::ipc::Channel;
 use tauri::State;
@@ -482,11 +485,210 @@ pub async fn volume_put(
     .await
 }
 
+/// Entries under the folder `path` whose names hold `text`.
+#[tauri::command]
+pub async fn volume_search(
+    state: State<'_, AppState>,
+    env: String,
+    name: String,
+    path: String,
+    text: String,
+) -> Result<changeover_core::volume::Search, Problem> {
+    changeover_application::volumes::search(&*self::env(&state, &env)?, &name, &path, &text, None)
+        .await
+}
+
+/// What each volume takes on disk (the daemon's disk-usage API, cached for
+/// a few minutes unless `fresh`).
+#[tauri::command]
+pub async fn volume_sizes(
+    state: State<'_, AppState>,
+    env: String,
+    fresh: bool,
+) -> Result<changeover_core::volume::VolumeSizes, Problem> {
+    changeover_application::volumes::sizes(&*self::env(&state, &env)?, fresh).await
+}
+
+/// Exports the whole volume to a `.tar.gz` file, with the containers that
+/// write to it paused while copying when `pause`.
+#[tauri::command]
+pub async fn volume_export(
+    state: State<'_, AppState>,
+    env: String,
+    name: String,
+    dest: String,
+    replace: bool,
+    pause: bool,
+    on_progress: Channel<u64>,
+) -> Result<String, Problem> {
+    let dest = expand_home(&dest);
+    let mut last = std::time::Instant::now();
+    changeover_application::volumes::export(
+        &*self::env(&state, &env)?,
+        &name,
+        &dest,
+        replace,
+        pause,
+        |n| {
+            if last.elapsed() >= std::time::Duration::from_millis(200) {
+                last = std::time::Instant::now();
+                let _ = on_progress.send(n);
+            }
+        },
+    )
+    .await
+    .map(|p| p.display().to_string())
+}
+
 /// `~/x` as the user's home folder's `x`.
 fn expand_home(path: &str) -> std::path::PathBuf {
     let path = path.trim();
     match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
         (Some(rest), Some(home)) => std::path::Path::new(&home).join(rest),
         _ => std::path::PathBuf::from(path),
+    }
+}
+
+// ---- snapshots ----
+
+/// The snapshots of a volume, newest first.
+#[tauri::command]
+pub async fn volume_snapshots(
+    state: State<'_, AppState>,
+    env: String,
+    name: String,
+) -> Result<Vec<changeover_core::snapshot::Snapshot>, Problem> {
+    snapshots::snapshots(&*self::env(&state, &env)?, &name).await
+}
+
+/// Takes a snapshot by hand (the containers that use it keep running).
+#[tauri::command]
+pub async fn volume_snapshot(
+    state: State<'_, AppState>,
+    env: String,
+    name: String,
+    note: String,
+    pause: bool,
+    on_progress: Channel<Copied>,
+) -> Result<changeover_core::snapshot::Snapshot, Problem> {
+    let progress = throttled(on_progress);
+    snapshots::snapshot(&*self::env(&state, &env)?, &name, &note, pause, progress)
+        .await
+        .map(|(s, _)| s)
+}
+
+/// Copies a volume into the new volume `new`.
+#[tauri::command]
+pub async fn volume_clone(
+    state: State<'_, AppState>,
+    env: String,
+    name: String,
+    new: String,
+    pause: bool,
+    on_progress: Channel<Copied>,
+) -> Result<Copied, Problem> {
+    let progress = throttled(on_progress);
+    snapshots::clone(&*self::env(&state, &env)?, &name, &new, pause, progress).await
+}
+
+/// What changed from `snapshot` to `later` (or to the live volume).
+#[tauri::command]
+pub async fn volume_diff(
+    state: State<'_, AppState>,
+    env: String,
+    name: String,
+    snapshot: String,
+    later: Option<String>,
+) -> Result<changeover_core::snapshot::VolumeDiff, Problem> {
+    snapshots::diff(
+        &*self::env(&state, &env)?,
+        &name,
+        &snapshot,
+        later.as_deref(),
+    )
+    .await
+}
+
+/// The changed lines of one text file between two volumes.
+#[tauri::command]
+pub async fn volume_text_diff(
+    state: State<'_, AppState>,
+    env: String,
+    before: String,
+    after: String,
+    path: String,
+) -> Result<changeover_core::snapshot::TextDiff, Problem> {
+    snapshots::text_diff(&*self::env(&state, &env)?, &before, &after, &path).await
+}
+
+/// The running containers a restore of the volume would stop, for the
+/// confirmation that names them.
+#[tauri::command]
+pub async fn volume_restore_stops(
+    state: State<'_, AppState>,
+    env: String,
+    name: String,
+) -> Result<Vec<changeover_core::volume::VolumeUser>, Problem> {
+    snapshots::restore_stops(&*self::env(&state, &env)?, &name).await
+}
+
+/// Puts a snapshot back into its volume (after the user confirmed).
+#[tauri::command]
+pub async fn volume_restore(
+    state: State<'_, AppState>,
+    env: String,
+    name: String,
+    snapshot: String,
+    on_progress: Channel<Copied>,
+) -> Result<snapshots::Restored, Problem> {
+    let progress = throttled(on_progress);
+    snapshots::restore(&*self::env(&state, &env)?, &name, &snapshot, progress).await
+}
+
+/// Removes a volume or a snapshot (after the user confirmed; never one a
+/// container mounts).
+#[tauri::command]
+pub async fn volume_remove(
+    state: State<'_, AppState>,
+    env: String,
+    name: String,
+) -> Result<(), Problem> {
+    snapshots::remove(&*self::env(&state, &env)?, &name).await
+}
+
+/// The snapshots a rollback of `service` with its data would restore.
+#[tauri::command]
+pub async fn rollback_snapshots(
+    state: State<'_, AppState>,
+    env: String,
+    service: String,
+) -> Result<Vec<changeover_core::snapshot::Snapshot>, Problem> {
+    snapshots::rollback_snapshots(&*self::env(&state, &env)?, &service)
+        .await
+        .map(|plan| plan.into_iter().map(|(_, s)| s).collect())
+}
+
+/// Rolls `service` back, then restores the data its volumes held before
+/// the deploy being undone.
+#[tauri::command]
+pub async fn rollback_with_data(
+    state: State<'_, AppState>,
+    env: String,
+    service: String,
+    on_event: Channel<RolloutEvent>,
+) -> Result<RolloutOutcome, Problem> {
+    snapshots::rollback_with_data(&*self::env(&state, &env)?, &service, sink(on_event))
+        .await
+        .map(|(outcome, _)| outcome)
+}
+
+/// Progress of a copy, at most five times a second, and always the last.
+fn throttled(channel: Channel<Copied>) -> impl FnMut(&Copied) + Send {
+    let mut last: Option<std::time::Instant> = None;
+    move |c: &Copied| {
+        if c.done || last.is_none_or(|t| t.elapsed() >= std::time::Duration::from_millis(200)) {
+            last = Some(std::time::Instant::now());
+            let _ = channel.send(c.clone());
+        }
     }
 }

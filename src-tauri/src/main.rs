@@ -80,6 +80,19 @@ fn main() {
             commands::volume_size,
             commands::volume_download,
             commands::volume_put,
+            commands::volume_snapshots,
+            commands::volume_sizes,
+            commands::volume_search,
+            commands::volume_export,
+            commands::volume_snapshot,
+            commands::volume_clone,
+            commands::volume_diff,
+            commands::volume_text_diff,
+            commands::volume_restore_stops,
+            commands::volume_restore,
+            commands::volume_remove,
+            commands::rollback_snapshots,
+            commands::rollback_with_data,
             commands::save_text_file
         ])
         .setup(move |app| {

@@ -555,7 +555,12 @@ pub struct TestVolume {
 }
 
 impl TestVolume {
+    /// A volume filled by `script` run in the fixture image (built here on
+    /// the default daemon; a private daemon is given it by the test).
     pub fn new(host: Option<&str>, prefix: &str, script: &str) -> Self {
+        if host.is_none() {
+            fixture_image();
+        }
         let name = unique(prefix);
         docker_at(
             host,

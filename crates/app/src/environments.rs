@@ -83,6 +83,8 @@ pub struct Environment {
     /// Turning this true stops the environment's background work.
     pub(crate) stop: tokio::sync::watch::Sender<bool>,
     pub(crate) follow: crate::follow::Subscriptions,
+    /// The volumes' sizes as the daemon last measured them (slow to ask).
+    pub(crate) sizes: tokio::sync::Mutex<Option<changeover_core::volume::VolumeSizes>>,
 }
 
 /// Held while a rollout runs on an environment.
@@ -103,6 +105,7 @@ impl Environment {
             docker: Default::default(),
             edge: Default::default(),
             rollouts: AtomicUsize::new(0),
+            sizes: Default::default(),
             stop: tokio::sync::watch::channel(false).0,
             follow: Default::default(),
         }

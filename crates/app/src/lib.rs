@@ -35,6 +35,7 @@ pub mod settings;
 pub mod snapshots;
 pub mod traffic;
 pub mod volumes;
+mod zip_tar;
 
 pub use environments::{ConnectionTest, Environment, Environments, NewEnvironment};
 pub use events::{AppEvent, AppSink, ServicesUpdate, TrafficUpdate};

@@ -29,26 +29,77 @@ use ts_rs::TS;
 use crate::environments::Environment;
 use crate::services::now_ms;
 
+/// Runs `work` — a copy out of `volume` — with the running containers that
+/// write to it paused when `pause` (a consistent copy: nothing is written
+/// halfway through it), and lets them go on after, whatever happened.
+/// Without `pause` they keep running and the copy is of a volume in use.
+pub async fn paused<T>(
+    docker: &Docker,
+    volume: &str,
+    pause: bool,
+    work: impl Future<Output = Result<T, Problem>>,
+) -> Result<T, Problem> {
+    if !pause {
+        return work.await;
+    }
+    let writers: Vec<String> = dv::users(docker, volume)
+        .await?
+        .into_iter()
+        .filter(|u| u.running && !u.read_only)
+        .map(|u| u.container)
+        .collect();
+    let mut frozen = Vec::new();
+    let mut result = Ok(());
+    for c in &writers {
+        match dv::pause_container(docker, c).await {
+            Ok(()) => frozen.push(c.clone()),
+            Err(p) => {
+                result = Err(p);
+                break;
+            }
+        }
+    }
+    let out = match result {
+        Ok(()) => work.await,
+        Err(p) => Err(p),
+    };
+    let mut resumed = Ok(());
+    for c in &frozen {
+        if let Err(p) = dv::unpause_container(docker, c).await {
+            resumed = Err(p);
+        }
+    }
+    let out = out?;
+    resumed.map(|()| out)
+}
+
 /// Takes a snapshot of `volume` by hand; the containers that use it keep
-/// running.
+/// running, or with `pause` are paused for the copy.
 pub async fn snapshot(
     env: &Environment,
     volume: &str,
     note: &str,
+    pause: bool,
     progress: impl FnMut(&Copied),
 ) -> Result<(Snapshot, Copied), Problem> {
     let meta = SnapshotMeta {
         note: check_note(note)?,
         ..Default::default()
     };
-    refuse_snapshot_of_snapshot(&env.docker().await?, volume).await?;
-    dv::snapshot(
-        &env.docker().await?,
+    let docker = env.docker().await?;
+    refuse_snapshot_of_snapshot(&docker, volume).await?;
+    paused(
+        &docker,
         volume,
-        SnapshotReason::Manual,
-        &meta,
-        now_ms(),
-        progress,
+        pause,
+        dv::snapshot(
+            &docker,
+            volume,
+            SnapshotReason::Manual,
+            &meta,
+            now_ms(),
+            progress,
+        ),
     )
     .await
 }
@@ -74,11 +125,13 @@ pub async fn snapshots(env: &Environment, volume: &str) -> Result<Vec<Snapshot>,
     dv::snapshots_of(&docker, volume).await
 }
 
-/// Copies `volume` into the new volume `new` (which must not exist).
+/// Copies `volume` into the new volume `new` (which must not exist), with
+/// its writers paused for the copy when `pause`.
 pub async fn clone(
     env: &Environment,
     volume: &str,
     new: &str,
+    pause: bool,
     progress: impl FnMut(&Copied),
 ) -> Result<Copied, Problem> {
     check_volume_name(new)?;
@@ -90,7 +143,13 @@ pub async fn clone(
         vec![("dev.changeover.cloned-from".into(), volume.into())],
     )
     .await?;
-    let copied = dv::copy_into(&docker, volume, new, false, progress).await;
+    let copied = paused(
+        &docker,
+        volume,
+        pause,
+        dv::copy_into(&docker, volume, new, false, progress),
+    )
+    .await;
     if copied.is_err() {
         dv::remove_created_volume(&docker, new).await;
     }

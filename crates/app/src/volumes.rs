@@ -5,8 +5,9 @@
 use base64::Engine;
 use changeover_core::inventory::Volume;
 use changeover_core::volume::{
-    preview_kind, unescape, FilePreview, Listing, ReadHead, SizeWalk, VolumeDetail, VolumePath,
-    VolumeUse, DEFAULT_PAGE, MAX_PAGE, PREVIEW_BYTES,
+    check_search_text, preview_kind, unescape, FilePreview, Listing, ReadHead, Search, SizeWalk,
+    VolumeDetail, VolumePath, VolumeSizes, VolumeUse, DEFAULT_PAGE, DEFAULT_SEARCH, MAX_PAGE,
+    MAX_SEARCH, PREVIEW_BYTES,
 };
 use changeover_core::{Problem, ProblemCode};
 use changeover_docker::runtime::volume_name;
@@ -58,6 +59,59 @@ async fn lineage(env: &Environment, name: &str) -> Result<Vec<VolumeUse>, Proble
     }
     out.sort_by_key(|u| (u.deployed_ms, u.release));
     Ok(out)
+}
+
+/// The entries under the folder `path` of `volume` whose names hold
+/// `text` (ASCII case ignored), nearest first, at most `limit` of them.
+pub async fn search(
+    env: &Environment,
+    volume: &str,
+    path: &str,
+    text: &str,
+    limit: Option<u32>,
+) -> Result<Search, Problem> {
+    let path = VolumePath::parse(path)?;
+    let text = check_search_text(text)?;
+    let limit = limit.unwrap_or(DEFAULT_SEARCH);
+    if limit == 0 || limit > MAX_SEARCH {
+        return Err(Problem::new(
+            ProblemCode::InvalidInput,
+            format!("a search lists 1 to {MAX_SEARCH} matches, not {limit}"),
+        ));
+    }
+    let args = [
+        "find".to_string(),
+        path.to_hex(),
+        text.to_string(),
+        "--limit".to_string(),
+        limit.to_string(),
+    ];
+    let docker = env.docker().await?;
+    let out = dv::ask(&docker, volume, &args, dv::MAX_ANSWER).await?;
+    serde_json::from_slice(&out)
+        .map_err(|e| helper_problem(format!("the helper's search answer does not read: {e}")))
+}
+
+/// How long measured sizes are answered again without asking the daemon.
+const SIZES_FRESH_MS: i64 = 5 * 60 * 1000;
+
+/// What each volume takes on disk, from the daemon's disk-usage API:
+/// measured once and answered from the cache for a few minutes, unless
+/// `fresh` asks again. One measurement runs at a time per environment
+/// (others wait for its answer).
+pub async fn sizes(env: &Environment, fresh: bool) -> Result<VolumeSizes, Problem> {
+    let mut cached = env.sizes.lock().await;
+    if let Some(c) = cached.as_ref() {
+        if !fresh && crate::services::now_ms() - c.measured_ms < SIZES_FRESH_MS {
+            return Ok(c.clone());
+        }
+    }
+    let measured = VolumeSizes {
+        sizes: dv::volume_sizes(&env.docker().await?).await?,
+        measured_ms: crate::services::now_ms(),
+    };
+    *cached = Some(measured.clone());
+    Ok(measured)
 }
 
 /// Every volume, from the live inventory.
@@ -408,19 +462,88 @@ async fn unpack_stream(
         .map_err(|e| helper_problem(format!("the helper's summary does not read: {e}")))
 }
 
-async fn open_archive(file: &std::path::Path) -> Result<(dv::Input, u64), Problem> {
+/// An archive on its way to the helper: a tar (gzipped or not) as it is
+/// in the file, or a `.zip` turned into a tar on a thread of its own.
+struct Archive {
+    input: dv::Input,
+    /// The file's length, which bounds what it may unpack to.
+    len: u64,
+    /// The zip's conversion, whose error says more than the helper's
+    /// "the tar ended early".
+    converter: Option<tokio::task::JoinHandle<Result<(), String>>>,
+}
+
+async fn open_archive(file: &std::path::Path) -> Result<Archive, Problem> {
     let cannot = |e: std::io::Error| {
         Problem::new(
             ProblemCode::InvalidArchive,
             format!("cannot read {}: {e}", file.display()),
         )
     };
-    let f = tokio::fs::File::open(file).await.map_err(cannot)?;
-    let len = f.metadata().await.map_err(cannot)?.len();
-    Ok((Box::pin(f), len))
+    let mut f = std::fs::File::open(file).map_err(cannot)?;
+    let len = f.metadata().map_err(cannot)?.len();
+    let mut head = [0u8; 4];
+    let n = std::io::Read::read(&mut f, &mut head).map_err(cannot)?;
+    std::io::Seek::rewind(&mut f).map_err(cannot)?;
+    if !crate::zip_tar::is_zip(&head[..n]) {
+        return Ok(Archive {
+            input: Box::pin(tokio::fs::File::from_std(f)),
+            len,
+            converter: None,
+        });
+    }
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair()
+        .map_err(|e| helper_problem(format!("cannot read the .zip: {e}")))?;
+    let bound = unpack_bound(len);
+    let converter = tokio::task::spawn_blocking(move || {
+        crate::zip_tar::zip_to_tar(
+            std::io::BufReader::new(f),
+            std::io::BufWriter::new(theirs),
+            bound,
+        )
+    });
+    ours.set_nonblocking(true)
+        .map_err(|e| helper_problem(format!("cannot read the .zip: {e}")))?;
+    let input: dv::Input = Box::pin(
+        tokio::net::UnixStream::from_std(ours)
+            .map_err(|e| helper_problem(format!("cannot read the .zip: {e}")))?,
+    );
+    Ok(Archive {
+        input,
+        len,
+        converter: Some(converter),
+    })
 }
 
-/// Imports a `.tar` or `.tar.gz` file into `volume`, created when it does
+/// Unpacks `archive` into the folder `path` of `volume`.
+async fn unpack_archive(
+    env: &Environment,
+    volume: &str,
+    path: &VolumePath,
+    archive: Archive,
+    into: Into,
+) -> Result<Unpacked, Problem> {
+    let result = unpack_stream(
+        env,
+        volume,
+        path,
+        archive.input,
+        unpack_bound(archive.len),
+        into,
+    )
+    .await;
+    if let Some(converter) = archive.converter {
+        let converted = converter
+            .await
+            .map_err(|e| helper_problem(format!("reading the .zip stopped: {e}")))?;
+        if let Err(message) = converted {
+            return Err(Problem::new(ProblemCode::InvalidArchive, message));
+        }
+    }
+    result
+}
+
+/// Imports a `.tar`, `.tar.gz` or `.zip` file into `volume`, created when it does
 /// not exist; a volume that holds anything only with `replace`.
 pub async fn import(
     env: &Environment,
@@ -428,19 +551,11 @@ pub async fn import(
     volume: &str,
     replace: bool,
 ) -> Result<Unpacked, Problem> {
-    let (input, len) = open_archive(file).await?;
+    let archive = open_archive(file).await?;
     let docker = env.docker().await?;
     let created = dv::ensure_volume(&docker, volume).await?;
     let into = if replace { Into::Replace } else { Into::Empty };
-    let result = unpack_stream(
-        env,
-        volume,
-        &VolumePath::root(),
-        input,
-        unpack_bound(len),
-        into,
-    )
-    .await;
+    let result = unpack_archive(env, volume, &VolumePath::root(), archive, into).await;
     if result.is_err() && created {
         dv::remove_created_volume(&docker, volume).await;
     }
@@ -462,6 +577,7 @@ pub async fn export(
     volume: &str,
     dest: &std::path::Path,
     replace: bool,
+    pause: bool,
     progress: impl FnMut(u64),
 ) -> Result<std::path::PathBuf, Problem> {
     if !is_tar_gz(dest) {
@@ -473,7 +589,13 @@ pub async fn export(
             ),
         ));
     }
-    download(env, volume, "/", dest, replace, progress).await
+    crate::snapshots::paused(
+        &env.docker().await?,
+        volume,
+        pause,
+        download(env, volume, "/", dest, replace, progress),
+    )
+    .await
 }
 
 /// Puts the local `source` into the folder `path` of `volume`: a file or
@@ -489,8 +611,8 @@ pub async fn put(
 ) -> Result<Unpacked, Problem> {
     let folder = VolumePath::parse(path)?;
     if unpack {
-        let (input, len) = open_archive(source).await?;
-        return unpack_stream(env, volume, &folder, input, unpack_bound(len), Into::Merge).await;
+        let archive = open_archive(source).await?;
+        return unpack_archive(env, volume, &folder, archive, Into::Merge).await;
     }
     let meta = std::fs::symlink_metadata(source).map_err(|e| {
         Problem::new(

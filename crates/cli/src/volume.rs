@@ -16,7 +16,14 @@ use crate::print_json;
 #[derive(clap::Subcommand)]
 pub enum VolumeCommand {
     /// Every volume of the environment.
-    Ls(crate::ListArgs),
+    Ls {
+        #[arg(long)]
+        json: bool,
+        /// Also what each takes on disk, from the daemon's disk-usage API
+        /// (it walks every volume: slow on a big host).
+        #[arg(long)]
+        size: bool,
+    },
     /// A volume: driver, labels, the containers that use it now and the
     /// releases that mounted it.
     Inspect {
@@ -38,6 +45,19 @@ pub enum VolumeCommand {
         #[arg(long, value_name = "NAME")]
         after: Option<String>,
     },
+    /// Entries under a folder (default: the whole volume) whose names hold
+    /// TEXT, ASCII case ignored; nearest first.
+    Find {
+        volume: String,
+        text: String,
+        #[arg(long, default_value = "/")]
+        path: String,
+        #[arg(long)]
+        json: bool,
+        /// At most this many matches (1 to 10000; default 1000).
+        #[arg(long, value_name = "N")]
+        limit: Option<u32>,
+    },
     /// A file's bytes, to stdout.
     Cat {
         volume: String,
@@ -58,7 +78,7 @@ pub enum VolumeCommand {
         force: bool,
     },
     /// Upload a file or folder into the folder PATH (same names replaced),
-    /// or with --unpack a .tar / .tar.gz's content.
+    /// or with --unpack the content of a .tar, .tar.gz or .zip.
     Put {
         volume: String,
         path: String,
@@ -73,8 +93,12 @@ pub enum VolumeCommand {
         output: std::path::PathBuf,
         #[arg(long)]
         force: bool,
+        /// Pause the containers that write to it while copying, for a
+        /// consistent copy (by default they keep running).
+        #[arg(long)]
+        pause: bool,
     },
-    /// A .tar or .tar.gz into a new or empty volume (created when missing).
+    /// A .tar, .tar.gz or .zip into a new or empty volume (created when missing).
     Import {
         file: std::path::PathBuf,
         volume: String,
@@ -92,13 +116,24 @@ pub enum VolumeCommand {
     },
     /// A copy of the volume into the new volume NEW (its containers keep
     /// running).
-    Clone { volume: String, new: String },
+    Clone {
+        volume: String,
+        new: String,
+        /// Pause the containers that write to it while copying, for a
+        /// consistent copy (by default they keep running).
+        #[arg(long)]
+        pause: bool,
+    },
     /// A snapshot of the volume: a new volume holding a copy of it, named
     /// after it and the time (its containers keep running).
     Snapshot {
         volume: String,
         #[arg(long, value_name = "TEXT", default_value = "")]
         note: String,
+        /// Pause the containers that write to it while copying, for a
+        /// consistent copy (by default they keep running).
+        #[arg(long)]
+        pause: bool,
     },
     /// The snapshots of a volume, newest first.
     Snapshots {
@@ -182,21 +217,36 @@ fn time_of(ms: i64) -> String {
         .to_string()
 }
 
+/// What the containers that use the volume did while it was copied.
+fn while_copying(pause: bool) -> &'static str {
+    if pause {
+        "(its containers were paused while copying)"
+    } else {
+        "(its containers kept running; --pause for a consistent copy)"
+    }
+}
+
 async fn run_snapshots(env: &Environment, command: VolumeCommand) -> Result<(), Problem> {
     match command {
-        VolumeCommand::Clone { volume, new } => {
-            let c = snapshots::clone(env, &volume, &new, |_| {}).await?;
+        VolumeCommand::Clone { volume, new, pause } => {
+            let c = snapshots::clone(env, &volume, &new, pause, |_| {}).await?;
             eprintln!(
-                "cloned {volume} into {new}: {} (its containers kept running)",
-                copied_line(&c)
+                "cloned {volume} into {new}: {} {}",
+                copied_line(&c),
+                while_copying(pause)
             );
         }
-        VolumeCommand::Snapshot { volume, note } => {
-            let (s, c) = snapshots::snapshot(env, &volume, &note, |_| {}).await?;
+        VolumeCommand::Snapshot {
+            volume,
+            note,
+            pause,
+        } => {
+            let (s, c) = snapshots::snapshot(env, &volume, &note, pause, |_| {}).await?;
             println!("{}", s.name);
             eprintln!(
-                "snapshot of {volume}: {} (its containers kept running)",
-                copied_line(&c)
+                "snapshot of {volume}: {} {}",
+                copied_line(&c),
+                while_copying(pause)
             );
         }
         VolumeCommand::Snapshots { volume, json } => {
@@ -346,28 +396,75 @@ pub async fn run(env: &Environment, command: VolumeCommand) -> Result<(), Proble
         | VolumeCommand::Diff { .. }
         | VolumeCommand::Restore { .. }
         | VolumeCommand::Rm { .. }) => run_snapshots(env, c).await,
-        VolumeCommand::Ls(args) => {
+        VolumeCommand::Ls { json, size } => {
             let list = volumes::list(env).await?;
-            if args.json {
-                return print_json(&list);
+            let sizes = match size {
+                true => Some(volumes::sizes(env, true).await?.sizes),
+                false => None,
+            };
+            let size_of = |name: &str| sizes.as_ref().and_then(|s| s.get(name).copied().flatten());
+            if json {
+                #[derive(serde::Serialize)]
+                struct Row<'a> {
+                    #[serde(flatten)]
+                    volume: &'a changeover_core::inventory::Volume,
+                    #[serde(skip_serializing_if = "Option::is_none")]
+                    size: Option<Option<u64>>,
+                }
+                let rows: Vec<Row> = list
+                    .iter()
+                    .map(|v| Row {
+                        volume: v,
+                        size: sizes.as_ref().map(|_| size_of(&v.name)),
+                    })
+                    .collect();
+                return print_json(&rows);
             }
-            println!("{:<40} {:<10} CREATED", "NAME", "DRIVER");
-            for v in list {
+            let size_col = |name: &str| match (&sizes, size_of(name)) {
+                (None, _) => String::new(),
+                (Some(_), Some(b)) => format!("{:>10} ", human(b)),
+                (Some(_), None) => format!("{:>10} ", "unknown"),
+            };
+            let head = if sizes.is_some() {
+                format!("{:>10} ", "SIZE")
+            } else {
+                String::new()
+            };
+            println!("{:<40} {:<10} {head}CREATED", "NAME", "DRIVER");
+            for v in &list {
                 println!(
-                    "{:<40} {:<10} {}",
+                    "{:<40} {:<10} {}{}",
                     v.name,
                     v.driver,
-                    v.created_at.unwrap_or_default()
+                    size_col(&v.name),
+                    v.created_at.clone().unwrap_or_default()
                 );
             }
             Ok(())
         }
         VolumeCommand::Inspect { volume, json } => {
             let d = volumes::inspect(env, &volume).await?;
+            let size = volumes::sizes(env, true)
+                .await?
+                .sizes
+                .get(&volume)
+                .copied()
+                .flatten();
             if json {
-                return print_json(&d);
+                #[derive(serde::Serialize)]
+                struct Inspected {
+                    #[serde(flatten)]
+                    detail: changeover_core::volume::VolumeDetail,
+                    /// Bytes on disk; null when the driver reports none.
+                    size: Option<u64>,
+                }
+                return print_json(&Inspected { detail: d, size });
             }
             println!("{} ({})", d.name, d.driver);
+            match size {
+                Some(b) => println!("size      {} ({b} bytes)", human(b)),
+                None => println!("size      unknown (its driver reports none)"),
+            }
             if let Some(c) = &d.created_at {
                 println!("created   {c}");
             }
@@ -396,6 +493,43 @@ pub async fn run(env: &Environment, command: VolumeCommand) -> Result<(), Proble
                     if l.current { ", current" } else { "" }
                 );
             }
+            Ok(())
+        }
+        VolumeCommand::Find {
+            volume,
+            text,
+            path,
+            json,
+            limit,
+        } => {
+            let found = volumes::search(env, &volume, &path, &text, limit).await?;
+            if json {
+                return print_json(&found);
+            }
+            for f in &found.matches {
+                let dir = if f.dir == "/" { "" } else { f.dir.as_str() };
+                let slash = if f.entry.kind == EntryKind::Dir {
+                    "/"
+                } else {
+                    ""
+                };
+                println!("{dir}/{}{slash}", f.entry.name);
+            }
+            eprintln!(
+                "{} found among {} entries{}{}",
+                found.matches.len(),
+                found.searched,
+                if found.truncated {
+                    "; there are more (--limit)"
+                } else {
+                    ""
+                },
+                if found.unreadable > 0 {
+                    format!("; {} folders could not be read", found.unreadable)
+                } else {
+                    String::new()
+                }
+            );
             Ok(())
         }
         VolumeCommand::Files {
@@ -458,13 +592,16 @@ pub async fn run(env: &Environment, command: VolumeCommand) -> Result<(), Proble
             volume,
             output,
             force,
+            pause,
         } => {
             let mut shown = Progress::new();
-            let written = volumes::export(env, &volume, &output, force, |n| shown.bytes(n)).await?;
+            let written =
+                volumes::export(env, &volume, &output, force, pause, |n| shown.bytes(n)).await?;
             shown.done();
             eprintln!(
-                "exported {volume} to {} (its containers kept running)",
-                written.display()
+                "exported {volume} to {} {}",
+                written.display(),
+                while_copying(pause)
             );
             Ok(())
         }

@@ -270,6 +270,80 @@ pub struct ReadHead {
     pub length: u64,
 }
 
+/// The most matches one search lists (it goes on counting what it saw).
+pub const MAX_SEARCH: u32 = 10_000;
+/// Matches a search lists unless told otherwise.
+pub const DEFAULT_SEARCH: u32 = 1_000;
+/// The longest text searched for, in bytes.
+pub const MAX_SEARCH_TEXT: usize = 255;
+
+/// One entry whose name matched a search.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+#[ts(export)]
+pub struct Found {
+    /// The folder it is in, escaped, from the volume's root.
+    pub dir: String,
+    pub entry: Entry,
+}
+
+/// What a search by name found under a folder: folders nearer the top
+/// first (it walks breadth first), names sorted within a folder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+#[ts(export)]
+pub struct Search {
+    pub matches: Vec<Found>,
+    /// Entries whose names were looked at.
+    #[ts(type = "number")]
+    pub searched: u64,
+    /// Folders that could not be read.
+    #[ts(type = "number")]
+    pub unreadable: u64,
+    /// More matched than were listed (the walk stopped there).
+    pub truncated: bool,
+}
+
+/// Checks the text of a search: a part of a name, one line, bounded.
+pub fn check_search_text(text: &str) -> Result<&str, Problem> {
+    if text.is_empty() {
+        return Err(Problem::new(
+            ProblemCode::InvalidInput,
+            "search for a part of a name: the text is empty",
+        ));
+    }
+    if text.len() > MAX_SEARCH_TEXT || text.contains(['/', '\0', '\n']) {
+        return Err(Problem::new(
+            ProblemCode::InvalidInput,
+            format!(
+                "search for a part of one name: at most {MAX_SEARCH_TEXT} bytes, without '/', NUL or newlines"
+            ),
+        ));
+    }
+    Ok(text)
+}
+
+/// Whether `name` holds `text`, ignoring ASCII case.
+pub fn name_matches(name: &[u8], text: &[u8]) -> bool {
+    !text.is_empty()
+        && name
+            .windows(text.len())
+            .any(|w| w.eq_ignore_ascii_case(text))
+}
+
+/// What each volume takes on disk, as the daemon's disk-usage API said it
+/// at `measured_ms`. A volume without a size (`None`) has a driver that
+/// reports none: "unknown", not zero.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+#[ts(export)]
+pub struct VolumeSizes {
+    #[ts(type = "Record<string, number | null>")]
+    pub sizes: std::collections::BTreeMap<String, Option<u64>>,
+    #[ts(type = "number")]
+    pub measured_ms: i64,
+}
+
 /// A size walk in progress or done: what it has counted so far.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
 #[serde(rename_all = "camelCase")]
@@ -454,6 +528,21 @@ fn looks_like_text(head: &[u8]) -> bool {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    #[test]
+    fn search_text_is_one_part_of_a_name_and_matches_without_case() {
+        assert!(name_matches(b"Report-2026.CSV", b"report"));
+        assert!(name_matches(b"a.csv", b".CSV"));
+        assert!(!name_matches(b"ab", b"abc"));
+        assert!(name_matches(b"caf\xc3\xa9", "\u{e9}".as_bytes()));
+        assert!(check_search_text("log").is_ok());
+        for bad in ["", "a/b", "a\nb", "a\0b", &"x".repeat(256)] {
+            assert_eq!(
+                check_search_text(bad).unwrap_err().code,
+                ProblemCode::InvalidInput,
+                "{bad:?}"
+            );
+        }
+    }
 
     #[test]
     fn paths_are_read_as_typed_and_never_climb_out() {

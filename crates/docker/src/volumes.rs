@@ -478,6 +478,81 @@ pub async fn users(
     Ok(out)
 }
 
+/// The most bytes of a disk-usage answer read (thousands of volumes fit).
+const MAX_DF_ANSWER: usize = 64 * 1024 * 1024;
+
+/// What the daemon's disk-usage API (`GET /system/df`) says each volume
+/// takes, by name: `None` for a driver that reports none (`Size: -1`).
+/// The daemon walks every local volume for it, so this is slow on a big
+/// host: ask on demand, never on the way to a list.
+///
+/// bollard reads `/system/df` only in the schema of API 1.52 and later
+/// (volumes under `VolumeUsage.Items`); daemons before that answer them
+/// under `Volumes`, which it drops. bollard has no public raw request, so
+/// the byte stream of an image export is pointed at `/system/df` by a
+/// request modifier on a copy of the client, and its body read as JSON in
+/// either schema. The copy shares the connection (TLS, SSH) of the client.
+pub async fn volume_sizes(
+    docker: &Docker,
+) -> Result<std::collections::BTreeMap<String, Option<u64>>, Problem> {
+    const MARK: &str = "/images/changeover-disk-usage/get";
+    let df = docker.clone().with_request_modifier(|mut req| {
+        let uri = req.uri().clone();
+        if let Some(prefix) = uri.path().strip_suffix(MARK).map(str::to_string) {
+            let mut parts = uri.into_parts();
+            if let Ok(pq) = format!("{prefix}/system/df?type=volume").parse() {
+                parts.path_and_query = Some(pq);
+                if let Ok(new) = hyper::Uri::from_parts(parts) {
+                    *req.uri_mut() = new;
+                }
+            }
+        }
+        req
+    });
+    let mut body = Vec::new();
+    let mut stream = df.export_image("changeover-disk-usage");
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| daemon_problem("reading the volumes' disk usage", &e))?;
+        if body.len() + chunk.len() > MAX_DF_ANSWER {
+            return Err(Problem::new(
+                ProblemCode::DaemonError,
+                format!("the daemon's disk-usage answer is larger than {MAX_DF_ANSWER} bytes"),
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    parse_volume_sizes(&body)
+}
+
+/// The volumes' sizes in a `/system/df` answer of any API version.
+fn parse_volume_sizes(
+    body: &[u8],
+) -> Result<std::collections::BTreeMap<String, Option<u64>>, Problem> {
+    let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+        Problem::new(
+            ProblemCode::DaemonError,
+            format!("the daemon's disk-usage answer is not JSON: {e}"),
+        )
+    })?;
+    let items = v
+        .get("Volumes")
+        .filter(|l| l.is_array())
+        .or_else(|| v.get("VolumeUsage").and_then(|u| u.get("Items")));
+    let mut out = std::collections::BTreeMap::new();
+    for item in items.and_then(|l| l.as_array()).into_iter().flatten() {
+        let Some(name) = item.get("Name").and_then(|n| n.as_str()) else {
+            continue;
+        };
+        let size = item
+            .get("UsageData")
+            .and_then(|u| u.get("Size"))
+            .and_then(|s| s.as_i64())
+            .and_then(|s| u64::try_from(s).ok());
+        out.insert(name.to_string(), size);
+    }
+    Ok(out)
+}
+
 /// What the daemon says of `name`.
 pub async fn inspect(
     docker: &Docker,
@@ -788,6 +863,23 @@ pub async fn stop_container(docker: &Docker, name: &str) -> Result<(), Problem> 
     }
 }
 
+/// Pauses a running container (its processes frozen, nothing written)
+/// for a consistent copy; [`unpause_container`] lets it go on.
+pub async fn pause_container(docker: &Docker, name: &str) -> Result<(), Problem> {
+    docker
+        .pause_container(name)
+        .await
+        .map_err(|e| daemon_problem(&format!("pausing {name}"), &e))
+}
+
+/// Lets a container paused by [`pause_container`] go on.
+pub async fn unpause_container(docker: &Docker, name: &str) -> Result<(), Problem> {
+    docker
+        .unpause_container(name)
+        .await
+        .map_err(|e| daemon_problem(&format!("unpausing {name}"), &e))
+}
+
 /// Starts a container stopped by [`stop_container`].
 pub async fn start_container(docker: &Docker, name: &str) -> Result<(), Problem> {
     match docker
@@ -802,5 +894,23 @@ pub async fn start_container(docker: &Docker, name: &str) -> Result<(), Problem>
             status_code: 304, ..
         }) => Ok(()),
         Err(e) => Err(daemon_problem(&format!("starting {name}"), &e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_volume_sizes;
+
+    #[test]
+    fn disk_usage_is_read_in_the_old_and_the_new_schema() {
+        let old = br#"{"LayersSize":1,"Volumes":[{"Name":"a","UsageData":{"Size":42,"RefCount":1}},{"Name":"b","UsageData":{"Size":-1,"RefCount":-1}},{"Name":"c"}]}"#;
+        let sizes = parse_volume_sizes(old).unwrap();
+        assert_eq!(sizes.get("a"), Some(&Some(42)));
+        assert_eq!(sizes.get("b"), Some(&None), "-1: the driver reports none");
+        assert_eq!(sizes.get("c"), Some(&None));
+        let new = br#"{"VolumeUsage":{"TotalCount":1,"Items":[{"Name":"a","UsageData":{"Size":7,"RefCount":0}}]}}"#;
+        assert_eq!(parse_volume_sizes(new).unwrap().get("a"), Some(&Some(7)));
+        assert!(parse_volume_sizes(b"{}").unwrap().is_empty());
+        assert!(parse_volume_sizes(b"<html>").is_err());
     }
 }

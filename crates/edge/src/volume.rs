@@ -20,6 +20,10 @@
 //! - `du PATH`: `SizeWalk` JSON lines, one about every 200 ms while it
 //!   walks and a last one with `done`; links are not followed, other file
 //!   systems not entered, hard links counted once (as `du -s`).
+//! - `find PATH TEXT [--limit N]`: one JSON `Search` line: the entries
+//!   under the folder whose names hold TEXT (ASCII case ignored), breadth
+//!   first, names sorted within a folder, up to N; links are not followed,
+//!   other file systems not entered.
 //! - `tar PATH [--gzip]`: a tar of the folder's entries (names relative to
 //!   it; links as links) or of one file, to stdout.
 //! - `untar PATH --max-bytes N [--mode empty|replace|merge]` (read-write
@@ -91,6 +95,13 @@ pub enum Op {
     },
     /// The size of a folder, streamed.
     Du { path: String },
+    /// Entries under a folder whose names hold a text.
+    Find {
+        path: String,
+        text: String,
+        #[arg(long, default_value_t = changeover_core::volume::DEFAULT_SEARCH)]
+        limit: u32,
+    },
     /// A tar of a folder's content (or of one file) to stdout.
     Tar {
         path: String,
@@ -135,6 +146,7 @@ pub fn run(op: Op) -> ExitCode {
             length,
         } => read(&root, &path, offset, length),
         Op::Du { path } => du(&root, &path),
+        Op::Find { path, text, limit } => find(&root, &path, &text, limit),
         Op::Tar { path, gzip } => pack(&root, &path, gzip),
         Op::Untar {
             path,
@@ -435,6 +447,58 @@ fn du(root: &Path, hex: &str) -> Result<(), Problem> {
     }
     walk.done = true;
     let _ = writeln!(out, "{}", serde_json::to_string(&walk).unwrap_or_default());
+    Ok(())
+}
+
+fn find(root: &Path, hex: &str, text: &str, limit: u32) -> Result<(), Problem> {
+    let text = changeover_core::volume::check_search_text(text)?.as_bytes();
+    let limit = limit.clamp(1, changeover_core::volume::MAX_SEARCH) as usize;
+    let (path, at) = resolve(root, hex)?;
+    let top = std::fs::symlink_metadata(&at).map_err(|e| missing(&path, &e))?;
+    if !top.is_dir() {
+        return Err(problem(
+            ProblemCode::NoSuchPath,
+            format!("{} is not a folder", path.display()),
+        ));
+    }
+    let mut found = changeover_core::volume::Search {
+        matches: Vec::new(),
+        searched: 0,
+        unreadable: 0,
+        truncated: false,
+    };
+    let mut queue = std::collections::VecDeque::from([(path, at)]);
+    'walk: while let Some((dir, at)) = queue.pop_front() {
+        let Ok(read) = std::fs::read_dir(&at) else {
+            found.unreadable += 1;
+            continue;
+        };
+        let mut names: Vec<Vec<u8>> = read
+            .flatten()
+            .map(|e| e.file_name().as_bytes().to_vec())
+            .collect();
+        names.sort();
+        for name in names {
+            found.searched += 1;
+            if changeover_core::volume::name_matches(&name, text) {
+                if found.matches.len() == limit {
+                    found.truncated = true;
+                    break 'walk;
+                }
+                found.matches.push(changeover_core::volume::Found {
+                    dir: dir.display(),
+                    entry: entry(&dir, &at, &name),
+                });
+            }
+            let full = at.join(OsStr::from_bytes(&name));
+            if let (Ok(meta), Ok(child)) = (std::fs::symlink_metadata(&full), dir.join(&name)) {
+                if meta.is_dir() && meta.dev() == top.dev() {
+                    queue.push_back((child, full));
+                }
+            }
+        }
+    }
+    println!("{}", serde_json::to_string(&found).unwrap_or_default());
     Ok(())
 }
 

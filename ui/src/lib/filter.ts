@@ -38,7 +38,14 @@ export function imageMatches(i: Image, query: string): boolean {
 }
 
 export function volumeMatches(v: Volume, users: string[], query: string): boolean {
-  return matchAll(query, { name: v.name, driver: v.driver, users: users.join(" ") });
+  return matchAll(query, {
+    name: v.name,
+    driver: v.driver,
+    users: users.join(" "),
+    labels: Object.entries(v.labels)
+      .map(([k, val]) => `${k}=${val}`)
+      .join(" "),
+  });
 }
 
 export function networkMatches(n: Network, query: string): boolean {

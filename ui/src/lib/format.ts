@@ -11,6 +11,18 @@ export function bytes(n: number): string {
   return unit === 0 ? `${value} B` : `${value.toFixed(1)} ${units[unit]}`;
 }
 
+/** Sizes of files and volumes, in powers of 1024 as `du -h` and file managers show them. */
+export function binaryBytes(n: number): string {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let v = n;
+  let u = 0;
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  return u === 0 ? `${n} B` : `${v.toFixed(1)} ${units[u]}`;
+}
+
 /** `3 minutes ago`; pass the window's clock (`store.now`) so it re-renders. */
 export function ago(unixSeconds: number, nowMs: number = Date.now()): string {
   const secs = Math.max(0, nowMs / 1000 - unixSeconds);

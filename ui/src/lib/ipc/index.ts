@@ -26,6 +26,14 @@ import type { Listing } from "./generated/Listing";
 import type { FilePreview } from "./generated/FilePreview";
 import type { SizeWalk } from "./generated/SizeWalk";
 import type { Unpacked } from "./generated/Unpacked";
+import type { Snapshot } from "./generated/Snapshot";
+import type { Copied } from "./generated/Copied";
+import type { VolumeDiff } from "./generated/VolumeDiff";
+import type { TextDiff } from "./generated/TextDiff";
+import type { Restored } from "./generated/Restored";
+import type { VolumeUser } from "./generated/VolumeUser";
+import type { VolumeSizes } from "./generated/VolumeSizes";
+import type { Search } from "./generated/Search";
 
 export type { Candidate } from "./generated/Candidate";
 export type { VolumeDetail } from "./generated/VolumeDetail";
@@ -34,6 +42,17 @@ export type { Entry } from "./generated/Entry";
 export type { FilePreview } from "./generated/FilePreview";
 export type { SizeWalk } from "./generated/SizeWalk";
 export type { Unpacked } from "./generated/Unpacked";
+export type { Snapshot } from "./generated/Snapshot";
+export type { Copied } from "./generated/Copied";
+export type { VolumeDiff } from "./generated/VolumeDiff";
+export type { EntryChange } from "./generated/EntryChange";
+export type { TextDiff } from "./generated/TextDiff";
+export type { DiffLine } from "./generated/DiffLine";
+export type { Restored } from "./generated/Restored";
+export type { VolumeUser } from "./generated/VolumeUser";
+export type { VolumeSizes } from "./generated/VolumeSizes";
+export type { Search } from "./generated/Search";
+export type { Found } from "./generated/Found";
 export type { Strategy } from "./generated/Strategy";
 export type { ConnectionState } from "./generated/ConnectionState";
 export type { Container } from "./generated/Container";
@@ -382,4 +401,86 @@ export function volumeDownload(
 /** Uploads a local file or folder into the folder `path` (with `unpack`, an archive's content). */
 export function volumePut(env: string, name: string, path: string, source: string, unpack: boolean): Promise<Unpacked> {
   return call("volume_put", { env, name, path, source, unpack });
+}
+
+/** Entries under the folder `path` whose names hold `text` (case ignored), nearest first. */
+export function volumeSearch(env: string, name: string, path: string, text: string): Promise<Search> {
+  return call("volume_search", { env, name, path, text });
+}
+
+/** What each volume takes on disk (the daemon's disk-usage API; cached unless `fresh`). */
+export function volumeSizes(env: string, fresh: boolean): Promise<VolumeSizes> {
+  return call("volume_sizes", { env, fresh });
+}
+
+/** Exports the whole volume to `dest` (.tar.gz), pausing its writers while copying when `pause`. */
+export function volumeExport(
+  env: string,
+  name: string,
+  dest: string,
+  replace: boolean,
+  pause: boolean,
+  onProgress: (bytes: number) => void,
+): Promise<string> {
+  const c = new Channel<number>();
+  c.onmessage = onProgress;
+  return call("volume_export", { env, name, dest, replace, pause, onProgress: c });
+}
+
+// ---- snapshots ----
+
+function copyChannel(onProgress: (c: Copied) => void): Channel<Copied> {
+  const c = new Channel<Copied>();
+  c.onmessage = onProgress;
+  return c;
+}
+
+/** The snapshots of a volume, newest first. */
+export function volumeSnapshots(env: string, name: string): Promise<Snapshot[]> {
+  return call("volume_snapshots", { env, name });
+}
+
+/** Takes a snapshot by hand, with an optional one-line note. */
+export function volumeSnapshot(env: string, name: string, note: string, pause: boolean, onProgress: (c: Copied) => void): Promise<Snapshot> {
+  return call("volume_snapshot", { env, name, note, pause, onProgress: copyChannel(onProgress) });
+}
+
+/** Copies a volume into the new volume `newName`. */
+export function volumeClone(env: string, name: string, newName: string, pause: boolean, onProgress: (c: Copied) => void): Promise<Copied> {
+  return call("volume_clone", { env, name, new: newName, pause, onProgress: copyChannel(onProgress) });
+}
+
+/** What changed from `snapshot` to `later` (another snapshot), or to the live volume when null. */
+export function volumeDiff(env: string, name: string, snapshot: string, later: string | null): Promise<VolumeDiff> {
+  return call("volume_diff", { env, name, snapshot, later });
+}
+
+/** The changed lines of the text file `path` from volume `before` to `after`. */
+export function volumeTextDiff(env: string, before: string, after: string, path: string): Promise<TextDiff> {
+  return call("volume_text_diff", { env, before, after, path });
+}
+
+/** The running containers a restore of the volume stops (for the confirmation). */
+export function volumeRestoreStops(env: string, name: string): Promise<VolumeUser[]> {
+  return call("volume_restore_stops", { env, name });
+}
+
+/** Puts `snapshot` back into the volume; its current content is snapshotted first. */
+export function volumeRestore(env: string, name: string, snapshot: string, onProgress: (c: Copied) => void): Promise<Restored> {
+  return call("volume_restore", { env, name, snapshot, onProgress: copyChannel(onProgress) });
+}
+
+/** Removes a volume or a snapshot (never one a container mounts). */
+export function volumeRemove(env: string, name: string): Promise<void> {
+  return call("volume_remove", { env, name });
+}
+
+/** The snapshots a rollback of STACK/SERVICE with its data would restore. */
+export function rollbackSnapshots(env: string, service: string): Promise<Snapshot[]> {
+  return call("rollback_snapshots", { env, service });
+}
+
+/** Rolls STACK/SERVICE back, then restores the data from before the deploy being undone. */
+export function rollbackWithData(env: string, service: string, onEvent: (e: RolloutEvent) => void): Promise<RolloutOutcome> {
+  return call("rollback_with_data", { env, service, onEvent: channel(onEvent) });
 }
