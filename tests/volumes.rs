@@ -276,6 +276,68 @@ fn a_second_daemon_over_its_own_socket_is_browsed_the_same() {
         "the same volume on the default daemon",
     );
     assert!(err.contains("no volume"), "{err}");
+
+    // Snapshot, diff and restore there too, the copies made by a helper on
+    // that daemon: nothing of it is on the default one.
+    let snap = ok(
+        &changeover(&["volume", "snapshot", &vol.name, "--note", "far"], &env),
+        "snapshot on the second daemon",
+    )
+    .trim()
+    .to_string();
+    docker_at(
+        Some(&host),
+        &[
+            "run",
+            "--rm",
+            "-v",
+            &format!("{}:/v", vol.name),
+            changeover_tests::FIXTURE_IMAGE,
+            "sh",
+            "-c",
+            "printf 'changed\\n' > /v/there.txt && : > /v/added",
+        ],
+    );
+    let d: Value = serde_json::from_str(&ok(
+        &changeover(&["volume", "diff", &vol.name, &snap, "--json"], &env),
+        "diff on the second daemon",
+    ))
+    .unwrap();
+    assert_eq!(d["counts"]["added"], 1, "{d}");
+    assert_eq!(d["counts"]["changed"], 1, "{d}");
+    ok(
+        &changeover(&["volume", "restore", &vol.name, &snap, "--yes"], &env),
+        "restore on the second daemon",
+    );
+    assert_eq!(
+        ok(
+            &changeover(&["volume", "cat", &vol.name, "there.txt"], &env),
+            "cat after the restore"
+        ),
+        "far away\n"
+    );
+    let here = docker(&[
+        "volume",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("name={}", vol.name),
+    ]);
+    assert!(here.is_empty(), "nothing on the default daemon: {here}");
+    for s in docker_at(
+        Some(&host),
+        &[
+            "volume",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("name={}.snapshot-", vol.name),
+        ],
+    )
+    .lines()
+    {
+        docker_at(Some(&host), &["volume", "rm", s]);
+    }
     drop(vol);
     drop(daemon);
 }
