@@ -1186,3 +1186,144 @@ fn names_are_found_under_a_folder() {
         assert!(err.contains(says), "{args:?} says {says:?}: {err}");
     }
 }
+
+/// A 5 GiB file is previewed cut (the first MiB, said so), never loaded;
+/// `cat` without `--bytes` stops at its bound and says so.
+#[test]
+fn a_huge_file_is_previewed_cut() {
+    let vol = TestVolume::new(
+        None,
+        "t-huge",
+        "dd if=/dev/zero of=/v/huge.log bs=1 count=0 seek=5368709120 2>/dev/null && printf 'start of it\\n' | dd of=/v/huge.log conv=notrunc 2>/dev/null",
+    );
+    let env = changeover_tests::default_environment();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let p = rt
+        .block_on(changeover_application::volumes::preview(
+            &env,
+            &vol.name,
+            "/huge.log",
+        ))
+        .unwrap();
+    assert_eq!(p.size, 5 * 1024 * 1024 * 1024);
+    assert!(p.cut, "said to be cut");
+    let shown =
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &p.data).unwrap();
+    assert_eq!(shown.len() as u64, changeover_core::volume::PREVIEW_BYTES);
+    assert!(shown.starts_with(b"start of it\n"));
+    let out = changeover(&["volume", "cat", &vol.name, "/huge.log"], &[]);
+    assert!(out.status.success());
+    assert_eq!(out.stdout.len(), 64 * 1024 * 1024, "cat stops at 64 MiB");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("5368709120"), "says it is cut: {said}");
+}
+
+/// A volume removed while it is browsed (its idle helper removed first, as
+/// `docker rm -f` would): the next question gets a clear answer, and no
+/// helper is started for a volume that is gone.
+#[test]
+fn a_volume_removed_while_it_is_browsed_is_said_to_be_gone() {
+    let vol = TestVolume::new(None, "t-gone", "echo x > /v/x");
+    let v = vol.name.clone();
+    assert_eq!(names(&files(&[], &v, "/", &[])), ["x"]);
+    for h in vol.helpers() {
+        docker(&["rm", "-f", &h]);
+    }
+    docker(&["volume", "rm", &v]);
+    let err = refused(
+        &changeover(&["volume", "files", &v, "/"], &[]),
+        "files of a removed volume",
+    );
+    assert!(err.contains(&format!("no volume \"{v}\"")), "{err}");
+    assert!(
+        vol.helpers().is_empty(),
+        "no helper for a volume that is gone"
+    );
+}
+
+/// The daemon going away in the middle of a download: a clear error, no
+/// file (not even a partial one) where it was going, and once the daemon
+/// is back no helper is left.
+#[test]
+fn the_daemon_going_away_mid_download_leaves_nothing_behind() {
+    let mut daemon = PrivateDaemon::start();
+    let host = daemon.host();
+    let vol = TestVolume::new(
+        Some(&host),
+        "t-vol-away",
+        "dd if=/dev/urandom of=/v/noise bs=1048576 count=400 2>/dev/null",
+    );
+    let here = tempfile::tempdir().unwrap();
+    let dest = here.path().join("noise.tar.gz");
+    let get = changeover_tests::changeover_cmd(
+        &[
+            "volume",
+            "get",
+            &vol.name,
+            "/",
+            "-o",
+            dest.to_str().unwrap(),
+        ],
+        &[("DOCKER_HOST", host.as_str())],
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    // Under way: megabytes written aside, nothing at the destination yet.
+    let started = changeover_tests::wait_for(std::time::Duration::from_secs(60), || {
+        let written: u64 = std::fs::read_dir(here.path())
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| m.len())
+            .sum();
+        (written > 2 << 20).then_some(())
+    });
+    assert!(started.is_some(), "the download started");
+    daemon.stop();
+    let out = get.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "the download fails: {err}");
+    assert!(!err.trim().is_empty() && !err.contains("panicked"), "{err}");
+    assert!(
+        err.contains("daemon closed the connection") || err.contains("nothing listens"),
+        "{err}"
+    );
+    let left: Vec<_> = std::fs::read_dir(here.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "nothing is left where it was going: {left:?}"
+    );
+
+    daemon.resume();
+    // Connecting again sweeps what the helper left.
+    ok(
+        &changeover(
+            &["volume", "files", &vol.name, "/"],
+            &[("DOCKER_HOST", host.as_str())],
+        ),
+        "browse after the daemon is back",
+    );
+    let helpers = docker_at(
+        Some(&host),
+        &[
+            "ps",
+            "-a",
+            "--filter",
+            &format!("label=dev.changeover.helper=volume:{}", vol.name),
+            "--format",
+            "{{.Names}} {{.Status}}",
+        ],
+    );
+    assert!(
+        helpers.lines().all(|l| l.contains(" Up ")) && helpers.lines().count() <= 1,
+        "only the helper of the new question, none from before: {helpers}"
+    );
+    drop(vol);
+    drop(daemon);
+}

@@ -263,6 +263,21 @@ fn plain_reason(chain: &str) -> String {
     if lower.contains("connection refused") {
         return "nothing listens there (connection refused)".into();
     }
+    if lower.contains("no such file or directory") {
+        return "nothing listens there (the daemon's socket is not there: it stopped?)".into();
+    }
+    if [
+        "connection reset",
+        "broken pipe",
+        "connection closed",
+        "unexpected eof",
+        "incomplete message",
+    ]
+    .iter()
+    .any(|w| lower.contains(w))
+    {
+        return "the daemon closed the connection (it stopped or restarted)".into();
+    }
     if lower.contains("dns error") || lower.contains("failed to lookup address") {
         return "the host name does not resolve".into();
     }
@@ -285,8 +300,36 @@ fn plain_reason(chain: &str) -> String {
 
 /// A daemon error as a [`Problem`].
 pub fn daemon_problem(context: &str, e: &bollard::errors::Error) -> Problem {
-    Problem::new(
-        ProblemCode::DaemonError,
-        format!("{context}: {}", describe(e)),
-    )
+    // An answer is the daemon's error; anything else (no socket, a closed
+    // connection, a timeout) means it could not be reached, or went away.
+    let code = match e {
+        bollard::errors::Error::DockerResponseServerError { .. }
+        | bollard::errors::Error::JsonDataError { .. }
+        | bollard::errors::Error::JsonSerdeError { .. } => ProblemCode::DaemonError,
+        _ if is_transport(e) => ProblemCode::DaemonUnreachable,
+        _ => ProblemCode::DaemonError,
+    };
+    Problem::new(code, format!("{context}: {}", describe(e)))
 }
+
+/// Whether `e` is the connection failing rather than the daemon answering.
+fn is_transport(e: &bollard::errors::Error) -> bool {
+    use bollard::errors::Error as E;
+    matches!(
+        e,
+        E::HyperResponseError { .. } | E::IOError { .. } | E::RequestTimeoutError
+    ) || {
+        let chain = changeover_core::problem::error_chain(e).to_lowercase();
+        TRANSPORT_WORDS.iter().any(|w| chain.contains(w))
+    }
+}
+
+const TRANSPORT_WORDS: [&str; 7] = [
+    "connection refused",
+    "connection reset",
+    "broken pipe",
+    "no such file or directory",
+    "connection closed",
+    "unexpected eof",
+    "incomplete message",
+];

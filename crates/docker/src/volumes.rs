@@ -420,12 +420,16 @@ async fn ask_with(
     };
     let (fed, answered) = tokio::join!(feed, read);
     answered?;
-    let code = docker
-        .inspect_exec(&exec)
-        .await
-        .ok()
-        .and_then(|i| i.exit_code)
-        .unwrap_or(-1);
+    let inspected = docker.inspect_exec(&exec).await;
+    if let Err(e) = &inspected {
+        // The answer ended because the daemon went away (stopped, restarted,
+        // the connection lost): say that, not "the helper failed".
+        let p = daemon_problem("the daemon went away during the volume helper's work", e);
+        if p.code == ProblemCode::DaemonUnreachable {
+            return Err(p);
+        }
+    }
+    let code = inspected.ok().and_then(|i| i.exit_code).unwrap_or(-1);
     if code == 0 {
         return fed.map_err(|e| helper_problem(format!("sending to the volume helper: {e}")));
     }
