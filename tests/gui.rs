@@ -1306,7 +1306,60 @@ fn a_volume_is_browsed_in_the_window() {
         "<h1/>"
     );
     gui.click("[data-testid=volume-close]");
+
+    // A long download is stopped midway: nothing is left where it was going.
+    let big = changeover_tests::TestVolume::new(
+        None,
+        "t-browse-big",
+        "dd if=/dev/urandom of=/v/noise bs=1048576 count=300 2>/dev/null",
+    );
+    let big_row = format!("[data-testid=volume-row][data-name=\"{}\"]", big.name);
+    gui.wait_js(
+        &format!("return document.querySelector('{big_row}')"),
+        Duration::from_secs(15),
+        "the big volume is listed",
+    );
+    gui.click(&big_row);
+    gui.wait_js(
+        "return document.querySelector('[data-testid=volume-entry][data-name=noise]')",
+        Duration::from_secs(30),
+        "the big volume opens",
+    );
+    let before: Vec<_> = std::fs::read_dir(here.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    let stopped = here.path().join("big.tar.gz");
+    gui.click("[data-testid=volume-download]");
+    fill(
+        &gui,
+        "[data-testid=volume-download-dest]",
+        stopped.to_str().unwrap(),
+    );
+    gui.click("[data-testid=volume-download-save]");
+    gui.wait_js(
+        "return document.querySelector('[data-testid=volume-transferred]')",
+        Duration::from_secs(30),
+        "the download is under way",
+    );
+    gui.click("[data-testid=volume-transfer-cancel]");
+    let said = gui.wait_js(
+        "const p = document.querySelector('[data-testid=volume-transfer-problem]'); return p && p.textContent",
+        Duration::from_secs(30),
+        "the download stops",
+    );
+    assert!(said.as_str().unwrap().contains("was cancelled"), "{said}");
+    let after: Vec<_> = std::fs::read_dir(here.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(after, before, "no file, not even a partial one, is left");
+    gui.click("[data-testid=volume-transfer-close]");
+    gui.click("[data-testid=volume-close]");
     drop(gui);
+    drop(big);
     drop(user);
     drop(vol);
 }

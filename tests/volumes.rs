@@ -1327,3 +1327,73 @@ fn the_daemon_going_away_mid_download_leaves_nothing_behind() {
     drop(vol);
     drop(daemon);
 }
+
+/// Ctrl-C in the middle of a download or of an export that paused the
+/// container writing to the volume: stopped with a clear word, no file
+/// left, and the container running again (not left paused).
+#[test]
+fn ctrl_c_stops_a_transfer_and_leaves_nothing_paused_or_partial() {
+    let vol = TestVolume::new(
+        None,
+        "t-ctrl-c",
+        "dd if=/dev/urandom of=/v/noise bs=1048576 count=300 2>/dev/null",
+    );
+    let user = changeover_tests::TestContainer::new(
+        &changeover_tests::unique("t-ctrl-c-user"),
+        &["-v", &format!("{}:/data", vol.name)],
+        true,
+    );
+    let here = tempfile::tempdir().unwrap();
+    for (what, extra) in [("get", &[][..]), ("export", &["--pause"][..])] {
+        let dest = here.path().join(format!("{what}.tar.gz"));
+        let mut args = match what {
+            "get" => vec![
+                "volume",
+                "get",
+                &vol.name,
+                "/",
+                "-o",
+                dest.to_str().unwrap(),
+            ],
+            _ => vec!["volume", "export", &vol.name, "-o", dest.to_str().unwrap()],
+        };
+        args.extend_from_slice(extra);
+        let child = changeover_tests::changeover_cmd(&args, &[])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = changeover_tests::wait_for(std::time::Duration::from_secs(60), || {
+            let written: u64 = std::fs::read_dir(here.path())
+                .unwrap()
+                .flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum();
+            (written > 1 << 20).then_some(())
+        });
+        assert!(started.is_some(), "{what} started");
+        if what == "export" {
+            let state = docker(&["inspect", "-f", "{{.State.Status}}", &user.name]);
+            assert_eq!(state, "paused", "paused while it copies");
+        }
+        let _ = std::process::Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status();
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{what}: {err}");
+        assert!(
+            err.contains("was stopped (Ctrl-C): nothing was written"),
+            "{what}: {err}"
+        );
+        let left: Vec<_> = std::fs::read_dir(here.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(left.is_empty(), "{what} left nothing: {left:?}");
+        let state = docker(&["inspect", "-f", "{{.State.Status}}", &user.name]);
+        assert_eq!(state, "running", "{what}: the container goes on");
+    }
+}

@@ -435,6 +435,8 @@ pub async fn volume_size(
 
 /// Downloads a file, or a folder (or file) as `.tar.gz` when `dest` ends
 /// so, telling `on_progress` the bytes written; answers the file written.
+// The window passes each argument by name; a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 #[tauri::command]
 pub async fn volume_download(
     state: State<'_, AppState>,
@@ -443,25 +445,43 @@ pub async fn volume_download(
     path: String,
     dest: String,
     replace: bool,
+    transfer: Option<u64>,
     on_progress: Channel<u64>,
 ) -> Result<String, Problem> {
     let dest = expand_home(&dest);
-    let mut last = std::time::Instant::now();
-    changeover_application::volumes::download(
-        &*self::env(&state, &env)?,
+    let env = self::env(&state, &env)?;
+    let work = changeover_application::volumes::download(
+        &env,
         &name,
         &path,
         &dest,
         replace,
-        |n| {
-            if last.elapsed() >= std::time::Duration::from_millis(200) {
-                last = std::time::Instant::now();
-                let _ = on_progress.send(n);
-            }
-        },
-    )
-    .await
-    .map(|p| p.display().to_string())
+        throttled_bytes(on_progress),
+    );
+    state
+        .envs
+        .cancels()
+        .run(transfer, &format!("the download of {path}"), work)
+        .await
+        .map(|p| p.display().to_string())
+}
+
+/// Stops the transfer the window started with id `transfer`; false when
+/// none runs by that id (it was done).
+#[tauri::command]
+pub fn cancel_transfer(state: State<'_, AppState>, transfer: u64) -> bool {
+    state.envs.cancels().cancel(transfer)
+}
+
+/// Bytes so far, at most five times a second.
+fn throttled_bytes(channel: Channel<u64>) -> impl FnMut(u64) {
+    let mut last = std::time::Instant::now();
+    move |n| {
+        if last.elapsed() >= std::time::Duration::from_millis(200) {
+            last = std::time::Instant::now();
+            let _ = channel.send(n);
+        }
+    }
 }
 
 /// Uploads a local file or folder into the folder `path`, or with `unpack`
@@ -474,15 +494,23 @@ pub async fn volume_put(
     path: String,
     source: String,
     unpack: bool,
+    transfer: Option<u64>,
 ) -> Result<changeover_core::volume::Unpacked, Problem> {
-    changeover_application::volumes::put(
-        &*self::env(&state, &env)?,
-        &name,
-        &path,
-        &expand_home(&source),
-        unpack,
-    )
-    .await
+    let env = self::env(&state, &env)?;
+    let source = expand_home(&source);
+    let work = changeover_application::volumes::put(&env, &name, &path, &source, unpack);
+    state
+        .envs
+        .cancels()
+        .run(
+            transfer,
+            &format!(
+                "the upload of {} (the folder is as it was)",
+                source.display()
+            ),
+            work,
+        )
+        .await
 }
 
 /// Entries under the folder `path` whose names hold `text`.
@@ -511,6 +539,8 @@ pub async fn volume_sizes(
 
 /// Exports the whole volume to a `.tar.gz` file, with the containers that
 /// write to it paused while copying when `pause`.
+// The window passes each argument by name; a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 #[tauri::command]
 pub async fn volume_export(
     state: State<'_, AppState>,
@@ -519,25 +549,25 @@ pub async fn volume_export(
     dest: String,
     replace: bool,
     pause: bool,
+    transfer: Option<u64>,
     on_progress: Channel<u64>,
 ) -> Result<String, Problem> {
     let dest = expand_home(&dest);
-    let mut last = std::time::Instant::now();
-    changeover_application::volumes::export(
-        &*self::env(&state, &env)?,
+    let env = self::env(&state, &env)?;
+    let work = changeover_application::volumes::export(
+        &env,
         &name,
         &dest,
         replace,
         pause,
-        |n| {
-            if last.elapsed() >= std::time::Duration::from_millis(200) {
-                last = std::time::Instant::now();
-                let _ = on_progress.send(n);
-            }
-        },
-    )
-    .await
-    .map(|p| p.display().to_string())
+        throttled_bytes(on_progress),
+    );
+    state
+        .envs
+        .cancels()
+        .run(transfer, &format!("the export of {name}"), work)
+        .await
+        .map(|p| p.display().to_string())
 }
 
 /// `~/x` as the user's home folder's `x`.

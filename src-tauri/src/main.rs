@@ -80,6 +80,7 @@ fn main() {
             commands::volume_size,
             commands::volume_download,
             commands::volume_put,
+            commands::cancel_transfer,
             commands::volume_snapshots,
             commands::volume_sizes,
             commands::volume_search,

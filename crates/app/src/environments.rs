@@ -256,6 +256,7 @@ struct Registry {
     changing: tokio::sync::Mutex<()>,
     terminals: Arc<crate::containers::Terminals>,
     follows: crate::containers::Follows,
+    cancels: crate::cancel::Cancels,
 }
 
 struct State {
@@ -306,6 +307,7 @@ impl Environments {
                 changing: Default::default(),
                 terminals: Default::default(),
                 follows: Default::default(),
+                cancels: Default::default(),
             }),
         }
     }
@@ -338,6 +340,11 @@ impl Environments {
     /// The log follows the app keeps open.
     pub fn follows(&self) -> &crate::containers::Follows {
         &self.inner.follows
+    }
+
+    /// The work (transfers, copies) the app can stop before it is done.
+    pub fn cancels(&self) -> &crate::cancel::Cancels {
+        &self.inner.cancels
     }
 
     /// The open terminal sessions.

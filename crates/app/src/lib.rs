@@ -25,6 +25,7 @@
 //! Deliberately left out: presentation (the CLI prints, the window draws)
 //! and anything Docker-specific (that is `changeover-docker`).
 
+pub mod cancel;
 pub mod containers;
 pub mod environments;
 pub mod events;

@@ -48,11 +48,14 @@ pub async fn paused<T>(
         .filter(|u| u.running && !u.read_only)
         .map(|u| u.container)
         .collect();
-    let mut frozen = Vec::new();
+    let mut frozen = Frozen {
+        docker: docker.clone(),
+        names: Vec::new(),
+    };
     let mut result = Ok(());
     for c in &writers {
         match dv::pause_container(docker, c).await {
-            Ok(()) => frozen.push(c.clone()),
+            Ok(()) => frozen.names.push(c.clone()),
             Err(p) => {
                 result = Err(p);
                 break;
@@ -64,13 +67,49 @@ pub async fn paused<T>(
         Err(p) => Err(p),
     };
     let mut resumed = Ok(());
-    for c in &frozen {
-        if let Err(p) = dv::unpause_container(docker, c).await {
+    for c in std::mem::take(&mut frozen.names) {
+        if let Err(p) = dv::unpause_container(docker, &c).await {
             resumed = Err(p);
         }
     }
     let out = out?;
     resumed.map(|()| out)
+}
+
+/// Containers paused for a copy. Should the copy be dropped before it is
+/// done (the user cancelled it), they are let go on from here, so nothing
+/// stays paused.
+struct Frozen {
+    docker: Docker,
+    names: Vec<String>,
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        let names = std::mem::take(&mut self.names);
+        if names.is_empty() {
+            return;
+        }
+        let docker = self.docker.clone();
+        let resume = async move {
+            for c in names {
+                if let Err(p) = dv::unpause_container(&docker, &c).await {
+                    tracing::warn!(container = %c, problem = %p, "could not unpause after a cancelled copy");
+                }
+            }
+        };
+        // Waited for where the runtime allows it: a process that exits
+        // right after (the CLI on Ctrl-C) must not leave them paused.
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) if rt.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| rt.block_on(resume));
+            }
+            Ok(rt) => {
+                rt.spawn(resume);
+            }
+            Err(_) => {}
+        }
+    }
 }
 
 /// Takes a snapshot of `volume` by hand; the containers that use it keep

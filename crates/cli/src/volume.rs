@@ -217,6 +217,23 @@ fn time_of(ms: i64) -> String {
         .to_string()
 }
 
+/// Runs a transfer until it is done or Ctrl-C is pressed. Stopped, its
+/// future is dropped, so what it held goes with it (the partial file of a
+/// download, the paused state of containers): a killed process would
+/// leave them.
+async fn interruptible<T>(
+    what: &str,
+    work: impl std::future::Future<Output = Result<T, Problem>>,
+) -> Result<T, Problem> {
+    tokio::select! {
+        out = work => out,
+        _ = tokio::signal::ctrl_c() => Err(Problem::new(
+            ProblemCode::Cancelled,
+            format!("{what} was stopped (Ctrl-C): nothing was written"),
+        )),
+    }
+}
+
 /// What the containers that use the volume did while it was copied.
 fn while_copying(pause: bool) -> &'static str {
     if pause {
@@ -582,8 +599,11 @@ pub async fn run(env: &Environment, command: VolumeCommand) -> Result<(), Proble
             force,
         } => {
             let mut shown = Progress::new();
-            let written =
-                volumes::download(env, &volume, &path, &output, force, |n| shown.bytes(n)).await?;
+            let written = interruptible(
+                "the download",
+                volumes::download(env, &volume, &path, &output, force, |n| shown.bytes(n)),
+            )
+            .await?;
             shown.done();
             eprintln!("wrote {}", written.display());
             Ok(())
@@ -595,8 +615,11 @@ pub async fn run(env: &Environment, command: VolumeCommand) -> Result<(), Proble
             pause,
         } => {
             let mut shown = Progress::new();
-            let written =
-                volumes::export(env, &volume, &output, force, pause, |n| shown.bytes(n)).await?;
+            let written = interruptible(
+                "the export",
+                volumes::export(env, &volume, &output, force, pause, |n| shown.bytes(n)),
+            )
+            .await?;
             shown.done();
             eprintln!(
                 "exported {volume} to {} {}",

@@ -82,6 +82,8 @@ pub enum ProblemCode {
     VolumeInUse,
     /// No snapshot of that name for the volume.
     UnknownSnapshot,
+    /// The user stopped the work before it was done.
+    Cancelled,
 }
 
 /// A failure a person can read and the UI can branch on.

@@ -392,15 +392,28 @@ export function volumeDownload(
   dest: string,
   replace: boolean,
   onProgress: (bytes: number) => void,
+  transfer: number | null = null,
 ): Promise<string> {
   const c = new Channel<number>();
   c.onmessage = onProgress;
-  return call("volume_download", { env, name, path, dest, replace, onProgress: c });
+  return call("volume_download", { env, name, path, dest, replace, transfer, onProgress: c });
+}
+
+/** A number to name a transfer by, for `cancelTransfer`. */
+let transfers = 0;
+export function newTransfer(): number {
+  transfers += 1;
+  return Date.now() * 1000 + (transfers % 1000);
+}
+
+/** Stops the transfer started with id `transfer`; false when it was done. */
+export function cancelTransfer(transfer: number): Promise<boolean> {
+  return call("cancel_transfer", { transfer });
 }
 
 /** Uploads a local file or folder into the folder `path` (with `unpack`, an archive's content). */
-export function volumePut(env: string, name: string, path: string, source: string, unpack: boolean): Promise<Unpacked> {
-  return call("volume_put", { env, name, path, source, unpack });
+export function volumePut(env: string, name: string, path: string, source: string, unpack: boolean, transfer: number | null = null): Promise<Unpacked> {
+  return call("volume_put", { env, name, path, source, unpack, transfer });
 }
 
 /** Entries under the folder `path` whose names hold `text` (case ignored), nearest first. */
@@ -421,10 +434,11 @@ export function volumeExport(
   replace: boolean,
   pause: boolean,
   onProgress: (bytes: number) => void,
+  transfer: number | null = null,
 ): Promise<string> {
   const c = new Channel<number>();
   c.onmessage = onProgress;
-  return call("volume_export", { env, name, dest, replace, pause, onProgress: c });
+  return call("volume_export", { env, name, dest, replace, pause, transfer, onProgress: c });
 }
 
 // ---- snapshots ----
