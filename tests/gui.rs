@@ -1313,6 +1313,11 @@ fn a_volume_is_browsed_in_the_window() {
         "t-browse-big",
         "dd if=/dev/urandom of=/v/noise bs=1048576 count=300 2>/dev/null",
     );
+    put_file(
+        &big.name,
+        "shop.sqlite",
+        &std::fs::read(workspace().join("crates/core/tests/fixtures/shop.sqlite")).unwrap(),
+    );
     let big_row = format!("[data-testid=volume-row][data-name=\"{}\"]", big.name);
     gui.wait_js(
         &format!("return document.querySelector('{big_row}')"),
@@ -1357,6 +1362,21 @@ fn a_volume_is_browsed_in_the_window() {
         .collect();
     assert_eq!(after, before, "no file, not even a partial one, is left");
     gui.click("[data-testid=volume-transfer-close]");
+
+    // A SQLite file's tables and their rows, in the preview.
+    gui.click("[data-testid=volume-entry][data-name=\"shop.sqlite\"]");
+    let tables = gui.wait_js(
+        "const t = [...document.querySelectorAll('[data-testid=sqlite-table]')]; return t.length ? t.map(r => r.dataset.name + '=' + r.dataset.rows).join(',') : null",
+        Duration::from_secs(15),
+        "the database's tables are shown",
+    );
+    assert_eq!(
+        tables.as_str().unwrap(),
+        "users=1000,notes=3,kv=200,wide=1,empty=0,recent="
+    );
+    // Painted before it is taken (WebKit paints after the DOM changes).
+    std::thread::sleep(Duration::from_millis(500));
+    gui.screenshot(&workspace().join("docs/screenshots/volume-sqlite.png"));
     gui.click("[data-testid=volume-close]");
     drop(gui);
     drop(big);

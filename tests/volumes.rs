@@ -1397,3 +1397,57 @@ fn ctrl_c_stops_a_transfer_and_leaves_nothing_paused_or_partial() {
         assert_eq!(state, "running", "{what}: the container goes on");
     }
 }
+
+/// `volume tables`: a SQLite file's tables and row counts, read from its
+/// bytes through the helper; a file that is not one is refused.
+#[test]
+fn a_sqlite_file_shows_its_tables_and_rows() {
+    let vol = TestVolume::new(None, "t-sqlite", "echo not a database > /v/notes.txt");
+    let fixture = changeover_tests::workspace().join("crates/core/tests/fixtures/shop.sqlite");
+    ok(
+        &changeover(
+            &["volume", "put", &vol.name, "/", fixture.to_str().unwrap()],
+            &[],
+        ),
+        "put the database",
+    );
+    let info: Value = serde_json::from_str(&ok(
+        &changeover(
+            &["volume", "tables", &vol.name, "/shop.sqlite", "--json"],
+            &[],
+        ),
+        "volume tables",
+    ))
+    .unwrap();
+    let rows: Vec<String> = info["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| format!("{}={}", t["name"].as_str().unwrap(), t["rows"]))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            "users=1000",
+            "notes=3",
+            "kv=200",
+            "wide=1",
+            "empty=0",
+            "recent=null"
+        ]
+    );
+    assert_eq!(info["cut"], false);
+    let text = ok(
+        &changeover(&["volume", "tables", &vol.name, "/shop.sqlite"], &[]),
+        "tables as text",
+    );
+    assert!(
+        text.contains("users") && text.contains("1000 rows"),
+        "{text}"
+    );
+    let err = refused(
+        &changeover(&["volume", "tables", &vol.name, "/notes.txt"], &[]),
+        "a text file",
+    );
+    assert!(err.contains("cannot be read as SQLite"), "{err}");
+}

@@ -513,6 +513,17 @@ pub async fn volume_put(
         .await
 }
 
+/// The tables of a SQLite file and their row counts.
+#[tauri::command]
+pub async fn volume_sqlite(
+    state: State<'_, AppState>,
+    env: String,
+    name: String,
+    path: String,
+) -> Result<changeover_core::sqlite::SqliteInfo, Problem> {
+    changeover_application::volumes::sqlite(&*self::env(&state, &env)?, &name, &path).await
+}
+
 /// Entries under the folder `path` whose names hold `text`.
 #[tauri::command]
 pub async fn volume_search(

@@ -84,6 +84,7 @@ fn main() {
             commands::volume_snapshots,
             commands::volume_sizes,
             commands::volume_search,
+            commands::volume_sqlite,
             commands::volume_export,
             commands::volume_snapshot,
             commands::volume_clone,

@@ -92,6 +92,24 @@ pub async fn search(
         .map_err(|e| helper_problem(format!("the helper's search answer does not read: {e}")))
 }
 
+/// The tables of the SQLite file `path` and their row counts, read from
+/// its bytes (at most [`MAX_SQLITE_READ`] of them; beyond, not counted).
+pub async fn sqlite(
+    env: &Environment,
+    volume: &str,
+    path: &str,
+) -> Result<changeover_core::sqlite::SqliteInfo, Problem> {
+    use changeover_core::sqlite::{read_sqlite, MAX_SQLITE_READ};
+    let shown = VolumePath::parse(path)?.display();
+    let (head, bytes) = read(env, volume, path, 0, MAX_SQLITE_READ).await?;
+    read_sqlite(&bytes, head.size).map_err(|why| {
+        Problem::new(
+            ProblemCode::InvalidInput,
+            format!("{shown} cannot be read as SQLite: {why}"),
+        )
+    })
+}
+
 /// How long measured sizes are answered again without asking the daemon.
 const SIZES_FRESH_MS: i64 = 5 * 60 * 1000;
 

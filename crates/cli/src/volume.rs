@@ -58,6 +58,14 @@ pub enum VolumeCommand {
         #[arg(long, value_name = "N")]
         limit: Option<u32>,
     },
+    /// The tables of a SQLite file and how many rows each holds, read from
+    /// the file (nothing of it is run).
+    Tables {
+        volume: String,
+        path: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// A file's bytes, to stdout.
     Cat {
         volume: String,
@@ -510,6 +518,34 @@ pub async fn run(env: &Environment, command: VolumeCommand) -> Result<(), Proble
                     if l.current { ", current" } else { "" }
                 );
             }
+            Ok(())
+        }
+        VolumeCommand::Tables { volume, path, json } => {
+            let info = volumes::sqlite(env, &volume, &path).await?;
+            if json {
+                return print_json(&info);
+            }
+            for t in &info.tables {
+                let rows = match (t.kind.as_str(), t.rows) {
+                    ("view", _) => "view".to_string(),
+                    (_, Some(n)) => format!("{n} rows"),
+                    (_, None) => "not counted".to_string(),
+                };
+                println!("{:<40} {rows}", t.name);
+            }
+            eprintln!(
+                "{} tables, {} indexes; {} pages of {} bytes, {}{}",
+                info.tables.iter().filter(|t| t.kind == "table").count(),
+                info.indexes.len(),
+                info.pages,
+                info.page_size,
+                info.encoding,
+                if info.cut {
+                    "; only its first 64 MiB were read"
+                } else {
+                    ""
+                }
+            );
             Ok(())
         }
         VolumeCommand::Find {

@@ -46,6 +46,7 @@ pub mod rollout;
 pub mod secret;
 pub mod service;
 pub mod snapshot;
+pub mod sqlite;
 pub mod stack;
 pub mod volume;
 

@@ -34,6 +34,7 @@ import type { Restored } from "./generated/Restored";
 import type { VolumeUser } from "./generated/VolumeUser";
 import type { VolumeSizes } from "./generated/VolumeSizes";
 import type { Search } from "./generated/Search";
+import type { SqliteInfo } from "./generated/SqliteInfo";
 
 export type { Candidate } from "./generated/Candidate";
 export type { VolumeDetail } from "./generated/VolumeDetail";
@@ -52,6 +53,8 @@ export type { Restored } from "./generated/Restored";
 export type { VolumeUser } from "./generated/VolumeUser";
 export type { VolumeSizes } from "./generated/VolumeSizes";
 export type { Search } from "./generated/Search";
+export type { SqliteInfo } from "./generated/SqliteInfo";
+export type { SqliteTable } from "./generated/SqliteTable";
 export type { Found } from "./generated/Found";
 export type { Strategy } from "./generated/Strategy";
 export type { ConnectionState } from "./generated/ConnectionState";
@@ -414,6 +417,11 @@ export function cancelTransfer(transfer: number): Promise<boolean> {
 /** Uploads a local file or folder into the folder `path` (with `unpack`, an archive's content). */
 export function volumePut(env: string, name: string, path: string, source: string, unpack: boolean, transfer: number | null = null): Promise<Unpacked> {
   return call("volume_put", { env, name, path, source, unpack, transfer });
+}
+
+/** The tables of a SQLite file and how many rows each holds (read from the file, nothing run). */
+export function volumeSqlite(env: string, name: string, path: string): Promise<SqliteInfo> {
+  return call("volume_sqlite", { env, name, path });
 }
 
 /** Entries under the folder `path` whose names hold `text` (case ignored), nearest first. */
