@@ -42,6 +42,8 @@ fn main() {
 
     let envs = Environments::from_process();
     let result = tauri::Builder::default()
+        // The native file pickers for downloads and uploads.
+        .plugin(tauri_plugin_dialog::init())
         .manage(AppState { envs: envs.clone() })
         .invoke_handler(tauri::generate_handler![
             commands::environments,
