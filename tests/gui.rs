@@ -376,8 +376,72 @@ fn the_sample_stack_deploys_rolls_to_v2_and_back_with_a_live_timeline() {
     blue_green_and_canary_are_driven_from_the_window(&gui, &daemon.host());
     services_are_created_edited_and_exported_in_forms(&gui, &daemon.host());
     an_interrupted_rollout_is_offered_to_finish(&gui, &daemon.host());
+    a_volume_of_the_private_daemon_is_browsed_and_snapshotted(&gui, &daemon.host());
     drop(gui);
     drop(daemon);
+}
+
+/// The window on the private daemon: a volume there is listed, browsed and
+/// snapshotted by a helper on that daemon; nothing of it is on the default.
+fn a_volume_of_the_private_daemon_is_browsed_and_snapshotted(gui: &Gui, host: &str) {
+    let vol = changeover_tests::TestVolume::new(
+        Some(host),
+        "t-gui-far",
+        "mkdir /v/far && echo away > /v/far/there.txt",
+    );
+    gui.click("[data-testid=section-volumes]");
+    let row = format!("[data-testid=volume-row][data-name=\"{}\"]", vol.name);
+    gui.wait_js(
+        &format!("return document.querySelector('{row}')"),
+        Duration::from_secs(15),
+        "the private daemon's volume is listed",
+    );
+    gui.click(&row);
+    gui.click_when(
+        "[data-testid=volume-entry][data-name=far]",
+        "the folder is listed",
+    );
+    gui.click_when(
+        "[data-testid=volume-entry][data-name=\"there.txt\"]",
+        "the file in it is listed",
+    );
+    gui.wait_js(
+        "const t = document.querySelector('[data-testid=volume-text]'); return t && t.textContent.includes('away') || null",
+        Duration::from_secs(15),
+        "the file is previewed",
+    );
+    gui.click("[data-testid=volume-tab-snapshots]");
+    fill(gui, "[data-testid=snapshot-note]", "from the window");
+    gui.click("[data-testid=snapshot-take]");
+    let taken = gui.wait_js(
+        "const r = document.querySelector('[data-testid=snapshot-row][data-reason=manual]'); const p = document.querySelector('[data-testid=snapshot-problem]'); return p ? 'PROBLEM ' + p.textContent : r && r.dataset.name",
+        Duration::from_secs(30),
+        "the snapshot is taken and listed",
+    );
+    let taken = taken.as_str().unwrap().to_string();
+    assert!(!taken.starts_with("PROBLEM"), "{taken}");
+    let there = docker_at(
+        Some(host),
+        &[
+            "volume",
+            "inspect",
+            "-f",
+            "{{index .Labels \"dev.changeover.snapshot.note\"}}",
+            &taken,
+        ],
+    );
+    assert_eq!(there, "from the window");
+    let here = docker(&[
+        "volume",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("name={}", vol.name),
+    ]);
+    assert!(here.is_empty(), "nothing on the default daemon: {here}");
+    gui.click("[data-testid=volume-close]");
+    docker_at(Some(host), &["volume", "rm", &taken]);
+    drop(vol);
 }
 
 fn select(gui: &Gui, css: &str, value: &str) {

@@ -1451,3 +1451,200 @@ fn a_sqlite_file_shows_its_tables_and_rows() {
     );
     assert!(err.contains("cannot be read as SQLite"), "{err}");
 }
+
+/// A Docker volume plugin of the test's own: a unix socket in
+/// `/run/docker/plugins` answering the VolumeDriver protocol, whose volumes
+/// are folders of a temporary directory. The daemon's disk-usage API knows
+/// no size for them (it measures only the `local` driver's).
+struct TestPlugin {
+    name: String,
+    socket: std::path::PathBuf,
+    _root: tempfile::TempDir,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TestPlugin {
+    fn start() -> Self {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let name = changeover_tests::unique("t-plugin");
+        let dir = std::path::Path::new("/run/docker/plugins");
+        std::fs::create_dir_all(dir).unwrap();
+        let socket = dir.join(format!("{name}.sock"));
+        let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let base = root.path().to_path_buf();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(mut conn) = conn else { continue };
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                if reader.read_line(&mut line).is_err() {
+                    continue;
+                }
+                let op = line.split_whitespace().nth(1).unwrap_or("").to_string();
+                let mut length = 0usize;
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; length];
+                let _ = reader.read_exact(&mut body);
+                let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                let vol = req["Name"].as_str().unwrap_or("").to_string();
+                let at = base.join(&vol);
+                let mountpoint = at.display().to_string();
+                let answer = match op.as_str() {
+                    "/Plugin.Activate" => serde_json::json!({"Implements": ["VolumeDriver"]}),
+                    "/VolumeDriver.Capabilities" => {
+                        serde_json::json!({"Capabilities": {"Scope": "local"}})
+                    }
+                    "/VolumeDriver.Create" => {
+                        let _ = std::fs::create_dir_all(&at);
+                        serde_json::json!({"Err": ""})
+                    }
+                    "/VolumeDriver.Remove" => {
+                        let _ = std::fs::remove_dir_all(&at);
+                        serde_json::json!({"Err": ""})
+                    }
+                    "/VolumeDriver.Mount" | "/VolumeDriver.Path" => {
+                        serde_json::json!({"Mountpoint": mountpoint, "Err": ""})
+                    }
+                    "/VolumeDriver.Unmount" => serde_json::json!({"Err": ""}),
+                    "/VolumeDriver.Get" if at.is_dir() => serde_json::json!({
+                        "Volume": {"Name": vol, "Mountpoint": mountpoint}, "Err": ""
+                    }),
+                    "/VolumeDriver.Get" => serde_json::json!({"Err": "no such volume"}),
+                    "/VolumeDriver.List" => {
+                        let volumes: Vec<Value> = std::fs::read_dir(&base)
+                            .into_iter()
+                            .flatten()
+                            .flatten()
+                            .map(|e| {
+                                serde_json::json!({
+                                    "Name": e.file_name().to_string_lossy(),
+                                    "Mountpoint": e.path().display().to_string()
+                                })
+                            })
+                            .collect();
+                        serde_json::json!({"Volumes": volumes, "Err": ""})
+                    }
+                    _ => serde_json::json!({"Err": format!("{op} is not supported")}),
+                };
+                let text = answer.to_string();
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.docker.plugins.v1+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+                    text.len()
+                );
+            }
+        });
+        Self {
+            name,
+            socket,
+            _root: root,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for TestPlugin {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = std::os::unix::net::UnixStream::connect(&self.socket);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+/// A volume of a driver that reports no size: "unknown", never 0, and it
+/// is browsed like any other (the helper mounts it through the plugin).
+#[test]
+fn a_volume_of_a_driver_with_no_size_is_said_unknown_and_browsed() {
+    changeover_tests::fixture_image();
+    let plugin = TestPlugin::start();
+    let v = changeover_tests::unique("t-plugin-vol");
+    docker(&[
+        "volume",
+        "create",
+        "-d",
+        &plugin.name,
+        "--label",
+        changeover_tests::TEST_LABEL,
+        &v,
+    ]);
+    struct Gone(String);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("docker")
+                .args(["volume", "rm", "-f", &self.0])
+                .output();
+        }
+    }
+    let _gone = Gone(v.clone());
+    docker(&[
+        "run",
+        "--rm",
+        "--label",
+        changeover_tests::TEST_LABEL,
+        "-v",
+        &format!("{v}:/v"),
+        changeover_tests::FIXTURE_IMAGE,
+        "sh",
+        "-c",
+        "echo through the plugin > /v/hello.txt",
+    ]);
+    let d: Value = serde_json::from_str(&ok(
+        &changeover(&["volume", "inspect", &v, "--json"], &[]),
+        "inspect",
+    ))
+    .unwrap();
+    assert_eq!(d["driver"], plugin.name.as_str());
+    assert_eq!(d["size"], Value::Null, "no size, not 0: {d}");
+    let text = ok(
+        &changeover(&["volume", "inspect", &v], &[]),
+        "inspect as text",
+    );
+    assert!(text.contains("size      unknown"), "{text}");
+    let listed = ok(&changeover(&["volume", "ls", "--size"], &[]), "ls --size");
+    let row = listed
+        .lines()
+        .find(|l| l.starts_with(&v))
+        .unwrap_or_default()
+        .to_string();
+    assert!(row.contains("unknown"), "{row}");
+    assert_eq!(names(&files(&[], &v, "/", &[])), ["hello.txt"]);
+    assert_eq!(
+        ok(
+            &changeover(&["volume", "cat", &v, "/hello.txt"], &[]),
+            "cat"
+        ),
+        "through the plugin\n"
+    );
+    // Its helper goes before the volume and the plugin do.
+    for h in docker(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=dev.changeover.helper=volume:{v}"),
+    ])
+    .lines()
+    {
+        docker(&["rm", "-f", h]);
+    }
+    drop(_gone);
+    drop(plugin);
+}

@@ -240,6 +240,17 @@ impl Gui {
         self.cmd("POST", &format!("/element/{id}/click"), Some(json!({})));
     }
 
+    /// Clicks `css` once it is there (waiting up to 30 s, saying `what`
+    /// when it is not).
+    pub fn click_when(&self, css: &str, what: &str) {
+        self.wait_js(
+            &format!("return document.querySelector({})", json!(css)),
+            std::time::Duration::from_secs(30),
+            what,
+        );
+        self.click(css);
+    }
+
     /// Types keys into the element matching `css` as a user would.
     pub fn send_keys(&self, css: &str, text: &str) {
         let id = self.element(css);
