@@ -1452,10 +1452,12 @@ fn a_sqlite_file_shows_its_tables_and_rows() {
     assert!(err.contains("cannot be read as SQLite"), "{err}");
 }
 
-/// A Docker volume plugin of the test's own: a unix socket in
-/// `/run/docker/plugins` answering the VolumeDriver protocol, whose volumes
-/// are folders of a temporary directory. The daemon's disk-usage API knows
-/// no size for them (it measures only the `local` driver's).
+/// A Docker volume plugin of the test's own: a unix socket in `dir` (a
+/// private daemon's plugin folder, never the default daemon's: a daemon
+/// that once used a plugin asks it about every unknown volume name, and
+/// waits 30 s for one that is gone) answering the VolumeDriver protocol,
+/// whose volumes are folders of a temporary directory. The daemon's
+/// disk-usage API knows no size for them (it measures only `local`'s).
 struct TestPlugin {
     name: String,
     socket: std::path::PathBuf,
@@ -1465,11 +1467,9 @@ struct TestPlugin {
 }
 
 impl TestPlugin {
-    fn start() -> Self {
+    fn start(dir: &std::path::Path) -> Self {
         use std::io::{BufRead, BufReader, Read, Write};
         let name = changeover_tests::unique("t-plugin");
-        let dir = std::path::Path::new("/run/docker/plugins");
-        std::fs::create_dir_all(dir).unwrap();
         let socket = dir.join(format!("{name}.sock"));
         let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
         let root = tempfile::tempdir().unwrap();
@@ -1574,77 +1574,54 @@ impl Drop for TestPlugin {
 /// is browsed like any other (the helper mounts it through the plugin).
 #[test]
 fn a_volume_of_a_driver_with_no_size_is_said_unknown_and_browsed() {
-    changeover_tests::fixture_image();
-    let plugin = TestPlugin::start();
+    let plugins = tempfile::tempdir().unwrap();
+    let plugin = TestPlugin::start(plugins.path());
+    let daemon = PrivateDaemon::with_plugins(plugins.path());
+    let host = daemon.host();
+    let env = [("DOCKER_HOST", host.as_str())];
     let v = changeover_tests::unique("t-plugin-vol");
-    docker(&[
-        "volume",
-        "create",
-        "-d",
-        &plugin.name,
-        "--label",
-        changeover_tests::TEST_LABEL,
-        &v,
-    ]);
-    struct Gone(String);
-    impl Drop for Gone {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("docker")
-                .args(["volume", "rm", "-f", &self.0])
-                .output();
-        }
-    }
-    let _gone = Gone(v.clone());
-    docker(&[
-        "run",
-        "--rm",
-        "--label",
-        changeover_tests::TEST_LABEL,
-        "-v",
-        &format!("{v}:/v"),
-        changeover_tests::FIXTURE_IMAGE,
-        "sh",
-        "-c",
-        "echo through the plugin > /v/hello.txt",
-    ]);
+    docker_at(Some(&host), &["volume", "create", "-d", &plugin.name, &v]);
+    docker_at(
+        Some(&host),
+        &[
+            "run",
+            "--rm",
+            "-v",
+            &format!("{v}:/v"),
+            changeover_tests::FIXTURE_IMAGE,
+            "sh",
+            "-c",
+            "echo through the plugin > /v/hello.txt",
+        ],
+    );
     let d: Value = serde_json::from_str(&ok(
-        &changeover(&["volume", "inspect", &v, "--json"], &[]),
+        &changeover(&["volume", "inspect", &v, "--json"], &env),
         "inspect",
     ))
     .unwrap();
     assert_eq!(d["driver"], plugin.name.as_str());
     assert_eq!(d["size"], Value::Null, "no size, not 0: {d}");
     let text = ok(
-        &changeover(&["volume", "inspect", &v], &[]),
+        &changeover(&["volume", "inspect", &v], &env),
         "inspect as text",
     );
     assert!(text.contains("size      unknown"), "{text}");
-    let listed = ok(&changeover(&["volume", "ls", "--size"], &[]), "ls --size");
+    let listed = ok(&changeover(&["volume", "ls", "--size"], &env), "ls --size");
     let row = listed
         .lines()
         .find(|l| l.starts_with(&v))
         .unwrap_or_default()
         .to_string();
     assert!(row.contains("unknown"), "{row}");
-    assert_eq!(names(&files(&[], &v, "/", &[])), ["hello.txt"]);
+    assert_eq!(names(&files(&env, &v, "/", &[])), ["hello.txt"]);
     assert_eq!(
         ok(
-            &changeover(&["volume", "cat", &v, "/hello.txt"], &[]),
+            &changeover(&["volume", "cat", &v, "/hello.txt"], &env),
             "cat"
         ),
         "through the plugin\n"
     );
-    // Its helper goes before the volume and the plugin do.
-    for h in docker(&[
-        "ps",
-        "-aq",
-        "--filter",
-        &format!("label=dev.changeover.helper=volume:{v}"),
-    ])
-    .lines()
-    {
-        docker(&["rm", "-f", h]);
-    }
-    drop(_gone);
+    // The daemon goes first (it still asks the plugin while it stops).
+    drop(daemon);
     drop(plugin);
 }

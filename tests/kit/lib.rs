@@ -218,10 +218,23 @@ pub struct PrivateDaemon {
     dir: tempfile::TempDir,
     namespace: String,
     child: Option<Child>,
+    /// Where it looks for volume plugins' sockets instead of
+    /// `/run/docker/plugins` (mounted there in a mount namespace of its own,
+    /// so the default daemon never sees a test's plugin).
+    plugins: Option<PathBuf>,
 }
 
 impl PrivateDaemon {
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// One that finds volume plugins in `plugins` (and nowhere else).
+    pub fn with_plugins(plugins: &Path) -> Self {
+        Self::start_with(Some(plugins.to_path_buf()))
+    }
+
+    fn start_with(plugins: Option<PathBuf>) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("changeover-dockerd-")
             .tempdir()
@@ -230,6 +243,7 @@ impl PrivateDaemon {
             dir,
             namespace: unique("changeover-test"),
             child: None,
+            plugins,
         };
         daemon.resume();
         load_fixture(&daemon.host());
@@ -255,8 +269,15 @@ impl PrivateDaemon {
             .unwrap();
         // Its own network namespace: a second dockerd must not touch the host's
         // `docker0` bridge, which the main daemon's containers use.
-        let child = Command::new("unshare")
-            .args(["--net", "--", "dockerd"])
+        let mut unshare = Command::new("unshare");
+        match &self.plugins {
+            None => unshare.args(["--net", "--", "dockerd"]),
+            Some(dir) => unshare
+                .args(["--net", "--mount", "--", "sh", "-c"])
+                .arg("mkdir -p /run/docker/plugins && mount --bind \"$0\" /run/docker/plugins && exec dockerd \"$@\"")
+                .arg(dir),
+        };
+        let child = unshare
             .arg("--host")
             .arg(self.host())
             .arg("--data-root")
