@@ -1371,6 +1371,57 @@ fn a_volume_is_browsed_in_the_window() {
     );
     gui.click("[data-testid=volume-close]");
 
+    // Import the same archive into a new volume from the Volumes view; into
+    // one that holds something only when told to replace it.
+    let imported = changeover_tests::unique("t-browse-imported");
+    struct Gone(String);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("docker")
+                .args(["volume", "rm", "-f", &self.0])
+                .output();
+        }
+    }
+    let _imported = Gone(imported.clone());
+    gui.click("[data-testid=volumes-import]");
+    fill(
+        &gui,
+        "[data-testid=volumes-import-file]",
+        archive.to_str().unwrap(),
+    );
+    fill(&gui, "[data-testid=volumes-import-name]", &vol.name);
+    gui.click("[data-testid=volumes-import-go]");
+    gui.wait_js(
+        "return document.querySelector('[data-testid=volumes-import-replace]')",
+        Duration::from_secs(20),
+        "importing into a volume that is not empty asks to replace",
+    );
+    fill(&gui, "[data-testid=volumes-import-name]", &imported);
+    gui.click("[data-testid=volumes-import-go]");
+    let said = gui.wait_js(
+        "const d = document.querySelector('[data-testid=volumes-imported]'); return d && d.textContent",
+        Duration::from_secs(30),
+        "the archive is imported into a new volume",
+    );
+    assert!(said.as_str().unwrap().contains(&imported), "{said}");
+    assert_eq!(
+        docker(&[
+            "run",
+            "--rm",
+            "-v",
+            &format!("{imported}:/v"),
+            changeover_tests::FIXTURE_IMAGE,
+            "cat",
+            "/v/site/index.html"
+        ]),
+        "<h1/>"
+    );
+    assert_eq!(
+        docker(&["exec", &user.name, "cat", "/data/docs/site/index.html"]),
+        "<h1/>",
+        "the volume that was not empty is as it was"
+    );
+
     // A long download is stopped midway: nothing is left where it was going.
     let big = changeover_tests::TestVolume::new(
         None,

@@ -466,6 +466,25 @@ pub async fn volume_download(
         .map(|p| p.display().to_string())
 }
 
+/// Imports a `.tar`, `.tar.gz` or `.zip` file into the volume `name`
+/// (created when missing; one that holds anything only with `replace`).
+#[tauri::command]
+pub async fn volume_import(
+    state: State<'_, AppState>,
+    env: String,
+    file: String,
+    name: String,
+    replace: bool,
+) -> Result<changeover_core::volume::Unpacked, Problem> {
+    changeover_application::volumes::import(
+        &*self::env(&state, &env)?,
+        &expand_home(&file),
+        name.trim(),
+        replace,
+    )
+    .await
+}
+
 /// Stops the transfer the window started with id `transfer`; false when
 /// none runs by that id (it was done).
 #[tauri::command]

@@ -88,6 +88,7 @@ fn main() {
             commands::volume_search,
             commands::volume_sqlite,
             commands::volume_export,
+            commands::volume_import,
             commands::volume_snapshot,
             commands::volume_clone,
             commands::volume_diff,

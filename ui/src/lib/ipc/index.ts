@@ -434,6 +434,11 @@ export function volumeSizes(env: string, fresh: boolean): Promise<VolumeSizes> {
   return call("volume_sizes", { env, fresh });
 }
 
+/** Imports a .tar, .tar.gz or .zip file into volume `name` (created when missing; a non-empty one only with `replace`). */
+export function volumeImport(env: string, file: string, name: string, replace: boolean): Promise<Unpacked> {
+  return call("volume_import", { env, file, name, replace });
+}
+
 /** Exports the whole volume to `dest` (.tar.gz), pausing its writers while copying when `pause`. */
 export function volumeExport(
   env: string,
