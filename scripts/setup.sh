@@ -21,8 +21,9 @@ APT_PACKAGES=(
   docker.io busybox-static
   # C compiler for the static (musl) edge binary's allocator
   musl-tools
-  # GUI tests: a virtual display, the WebKit WebDriver, fonts for screenshots
-  xvfb webkit2gtk-driver fonts-dejavu-core
+  # GUI tests: a virtual display, the WebKit WebDriver, fonts for screenshots,
+  # xwininfo to see the native dialogs WebDriver cannot
+  xvfb webkit2gtk-driver fonts-dejavu-core x11-utils
   # OS keyring: libdbus for the Secret Service client, and for the tests a
   # private session bus with gnome-keyring (scripts/with-keyring.sh)
   libdbus-1-dev dbus dbus-x11 gnome-keyring

@@ -1492,7 +1492,20 @@ fn a_volume_is_browsed_in_the_window() {
     // Painted before it is taken (WebKit paints after the DOM changes).
     std::thread::sleep(Duration::from_millis(500));
     gui.screenshot(&workspace().join("docs/screenshots/volume-sqlite.png"));
-    gui.click("[data-testid=volume-close]");
+
+    // "Choose…" opens the native save dialog (last: it stays open until the
+    // window goes).
+    gui.click("[data-testid=volume-download]");
+    gui.click("[data-testid=volume-download-choose]");
+    let titles = changeover_tests::wait_for(Duration::from_secs(15), || {
+        let t = gui.window_titles();
+        t.iter().any(|n| n == "Save File").then_some(t)
+    });
+    assert!(
+        titles.is_some(),
+        "the native save dialog opens: {:?}",
+        gui.window_titles()
+    );
     drop(gui);
     drop(big);
     drop(user);

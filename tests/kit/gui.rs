@@ -19,6 +19,8 @@ pub struct Gui {
     base: String,
     name: String,
     xvfb: Child,
+    /// The virtual display the window is on (`:N`).
+    display: String,
     driver: Child,
     started: Instant,
     /// The app's own config folder (environments added, accepted host
@@ -135,6 +137,7 @@ impl Gui {
 
         let started = Instant::now();
         let mut gui = Gui {
+            display: display.clone(),
             base: String::new(),
             name: name.to_string(),
             xvfb,
@@ -238,6 +241,19 @@ impl Gui {
     pub fn click(&self, css: &str) {
         let id = self.element(css);
         self.cmd("POST", &format!("/element/{id}/click"), Some(json!({})));
+    }
+
+    /// The titles of the top-level windows on the window's display (native
+    /// dialogs open beside the webview, out of WebDriver's reach).
+    pub fn window_titles(&self) -> Vec<String> {
+        let out = Command::new("xwininfo")
+            .args(["-root", "-tree", "-display", &self.display])
+            .output()
+            .expect("xwininfo runs (scripts/setup.sh installs x11-utils)");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split('"').nth(1).map(str::to_string))
+            .collect()
     }
 
     /// Clicks `css` once it is there (waiting up to 30 s, saying `what`
