@@ -1405,15 +1405,7 @@ fn a_volume_is_browsed_in_the_window() {
     );
     assert!(said.as_str().unwrap().contains(&imported), "{said}");
     assert_eq!(
-        docker(&[
-            "run",
-            "--rm",
-            "-v",
-            &format!("{imported}:/v"),
-            changeover_tests::FIXTURE_IMAGE,
-            "cat",
-            "/v/site/index.html"
-        ]),
+        changeover_tests::sh_in_volume(None, &imported, "cat /v/site/index.html"),
         "<h1/>"
     );
     assert_eq!(
@@ -1445,11 +1437,7 @@ fn a_volume_is_browsed_in_the_window() {
         Duration::from_secs(30),
         "the big volume opens",
     );
-    let before: Vec<_> = std::fs::read_dir(here.path())
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
+    let before = changeover_tests::names_in(here.path());
     let stopped = here.path().join("big.tar.gz");
     gui.click("[data-testid=volume-download]");
     fill(
@@ -1470,11 +1458,7 @@ fn a_volume_is_browsed_in_the_window() {
         "the download stops",
     );
     assert!(said.as_str().unwrap().contains("was cancelled"), "{said}");
-    let after: Vec<_> = std::fs::read_dir(here.path())
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
+    let after = changeover_tests::names_in(here.path());
     assert_eq!(after, before, "no file, not even a partial one, is left");
     gui.click("[data-testid=volume-transfer-close]");
 

@@ -285,18 +285,10 @@ fn a_second_daemon_over_its_own_socket_is_browsed_the_same() {
     )
     .trim()
     .to_string();
-    docker_at(
+    changeover_tests::sh_in_volume(
         Some(&host),
-        &[
-            "run",
-            "--rm",
-            "-v",
-            &format!("{}:/v", vol.name),
-            changeover_tests::FIXTURE_IMAGE,
-            "sh",
-            "-c",
-            "printf 'changed\\n' > /v/there.txt && : > /v/added",
-        ],
+        &vol.name,
+        "printf 'changed\\n' > /v/there.txt && : > /v/added",
     );
     let d: Value = serde_json::from_str(&ok(
         &changeover(&["volume", "diff", &vol.name, &snap, "--json"], &env),
@@ -1271,16 +1263,10 @@ fn the_daemon_going_away_mid_download_leaves_nothing_behind() {
     .spawn()
     .unwrap();
     // Under way: megabytes written aside, nothing at the destination yet.
-    let started = changeover_tests::wait_for(std::time::Duration::from_secs(60), || {
-        let written: u64 = std::fs::read_dir(here.path())
-            .unwrap()
-            .flatten()
-            .filter_map(|e| e.metadata().ok())
-            .map(|m| m.len())
-            .sum();
-        (written > 2 << 20).then_some(())
-    });
-    assert!(started.is_some(), "the download started");
+    assert!(
+        changeover_tests::written_into(here.path(), 2 << 20),
+        "the download started"
+    );
     daemon.stop();
     let out = get.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -1290,11 +1276,7 @@ fn the_daemon_going_away_mid_download_leaves_nothing_behind() {
         err.contains("daemon closed the connection") || err.contains("nothing listens"),
         "{err}"
     );
-    let left: Vec<_> = std::fs::read_dir(here.path())
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
+    let left = changeover_tests::names_in(here.path());
     assert!(
         left.is_empty(),
         "nothing is left where it was going: {left:?}"
@@ -1363,16 +1345,10 @@ fn ctrl_c_stops_a_transfer_and_leaves_nothing_paused_or_partial() {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        let started = changeover_tests::wait_for(std::time::Duration::from_secs(60), || {
-            let written: u64 = std::fs::read_dir(here.path())
-                .unwrap()
-                .flatten()
-                .filter_map(|e| e.metadata().ok())
-                .map(|m| m.len())
-                .sum();
-            (written > 1 << 20).then_some(())
-        });
-        assert!(started.is_some(), "{what} started");
+        assert!(
+            changeover_tests::written_into(here.path(), 1 << 20),
+            "{what} started"
+        );
         if what == "export" {
             let state = docker(&["inspect", "-f", "{{.State.Status}}", &user.name]);
             assert_eq!(state, "paused", "paused while it copies");
@@ -1387,11 +1363,7 @@ fn ctrl_c_stops_a_transfer_and_leaves_nothing_paused_or_partial() {
             err.contains("was stopped (Ctrl-C): nothing was written"),
             "{what}: {err}"
         );
-        let left: Vec<_> = std::fs::read_dir(here.path())
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name())
-            .collect();
+        let left = changeover_tests::names_in(here.path());
         assert!(left.is_empty(), "{what} left nothing: {left:?}");
         let state = docker(&["inspect", "-f", "{{.State.Status}}", &user.name]);
         assert_eq!(state, "running", "{what}: the container goes on");
@@ -1581,19 +1553,7 @@ fn a_volume_of_a_driver_with_no_size_is_said_unknown_and_browsed() {
     let env = [("DOCKER_HOST", host.as_str())];
     let v = changeover_tests::unique("t-plugin-vol");
     docker_at(Some(&host), &["volume", "create", "-d", &plugin.name, &v]);
-    docker_at(
-        Some(&host),
-        &[
-            "run",
-            "--rm",
-            "-v",
-            &format!("{v}:/v"),
-            changeover_tests::FIXTURE_IMAGE,
-            "sh",
-            "-c",
-            "echo through the plugin > /v/hello.txt",
-        ],
-    );
+    changeover_tests::sh_in_volume(Some(&host), &v, "echo through the plugin > /v/hello.txt");
     let d: Value = serde_json::from_str(&ok(
         &changeover(&["volume", "inspect", &v, "--json"], &env),
         "inspect",

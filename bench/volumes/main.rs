@@ -16,7 +16,9 @@
 use std::time::{Duration, Instant};
 
 use changeover_application::{snapshots, volumes};
-use changeover_tests::{default_environment, docker, fixture_image, unique, FIXTURE_IMAGE};
+use changeover_tests::{
+    default_environment, docker, fixture_image, sh_in_volume, unique, FIXTURE_IMAGE,
+};
 
 /// Volumes (and snapshots of them) removed when dropped.
 struct Cleanup(Vec<String>);
@@ -48,17 +50,7 @@ impl Drop for Cleanup {
 
 fn fill(vol: &str, script: &str) {
     docker(&["volume", "create", vol]);
-    let mount = format!("{vol}:/v");
-    docker(&[
-        "run",
-        "--rm",
-        "-v",
-        &mount,
-        FIXTURE_IMAGE,
-        "sh",
-        "-c",
-        script,
-    ]);
+    sh_in_volume(None, vol, script);
 }
 
 fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
@@ -238,17 +230,11 @@ async fn main() {
     let (a, _) = snapshots::snapshot(&env, &many, "a", false, |_| {})
         .await
         .unwrap();
-    let mount = format!("{many}:/v");
-    docker(&[
-        "run",
-        "--rm",
-        "-v",
-        &mount,
-        FIXTURE_IMAGE,
-        "sh",
-        "-c",
+    sh_in_volume(
+        None,
+        &many,
         "cd /v/many && i=0; while [ $i -lt 100 ]; do echo changed >> f$((i*997)); i=$((i+1)); done",
-    ]);
+    );
     let (b, _) = snapshots::snapshot(&env, &many, "b", false, |_| {})
         .await
         .unwrap();

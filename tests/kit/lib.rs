@@ -575,34 +575,66 @@ pub struct TestVolume {
     host: Option<String>,
 }
 
+/// The names in the folder `dir`, sorted (what a transfer left there).
+pub fn names_in(dir: &Path) -> Vec<std::ffi::OsString> {
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .expect("the folder reads")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Waits until the files in `dir` hold more than `bytes` in all (a transfer
+/// writing there is under way); false when they do not within a minute.
+pub fn written_into(dir: &Path, bytes: u64) -> bool {
+    wait_for(Duration::from_secs(60), || {
+        let written: u64 = std::fs::read_dir(dir)
+            .ok()?
+            .flatten()
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| m.len())
+            .sum();
+        (written > bytes).then_some(())
+    })
+    .is_some()
+}
+
+/// Runs the shell `script` in a throw-away fixture container with `volume`
+/// mounted at `/v` (on the daemon at `host`, or the default one, where the
+/// fixture image is built first); its stdout, trimmed.
+pub fn sh_in_volume(host: Option<&str>, volume: &str, script: &str) -> String {
+    if host.is_none() {
+        fixture_image();
+    }
+    docker_at(
+        host,
+        &[
+            "run",
+            "--rm",
+            "--label",
+            TEST_LABEL,
+            "-v",
+            &format!("{volume}:/v"),
+            FIXTURE_IMAGE,
+            "sh",
+            "-c",
+            script,
+        ],
+    )
+}
+
 impl TestVolume {
     /// A volume filled by `script` run in the fixture image (built here on
     /// the default daemon; a private daemon is given it by the test).
     pub fn new(host: Option<&str>, prefix: &str, script: &str) -> Self {
-        if host.is_none() {
-            fixture_image();
-        }
         let name = unique(prefix);
         docker_at(
             host,
             &["volume", "create", "--label", TEST_LABEL, name.as_str()],
         );
-        let mount = format!("{name}:/v");
-        docker_at(
-            host,
-            &[
-                "run",
-                "--rm",
-                "--label",
-                TEST_LABEL,
-                "-v",
-                &mount,
-                FIXTURE_IMAGE,
-                "sh",
-                "-c",
-                script,
-            ],
-        );
+        sh_in_volume(host, &name, script);
         Self {
             name,
             host: host.map(str::to_string),
