@@ -266,16 +266,7 @@ fn plain_reason(chain: &str) -> String {
     if lower.contains("no such file or directory") {
         return "nothing listens there (the daemon's socket is not there: it stopped?)".into();
     }
-    if [
-        "connection reset",
-        "broken pipe",
-        "connection closed",
-        "unexpected eof",
-        "incomplete message",
-    ]
-    .iter()
-    .any(|w| lower.contains(w))
-    {
+    if CLOSED.iter().any(|w| lower.contains(w)) {
         return "the daemon closed the connection (it stopped or restarted)".into();
     }
     if lower.contains("dns error") || lower.contains("failed to lookup address") {
@@ -320,15 +311,16 @@ fn is_transport(e: &bollard::errors::Error) -> bool {
         E::HyperResponseError { .. } | E::IOError { .. } | E::RequestTimeoutError
     ) || {
         let chain = changeover_core::problem::error_chain(e).to_lowercase();
-        TRANSPORT_WORDS.iter().any(|w| chain.contains(w))
+        chain.contains("connection refused")
+            || chain.contains("no such file or directory")
+            || CLOSED.iter().any(|w| chain.contains(w))
     }
 }
 
-const TRANSPORT_WORDS: [&str; 7] = [
-    "connection refused",
+/// How a connection the daemon closed shows in an error chain.
+const CLOSED: [&str; 5] = [
     "connection reset",
     "broken pipe",
-    "no such file or directory",
     "connection closed",
     "unexpected eof",
     "incomplete message",
