@@ -317,6 +317,26 @@ pub(crate) fn service(spec: &ServiceSpec) -> Yaml {
             ]),
         ));
     }
+    let (t, d) = (spec.timeouts, crate::edge::Timeouts::default());
+    let timeouts: Vec<(String, Yaml)> = [
+        ("header", t.header_ms, d.header_ms),
+        ("idle", t.idle_ms, d.idle_ms),
+        ("body", t.body_ms, d.body_ms),
+        ("response", t.response_ms, d.response_ms),
+    ]
+    .into_iter()
+    .filter(|(_, ms, default)| ms != default)
+    .map(|(k, ms, _)| (k.to_string(), duration(ms)))
+    .collect();
+    if !timeouts.is_empty() {
+        x.push(("timeouts".into(), Yaml::Map(timeouts)));
+    }
+    if !spec.trusted_proxies.is_empty() {
+        x.push((
+            "trusted_proxies".into(),
+            Yaml::List(spec.trusted_proxies.iter().map(Yaml::text).collect()),
+        ));
+    }
     s.push(("x-changeover".into(), Yaml::Map(x)));
     Yaml::Map(s)
 }
@@ -507,6 +527,9 @@ mod tests {
         web.health.healthy_threshold = 2;
         web.drain_timeout_ms = 10_000;
         web.deploy_timeout_ms = 90_000;
+        web.timeouts.header_ms = 5_000;
+        web.timeouts.response_ms = 120_000;
+        web.trusted_proxies = vec!["10.0.0.0/8".into()];
         web.strategy = Strategy::Canary;
         web.canary_percent = 25;
         web.canary_guard = Some(crate::service::CanaryGuard {

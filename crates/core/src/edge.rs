@@ -24,7 +24,7 @@ use ts_rs::TS;
 
 /// Bumped when a request or response changes shape; an edge with another
 /// protocol version is replaced before it is used.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// The longest a `Request::Watch` waits before answering anyway.
 pub const WATCH_LONGEST_MS: u64 = 60_000;
@@ -87,6 +87,106 @@ pub struct RouteSpec {
     /// HTTP (the default) or plain TCP.
     #[serde(default)]
     pub protocol: Protocol,
+    /// How long clients and targets may take (`x-changeover.timeouts`).
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    /// Addresses (`10.0.0.5`) or networks (`10.0.0.0/8`) of proxies in
+    /// front of the edge whose `X-Forwarded-For`/`-Proto` are believed;
+    /// from anyone else those headers are replaced.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_proxies: Vec<String>,
+}
+
+/// How long the edge waits, per route. A client past a timeout is cut off
+/// (or answered 408) and it never counts against a release; a target past
+/// `response_ms` is answered 504 and counts as its failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase", default)]
+#[ts(export)]
+pub struct Timeouts {
+    /// A request's head, from its first byte to its end.
+    #[ts(type = "number")]
+    pub header_ms: u64,
+    /// A kept-alive connection with no request on it.
+    #[ts(type = "number")]
+    pub idle_ms: u64,
+    /// A request body: the longest wait for its next piece.
+    #[ts(type = "number")]
+    pub body_ms: u64,
+    /// A target: from the request sent to the head of its answer.
+    #[ts(type = "number")]
+    pub response_ms: u64,
+}
+
+impl Default for Timeouts {
+    /// What peers in this role use: HAProxy's `timeout http-request 10s`,
+    /// nginx's 60 s for bodies between reads (30 s here) and for a
+    /// target's answer; idle keep-alive as nginx's (75 s), rounded.
+    fn default() -> Self {
+        Self {
+            header_ms: 10_000,
+            idle_ms: 60_000,
+            body_ms: 30_000,
+            response_ms: 60_000,
+        }
+    }
+}
+
+/// Whether `addr` is one of `trusted` (addresses or `addr/bits` networks,
+/// IPv4 or IPv6). Entries that do not parse match nothing.
+pub fn is_trusted(addr: std::net::IpAddr, trusted: &[String]) -> bool {
+    trusted
+        .iter()
+        .any(|t| parse_network(t).is_some_and(|(net, bits)| in_network(addr, net, bits)))
+}
+
+/// `10.0.0.0/8` or `10.0.0.5` as (network, prefix bits); `None` when it is
+/// neither.
+pub fn parse_network(text: &str) -> Option<(std::net::IpAddr, u8)> {
+    let (addr, bits) = match text.trim().split_once('/') {
+        Some((a, b)) => (a, Some(b)),
+        None => (text.trim(), None),
+    };
+    let addr: std::net::IpAddr = addr.parse().ok()?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let bits = match bits {
+        Some(b) => b.parse::<u8>().ok().filter(|b| *b <= max)?,
+        None => max,
+    };
+    Some((addr, bits))
+}
+
+fn in_network(addr: std::net::IpAddr, net: std::net::IpAddr, bits: u8) -> bool {
+    use std::net::IpAddr;
+    let addr = match addr {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(addr),
+        v4 => v4,
+    };
+    let (a, n, width) = match (addr, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => (u128::from(u32::from(a)), u128::from(u32::from(n)), 32),
+        (IpAddr::V6(a), IpAddr::V6(n)) => (u128::from(a), u128::from(n), 128),
+        _ => return false,
+    };
+    if bits == 0 {
+        return true;
+    }
+    let shift = width - u32::from(bits);
+    (a >> shift) == (n >> shift)
+}
+
+/// The edge's client connections, and what its limit did so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+#[ts(export)]
+pub struct ConnectionStats {
+    pub open: u32,
+    pub limit: u32,
+    /// New connections closed at once: every open one was busy.
+    #[ts(type = "number")]
+    pub shed: u64,
+    /// Slow or idle connections closed to make room for new ones.
+    #[ts(type = "number")]
+    pub evicted: u64,
 }
 
 /// What a route carries.
@@ -436,6 +536,9 @@ pub enum Response {
         protocol: u32,
         version: String,
         uptime_ms: u64,
+        /// The edge's client connections (edges before protocol 5: none).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        connections: Option<ConnectionStats>,
     },
     Routes {
         routes: Vec<RouteStatus>,
@@ -520,6 +623,41 @@ pub type Labels = BTreeMap<String, String>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trusted_proxies_are_addresses_or_networks() {
+        let trusted = vec![
+            "10.0.0.0/8".to_string(),
+            "192.168.1.7".into(),
+            "fd00::/8".into(),
+            "nonsense".into(),
+        ];
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        assert!(is_trusted(ip("10.200.3.4"), &trusted));
+        assert!(is_trusted(ip("192.168.1.7"), &trusted));
+        assert!(!is_trusted(ip("192.168.1.8"), &trusted));
+        assert!(!is_trusted(ip("11.0.0.1"), &trusted));
+        assert!(is_trusted(ip("fd12::1"), &trusted));
+        assert!(
+            is_trusted(ip("::ffff:10.1.2.3"), &trusted),
+            "IPv4 seen on an IPv6 socket"
+        );
+        assert!(!is_trusted(ip("127.0.0.1"), &[]));
+        assert!(is_trusted(ip("8.8.8.8"), &["0.0.0.0/0".to_string()]));
+        assert_eq!(parse_network("10.0.0.0/33"), None);
+        assert_eq!(parse_network("10.0.0/8"), None);
+    }
+
+    #[test]
+    fn routes_from_older_clients_get_the_default_timeouts() {
+        let old = r#"{"port":8080,"service":"s/web","health":{"path":null,"intervalMs":1000,"timeoutMs":1000,"healthyThreshold":1,"unhealthyThreshold":3},"drainTimeoutMs":1000}"#;
+        let spec: RouteSpec = serde_json::from_str(old).unwrap();
+        assert_eq!(spec.timeouts, Timeouts::default());
+        assert!(spec.trusted_proxies.is_empty());
+        let partial: Timeouts = serde_json::from_str(r#"{"headerMs":500}"#).unwrap();
+        assert_eq!(partial.header_ms, 500);
+        assert_eq!(partial.idle_ms, Timeouts::default().idle_ms);
+    }
 
     #[test]
     fn requests_round_trip_as_tagged_json() {

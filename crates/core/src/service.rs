@@ -200,6 +200,14 @@ pub struct ServiceSpec {
     /// every deploy.
     #[serde(default)]
     pub snapshots: Option<SnapshotPolicy>,
+    /// `x-changeover.timeouts`: how long the edge waits for clients and
+    /// for the service's containers.
+    #[serde(default)]
+    pub timeouts: crate::edge::Timeouts,
+    /// `x-changeover.trusted_proxies`: proxies in front of the edge whose
+    /// `X-Forwarded-*` headers are passed on.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 /// `x-changeover.snapshots: {before_deploy: true, keep: N}`: each deploy
@@ -270,6 +278,8 @@ impl ServiceSpec {
             drain_timeout_ms: DEFAULT_DRAIN_TIMEOUT_MS,
             deploy_timeout_ms: DEFAULT_DEPLOY_TIMEOUT_MS,
             snapshots: None,
+            timeouts: crate::edge::Timeouts::default(),
+            trusted_proxies: Vec::new(),
         }
     }
 

@@ -1229,10 +1229,44 @@ fn read_x_changeover(r: &mut Reader, node: &Node, key: &str, spec: &mut ServiceS
                 }
                 spec.snapshots = Some(policy);
             }
+            "timeouts" => {
+                let t = &mut spec.timeouts;
+                for (n, nv) in r.map(v, &k) {
+                    let nk = format!("{k}.{n}");
+                    let slot = match n.as_str() {
+                        "header" => &mut t.header_ms,
+                        "idle" => &mut t.idle_ms,
+                        "body" => &mut t.body_ms,
+                        "response" => &mut t.response_ms,
+                        _ => {
+                            r.error(nv, &nk, format!("unknown timeouts key `{n}` (header, idle, body, response)"));
+                            continue;
+                        }
+                    };
+                    match r.duration(nv, &nk) {
+                        Some(0) => r.error(nv, &nk, "a timeout of 0 would cut every client off; give a duration such as 30s".to_string()),
+                        Some(ms) if ms > MAX_EDGE_TIMEOUT_MS => r.error(nv, &nk, "a timeout longer than 1h is refused (a client could hold a connection that long)".to_string()),
+                        Some(ms) => *slot = ms,
+                        None => {}
+                    }
+                }
+            }
+            "trusted_proxies" => {
+                let mut list = Vec::new();
+                for (i, item) in r.list(v, &k).into_iter().enumerate() {
+                    let ik = format!("{k}[{i}]");
+                    match r.string(item, &ik) {
+                        Some(text) if crate::edge::parse_network(&text).is_some() => list.push(text.trim().to_string()),
+                        Some(text) => r.error(item, &ik, format!("{text:?} is not an address or network (10.0.0.5, 10.0.0.0/8, fd00::/8)")),
+                        None => {}
+                    }
+                }
+                spec.trusted_proxies = list;
+            }
             _ => r.error(
                 v,
                 &k,
-                format!("unknown x-changeover key `{f}` (strategy, canary, standby, protocol, health, drain_timeout, deploy_timeout, snapshots)"),
+                format!("unknown x-changeover key `{f}` (strategy, canary, standby, protocol, health, drain_timeout, deploy_timeout, snapshots, timeouts, trusted_proxies)"),
             ),
         }
     }
@@ -1244,6 +1278,9 @@ fn read_x_changeover(r: &mut Reader, node: &Node, key: &str, spec: &mut ServiceS
         );
     }
 }
+
+/// The longest `x-changeover.timeouts` value taken.
+const MAX_EDGE_TIMEOUT_MS: u64 = 3_600_000;
 
 /// Splits a command string the way Compose does for simple cases (spaces,
 /// single and double quotes).
@@ -1412,6 +1449,43 @@ volumes:
         assert!(e[0].contains("snapshots.keep"), "{e:?}");
         let e = errors(&svc("      snapshots: {every: hour}\n"));
         assert!(e[0].contains("unknown snapshots key `every`"), "{e:?}");
+    }
+
+    #[test]
+    fn edge_timeouts_and_trusted_proxies_are_read_and_bad_ones_refused() {
+        let svc =
+            |x: &str| format!("name: s\nservices:\n  web:\n    image: a\n    x-changeover:\n{x}");
+        let report = parse(
+            &svc("      timeouts: {header: 5s, response: 2m}\n      trusted_proxies: [10.0.0.0/8, 192.168.1.7]\n"),
+            "stack.yml",
+            None,
+        );
+        let web = &report.stack.unwrap().services[0];
+        assert_eq!(web.timeouts.header_ms, 5_000);
+        assert_eq!(web.timeouts.response_ms, 120_000);
+        assert_eq!(
+            web.timeouts.idle_ms,
+            crate::edge::Timeouts::default().idle_ms,
+            "the rest keep their defaults"
+        );
+        assert_eq!(web.trusted_proxies, ["10.0.0.0/8", "192.168.1.7"]);
+        let e = errors(&svc("      timeouts: {header: 0s}\n"));
+        assert!(
+            e[0].contains("timeouts.header") && e[0].contains("cut every client off"),
+            "{e:?}"
+        );
+        let e = errors(&svc("      timeouts: {body: 2h}\n"));
+        assert!(e[0].contains("longer than 1h"), "{e:?}");
+        let e = errors(&svc("      timeouts: {read: 5s}\n"));
+        assert!(e[0].contains("unknown timeouts key `read`"), "{e:?}");
+        let e = errors(&svc("      timeouts: {idle: soon}\n"));
+        assert!(e[0].contains("is not a duration"), "{e:?}");
+        let e = errors(&svc("      trusted_proxies: [10.0.0.0/40, everyone]\n"));
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(
+            e[0].contains("trusted_proxies[0]") && e[1].contains("\"everyone\" is not an address"),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -128,6 +128,8 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
                     health: spec.health.clone(),
                     drain_timeout_ms: spec.drain_timeout_ms,
                     protocol: spec.protocol,
+                    timeouts: spec.timeouts,
+                    trusted_proxies: spec.trusted_proxies.clone(),
                 },
             })
             .await?;

@@ -170,6 +170,7 @@ impl EdgeControl for Fake {
                 protocol: PROTOCOL_VERSION,
                 version: "test".into(),
                 uptime_ms: 0,
+                connections: None,
             },
             Request::RouteSet { route } => {
                 w.routes.entry(route.port).or_default();
@@ -195,6 +196,8 @@ impl EdgeControl for Fake {
                             health: Default::default(),
                             drain_timeout_ms: 1000,
                             protocol: Default::default(),
+                            timeouts: Default::default(),
+                            trusted_proxies: Vec::new(),
                         },
                         targets: ts.iter().map(|t| status(&w, t)).collect(),
                         policy: w.policies.get(port).cloned().unwrap_or_default(),

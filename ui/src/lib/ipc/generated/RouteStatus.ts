@@ -3,6 +3,7 @@ import type { HealthProbe } from "./HealthProbe";
 import type { Protocol } from "./Protocol";
 import type { ReleaseMetrics } from "./ReleaseMetrics";
 import type { TargetStatus } from "./TargetStatus";
+import type { Timeouts } from "./Timeouts";
 import type { TrafficPolicy } from "./TrafficPolicy";
 
 /**
@@ -29,4 +30,14 @@ drainTimeoutMs: number,
 /**
  * HTTP (the default) or plain TCP.
  */
-protocol: Protocol, };
+protocol: Protocol, 
+/**
+ * How long clients and targets may take (`x-changeover.timeouts`).
+ */
+timeouts: Timeouts, 
+/**
+ * Addresses (`10.0.0.5`) or networks (`10.0.0.0/8`) of proxies in
+ * front of the edge whose `X-Forwarded-For`/`-Proto` are believed;
+ * from anyone else those headers are replaced.
+ */
+trustedProxies?: Array<string>, };

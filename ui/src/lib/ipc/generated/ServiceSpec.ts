@@ -7,6 +7,7 @@ import type { ServiceMount } from "./ServiceMount";
 import type { ServicePort } from "./ServicePort";
 import type { SnapshotPolicy } from "./SnapshotPolicy";
 import type { Strategy } from "./Strategy";
+import type { Timeouts } from "./Timeouts";
 import type { UpdateConfig } from "./UpdateConfig";
 
 /**
@@ -52,4 +53,14 @@ deployTimeoutMs: number,
  * `x-changeover.snapshots`: snapshots of the named volumes before
  * every deploy.
  */
-snapshots: SnapshotPolicy | null, };
+snapshots: SnapshotPolicy | null, 
+/**
+ * `x-changeover.timeouts`: how long the edge waits for clients and
+ * for the service's containers.
+ */
+timeouts: Timeouts, 
+/**
+ * `x-changeover.trusted_proxies`: proxies in front of the edge whose
+ * `X-Forwarded-*` headers are passed on.
+ */
+trustedProxies: Array<string>, };
