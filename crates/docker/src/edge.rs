@@ -31,7 +31,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use bollard::models::{ContainerCreateBody, HostConfig, RestartPolicy, RestartPolicyNameEnum};
+use bollard::models::{
+    ContainerCreateBody, HostConfig, ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum,
+};
 use bollard::query_parameters::{
     BuildImageOptionsBuilder, CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder,
 };
@@ -48,6 +50,9 @@ use sha2::{Digest, Sha256};
 use crate::connect::daemon_problem;
 
 const MUSL: &str = "x86_64-unknown-linux-musl";
+
+/// The edge container's `nofile` limit.
+const EDGE_DESCRIPTORS: i64 = 65_536;
 
 fn edge_problem(message: impl Into<String>) -> Problem {
     Problem::new(ProblemCode::EdgeError, message)
@@ -287,6 +292,14 @@ async fn create_edge(edge: &Edge, binary: &BinaryImage) -> Result<(), Problem> {
                 maximum_retry_count: None,
             }),
             binds: Some(vec![format!("{EDGE_STATE_VOLUME}:{EDGE_STATE_DIR}")]),
+            // The edge faces the internet: a container's default of 1,024
+            // descriptors is a few hundred clients. It admits about half of
+            // what it gets (see the edge's `limits`).
+            ulimits: Some(vec![ResourcesUlimits {
+                name: Some("nofile".into()),
+                soft: Some(EDGE_DESCRIPTORS),
+                hard: Some(EDGE_DESCRIPTORS),
+            }]),
             ..Default::default()
         }),
         ..Default::default()

@@ -11,7 +11,7 @@
 //!   containers' labels.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -25,7 +25,8 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
 use crate::proxy;
-use crate::routes::{write_atomically, Route, Table};
+use crate::routes::{Route, Table};
+use crate::store::StoredFile;
 
 pub(crate) const SOCKET: &str = "control.sock";
 
@@ -34,7 +35,7 @@ pub struct Edge {
     pub table: Table,
     docs: Mutex<Docs>,
     locks: Mutex<HashMap<String, Lock>>,
-    dir: Option<PathBuf>,
+    docs_file: Option<StoredFile>,
     started: Instant,
 }
 
@@ -80,22 +81,27 @@ fn error(code: EdgeErrorCode, message: impl Into<String>) -> Response {
 impl Edge {
     /// An edge keeping its state in `dir` (`None`: in memory, for tests).
     pub fn new(dir: Option<&Path>) -> Result<Arc<Self>, String> {
-        let docs = match dir {
-            Some(d) => match std::fs::read_to_string(d.join("docs.json")) {
-                Ok(text) => serde_json::from_str(&text)
-                    .map_err(|e| format!("{}/docs.json is not valid: {e}", d.display()))?,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Docs::default(),
-                Err(e) => return Err(format!("cannot read {}/docs.json: {e}", d.display())),
-            },
+        let docs_file = dir.map(|d| StoredFile::new(d.join("docs.json")));
+        let docs = match &docs_file {
+            Some(file) => {
+                let loaded = file
+                    .load(|bytes| serde_json::from_slice::<Docs>(bytes).map_err(|e| e.to_string()));
+                for note in loaded.notes {
+                    eprintln!("changeover-edge: {note}");
+                }
+                loaded.value
+            }
             None => Docs::default(),
         };
         let table = Table::new(dir);
-        table.load()?;
+        for note in table.load() {
+            eprintln!("changeover-edge: {note}");
+        }
         Ok(Arc::new(Self {
             table,
             docs: Mutex::new(docs),
             locks: Mutex::new(HashMap::new()),
-            dir: dir.map(Path::to_path_buf),
+            docs_file,
             started: Instant::now(),
         }))
     }
@@ -145,13 +151,30 @@ impl Edge {
             for t in &tripped {
                 eprintln!("changeover-edge: {t}");
             }
-            self.save_routes();
+            // Nobody asked: the log is the only place to say it. The next
+            // save writes the tripped policy with everything else.
+            if let Err(e) = self.table.save() {
+                eprintln!("changeover-edge: the tripped guard could not be saved: {e}");
+            }
         }
     }
 
-    fn save_routes(&self) {
-        if let Err(e) = self.table.save() {
-            eprintln!("changeover-edge: {e}");
+    /// Saves the routes after a change a client asked for: the change is
+    /// live; a failed save is that client's error (it must not read "ok").
+    fn save_routes(&self) -> Result<(), Response> {
+        self.table.save().map_err(|e| {
+            error(
+                EdgeErrorCode::Internal,
+                format!("the change is in effect but could not be saved, so a restart would lose it: {e}"),
+            )
+        })
+    }
+
+    /// `answer`, or the failed save's error.
+    fn saved(&self, answer: Response) -> Response {
+        match self.save_routes() {
+            Ok(()) => answer,
+            Err(e) => e,
         }
     }
 
@@ -176,6 +199,16 @@ impl Edge {
                 protocol: PROTOCOL_VERSION,
                 version: env!("CARGO_PKG_VERSION").to_string(),
                 uptime_ms: self.started.elapsed().as_millis() as u64,
+                connections: Some({
+                    let conns = crate::limits::conns();
+                    let (open, shed, evicted) = conns.counts();
+                    changeover_core::edge::ConnectionStats {
+                        open: open as u32,
+                        limit: conns.limit() as u32,
+                        shed,
+                        evicted,
+                    }
+                }),
             },
             Request::RouteSet { route } => self.route_set(route).await,
             Request::RouteRemove { port } => {
@@ -189,8 +222,7 @@ impl Edge {
                         t.close();
                     }
                 }
-                self.save_routes();
-                Response::Ok
+                self.saved(Response::Ok)
             }
             Request::Routes { service } => Response::Routes {
                 routes: self
@@ -215,12 +247,14 @@ impl Edge {
                         Some(r.targets.remove(i))
                     })
                 };
-                if let Some(t) = removed {
-                    t.stop_checks();
-                    t.close();
-                    self.save_routes();
+                match removed {
+                    Some(t) => {
+                        t.stop_checks();
+                        t.close();
+                        self.saved(Response::Ok)
+                    }
+                    None => Response::Ok,
                 }
-                Response::Ok
             }
             Request::TrafficSet { port, policy } => {
                 if policy
@@ -243,8 +277,7 @@ impl Edge {
                 // Under the table lock: the next request picks by the new policy.
                 route.set_policy(policy);
                 drop(routes);
-                self.save_routes();
-                Response::Ok
+                self.saved(Response::Ok)
             }
             Request::PortCheck { port, service } => {
                 if let Some(r) = self.table.read().get(&port) {
@@ -355,6 +388,14 @@ impl Edge {
 
     async fn route_set(self: &Arc<Self>, spec: RouteSpec) -> Response {
         let port = spec.port;
+        if port == 0 {
+            // Binding port 0 would listen on a port the kernel picks, that
+            // nobody knows and a restart would change.
+            return error(
+                EdgeErrorCode::BadRequest,
+                "a route needs a port from 1 to 65535, not 0",
+            );
+        }
         {
             let mut routes = self.table.lock();
             if let Some(r) = routes.get_mut(&port) {
@@ -366,8 +407,7 @@ impl Edge {
                 }
                 r.spec = spec;
                 drop(routes);
-                self.save_routes();
-                return Response::Ok;
+                return self.saved(Response::Ok);
             }
         }
         let task = match proxy::listen(self.clone(), port).await {
@@ -382,8 +422,7 @@ impl Edge {
         let mut route = Route::new(spec);
         route.listener = Some(task);
         self.table.lock().insert(port, route);
-        self.save_routes();
-        Response::Ok
+        self.saved(Response::Ok)
     }
 
     async fn target_add(
@@ -412,7 +451,9 @@ impl Edge {
                 }
             }
         };
-        self.save_routes();
+        if let Err(e) = self.save_routes() {
+            return e;
+        }
         if let Some(ms) = wait_healthy_ms {
             let deadline = tokio::time::Instant::now() + Duration::from_millis(ms);
             loop {
@@ -425,7 +466,9 @@ impl Edge {
                 }
             }
             // Persist that it became healthy, so a restart routes to it at once.
-            self.save_routes();
+            if let Err(e) = self.save_routes() {
+                return e;
+            }
         }
         Response::Target {
             target: target.status(),
@@ -472,11 +515,10 @@ impl Edge {
                 route.targets.retain(|t| !Arc::ptr_eq(t, &target));
             }
         }
-        self.save_routes();
-        Response::Drained {
+        self.saved(Response::Drained {
             abandoned,
             took_ms: started.elapsed().as_millis() as u64,
-        }
+        })
     }
 
     fn doc_put(&self, key: String, value: serde_json::Value, expect: Option<u64>) -> Response {
@@ -486,14 +528,19 @@ impl Edge {
             Err(refused) => return refused,
         };
         let revision = current + 1;
-        docs.entries.insert(
-            key,
+        let before = docs.entries.insert(
+            key.clone(),
             Doc {
                 value: value.clone(),
                 revision,
             },
         );
         if let Err(e) = self.save_docs(&docs) {
+            // Not stored, so not changed: the caller may try again.
+            match before {
+                Some(d) => docs.entries.insert(key, d),
+                None => docs.entries.remove(&key),
+            };
             return error(EdgeErrorCode::Internal, e);
         }
         crate::changes::bump();
@@ -508,22 +555,25 @@ impl Edge {
         if let Err(refused) = docs.revision_of(&key, expect) {
             return refused;
         }
-        if docs.entries.remove(&key).is_none() {
+        let Some(before) = docs.entries.remove(&key) else {
             return Response::Ok;
-        }
+        };
         if let Err(e) = self.save_docs(&docs) {
+            docs.entries.insert(key, before);
             return error(EdgeErrorCode::Internal, e);
         }
         crate::changes::bump();
         Response::Ok
     }
 
+    /// Writes the documents (the caller holds their lock, so saves of
+    /// them are in order already; the file's own lock makes it certain).
     fn save_docs(&self, docs: &Docs) -> Result<(), String> {
-        let Some(dir) = &self.dir else {
+        let Some(file) = &self.docs_file else {
             return Ok(());
         };
-        let bytes = serde_json::to_vec_pretty(docs).map_err(|e| e.to_string())?;
-        write_atomically(&dir.join("docs.json"), &bytes)
+        file.save(|| serde_json::to_vec_pretty(docs).map_err(|e| e.to_string()))
+            .map_err(|e| format!("the document could not be saved: {e}"))
     }
 }
 
@@ -536,8 +586,12 @@ fn holder(l: &Lock, now: Instant) -> LockHolder {
 }
 
 /// `changeover-edge serve`: the long-running proxy.
-pub async fn serve(dir: PathBuf) -> Result<(), String> {
+pub async fn serve(dir: PathBuf, max_connections: Option<usize>) -> Result<(), String> {
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let (descriptors, connections) = crate::limits::raise_descriptor_limit(max_connections);
+    eprintln!(
+        "changeover-edge: {descriptors} file descriptors; at most {connections} client connections"
+    );
     proxy::start_workers()?;
     let edge = Edge::new(Some(&dir))?;
     edge.resume().await;
@@ -555,20 +609,21 @@ pub async fn serve(dir: PathBuf) -> Result<(), String> {
         let edge = edge.clone();
         async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
+                let stream = match listener.accept().await {
+                    Ok((stream, _)) => stream,
+                    Err(_) => {
+                        // Out of descriptors and the like: back off, never spin.
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
                 };
                 let edge = edge.clone();
                 tokio::spawn(async move {
                     let (read, mut write) = stream.into_split();
-                    let mut line = String::new();
-                    let mut reader = tokio::io::BufReader::new(read);
-                    if reader.read_line(&mut line).await.is_err() {
-                        return;
-                    }
-                    let response = match serde_json::from_str::<Request>(&line) {
-                        Ok(req) => edge.handle(req).await,
-                        Err(e) => error(EdgeErrorCode::BadRequest, format!("bad request: {e}")),
+                    let response = match read_request(read).await {
+                        Ok(Some(req)) => edge.handle(req).await,
+                        Ok(None) => return,
+                        Err(refused) => refused,
                     };
                     let mut out = serde_json::to_vec(&response).unwrap_or_default();
                     out.push(b'\n');
@@ -594,6 +649,33 @@ pub async fn serve(dir: PathBuf) -> Result<(), String> {
         _ = crate::terminated() => {}
     }
     Ok(())
+}
+
+/// The longest control request line taken: a stored document with room to
+/// spare. A longer one is refused without being kept in memory.
+pub(crate) const MAX_CONTROL_LINE: u64 = 8 * 1024 * 1024;
+
+/// Reads one request line from a control connection: `None` when it closed
+/// without one, the refusal when it is too long or not a request.
+async fn read_request(
+    read: impl tokio::io::AsyncRead + Unpin,
+) -> Result<Option<Request>, Response> {
+    use tokio::io::AsyncReadExt;
+    let mut line = Vec::new();
+    let mut reader = tokio::io::BufReader::new(read.take(MAX_CONTROL_LINE + 1));
+    match reader.read_until(b'\n', &mut line).await {
+        Ok(0) | Err(_) => return Ok(None),
+        Ok(_) => {}
+    }
+    if line.len() as u64 > MAX_CONTROL_LINE {
+        return Err(error(
+            EdgeErrorCode::BadRequest,
+            format!("a control request longer than {MAX_CONTROL_LINE} bytes is refused"),
+        ));
+    }
+    serde_json::from_slice::<Request>(&line)
+        .map(Some)
+        .map_err(|e| error(EdgeErrorCode::BadRequest, format!("bad request: {e}")))
 }
 
 /// `changeover-edge ctl REQUEST`: one round trip to the serving process.
@@ -631,8 +713,43 @@ fn run_session(socket: &Path) -> ExitCode {
     {
         return ExitCode::FAILURE;
     }
-    for line in std::io::stdin().lock().lines() {
-        let Ok(line) = line else { break };
+    let mut stdin = std::io::stdin().lock();
+    loop {
+        let mut line = Vec::new();
+        match (&mut stdin)
+            .take(MAX_CONTROL_LINE + 1)
+            .read_until(b'\n', &mut line)
+        {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        if line.len() as u64 > MAX_CONTROL_LINE {
+            // The rest of that line cannot be told from a next request: stop.
+            let refused = error(
+                EdgeErrorCode::BadRequest,
+                format!("a control request longer than {MAX_CONTROL_LINE} bytes is refused"),
+            );
+            let _ = writeln!(
+                out,
+                "{}",
+                serde_json::to_string(&refused).unwrap_or_default()
+            );
+            break;
+        }
+        let Ok(line) = String::from_utf8(line) else {
+            let refused = error(EdgeErrorCode::BadRequest, "a control request is not UTF-8");
+            if writeln!(
+                out,
+                "{}",
+                serde_json::to_string(&refused).unwrap_or_default()
+            )
+            .and_then(|_| out.flush())
+            .is_err()
+            {
+                break;
+            }
+            continue;
+        };
         if line.trim().is_empty() {
             continue;
         }

@@ -27,8 +27,10 @@ mod changes;
 mod control;
 mod demo;
 mod health;
+mod limits;
 mod proxy;
 mod routes;
+mod store;
 mod traffic;
 mod upstream;
 mod volume;
@@ -59,6 +61,10 @@ enum Command {
     Serve {
         #[arg(long, default_value = changeover_core::edge::EDGE_STATE_DIR)]
         state: PathBuf,
+        /// At most this many client connections (default: about half the
+        /// file descriptors the edge may open).
+        #[arg(long)]
+        max_connections: Option<usize>,
     },
     /// Send one control request (JSON) to the running proxy and print its
     /// JSON answer.
@@ -136,7 +142,10 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve { state } => control::serve(state).await,
+            Command::Serve {
+                state,
+                max_connections,
+            } => control::serve(state, max_connections).await,
             Command::Demo {
                 version,
                 listen,

@@ -34,7 +34,7 @@ use changeover_core::edge::Protocol;
 
 use crate::control::Edge;
 use crate::routes::{InFlight, Pick, Target};
-use crate::upstream::{BoxError, Conn, Prepared, Reader};
+use crate::upstream::{BoxError, ClientFault, Conn, Prepared, Reader, Waits};
 
 /// What a client gets: a target's response relayed, or the edge's own
 /// short answer (one body type without a box per request).
@@ -240,30 +240,197 @@ async fn accept_loop(edge: Arc<Edge>, port: u16, listener: TcpListener) {
                 continue;
             }
         };
+        // At the limit with every connection busy: shed this one at once.
+        let Some(admitted) = crate::limits::conns().admit() else {
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
+        let Some(listening) = edge.table.listening(port, peer.ip()) else {
+            continue; // the route went a moment ago
+        };
         let edge = edge.clone();
-        if edge.table.protocol(port) == Some(Protocol::Tcp) {
-            tokio::spawn(relay_tcp(edge, port, stream));
+        if listening.protocol == Protocol::Tcp {
+            tokio::spawn(async move {
+                // A relay is one long request: never taken for room.
+                let _busy = admitted.state.request();
+                relay_tcp(edge, port, stream).await;
+                drop(admitted);
+            });
             continue;
         }
-        tokio::spawn(async move {
-            let forwarded_for = HeaderValue::from_str(&peer.ip().to_string()).ok();
-            let service = hyper::service::service_fn(move |req| {
-                let edge = edge.clone();
-                let forwarded_for = forwarded_for.clone();
-                async move { Ok::<_, Infallible>(forward(&edge, port, &forwarded_for, req).await) }
-            });
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
+        tokio::spawn(serve_http(edge, port, stream, peer, admitted, listening));
     }
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
+/// The largest request head taken (request line and headers): what one
+/// unfinished head can cost. Larger ones are answered 431.
+const MAX_REQUEST_HEAD: usize = 64 * 1024;
+
+/// Serves one client connection (HTTP/1.1 or h2c) until it closes, its
+/// head or idle time runs out, or it is evicted to make room.
+async fn serve_http(
+    edge: Arc<Edge>,
+    port: u16,
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+    admitted: crate::limits::Admitted,
+    listening: crate::routes::Listening,
+) {
+    let client = Arc::new(Client {
+        addr: HeaderValue::from_str(&peer.ip().to_string()).ok(),
+        trusted: listening.trusted,
+        timeouts: listening.timeouts,
+    });
+    let state = admitted.state.clone();
+    let service = hyper::service::service_fn(move |req| {
+        let busy = state.request();
+        let edge = edge.clone();
+        let client = client.clone();
+        async move {
+            let response = forward(&edge, port, &client, req).await;
+            Ok::<_, Infallible>(response.map(|body| Tracked { body, _busy: busy }))
+        }
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().max_buf_size(MAX_REQUEST_HEAD);
+    builder
+        .http2()
+        .max_header_list_size(MAX_REQUEST_HEAD as u32);
+    let io = TokioIo::new(crate::limits::Watched::new(stream, admitted.state.clone()));
+    let conn = builder.serve_connection(io, service);
+    tokio::pin!(conn);
+    let header = Duration::from_millis(listening.timeouts.header_ms);
+    let idle = Duration::from_millis(listening.timeouts.idle_ms);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        verdict = crate::limits::watch(&admitted.state, header, idle) => {
+            if verdict == crate::limits::Verdict::Idle {
+                // Nothing in flight: h1 closes now, h2 says GOAWAY first.
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
+            }
+            // A head too slow, or room needed: cut off.
+        }
+    }
+    drop(admitted);
+}
+
+/// What the proxy knows of the client on one connection.
+struct Client {
+    /// Its address, for `X-Forwarded-For`.
+    addr: Option<HeaderValue>,
+    /// A trusted proxy: its `X-Forwarded-*` headers are passed on.
+    trusted: bool,
+    timeouts: changeover_core::edge::Timeouts,
+}
+
+/// A response on its way, counting its request in flight on the client's
+/// connection until it has been sent.
+pub struct Tracked {
+    body: ProxyBody,
+    _busy: crate::limits::Busy,
+}
+
+impl Body for Tracked {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        std::pin::Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<ProxyBody> {
     let mut r = Response::new(ProxyBody::own(body));
     *r.status_mut() = status;
     r
+}
+
+/// The edge's answer to a request the client got wrong; an HTTP/1
+/// connection is closed after it (what follows cannot be trusted).
+fn refused(h1: bool, status: StatusCode, body: impl Into<Bytes>) -> Response<ProxyBody> {
+    let mut r = text(status, body);
+    if h1 {
+        r.headers_mut()
+            .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    r
+}
+
+/// Applies RFC 9112 §3.2 (and RFC 9113 §8.3.1 for h2) to the request's
+/// host: one `Host` at most; an authority in the request target (an
+/// absolute-form h1 target, or h2's `:authority`) wins over it; an HTTP/1.1
+/// request without one is refused; a value that is no host is refused.
+fn settle_host(parts: &mut hyper::http::request::Parts) -> Result<(), &'static str> {
+    use hyper::header::HOST;
+    if parts.headers.get_all(HOST).iter().nth(1).is_some() {
+        return Err("a request may carry one Host header, not several\n");
+    }
+    if let Some(authority) = parts.uri.authority() {
+        // Without user information, which a Host never carries.
+        let host = match authority.port() {
+            Some(p) => format!("{}:{}", authority.host(), p.as_str()),
+            None => authority.host().to_string(),
+        };
+        let value =
+            HeaderValue::from_str(&host).map_err(|_| "the request's authority is not a host\n")?;
+        parts.headers.insert(HOST, value);
+        return Ok(());
+    }
+    match parts.headers.get(HOST) {
+        None if parts.version == hyper::Version::HTTP_11 => {
+            Err("an HTTP/1.1 request needs a Host header\n")
+        }
+        None => Ok(()),
+        Some(v) if v.is_empty() => Ok(()),
+        Some(v) => match hyper::http::uri::Authority::try_from(v.as_bytes()) {
+            Ok(a) if !a.as_str().contains('@') && !a.host().is_empty() => Ok(()),
+            _ => Err("the Host header is not a host\n"),
+        },
+    }
+}
+
+/// `X-Forwarded-For` and `-Proto` as a target should believe them: a
+/// trusted proxy's are kept (the client's address added to the list);
+/// anyone else's are replaced, and their `X-Forwarded-Host` and
+/// `Forwarded` dropped, so a client cannot claim another address.
+fn forwarded_headers(headers: &mut hyper::HeaderMap, client: &Client) {
+    let xff = HeaderName::from_static("x-forwarded-for");
+    let proto = HeaderName::from_static("x-forwarded-proto");
+    if !client.trusted {
+        for name in [&xff, &proto] {
+            headers.remove(name);
+        }
+        headers.remove(HeaderName::from_static("x-forwarded-host"));
+        headers.remove(hyper::header::FORWARDED);
+    }
+    if let Some(addr) = &client.addr {
+        let before: Vec<&[u8]> = headers.get_all(&xff).iter().map(|v| v.as_bytes()).collect();
+        let value = if before.is_empty() {
+            addr.clone()
+        } else {
+            let mut joined = before.join(&b", "[..]);
+            joined.extend_from_slice(b", ");
+            joined.extend_from_slice(addr.as_bytes());
+            HeaderValue::from_bytes(&joined).unwrap_or_else(|_| addr.clone())
+        };
+        headers.insert(xff, value);
+    }
+    if !headers.contains_key(&proto) {
+        headers.insert(proto, HeaderValue::from_static("http"));
+    }
 }
 
 fn replayable(req: &Request<Incoming>) -> bool {
@@ -369,28 +536,29 @@ async fn conn_for(target: &Target) -> Result<(Conn, bool), String> {
 async fn forward(
     edge: &Edge,
     port: u16,
-    forwarded_for: &Option<HeaderValue>,
+    client: &Client,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
+    let h1 = req.version() < hyper::Version::HTTP_2;
+    if req.method() == Method::CONNECT {
+        let mut r = refused(
+            h1,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "CONNECT is not served here\n",
+        );
+        r.headers_mut().insert(
+            hyper::header::ALLOW,
+            HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+        );
+        return r;
+    }
     let can_retry = replayable(&req);
     // Hop-by-hop headers stay behind as the request is encoded.
     let (mut parts, body) = req.into_parts();
-    if let Some(v) = forwarded_for {
-        parts
-            .headers
-            .append(HeaderName::from_static("x-forwarded-for"), v.clone());
+    if let Err(why) = settle_host(&mut parts) {
+        return refused(h1, StatusCode::BAD_REQUEST, why);
     }
-    parts.headers.insert(
-        HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static("http"),
-    );
-    if parts.headers.get(hyper::header::HOST).is_none() {
-        if let Some(a) = parts.uri.authority() {
-            if let Ok(v) = HeaderValue::from_str(a.as_str()) {
-                parts.headers.insert(hyper::header::HOST, v);
-            }
-        }
-    }
+    forwarded_headers(&mut parts.headers, client);
     // Upstream requests are origin-form (`/path?query`) whatever the
     // client sent: `upstream` writes the path and query alone.
 
@@ -419,6 +587,10 @@ async fn forward(
     let replay_hints_sticky = sticky;
     let prepared = Prepared::new(&parts, &body);
     let mut body = prepared.has_body().then_some(body);
+    let waits = Waits {
+        body: Duration::from_millis(client.timeouts.body_ms),
+        response: Duration::from_millis(client.timeouts.response_ms),
+    };
     let mut attempt = first;
     let mut retried = false;
     // A kept-alive connection the target had just closed takes a request
@@ -433,8 +605,34 @@ async fn forward(
                 edge.mark_unreachable(&attempt, &why);
                 true
             }
-            Ok((conn, reused)) => match conn.send(&prepared, body.take()).await {
+            Ok((conn, reused)) => match conn.send(&prepared, body.take(), waits).await {
                 Ok(resp) => return respond(resp, attempt, started, sticky),
+                Err(e) if e.client.is_some() => {
+                    // The client's own doing: a 4xx, and never the release's
+                    // failure (a client must not be able to trip a guard).
+                    return match e.client {
+                        Some(ClientFault::SlowBody(after)) => refused(
+                            h1,
+                            StatusCode::REQUEST_TIMEOUT,
+                            format!(
+                                "the request body stalled for more than {} s\n",
+                                after.as_secs_f64()
+                            ),
+                        ),
+                        _ => refused(
+                            h1,
+                            StatusCode::BAD_REQUEST,
+                            "the request body was malformed or cut short\n",
+                        ),
+                    };
+                }
+                Err(e) if e.timed_out => {
+                    attempt.0.counters.failure();
+                    return text(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        format!("the service {}\n", e.reason),
+                    );
+                }
                 Err(e) => {
                     let again = match e.unsent {
                         Some(unsent) => {

@@ -11,7 +11,7 @@
 //! start as `adding`.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
+use crate::store::StoredFile;
 use crate::traffic::{is_even, new_sticky_id, release_for, Counters, Hints};
 
 /// One target: a container port on a route.
@@ -406,13 +407,21 @@ impl Route {
     }
 }
 
+/// What a connection needs to know of its route when it opens.
+pub struct Listening {
+    pub protocol: changeover_core::edge::Protocol,
+    pub timeouts: changeover_core::edge::Timeouts,
+    /// The client is one of the route's trusted proxies.
+    pub trusted: bool,
+}
+
 /// Every route of the edge, by host port.
 #[derive(Default)]
 pub struct Table {
     /// Read by every request (a pick only touches atomics), written by
     /// control requests.
     routes: RwLock<BTreeMap<u16, Route>>,
-    path: Option<PathBuf>,
+    file: Option<StoredFile>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -434,7 +443,7 @@ impl Table {
     pub fn new(dir: Option<&Path>) -> Self {
         Self {
             routes: RwLock::new(BTreeMap::new()),
-            path: dir.map(|d| d.join("routes.json")),
+            file: dir.map(|d| StoredFile::new(d.join("routes.json"))),
         }
     }
 
@@ -448,11 +457,13 @@ impl Table {
         self.routes.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Picks where a request on `port` goes under the route's policy,
-    /// skipping the target `except`, and counts it in flight there.
-    /// The protocol of the route on `port`.
-    pub fn protocol(&self, port: u16) -> Option<changeover_core::edge::Protocol> {
-        self.read().get(&port).map(|r| r.spec.protocol)
+    /// How the route on `port` serves a new connection from `peer`.
+    pub fn listening(&self, port: u16, peer: std::net::IpAddr) -> Option<Listening> {
+        self.read().get(&port).map(|r| Listening {
+            protocol: r.spec.protocol,
+            timeouts: r.spec.timeouts,
+            trusted: changeover_core::edge::is_trusted(peer, &r.spec.trusted_proxies),
+        })
     }
 
     /// Where a new TCP connection on `port` goes, counted in flight there.
@@ -460,6 +471,8 @@ impl Table {
         self.read().get(&port)?.pick_connection(except)
     }
 
+    /// Picks where a request on `port` goes under the route's policy,
+    /// skipping the target `except`, and counts it in flight there.
     pub fn pick(&self, port: u16, except: Option<&str>, hints: &Hints) -> Pick {
         match self.read().get(&port) {
             Some(route) => route.pick(except, hints),
@@ -467,20 +480,18 @@ impl Table {
         }
     }
 
-    /// Loads saved routes; the caller opens their listeners and starts checks.
-    pub fn load(&self) -> Result<(), String> {
-        let Some(path) = &self.path else {
-            return Ok(());
+    /// Loads saved routes (the newest valid copy, see [`crate::store`]);
+    /// the caller opens their listeners and starts checks. Answers what was
+    /// wrong with the stored files, for the log.
+    pub fn load(&self) -> Vec<String> {
+        let Some(file) = &self.file else {
+            return Vec::new();
         };
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
-        };
-        let saved: Vec<SavedRoute> = serde_json::from_str(&text)
-            .map_err(|e| format!("{} is not valid: {e}", path.display()))?;
+        let loaded = file.load(|bytes| {
+            serde_json::from_slice::<Vec<SavedRoute>>(bytes).map_err(|e| e.to_string())
+        });
         let mut routes = self.lock();
-        for r in saved {
+        for r in loaded.value {
             let mut route = Route::new(r.spec);
             route.set_policy(r.policy);
             for t in r.targets {
@@ -493,43 +504,38 @@ impl Table {
             }
             routes.insert(route.spec.port, route);
         }
-        Ok(())
+        loaded.notes
     }
 
-    /// Writes the routes to the state directory (atomically). Every change
+    /// Writes the routes to the state directory (atomically; saves are
+    /// serialised and each writes the table as it is then). Every change
     /// to the table is saved, so this is also where clients learn of one.
     pub fn save(&self) -> Result<(), String> {
         crate::changes::bump();
-        let Some(path) = &self.path else {
+        let Some(file) = &self.file else {
             return Ok(());
         };
-        let saved: Vec<SavedRoute> = self
-            .lock()
-            .values()
-            .map(|r| SavedRoute {
-                policy: r.policy.clone(),
-                spec: r.spec.clone(),
-                targets: r
-                    .targets
-                    .iter()
-                    .filter(|t| t.state() != TargetState::Draining)
-                    .map(|t| SavedTarget {
-                        spec: t.spec.clone(),
-                        healthy: t.state() == TargetState::Healthy,
-                    })
-                    .collect(),
-            })
-            .collect();
-        let text = serde_json::to_vec_pretty(&saved).map_err(|e| e.to_string())?;
-        write_atomically(path, &text)
+        file.save(|| {
+            let saved: Vec<SavedRoute> = self
+                .read()
+                .values()
+                .map(|r| SavedRoute {
+                    policy: r.policy.clone(),
+                    spec: r.spec.clone(),
+                    targets: r
+                        .targets
+                        .iter()
+                        .filter(|t| t.state() != TargetState::Draining)
+                        .map(|t| SavedTarget {
+                            spec: t.spec.clone(),
+                            healthy: t.state() == TargetState::Healthy,
+                        })
+                        .collect(),
+                })
+                .collect();
+            serde_json::to_vec_pretty(&saved).map_err(|e| e.to_string())
+        })
     }
-}
-
-/// Writes `bytes` to a temporary file beside `path`, then renames it over.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("cannot replace {}: {e}", path.display()))
 }
 
 #[cfg(test)]
@@ -546,6 +552,8 @@ mod tests {
             health: HealthProbe::default(),
             drain_timeout_ms: 1000,
             protocol: Default::default(),
+            timeouts: Default::default(),
+            trusted_proxies: Vec::new(),
         });
         for (id, release, state) in states {
             route.add_target(

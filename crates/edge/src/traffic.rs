@@ -214,7 +214,9 @@ pub fn preview_link(path_and_query: &str) -> Option<(Option<String>, String)> {
     if !valid {
         return None;
     }
-    let path = if path.is_empty() { "/" } else { path };
+    // Only ever a path on the request's own host: `//evil.test/x` (or
+    // `/\\evil.test`, which browsers read the same) would be another host.
+    let path = format!("/{}", path.trim_start_matches(['/', '\\']));
     let location = if rest.is_empty() {
         path.to_string()
     } else {
@@ -319,6 +321,18 @@ mod tests {
             "a token that could not be a cookie value is proxied as is"
         );
         assert_eq!(preview_link("/plain"), None);
+        for (asked, location) in [
+            ("//evil.test/x?changeover-preview=off", "/evil.test/x"),
+            ("/\\evil.test/x?changeover-preview=off", "/evil.test/x"),
+            ("/\\/evil.test?changeover-preview=off&a=1", "/evil.test?a=1"),
+            ("?changeover-preview=off", "/"),
+        ] {
+            assert_eq!(
+                preview_link(asked),
+                Some((None, location.to_string())),
+                "a redirect never leaves the request's host: {asked}"
+            );
+        }
     }
 
     #[test]

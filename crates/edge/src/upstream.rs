@@ -98,6 +98,34 @@ impl Prepared {
     }
 }
 
+/// How long a request may take: the client to send each piece of its body,
+/// the target to answer once the request is sent.
+#[derive(Clone, Copy, Debug)]
+pub struct Waits {
+    pub body: Duration,
+    pub response: Duration,
+}
+
+impl Waits {
+    /// As long as `total` for both (health checks bound the whole exchange).
+    pub fn within(total: Duration) -> Self {
+        Self {
+            body: total,
+            response: total,
+        }
+    }
+}
+
+/// The client, not the target, made the request fail: answered 4xx and
+/// never counted against the target's release.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ClientFault {
+    /// Its body broke off or was malformed (a bad chunk).
+    BadBody(String),
+    /// Its body stalled for longer than the body timeout.
+    SlowBody(Duration),
+}
+
 /// Why a request got no answer.
 pub struct SendError<B> {
     /// None of the request was written: it can go on another connection
@@ -108,6 +136,10 @@ pub struct SendError<B> {
     /// closed looks like.
     pub no_answer: bool,
     pub reason: String,
+    /// The client's doing, not the target's.
+    pub client: Option<ClientFault>,
+    /// The target did not answer within the response timeout.
+    pub timed_out: bool,
 }
 
 impl<B> SendError<B> {
@@ -116,6 +148,8 @@ impl<B> SendError<B> {
             unsent: None,
             no_answer,
             reason: reason.into(),
+            client: None,
+            timed_out: false,
         }
     }
 }
@@ -154,12 +188,14 @@ impl Conn {
     }
 
     /// Writes `req` with `body` (what [`Prepared`] was made with; `None`
-    /// when it has none) and reads the head of the answer. The response
-    /// body is read through the returned [`Reader`].
+    /// when it has none) and reads the head of the answer, within `waits`
+    /// (the response timeout runs from the end of the request). The
+    /// response body is read through the returned [`Reader`].
     pub async fn send<B>(
         mut self,
         req: &Prepared,
         body: Option<B>,
+        waits: Waits,
     ) -> Result<Response<Reader>, SendError<B>>
     where
         B: Body<Data = Bytes> + Unpin,
@@ -189,24 +225,40 @@ impl Conn {
         } = self;
         let (mut rd, mut wr) = stream.split();
         let mut keep = true;
+        let timed_out = || {
+            let mut e = SendError::new(
+                format!("did not answer within {} s", waits.response.as_secs_f64()),
+                false,
+            );
+            e.timed_out = true;
+            e
+        };
         let head = {
             let read = read_head(&mut rd, &mut buf, req.head_only);
             tokio::pin!(read);
             if let (Some(body), true) = (body, req.has_body()) {
-                let pump = pump(&mut wr, body, req.sending == Sending::Chunked);
+                let pump = pump(&mut wr, body, req.sending == Sending::Chunked, waits.body);
                 tokio::pin!(pump);
                 let mut pumped = false;
                 let mut upstream_write_error = None;
+                // Armed once the whole request is written.
+                let answer_due = tokio::time::sleep(Duration::MAX);
+                tokio::pin!(answer_due);
                 loop {
                     tokio::select! {
                         biased;
                         done = &mut pump, if !pumped => {
                             pumped = true;
+                            answer_due.as_mut().reset(tokio::time::Instant::now() + waits.response);
                             match done {
                                 Ok(()) => {}
-                                // The client went away mid-body: the target
-                                // waits for the rest, nobody waits for it.
-                                Err(Pumped::Client(why)) => return Err(SendError::new(why, false)),
+                                // The client went away mid-body, sent a broken
+                                // one or stalled: its fault, the target's never.
+                                Err(Pumped::Client(fault)) => {
+                                    let mut e = SendError::new(format!("{fault:?}"), false);
+                                    e.client = Some(fault);
+                                    return Err(e);
+                                }
                                 // The target may have answered early and closed.
                                 Err(Pumped::Upstream(why)) => {
                                     keep = false;
@@ -226,10 +278,14 @@ impl Conn {
                                 (no_answer, why)
                             });
                         }
+                        _ = &mut answer_due, if pumped => return Err(timed_out()),
                     }
                 }
             } else {
-                read.await
+                match tokio::time::timeout(waits.response, read).await {
+                    Ok(head) => head,
+                    Err(_) => return Err(timed_out()),
+                }
             }
         };
         let head = head.map_err(|(no_answer, why)| SendError::new(why, no_answer))?;
@@ -287,20 +343,35 @@ fn encode_head(parts: &hyper::http::request::Parts, sending: Sending) -> Vec<u8>
 }
 
 enum Pumped {
-    Client(String),
+    Client(ClientFault),
     Upstream(String),
 }
 
-/// Writes the request body, chunked or as it comes (its length announced).
-async fn pump<B>(wr: &mut WriteHalf<'_>, mut body: B, chunked: bool) -> Result<(), Pumped>
+/// Writes the request body, chunked or as it comes (its length announced);
+/// the client may take at most `stall` for each piece of it.
+async fn pump<B>(
+    wr: &mut WriteHalf<'_>,
+    mut body: B,
+    chunked: bool,
+    stall: Duration,
+) -> Result<(), Pumped>
 where
     B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
 {
     let upstream = |e: std::io::Error| Pumped::Upstream(e.to_string());
-    while let Some(frame) = body.frame().await {
+    loop {
+        let Some(frame) = tokio::time::timeout(stall, body.frame())
+            .await
+            .map_err(|_| Pumped::Client(ClientFault::SlowBody(stall)))?
+        else {
+            break;
+        };
         let frame = frame.map_err(|e| {
-            Pumped::Client(format!("the client's request body failed: {}", e.into()))
+            Pumped::Client(ClientFault::BadBody(format!(
+                "the request body failed: {}",
+                e.into()
+            )))
         })?;
         let Ok(data) = frame.into_data() else {
             continue; // trailers are not passed on
@@ -716,6 +787,7 @@ pub async fn get(
             .send(
                 &Prepared::new(&parts, &body),
                 None::<http_body_util::Empty<Bytes>>,
+                Waits::within(timeout),
             )
             .await
             .map_err(|e| e.reason)?;

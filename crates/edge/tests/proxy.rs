@@ -45,8 +45,27 @@ impl Edge {
     /// An edge with one route on a free port; `health_interval_ms` paces its
     /// active checks, `drain_timeout_ms` bounds drains.
     fn start(health_interval_ms: u64, drain_timeout_ms: u64) -> Edge {
+        Edge::start_with(health_interval_ms, drain_timeout_ms, json!({}), &[])
+    }
+
+    /// An edge whose route also has `extra` (e.g. its `timeouts`), run
+    /// under `wrapper` (e.g. `prlimit --nofile=…`) when given.
+    fn start_with(
+        health_interval_ms: u64,
+        drain_timeout_ms: u64,
+        extra: Value,
+        wrapper: &[&str],
+    ) -> Edge {
         let state = tempfile::tempdir().unwrap();
-        let child = Command::new(BIN)
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        let child = command
             .args(["serve", "--state"])
             .arg(state.path())
             .stdout(Stdio::null())
@@ -64,13 +83,17 @@ impl Edge {
             std::thread::sleep(Duration::from_millis(20));
         }
         let port = edge.port;
-        edge.ctl(&json!({"op": "route-set", "route": {
+        let mut route = json!({
             "port": port,
             "service": "t/web",
             "health": {"path": "/health", "intervalMs": health_interval_ms, "timeoutMs": 500,
                        "healthyThreshold": 1, "unhealthyThreshold": 3},
             "drainTimeoutMs": drain_timeout_ms,
-        }}));
+        });
+        if let (Some(route), Some(extra)) = (route.as_object_mut(), extra.as_object()) {
+            route.extend(extra.clone());
+        }
+        edge.ctl(&json!({"op": "route-set", "route": route}));
         edge.port = port;
         edge
     }
@@ -584,12 +607,17 @@ fn origin_connection(
         );
         let (mut length, mut chunked) = (0usize, false);
         let mut forwarded = String::new();
+        let mut host = String::new();
         loop {
             let mut h = String::new();
             rd.read_line(&mut h)?;
             let h = h.trim_end().to_ascii_lowercase();
             if h.is_empty() {
                 break;
+            }
+            if h.starts_with("host:") {
+                host.push_str(&h);
+                host.push('\n');
             }
             if h.starts_with("x-forwarded-") {
                 forwarded.push_str(&h);
@@ -640,6 +668,12 @@ fn origin_connection(
             }
             (_, "/empty") => "HTTP/1.1 204 No Content\r\n\r\n".to_string(),
             (_, "/forwarded") => ok(&forwarded),
+            (_, "/host") => ok(&host),
+            // A target that takes the request and never answers.
+            (_, "/never") => {
+                std::thread::sleep(Duration::from_secs(30));
+                return Ok(());
+            }
             ("HEAD", "/head") => "HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n".to_string(),
             ("POST", "/echo") => {
                 let how = if chunked {
@@ -805,8 +839,8 @@ async fn request_bodies_reach_the_target_with_their_framing() {
     );
     assert_eq!(
         String::from_utf8_lossy(&body),
-        "x-forwarded-for: 192.0.2.1\nx-forwarded-for: 127.0.0.1\nx-forwarded-proto: http\n",
-        "the client's address is added and the scheme is the edge's"
+        "x-forwarded-for: 127.0.0.1\nx-forwarded-proto: http\n",
+        "a client that is no trusted proxy cannot claim another address or scheme"
     );
     let (_, body) = raw_exchange(
         edge.port,
@@ -953,4 +987,428 @@ async fn a_watch_answers_when_a_target_or_a_document_changes_and_waits_otherwise
         json!([]),
         "the deleted document is not listed: {keys}"
     );
+}
+
+/// The route's metrics of `release` (`requests`, `responses` by class,
+/// `failures`…).
+fn release_metrics(edge: &Edge, release: u32) -> Value {
+    let routes = edge.ctl(&json!({"op": "routes"}));
+    routes["routes"][0]["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["release"] == release)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// How long until the edge closes `conn` (reading and dropping what it
+/// sends); `None` when it is still open after `within`.
+fn closed_within(conn: &std::net::TcpStream, within: Duration) -> Option<Duration> {
+    use std::io::Read;
+    let started = Instant::now();
+    let mut conn = conn.try_clone().unwrap();
+    let mut buf = [0u8; 4096];
+    while started.elapsed() < within {
+        conn.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        match conn.read(&mut buf) {
+            Ok(0) => return Some(started.elapsed()),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => return Some(started.elapsed()),
+        }
+    }
+    None
+}
+
+fn connect_to(port: u16) -> std::net::TcpStream {
+    let c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_heads_idle_connections_stalled_bodies_and_silent_targets_are_cut_off() {
+    use std::io::Write;
+    let edge = Edge::start_with(
+        1000,
+        2000,
+        json!({"timeouts": {"headerMs": 700, "idleMs": 1000, "bodyMs": 700, "responseMs": 900}}),
+        &[],
+    );
+    let origin = Origin::start();
+    edge.add_target("o", &origin.addr, 1);
+
+    // A head sent a byte every 100 ms never ends: cut off at the header
+    // timeout, though bytes keep coming.
+    let slow = connect_to(edge.port);
+    let mut writer = slow.try_clone().unwrap();
+    let trickle = std::thread::spawn(move || {
+        for b in
+            b"GET / HTTP/1.1\r\nHost: t\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+        {
+            if writer.write_all(&[*b]).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let took = closed_within(&slow, Duration::from_secs(4)).expect("a slow head is cut off");
+    assert!(
+        took >= Duration::from_millis(600),
+        "not before its timeout: {took:?}"
+    );
+    let _ = trickle.join();
+
+    // A kept-alive connection with no request: closed after the idle timeout.
+    let idle = connect_to(edge.port);
+    let mut rd = std::io::BufReader::new(idle.try_clone().unwrap());
+    let (head, _) = exchange_on(&mut rd, GET_ROOT).unwrap();
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    let took = closed_within(&idle, Duration::from_secs(4)).expect("an idle connection is closed");
+    assert!(took >= Duration::from_millis(800), "{took:?}");
+
+    // A body that stalls: 408, from the edge.
+    let stalled = connect_to(edge.port);
+    let mut rd = std::io::BufReader::new(stalled.try_clone().unwrap());
+    let started = Instant::now();
+    let (head, body) = exchange_on(
+        &mut rd,
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nonly ten b",
+    )
+    .unwrap();
+    assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+    assert!(
+        String::from_utf8_lossy(&body).contains("stalled"),
+        "{body:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+
+    // A broken chunk: 400.
+    let (head, _) = raw_exchange(
+        edge.port,
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+    );
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+
+    // A target that takes the request and never answers: 504.
+    let started = Instant::now();
+    let (head, _) = raw_exchange(edge.port, b"GET /never HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert!(head.starts_with("HTTP/1.1 504"), "{head}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+
+    // Only the silent target counts against the release.
+    let m = release_metrics(&edge, 1);
+    assert_eq!(m["failures"], 1, "{m}");
+    assert_eq!(m["responses"][3], 0, "no 5xx of the release's own: {m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_cannot_trip_a_canary_guard_with_its_own_broken_requests() {
+    let edge = Edge::start(1000, 2000);
+    let origin = Origin::start();
+    edge.add_target("o", &origin.addr, 1);
+    let port = edge.port;
+    edge.ctl(&json!({"op": "traffic-set", "port": port, "policy": {
+        "weights": [{"release": 1, "weight": 100}],
+        "guard": {"release": 1, "max5xxPercent": 10, "windowMs": 10000, "minRequests": 5}}}));
+    for _ in 0..30 {
+        let (head, _) = raw_exchange(
+            port,
+            b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n",
+        );
+        assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+    }
+    // The guard looks once a second.
+    std::thread::sleep(Duration::from_millis(2500));
+    let routes = edge.ctl(&json!({"op": "routes"}));
+    assert_eq!(
+        routes["routes"][0]["policy"]["tripped"],
+        Value::Null,
+        "{routes}"
+    );
+    assert_eq!(release_metrics(&edge, 1)["failures"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_stay_on_the_host_and_hosts_follow_rfc_9112() {
+    let edge = Edge::start(1000, 2000);
+    let origin = Origin::start();
+    edge.add_target("o", &origin.addr, 1);
+    let port = edge.port;
+    let (head, _) = raw_exchange(
+        port,
+        b"GET //evil.test/x?changeover-preview=off HTTP/1.1\r\nHost: t\r\n\r\n",
+    );
+    assert!(head.starts_with("HTTP/1.1 303"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("location: /evil.test/x\r\n"),
+        "the redirect stays on the request's host: {head}"
+    );
+    for (request, status) in [
+        (
+            &b"GET /host HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n"[..],
+            "400",
+        ),
+        (b"GET /host HTTP/1.1\r\n\r\n", "400"),
+        (b"GET /host HTTP/1.1\r\nHost: a b\r\n\r\n", "400"),
+        (b"GET /host HTTP/1.1\r\nHost: user@a.test\r\n\r\n", "400"),
+        (
+            b"CONNECT a.test:443 HTTP/1.1\r\nHost: a.test:443\r\n\r\n",
+            "405",
+        ),
+    ] {
+        let (head, _) = raw_exchange(port, request);
+        assert!(
+            head.starts_with(&format!("HTTP/1.1 {status}")),
+            "{} -> {head}",
+            String::from_utf8_lossy(request)
+        );
+    }
+    // HTTP/1.0 may leave Host out.
+    let (head, _) = raw_exchange(port, b"GET /host HTTP/1.0\r\n\r\n");
+    assert!(head.starts_with("HTTP/1.0 200"), "{head}");
+    // An absolute-form target's authority wins over the Host header.
+    let (_, body) = raw_exchange(
+        port,
+        b"GET http://a.test/host HTTP/1.1\r\nHost: b.test\r\n\r\n",
+    );
+    assert_eq!(String::from_utf8_lossy(&body), "host: a.test\n");
+    // In h2, :authority wins over a host header.
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = hyper::Request::get("http://a.test/host")
+        .header("host", "b.test")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let res = sender.send_request(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(String::from_utf8_lossy(&body), "host: a.test\n");
+    // A route on port 0 is refused.
+    let answer = edge.try_ctl(&json!({"op": "route-set", "route": {
+        "port": 0, "service": "t/zero", "health": {"path": null, "intervalMs": 1000, "timeoutMs": 500,
+        "healthyThreshold": 1, "unhealthyThreshold": 3}, "drainTimeoutMs": 1000}})).unwrap();
+    assert_eq!(answer["code"], "bad-request", "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_headers_are_believed_only_from_trusted_proxies() {
+    let edge = Edge::start_with(1000, 2000, json!({"trustedProxies": ["127.0.0.0/8"]}), &[]);
+    let origin = Origin::start();
+    edge.add_target("o", &origin.addr, 1);
+    let (_, body) = raw_exchange(
+        edge.port,
+        b"GET /forwarded HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 192.0.2.1\r\n\
+          X-Forwarded-Proto: https\r\n\r\n",
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&body),
+        "x-forwarded-for: 192.0.2.1, 127.0.0.1\nx-forwarded-proto: https\n",
+        "a trusted proxy's client address and scheme are passed on"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_connection_limit_slow_clients_give_way_and_the_control_socket_answers() {
+    use std::io::Write;
+    // 300 descriptors: fewer than the slow connections below. Without a
+    // limit they would take every descriptor, and with them every route
+    // and the control socket.
+    let edge = Edge::start_with(
+        1000,
+        2000,
+        json!({}),
+        &["prlimit", "--nofile=300:300", "--"],
+    );
+    let origin = Origin::start();
+    edge.add_target("o", &origin.addr, 1);
+    let mut slow = Vec::new();
+    for _ in 0..400 {
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", edge.port)).unwrap();
+        let _ = c.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n");
+        slow.push(c);
+    }
+    let mut answered = 0;
+    for _ in 0..100 {
+        let c = connect_to(edge.port);
+        let mut rd = std::io::BufReader::new(c);
+        if let Ok((head, _)) = exchange_on(&mut rd, b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n") {
+            answered += usize::from(head.starts_with("HTTP/1.1 200"));
+        }
+    }
+    let hello = edge.ctl(&json!({"op": "hello"}));
+    assert_eq!(answered, 100, "every ordinary request is answered: {hello}");
+    let stats = &hello["connections"];
+    assert!(stats["limit"].as_u64().unwrap() < 300, "{hello}");
+    assert!(
+        stats["evicted"].as_u64().unwrap() > 0,
+        "slow heads made room: {hello}"
+    );
+    drop(slow);
+}
+
+/// A control session (`ctl -`): one request line in, one answer line out.
+struct Session {
+    _proc: Proc,
+    input: std::process::ChildStdin,
+    output: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Session {
+    fn open(edge: &Edge) -> Session {
+        use std::io::BufRead;
+        let mut child = Command::new(BIN)
+            .args(["ctl", "-", "--state"])
+            .arg(edge.state.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let input = child.stdin.take().unwrap();
+        let mut output = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut greeting = String::new();
+        output.read_line(&mut greeting).unwrap();
+        Session {
+            _proc: Proc(child),
+            input,
+            output,
+        }
+    }
+
+    fn call(&mut self, request: &Value) -> Value {
+        use std::io::{BufRead, Write};
+        writeln!(self.input, "{request}").unwrap();
+        let mut line = String::new();
+        self.output.read_line(&mut line).unwrap();
+        serde_json::from_str(&line).unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_control_sessions_lose_no_save_and_the_stored_files_stay_valid() {
+    let mut edge = Edge::start(1000, 2000);
+    let mut ports = vec![edge.port];
+    for i in 0..3 {
+        let port = free_port();
+        edge.ctl(&json!({"op": "route-set", "route": {
+            "port": port, "service": format!("t/s{i}"),
+            "health": {"path": null, "intervalMs": 1000, "timeoutMs": 500,
+                       "healthyThreshold": 1, "unhealthyThreshold": 3},
+            "drainTimeoutMs": 1000}}));
+        ports.push(port);
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let dir = edge.state.path().to_path_buf();
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut reads = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                for name in ["routes.json", "docs.json"] {
+                    if let Ok(bytes) = std::fs::read(dir.join(name)) {
+                        serde_json::from_slice::<Value>(&bytes)
+                            .unwrap_or_else(|e| panic!("{name} is always whole: {e}"));
+                        reads += 1;
+                    }
+                }
+            }
+            reads
+        })
+    };
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let mut session = Session::open(&edge);
+            let ports = ports.clone();
+            std::thread::spawn(move || {
+                for i in 0..25 {
+                    let port = ports[(w + i) % ports.len()];
+                    let answer = session.call(&json!({"op": "traffic-set", "port": port,
+                        "policy": {"weights": [], "maintenance": format!("w{w} i{i}")}}));
+                    assert_eq!(answer["result"], "ok", "{answer}");
+                    let answer = session.call(&json!({"op": "doc-put", "key": format!("w{w}"),
+                        "value": i}));
+                    assert_eq!(answer["result"], "doc", "{answer}");
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(reader.join().unwrap() > 0);
+    let policies = |edge: &Edge| -> Vec<Value> {
+        let routes = edge.ctl(&json!({"op": "routes"}));
+        let mut p: Vec<Value> = routes["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| json!([r["spec"]["port"], r["policy"]]))
+            .collect();
+        p.sort_by_key(|v| v[0].as_u64());
+        p
+    };
+    let before = policies(&edge);
+    edge.restart();
+    assert_eq!(policies(&edge), before, "the newest state came back");
+    for w in 0..8 {
+        let doc = edge.ctl(&json!({"op": "doc-get", "key": format!("w{w}")}));
+        assert_eq!(doc["value"], 24, "{doc}");
+    }
+    // A current file that cannot be read gives way to the previous copy.
+    std::fs::write(edge.state.path().join("routes.json"), b"{\"half").unwrap();
+    edge.restart();
+    assert_eq!(
+        policies(&edge).len(),
+        4,
+        "the edge starts, with the routes of its previous good copy"
+    );
+    let kept_aside = std::fs::read_dir(edge.state.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("routes.json.broken-")
+        });
+    assert!(kept_aside, "the broken file is kept, not deleted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_control_request_too_long_is_refused_without_being_kept() {
+    use std::io::{BufRead, Write};
+    let edge = Edge::start(1000, 2000);
+    let huge = "x".repeat(9 * 1024 * 1024);
+    let request = json!({"op": "doc-put", "key": "huge", "value": huge}).to_string();
+    let conn =
+        std::os::unix::net::UnixStream::connect(edge.state.path().join("control.sock")).unwrap();
+    // The edge answers (and closes) before it has all of it.
+    let mut writer = conn.try_clone().unwrap();
+    let sent = std::thread::spawn(move || {
+        let _ = writer.write_all(request.as_bytes());
+        let _ = writer.write_all(b"\n");
+    });
+    let mut line = String::new();
+    std::io::BufReader::new(conn).read_line(&mut line).unwrap();
+    let _ = sent.join();
+    let answer: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(answer["code"], "bad-request", "{answer}");
+    assert!(
+        answer["message"].as_str().unwrap().contains("longer than"),
+        "{answer}"
+    );
+    let doc = edge.ctl(&json!({"op": "doc-get", "key": "huge"}));
+    assert_eq!(doc["value"], Value::Null, "nothing was stored");
 }
