@@ -95,12 +95,33 @@ fn edge_binary() -> PathBuf {
     changeover_docker::edge::edge_binary().expect("the edge binary (make edge)")
 }
 
-fn start_edge(dir: &Path, backends: &[u16]) -> (Proc, u16) {
+/// The descriptors each proxy gets in the slow-clients round: a
+/// container's default.
+const LIMITED_DESCRIPTORS: u32 = 1024;
+
+/// `program`, run with [`LIMITED_DESCRIPTORS`] when `limited`.
+fn command(program: impl AsRef<std::ffi::OsStr>, limited: bool) -> Command {
+    if !limited {
+        return Command::new(program);
+    }
+    let mut c = Command::new("prlimit");
+    c.arg(format!(
+        "--nofile={LIMITED_DESCRIPTORS}:{LIMITED_DESCRIPTORS}"
+    ))
+    .arg("--")
+    .arg(program);
+    c
+}
+
+fn start_edge(dir: &Path, backends: &[u16], limited: bool) -> (Proc, u16) {
     let bin = edge_binary();
-    let state = dir.join("edge");
+    let state = dir.join(if limited { "edge-limited" } else { "edge" });
     std::fs::create_dir_all(&state).unwrap();
     let proc = spawn(
-        Command::new(&bin).arg("serve").arg("--state").arg(&state),
+        command(&bin, limited)
+            .arg("serve")
+            .arg("--state")
+            .arg(&state),
         "changeover-edge",
     );
     let port = free_port();
@@ -140,47 +161,53 @@ fn start_edge(dir: &Path, backends: &[u16]) -> (Proc, u16) {
     (proc, port)
 }
 
-fn start_haproxy(dir: &Path, backends: &[u16]) -> (Proc, u16) {
+fn start_haproxy(dir: &Path, backends: &[u16], limited: bool) -> (Proc, u16) {
     let port = free_port();
     let servers: String = backends
         .iter()
         .enumerate()
         .map(|(i, b)| format!("  server b{i} 127.0.0.1:{b}\n"))
         .collect();
-    let config = dir.join("haproxy.cfg");
+    let config = dir.join(format!("haproxy-{port}.cfg"));
     std::fs::write(
         &config,
         format!(
-            "global\n  maxconn 4000\n  nbthread 2\n\
-             defaults\n  mode http\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n  option http-keep-alive\n\
+            "global\n  maxconn {maxconn}\n  nbthread 2\n\
+             defaults\n  mode http\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n  timeout http-request 10s\n  option http-keep-alive\n\
              frontend bench\n  bind 127.0.0.1:{port}\n  default_backend web\n\
-             backend web\n  balance roundrobin\n  http-reuse always\n{servers}"
+             backend web\n  balance roundrobin\n  http-reuse always\n{servers}",
+            // Within the descriptors, as HAProxy's docs ask (two per
+            // connection, and some to spare).
+            maxconn = if limited { LIMITED_DESCRIPTORS / 2 - 64 } else { 4000 },
         ),
     )
     .unwrap();
     let proc = spawn(
-        Command::new("haproxy").arg("-db").arg("-f").arg(&config),
+        command("haproxy", limited)
+            .arg("-db")
+            .arg("-f")
+            .arg(&config),
         "haproxy",
     );
     wait_listening(port, "haproxy");
     (proc, port)
 }
 
-fn start_nginx(dir: &Path, backends: &[u16]) -> (Proc, u16) {
+fn start_nginx(dir: &Path, backends: &[u16], limited: bool) -> (Proc, u16) {
     let port = free_port();
     let servers: String = backends
         .iter()
         .map(|b| format!("    server 127.0.0.1:{b};\n"))
         .collect();
-    let prefix = dir.join("nginx");
+    let prefix = dir.join(format!("nginx-{port}"));
     std::fs::create_dir_all(prefix.join("logs")).unwrap();
     let config = prefix.join("nginx.conf");
     std::fs::write(
         &config,
         format!(
             "daemon off;\nmaster_process on;\nuser root;\nworker_processes 2;\npid {pid};\nerror_log {err} error;\n\
-             events {{ worker_connections 4096; }}\n\
-             http {{\n  access_log off;\n  client_body_temp_path {tmp}/body;\n  proxy_temp_path {tmp}/proxy;\n\
+             events {{ worker_connections {workers}; }}\n\
+             http {{\n  access_log off;\n  client_header_timeout 10s;\n  client_body_temp_path {tmp}/body;\n  proxy_temp_path {tmp}/proxy;\n\
                fastcgi_temp_path {tmp}/fastcgi;\n  uwsgi_temp_path {tmp}/uwsgi;\n  scgi_temp_path {tmp}/scgi;\n\
                upstream web {{\n{servers}    keepalive 64;\n  }}\n\
                server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass http://web;\n\
@@ -188,11 +215,13 @@ fn start_nginx(dir: &Path, backends: &[u16]) -> (Proc, u16) {
             pid = prefix.join("nginx.pid").display(),
             err = prefix.join("logs/error.log").display(),
             tmp = prefix.display(),
+            // Per worker process, each with its own descriptors.
+            workers = if limited { LIMITED_DESCRIPTORS / 2 } else { 4096 },
         ),
     )
     .unwrap();
     let proc = spawn(
-        Command::new("nginx")
+        command("nginx", limited)
             .arg("-p")
             .arg(&prefix)
             .arg("-c")
@@ -249,9 +278,9 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(3)
         .max(1);
-    let (_edge_proc, edge_port) = start_edge(dir.path(), &backends);
-    let (_haproxy_proc, haproxy_port) = start_haproxy(dir.path(), &backends);
-    let (_nginx_proc, nginx_port) = start_nginx(dir.path(), &backends);
+    let (_edge_proc, edge_port) = start_edge(dir.path(), &backends, false);
+    let (_haproxy_proc, haproxy_port) = start_haproxy(dir.path(), &backends, false);
+    let (_nginx_proc, nginx_port) = start_nginx(dir.path(), &backends, false);
     let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
     let p99 = |r: &WrkResult| r.p99_ms.unwrap_or(f64::NAN);
     let mut all: [Vec<WrkResult>; 3] = Default::default();
@@ -323,4 +352,171 @@ fn main() {
         .map(|r| r.non_2xx + r.socket_errors)
         .sum::<u64>();
     println!("  failed requests across every run: {failures}");
+    slow_clients(dir.path(), &backends, seconds.min(15));
+}
+
+/// Starts a proxy over the backends (limited or not): its process and port.
+type StartProxy = fn(&Path, &[u16], bool) -> (Proc, u16);
+
+/// Slow clients a proxy sees at once in the slow-clients round.
+const SLOW_CLIENTS: usize = 1100;
+
+/// Each proxy again, limited to [`LIMITED_DESCRIPTORS`], with
+/// [`SLOW_CLIENTS`] connections sending a request head a byte a second (and
+/// reopened as soon as the proxy closes one, as a slowloris client does):
+/// how many ordinary requests, each a new client, are still answered, and
+/// their p99 — next to the same proxy's p99 without the slow clients.
+fn slow_clients(dir: &Path, backends: &[u16], seconds: u64) {
+    // This process holds the slow connections: more than a default limit.
+    let _ = rlimit::increase_nofile_limit(8192);
+    println!(
+        " slow clients: {SLOW_CLIENTS} connections sending a head a byte a second (reopened when closed); \
+         each proxy limited to {LIMITED_DESCRIPTORS} descriptors, header timeout 10 s; \
+         4 ordinary clients, a new connection per request, {seconds} s"
+    );
+    let starts: [(&str, StartProxy); 3] = [
+        ("edge", start_edge),
+        ("haproxy", start_haproxy),
+        ("nginx", start_nginx),
+    ];
+    for (name, start) in starts {
+        let (_proc, port) = start(dir, backends, true);
+        let calm_s = seconds.min(5);
+        let calm = ordinary(port, Duration::from_secs(calm_s));
+        let attack = Slowloris::start(port, SLOW_CLIENTS);
+        std::thread::sleep(Duration::from_secs(2));
+        let load = ordinary(port, Duration::from_secs(seconds));
+        let reopened = attack.stop();
+        println!(
+            "  {name:<8} answered {:>5.1}% of {} ordinary requests, p99 {:>8.2} ms   (before, without slow clients, {calm_s} s: {:.1}% of {}, p99 {:.2} ms; slow connections reopened: {reopened})",
+            load.share() * 100.0,
+            load.sent,
+            load.p99_ms(),
+            calm.share() * 100.0,
+            calm.sent,
+            calm.p99_ms(),
+        );
+    }
+    println!("  (target for the edge: >= 95% answered)");
+}
+
+/// What ordinary clients got.
+struct Ordinary {
+    sent: u64,
+    latencies_us: Vec<u64>,
+}
+
+impl Ordinary {
+    fn share(&self) -> f64 {
+        if self.sent == 0 {
+            return f64::NAN;
+        }
+        self.latencies_us.len() as f64 / self.sent as f64
+    }
+
+    fn p99_ms(&self) -> f64 {
+        let mut l = self.latencies_us.clone();
+        if l.is_empty() {
+            return f64::NAN;
+        }
+        l.sort_unstable();
+        let i = ((l.len() as f64) * 0.99).ceil() as usize;
+        l[i.clamp(1, l.len()) - 1] as f64 / 1000.0
+    }
+}
+
+/// Four clients, each sending `GET /` on a new connection, one after
+/// another, for `duration`; a request counts as answered when a 200 came
+/// back within 2 s.
+fn ordinary(port: u16, duration: Duration) -> Ordinary {
+    use std::io::{BufRead, BufReader, Write};
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let deadline = Instant::now() + duration;
+                let (mut sent, mut latencies) = (0u64, Vec::new());
+                while Instant::now() < deadline {
+                    sent += 1;
+                    let started = Instant::now();
+                    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+                    let answered = (|| -> std::io::Result<bool> {
+                        let mut c = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+                        c.set_read_timeout(Some(Duration::from_secs(2)))?;
+                        c.write_all(b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")?;
+                        let mut line = String::new();
+                        BufReader::new(c).read_line(&mut line)?;
+                        Ok(line.starts_with("HTTP/1.1 200"))
+                    })()
+                    .unwrap_or(false);
+                    if answered {
+                        latencies.push(started.elapsed().as_micros() as u64);
+                    }
+                }
+                (sent, latencies)
+            })
+        })
+        .collect();
+    let mut all = Ordinary {
+        sent: 0,
+        latencies_us: Vec::new(),
+    };
+    for c in clients {
+        let (sent, latencies) = c.join().unwrap();
+        all.sent += sent;
+        all.latencies_us.extend(latencies);
+    }
+    all
+}
+
+/// Slow clients on a thread of their own.
+struct Slowloris {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<u64>,
+}
+
+impl Slowloris {
+    fn start(port: u16, n: usize) -> Slowloris {
+        use std::io::Write;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            let open = || {
+                let mut c = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
+                c.set_nonblocking(true).ok()?;
+                c.write_all(b"GET / HTTP/1.1\r\nHost: bench\r\n").ok()?;
+                Some(c)
+            };
+            let mut conns: Vec<Option<TcpStream>> = (0..n).map(|_| open()).collect();
+            let mut reopened = 0;
+            while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                let tick = Instant::now();
+                for c in conns.iter_mut() {
+                    // Still open (nothing to read yet) and taking a byte.
+                    let alive = c.as_mut().is_some_and(|s| {
+                        let mut probe = [0u8; 512];
+                        let waiting = matches!(std::io::Read::read(s, &mut probe),
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+                        waiting && s.write_all(b"X").is_ok()
+                    });
+                    if !alive {
+                        *c = open();
+                        reopened += 1;
+                    }
+                    if flag.load(std::sync::atomic::Ordering::SeqCst) {
+                        break;
+                    }
+                }
+                std::thread::sleep(Duration::from_secs(1).saturating_sub(tick.elapsed()));
+            }
+            reopened
+        });
+        Slowloris { stop, thread }
+    }
+
+    /// Stops and closes them; how many were reopened.
+    fn stop(self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.join().unwrap()
+    }
 }

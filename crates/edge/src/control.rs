@@ -127,6 +127,40 @@ impl Edge {
         }
     }
 
+    /// On SIGTERM (`docker stop`): closes every listener, so no new
+    /// connection comes, and waits while requests are in flight, up to the
+    /// longest drain timeout of the routes. Answers (requests still in
+    /// flight when it gave up, time taken).
+    pub async fn drain_for_exit(&self) -> (u64, Duration) {
+        let started = Instant::now();
+        let longest = {
+            let routes = self.table.lock();
+            for route in routes.values() {
+                if let Some(l) = &route.listener {
+                    l.abort();
+                }
+            }
+            routes
+                .values()
+                .map(|r| r.spec.drain_timeout_ms)
+                .max()
+                .unwrap_or(0)
+        };
+        let in_flight = || -> u64 {
+            self.table
+                .read()
+                .values()
+                .flat_map(|r| r.targets.iter())
+                .map(|t| t.in_flight.load(std::sync::atomic::Ordering::SeqCst))
+                .sum()
+        };
+        let deadline = started + Duration::from_millis(longest);
+        while in_flight() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        (in_flight(), started.elapsed())
+    }
+
     /// Forgets locks whose time is up, so watching clients see them go.
     fn expire_locks(&self) {
         let now = Instant::now();
@@ -648,6 +682,11 @@ pub async fn serve(dir: PathBuf, max_connections: Option<usize>) -> Result<(), S
         _ = guards => {}
         _ = crate::terminated() => {}
     }
+    let (abandoned, took) = edge.drain_for_exit().await;
+    eprintln!(
+        "changeover-edge: stopped; in-flight requests drained in {} ms ({abandoned} abandoned)",
+        took.as_millis()
+    );
     Ok(())
 }
 

@@ -14,8 +14,9 @@
 //!
 //! **Progress.** Each connection is in one phase, set by its own I/O and
 //! requests, and watched by one timer (see [`watch`]):
-//! - `idle`: no request on it (kept alive, or just opened) — closed after
-//!   the route's `idle` timeout;
+//! - `idle`: no request on it since the last one — closed after the
+//!   route's `idle` timeout (a new HTTP/1 connection that sends nothing is
+//!   held to the `header` timeout instead);
 //! - `head`: the first bytes of a request have come, its head has not —
 //!   cut off after the `header` timeout (a head sent a byte a second),
 //!   counted from the connection's opening for its first request and from
@@ -253,8 +254,16 @@ pub async fn watch(state: &ConnState, header: Duration, idle: Duration) -> Verdi
         if state.evicted.load(Ordering::Relaxed) {
             return Verdict::Evicted;
         }
-        let phase = state.phase.load(Ordering::Relaxed);
+        let mut phase = state.phase.load(Ordering::Relaxed);
         let since = state.since_us.load(Ordering::Relaxed);
+        // A new HTTP/1 connection owes its first head from the opening,
+        // bytes or not.
+        if phase == IDLE
+            && !state.served.load(Ordering::Relaxed)
+            && !state.h2.load(Ordering::Relaxed)
+        {
+            phase = HEAD;
+        }
         let limit = match phase {
             HEAD => header,
             IDLE => idle,
@@ -417,9 +426,15 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_head_past_its_timeout_and_an_idle_connection_past_its_own_are_ended() {
         let conns = leaked(10);
-        let c = conns.admit().unwrap();
         let (header, idle) = (Duration::from_secs(10), Duration::from_secs(60));
-        // Idle: ends after the idle timeout, not the header one.
+        // A new connection that sends nothing owes its head all the same.
+        let silent = conns.admit().unwrap();
+        let started = tokio::time::Instant::now();
+        assert_eq!(watch(&silent.state, header, idle).await, Verdict::SlowHead);
+        assert!(started.elapsed() <= header + Duration::from_millis(10));
+        let c = conns.admit().unwrap();
+        drop(c.state.request());
+        // Idle after a request: ends after the idle timeout, not the header one.
         let started = tokio::time::Instant::now();
         let w = tokio::spawn({
             let s = c.state.clone();
@@ -434,6 +449,7 @@ mod tests {
         drop(r);
         assert_eq!(w.await.unwrap(), Verdict::Idle);
         assert!(started.elapsed() >= Duration::from_secs(180));
+        assert!(!silent.state.evicted.load(Ordering::Relaxed));
         // A head started: ends after the header timeout.
         c.state.read_some(b"G");
         let started = tokio::time::Instant::now();

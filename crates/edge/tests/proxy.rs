@@ -1240,6 +1240,22 @@ async fn past_the_connection_limit_slow_clients_give_way_and_the_control_socket_
         let _ = c.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n");
         slow.push(c);
     }
+    // Once the edge has taken them all in (each making room for the next),
+    // ordinary clients come.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let hello = edge.ctl(&json!({"op": "hello"}));
+        let c = &hello["connections"];
+        let taken = c["evicted"].as_u64().unwrap() + c["open"].as_u64().unwrap();
+        if taken >= 400 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the edge takes every connection in: {hello}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let mut answered = 0;
     for _ in 0..100 {
         let c = connect_to(edge.port);
@@ -1411,4 +1427,48 @@ async fn a_control_request_too_long_is_refused_without_being_kept() {
     );
     let doc = edge.ctl(&json!({"op": "doc-get", "key": "huge"}));
     assert_eq!(doc["value"], Value::Null, "nothing was stored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_sigterm_the_edge_lets_requests_in_flight_finish_and_takes_no_new_ones() {
+    let mut edge = Edge::start(1000, 5000);
+    let _demo = edge.add_demo("d", "v1", 1);
+    let port = edge.port;
+    let slow = std::thread::spawn(move || {
+        raw_exchange(port, b"GET /?sleep=1500 HTTP/1.1\r\nHost: t\r\n\r\n")
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let killed = Command::new("kill")
+        .arg("-TERM")
+        .arg(edge._proc.0.id().to_string())
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "while it drains, new connections are refused"
+    );
+    let (head, body) = slow.join().unwrap();
+    assert!(
+        head.starts_with("HTTP/1.1 200"),
+        "the request in flight is answered: {head}"
+    );
+    assert!(String::from_utf8_lossy(&body).starts_with("v1"), "{body:?}");
+    let exited = loop {
+        if let Some(status) = edge._proc.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(6),
+            "the edge exits once drained"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(exited.success(), "{exited:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1000),
+        "it waited for the request"
+    );
 }
