@@ -37,6 +37,8 @@ pub struct Edge {
     locks: Mutex<HashMap<String, Lock>>,
     docs_file: Option<StoredFile>,
     started: Instant,
+    /// Handed over to a new edge: control requests are refused.
+    retired: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default, Serialize, Deserialize)]
@@ -103,15 +105,21 @@ impl Edge {
             locks: Mutex::new(HashMap::new()),
             docs_file,
             started: Instant::now(),
+            retired: Default::default(),
         }))
     }
 
     /// Opens the listeners and starts the checks of the routes loaded from
-    /// the state directory.
-    pub async fn resume(self: &Arc<Self>) {
+    /// the state directory, on the sockets handed over by the edge before
+    /// this one where there are some.
+    pub async fn resume(self: &Arc<Self>, mut given: BTreeMap<u16, Vec<std::net::TcpListener>>) {
         let ports: Vec<u16> = self.table.read().keys().copied().collect();
         for port in ports {
-            match proxy::listen(self.clone(), port).await {
+            let opened = match given.remove(&port) {
+                Some(sockets) => proxy::open(self.clone(), port, sockets).await,
+                None => proxy::listen(self.clone(), port).await,
+            };
+            match opened {
                 Ok(task) => {
                     let mut routes = self.table.lock();
                     if let Some(route) = routes.get_mut(&port) {
@@ -125,27 +133,61 @@ impl Edge {
                 Err(e) => eprintln!("changeover-edge: cannot listen on port {port} again: {e}"),
             }
         }
+        // Sockets of routes this edge does not know (removed meanwhile)
+        // close as `given` drops.
+    }
+
+    /// Refuses (or takes again) control requests: a hand-over is running.
+    pub fn set_retired(&self, retired: bool) {
+        self.retired
+            .store(retired, std::sync::atomic::Ordering::SeqCst);
+        self.table.set_retired(retired);
+    }
+
+    /// Copies of every route's listening sockets, with their ports.
+    pub fn listening_sockets(&self) -> Vec<(u16, std::net::TcpListener)> {
+        let mut out = Vec::new();
+        for (port, route) in self.table.read().iter() {
+            if let Some(l) = &route.listener {
+                match l.sockets() {
+                    Ok(sockets) => out.extend(sockets.into_iter().map(|s| (*port, s))),
+                    Err(e) => eprintln!("changeover-edge: cannot hand over port {port}: {e}"),
+                }
+            }
+        }
+        out
+    }
+
+    /// Stops accepting on every route (a new edge accepts now); open
+    /// connections are served to their end.
+    pub async fn stop_accepting(&self) {
+        proxy::DRAINING.store(true, std::sync::atomic::Ordering::SeqCst);
+        let listeners: Vec<proxy::Listener> = self
+            .table
+            .lock()
+            .values_mut()
+            .filter_map(|r| r.listener.take())
+            .collect();
+        // Closed as they drop.
+        drop(listeners);
     }
 
     /// On SIGTERM (`docker stop`): closes every listener, so no new
-    /// connection comes, and waits while requests are in flight, up to the
-    /// longest drain timeout of the routes. Answers (requests still in
-    /// flight when it gave up, time taken).
+    /// connection comes, and waits while requests are in flight or clients
+    /// keep connections open (each gets `Connection: close` on its next
+    /// response), up to the longest drain timeout of the routes. Answers
+    /// (requests still in flight when it gave up, time taken).
     pub async fn drain_for_exit(&self) -> (u64, Duration) {
         let started = Instant::now();
-        let longest = {
-            let routes = self.table.lock();
-            for route in routes.values() {
-                if let Some(l) = &route.listener {
-                    l.abort();
-                }
-            }
-            routes
-                .values()
-                .map(|r| r.spec.drain_timeout_ms)
-                .max()
-                .unwrap_or(0)
-        };
+        proxy::DRAINING.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.stop_accepting().await;
+        let longest = self
+            .table
+            .read()
+            .values()
+            .map(|r| r.spec.drain_timeout_ms)
+            .max()
+            .unwrap_or(0);
         let in_flight = || -> u64 {
             self.table
                 .read()
@@ -155,7 +197,8 @@ impl Edge {
                 .sum()
         };
         let deadline = started + Duration::from_millis(longest);
-        while in_flight() > 0 && Instant::now() < deadline {
+        let open = || crate::limits::conns().counts().0;
+        while (in_flight() > 0 || open() > 0) && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         (in_flight(), started.elapsed())
@@ -228,6 +271,12 @@ impl Edge {
     }
 
     pub async fn handle(self: &Arc<Self>, request: Request) -> Response {
+        if self.retired.load(std::sync::atomic::Ordering::SeqCst) {
+            return error(
+                EdgeErrorCode::Internal,
+                "this edge is handing over to a new one; try again in a moment",
+            );
+        }
         match request {
             Request::Hello => Response::Hello {
                 protocol: PROTOCOL_VERSION,
@@ -248,9 +297,8 @@ impl Edge {
             Request::RouteRemove { port } => {
                 let removed = self.table.lock().remove(&port);
                 if let Some(route) = removed {
-                    if let Some(l) = route.listener {
-                        l.abort();
-                    }
+                    // Its sockets close as it drops.
+                    drop(route.listener);
                     for t in &route.targets {
                         t.stop_checks();
                         t.close();
@@ -620,19 +668,47 @@ fn holder(l: &Lock, now: Instant) -> LockHolder {
 }
 
 /// `changeover-edge serve`: the long-running proxy.
-pub async fn serve(dir: PathBuf, max_connections: Option<usize>) -> Result<(), String> {
+pub async fn serve(
+    dir: PathBuf,
+    max_connections: Option<usize>,
+    take_over: bool,
+) -> Result<(), String> {
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let (descriptors, connections) = crate::limits::raise_descriptor_limit(max_connections);
     eprintln!(
         "changeover-edge: {descriptors} file descriptors; at most {connections} client connections"
     );
+    // Before anything is bound or loaded: the running edge's sockets, and
+    // the routes it saved as it handed them over.
+    let taken = if take_over {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || crate::handover::take(&dir))
+            .await
+            .map_err(|e| e.to_string())??
+    } else {
+        None
+    };
     proxy::start_workers()?;
     let edge = Edge::new(Some(&dir))?;
-    edge.resume().await;
+    let (taken, given) = match taken {
+        Some(mut t) => {
+            let given = std::mem::take(&mut t.sockets);
+            (Some(t), given)
+        }
+        None => (None, BTreeMap::new()),
+    };
+    edge.resume(given).await;
     let socket = dir.join(SOCKET);
     let _ = std::fs::remove_file(&socket);
     let listener = tokio::net::UnixListener::bind(&socket)
         .map_err(|e| format!("cannot open the control socket {}: {e}", socket.display()))?;
+    if let Some(t) = taken {
+        tokio::task::spawn_blocking(move || t.serving())
+            .await
+            .map_err(|e| e.to_string())??;
+        eprintln!("changeover-edge: took the listeners over from the edge before");
+    }
+    crate::handover::offer(edge.clone(), &dir)?;
     eprintln!(
         "changeover-edge {} serving {} route(s); control socket {}",
         env!("CARGO_PKG_VERSION"),

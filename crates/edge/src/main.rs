@@ -26,6 +26,7 @@
 mod changes;
 mod control;
 mod demo;
+mod handover;
 mod health;
 mod limits;
 mod proxy;
@@ -65,6 +66,11 @@ enum Command {
         /// file descriptors the edge may open).
         #[arg(long)]
         max_connections: Option<usize>,
+        /// Take the listening sockets over from the edge running on the
+        /// same state directory (an upgrade with no dropped connection);
+        /// start as usual when none runs.
+        #[arg(long)]
+        take_over: bool,
     },
     /// Send one control request (JSON) to the running proxy and print its
     /// JSON answer.
@@ -145,7 +151,8 @@ fn main() -> ExitCode {
             Command::Serve {
                 state,
                 max_connections,
-            } => control::serve(state, max_connections).await,
+                take_over,
+            } => control::serve(state, max_connections, take_over).await,
             Command::Demo {
                 version,
                 listen,

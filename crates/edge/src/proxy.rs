@@ -149,17 +149,28 @@ pub fn start_workers() -> Result<(), String> {
     Ok(())
 }
 
-/// A route's listening sockets, one per traffic thread.
+/// A route's listening sockets, one per traffic thread (or more, when
+/// more were handed over than there are threads).
 pub struct Listener {
     tasks: Vec<JoinHandle<()>>,
+    /// A copy of each socket, to hand over to a new edge.
+    sockets: Vec<std::net::TcpListener>,
 }
 
-impl Listener {
-    /// Closes the sockets; connections already open keep being served.
-    pub fn abort(&self) {
+/// Dropping it closes the sockets (the accept loops and the copies);
+/// connections already open keep being served.
+impl Drop for Listener {
+    fn drop(&mut self) {
         for t in &self.tasks {
             t.abort();
         }
+    }
+}
+
+impl Listener {
+    /// Copies of its sockets (the same kernel sockets), for a new edge.
+    pub fn sockets(&self) -> std::io::Result<Vec<std::net::TcpListener>> {
+        self.sockets.iter().map(|s| s.try_clone()).collect()
     }
 }
 
@@ -196,18 +207,47 @@ async fn ensure_free(port: u16) -> std::io::Result<()> {
 /// Binds the route's port on all interfaces (IPv4) on every traffic thread
 /// and serves it until [`Listener::abort`].
 pub async fn listen(edge: Arc<Edge>, port: u16) -> std::io::Result<Listener> {
+    ensure_free(port).await?;
+    open(edge, port, Vec::new()).await
+}
+
+/// Serves `port` on every traffic thread: on the sockets `given` (handed
+/// over by the edge before this one; all of them are served) and on new
+/// ones bound beside them for threads left without one.
+pub async fn open(
+    edge: Arc<Edge>,
+    port: u16,
+    given: Vec<std::net::TcpListener>,
+) -> std::io::Result<Listener> {
     let Some(workers) = WORKERS.get() else {
         return Err(std::io::Error::other("the traffic threads are not started"));
     };
-    ensure_free(port).await?;
     let mut tasks = Vec::new();
-    for handle in &workers.handles {
+    let mut sockets = Vec::new();
+    let count = workers.handles.len().max(given.len());
+    let mut given = given.into_iter();
+    for i in 0..count {
+        let handle = &workers.handles[i % workers.handles.len()];
         let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
         let edge = edge.clone();
+        let socket = given.next();
         tasks.push(handle.spawn(async move {
-            let listener = match bind(port) {
-                Ok(l) => {
-                    let _ = bound_tx.send(Ok(()));
+            let listener = (|| {
+                let listener = match socket {
+                    Some(s) => {
+                        s.set_nonblocking(true)?;
+                        TcpListener::from_std(s)?
+                    }
+                    None => bind(port)?,
+                };
+                // Keep a copy for a hand-over.
+                let std = listener.into_std()?;
+                let copy = std.try_clone()?;
+                Ok::<_, std::io::Error>((TcpListener::from_std(std)?, copy))
+            })();
+            let listener = match listener {
+                Ok((l, copy)) => {
+                    let _ = bound_tx.send(Ok(copy));
                     l
                 }
                 Err(e) => {
@@ -220,14 +260,17 @@ pub async fn listen(edge: Arc<Edge>, port: u16) -> std::io::Result<Listener> {
         let bound = bound_rx
             .await
             .unwrap_or_else(|_| Err(std::io::Error::other("the traffic thread stopped")));
-        if let Err(e) = bound {
-            for t in &tasks {
-                t.abort();
+        match bound {
+            Ok(copy) => sockets.push(copy),
+            Err(e) => {
+                for t in &tasks {
+                    t.abort();
+                }
+                return Err(e);
             }
-            return Err(e);
         }
     }
-    Ok(Listener { tasks })
+    Ok(Listener { tasks, sockets })
 }
 
 async fn accept_loop(edge: Arc<Edge>, port: u16, listener: TcpListener) {
@@ -283,12 +326,19 @@ async fn serve_http(
         timeouts: listening.timeouts,
     });
     let state = admitted.state.clone();
-    let service = hyper::service::service_fn(move |req| {
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let busy = state.request();
         let edge = edge.clone();
         let client = client.clone();
         async move {
-            let response = forward(&edge, port, &client, req).await;
+            let h1 = req.version() < hyper::Version::HTTP_2;
+            let mut response = forward(&edge, port, &client, req).await;
+            if h1 && DRAINING.load(std::sync::atomic::Ordering::Relaxed) {
+                // The edge is going: this connection's last response.
+                response
+                    .headers_mut()
+                    .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+            }
             Ok::<_, Infallible>(response.map(|body| Tracked { body, _busy: busy }))
         }
     });
@@ -315,6 +365,11 @@ async fn serve_http(
     }
     drop(admitted);
 }
+
+/// Set when this edge is going away (handed over, or SIGTERM): each HTTP/1
+/// connection gets `Connection: close` on its next response, so clients
+/// open their next connection elsewhere instead of finding this one closed.
+pub static DRAINING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// What the proxy knows of the client on one connection.
 struct Client {

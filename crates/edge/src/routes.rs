@@ -422,6 +422,8 @@ pub struct Table {
     /// control requests.
     routes: RwLock<BTreeMap<u16, Route>>,
     file: Option<StoredFile>,
+    /// Handed over to a new edge: this one writes nothing any more.
+    retired: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -444,6 +446,7 @@ impl Table {
         Self {
             routes: RwLock::new(BTreeMap::new()),
             file: dir.map(|d| StoredFile::new(d.join("routes.json"))),
+            retired: Default::default(),
         }
     }
 
@@ -512,6 +515,19 @@ impl Table {
     /// to the table is saved, so this is also where clients learn of one.
     pub fn save(&self) -> Result<(), String> {
         crate::changes::bump();
+        if self.retired.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.save_now()
+    }
+
+    /// Stops (or resumes) saving: a new edge owns the files now.
+    pub fn set_retired(&self, retired: bool) {
+        self.retired.store(retired, Ordering::SeqCst);
+    }
+
+    /// Saves even when retired: the routes a new edge is about to load.
+    pub fn save_now(&self) -> Result<(), String> {
         let Some(file) = &self.file else {
             return Ok(());
         };

@@ -1472,3 +1472,104 @@ async fn on_sigterm_the_edge_lets_requests_in_flight_finish_and_takes_no_new_one
         "it waited for the request"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_edge_takes_the_listeners_over_and_not_one_request_fails() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    let mut edge = Edge::start(1000, 5000);
+    let _demo = edge.add_demo("d", "v1", 1);
+    let port = edge.port;
+    edge.ctl(&json!({"op": "traffic-set", "port": port,
+        "policy": {"weights": [{"release": 1, "weight": 100}]}}));
+    std::thread::sleep(Duration::from_millis(1200));
+    let old_uptime = edge.ctl(&json!({"op": "hello"}))["uptimeMs"]
+        .as_u64()
+        .unwrap();
+    // Clients all along: new connections, and kept-alive ones that open a
+    // new connection when told `Connection: close`, as HTTP clients do.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (sent, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let clients: Vec<_> = (0..4)
+        .map(|i| {
+            let (stop, sent, failed) = (stop.clone(), sent.clone(), failed.clone());
+            std::thread::spawn(move || {
+                let mut kept: Option<std::io::BufReader<std::net::TcpStream>> = None;
+                while !stop.load(Ordering::SeqCst) {
+                    let mut rd = match kept.take() {
+                        Some(rd) if i % 2 == 0 => rd,
+                        _ => std::io::BufReader::new(connect_to(port)),
+                    };
+                    sent.fetch_add(1, Ordering::SeqCst);
+                    match exchange_on(&mut rd, GET_ROOT) {
+                        Ok((head, _)) if head.starts_with("HTTP/1.1 200") => {
+                            if !head.to_ascii_lowercase().contains("connection: close") {
+                                kept = Some(rd);
+                            }
+                        }
+                        other => {
+                            eprintln!("failed: {other:?}");
+                            failed.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let mut new_edge = Proc(
+        Command::new(BIN)
+            .args(["serve", "--take-over", "--state"])
+            .arg(edge.state.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let hello = edge.try_ctl(&json!({"op": "hello"}));
+        if hello.is_some_and(|h| h["uptimeMs"].as_u64().is_some_and(|u| u < old_uptime)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new edge answers the control socket"
+        );
+        assert!(
+            new_edge.0.try_wait().unwrap().is_none(),
+            "the new edge runs"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The old one goes, as `docker stop` makes it.
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(edge._proc.0.id().to_string())
+        .status();
+    let exited = Instant::now();
+    while edge._proc.0.try_wait().unwrap().is_none() {
+        assert!(
+            exited.elapsed() < Duration::from_secs(6),
+            "the old edge drains and exits"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::SeqCst);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let (sent, failed) = (sent.load(Ordering::SeqCst), failed.load(Ordering::SeqCst));
+    assert!(sent > 100, "{sent} requests");
+    assert_eq!(failed, 0, "not one of {sent} requests failed");
+    // The new edge has the routes, their policy, and serves them.
+    let routes = edge.ctl(&json!({"op": "routes"}));
+    assert_eq!(
+        routes["routes"][0]["policy"]["weights"][0]["weight"], 100,
+        "{routes}"
+    );
+    let (head, _) = raw_exchange(port, GET_ROOT);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    drop(new_edge);
+}
