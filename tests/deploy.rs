@@ -626,7 +626,8 @@ fn stack_files_take_variables_from_the_environment() {
 }
 
 #[test]
-fn an_older_edge_keeps_serving_until_edge_upgrade_replaces_it_keeping_its_routes() {
+fn an_older_edge_keeps_serving_until_edge_upgrade_hands_its_listeners_over_with_no_failed_request()
+{
     let _edge = EDGE.write().unwrap_or_else(|p| p.into_inner());
     let port = free_port();
     let stack = TestStack::new("upgrade", &web(port, "v1", 2, ""), &[port]);
@@ -675,7 +676,29 @@ fn an_older_edge_keeps_serving_until_edge_upgrade_replaces_it_keeping_its_routes
     );
     assert_eq!(status("status after deploy")["image"], older, "left alone");
 
+    // The older edge hands its listeners over: clients all along, none fails.
+    let load = Load::start(port, 4);
+    std::thread::sleep(Duration::from_millis(300));
     ok(&changeover(&["edge", "upgrade"], &[]), "edge upgrade");
+    std::thread::sleep(Duration::from_millis(300));
+    let count = load.finish();
+    assert!(count.ok > 50, "{count:?}");
+    assert_eq!(
+        count.failed, 0,
+        "no request fails across the upgrade: {count:?}"
+    );
+    let leftovers = docker(&[
+        "ps",
+        "-a",
+        "--filter",
+        "name=changeover-edge-",
+        "--format",
+        "{{.Names}}",
+    ]);
+    assert!(
+        !leftovers.contains("-next") && !leftovers.contains("-retired"),
+        "{leftovers}"
+    );
     let after = status("status after upgrade");
     assert_eq!(after["image"], current.as_str(), "{after}");
     assert_eq!(after["upToDate"], true, "{after}");

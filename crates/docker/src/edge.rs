@@ -263,6 +263,10 @@ pub async fn ensure(edge: &Edge) -> Result<(), Problem> {
                     watch_beside(docker).await;
                     return Ok(());
                 }
+                if protocol >= HANDOVER_PROTOCOL {
+                    // Another protocol, but it can hand its listeners over.
+                    return hand_over(edge, &*BinaryImage::load()?).await;
+                }
             }
         }
         // By ID: when another client replaced this edge a moment ago, its
@@ -273,13 +277,13 @@ pub async fn ensure(edge: &Edge) -> Result<(), Problem> {
     create_edge(edge, &*BinaryImage::load()?).await
 }
 
-/// Builds the edge image for `binary` when missing, then creates and starts
-/// the edge container from it (routes reload from the state volume).
-async fn create_edge(edge: &Edge, binary: &BinaryImage) -> Result<(), Problem> {
-    let docker = &edge.docker;
-    let tag = build_edge_image(docker, binary).await?;
-    let body = ContainerCreateBody {
-        image: Some(tag.clone()),
+/// The edge container: on the host's network, restarted unless stopped,
+/// its state volume, 65,536 descriptors; `args` after the image's
+/// `serve --state …` entry point.
+fn edge_container_body(tag: &str, args: &[&str], more_descriptors: bool) -> ContainerCreateBody {
+    ContainerCreateBody {
+        image: Some(tag.to_string()),
+        cmd: (!args.is_empty()).then(|| args.iter().map(|a| a.to_string()).collect()),
         labels: Some(
             [(labels::MANAGED.to_string(), "true".to_string())]
                 .into_iter()
@@ -295,15 +299,57 @@ async fn create_edge(edge: &Edge, binary: &BinaryImage) -> Result<(), Problem> {
             // The edge faces the internet: a container's default of 1,024
             // descriptors is a few hundred clients. It admits about half of
             // what it gets (see the edge's `limits`).
-            ulimits: Some(vec![ResourcesUlimits {
-                name: Some("nofile".into()),
-                soft: Some(EDGE_DESCRIPTORS),
-                hard: Some(EDGE_DESCRIPTORS),
-            }]),
+            ulimits: more_descriptors.then(|| {
+                vec![ResourcesUlimits {
+                    name: Some("nofile".into()),
+                    soft: Some(EDGE_DESCRIPTORS),
+                    hard: Some(EDGE_DESCRIPTORS),
+                }]
+            }),
             ..Default::default()
         }),
         ..Default::default()
-    };
+    }
+}
+
+/// Starts the edge container `name` (created with [`EDGE_DESCRIPTORS`]). A
+/// daemon that may not give that many (its own hard limit is lower: runc
+/// says "error setting rlimit") gets the container created again with the
+/// daemon's own limit, which the edge then raises its soft limit to.
+async fn start_edge_container(
+    docker: &Docker,
+    name: &str,
+    tag: &str,
+    args: &[&str],
+) -> Result<(), Problem> {
+    match docker.start_container(name, None).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.to_string().contains("rlimit") => {
+            tracing::warn!(
+                "the daemon cannot give the edge {EDGE_DESCRIPTORS} descriptors; it runs with the daemon's limit"
+            );
+            remove_edge_container(docker, name).await?;
+            docker
+                .create_container(
+                    Some(CreateContainerOptionsBuilder::new().name(name).build()),
+                    edge_container_body(tag, args, false),
+                )
+                .await
+                .map_err(|e| daemon_problem("creating the edge container", &e))?;
+            docker
+                .start_container(name, None)
+                .await
+                .map_err(|e| daemon_problem("starting the edge", &e))
+        }
+        Err(e) => Err(daemon_problem("starting the edge", &e)),
+    }
+}
+
+/// Builds the edge image for `binary` when missing, then creates and starts
+/// the edge container from it (routes reload from the state volume).
+async fn create_edge(edge: &Edge, binary: &BinaryImage) -> Result<(), Problem> {
+    let docker = &edge.docker;
+    let tag = build_edge_image(docker, binary).await?;
     let created = docker
         .create_container(
             Some(
@@ -311,14 +357,11 @@ async fn create_edge(edge: &Edge, binary: &BinaryImage) -> Result<(), Problem> {
                     .name(EDGE_CONTAINER)
                     .build(),
             ),
-            body,
+            edge_container_body(&tag, &[], true),
         )
         .await;
     match created {
-        Ok(_) => docker
-            .start_container(EDGE_CONTAINER, None)
-            .await
-            .map_err(|e| daemon_problem("starting the edge", &e))?,
+        Ok(_) => start_edge_container(docker, EDGE_CONTAINER, &tag, &[]).await?,
         // Another client created it a moment ago: use that one. Starting it
         // too covers a client that died between its create and its start.
         Err(bollard::errors::Error::DockerResponseServerError {
@@ -570,21 +613,152 @@ pub async fn outdated_edge(docker: &Docker) -> Option<String> {
         .image?;
     (running != wanted).then(|| {
         format!(
-            "the edge runs {running}, an older build than this Changeover's ({wanted}); it keeps working — `changeover edge upgrade` replaces it (its ports close for about a second)"
+            "the edge runs {running}, an older build than this Changeover's ({wanted}); it keeps working — `changeover edge upgrade` replaces it without dropping a request"
         )
     })
 }
 
-/// Replaces the edge with this Changeover's build. Its image is built first;
-/// the listeners are closed from the old container's removal until the new
-/// one has reloaded its routes (about a second on a small host), so run it
-/// when a short break is acceptable.
+/// Replaces the edge with this Changeover's build. Its image is built
+/// first. An edge of protocol 5 or later hands its listening sockets to the
+/// new one ([`hand_over`]): no connection is refused and none in flight is
+/// cut. An older edge is removed and the new one created, so its ports
+/// close from the removal until the new one has reloaded its routes (about
+/// a second on a small host).
 pub async fn upgrade_edge(edge: &Edge) -> Result<(), Problem> {
     let binary = BinaryImage::load()?;
     build_edge_image(&edge.docker, &binary).await?;
+    let running = edge
+        .docker
+        .inspect_container(EDGE_CONTAINER, None)
+        .await
+        .ok()
+        .and_then(|c| c.state?.running)
+        .unwrap_or(false);
+    if running {
+        if let Ok(Response::Hello { protocol, .. }) = edge.call(Request::Hello).await {
+            if protocol >= HANDOVER_PROTOCOL {
+                return hand_over(edge, &binary).await;
+            }
+        }
+    }
     remove_edge_container(&edge.docker, EDGE_CONTAINER).await?;
     edge.forget_sessions().await;
     create_edge(edge, &binary).await
+}
+
+/// The first edge protocol whose edges hand their listeners over.
+const HANDOVER_PROTOCOL: u32 = 5;
+/// The new edge while it takes over, and the old one while it drains.
+const NEXT_CONTAINER: &str = "changeover-edge-next";
+const RETIRED_CONTAINER: &str = "changeover-edge-retired";
+/// How long the old edge may drain (its longest drain timeout is 30 s by
+/// default) before Docker kills it.
+const RETIRE_SECONDS: i32 = 35;
+
+/// Replaces the running edge with one of `binary`'s image, which takes its
+/// listening sockets over (the edge's `handover` module): a second container
+/// on the same state volume, started with `--take-over`; once it answers
+/// the control socket, the names swap and the old one is stopped (it
+/// drains) and removed. When the new one cannot take over, it is removed
+/// and the old one keeps serving, untouched.
+async fn hand_over(edge: &Edge, binary: &BinaryImage) -> Result<(), Problem> {
+    let docker = &edge.docker;
+    let tag = build_edge_image(docker, binary).await?;
+    for leftover in [NEXT_CONTAINER, RETIRED_CONTAINER] {
+        remove_edge_container(docker, leftover).await?;
+    }
+    // Told apart by uptime: the new edge's is less than the time since it
+    // was started, the old one's more (give a just-started one a moment).
+    if let Ok(Response::Hello { uptime_ms, .. }) = edge.call(Request::Hello).await {
+        if uptime_ms < 2_000 {
+            tokio::time::sleep(std::time::Duration::from_millis(2_000 - uptime_ms)).await;
+        }
+    }
+    docker
+        .create_container(
+            Some(
+                CreateContainerOptionsBuilder::new()
+                    .name(NEXT_CONTAINER)
+                    .build(),
+            ),
+            edge_container_body(&tag, &["--take-over"], true),
+        )
+        .await
+        .map_err(|e| daemon_problem("creating the new edge", &e))?;
+    let started = std::time::Instant::now();
+    start_edge_container(docker, NEXT_CONTAINER, &tag, &["--take-over"]).await?;
+    let took_over = loop {
+        let answered = edge.call(Request::Hello).await;
+        if let Ok(Response::Hello { uptime_ms, .. }) = answered {
+            if u128::from(uptime_ms) < started.elapsed().as_millis() + 500 {
+                break Ok(());
+            }
+        }
+        let next_runs = docker
+            .inspect_container(NEXT_CONTAINER, None)
+            .await
+            .ok()
+            .and_then(|c| c.state?.running)
+            .unwrap_or(false);
+        if !next_runs {
+            break Err("it exited".to_string());
+        }
+        if started.elapsed() > std::time::Duration::from_secs(20) {
+            break Err("it did not answer within 20 s".to_string());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    if let Err(why) = took_over {
+        let said = last_log_line(docker, NEXT_CONTAINER).await;
+        let _ = remove_edge_container(docker, NEXT_CONTAINER).await;
+        return Err(edge_problem(format!(
+            "the new edge could not take over ({why}{}); the running edge keeps serving",
+            said.map(|l| format!(": {l}")).unwrap_or_default()
+        )));
+    }
+    let rename = |from: &'static str, to: &'static str| async move {
+        docker
+            .rename_container(
+                from,
+                bollard::query_parameters::RenameContainerOptions { name: to.into() },
+            )
+            .await
+            .map_err(|e| daemon_problem(&format!("renaming {from} to {to}"), &e))
+    };
+    rename(EDGE_CONTAINER, RETIRED_CONTAINER).await?;
+    rename(NEXT_CONTAINER, EDGE_CONTAINER).await?;
+    edge.forget_sessions().await;
+    // SIGTERM: it drains what is in flight and exits.
+    let _ = docker
+        .stop_container(
+            RETIRED_CONTAINER,
+            Some(bollard::query_parameters::StopContainerOptions {
+                t: Some(RETIRE_SECONDS),
+                signal: None,
+            }),
+        )
+        .await;
+    remove_edge_container(docker, RETIRED_CONTAINER).await?;
+    watch_beside(docker).await;
+    Ok(())
+}
+
+/// The last line a container wrote to stderr or stdout, if any.
+async fn last_log_line(docker: &Docker, container: &str) -> Option<String> {
+    let options = bollard::query_parameters::LogsOptionsBuilder::new()
+        .stdout(true)
+        .stderr(true)
+        .tail("5")
+        .build();
+    let mut logs = docker.logs(container, Some(options));
+    let mut last = None;
+    while let Some(Ok(line)) = logs.next().await {
+        let text = line.to_string();
+        if !text.trim().is_empty() {
+            last = Some(text.trim().to_string());
+        }
+    }
+    last
 }
 
 /// The edge of one environment, reached through `docker exec`.
