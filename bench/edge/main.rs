@@ -353,6 +353,83 @@ fn main() {
         .sum::<u64>();
     println!("  failed requests across every run: {failures}");
     slow_clients(dir.path(), &backends, seconds.min(15));
+    upgrade_under_load(dir.path(), &backends, seconds.clamp(8, 15));
+}
+
+/// The edge's `hello` on `state`, if it answers.
+fn hello(state: &Path) -> Option<serde_json::Value> {
+    let out = Command::new(edge_binary())
+        .arg("ctl")
+        .arg(r#"{"op":"hello"}"#)
+        .arg("--state")
+        .arg(state)
+        .output()
+        .ok()?;
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// Replacing a running edge under `wrk` load, two ways: the new edge taking
+/// the listening sockets over (what `changeover edge upgrade` does), and —
+/// the baseline — stopping the old one, then starting the new one (how an
+/// edge older than protocol 5 has to be replaced).
+fn upgrade_under_load(dir: &Path, backends: &[u16], seconds: u64) {
+    println!(
+        " edge upgrade under load: wrk -t2 -c{CONNECTIONS} -d{seconds}s keep-alive; the new edge starts 3 s in"
+    );
+    let bin = edge_binary();
+    for (how, take_over) in [("hand-over", true), ("stop, then start (baseline)", false)] {
+        let base = dir.join(format!("upgrade-{take_over}"));
+        std::fs::create_dir_all(&base).unwrap();
+        let (old, port) = start_edge(&base, backends, false);
+        let state = base.join("edge");
+        let load = Wrk::start(
+            &format!("http://127.0.0.1:{port}/"),
+            CONNECTIONS,
+            Duration::from_secs(seconds),
+        );
+        std::thread::sleep(Duration::from_secs(3));
+        let started = Instant::now();
+        let new = if take_over {
+            let new = spawn(
+                Command::new(&bin)
+                    .args(["serve", "--take-over", "--state"])
+                    .arg(&state),
+                "the new edge",
+            );
+            let deadline = Instant::now() + Duration::from_secs(10);
+            // Until the new one answers: the old one has run 3 s longer.
+            while hello(&state)
+                .and_then(|h| h["uptimeMs"].as_u64())
+                .is_none_or(|u| u > started.elapsed().as_millis() as u64 + 500)
+            {
+                assert!(Instant::now() < deadline, "the new edge takes over");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            drop(old); // SIGTERM: it drains and exits
+            new
+        } else {
+            drop(old);
+            let new = spawn(
+                Command::new(&bin).arg("serve").arg("--state").arg(&state),
+                "the new edge",
+            );
+            wait_listening(port, "the new edge");
+            new
+        };
+        let took = started.elapsed();
+        let r = load.finish();
+        println!(
+            "  {how:<28} {} requests, {} non-2xx, {} socket errors ({}); {:.0} req/s over the run; old edge gone and new one serving after {} ms",
+            r.requests,
+            r.non_2xx,
+            r.socket_errors,
+            r.socket_detail,
+            r.requests_per_sec,
+            took.as_millis()
+        );
+        drop(new);
+    }
+    println!("  (target for the hand-over: 0 failed requests)");
 }
 
 /// Starts a proxy over the backends (limited or not): its process and port.

@@ -23,6 +23,13 @@
 //! host gets no watcher (the watcher checks the daemon's ID and stands down);
 //! clients then take gone targets off before every change.
 //!
+//! Replacing the edge (an upgrade, another protocol) never closes a port:
+//! the new edge runs as a second container (`changeover-edge-next`) on the
+//! same state volume and takes the old one's listening sockets over (the
+//! edge's `handover` module); then the names swap and the old one drains
+//! on `docker stop`. Only an edge older than protocol 5, which cannot hand
+//! over, is removed first.
+//!
 //! Control goes through `docker exec changeover-edge /changeover-edge ctl -`:
 //! a session of JSON lines over the exec's stdin and stdout, kept open for
 //! the next request (nothing listens on the network for it). An edge too old

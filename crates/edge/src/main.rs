@@ -12,6 +12,9 @@
 //!   control session (`watch`).
 //! - [`control`]: the control socket and the `ctl` client that the Docker
 //!   exec API runs; stored documents and locks.
+//! - [`store`]: the stored files, saved so that none is lost or half written.
+//! - [`limits`]: the connection limit and each connection's timeouts.
+//! - [`handover`]: passing the listening sockets to a new edge.
 //! - [`watch`]: the watcher, a process of its own with the Docker socket
 //!   and no network, that takes gone containers off the routes at once.
 //! - [`volume`]: the volume helper — listing, reading and sizing what is in
@@ -20,8 +23,7 @@
 //!   (an HTTP check usable as a Docker `HEALTHCHECK` in `FROM scratch` images).
 //!
 //! The wire protocol lives in `changeover_core::edge`, shared with the client.
-//! Deliberately left out for now: TLS termination, host-name routing, weighted
-//! pools (one pool per route; every healthy target gets an equal share).
+//! Not there yet: TLS termination and host-name routing.
 
 mod changes;
 mod control;

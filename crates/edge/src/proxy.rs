@@ -205,7 +205,7 @@ async fn ensure_free(port: u16) -> std::io::Result<()> {
 }
 
 /// Binds the route's port on all interfaces (IPv4) on every traffic thread
-/// and serves it until [`Listener::abort`].
+/// and serves it until the [`Listener`] drops.
 pub async fn listen(edge: Arc<Edge>, port: u16) -> std::io::Result<Listener> {
     ensure_free(port).await?;
     open(edge, port, Vec::new()).await
