@@ -337,7 +337,7 @@ fn main() {
         );
     }
     println!(
-        "  edge/haproxy: throughput {:.2}x, p99 {:.2}x   (target: throughput >= 0.90x, p99 <= 1.50x)",
+        "  edge/haproxy: throughput {:.2}x, p99 {:.2}x   (goal: throughput >= 1.20x, p99 <= 1.00x)",
         ratio(median(&all[0], &rps), median(&all[1], &rps)),
         ratio(median(&all[0], &p99), median(&all[1], &p99))
     );
@@ -423,7 +423,7 @@ fn upgrade_under_load(dir: &Path, backends: &[u16], seconds: u64) {
             r.requests,
             r.non_2xx,
             r.socket_errors,
-            r.socket_detail,
+            if r.socket_detail.is_empty() { "none" } else { r.socket_detail.as_str() },
             r.requests_per_sec,
             took.as_millis()
         );
@@ -465,10 +465,10 @@ fn slow_clients(dir: &Path, backends: &[u16], seconds: u64) {
         let load = ordinary(port, Duration::from_secs(seconds));
         let reopened = attack.stop();
         println!(
-            "  {name:<8} answered {:>5.1}% of {} ordinary requests, p99 {:>8.2} ms   (before, without slow clients, {calm_s} s: {:.1}% of {}, p99 {:.2} ms; slow connections reopened: {reopened})",
+            "  {name:<8} answered {:>5.1}% of {} ordinary requests, p99 {:>8} ms   (before, without slow clients, {calm_s} s: {:.1}% of {}, p99 {:.2} ms; slow connections reopened: {reopened})",
             load.share() * 100.0,
             load.sent,
-            load.p99_ms(),
+            millis(load.p99_ms()),
             calm.share() * 100.0,
             calm.sent,
             calm.p99_ms(),
@@ -492,6 +492,7 @@ impl Ordinary {
     }
 
     fn p99_ms(&self) -> f64 {
+        // NaN when nothing was answered; `millis` prints it as a dash.
         let mut l = self.latencies_us.clone();
         if l.is_empty() {
             return f64::NAN;
@@ -595,5 +596,14 @@ impl Slowloris {
     fn stop(self) -> u64 {
         self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
         self.thread.join().unwrap()
+    }
+}
+
+/// A latency in milliseconds, or a dash when there is none (nothing answered).
+fn millis(ms: f64) -> String {
+    if ms.is_nan() {
+        "-".to_string()
+    } else {
+        format!("{ms:.2}")
     }
 }
