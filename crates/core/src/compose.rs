@@ -337,6 +337,26 @@ pub(crate) fn service(spec: &ServiceSpec) -> Yaml {
             Yaml::List(spec.trusted_proxies.iter().map(Yaml::text).collect()),
         ));
     }
+    if !spec.hosts.is_empty() {
+        x.push((
+            "hosts".into(),
+            Yaml::List(spec.hosts.iter().map(Yaml::text).collect()),
+        ));
+    }
+    if let Some(tls) = &spec.tls {
+        let mut t = Vec::new();
+        match (&tls.cert_file, &tls.key_file) {
+            (Some(cert), Some(key)) => {
+                t.push(("cert".to_string(), Yaml::text(cert)));
+                t.push(("key".to_string(), Yaml::text(key)));
+            }
+            _ => t.push(("acme".to_string(), Yaml::Plain("true".into()))),
+        }
+        if tls.hsts {
+            t.push(("hsts".to_string(), Yaml::Plain("true".into())));
+        }
+        x.push(("tls".into(), Yaml::Map(t)));
+    }
     s.push(("x-changeover".into(), Yaml::Map(x)));
     Yaml::Map(s)
 }
@@ -530,6 +550,12 @@ mod tests {
         web.timeouts.header_ms = 5_000;
         web.timeouts.response_ms = 120_000;
         web.trusted_proxies = vec!["10.0.0.0/8".into()];
+        web.hosts = vec!["shop.example.test".into(), "www.shop.example.test".into()];
+        web.tls = Some(crate::service::ServiceTls {
+            cert_file: None,
+            key_file: None,
+            hsts: true,
+        });
         web.strategy = Strategy::Canary;
         web.canary_percent = 25;
         web.canary_guard = Some(crate::service::CanaryGuard {

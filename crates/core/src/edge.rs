@@ -24,7 +24,7 @@ use ts_rs::TS;
 
 /// Bumped when a request or response changes shape; an edge with another
 /// protocol version is replaced before it is used.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// The longest a `Request::Watch` waits before answering anyway.
 pub const WATCH_LONGEST_MS: u64 = 60_000;
@@ -95,6 +95,117 @@ pub struct RouteSpec {
     /// from anyone else those headers are replaced.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trusted_proxies: Vec<String>,
+    /// Host names (`app.example.test`, lower case) this route also answers
+    /// on the edge's shared HTTP and HTTPS ports ([`EdgeConfig`]), chosen
+    /// by `Host` and by TLS SNI (`x-changeover.hosts`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    /// HTTPS for `hosts` on the shared HTTPS port (`x-changeover.tls`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<SiteTls>,
+}
+
+/// How a route's hosts are served over HTTPS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+#[ts(export)]
+pub struct SiteTls {
+    pub certificate: CertificateSource,
+    /// Answer HTTPS responses with `Strict-Transport-Security` (a year).
+    #[serde(default)]
+    pub hsts: bool,
+}
+
+/// Where a site's certificate comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "kebab-case")]
+#[ts(export)]
+pub enum CertificateSource {
+    /// Given as files (sent with [`Request::CertPut`], kept in the edge's
+    /// state volume).
+    Files,
+    /// Obtained and renewed by ACME.
+    Acme,
+}
+
+/// The edge's own settings (`changeover edge config`), kept in its state
+/// volume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase", default)]
+#[ts(export)]
+pub struct EdgeConfig {
+    /// The shared port for plain HTTP of every route with `hosts`.
+    pub http_port: u16,
+    /// The shared port for HTTPS of every route with `hosts` and `tls`.
+    pub https_port: u16,
+    /// The ACME directory certificates are ordered from.
+    pub acme_directory: Option<String>,
+    /// PEM of a CA to trust for the ACME directory (a test CA like pebble's).
+    pub acme_ca: Option<String>,
+    pub acme_email: Option<String>,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        Self {
+            http_port: 80,
+            https_port: 443,
+            acme_directory: None,
+            acme_ca: None,
+            acme_email: None,
+        }
+    }
+}
+
+/// A site's certificate as the edge holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+#[ts(export)]
+pub struct CertificateStatus {
+    /// `stack/service` it serves.
+    pub service: String,
+    pub source: CertificateSource,
+    /// The names it covers (its subject alternative names).
+    pub names: Vec<String>,
+    /// Its issuer's distinguished name.
+    pub issuer: String,
+    /// Unix milliseconds it stops being valid.
+    #[ts(type = "number")]
+    pub not_after_ms: i64,
+    /// What the edge is doing about it (`valid`, `renewing`, the last
+    /// error...), for the window.
+    pub state: String,
+}
+
+/// PEM text that must never be printed: its `Debug` says only how long it is.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SecretPem(pub String);
+
+impl std::fmt::Debug for SecretPem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecretPem({} bytes)", self.0.len())
+    }
+}
+
+/// Whether `name` is a host name a site may have: lower-case labels of
+/// letters, digits and `-` (not at either end), dot separated, at most 253
+/// characters, not an IP address. A leading `*.` makes it a wildcard for
+/// one label.
+pub fn is_site_host(name: &str) -> bool {
+    let bare = name.strip_prefix("*.").unwrap_or(name);
+    if bare.is_empty() || name.len() > 253 || bare.parse::<std::net::IpAddr>().is_ok() {
+        return false;
+    }
+    bare.split('.').all(|label| {
+        !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    }) && bare.contains('.')
 }
 
 /// How long the edge waits, per route. A client past a timeout is cut off
@@ -472,6 +583,22 @@ pub enum Request {
         port: u16,
         service: String,
     },
+    /// Store the certificate chain and private key (PEM) of a route's
+    /// `tls` given as files. The edge checks that they parse and belong
+    /// together, keeps them in its state volume (readable by it alone),
+    /// and never prints the key. Only over a control session: a request
+    /// given on a command line would be visible to the daemon's users.
+    CertPut {
+        service: String,
+        cert_pem: String,
+        key_pem: SecretPem,
+    },
+    /// The edge's settings and its sites' certificates.
+    ConfigGet,
+    /// Changes the edge's settings (the shared ports reopen when they change).
+    ConfigSet {
+        config: EdgeConfig,
+    },
     /// Read a stored document (service definitions, release history).
     DocGet {
         key: String,
@@ -542,6 +669,10 @@ pub enum Response {
     },
     Routes {
         routes: Vec<RouteStatus>,
+    },
+    Config {
+        config: EdgeConfig,
+        certificates: Vec<CertificateStatus>,
     },
     Target {
         target: TargetStatus,
@@ -623,6 +754,31 @@ pub type Labels = BTreeMap<String, String>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn site_hosts_are_lower_case_dns_names() {
+        for good in ["app.example.test", "a-b.c1.test", "*.example.test", "x.y"] {
+            assert!(is_site_host(good), "{good}");
+        }
+        for bad in [
+            "",
+            "localhost",
+            "App.example.test",
+            "a..test",
+            "-a.test",
+            "a-.test",
+            "127.0.0.1",
+            "a.test:80",
+            "*.",
+            "a.*.test",
+            "a_b.test",
+            &format!("{}.test", "a".repeat(64)),
+        ] {
+            assert!(!is_site_host(bad), "{bad:?}");
+        }
+        let key = SecretPem("-----BEGIN PRIVATE KEY-----".into());
+        assert_eq!(format!("{key:?}"), "SecretPem(27 bytes)");
+    }
 
     #[test]
     fn trusted_proxies_are_addresses_or_networks() {

@@ -208,6 +208,41 @@ pub struct ServiceSpec {
     /// `X-Forwarded-*` headers are passed on.
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// `x-changeover.hosts`: names the edge routes to this service on its
+    /// shared HTTP and HTTPS ports (by `Host` and SNI), besides its own
+    /// published port.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// `x-changeover.tls`: HTTPS for `hosts`.
+    #[serde(default)]
+    pub tls: Option<ServiceTls>,
+}
+
+/// `x-changeover.tls: acme`, or `{cert: FILE, key: FILE}` (paths made
+/// absolute against the stack file's folder; the files are read at each
+/// deploy and sent to the edge, never stored here), with `hsts: true`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+#[ts(export)]
+pub struct ServiceTls {
+    /// `None`: ACME.
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
+    pub hsts: bool,
+}
+
+impl ServiceTls {
+    /// How the edge is to get the certificate.
+    pub fn site(&self) -> crate::edge::SiteTls {
+        crate::edge::SiteTls {
+            certificate: if self.cert_file.is_some() {
+                crate::edge::CertificateSource::Files
+            } else {
+                crate::edge::CertificateSource::Acme
+            },
+            hsts: self.hsts,
+        }
+    }
 }
 
 /// `x-changeover.snapshots: {before_deploy: true, keep: N}`: each deploy
@@ -280,6 +315,8 @@ impl ServiceSpec {
             snapshots: None,
             timeouts: crate::edge::Timeouts::default(),
             trusted_proxies: Vec::new(),
+            hosts: Vec::new(),
+            tls: None,
         }
     }
 

@@ -27,8 +27,8 @@ use ts_rs::TS;
 
 use crate::edge::{HealthProbe, Protocol};
 use crate::service::{
-    CanaryGuard, DockerHealthcheck, Mount, MountKind, PortMapping, ServiceSpec, SnapshotPolicy,
-    Strategy, UpdateOrder, DEFAULT_GUARD_MIN_REQUESTS, DEFAULT_GUARD_WINDOW_MS,
+    CanaryGuard, DockerHealthcheck, Mount, MountKind, PortMapping, ServiceSpec, ServiceTls,
+    SnapshotPolicy, Strategy, UpdateOrder, DEFAULT_GUARD_MIN_REQUESTS, DEFAULT_GUARD_WINDOW_MS,
     DEFAULT_SNAPSHOT_KEEP,
 };
 
@@ -797,7 +797,7 @@ fn read_service(
                 }
             }
             "deploy" => read_deploy(r, value, &k, &mut spec),
-            "x-changeover" => read_x_changeover(r, value, &k, &mut spec),
+            "x-changeover" => read_x_changeover(r, value, &k, &mut spec, dir),
             f if f.starts_with("x-") => {}
             f if COMPOSE_ONLY.contains(&f) => r.warn(
                 value,
@@ -1114,7 +1114,142 @@ fn read_deploy(r: &mut Reader, node: &Node, key: &str, spec: &mut ServiceSpec) {
     }
 }
 
-fn read_x_changeover(r: &mut Reader, node: &Node, key: &str, spec: &mut ServiceSpec) {
+/// The most host names one service may have.
+const MAX_SITE_HOSTS: usize = 100;
+/// The largest certificate or key file read.
+pub const MAX_PEM_FILE: u64 = 1024 * 1024;
+
+/// `tls: acme`, or `{acme: true | cert: FILE, key: FILE, hsts: BOOL}`.
+fn read_tls(r: &mut Reader, v: &Node, k: &str, dir: Option<&Path>) -> Option<ServiceTls> {
+    if let Some(word) = scalar(v) {
+        return match word.as_str() {
+            "acme" => Some(ServiceTls {
+                cert_file: None,
+                key_file: None,
+                hsts: false,
+            }),
+            _ => {
+                r.error(
+                    v,
+                    k,
+                    format!(
+                        "{} is not a tls setting (acme, or {{cert: FILE, key: FILE}})",
+                        describe(v)
+                    ),
+                );
+                None
+            }
+        };
+    }
+    let mut tls = ServiceTls {
+        cert_file: None,
+        key_file: None,
+        hsts: false,
+    };
+    let mut acme = false;
+    for (n, nv) in r.map(v, k) {
+        let nk = format!("{k}.{n}");
+        match n.as_str() {
+            "acme" => match scalar(nv).as_deref() {
+                Some("true") => acme = true,
+                Some("false") => {}
+                _ => r.error(nv, &nk, format!("{} is not true or false", describe(nv))),
+            },
+            "hsts" => match scalar(nv).as_deref() {
+                Some("true") => tls.hsts = true,
+                Some("false") => tls.hsts = false,
+                _ => r.error(nv, &nk, format!("{} is not true or false", describe(nv))),
+            },
+            "cert" | "key" => {
+                let Some(path) = r.string(nv, &nk) else {
+                    continue;
+                };
+                let full = match dir {
+                    Some(d) if Path::new(&path).is_relative() => d.join(&path),
+                    _ => Path::new(&path).to_path_buf(),
+                };
+                match std::fs::metadata(&full) {
+                    Ok(m) if !m.is_file() => {
+                        r.error(nv, &nk, format!("{} is not a file", full.display()))
+                    }
+                    Ok(m) if m.len() > MAX_PEM_FILE => r.error(
+                        nv,
+                        &nk,
+                        format!(
+                            "{} is {} bytes; a PEM file here is at most 1 MiB",
+                            full.display(),
+                            m.len()
+                        ),
+                    ),
+                    Ok(_) => {
+                        let full = full.to_string_lossy().into_owned();
+                        if n == "cert" {
+                            tls.cert_file = Some(full);
+                        } else {
+                            tls.key_file = Some(full);
+                        }
+                    }
+                    Err(e) => r.error(nv, &nk, format!("cannot read {}: {e}", full.display())),
+                }
+            }
+            _ => r.error(
+                nv,
+                &nk,
+                format!("unknown tls key `{n}` (acme, cert, key, hsts)"),
+            ),
+        }
+    }
+    match (acme, tls.cert_file.is_some(), tls.key_file.is_some()) {
+        (true, false, false) | (false, true, true) => Some(tls),
+        (true, _, _) => {
+            r.error(
+                v,
+                k,
+                "tls: either acme or cert and key files, not both".to_string(),
+            );
+            None
+        }
+        (false, false, false) => {
+            r.error(
+                v,
+                k,
+                "tls needs acme: true, or cert and key files".to_string(),
+            );
+            None
+        }
+        _ => {
+            // A file that could not be read was reported already.
+            if !r.errors.iter().any(|e| e.key.starts_with(k)) {
+                r.error(v, k, "tls needs both cert and key files".to_string());
+            }
+            None
+        }
+    }
+}
+
+/// A certificate or key file's text, at most [`MAX_PEM_FILE`] bytes.
+pub fn read_pem_file(path: &str) -> Result<String, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    let mut text = String::new();
+    file.take(MAX_PEM_FILE + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read {path}: {e}"))?;
+    if text.len() as u64 > MAX_PEM_FILE {
+        return Err(format!(
+            "{path} is larger than 1 MiB; a PEM file here is at most that"
+        ));
+    }
+    Ok(text)
+}
+
+fn read_x_changeover(
+    r: &mut Reader,
+    node: &Node,
+    key: &str,
+    spec: &mut ServiceSpec,
+    dir: Option<&Path>,
+) {
     for (f, v) in r.map(node, key) {
         let k = format!("{key}.{f}");
         match f.as_str() {
@@ -1263,12 +1398,55 @@ fn read_x_changeover(r: &mut Reader, node: &Node, key: &str, spec: &mut ServiceS
                 }
                 spec.trusted_proxies = list;
             }
+            "hosts" => {
+                let mut hosts: Vec<String> = Vec::new();
+                let items = match v.data {
+                    YamlData::Sequence(_) => r.list(v, &k),
+                    _ => vec![v],
+                };
+                for (i, item) in items.into_iter().enumerate() {
+                    let ik = format!("{k}[{i}]");
+                    let Some(text) = r.string(item, &ik) else { continue };
+                    let host = text.trim().trim_end_matches('.').to_ascii_lowercase();
+                    if !crate::edge::is_site_host(&host) {
+                        r.error(item, &ik, format!("{text:?} is not a host name (app.example.test, or *.example.test for one label)"));
+                    } else if hosts.contains(&host) {
+                        r.error(item, &ik, format!("{host} is listed twice"));
+                    } else {
+                        hosts.push(host);
+                    }
+                }
+                if hosts.len() > MAX_SITE_HOSTS {
+                    r.error(v, &k, format!("{} hosts; a service may have at most {MAX_SITE_HOSTS}", hosts.len()));
+                }
+                spec.hosts = hosts;
+            }
+            "tls" => spec.tls = read_tls(r, v, &k, dir),
             _ => r.error(
                 v,
                 &k,
-                format!("unknown x-changeover key `{f}` (strategy, canary, standby, protocol, health, drain_timeout, deploy_timeout, snapshots, timeouts, trusted_proxies)"),
+                format!("unknown x-changeover key `{f}` (strategy, canary, standby, protocol, health, drain_timeout, deploy_timeout, snapshots, timeouts, trusted_proxies, hosts, tls)"),
             ),
         }
+    }
+    if spec.tls.is_some() && spec.hosts.is_empty() {
+        r.error(node, key, "tls needs hosts: the certificate is chosen by the name a client asks for (x-changeover.hosts: [app.example.test])".to_string());
+    }
+    if !spec.hosts.is_empty() && spec.protocol == Protocol::Tcp {
+        r.error(
+            node,
+            key,
+            "hosts are chosen by HTTP's Host and TLS SNI; a TCP service cannot have them"
+                .to_string(),
+        );
+    }
+    if !spec.hosts.is_empty() && spec.ports.is_empty() {
+        r.error(
+            node,
+            key,
+            "hosts route to the service's published port: give it one (ports: [\"8080:80\"])"
+                .to_string(),
+        );
     }
     if spec.protocol == Protocol::Tcp && spec.health.path.is_some() {
         r.error(
@@ -1486,6 +1664,89 @@ volumes:
             e[0].contains("trusted_proxies[0]") && e[1].contains("\"everyone\" is not an address"),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn hosts_and_tls_are_read_and_bad_ones_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("app.pem"), "cert").unwrap();
+        std::fs::write(dir.path().join("app.key"), "key").unwrap();
+        let svc = |x: &str| {
+            format!("name: s\nservices:\n  web:\n    image: a\n    ports: [\"8080:80\"]\n    x-changeover:\n{x}")
+        };
+        let parsed = |x: &str| parse(&svc(x), "stack.yml", Some(dir.path()));
+        let report = parsed("      hosts: [App.Example.test, www.example.test.]\n      tls: {cert: app.pem, key: app.key, hsts: true}\n");
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        let web = &report.stack.unwrap().services[0];
+        assert_eq!(
+            web.hosts,
+            ["app.example.test", "www.example.test"],
+            "lower case, no final dot"
+        );
+        let tls = web.tls.as_ref().unwrap();
+        assert_eq!(
+            tls.cert_file.as_deref(),
+            Some(dir.path().join("app.pem").to_str().unwrap()),
+            "relative to the stack file"
+        );
+        assert!(tls.hsts);
+        assert_eq!(
+            tls.site().certificate,
+            crate::edge::CertificateSource::Files
+        );
+        let report = parsed("      hosts: app.example.test\n      tls: acme\n");
+        let web = &report.stack.unwrap().services[0];
+        assert_eq!(
+            web.tls.as_ref().unwrap().site().certificate,
+            crate::edge::CertificateSource::Acme
+        );
+
+        let errors_in =
+            |x: &str| -> Vec<String> { parsed(x).errors.iter().map(|e| e.to_string()).collect() };
+        let e = errors_in(
+            "      hosts: [app.example.test, 10.0.0.1, \"a b.test\", APP.example.test]\n",
+        );
+        assert_eq!(e.len(), 3, "{e:?}");
+        assert!(
+            e[0].contains("hosts[1]") && e[0].contains("is not a host name"),
+            "{e:?}"
+        );
+        assert!(e[2].contains("listed twice"), "{e:?}");
+        let e = errors_in("      tls: acme\n");
+        assert!(e[0].contains("tls needs hosts"), "{e:?}");
+        let e = errors_in("      hosts: [a.test]\n      tls: {cert: missing.pem, key: app.key}\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].contains("tls.cert") && e[0].contains("cannot read"),
+            "{e:?}"
+        );
+        let e = errors_in("      hosts: [a.test]\n      tls: {cert: app.pem}\n");
+        assert!(e[0].contains("both cert and key"), "{e:?}");
+        let e = errors_in(
+            "      hosts: [a.test]\n      tls: {acme: true, cert: app.pem, key: app.key}\n",
+        );
+        assert!(e[0].contains("not both"), "{e:?}");
+        let e = errors_in("      hosts: [a.test]\n      tls: letsencrypt\n");
+        assert!(e[0].contains("is not a tls setting"), "{e:?}");
+        let e = errors_in("      hosts: [a.test]\n      protocol: tcp\n");
+        assert!(e[0].contains("TCP service cannot"), "{e:?}");
+        let many: Vec<String> = (0..101).map(|i| format!("h{i}.test")).collect();
+        let e = errors_in(&format!("      hosts: [{}]\n", many.join(", ")));
+        assert!(e[0].contains("at most 100"), "{e:?}");
+        let no_ports = parse(
+            "name: s\nservices:\n  web:\n    image: a\n    x-changeover:\n      hosts: [a.test]\n",
+            "stack.yml",
+            None,
+        );
+        assert!(
+            no_ports.errors[0].message.contains("give it one"),
+            "{:?}",
+            no_ports.errors
+        );
+        let big = dir.path().join("big.pem");
+        std::fs::write(&big, vec![b'a'; 1024 * 1024 + 1]).unwrap();
+        let e = errors_in("      hosts: [a.test]\n      tls: {cert: big.pem, key: app.key}\n");
+        assert!(e[0].contains("at most 1 MiB"), "{e:?}");
     }
 
     #[test]

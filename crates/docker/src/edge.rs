@@ -992,6 +992,13 @@ impl EdgeControl for Edge {
                 None => self.one_shot.store(true, Ordering::Relaxed),
             }
         }
+        if matches!(request, Request::CertPut { .. }) {
+            // A one-shot exec carries the request on its command line, where
+            // the daemon and `ps` would show the private key.
+            return Err(edge_problem(
+                "this edge is too old to take certificates: upgrade it (changeover edge upgrade)",
+            ));
+        }
         let (out, err, code) = self.exec(&text).await?;
         if code != 0 || out.trim().is_empty() {
             return Err(edge_problem(format!(

@@ -118,9 +118,37 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
         Ok(())
     }
 
-    /// Creates or updates one route per published port.
+    /// Creates or updates one route per published port; the first also
+    /// answers the service's `hosts` on the shared ports, with its
+    /// certificate sent first when it is given as files.
     pub(super) async fn set_routes(&self, spec: &ServiceSpec) -> Result<(), Problem> {
-        for p in &spec.ports {
+        if let Some(tls) = spec.tls.as_ref().filter(|_| !spec.hosts.is_empty()) {
+            if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
+                let read = |path: &str| {
+                    crate::stack::read_pem_file(path).map_err(|e| {
+                        Problem::new(
+                            ProblemCode::InvalidStack,
+                            format!("{}: x-changeover.tls: {e}", spec.qualified()),
+                        )
+                    })
+                };
+                let (cert_pem, key_pem) = (read(cert)?, read(key)?);
+                self.edge_call(Request::CertPut {
+                    service: spec.qualified(),
+                    cert_pem,
+                    key_pem: crate::edge::SecretPem(key_pem),
+                })
+                .await
+                .map_err(|e| {
+                    Problem::new(
+                        e.code,
+                        format!("{}: x-changeover.tls: {}", spec.qualified(), e.message),
+                    )
+                })?;
+            }
+        }
+        for (i, p) in spec.ports.iter().enumerate() {
+            let site = i == 0;
             self.edge_call(Request::RouteSet {
                 route: RouteSpec {
                     port: p.host,
@@ -130,6 +158,8 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
                     protocol: spec.protocol,
                     timeouts: spec.timeouts,
                     trusted_proxies: spec.trusted_proxies.clone(),
+                    hosts: if site { spec.hosts.clone() } else { Vec::new() },
+                    tls: spec.tls.as_ref().filter(|_| site).map(|t| t.site()),
                 },
             })
             .await?;

@@ -198,6 +198,8 @@ impl EdgeControl for Fake {
                             protocol: Default::default(),
                             timeouts: Default::default(),
                             trusted_proxies: Vec::new(),
+                            hosts: Vec::new(),
+                            tls: None,
                         },
                         targets: ts.iter().map(|t| status(&w, t)).collect(),
                         policy: w.policies.get(port).cloned().unwrap_or_default(),
@@ -290,6 +292,11 @@ impl EdgeControl for Fake {
                 }
                 Response::Ok
             }
+            Request::CertPut { .. } | Request::ConfigSet { .. } => Response::Ok,
+            Request::ConfigGet => Response::Config {
+                config: Default::default(),
+                certificates: Vec::new(),
+            },
         })
     }
 }

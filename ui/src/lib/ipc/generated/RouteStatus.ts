@@ -2,6 +2,7 @@
 import type { HealthProbe } from "./HealthProbe";
 import type { Protocol } from "./Protocol";
 import type { ReleaseMetrics } from "./ReleaseMetrics";
+import type { SiteTls } from "./SiteTls";
 import type { TargetStatus } from "./TargetStatus";
 import type { Timeouts } from "./Timeouts";
 import type { TrafficPolicy } from "./TrafficPolicy";
@@ -40,4 +41,14 @@ timeouts: Timeouts,
  * front of the edge whose `X-Forwarded-For`/`-Proto` are believed;
  * from anyone else those headers are replaced.
  */
-trustedProxies?: Array<string>, };
+trustedProxies?: Array<string>, 
+/**
+ * Host names (`app.example.test`, lower case) this route also answers
+ * on the edge's shared HTTP and HTTPS ports ([`EdgeConfig`]), chosen
+ * by `Host` and by TLS SNI (`x-changeover.hosts`).
+ */
+hosts?: Array<string>, 
+/**
+ * HTTPS for `hosts` on the shared HTTPS port (`x-changeover.tls`).
+ */
+tls?: SiteTls | null, };

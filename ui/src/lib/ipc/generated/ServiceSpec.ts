@@ -5,6 +5,7 @@ import type { HealthProbe } from "./HealthProbe";
 import type { Protocol } from "./Protocol";
 import type { ServiceMount } from "./ServiceMount";
 import type { ServicePort } from "./ServicePort";
+import type { ServiceTls } from "./ServiceTls";
 import type { SnapshotPolicy } from "./SnapshotPolicy";
 import type { Strategy } from "./Strategy";
 import type { Timeouts } from "./Timeouts";
@@ -63,4 +64,14 @@ timeouts: Timeouts,
  * `x-changeover.trusted_proxies`: proxies in front of the edge whose
  * `X-Forwarded-*` headers are passed on.
  */
-trustedProxies: Array<string>, };
+trustedProxies: Array<string>, 
+/**
+ * `x-changeover.hosts`: names the edge routes to this service on its
+ * shared HTTP and HTTPS ports (by `Host` and SNI), besides its own
+ * published port.
+ */
+hosts: Array<string>, 
+/**
+ * `x-changeover.tls`: HTTPS for `hosts`.
+ */
+tls: ServiceTls | null, };
