@@ -18,14 +18,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use changeover_core::edge::{
-    EdgeErrorCode, LockHolder, Request, Response, RouteSpec, TargetSpec, TargetState,
+    EdgeConfig, EdgeErrorCode, LockHolder, Request, Response, RouteSpec, TargetSpec, TargetState,
     CTL_SESSION_GREETING, PROTOCOL_VERSION, WATCH_LONGEST_MS,
 };
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
 use crate::proxy;
+use crate::proxy::Front;
 use crate::routes::{Route, Table};
+use crate::sites::{RouteHosts, Sites};
 use crate::store::StoredFile;
 
 pub(crate) const SOCKET: &str = "control.sock";
@@ -33,6 +35,12 @@ pub(crate) const SOCKET: &str = "control.sock";
 /// The serving process's state.
 pub struct Edge {
     pub table: Table,
+    /// Host names, certificates and the edge's settings.
+    pub sites: Sites,
+    /// The shared HTTP and HTTPS listeners, while some route has hosts.
+    shared: Mutex<SharedPorts>,
+    /// One change of the shared listeners at a time.
+    shared_change: tokio::sync::Mutex<()>,
     docs: Mutex<Docs>,
     locks: Mutex<HashMap<String, Lock>>,
     docs_file: Option<StoredFile>,
@@ -67,6 +75,22 @@ struct Doc {
     revision: u64,
 }
 
+/// The listeners of the shared ports, with their ports.
+#[derive(Default)]
+struct SharedPorts {
+    http: Option<(u16, proxy::Listener)>,
+    https: Option<(u16, proxy::Listener)>,
+}
+
+fn route_hosts(route: &Route) -> RouteHosts<'_> {
+    RouteHosts {
+        port: route.spec.port,
+        service: &route.spec.service,
+        hosts: &route.spec.hosts,
+        tls: route.spec.tls,
+    }
+}
+
 struct Lock {
     owner: String,
     since_ms: i64,
@@ -99,8 +123,16 @@ impl Edge {
         for note in table.load() {
             eprintln!("changeover-edge: {note}");
         }
+        let (sites, notes) = Sites::new(dir)?;
+        for note in notes {
+            eprintln!("changeover-edge: {note}");
+        }
+        sites.reindex(table.read().values().map(route_hosts));
         Ok(Arc::new(Self {
             table,
+            sites,
+            shared: Mutex::new(SharedPorts::default()),
+            shared_change: tokio::sync::Mutex::new(()),
             docs: Mutex::new(docs),
             locks: Mutex::new(HashMap::new()),
             docs_file,
@@ -116,8 +148,8 @@ impl Edge {
         let ports: Vec<u16> = self.table.read().keys().copied().collect();
         for port in ports {
             let opened = match given.remove(&port) {
-                Some(sockets) => proxy::open(self.clone(), port, sockets).await,
-                None => proxy::listen(self.clone(), port).await,
+                Some(sockets) => proxy::open(self.clone(), port, Front::Port(port), sockets).await,
+                None => proxy::listen(self.clone(), port, Front::Port(port)).await,
             };
             match opened {
                 Ok(task) => {
@@ -133,8 +165,94 @@ impl Edge {
                 Err(e) => eprintln!("changeover-edge: cannot listen on port {port} again: {e}"),
             }
         }
+        if let Err(e) = self.open_shared(&mut given).await {
+            eprintln!("changeover-edge: {e}");
+        }
         // Sockets of routes this edge does not know (removed meanwhile)
         // close as `given` drops.
+    }
+
+    /// Opens the shared ports the routes need (on sockets `given` by the
+    /// edge before, where there are some) and closes those they no longer
+    /// need. A port that cannot be opened is the caller's error; what was
+    /// open stays open.
+    async fn open_shared(
+        self: &Arc<Self>,
+        given: &mut BTreeMap<u16, Vec<std::net::TcpListener>>,
+    ) -> Result<(), String> {
+        let _one = self.shared_change.lock().await;
+        let (want_http, want_https) = Sites::wanted(self.table.read().values().map(route_hosts));
+        let config = self.sites.config();
+        let (have_http, have_https) = {
+            let s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+            (
+                s.http.as_ref().map(|(p, _)| *p),
+                s.https.as_ref().map(|(p, _)| *p),
+            )
+        };
+        let mut opened = Vec::new();
+        for (want, have, port, front, what) in [
+            (
+                want_http,
+                have_http,
+                config.http_port,
+                Front::SharedHttp,
+                "HTTP",
+            ),
+            (
+                want_https,
+                have_https,
+                config.https_port,
+                Front::SharedHttps,
+                "HTTPS",
+            ),
+        ] {
+            if !want || have == Some(port) {
+                continue;
+            }
+            let listener = match given.remove(&port) {
+                Some(sockets) => proxy::open(self.clone(), port, front, sockets).await,
+                None => proxy::listen(self.clone(), port, front).await,
+            };
+            match listener {
+                Ok(l) => opened.push((front, port, l)),
+                Err(e) => {
+                    return Err(format!(
+                        "cannot listen on the shared {what} port {port}: {e} (another port: changeover edge config --{}-port N)",
+                        what.to_ascii_lowercase()
+                    ))
+                }
+            }
+        }
+        let mut s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        for (front, port, l) in opened {
+            if front == Front::SharedHttp {
+                s.http = Some((port, l));
+            } else {
+                s.https = Some((port, l));
+            }
+        }
+        if !want_http || s.http.as_ref().is_some_and(|(p, _)| *p != config.http_port) {
+            s.http = None;
+        }
+        if !want_https
+            || s.https
+                .as_ref()
+                .is_some_and(|(p, _)| *p != config.https_port)
+        {
+            s.https = None;
+        }
+        Ok(())
+    }
+
+    /// The shared ports open now.
+    fn shared_ports(&self) -> Vec<u16> {
+        let s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        s.http
+            .iter()
+            .chain(s.https.iter())
+            .map(|(p, _)| *p)
+            .collect()
     }
 
     /// Refuses (or takes again) control requests: a hand-over is running.
@@ -147,6 +265,15 @@ impl Edge {
     /// Copies of every route's listening sockets, with their ports.
     pub fn listening_sockets(&self) -> Vec<(u16, std::net::TcpListener)> {
         let mut out = Vec::new();
+        {
+            let s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+            for (port, l) in s.http.iter().chain(s.https.iter()) {
+                match l.sockets() {
+                    Ok(sockets) => out.extend(sockets.into_iter().map(|s| (*port, s))),
+                    Err(e) => eprintln!("changeover-edge: cannot hand over port {port}: {e}"),
+                }
+            }
+        }
         for (port, route) in self.table.read().iter() {
             if let Some(l) = &route.listener {
                 match l.sockets() {
@@ -168,8 +295,10 @@ impl Edge {
             .values_mut()
             .filter_map(|r| r.listener.take())
             .collect();
+        let shared = std::mem::take(&mut *self.shared.lock().unwrap_or_else(|p| p.into_inner()));
         // Closed as they drop.
         drop(listeners);
+        drop(shared);
     }
 
     /// On SIGTERM (`docker stop`): closes every listener, so no new
@@ -303,9 +432,42 @@ impl Edge {
                         t.stop_checks();
                         t.close();
                     }
+                    self.sites
+                        .reindex(self.table.read().values().map(route_hosts));
+                    if let Err(e) = self.open_shared(&mut BTreeMap::new()).await {
+                        eprintln!("changeover-edge: {e}");
+                    }
                 }
                 self.saved(Response::Ok)
             }
+            Request::CertPut {
+                service,
+                cert_pem,
+                key_pem,
+            } => {
+                let serving: Vec<String> = self
+                    .table
+                    .read()
+                    .values()
+                    .filter(|r| r.spec.service == service && r.spec.tls.is_some())
+                    .flat_map(|r| r.spec.hosts.iter().cloned())
+                    .collect();
+                match self
+                    .sites
+                    .put_cert(&service, &cert_pem, &key_pem.0, &serving)
+                {
+                    Ok(()) => {
+                        crate::changes::bump();
+                        Response::Ok
+                    }
+                    Err(e) => error(EdgeErrorCode::BadRequest, format!("{service}: {e}")),
+                }
+            }
+            Request::ConfigGet => Response::Config {
+                config: self.sites.config(),
+                certificates: self.sites.certificates(),
+            },
+            Request::ConfigSet { config } => self.config_set(config).await,
             Request::Routes { service } => Response::Routes {
                 routes: self
                     .table
@@ -362,6 +524,14 @@ impl Edge {
                 self.saved(Response::Ok)
             }
             Request::PortCheck { port, service } => {
+                if self.shared_ports().contains(&port) {
+                    return error(
+                        EdgeErrorCode::PortInUse,
+                        format!(
+                            "port {port} is the edge's shared port for sites (x-changeover.hosts)"
+                        ),
+                    );
+                }
                 if let Some(r) = self.table.read().get(&port) {
                     return if r.spec.service == service {
                         Response::Ok
@@ -478,21 +648,59 @@ impl Edge {
                 "a route needs a port from 1 to 65535, not 0",
             );
         }
+        if self.shared_ports().contains(&port) {
+            return error(
+                EdgeErrorCode::PortInUse,
+                format!("port {port} is the edge's shared port for sites (x-changeover.hosts)"),
+            );
+        }
         {
+            let routes = self.table.read();
+            let hosts = RouteHosts {
+                port,
+                service: &spec.service,
+                hosts: &spec.hosts,
+                tls: spec.tls,
+            };
+            let others = routes.values().map(route_hosts);
+            if let Err(e) = self.sites.check(&hosts, others) {
+                return error(EdgeErrorCode::BadRequest, format!("{}: {e}", spec.service));
+            }
+            if !spec.hosts.is_empty() {
+                let config = self.sites.config();
+                for shared in [config.http_port, config.https_port] {
+                    if let Some(r) = routes.get(&shared).filter(|r| r.spec.port != port) {
+                        return error(
+                            EdgeErrorCode::PortInUse,
+                            format!("the edge's shared port {shared} for sites is routed to {}; give the edge other shared ports (changeover edge config --http-port N --https-port N)", r.spec.service),
+                        );
+                    }
+                }
+                if port == config.http_port || port == config.https_port {
+                    return error(
+                        EdgeErrorCode::PortInUse,
+                        format!("port {port} is the edge's shared port for sites; publish the service on another port"),
+                    );
+                }
+            }
+        }
+        let updated = {
             let mut routes = self.table.lock();
-            if let Some(r) = routes.get_mut(&port) {
-                if r.spec.service != spec.service {
+            match routes.get_mut(&port) {
+                Some(r) if r.spec.service != spec.service => {
                     return error(
                         EdgeErrorCode::PortInUse,
                         format!("port {port} is already routed to {}", r.spec.service),
                     );
                 }
-                r.spec = spec;
-                drop(routes);
-                return self.saved(Response::Ok);
+                Some(r) => Some(std::mem::replace(&mut r.spec, spec.clone())),
+                None => None,
             }
+        };
+        if let Some(before) = updated {
+            return self.hosts_changed(port, Some(before)).await;
         }
-        let task = match proxy::listen(self.clone(), port).await {
+        let task = match proxy::listen(self.clone(), port, Front::Port(port)).await {
             Ok(t) => t,
             Err(e) => {
                 return error(
@@ -504,7 +712,65 @@ impl Edge {
         let mut route = Route::new(spec);
         route.listener = Some(task);
         self.table.lock().insert(port, route);
+        self.hosts_changed(port, None).await
+    }
+
+    /// After the route on `port` was set: the shared ports its hosts need
+    /// are opened and the host index follows; when a shared port cannot be
+    /// opened, the route is put back as it was (`before`; `None`: it was
+    /// new) and that is the answer.
+    async fn hosts_changed(self: &Arc<Self>, port: u16, before: Option<RouteSpec>) -> Response {
+        if let Err(e) = self.open_shared(&mut BTreeMap::new()).await {
+            let mut routes = self.table.lock();
+            match before {
+                Some(spec) => {
+                    if let Some(r) = routes.get_mut(&port) {
+                        r.spec = spec;
+                    }
+                }
+                None => {
+                    routes.remove(&port);
+                }
+            }
+            return error(EdgeErrorCode::PortInUse, e);
+        }
+        self.sites
+            .reindex(self.table.read().values().map(route_hosts));
         self.saved(Response::Ok)
+    }
+
+    /// New settings: checked, the shared ports moved (the new ones open
+    /// before the old ones close), then stored.
+    async fn config_set(self: &Arc<Self>, config: EdgeConfig) -> Response {
+        let before = self.sites.config();
+        let (want_http, want_https) = Sites::wanted(self.table.read().values().map(route_hosts));
+        // Ports opened now must be free of routes; the others are checked
+        // when a route with hosts comes.
+        let opened = [
+            (want_http, config.http_port),
+            (want_https, config.https_port),
+        ];
+        for port in opened.into_iter().filter(|(w, _)| *w).map(|(_, p)| p) {
+            let routed = self.table.read().get(&port).map(|r| r.spec.service.clone());
+            if let Some(service) = routed {
+                return error(
+                    EdgeErrorCode::PortInUse,
+                    format!("port {port} is routed to {service}; the shared ports need ports of their own"),
+                );
+            }
+        }
+        if let Err(e) = self.sites.set_config(config) {
+            return error(EdgeErrorCode::BadRequest, e);
+        }
+        if let Err(e) = self.open_shared(&mut BTreeMap::new()).await {
+            // Back to what works.
+            if let Err(undo) = self.sites.set_config(before) {
+                eprintln!("changeover-edge: the settings could not be put back: {undo}");
+            }
+            return error(EdgeErrorCode::PortInUse, e);
+        }
+        crate::changes::bump();
+        Response::Ok
     }
 
     async fn target_add(
@@ -806,6 +1072,16 @@ pub fn run_client(dir: &Path, request: &str) -> ExitCode {
     let socket = dir.join(SOCKET);
     if request == "-" {
         return run_session(&socket);
+    }
+    if let Ok(Request::CertPut { .. }) = serde_json::from_str::<Request>(request) {
+        // A command line is visible to every user of the machine (and of
+        // the daemon, for an exec): a private key never travels on one.
+        let refused = error(
+            EdgeErrorCode::BadRequest,
+            "cert-put carries a private key: send it in a session (ctl -), not on the command line",
+        );
+        println!("{}", serde_json::to_string(&refused).unwrap_or_default());
+        return ExitCode::SUCCESS;
     }
     match round_trip(&socket, request) {
         Ok(line) => {

@@ -33,6 +33,7 @@ mod health;
 mod limits;
 mod proxy;
 mod routes;
+mod sites;
 mod store;
 mod traffic;
 mod upstream;

@@ -204,11 +204,23 @@ async fn ensure_free(port: u16) -> std::io::Result<()> {
     }
 }
 
-/// Binds the route's port on all interfaces (IPv4) on every traffic thread
-/// and serves it until the [`Listener`] drops.
-pub async fn listen(edge: Arc<Edge>, port: u16) -> std::io::Result<Listener> {
+/// What a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Front {
+    /// One route, on its own port.
+    Port(u16),
+    /// Every route with hosts, by `Host`, in plain HTTP (a site with TLS
+    /// is redirected to HTTPS).
+    SharedHttp,
+    /// Every route with hosts and TLS, by SNI and `Host`.
+    SharedHttps,
+}
+
+/// Binds `port` on all interfaces (IPv4) on every traffic thread and
+/// serves it as `front` until the [`Listener`] drops.
+pub async fn listen(edge: Arc<Edge>, port: u16, front: Front) -> std::io::Result<Listener> {
     ensure_free(port).await?;
-    open(edge, port, Vec::new()).await
+    open(edge, port, front, Vec::new()).await
 }
 
 /// Serves `port` on every traffic thread: on the sockets `given` (handed
@@ -217,6 +229,7 @@ pub async fn listen(edge: Arc<Edge>, port: u16) -> std::io::Result<Listener> {
 pub async fn open(
     edge: Arc<Edge>,
     port: u16,
+    front: Front,
     given: Vec<std::net::TcpListener>,
 ) -> std::io::Result<Listener> {
     let Some(workers) = WORKERS.get() else {
@@ -255,7 +268,7 @@ pub async fn open(
                     return;
                 }
             };
-            accept_loop(edge, port, listener).await;
+            accept_loop(edge, front, listener).await;
         }));
         let bound = bound_rx
             .await
@@ -273,7 +286,9 @@ pub async fn open(
     Ok(Listener { tasks, sockets })
 }
 
-async fn accept_loop(edge: Arc<Edge>, port: u16, listener: TcpListener) {
+async fn accept_loop(edge: Arc<Edge>, front: Front, listener: TcpListener) {
+    let tls =
+        (front == Front::SharedHttps).then(|| tokio_rustls::TlsAcceptor::from(edge.sites.tls()));
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -289,11 +304,31 @@ async fn accept_loop(edge: Arc<Edge>, port: u16, listener: TcpListener) {
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let Some(listening) = edge.table.listening(port, peer.ip()) else {
-            continue; // the route went a moment ago
+        let listening = match front {
+            Front::Port(port) => match edge.table.listening(port, peer.ip()) {
+                Some(l) => l,
+                None => continue, // the route went a moment ago
+            },
+            // Each request's route is known by its host.
+            Front::SharedHttp | Front::SharedHttps => crate::routes::Listening {
+                protocol: Protocol::Http,
+                timeouts: Default::default(),
+                trusted: false,
+            },
         };
         let edge = edge.clone();
-        if listening.protocol == Protocol::Tcp {
+        if let Some(tls) = &tls {
+            tokio::spawn(serve_https(
+                edge,
+                tls.clone(),
+                stream,
+                peer,
+                admitted,
+                listening,
+            ));
+            continue;
+        }
+        if let (Protocol::Tcp, Front::Port(port)) = (listening.protocol, front) {
             tokio::spawn(async move {
                 // A relay is one long request: never taken for room.
                 let _busy = admitted.state.request();
@@ -302,8 +337,37 @@ async fn accept_loop(edge: Arc<Edge>, port: u16, listener: TcpListener) {
             });
             continue;
         }
-        tokio::spawn(serve_http(edge, port, stream, peer, admitted, listening));
+        let client = Client::new(peer, front, &listening, None);
+        tokio::spawn(serve_http(edge, stream, client, admitted, listening));
     }
+}
+
+/// Serves one HTTPS connection: the handshake (within the header timeout,
+/// the certificate chosen by SNI), then HTTP/1.1 or h2 as ALPN agreed.
+async fn serve_https(
+    edge: Arc<Edge>,
+    tls: tokio_rustls::TlsAcceptor,
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+    admitted: crate::limits::Admitted,
+    listening: crate::routes::Listening,
+) {
+    let header = Duration::from_millis(listening.timeouts.header_ms);
+    let idle = Duration::from_millis(listening.timeouts.idle_ms);
+    let stream = tokio::select! {
+        accepted = tls.accept(stream) => match accepted {
+            Ok(s) => s,
+            Err(_) => return, // no certificate for its name, or not TLS
+        },
+        _ = crate::limits::watch(&admitted.state, header, idle) => return,
+    };
+    let sni = stream
+        .get_ref()
+        .1
+        .server_name()
+        .map(|n| n.to_ascii_lowercase());
+    let client = Client::new(peer, Front::SharedHttps, &listening, sni);
+    serve_http(edge, stream, client, admitted, listening).await;
 }
 
 /// The largest request head taken (request line and headers): what one
@@ -312,19 +376,16 @@ const MAX_REQUEST_HEAD: usize = 64 * 1024;
 
 /// Serves one client connection (HTTP/1.1 or h2c) until it closes, its
 /// head or idle time runs out, or it is evicted to make room.
-async fn serve_http(
+async fn serve_http<S>(
     edge: Arc<Edge>,
-    port: u16,
-    stream: TcpStream,
-    peer: std::net::SocketAddr,
+    stream: S,
+    client: Client,
     admitted: crate::limits::Admitted,
     listening: crate::routes::Listening,
-) {
-    let client = Arc::new(Client {
-        addr: HeaderValue::from_str(&peer.ip().to_string()).ok(),
-        trusted: listening.trusted,
-        timeouts: listening.timeouts,
-    });
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let client = Arc::new(client);
     let state = admitted.state.clone();
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let busy = state.request();
@@ -332,7 +393,7 @@ async fn serve_http(
         let client = client.clone();
         async move {
             let h1 = req.version() < hyper::Version::HTTP_2;
-            let mut response = forward(&edge, port, &client, req).await;
+            let mut response = forward(&edge, &client, req).await;
             if h1 && DRAINING.load(std::sync::atomic::Ordering::Relaxed) {
                 // The edge is going: this connection's last response.
                 response
@@ -372,12 +433,39 @@ async fn serve_http(
 pub static DRAINING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// What the proxy knows of the client on one connection.
+#[derive(Clone)]
 struct Client {
+    peer: std::net::IpAddr,
     /// Its address, for `X-Forwarded-For`.
     addr: Option<HeaderValue>,
     /// A trusted proxy: its `X-Forwarded-*` headers are passed on.
     trusted: bool,
     timeouts: changeover_core::edge::Timeouts,
+    front: Front,
+    /// The name it asked for in its TLS handshake.
+    sni: Option<String>,
+}
+
+impl Client {
+    fn new(
+        peer: std::net::SocketAddr,
+        front: Front,
+        listening: &crate::routes::Listening,
+        sni: Option<String>,
+    ) -> Self {
+        Self {
+            peer: peer.ip(),
+            addr: HeaderValue::from_str(&peer.ip().to_string()).ok(),
+            trusted: listening.trusted,
+            timeouts: listening.timeouts,
+            front,
+            sni,
+        }
+    }
+
+    fn https(&self) -> bool {
+        self.front == Front::SharedHttps
+    }
 }
 
 /// A response on its way, counting its request in flight on the client's
@@ -484,7 +572,8 @@ fn forwarded_headers(headers: &mut hyper::HeaderMap, client: &Client) {
         headers.insert(xff, value);
     }
     if !headers.contains_key(&proto) {
-        headers.insert(proto, HeaderValue::from_static("http"));
+        let scheme = if client.https() { "https" } else { "http" };
+        headers.insert(proto, HeaderValue::from_static(scheme));
     }
 }
 
@@ -588,12 +677,7 @@ async fn conn_for(target: &Target) -> Result<(Conn, bool), String> {
     }
 }
 
-async fn forward(
-    edge: &Edge,
-    port: u16,
-    client: &Client,
-    req: Request<Incoming>,
-) -> Response<ProxyBody> {
+async fn forward(edge: &Edge, client: &Client, req: Request<Incoming>) -> Response<ProxyBody> {
     let h1 = req.version() < hyper::Version::HTTP_2;
     if req.method() == Method::CONNECT {
         let mut r = refused(
@@ -613,6 +697,129 @@ async fn forward(
     if let Err(why) = settle_host(&mut parts) {
         return refused(h1, StatusCode::BAD_REQUEST, why);
     }
+    let port = match client.front {
+        Front::Port(port) => port,
+        Front::SharedHttp | Front::SharedHttps => {
+            return match site_of(edge, client, &parts) {
+                Ok((site, client)) => {
+                    let hsts = client.https() && site.tls.is_some_and(|t| t.hsts);
+                    let mut r =
+                        forward_to(edge, site.port, &client, parts, body, h1, can_retry).await;
+                    if hsts {
+                        r.headers_mut().insert(
+                            hyper::header::STRICT_TRANSPORT_SECURITY,
+                            HeaderValue::from_static("max-age=31536000"),
+                        );
+                    }
+                    r
+                }
+                Err(answer) => answer,
+            };
+        }
+    };
+    forward_to(edge, port, client, parts, body, h1, can_retry).await
+}
+
+/// The site a request on a shared port is for, and its client as that
+/// route sees it (its trusted proxies, its timeouts); or the edge's answer:
+/// 404 for a host it does not serve, 421 when the host is not the one the
+/// TLS handshake named, a redirect to HTTPS for a site with TLS.
+#[allow(clippy::result_large_err)]
+fn site_of(
+    edge: &Edge,
+    client: &Client,
+    parts: &hyper::http::request::Parts,
+) -> Result<(crate::sites::Site, Client), Response<ProxyBody>> {
+    let h1 = parts.version < hyper::Version::HTTP_2;
+    let host = parts
+        .headers
+        .get(hyper::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(|h| {
+            let bare = match h.rsplit_once(':') {
+                Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+                _ => h,
+            };
+            bare.trim_end_matches('.').to_ascii_lowercase()
+        })
+        .unwrap_or_default();
+    let Some(site) = edge.sites.lookup(&host) else {
+        return Err(not_found(h1, &host));
+    };
+    if let Some(sni) = &client.sni {
+        if *sni != host && edge.sites.lookup(sni).map(|s| s.port) != Some(site.port) {
+            return Err(text(
+                StatusCode::MISDIRECTED_REQUEST,
+                format!("this connection was opened for {sni}, not {host}\n"),
+            ));
+        }
+    }
+    if !client.https() && site.tls.is_some() {
+        let port = edge.sites.config().https_port;
+        let authority = if port == 443 {
+            host.clone()
+        } else {
+            format!("{host}:{port}")
+        };
+        let path = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        // `path` starts with one `/` (hyper refuses `//host` forms as
+        // origin targets' authority), and the authority is the site's own.
+        let location = format!("https://{authority}{}", normalize_path(path));
+        let mut r = text(StatusCode::PERMANENT_REDIRECT, format!("{location}\n"));
+        if let Ok(v) = HeaderValue::from_str(&location) {
+            r.headers_mut().insert(hyper::header::LOCATION, v);
+        }
+        return Err(r);
+    }
+    let Some(listening) = edge.table.listening(site.port, client.peer) else {
+        return Err(not_found(h1, &host));
+    };
+    let mut seen = client.clone();
+    seen.trusted = listening.trusted;
+    seen.timeouts = listening.timeouts;
+    Ok((site, seen))
+}
+
+/// A path that cannot be read as another host's (`//evil.test/x` → `/evil.test/x`).
+fn normalize_path(path: &str) -> String {
+    format!("/{}", path.trim_start_matches('/'))
+}
+
+/// The answer for a host no site has.
+fn not_found(h1: bool, host: &str) -> Response<ProxyBody> {
+    let shown: String = host.chars().take(253).filter(|c| !c.is_control()).collect();
+    let mut r = text(
+        StatusCode::NOT_FOUND,
+        format!("404 Not Found: no site is served here for {shown:?}\n"),
+    );
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if h1 {
+        r.headers_mut().insert(
+            hyper::header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        );
+    }
+    r
+}
+
+/// Forwards a request to the route on `port`.
+async fn forward_to(
+    edge: &Edge,
+    port: u16,
+    client: &Client,
+    parts: hyper::http::request::Parts,
+    body: Incoming,
+    h1: bool,
+    can_retry: bool,
+) -> Response<ProxyBody> {
+    let mut parts = parts;
     forwarded_headers(&mut parts.headers, client);
     // Upstream requests are origin-form (`/path?query`) whatever the
     // client sent: `upstream` writes the path and query alone.

@@ -570,6 +570,8 @@ mod tests {
             protocol: Default::default(),
             timeouts: Default::default(),
             trusted_proxies: Vec::new(),
+            hosts: Vec::new(),
+            tls: None,
         });
         for (id, release, state) in states {
             route.add_target(

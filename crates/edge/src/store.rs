@@ -70,9 +70,12 @@ impl StoredFile {
             ),
         );
         let written = (|| {
+            use std::os::unix::fs::OpenOptionsExt;
+            // Only the edge reads its state (certificate keys among it).
             let mut f = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
+                .mode(0o600)
                 .open(&tmp)?;
             f.write_all(bytes)?;
             f.sync_all()

@@ -72,7 +72,7 @@ impl Edge {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let mut edge = Edge {
+        let edge = Edge {
             state,
             _proc: Proc(child),
             port: free_port(),
@@ -82,19 +82,14 @@ impl Edge {
             assert!(Instant::now() < deadline, "the edge answers on its socket");
             std::thread::sleep(Duration::from_millis(20));
         }
-        let port = edge.port;
-        let mut route = json!({
-            "port": port,
-            "service": "t/web",
-            "health": {"path": "/health", "intervalMs": health_interval_ms, "timeoutMs": 500,
-                       "healthyThreshold": 1, "unhealthyThreshold": 3},
-            "drainTimeoutMs": drain_timeout_ms,
-        });
-        if let (Some(route), Some(extra)) = (route.as_object_mut(), extra.as_object()) {
-            route.extend(extra.clone());
-        }
+        let route = route_spec(
+            edge.port,
+            "t/web",
+            health_interval_ms,
+            drain_timeout_ms,
+            extra,
+        );
         edge.ctl(&json!({"op": "route-set", "route": route}));
-        edge.port = port;
         edge
     }
 
@@ -141,7 +136,12 @@ impl Edge {
 
     /// Adds the target listening on `addr` as `id` and waits until healthy.
     fn add_target(&self, id: &str, addr: &str, release: u32) {
-        let answer = self.ctl(&json!({"op": "target-add", "port": self.port,
+        self.add_target_on(self.port, id, addr, release)
+    }
+
+    /// [`Edge::add_target`] on the route of `route_port`.
+    fn add_target_on(&self, route_port: u16, id: &str, addr: &str, release: u32) {
+        let answer = self.ctl(&json!({"op": "target-add", "port": route_port,
             "target": {"id": id, "addr": addr, "release": release},
             "waitHealthyMs": 10_000}));
         assert_eq!(answer["target"]["state"], "healthy", "{answer}");
@@ -149,6 +149,11 @@ impl Edge {
 
     /// Starts a demo target answering `version` and adds it as `id`.
     fn add_demo(&self, id: &str, version: &str, release: u32) -> Proc {
+        self.add_demo_on(self.port, id, version, release)
+    }
+
+    /// [`Edge::add_demo`] on the route of `route_port`.
+    fn add_demo_on(&self, route_port: u16, id: &str, version: &str, release: u32) -> Proc {
         let port = free_port();
         let demo = Proc(
             Command::new(BIN)
@@ -159,9 +164,30 @@ impl Edge {
                 .spawn()
                 .unwrap(),
         );
-        self.add_target(id, &format!("127.0.0.1:{port}"), release);
+        self.add_target_on(route_port, id, &format!("127.0.0.1:{port}"), release);
         demo
     }
+}
+
+/// A route's spec for `route-set`, with `extra` (its `timeouts`, `hosts`...).
+fn route_spec(
+    port: u16,
+    service: &str,
+    health_interval_ms: u64,
+    drain_timeout_ms: u64,
+    extra: Value,
+) -> Value {
+    let mut route = json!({
+        "port": port,
+        "service": service,
+        "health": {"path": "/health", "intervalMs": health_interval_ms, "timeoutMs": 500,
+                   "healthyThreshold": 1, "unhealthyThreshold": 3},
+        "drainTimeoutMs": drain_timeout_ms,
+    });
+    if let (Some(route), Some(extra)) = (route.as_object_mut(), extra.as_object()) {
+        route.extend(extra.clone());
+    }
+    route
 }
 
 /// `(status, release header, body)` of a GET through the edge.
@@ -734,6 +760,7 @@ fn raw_exchange(port: u16, request: &[u8]) -> (String, Vec<u8>) {
 
 /// A plain `GET /` on an open connection.
 const GET_ROOT: &[u8] = b"GET / HTTP/1.1\r\nHost: test\r\n\r\n";
+const GET_SITE: &[u8] = b"GET / HTTP/1.1\r\nHost: app.example.test\r\n\r\n";
 
 /// Sends `request` on an open connection and reads the answer; an error
 /// when the connection is closed (or fails) before the answer is whole.
@@ -1482,6 +1509,12 @@ async fn a_new_edge_takes_the_listeners_over_and_not_one_request_fails() {
     let port = edge.port;
     edge.ctl(&json!({"op": "traffic-set", "port": port,
         "policy": {"weights": [{"release": 1, "weight": 100}]}}));
+    // The shared port of sites is handed over too.
+    let (shared, _) = shared_ports(&edge);
+    edge.ctl(
+        &json!({"op": "route-set", "route": route_spec(port, "t/web", 1000, 5000,
+        json!({"hosts": ["app.example.test"]}))}),
+    );
     std::thread::sleep(Duration::from_millis(1200));
     let old_uptime = edge.ctl(&json!({"op": "hello"}))["uptimeMs"]
         .as_u64()
@@ -1496,12 +1529,18 @@ async fn a_new_edge_takes_the_listeners_over_and_not_one_request_fails() {
             std::thread::spawn(move || {
                 let mut kept: Option<std::io::BufReader<std::net::TcpStream>> = None;
                 while !stop.load(Ordering::SeqCst) {
+                    // One client of four goes to the site on the shared port.
+                    let (to, request) = if i == 3 {
+                        (shared, GET_SITE)
+                    } else {
+                        (port, GET_ROOT)
+                    };
                     let mut rd = match kept.take() {
                         Some(rd) if i % 2 == 0 => rd,
-                        _ => std::io::BufReader::new(connect_to(port)),
+                        _ => std::io::BufReader::new(connect_to(to)),
                     };
                     sent.fetch_add(1, Ordering::SeqCst);
-                    match exchange_on(&mut rd, GET_ROOT) {
+                    match exchange_on(&mut rd, request) {
                         Ok((head, _)) if head.starts_with("HTTP/1.1 200") => {
                             if !head.to_ascii_lowercase().contains("connection: close") {
                                 kept = Some(rd);
@@ -1571,5 +1610,457 @@ async fn a_new_edge_takes_the_listeners_over_and_not_one_request_fails() {
     );
     let (head, _) = raw_exchange(port, GET_ROOT);
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let (head, _) = raw_exchange(shared, GET_SITE);
+    assert!(head.starts_with("HTTP/1.1 200"), "the site too: {head}");
     drop(new_edge);
+}
+
+/// A test CA, and certificates it signs for the names given.
+struct TestCa {
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl TestCa {
+    fn new() -> TestCa {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Changeover Test CA");
+        let key = rcgen::KeyPair::generate().unwrap();
+        TestCa {
+            issuer: rcgen::CertifiedIssuer::self_signed(params, key).unwrap(),
+        }
+    }
+
+    /// `(chain PEM, key PEM)` for `names`.
+    fn issue(&self, names: &[&str]) -> (String, String) {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let params = rcgen::CertificateParams::new(names).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    /// A TLS client trusting this CA alone, offering `alpn`.
+    fn client(&self, alpn: &[&str]) -> tokio_rustls::TlsConnector {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.issuer.der().clone()).unwrap();
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+    }
+}
+
+type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
+/// A TLS connection to loopback `port` naming `sni`.
+async fn tls_connect(
+    client: &tokio_rustls::TlsConnector,
+    port: u16,
+    sni: &str,
+) -> std::io::Result<Tls> {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let name = rustls::pki_types::ServerName::try_from(sni.to_string()).unwrap();
+    client.connect(name, tcp).await
+}
+
+/// One HTTP/1.1 request over `tls`, its whole answer as text.
+async fn https_exchange(mut tls: Tls, host: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    // Until the edge closes (with or without close_notify).
+    while let Ok(n) = tls.read(&mut chunk).await {
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&chunk[..n]);
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// A request with `Host: host` on plain `port`: `(head, body)`.
+fn ask_host(port: u16, host: &str, path: &str) -> (String, String) {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let (head, body) = raw_exchange(port, request.as_bytes());
+    (head, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// The edge's shared ports set to free ones: `(http, https)`.
+fn shared_ports(edge: &Edge) -> (u16, u16) {
+    let (http, https) = (free_port(), free_port());
+    edge.ctl(&json!({"op": "config-set", "config": {"httpPort": http, "httpsPort": https}}));
+    (http, https)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sites_share_one_port_by_host_and_an_unknown_host_gets_a_plain_404() {
+    let mut edge = Edge::start(500, 5_000);
+    let _web = edge.add_demo("w", "web-v1", 1);
+    let (http, _) = shared_ports(&edge);
+    let api_port = free_port();
+    edge.ctl(
+        &json!({"op": "route-set", "route": route_spec(api_port, "t/api", 500, 5_000, json!({}))}),
+    );
+    let _api = edge.add_demo_on(api_port, "a", "api-v1", 1);
+    let web = route_spec(
+        edge.port,
+        "t/web",
+        500,
+        5_000,
+        json!({"hosts": ["app.example.test", "*.app.example.test"]}),
+    );
+    edge.ctl(&json!({"op": "route-set", "route": web}));
+    edge.ctl(
+        &json!({"op": "route-set", "route": route_spec(api_port, "t/api", 500, 5_000,
+        json!({"hosts": ["api.example.test"]}))}),
+    );
+
+    for (host, wanted) in [
+        ("app.example.test", "web-v1"),
+        ("APP.Example.Test.", "web-v1"),
+        (&*format!("app.example.test:{http}"), "web-v1"),
+        ("eu.app.example.test", "web-v1"),
+        ("api.example.test", "api-v1"),
+    ] {
+        let (head, body) = ask_host(http, host, "/");
+        assert!(head.starts_with("HTTP/1.1 200"), "{host}: {head}");
+        assert!(body.contains(wanted), "{host} goes to {wanted}: {body}");
+    }
+    let (head, body) = ask_host(http, "nobody.example.test", "/");
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/plain"),
+        "{head}"
+    );
+    assert!(
+        body.contains("no site is served here for \"nobody.example.test\""),
+        "{body}"
+    );
+    let (head, _) = ask_host(http, "a.b.app.example.test", "/");
+    assert!(
+        head.starts_with("HTTP/1.1 404"),
+        "a wildcard is one label: {head}"
+    );
+    // Each service keeps its own port.
+    let (head, body) = ask_host(api_port, "whatever", "/");
+    assert!(
+        head.starts_with("HTTP/1.1 200") && body.contains("api-v1"),
+        "{head}{body}"
+    );
+
+    // What would break a site is refused and changes nothing.
+    let before = edge.ctl(&json!({"op": "routes"}));
+    let third = free_port();
+    for (route, why) in [
+        (
+            route_spec(
+                api_port,
+                "t/api",
+                500,
+                5_000,
+                json!({"hosts": ["app.example.test"]}),
+            ),
+            "the host app.example.test is already routed to t/web",
+        ),
+        (
+            route_spec(third, "t/other", 500, 5_000, json!({"hosts": ["Bad_Host"]})),
+            "is not a host name a site may have",
+        ),
+        (
+            route_spec(http, "t/other", 500, 5_000, json!({})),
+            "shared port for sites",
+        ),
+        (
+            route_spec(
+                third,
+                "t/other",
+                500,
+                5_000,
+                json!({"hosts": ["x.example.test"], "tls": {"certificate": "files"}}),
+            ),
+            "no certificate was given for t/other",
+        ),
+    ] {
+        let answer = edge
+            .try_ctl(&json!({"op": "route-set", "route": route}))
+            .unwrap();
+        assert_eq!(answer["result"], "error", "{answer}");
+        assert!(
+            answer["message"].as_str().unwrap().contains(why),
+            "{answer}"
+        );
+    }
+    assert_eq!(
+        edge.ctl(&json!({"op": "routes"})),
+        before,
+        "nothing changed"
+    );
+    let answer = edge
+        .try_ctl(&json!({"op": "config-set", "config": {"httpPort": api_port, "httpsPort": free_port()}}))
+        .unwrap();
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("routed to t/api"),
+        "{answer}"
+    );
+    let answer = edge
+        .try_ctl(&json!({"op": "config-set", "config": {"httpPort": 0, "httpsPort": 1}}))
+        .unwrap();
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("from 1 to 65535"),
+        "{answer}"
+    );
+    let config = edge.ctl(&json!({"op": "config-get"}));
+    assert_eq!(config["config"]["httpPort"], http, "{config}");
+
+    // The shared port moves: the new one opens, the old one closes.
+    let moved = free_port();
+    edge.ctl(&json!({"op": "config-set", "config": {"httpPort": moved, "httpsPort": free_port()}}));
+    let (head, _) = ask_host(moved, "app.example.test", "/");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", http)).is_err(),
+        "the old port closed"
+    );
+
+    // A restart keeps the settings and the sites.
+    edge.restart();
+    let (head, body) = ask_host(moved, "api.example.test", "/");
+    assert!(
+        head.starts_with("HTTP/1.1 200") && body.contains("api-v1"),
+        "{head}{body}"
+    );
+
+    // Without hosts, the shared port closes.
+    edge.ctl(
+        &json!({"op": "route-set", "route": route_spec(edge.port, "t/web", 500, 5_000, json!({}))}),
+    );
+    edge.ctl(&json!({"op": "route-remove", "port": api_port}));
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", moved)).is_err(),
+        "no site, no shared port"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_sites_get_their_certificate_by_sni_h2_by_alpn_and_plain_http_is_redirected() {
+    let mut edge = Edge::start(500, 5_000);
+    let _web = edge.add_demo("w", "web-v1", 1);
+    let (http, https) = shared_ports(&edge);
+    let ca = TestCa::new();
+    let (cert, key) = ca.issue(&["app.example.test", "www.app.example.test"]);
+    let (_, other_key) = ca.issue(&["app.example.test"]);
+    let mut session = Session::open(&edge);
+    let put = |session: &mut Session, cert: &str, key: &str| {
+        session.call(&json!({"op": "cert-put", "service": "t/web", "certPem": cert, "keyPem": key}))
+    };
+
+    // Bad certificates are refused, say why, and never show the key.
+    for (c, k, why) in [
+        (&*cert, &*other_key, "the key is not the certificate's key"),
+        ("not a certificate", &*key, "no certificate"),
+        (
+            &*cert,
+            "-----BEGIN PRIVATE KEY-----\nc2VjcmV0\n-----END PRIVATE KEY-----\n",
+            "private key",
+        ),
+    ] {
+        let answer = put(&mut session, c, k);
+        assert_eq!(answer["result"], "error", "{answer}");
+        let message = answer["message"].as_str().unwrap();
+        assert!(message.contains(why), "{message}");
+        assert!(
+            !message.contains("c2VjcmV0") && !message.contains("PRIVATE"),
+            "{message}"
+        );
+    }
+    // On a command line a key is refused before it travels.
+    let answer = edge
+        .try_ctl(&json!({"op": "cert-put", "service": "t/web", "certPem": cert, "keyPem": key}))
+        .unwrap();
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("send it in a session"),
+        "{answer}"
+    );
+    let config = edge.ctl(&json!({"op": "config-get"}));
+    assert_eq!(config["certificates"], json!([]), "nothing kept: {config}");
+
+    assert_eq!(put(&mut session, &cert, &key)["result"], "ok");
+    let stored = edge.state.path().join("certs/t@web.pem");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&stored).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // A host the certificate does not cover is refused.
+    let uncovered = route_spec(
+        edge.port,
+        "t/web",
+        500,
+        5_000,
+        json!({
+        "hosts": ["app.example.test", "shop.example.test"], "tls": {"certificate": "files"}}),
+    );
+    let answer = edge
+        .try_ctl(&json!({"op": "route-set", "route": uncovered}))
+        .unwrap();
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("not shop.example.test"),
+        "{answer}"
+    );
+
+    let site = route_spec(
+        edge.port,
+        "t/web",
+        500,
+        5_000,
+        json!({
+        "hosts": ["app.example.test", "www.app.example.test"],
+        "tls": {"certificate": "files", "hsts": true}}),
+    );
+    edge.ctl(&json!({"op": "route-set", "route": site}));
+    let plain_port = free_port();
+    edge.ctl(
+        &json!({"op": "route-set", "route": route_spec(plain_port, "t/plain", 500, 5_000,
+        json!({"hosts": ["plain.example.test"]}))}),
+    );
+    let _plain = edge.add_demo_on(plain_port, "p", "plain-v1", 1);
+
+    // HTTP/1.1 over TLS, the certificate chosen by SNI, with HSTS.
+    let h1 = ca.client(&["http/1.1"]);
+    let tls = tls_connect(&h1, https, "app.example.test")
+        .await
+        .expect("the handshake succeeds");
+    let answer = https_exchange(tls, "app.example.test", "/").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("web-v1"), "{answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("strict-transport-security: max-age=31536000"),
+        "{answer}"
+    );
+    // Another name of the same certificate on the same connection is fine;
+    // a host of another site is not what this connection was opened for.
+    let tls = tls_connect(&h1, https, "www.app.example.test")
+        .await
+        .unwrap();
+    let answer = https_exchange(tls, "plain.example.test", "/").await;
+    assert!(answer.starts_with("HTTP/1.1 421"), "{answer}");
+    // No certificate for a name the edge does not serve over HTTPS.
+    assert!(tls_connect(&h1, https, "plain.example.test").await.is_err());
+    assert!(tls_connect(&h1, https, "nobody.example.test")
+        .await
+        .is_err());
+
+    // h2 by ALPN.
+    let h2 = ca.client(&["h2", "http/1.1"]);
+    let tls = tls_connect(&h2, https, "app.example.test").await.unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let request = hyper::Request::get("https://app.example.test/")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let res = sender.send_request(request).await.unwrap();
+    assert_eq!(res.version(), hyper::Version::HTTP_2);
+    assert_eq!(res.status(), 200);
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&body).contains("web-v1"));
+
+    // Plain HTTP to an HTTPS site is sent to HTTPS, on its own host only.
+    let (head, _) = ask_host(http, "app.example.test", "/a/b?c=d");
+    assert!(head.starts_with("HTTP/1.1 308"), "{head}");
+    assert!(
+        head.contains(&format!(
+            "location: https://app.example.test:{https}/a/b?c=d"
+        )),
+        "{head}"
+    );
+    let (head, _) = ask_host(http, "app.example.test", "//evil.test/x");
+    assert!(
+        head.contains(&format!(
+            "location: https://app.example.test:{https}/evil.test/x"
+        )),
+        "{head}"
+    );
+    // A site without TLS is served on plain HTTP.
+    let (head, body) = ask_host(http, "plain.example.test", "/");
+    assert!(
+        head.starts_with("HTTP/1.1 200") && body.contains("plain-v1"),
+        "{head}{body}"
+    );
+
+    // The certificate is shown, and kept across a restart.
+    let config = edge.ctl(&json!({"op": "config-get"}));
+    let shown = &config["certificates"][0];
+    assert_eq!(shown["service"], "t/web", "{config}");
+    assert_eq!(
+        shown["names"],
+        json!(["app.example.test", "www.app.example.test"])
+    );
+    assert!(
+        shown["issuer"]
+            .as_str()
+            .unwrap()
+            .contains("Changeover Test CA"),
+        "{shown}"
+    );
+    assert_eq!(shown["state"], "valid");
+    assert!(shown["notAfterMs"].as_i64().unwrap() > 0);
+    assert!(
+        !config.to_string().contains("PRIVATE KEY"),
+        "no key in answers"
+    );
+    drop(session);
+    edge.restart();
+    let tls = tls_connect(&h1, https, "app.example.test")
+        .await
+        .expect("served after a restart");
+    assert!(https_exchange(tls, "app.example.test", "/")
+        .await
+        .contains("web-v1"));
+
+    // A replacement that would not cover the hosts served is refused.
+    let (narrow, narrow_key) = ca.issue(&["app.example.test"]);
+    let mut session = Session::open(&edge);
+    let answer = put(&mut session, &narrow, &narrow_key);
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("serves www.app.example.test"),
+        "{answer}"
+    );
+
+    // Its key goes with the service's last route.
+    edge.ctl(&json!({"op": "route-remove", "port": edge.port}));
+    assert!(!stored.exists(), "the key is removed with its site");
+    assert!(tls_connect(&h1, https, "app.example.test").await.is_err());
 }
