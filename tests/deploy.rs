@@ -10,7 +10,7 @@ use std::sync::RwLock;
 use std::time::Duration;
 
 use changeover_tests::{
-    changeover, changeover_cmd, docker, free_port, get, wait_for, Load, TestStack,
+    changeover, changeover_cmd, docker, free_port, get, unique, wait_for, Load, TestStack,
 };
 use serde_json::Value;
 
@@ -834,4 +834,204 @@ fn traffic_shows_per_release_figures_pauses_for_maintenance_and_refuses_bad_chan
         get(port).unwrap().starts_with("v1 "),
         "refusals changed nothing"
     );
+}
+
+/// `curl` through the edge: `(status line and headers, body, HTTP version)`.
+fn curl(args: &[&str]) -> (String, String, String) {
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "-D",
+            "-",
+            "-w",
+            "\n%{http_version}",
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {}{text}",
+        stderr(&out)
+    );
+    let (answer, version) = text.rsplit_once('\n').unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((answer, ""));
+    (
+        head.to_ascii_lowercase(),
+        body.to_string(),
+        version.to_string(),
+    )
+}
+
+#[test]
+fn a_stack_with_hosts_and_a_certificate_file_is_served_by_name_over_https_on_the_shared_ports() {
+    let _edge = shared_edge();
+    // Bad settings are refused, say why, and change nothing.
+    let settings = || -> Value {
+        let out = changeover(&["edge", "config", "--json"], &[]);
+        ok(&out, "edge config");
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    ok(
+        &changeover(&["edge", "config", "--http-port", "18080"], &[]),
+        "edge config",
+    );
+    let before = settings();
+    for (args, why) in [
+        (&["--https-port", "0"][..], "must be from 1 to 65535"),
+        (&["--https-port", "70000"], "invalid value '70000'"),
+        (&["--https-port", "18080"], "cannot share port 18080"),
+        (
+            &["--acme-directory", "http://acme.test/dir"],
+            "must be an https:// URL",
+        ),
+        (&["--acme-email", "nobody"], "is not an email address"),
+        (
+            &["--acme-ca", "/nonexistent/ca.pem"],
+            "--acme-ca /nonexistent/ca.pem",
+        ),
+    ] {
+        let out = changeover(&[&["edge", "config"][..], args].concat(), &[]);
+        assert!(!out.status.success(), "{args:?} is refused");
+        assert!(stderr(&out).contains(why), "{args:?}: {}", stderr(&out));
+        assert_eq!(
+            settings()["config"],
+            before["config"],
+            "{args:?} changed nothing"
+        );
+    }
+    let (http, https) = (free_port(), free_port());
+    ok(
+        &changeover(
+            &[
+                "edge",
+                "config",
+                "--http-port",
+                &http.to_string(),
+                "--https-port",
+                &https.to_string(),
+            ],
+            &[],
+        ),
+        "edge config with free ports",
+    );
+
+    let port = free_port();
+    let host = format!("{}.example.test", unique("site"));
+    let mut body = web(port, "v1", 1, "");
+    body.push_str(&format!(
+        "      hosts: [{host}]\n      tls: {{cert: site.pem, key: site-key.pem, hsts: true}}\n"
+    ));
+    let stack = TestStack::new("site", &body, &[port]);
+    let mut params = rcgen::CertificateParams::new(vec![host.clone()]).unwrap();
+    params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(90);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let ca = stack.dir.path().join("site.pem");
+    std::fs::write(&ca, cert.pem()).unwrap();
+    std::fs::write(stack.dir.path().join("site-key.pem"), key.serialize_pem()).unwrap();
+    ok(
+        &changeover(&["stack", "deploy", "-f", &stack.file()], &[]),
+        "deploy the site",
+    );
+
+    let resolve = format!("{host}:{https}:127.0.0.1");
+    let url = format!("https://{host}:{https}/");
+    let ca = ca.display().to_string();
+    let (head, body, version) = curl(&["--cacert", &ca, "--resolve", &resolve, "--http1.1", &url]);
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(body.starts_with("v1 "), "{body}");
+    assert!(
+        head.contains("strict-transport-security: max-age=31536000"),
+        "{head}"
+    );
+    assert_eq!(version, "1.1");
+    let (head, _, version) = curl(&["--cacert", &ca, "--resolve", &resolve, "--http2", &url]);
+    assert!(head.starts_with("http/2 200"), "{head}");
+    assert_eq!(version, "2", "h2 by ALPN");
+    // Plain HTTP on the shared port goes to HTTPS, on the site's own host.
+    let (head, _, _) = curl(&[
+        "-H",
+        &format!("Host: {host}"),
+        &format!("http://127.0.0.1:{http}//evil.test/x"),
+    ]);
+    assert!(head.starts_with("http/1.1 308"), "{head}");
+    assert!(
+        head.contains(&format!("location: https://{host}:{https}/evil.test/x")),
+        "{head}"
+    );
+    let (head, body, _) = curl(&[
+        "-H",
+        "Host: nobody.example.test",
+        &format!("http://127.0.0.1:{http}/"),
+    ]);
+    assert!(
+        head.starts_with("http/1.1 404") && body.contains("no site is served here"),
+        "{head}{body}"
+    );
+    // Its own port serves as before.
+    assert!(get(port).unwrap().starts_with("v1 "));
+
+    // The CLI shows the certificate, never the key.
+    let out = changeover(&["edge", "config"], &[]);
+    ok(&out, "edge config");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let svc = format!("{}/web", stack.name);
+    assert!(
+        text.contains(&svc) && text.contains(&host) && text.contains("files"),
+        "{text}"
+    );
+    assert!(
+        text.contains("in 2 months") || text.contains("in 3 months"),
+        "its expiry: {text}"
+    );
+    assert!(!text.contains("PRIVATE KEY"));
+
+    // A site that cannot work is refused and the one deployed keeps serving.
+    let other = free_port();
+    for (extra, why) in [
+        (
+            format!("      hosts: [{host}]\n"),
+            format!("the host {host} is already routed to {svc}"),
+        ),
+        (
+            "      tls: {cert: site.pem, key: site-key.pem}\n".to_string(),
+            "tls needs hosts".to_string(),
+        ),
+        (
+            "      hosts: [x.example.test]\n      tls: {cert: site.pem, key: missing.pem}\n"
+                .to_string(),
+            "missing.pem".to_string(),
+        ),
+        (
+            "      hosts: [Not_A_Host]\n".to_string(),
+            "Not_A_Host".to_string(),
+        ),
+    ] {
+        let mut body = web(other, "v1", 1, "");
+        body.push_str(&extra);
+        let bad = TestStack::new("badsite", &body, &[other]);
+        std::fs::copy(
+            stack.dir.path().join("site.pem"),
+            bad.dir.path().join("site.pem"),
+        )
+        .unwrap();
+        std::fs::copy(
+            stack.dir.path().join("site-key.pem"),
+            bad.dir.path().join("site-key.pem"),
+        )
+        .unwrap();
+        let out = changeover(&["stack", "deploy", "-f", &bad.file()], &[]);
+        assert!(!out.status.success(), "{extra:?} is refused");
+        assert!(stderr(&out).contains(&why), "{extra:?}: {}", stderr(&out));
+        assert!(
+            bad.containers().is_empty(),
+            "{extra:?}: nothing was created"
+        );
+    }
+    let (head, _, _) = curl(&["--cacert", &ca, "--resolve", &resolve, &url]);
+    assert!(head.contains(" 200"), "{head}");
 }

@@ -148,9 +148,37 @@ pub(crate) enum TrafficCommand {
 pub(crate) enum EdgeCommand {
     /// Whether the edge runs, which build, how many routes.
     Status(ListArgs),
-    /// Replace the edge with this Changeover's build (routes are kept; its
-    /// ports close for about a second).
+    /// Replace the edge with this Changeover's build: the new edge takes
+    /// the listening sockets over, so no request is refused; routes,
+    /// settings and certificates are kept.
     Upgrade,
+    /// Show or change the edge's settings: the shared ports sites
+    /// (`x-changeover.hosts`) are served on, and where ACME certificates
+    /// come from. Shows each site's certificate.
+    Config(EdgeConfigArgs),
+}
+
+#[derive(clap::Args)]
+pub(crate) struct EdgeConfigArgs {
+    /// The shared port for plain HTTP of every site (default 80).
+    #[arg(long, value_name = "N")]
+    http_port: Option<u16>,
+    /// The shared port for HTTPS of every site with `tls` (default 443).
+    #[arg(long, value_name = "N")]
+    https_port: Option<u16>,
+    /// The ACME directory URL certificates are ordered from ("" clears it).
+    #[arg(long, value_name = "URL")]
+    acme_directory: Option<String>,
+    /// A PEM file of the CA to trust for the ACME directory, e.g. a test
+    /// CA ("" clears it).
+    #[arg(long, value_name = "FILE")]
+    acme_ca: Option<std::path::PathBuf>,
+    /// The contact address of the ACME account ("" clears it).
+    #[arg(long, value_name = "ADDR")]
+    acme_email: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]

@@ -70,22 +70,44 @@ pub fn bytes(n: i64) -> String {
     }
 }
 
-/// `3 minutes ago`, from Unix seconds.
-pub fn age(unix: i64) -> String {
-    let now = SystemTime::now()
+fn now_unix(otherwise: i64) -> i64 {
+    SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
-        .unwrap_or(unix);
-    let secs = (now - unix).max(0);
+        .unwrap_or(otherwise)
+}
+
+/// `3 minutes ago`, from Unix seconds.
+pub fn age(unix: i64) -> String {
+    let secs = (now_unix(unix) - unix).max(0);
+    if secs < 60 {
+        return "just now".to_string();
+    }
+    format!("{} ago", span(secs))
+}
+
+/// `in 89 days` (or `3 days ago` when past), from Unix seconds.
+pub fn until(unix: i64) -> String {
+    let secs = unix - now_unix(unix);
+    if secs < 0 {
+        return age(unix);
+    }
+    if secs < 60 {
+        return "in less than a minute".to_string();
+    }
+    format!("in {}", span(secs))
+}
+
+/// `3 minutes`, `1 day`: a span of at least a minute, roughly.
+fn span(secs: i64) -> String {
     let (n, unit) = match secs {
-        s if s < 60 => return "just now".to_string(),
         s if s < 3600 => (s / 60, "minute"),
         s if s < 86_400 => (s / 3600, "hour"),
         s if s < 86_400 * 30 => (s / 86_400, "day"),
         s if s < 86_400 * 365 => (s / (86_400 * 30), "month"),
         s => (s / (86_400 * 365), "year"),
     };
-    format!("{n} {unit}{} ago", if n == 1 { "" } else { "s" })
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
 }
 
 #[cfg(test)]
