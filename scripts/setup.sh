@@ -32,6 +32,9 @@ APT_PACKAGES=(
   iproute2 openssh-client openssl
   # Load generator for the benchmarks
   wrk
+  # The ACME test server (and its mock DNS) the edge's HTTPS tests order
+  # certificates from, on loopback
+  pebble
 )
 # Servers that run only as processes of benchmarks and tests (bench/edge's
 # proxies, the tests' sshd), so their system services are kept from starting

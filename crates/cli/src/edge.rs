@@ -2,7 +2,9 @@
 //! environment.
 
 use changeover_application::Environment;
-use changeover_core::edge::{CertificateSource, EdgeConfig, Request, Response};
+use changeover_core::edge::{
+    AcmeChallenge, CertificateSource, EdgeConfig, Request, Response, LETS_ENCRYPT_DIRECTORY,
+};
 use changeover_core::rollout::{expect_ok, EdgeControl};
 use changeover_core::{Problem, ProblemCode};
 use changeover_docker::edge::{edge_status, upgrade_edge, Edge};
@@ -67,7 +69,8 @@ async fn config(env: &Environment, args: EdgeConfigArgs) -> Result<(), Problem> 
         || args.https_port.is_some()
         || args.acme_directory.is_some()
         || args.acme_ca.is_some()
-        || args.acme_email.is_some();
+        || args.acme_email.is_some()
+        || args.acme_challenge.is_some();
     let edge = if changes {
         env.ensure_edge().await?
     } else {
@@ -100,6 +103,12 @@ async fn config(env: &Environment, args: EdgeConfigArgs) -> Result<(), Problem> 
         }
         if let Some(email) = args.acme_email {
             settings.acme_email = cleared(email);
+        }
+        if let Some(challenge) = args.acme_challenge {
+            settings.acme_challenge = match challenge.as_str() {
+                "tls-alpn-01" => AcmeChallenge::TlsAlpn01,
+                _ => AcmeChallenge::Http01,
+            };
         }
         if let Some(path) = args.acme_ca {
             settings.acme_ca = if path.as_os_str().is_empty() {
@@ -157,7 +166,19 @@ fn print_config(c: &EdgeConfig) {
     let or_dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_string());
     println!("http port    : {}", c.http_port);
     println!("https port   : {}", c.https_port);
-    println!("acme         : {}", or_dash(&c.acme_directory));
+    println!(
+        "acme         : {}",
+        c.acme_directory
+            .clone()
+            .unwrap_or_else(|| format!("{LETS_ENCRYPT_DIRECTORY} (Let's Encrypt)"))
+    );
+    println!(
+        "acme check   : {}",
+        match c.acme_challenge {
+            AcmeChallenge::Http01 => "http-01",
+            AcmeChallenge::TlsAlpn01 => "tls-alpn-01",
+        }
+    );
     println!("acme email   : {}", or_dash(&c.acme_email));
     println!(
         "acme CA      : {}",

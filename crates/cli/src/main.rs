@@ -176,6 +176,10 @@ pub(crate) struct EdgeConfigArgs {
     /// The contact address of the ACME account ("" clears it).
     #[arg(long, value_name = "ADDR")]
     acme_email: Option<String>,
+    /// How the CA checks the names: http-01 (the shared HTTP port must be
+    /// port 80 as the CA sees it) or tls-alpn-01 (the HTTPS port, 443).
+    #[arg(long, value_name = "CHALLENGE", value_parser = ["http-01", "tls-alpn-01"])]
+    acme_challenge: Option<String>,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,

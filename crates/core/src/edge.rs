@@ -138,11 +138,29 @@ pub struct EdgeConfig {
     pub http_port: u16,
     /// The shared port for HTTPS of every route with `hosts` and `tls`.
     pub https_port: u16,
-    /// The ACME directory certificates are ordered from.
+    /// The ACME directory certificates are ordered from (`None`: Let's
+    /// Encrypt's).
     pub acme_directory: Option<String>,
     /// PEM of a CA to trust for the ACME directory (a test CA like pebble's).
     pub acme_ca: Option<String>,
     pub acme_email: Option<String>,
+    /// How the ACME CA checks that the edge serves a name.
+    pub acme_challenge: AcmeChallenge,
+}
+
+/// The ACME challenge the edge answers (RFC 8555 §8.3, RFC 8737).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub enum AcmeChallenge {
+    /// A token under `/.well-known/acme-challenge/` on the shared HTTP port
+    /// (which must be port 80 as the CA sees it).
+    #[default]
+    #[serde(rename = "http-01")]
+    Http01,
+    /// A special certificate on the shared HTTPS port (443 as the CA sees
+    /// it); no plain HTTP needed.
+    #[serde(rename = "tls-alpn-01")]
+    TlsAlpn01,
 }
 
 impl Default for EdgeConfig {
@@ -153,6 +171,7 @@ impl Default for EdgeConfig {
             acme_directory: None,
             acme_ca: None,
             acme_email: None,
+            acme_challenge: AcmeChallenge::Http01,
         }
     }
 }
@@ -176,6 +195,10 @@ pub struct CertificateStatus {
     /// error...), for the window.
     pub state: String,
 }
+
+/// Let's Encrypt's directory: where certificates come from unless the
+/// edge is told otherwise.
+pub const LETS_ENCRYPT_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";
 
 /// PEM text that must never be printed: its `Debug` says only how long it is.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -36,7 +36,9 @@ pub(crate) const SOCKET: &str = "control.sock";
 pub struct Edge {
     pub table: Table,
     /// Host names, certificates and the edge's settings.
-    pub sites: Sites,
+    pub sites: Arc<Sites>,
+    /// Wakes the task that keeps ACME certificates.
+    pub acme: Arc<crate::acme::Acme>,
     /// The shared HTTP and HTTPS listeners, while some route has hosts.
     shared: Mutex<SharedPorts>,
     /// One change of the shared listeners at a time.
@@ -130,7 +132,8 @@ impl Edge {
         sites.reindex(table.read().values().map(route_hosts));
         Ok(Arc::new(Self {
             table,
-            sites,
+            sites: Arc::new(sites),
+            acme: Arc::new(crate::acme::Acme::new()),
             shared: Mutex::new(SharedPorts::default()),
             shared_change: tokio::sync::Mutex::new(()),
             docs: Mutex::new(docs),
@@ -434,6 +437,7 @@ impl Edge {
                     }
                     self.sites
                         .reindex(self.table.read().values().map(route_hosts));
+                    self.acme.wake();
                     if let Err(e) = self.open_shared(&mut BTreeMap::new()).await {
                         eprintln!("changeover-edge: {e}");
                     }
@@ -736,6 +740,7 @@ impl Edge {
         }
         self.sites
             .reindex(self.table.read().values().map(route_hosts));
+        self.acme.wake();
         self.saved(Response::Ok)
     }
 
@@ -769,6 +774,7 @@ impl Edge {
             }
             return error(EdgeErrorCode::PortInUse, e);
         }
+        self.acme.wake();
         crate::changes::bump();
         Response::Ok
     }
@@ -964,6 +970,11 @@ pub async fn serve(
         None => (None, BTreeMap::new()),
     };
     edge.resume(given).await;
+    tokio::spawn(crate::acme::run(
+        edge.sites.clone(),
+        edge.acme.clone(),
+        Some(dir.clone()),
+    ));
     let socket = dir.join(SOCKET);
     let _ = std::fs::remove_file(&socket);
     let listener = tokio::net::UnixListener::bind(&socket)

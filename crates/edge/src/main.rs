@@ -25,6 +25,7 @@
 //! The wire protocol lives in `changeover_core::edge`, shared with the client.
 //! Not there yet: TLS termination and host-name routing.
 
+mod acme;
 mod changes;
 mod control;
 mod demo;

@@ -743,6 +743,14 @@ fn site_of(
             bare.trim_end_matches('.').to_ascii_lowercase()
         })
         .unwrap_or_default();
+    if client.front == Front::SharedHttp {
+        if let Some(token) = parts.uri.path().strip_prefix(ACME_CHALLENGE_PATH) {
+            if let Some(answer) = edge.sites.http01(token) {
+                // The CA checking that this edge serves the name.
+                return Err(text(StatusCode::OK, answer));
+            }
+        }
+    }
     let Some(site) = edge.sites.lookup(&host) else {
         return Err(not_found(h1, &host));
     };
@@ -754,7 +762,9 @@ fn site_of(
             ));
         }
     }
-    if !client.https() && site.tls.is_some() {
+    // Sent to HTTPS once there is a certificate to serve it with (an ACME
+    // site is served in plain HTTP while its first one is ordered).
+    if !client.https() && site.tls.is_some() && edge.sites.has_cert(&site.service) {
         let port = edge.sites.config().https_port;
         let authority = if port == 443 {
             host.clone()
@@ -783,6 +793,9 @@ fn site_of(
     seen.timeouts = listening.timeouts;
     Ok((site, seen))
 }
+
+/// Where the ACME CA asks for HTTP-01 answers (RFC 8555 §8.3).
+const ACME_CHALLENGE_PATH: &str = "/.well-known/acme-challenge/";
 
 /// A path that cannot be read as another host's (`//evil.test/x` → `/evil.test/x`).
 fn normalize_path(path: &str) -> String {

@@ -54,6 +54,7 @@ struct Held {
     key: Arc<CertifiedKey>,
     names: Vec<String>,
     issuer: String,
+    not_before_ms: i64,
     not_after_ms: i64,
     source: CertificateSource,
 }
@@ -63,6 +64,13 @@ struct Index {
     hosts: HashMap<String, Site>,
     /// By `stack/service`.
     certs: HashMap<String, Held>,
+    /// ACME HTTP-01 answers: token → key authorization.
+    http01: HashMap<String, String>,
+    /// ACME TLS-ALPN-01 certificates, by the name being validated.
+    alpn: HashMap<String, Arc<CertifiedKey>>,
+    /// What the ACME side is doing for a service (`ordering`, the last
+    /// failure...), for the window.
+    acme_state: HashMap<String, String>,
 }
 
 impl Index {
@@ -99,10 +107,20 @@ impl std::fmt::Debug for Index {
     }
 }
 
+/// The ALPN protocol of the TLS-ALPN-01 challenge (RFC 8737).
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+
 impl ResolvesServerCert for BySni {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let name = hello.server_name()?.to_ascii_lowercase();
+        let acme = hello
+            .alpn()
+            .is_some_and(|mut protocols| protocols.any(|p| p == ACME_TLS_ALPN));
         let index = self.0.read().unwrap_or_else(|p| p.into_inner());
+        if acme {
+            // The CA validating a name: its challenge certificate, or none.
+            return index.alpn.get(&name).cloned();
+        }
         let site = index.lookup(&name)?;
         site.tls?;
         index.certs.get(&site.service).map(|h| h.key.clone())
@@ -123,7 +141,7 @@ impl Sites {
             .map_err(|e| format!("TLS cannot be set up: {e}"))?
             .with_no_client_auth()
             .with_cert_resolver(Arc::new(BySni(index.clone())));
-        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), ACME_TLS_ALPN.to_vec()];
         let config_file = dir.map(|d| StoredFile::new(d.join("config.json")));
         let mut notes = Vec::new();
         let config = match &config_file {
@@ -209,9 +227,12 @@ impl Sites {
             return Err("tls needs hosts: the certificate is chosen by host name".into());
         }
         match tls.certificate {
-            CertificateSource::Acme => Err(
-                "this edge does not order ACME certificates yet; give the certificate as files (tls: {cert: FILE, key: FILE})".into(),
-            ),
+            CertificateSource::Acme => match route.hosts.iter().find(|h| h.starts_with("*.")) {
+                Some(h) => Err(format!(
+                    "{h}: a wildcard certificate needs the DNS-01 challenge, which this edge does not answer; give it as files (tls: {{cert: FILE, key: FILE}})"
+                )),
+                None => Ok(()),
+            },
             CertificateSource::Files => {
                 let index = self.read();
                 let Some(held) = index.certs.get(route.service) else {
@@ -257,7 +278,19 @@ impl Sites {
             .collect();
         for service in gone {
             index.certs.remove(&service);
-            if let Some(path) = self.cert_path(&service) {
+            index.acme_state.remove(&service);
+            self.remove_cert_files(&service, None);
+        }
+    }
+
+    /// Removes the stored certificate files of `service`, but for those of
+    /// `keep`.
+    fn remove_cert_files(&self, service: &str, keep: Option<CertificateSource>) {
+        for source in [CertificateSource::Files, CertificateSource::Acme] {
+            if Some(source) == keep {
+                continue;
+            }
+            if let Some(path) = self.cert_path(service, source) {
                 let _ = std::fs::remove_file(&path);
                 let _ = std::fs::remove_file(path.with_extension("pem.prev"));
             }
@@ -273,9 +306,13 @@ impl Sites {
         })
     }
 
-    fn cert_path(&self, service: &str) -> Option<PathBuf> {
+    fn cert_path(&self, service: &str, source: CertificateSource) -> Option<PathBuf> {
         let dir = self.certs_dir.as_ref()?;
-        Some(dir.join(format!("{}.pem", service.replace('/', "@"))))
+        let kind = match source {
+            CertificateSource::Files => "",
+            CertificateSource::Acme => ".acme",
+        };
+        Some(dir.join(format!("{}{kind}.pem", service.replace('/', "@"))))
     }
 
     /// Checks and keeps a service's certificate chain and key. `serving`:
@@ -302,7 +339,27 @@ impl Sites {
                 held.names.join(", ")
             ));
         }
-        if let Some(path) = self.cert_path(service) {
+        self.keep(service, held, cert_pem, key_pem)
+    }
+
+    /// Keeps a certificate the ACME CA issued for `service`.
+    pub fn put_acme_cert(
+        &self,
+        service: &str,
+        chain_pem: &str,
+        key_pem: &str,
+    ) -> Result<(), String> {
+        let held = parse_pair(
+            chain_pem.as_bytes(),
+            key_pem.as_bytes(),
+            CertificateSource::Acme,
+        )?;
+        self.keep(service, held, chain_pem, key_pem)
+    }
+
+    /// Stores and serves `held` (its PEM: `cert_pem`, `key_pem`).
+    fn keep(&self, service: &str, held: Held, cert_pem: &str, key_pem: &str) -> Result<(), String> {
+        if let Some(path) = self.cert_path(service, held.source) {
             let dir = path.parent().unwrap_or(Path::new("."));
             std::fs::create_dir_all(dir)
                 .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
@@ -312,8 +369,103 @@ impl Sites {
             both.push('\n');
             StoredFile::new(path).save(|| Ok(both.into_bytes()))?;
         }
+        let source = held.source;
         self.write().certs.insert(service.to_string(), held);
+        self.remove_cert_files(service, Some(source));
         Ok(())
+    }
+
+    /// Whether a certificate is held for `service`.
+    pub fn has_cert(&self, service: &str) -> bool {
+        self.read().certs.contains_key(service)
+    }
+
+    /// The services whose hosts want ACME certificates, with their hosts.
+    pub fn acme_sites(&self) -> Vec<(String, Vec<String>)> {
+        let index = self.read();
+        let mut by_service: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for (host, site) in &index.hosts {
+            if site
+                .tls
+                .is_some_and(|t| t.certificate == CertificateSource::Acme)
+            {
+                by_service
+                    .entry(site.service.clone())
+                    .or_default()
+                    .push(host.clone());
+            }
+        }
+        by_service
+            .into_iter()
+            .map(|(s, mut hosts)| {
+                hosts.sort();
+                (s, hosts)
+            })
+            .collect()
+    }
+
+    /// Why `service` needs a new ACME certificate for `hosts` now, if it
+    /// does: none yet, one that does not cover them, or one that ends
+    /// within `renew_before` or within the last third of its lifetime,
+    /// whichever comes first (`renew_override`: within that, whatever its
+    /// lifetime).
+    pub fn acme_need(
+        &self,
+        service: &str,
+        hosts: &[String],
+        renew_before: std::time::Duration,
+        renew_override: Option<std::time::Duration>,
+    ) -> Option<&'static str> {
+        let index = self.read();
+        let Some(held) = index
+            .certs
+            .get(service)
+            .filter(|h| h.source == CertificateSource::Acme)
+        else {
+            return Some("no certificate yet");
+        };
+        if hosts.iter().any(|h| !covers(&held.names, h)) {
+            return Some("its hosts changed");
+        }
+        let lifetime = (held.not_after_ms - held.not_before_ms).max(0);
+        let before = match renew_override {
+            Some(d) => d.as_millis() as i64,
+            None => (renew_before.as_millis() as i64).min(lifetime / 3).max(0),
+        };
+        (held.not_after_ms - crate::unix_ms() <= before).then_some("it expires soon")
+    }
+
+    /// Says what the ACME side does for `service` (`None`: nothing).
+    pub fn set_acme_state(&self, service: &str, state: Option<String>) {
+        let mut index = self.write();
+        match state {
+            Some(s) => index.acme_state.insert(service.to_string(), s),
+            None => index.acme_state.remove(service),
+        };
+    }
+
+    /// Serves the HTTP-01 answer for `token` (`None`: no longer).
+    pub fn set_http01(&self, token: &str, key_authorization: Option<String>) {
+        let mut index = self.write();
+        match key_authorization {
+            Some(k) => index.http01.insert(token.to_string(), k),
+            None => index.http01.remove(token),
+        };
+    }
+
+    /// The HTTP-01 answer for `token`.
+    pub fn http01(&self, token: &str) -> Option<String> {
+        self.read().http01.get(token).cloned()
+    }
+
+    /// Serves `key` to the CA validating `name` by TLS-ALPN-01 (`None`:
+    /// no longer).
+    pub fn set_alpn_challenge(&self, name: &str, key: Option<Arc<CertifiedKey>>) {
+        let mut index = self.write();
+        match key {
+            Some(k) => index.alpn.insert(name.to_string(), k),
+            None => index.alpn.remove(name),
+        };
     }
 
     fn load_certs(&self) -> Vec<String> {
@@ -329,9 +481,13 @@ impl Sites {
             let Some(stem) = name.strip_suffix(".pem") else {
                 continue;
             };
+            let (stem, source) = match stem.strip_suffix(".acme") {
+                Some(s) => (s, CertificateSource::Acme),
+                None => (stem, CertificateSource::Files),
+            };
             let service = stem.replace('@', "/");
             let loaded = StoredFile::new(entry.path())
-                .load(|bytes| parse_pair(bytes, bytes, CertificateSource::Files).map(Some));
+                .load(|bytes| parse_pair(bytes, bytes, source).map(Some));
             notes.extend(loaded.notes);
             match loaded.value {
                 Some(held) => {
@@ -346,8 +502,9 @@ impl Sites {
     /// Every certificate held, for the window and the CLI.
     pub fn certificates(&self) -> Vec<CertificateStatus> {
         let now = crate::unix_ms();
-        let mut out: Vec<CertificateStatus> = self
-            .read()
+        let waiting = self.acme_sites();
+        let index = self.read();
+        let mut out: Vec<CertificateStatus> = index
             .certs
             .iter()
             .map(|(service, h)| CertificateStatus {
@@ -356,13 +513,29 @@ impl Sites {
                 names: h.names.clone(),
                 issuer: h.issuer.clone(),
                 not_after_ms: h.not_after_ms,
-                state: if h.not_after_ms <= now {
-                    "expired".into()
-                } else {
-                    "valid".into()
+                state: match index.acme_state.get(service) {
+                    Some(s) => s.clone(),
+                    None if h.not_after_ms <= now => "expired".into(),
+                    None => "valid".into(),
                 },
             })
             .collect();
+        for (service, hosts) in waiting {
+            if !index.certs.contains_key(&service) {
+                out.push(CertificateStatus {
+                    state: index
+                        .acme_state
+                        .get(&service)
+                        .cloned()
+                        .unwrap_or_else(|| "ordering".into()),
+                    service,
+                    source: CertificateSource::Acme,
+                    names: hosts,
+                    issuer: String::new(),
+                    not_after_ms: 0,
+                });
+            }
+        }
         out.sort_by(|a, b| a.service.cmp(&b.service));
         out
     }
@@ -436,7 +609,7 @@ fn parse_pair(cert_pem: &[u8], key_pem: &[u8], source: CertificateSource) -> Res
     // Never say anything of the key's text.
     let key = PrivateKeyDer::from_pem_slice(key_pem)
         .map_err(|_| "the key file holds no private key in PEM".to_string())?;
-    let (names, issuer, not_after_ms) = describe(end)?;
+    let (names, issuer, not_before_ms, not_after_ms) = describe(end)?;
     let key = CertifiedKey::from_der(chain.clone(), key, &provider()).map_err(|e| match e {
         rustls::Error::InconsistentKeys(_) => "the key is not the certificate's key".to_string(),
         _ => "the private key cannot be used (RSA, ECDSA P-256/P-384 or Ed25519 keys are)"
@@ -446,13 +619,14 @@ fn parse_pair(cert_pem: &[u8], key_pem: &[u8], source: CertificateSource) -> Res
         key: Arc::new(key),
         names,
         issuer,
+        not_before_ms,
         not_after_ms,
         source,
     })
 }
 
 /// The DNS names, issuer and end of validity of a certificate.
-fn describe(der: &CertificateDer<'_>) -> Result<(Vec<String>, String, i64), String> {
+fn describe(der: &CertificateDer<'_>) -> Result<(Vec<String>, String, i64, i64), String> {
     use x509_parser::prelude::*;
     let (_, cert) = X509Certificate::from_der(der.as_ref())
         .map_err(|e| format!("the certificate cannot be read: {e}"))?;
@@ -478,8 +652,14 @@ fn describe(der: &CertificateDer<'_>) -> Result<(Vec<String>, String, i64), Stri
                 .map(|cn| cn.to_ascii_lowercase()),
         );
     }
+    let not_before_ms = cert.validity().not_before.timestamp() * 1000;
     let not_after_ms = cert.validity().not_after.timestamp() * 1000;
-    Ok((names, cert.issuer().to_string(), not_after_ms))
+    Ok((
+        names,
+        cert.issuer().to_string(),
+        not_before_ms,
+        not_after_ms,
+    ))
 }
 
 #[cfg(test)]
@@ -606,6 +786,66 @@ mod tests {
         assert!(
             !stored.exists(),
             "the key goes with the last route of its service"
+        );
+    }
+
+    #[test]
+    fn an_acme_certificate_is_renewed_in_its_window_or_when_its_hosts_change() {
+        let (sites, _) = Sites::new(None).unwrap();
+        let day = std::time::Duration::from_secs(24 * 3600);
+        let hosts = vec!["app.example.test".to_string()];
+        let hour = std::time::Duration::from_secs(3600);
+        // Valid from `ago` hours ago for `hours` hours.
+        let issue = |ago: u32, hours: u32| {
+            let mut params = rcgen::CertificateParams::new(hosts.clone()).unwrap();
+            let key = rcgen::KeyPair::generate().unwrap();
+            let start = std::time::SystemTime::now() - hour * ago;
+            params.not_before = start.into();
+            params.not_after = (start + hour * hours).into();
+            (params.self_signed(&key).unwrap().pem(), key.serialize_pem())
+        };
+        assert_eq!(
+            sites.acme_need("s/web", &hosts, 30 * day, None),
+            Some("no certificate yet")
+        );
+        let (cert, key) = issue(24, 90 * 24);
+        sites.put_cert("s/web", &cert, &key, &[]).unwrap();
+        assert_eq!(
+            sites.acme_need("s/web", &hosts, 30 * day, None),
+            Some("no certificate yet"),
+            "one given as files is not the ACME one"
+        );
+        sites.put_acme_cert("s/web", &cert, &key).unwrap();
+        assert_eq!(
+            sites.acme_need("s/web", &hosts, 30 * day, None),
+            None,
+            "89 days left"
+        );
+        let more = vec![
+            "app.example.test".to_string(),
+            "www.example.test".to_string(),
+        ];
+        assert_eq!(
+            sites.acme_need("s/web", &more, 30 * day, None),
+            Some("its hosts changed")
+        );
+        assert_eq!(
+            sites.acme_need("s/web", &hosts, 30 * day, Some(100 * day)),
+            Some("it expires soon")
+        );
+        // A short-lived one is renewed in the last third of its life.
+        let (cert, key) = issue(24, 72);
+        sites.put_acme_cert("s/web", &cert, &key).unwrap();
+        assert_eq!(
+            sites.acme_need("s/web", &hosts, 30 * day, None),
+            None,
+            "2 of 3 days left"
+        );
+        let (cert, key) = issue(60, 72);
+        sites.put_acme_cert("s/web", &cert, &key).unwrap();
+        assert_eq!(
+            sites.acme_need("s/web", &hosts, 30 * day, None),
+            Some("it expires soon")
         );
     }
 

@@ -42,7 +42,6 @@ impl StoredFile {
         }
     }
 
-    #[cfg(test)]
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -95,7 +95,19 @@ impl Edge {
 
     /// Kills the edge and starts it again on the same state directory.
     fn restart(&mut self) {
-        let mut serve = Command::new(BIN);
+        self.restart_with(&[])
+    }
+
+    /// [`Edge::restart`] under `wrapper` (e.g. `env NAME=VALUE`).
+    fn restart_with(&mut self, wrapper: &[&str]) {
+        let mut serve = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
         serve
             .args(["serve", "--state"])
             .arg(self.state.path())
@@ -1644,17 +1656,29 @@ impl TestCa {
 
     /// A TLS client trusting this CA alone, offering `alpn`.
     fn client(&self, alpn: &[&str]) -> tokio_rustls::TlsConnector {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.issuer.der().clone()).unwrap();
-        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
-        tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        tls_client(&self.issuer.pem(), alpn)
     }
+
+    fn pem(&self) -> String {
+        self.issuer.pem()
+    }
+}
+
+/// A TLS client trusting the certificates in `roots_pem` alone, offering `alpn`.
+fn tls_client(roots_pem: &str, alpn: &[&str]) -> tokio_rustls::TlsConnector {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(roots_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
 }
 
 type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
@@ -2063,4 +2087,293 @@ async fn https_sites_get_their_certificate_by_sni_h2_by_alpn_and_plain_http_is_r
     edge.ctl(&json!({"op": "route-remove", "port": edge.port}));
     assert!(!stored.exists(), "the key is removed with its site");
     assert!(tls_connect(&h1, https, "app.example.test").await.is_err());
+}
+
+/// Debian's pebble (the ACME test server) and its mock DNS, which answers
+/// 127.0.0.1 for every name: `directory` is its ACME directory, `ca` the
+/// CA of its own HTTPS (what the edge is told to trust for it).
+struct Pebble {
+    _dns: Proc,
+    _pebble: Proc,
+    _dir: tempfile::TempDir,
+    directory: String,
+    management: u16,
+    ca: TestCa,
+}
+
+impl Pebble {
+    /// Validates HTTP-01 on `http_port` and TLS-ALPN-01 on `tls_port`.
+    fn start(http_port: u16, tls_port: u16) -> Pebble {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = TestCa::new();
+        let (cert, key) = ca.issue(&["localhost"]);
+        std::fs::write(dir.path().join("cert.pem"), cert).unwrap();
+        std::fs::write(dir.path().join("key.pem"), key).unwrap();
+        let (listen, management, dns) = (free_port(), free_port(), free_port());
+        let config = json!({"pebble": {
+            "listenAddress": format!("127.0.0.1:{listen}"),
+            "managementListenAddress": format!("127.0.0.1:{management}"),
+            "certificate": dir.path().join("cert.pem"),
+            "privateKey": dir.path().join("key.pem"),
+            "httpPort": http_port,
+            "tlsPort": tls_port,
+            "ocspResponderURL": "",
+            "externalAccountBindingRequired": false,
+        }});
+        std::fs::write(dir.path().join("pebble.json"), config.to_string()).unwrap();
+        let quiet = |c: &mut Command| {
+            c.stdout(Stdio::null()).stderr(Stdio::null());
+        };
+        let mut dns_cmd = Command::new("pebble-challtestsrv");
+        dns_cmd.args([
+            "-dns01",
+            &format!("127.0.0.1:{dns}"),
+            "-http01",
+            "",
+            "-https01",
+            "",
+            "-tlsalpn01",
+            "",
+            "-management",
+            &format!("127.0.0.1:{}", free_port()),
+            "-defaultIPv4",
+            "127.0.0.1",
+            "-defaultIPv6",
+            "",
+        ]);
+        quiet(&mut dns_cmd);
+        let dns_proc = Proc(
+            dns_cmd
+                .spawn()
+                .expect("pebble-challtestsrv (scripts/setup.sh installs pebble)"),
+        );
+        let mut pebble_cmd = Command::new("pebble");
+        pebble_cmd
+            .arg("-config")
+            .arg(dir.path().join("pebble.json"))
+            .args(["-dnsserver", &format!("127.0.0.1:{dns}")])
+            // No random delays, no random nonce refusals: a test of the
+            // edge, not of luck.
+            .env("PEBBLE_VA_NOSLEEP", "1")
+            .env("PEBBLE_WFE_NONCEREJECT", "0");
+        quiet(&mut pebble_cmd);
+        let pebble = Proc(
+            pebble_cmd
+                .spawn()
+                .expect("pebble (scripts/setup.sh installs it)"),
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", listen)).is_err() {
+            assert!(Instant::now() < deadline, "pebble listens");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Pebble {
+            _dns: dns_proc,
+            _pebble: pebble,
+            _dir: dir,
+            directory: format!("https://localhost:{listen}/dir"),
+            management,
+            ca,
+        }
+    }
+
+    /// The root pebble issues under (it makes a new one each start).
+    async fn root(&self) -> String {
+        let client = self.ca.client(&["http/1.1"]);
+        let tls = tls_connect(&client, self.management, "localhost")
+            .await
+            .unwrap();
+        let answer = https_exchange(tls, "localhost", "/roots/0").await;
+        let (_, body) = answer.split_once("\r\n\r\n").unwrap();
+        assert!(body.contains("BEGIN CERTIFICATE"), "{answer}");
+        body.to_string()
+    }
+}
+
+/// Waits until the edge says `service`'s certificate is `valid`; its status.
+fn wait_for_certificate(edge: &Edge, service: &str, within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let config = edge.ctl(&json!({"op": "config-get"}));
+        let found = config["certificates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["service"] == service)
+            .cloned();
+        if let Some(c) = found.filter(|c| c["state"] == "valid" && c["source"] == "acme") {
+            return c;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no certificate for {service}: {config}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The end certificate `port` serves for `name`, in DER.
+async fn served_certificate(client: &tokio_rustls::TlsConnector, port: u16, name: &str) -> Vec<u8> {
+    let tls = tls_connect(client, port, name)
+        .await
+        .expect("the handshake succeeds");
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acme_certificates_come_from_pebble_by_http_01_and_tls_alpn_01_and_are_renewed() {
+    let mut edge = Edge::start_with(
+        500,
+        5_000,
+        json!({}),
+        &["env", "CHANGEOVER_EDGE_ACME_CHECK_MS=300"],
+    );
+    let _web = edge.add_demo("w", "web-v1", 1);
+    let (http, https) = (free_port(), free_port());
+    let pebble = Pebble::start(http, https);
+    let settings = json!({"httpPort": http, "httpsPort": https, "acmeDirectory": pebble.directory,
+        "acmeCa": pebble.ca.pem(), "acmeEmail": "ops@example.test"});
+    edge.ctl(&json!({"op": "config-set", "config": settings}));
+    // A wildcard cannot be had by these challenges: refused, nothing changed.
+    let wildcard = route_spec(
+        edge.port,
+        "t/web",
+        500,
+        5_000,
+        json!({"hosts": ["*.example.test"], "tls": {"certificate": "acme"}}),
+    );
+    let answer = edge
+        .try_ctl(&json!({"op": "route-set", "route": wildcard}))
+        .unwrap();
+    assert!(
+        answer["message"].as_str().unwrap().contains("DNS-01"),
+        "{answer}"
+    );
+
+    // HTTP-01 (the default): served in plain HTTP while it is ordered, then HTTPS.
+    edge.ctl(
+        &json!({"op": "route-set", "route": route_spec(edge.port, "t/web", 500, 5_000,
+        json!({"hosts": ["app.example.test"], "tls": {"certificate": "acme", "hsts": true}}))}),
+    );
+    let cert = wait_for_certificate(&edge, "t/web", Duration::from_secs(60));
+    assert_eq!(cert["names"], json!(["app.example.test"]));
+    assert!(
+        cert["issuer"].as_str().unwrap().contains("Pebble"),
+        "{cert}"
+    );
+    let client = tls_client(&pebble.root().await, &["http/1.1"]);
+    let tls = tls_connect(&client, https, "app.example.test")
+        .await
+        .expect("a chain to pebble's root");
+    let answer = https_exchange(tls, "app.example.test", "/").await;
+    assert!(
+        answer.starts_with("HTTP/1.1 200") && answer.contains("web-v1"),
+        "{answer}"
+    );
+    let (head, _) = ask_host(http, "app.example.test", "/x");
+    assert!(
+        head.starts_with("HTTP/1.1 308"),
+        "with a certificate, HTTP goes to HTTPS: {head}"
+    );
+    let account = edge.state.path().join("acme/account.json");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&account).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    // TLS-ALPN-01, for a second site.
+    let api_port = free_port();
+    edge.ctl(
+        &json!({"op": "route-set", "route": route_spec(api_port, "t/api", 500, 5_000, json!({}))}),
+    );
+    let _api = edge.add_demo_on(api_port, "a", "api-v1", 1);
+    let mut alpn = settings.clone();
+    alpn["acmeChallenge"] = json!("tls-alpn-01");
+    edge.ctl(&json!({"op": "config-set", "config": alpn}));
+    edge.ctl(
+        &json!({"op": "route-set", "route": route_spec(api_port, "t/api", 500, 5_000,
+        json!({"hosts": ["api.example.test"], "tls": {"certificate": "acme"}}))}),
+    );
+    wait_for_certificate(&edge, "t/api", Duration::from_secs(60));
+    let tls = tls_connect(&client, https, "api.example.test")
+        .await
+        .unwrap();
+    assert!(https_exchange(tls, "api.example.test", "/")
+        .await
+        .contains("api-v1"));
+
+    // A restart serves the stored certificates at once and orders nothing.
+    let before = served_certificate(&client, https, "app.example.test").await;
+    edge.restart_with(&["env", "CHANGEOVER_EDGE_ACME_CHECK_MS=300"]);
+    assert_eq!(
+        served_certificate(&client, https, "app.example.test").await,
+        before
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        served_certificate(&client, https, "app.example.test").await,
+        before,
+        "not renewed"
+    );
+
+    // Renewal: a certificate within its renewal window is replaced, and
+    // served without a restart.
+    edge.restart_with(&[
+        "env",
+        "CHANGEOVER_EDGE_ACME_CHECK_MS=300",
+        "CHANGEOVER_EDGE_ACME_RENEW_BEFORE_S=1000000000",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while served_certificate(&client, https, "app.example.test").await == before {
+        assert!(Instant::now() < deadline, "the certificate is renewed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let tls = tls_connect(&client, https, "app.example.test")
+        .await
+        .unwrap();
+    assert!(https_exchange(tls, "app.example.test", "/")
+        .await
+        .contains("web-v1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acme_failure_is_the_sites_state_and_the_site_stays_on_plain_http() {
+    let edge = Edge::start_with(
+        500,
+        5_000,
+        json!({}),
+        &["env", "CHANGEOVER_EDGE_ACME_CHECK_MS=300"],
+    );
+    let _web = edge.add_demo("w", "web-v1", 1);
+    let (http, https) = (free_port(), free_port());
+    // Pebble checks ports nobody serves: every challenge fails.
+    let pebble = Pebble::start(free_port(), free_port());
+    edge.ctl(
+        &json!({"op": "config-set", "config": {"httpPort": http, "httpsPort": https,
+        "acmeDirectory": pebble.directory, "acmeCa": pebble.ca.pem()}}),
+    );
+    edge.ctl(
+        &json!({"op": "route-set", "route": route_spec(edge.port, "t/web", 500, 5_000,
+        json!({"hosts": ["app.example.test"], "tls": {"certificate": "acme"}}))}),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let state = loop {
+        let config = edge.ctl(&json!({"op": "config-get"}));
+        let state = config["certificates"][0]["state"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        if state.starts_with("failed") {
+            break state;
+        }
+        assert!(Instant::now() < deadline, "the failure is shown: {config}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(state.contains("next try in 30s"), "{state}");
+    let (head, body) = ask_host(http, "app.example.test", "/");
+    assert!(
+        head.starts_with("HTTP/1.1 200") && body.contains("web-v1"),
+        "{head}"
+    );
 }
