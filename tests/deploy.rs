@@ -22,6 +22,14 @@ fn shared_edge() -> std::sync::RwLockReadGuard<'static, ()> {
     EDGE.read().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The edge's settings are one for all: the tests that change them take
+/// turns.
+static SETTINGS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn edge_settings() -> std::sync::MutexGuard<'static, ()> {
+    SETTINGS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn web(port: u16, tag: &str, replicas: u32, extra: &str) -> String {
     format!(
         r#"services:
@@ -869,6 +877,7 @@ fn curl(args: &[&str]) -> (String, String, String) {
 #[test]
 fn a_stack_with_hosts_and_a_certificate_file_is_served_by_name_over_https_on_the_shared_ports() {
     let _edge = shared_edge();
+    let _settings = edge_settings();
     // Bad settings are refused, say why, and change nothing.
     let settings = || -> Value {
         let out = changeover(&["edge", "config", "--json"], &[]);
@@ -1034,4 +1043,94 @@ fn a_stack_with_hosts_and_a_certificate_file_is_served_by_name_over_https_on_the
     }
     let (head, _, _) = curl(&["--cacert", &ca, "--resolve", &resolve, &url]);
     assert!(head.contains(" 200"), "{head}");
+}
+
+#[path = "../crates/edge/tests/support/pebble.rs"]
+mod pebble;
+
+#[test]
+fn a_stack_with_tls_acme_gets_its_certificate_from_an_acme_ca() {
+    let _edge = shared_edge();
+    let _settings = edge_settings();
+    let (http, https) = (free_port(), free_port());
+    let ca = pebble::Pebble::start(http, https);
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("pebble-https-ca.pem");
+    std::fs::write(&ca_file, &ca.ca_pem).unwrap();
+    let ca_file = ca_file.display().to_string();
+    ok(
+        &changeover(
+            &[
+                "edge",
+                "config",
+                "--http-port",
+                &http.to_string(),
+                "--https-port",
+                &https.to_string(),
+                "--acme-directory",
+                &ca.directory,
+                "--acme-ca",
+                &ca_file,
+                "--acme-email",
+                "ops@example.test",
+                "--acme-challenge",
+                "http-01",
+            ],
+            &[],
+        ),
+        "edge config for pebble",
+    );
+    let port = free_port();
+    let host = format!("{}.example.test", unique("acme"));
+    let mut body = web(port, "v1", 1, "");
+    body.push_str(&format!("      hosts: [{host}]\n      tls: acme\n"));
+    let stack = TestStack::new("acme", &body, &[port]);
+    ok(
+        &changeover(&["stack", "deploy", "-f", &stack.file()], &[]),
+        "deploy the site",
+    );
+    let svc = format!("{}/web", stack.name);
+    let cert = wait_for(Duration::from_secs(90), || {
+        let out = changeover(&["edge", "config", "--json"], &[]);
+        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+        v["certificates"]
+            .as_array()?
+            .iter()
+            .find(|c| c["service"] == svc.as_str() && c["state"] == "valid")
+            .cloned()
+    })
+    .expect("the edge gets a certificate from pebble");
+    assert_eq!(cert["source"], "acme");
+    assert!(
+        cert["issuer"].as_str().unwrap().contains("Pebble"),
+        "{cert}"
+    );
+    // Served under pebble's root, by name.
+    let root = std::process::Command::new("curl")
+        .args(["-sS", "--cacert", &ca_file])
+        .arg(format!("https://localhost:{}/roots/0", ca.management))
+        .output()
+        .unwrap();
+    let root_file = dir.path().join("pebble-root.pem");
+    std::fs::write(&root_file, &root.stdout).unwrap();
+    let resolve = format!("{host}:{https}:127.0.0.1");
+    let (head, body, _) = curl(&[
+        "--cacert",
+        &root_file.display().to_string(),
+        "--resolve",
+        &resolve,
+        &format!("https://{host}:{https}/"),
+    ]);
+    assert!(
+        head.contains(" 200") && body.starts_with("v1 "),
+        "{head}{body}"
+    );
+    // Back to the defaults for whoever comes next.
+    ok(
+        &changeover(
+            &["edge", "config", "--acme-directory", "", "--acme-ca", ""],
+            &[],
+        ),
+        "edge config back",
+    );
 }

@@ -111,10 +111,10 @@ async fn config(env: &Environment, args: EdgeConfigArgs) -> Result<(), Problem> 
             };
         }
         if let Some(path) = args.acme_ca {
-            settings.acme_ca = if path.as_os_str().is_empty() {
+            settings.acme_ca = if path.is_empty() {
                 None
             } else {
-                Some(read_ca(&path)?)
+                Some(read_ca(std::path::Path::new(&path))?)
             };
         }
         expect_ok(edge.call(Request::ConfigSet { config: settings }).await?)?;

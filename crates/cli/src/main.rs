@@ -172,7 +172,7 @@ pub(crate) struct EdgeConfigArgs {
     /// A PEM file of the CA to trust for the ACME directory, e.g. a test
     /// CA ("" clears it).
     #[arg(long, value_name = "FILE")]
-    acme_ca: Option<std::path::PathBuf>,
+    acme_ca: Option<String>,
     /// The contact address of the ACME account ("" clears it).
     #[arg(long, value_name = "ADDR")]
     acme_email: Option<String>,

@@ -1658,10 +1658,6 @@ impl TestCa {
     fn client(&self, alpn: &[&str]) -> tokio_rustls::TlsConnector {
         tls_client(&self.issuer.pem(), alpn)
     }
-
-    fn pem(&self) -> String {
-        self.issuer.pem()
-    }
 }
 
 /// A TLS client trusting the certificates in `roots_pem` alone, offering `alpn`.
@@ -2089,105 +2085,20 @@ async fn https_sites_get_their_certificate_by_sni_h2_by_alpn_and_plain_http_is_r
     assert!(tls_connect(&h1, https, "app.example.test").await.is_err());
 }
 
-/// Debian's pebble (the ACME test server) and its mock DNS, which answers
-/// 127.0.0.1 for every name: `directory` is its ACME directory, `ca` the
-/// CA of its own HTTPS (what the edge is told to trust for it).
-struct Pebble {
-    _dns: Proc,
-    _pebble: Proc,
-    _dir: tempfile::TempDir,
-    directory: String,
-    management: u16,
-    ca: TestCa,
-}
+#[path = "support/pebble.rs"]
+mod pebble;
+use pebble::Pebble;
 
-impl Pebble {
-    /// Validates HTTP-01 on `http_port` and TLS-ALPN-01 on `tls_port`.
-    fn start(http_port: u16, tls_port: u16) -> Pebble {
-        let dir = tempfile::tempdir().unwrap();
-        let ca = TestCa::new();
-        let (cert, key) = ca.issue(&["localhost"]);
-        std::fs::write(dir.path().join("cert.pem"), cert).unwrap();
-        std::fs::write(dir.path().join("key.pem"), key).unwrap();
-        let (listen, management, dns) = (free_port(), free_port(), free_port());
-        let config = json!({"pebble": {
-            "listenAddress": format!("127.0.0.1:{listen}"),
-            "managementListenAddress": format!("127.0.0.1:{management}"),
-            "certificate": dir.path().join("cert.pem"),
-            "privateKey": dir.path().join("key.pem"),
-            "httpPort": http_port,
-            "tlsPort": tls_port,
-            "ocspResponderURL": "",
-            "externalAccountBindingRequired": false,
-        }});
-        std::fs::write(dir.path().join("pebble.json"), config.to_string()).unwrap();
-        let quiet = |c: &mut Command| {
-            c.stdout(Stdio::null()).stderr(Stdio::null());
-        };
-        let mut dns_cmd = Command::new("pebble-challtestsrv");
-        dns_cmd.args([
-            "-dns01",
-            &format!("127.0.0.1:{dns}"),
-            "-http01",
-            "",
-            "-https01",
-            "",
-            "-tlsalpn01",
-            "",
-            "-management",
-            &format!("127.0.0.1:{}", free_port()),
-            "-defaultIPv4",
-            "127.0.0.1",
-            "-defaultIPv6",
-            "",
-        ]);
-        quiet(&mut dns_cmd);
-        let dns_proc = Proc(
-            dns_cmd
-                .spawn()
-                .expect("pebble-challtestsrv (scripts/setup.sh installs pebble)"),
-        );
-        let mut pebble_cmd = Command::new("pebble");
-        pebble_cmd
-            .arg("-config")
-            .arg(dir.path().join("pebble.json"))
-            .args(["-dnsserver", &format!("127.0.0.1:{dns}")])
-            // No random delays, no random nonce refusals: a test of the
-            // edge, not of luck.
-            .env("PEBBLE_VA_NOSLEEP", "1")
-            .env("PEBBLE_WFE_NONCEREJECT", "0");
-        quiet(&mut pebble_cmd);
-        let pebble = Proc(
-            pebble_cmd
-                .spawn()
-                .expect("pebble (scripts/setup.sh installs it)"),
-        );
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", listen)).is_err() {
-            assert!(Instant::now() < deadline, "pebble listens");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Pebble {
-            _dns: dns_proc,
-            _pebble: pebble,
-            _dir: dir,
-            directory: format!("https://localhost:{listen}/dir"),
-            management,
-            ca,
-        }
-    }
-
-    /// The root pebble issues under (it makes a new one each start).
-    async fn root(&self) -> String {
-        let client = self.ca.client(&["http/1.1"]);
-        let tls = tls_connect(&client, self.management, "localhost")
-            .await
-            .unwrap();
-        let answer = https_exchange(tls, "localhost", "/roots/0").await;
-        let (_, body) = answer.split_once("\r\n\r\n").unwrap();
-        assert!(body.contains("BEGIN CERTIFICATE"), "{answer}");
-        body.to_string()
-    }
+/// The root `pebble` issues under (a new one each start).
+async fn pebble_root(pebble: &Pebble) -> String {
+    let client = tls_client(&pebble.ca_pem, &["http/1.1"]);
+    let tls = tls_connect(&client, pebble.management, "localhost")
+        .await
+        .unwrap();
+    let answer = https_exchange(tls, "localhost", "/roots/0").await;
+    let (_, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(body.contains("BEGIN CERTIFICATE"), "{answer}");
+    body.to_string()
 }
 
 /// Waits until the edge says `service`'s certificate is `valid`; its status.
@@ -2232,7 +2143,7 @@ async fn acme_certificates_come_from_pebble_by_http_01_and_tls_alpn_01_and_are_r
     let (http, https) = (free_port(), free_port());
     let pebble = Pebble::start(http, https);
     let settings = json!({"httpPort": http, "httpsPort": https, "acmeDirectory": pebble.directory,
-        "acmeCa": pebble.ca.pem(), "acmeEmail": "ops@example.test"});
+        "acmeCa": pebble.ca_pem, "acmeEmail": "ops@example.test"});
     edge.ctl(&json!({"op": "config-set", "config": settings}));
     // A wildcard cannot be had by these challenges: refused, nothing changed.
     let wildcard = route_spec(
@@ -2261,7 +2172,7 @@ async fn acme_certificates_come_from_pebble_by_http_01_and_tls_alpn_01_and_are_r
         cert["issuer"].as_str().unwrap().contains("Pebble"),
         "{cert}"
     );
-    let client = tls_client(&pebble.root().await, &["http/1.1"]);
+    let client = tls_client(&pebble_root(&pebble).await, &["http/1.1"]);
     let tls = tls_connect(&client, https, "app.example.test")
         .await
         .expect("a chain to pebble's root");
@@ -2351,7 +2262,7 @@ async fn an_acme_failure_is_the_sites_state_and_the_site_stays_on_plain_http() {
     let pebble = Pebble::start(free_port(), free_port());
     edge.ctl(
         &json!({"op": "config-set", "config": {"httpPort": http, "httpsPort": https,
-        "acmeDirectory": pebble.directory, "acmeCa": pebble.ca.pem()}}),
+        "acmeDirectory": pebble.directory, "acmeCa": pebble.ca_pem}}),
     );
     edge.ctl(
         &json!({"op": "route-set", "route": route_spec(edge.port, "t/web", 500, 5_000,
