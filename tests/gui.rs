@@ -1675,3 +1675,129 @@ fn a_release_that_changes_its_volume_is_diffed_and_restored_in_the_window() {
     drop(gui);
     drop(stack);
 }
+
+#[path = "../crates/edge/tests/support/pebble.rs"]
+mod pebble;
+
+/// Sites from the window: a deployed service given a host name and
+/// automatic HTTPS in its edit form gets its certificate from an ACME CA
+/// (Debian's pebble on loopback, by TLS-ALPN-01), and its page shows it.
+#[test]
+fn a_service_gets_a_host_name_and_an_acme_certificate_from_the_window() {
+    let (http, https) = (changeover_tests::free_port(), changeover_tests::free_port());
+    let ca = pebble::Pebble::start(http, https);
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("pebble-https-ca.pem");
+    std::fs::write(&ca_file, &ca.ca_pem).unwrap();
+    let ca_file = ca_file.display().to_string();
+    let settings = changeover_tests::changeover(
+        &[
+            "edge",
+            "config",
+            "--http-port",
+            &http.to_string(),
+            "--https-port",
+            &https.to_string(),
+            "--acme-directory",
+            &ca.directory,
+            "--acme-ca",
+            &ca_file,
+            "--acme-challenge",
+            "tls-alpn-01",
+        ],
+        &[],
+    );
+    assert!(
+        settings.status.success(),
+        "{}",
+        String::from_utf8_lossy(&settings.stderr)
+    );
+    let port = changeover_tests::free_port();
+    let stack = changeover_tests::TestStack::new(
+        "site",
+        &format!(
+            "services:\n  web:\n    image: changeover-demo:v1\n    ports: [\"{port}:8080\"]\n    labels: {{dev.changeover.test: \"1\"}}\n    x-changeover:\n      health: {{path: /health, interval: 500ms}}\n"
+        ),
+        &[port],
+    );
+    let deployed = changeover_tests::changeover(&["stack", "deploy", "-f", &stack.file()], &[]);
+    assert!(
+        deployed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&deployed.stderr)
+    );
+    let service = format!("{}/web", stack.name);
+    let host = format!("{}.example.test", unique("shop"));
+
+    let gui = Gui::launch("sites", &app(), &[]);
+    gui.wait_js(
+        "return document.querySelector('[data-testid=environment][data-name=default][data-state=connected]')",
+        Duration::from_secs(15),
+        "the local environment connects",
+    );
+    gui.click("[data-testid=section-services]");
+    gui.click_when(
+        &format!("[data-testid=service-row][data-name=\"{service}\"]"),
+        "the service is listed",
+    );
+    click_enabled(&gui, "[data-testid=edit-service]");
+    gui.wait_js(
+        "const n = document.querySelector('[data-testid=form-hosts]'); return n || null",
+        Duration::from_secs(10),
+        "the edit form opens",
+    );
+    // A bad host is refused on its field.
+    fill(&gui, "[data-testid=form-hosts]", "not a host!");
+    gui.click("[data-testid=form-submit]");
+    let errors = wait_field_errors(&gui, "the bad host is named on its field");
+    assert!(errors.to_string().contains("hosts: "), "{errors}");
+    fill(&gui, "[data-testid=form-hosts]", &host);
+    select(&gui, "[data-testid=form-https]", "acme");
+    gui.js(
+        "const c = document.querySelector('[data-testid=form-hsts]'); c.click(); return c.checked",
+    );
+    gui.click("[data-testid=form-submit]");
+    wait_done(&gui, 2, "the service rolls out with its site");
+    let shown = gui.wait_js(
+        "const c = document.querySelector('[data-testid=site-certificate][data-state=valid]'); return c && c.textContent",
+        Duration::from_secs(90),
+        "the page shows the certificate from the ACME CA",
+    );
+    let shown = shown.as_str().unwrap().to_string();
+    assert!(
+        shown.contains("ACME") && shown.contains("Pebble") && shown.contains("expires"),
+        "{shown}"
+    );
+    let urls = gui.js(
+        "return [...document.querySelectorAll('[data-testid=site-host]')].map(e => e.textContent)",
+    );
+    assert_eq!(urls, json!([format!("https://{host}:{https}/")]));
+    gui.js("document.querySelector('[data-testid=site]').scrollIntoView(); return true");
+    gui.screenshot(&workspace().join("docs/screenshots/site.png"));
+
+    // Served by name under pebble's root.
+    let root = std::process::Command::new("curl")
+        .args(["-sS", "--cacert", &ca_file])
+        .arg(format!("https://localhost:{}/roots/0", ca.management))
+        .output()
+        .unwrap();
+    let root_file = dir.path().join("root.pem");
+    std::fs::write(&root_file, &root.stdout).unwrap();
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "10", "-i", "--cacert"])
+        .arg(&root_file)
+        .args(["--resolve", &format!("{host}:{https}:127.0.0.1")])
+        .arg(format!("https://{host}:{https}/"))
+        .output()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+    assert!(
+        answer.contains(" 200") && answer.contains("strict-transport-security"),
+        "{answer}"
+    );
+    let back = changeover_tests::changeover(
+        &["edge", "config", "--acme-directory", "", "--acme-ca", ""],
+        &[],
+    );
+    assert!(back.status.success());
+}

@@ -80,6 +80,14 @@ pub struct ServiceForm {
     pub healthy_threshold: String,
     pub drain_timeout: String,
     pub deploy_timeout: String,
+    /// Host names the edge serves the service by, on its shared ports
+    /// (`x-changeover.hosts`), separated by spaces or commas.
+    pub hosts: String,
+    /// HTTPS for the hosts: `""` (none), `acme`, or `files` (the
+    /// certificate files the stack file names, kept as they are).
+    pub https: String,
+    /// Answer HTTPS with `Strict-Transport-Security`.
+    pub hsts: bool,
 }
 
 /// A problem with one field: `image`, `tag`, `ports[1].host`, `env[0]`,
@@ -182,6 +190,13 @@ impl ServiceForm {
             healthy_threshold: spec.health.healthy_threshold.to_string(),
             drain_timeout: format_duration_ms(spec.drain_timeout_ms),
             deploy_timeout: format_duration_ms(spec.deploy_timeout_ms),
+            hosts: spec.hosts.join(" "),
+            https: match &spec.tls {
+                None => String::new(),
+                Some(t) if t.cert_file.is_some() => "files".into(),
+                Some(_) => "acme".into(),
+            },
+            hsts: spec.tls.as_ref().is_some_and(|t| t.hsts),
         }
     }
 }
@@ -395,6 +410,60 @@ pub fn check(
         "unhealthy_threshold".into(),
         Yaml::Plain(base.health.unhealthy_threshold.to_string()),
     ));
+    let hosts: Vec<Yaml> = form
+        .hosts
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|h| !h.is_empty())
+        .map(Yaml::text)
+        .collect();
+    let tls = match form.https.as_str() {
+        "" => None,
+        "acme" => Some(vec![("acme".to_string(), Yaml::Plain("true".into()))]),
+        "files" => match base.tls.as_ref().and_then(|t| t.cert_file.clone().zip(t.key_file.clone())) {
+            Some((cert, key)) => Some(vec![
+                ("cert".to_string(), Yaml::text(cert)),
+                ("key".to_string(), Yaml::text(key)),
+            ]),
+            None => {
+                errors.push(issue(
+                    "https",
+                    "certificate files are named in the stack file (x-changeover.tls: {cert, key}); here, choose ACME",
+                ));
+                None
+            }
+        },
+        other => {
+            errors.push(issue("https", format!("{other:?} is not a way to serve HTTPS")));
+            None
+        }
+    }
+    .map(|mut t| {
+        if form.hsts {
+            t.push(("hsts".to_string(), Yaml::Plain("true".into())));
+        }
+        Yaml::Map(t)
+    });
+    // What the form does not show (timeouts, trusted proxies, snapshots...)
+    // is kept as the service had it.
+    let shown = [
+        "strategy",
+        "canary",
+        "standby",
+        "protocol",
+        "health",
+        "drain_timeout",
+        "deploy_timeout",
+        "hosts",
+        "tls",
+    ];
+    let kept: Vec<(String, Yaml)> = match svc.entry_mut("x-changeover") {
+        Some(Yaml::Map(entries)) => entries
+            .iter()
+            .filter(|(k, _)| !shown.contains(&k.as_str()))
+            .cloned()
+            .collect(),
+        _ => Vec::new(),
+    };
     svc.set(
         "x-changeover",
         Yaml::Map(
@@ -432,6 +501,9 @@ pub fn check(
                     Yaml::text(form.deploy_timeout.trim()),
                 ),
             ])
+            .chain((!hosts.is_empty()).then(|| ("hosts".to_string(), Yaml::List(hosts))))
+            .chain(tls.map(|t| ("tls".to_string(), t)))
+            .chain(kept)
             .collect(),
         ),
     );
@@ -539,6 +611,8 @@ fn field_of(key: &str, prefix: &str, rows: &Rows) -> String {
         "x-changeover.health.healthy_threshold" => "healthyThreshold",
         "x-changeover.drain_timeout" => "drainTimeout",
         "x-changeover.deploy_timeout" => "deployTimeout",
+        r if r.starts_with("x-changeover.hosts") => "hosts",
+        r if r.starts_with("x-changeover.tls") => "https",
         _ => "",
     }
     .to_string()
@@ -714,6 +788,48 @@ mod tests {
                 .contains("\"abc\" is not a whole number from 1 to 65535"),
             "{got:?}"
         );
+    }
+
+    #[test]
+    fn sites_are_read_and_what_the_form_does_not_show_is_kept() {
+        let mut spec = web();
+        spec.timeouts.idle_ms = 5_000;
+        spec.trusted_proxies = vec!["10.0.0.0/8".into()];
+        let mut form = ServiceForm::from_spec(&spec);
+        form.hosts = "Shop.example.test, www.shop.example.test".into();
+        form.https = "acme".into();
+        form.hsts = true;
+        let checked = check(&form, Some(&spec), &[]);
+        assert_eq!(checked.errors, vec![]);
+        let got = checked.spec.unwrap();
+        assert_eq!(got.hosts, ["shop.example.test", "www.shop.example.test"]);
+        let tls = got.tls.clone().unwrap();
+        assert_eq!((tls.cert_file, tls.hsts), (None, true), "ACME, with HSTS");
+        assert_eq!(got.timeouts.idle_ms, 5_000, "timeouts kept");
+        assert_eq!(got.trusted_proxies, ["10.0.0.0/8"], "trusted proxies kept");
+        // And back into the form as it was.
+        let again = ServiceForm::from_spec(&got);
+        assert_eq!(
+            (again.hosts.as_str(), again.https.as_str(), again.hsts),
+            ("shop.example.test www.shop.example.test", "acme", true)
+        );
+
+        for (hosts, https, field, says) in [
+            ("bad_host.test", "", "hosts", "bad_host.test"),
+            ("", "acme", "https", "tls needs hosts"),
+            ("a.example.test", "files", "https", "choose ACME"),
+        ] {
+            let mut form = ServiceForm::from_spec(&spec);
+            form.hosts = hosts.into();
+            form.https = https.into();
+            let checked = check(&form, Some(&spec), &[]);
+            let e = checked.errors.iter().find(|e| e.field == field);
+            assert!(
+                e.is_some_and(|e| e.message.contains(says)),
+                "{hosts} {https}: {:?}",
+                checked.errors
+            );
+        }
     }
 
     #[test]

@@ -518,6 +518,23 @@ pub struct TrafficView {
     /// A release running beside it (blue-green or canary).
     pub candidate: Option<Candidate>,
     pub routes: Vec<crate::edge::RouteStatus>,
+    /// Where the service's hosts are served, when it has some.
+    pub site: Option<SiteView>,
+}
+
+/// A service's hosts as the edge serves them: on which shared ports, and
+/// with which certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+#[ts(export)]
+pub struct SiteView {
+    pub hosts: Vec<String>,
+    pub http_port: u16,
+    /// Set when the hosts are served over HTTPS.
+    pub https_port: Option<u16>,
+    /// Its certificate (issuer, expiry, renewal state); `None` while there
+    /// is none.
+    pub certificate: Option<crate::edge::CertificateStatus>,
 }
 
 #[cfg(test)]

@@ -1430,12 +1430,12 @@ fn read_x_changeover(
         }
     }
     if spec.tls.is_some() && spec.hosts.is_empty() {
-        r.error(node, key, "tls needs hosts: the certificate is chosen by the name a client asks for (x-changeover.hosts: [app.example.test])".to_string());
+        r.error(node, &format!("{key}.tls"), "tls needs hosts: the certificate is chosen by the name a client asks for (x-changeover.hosts: [app.example.test])".to_string());
     }
     if !spec.hosts.is_empty() && spec.protocol == Protocol::Tcp {
         r.error(
             node,
-            key,
+            &format!("{key}.hosts"),
             "hosts are chosen by HTTP's Host and TLS SNI; a TCP service cannot have them"
                 .to_string(),
         );
@@ -1443,7 +1443,7 @@ fn read_x_changeover(
     if !spec.hosts.is_empty() && spec.ports.is_empty() {
         r.error(
             node,
-            key,
+            &format!("{key}.hosts"),
             "hosts route to the service's published port: give it one (ports: [\"8080:80\"])"
                 .to_string(),
         );

@@ -138,11 +138,36 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
     /// served.
     pub async fn traffic(&self, stack: &str, service: &str) -> Result<TrafficView, Problem> {
         let (record, _, routes) = self.with_routes(stack, service).await?;
+        let site = self.site(&record.spec.qualified(), &routes).await;
         Ok(TrafficView {
             service: record.spec.qualified(),
             current: record.current,
             candidate: record.candidate.clone(),
             routes,
+            site,
+        })
+    }
+
+    /// The service's site, when a route of it has hosts (`None` too when
+    /// the edge cannot say: the view goes on without it).
+    async fn site(
+        &self,
+        service: &str,
+        routes: &[RouteStatus],
+    ) -> Option<crate::service::SiteView> {
+        let route = routes.iter().find(|r| !r.spec.hosts.is_empty())?;
+        let Ok(crate::edge::Response::Config {
+            config,
+            certificates,
+        }) = self.edge_call(crate::edge::Request::ConfigGet).await
+        else {
+            return None;
+        };
+        Some(crate::service::SiteView {
+            hosts: route.spec.hosts.clone(),
+            http_port: config.http_port,
+            https_port: route.spec.tls.map(|_| config.https_port),
+            certificate: certificates.into_iter().find(|c| c.service == service),
         })
     }
 

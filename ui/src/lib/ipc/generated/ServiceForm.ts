@@ -38,4 +38,18 @@ protocol: Protocol, order: UpdateOrder, parallelism: string, delay: string,
 /**
  * HTTP path the edge checks; empty: a TCP connect.
  */
-healthPath: string, healthInterval: string, healthTimeout: string, healthyThreshold: string, drainTimeout: string, deployTimeout: string, };
+healthPath: string, healthInterval: string, healthTimeout: string, healthyThreshold: string, drainTimeout: string, deployTimeout: string, 
+/**
+ * Host names the edge serves the service by, on its shared ports
+ * (`x-changeover.hosts`), separated by spaces or commas.
+ */
+hosts: string, 
+/**
+ * HTTPS for the hosts: `""` (none), `acme`, or `files` (the
+ * certificate files the stack file names, kept as they are).
+ */
+https: string, 
+/**
+ * Answer HTTPS with `Strict-Transport-Security`.
+ */
+hsts: boolean, };
