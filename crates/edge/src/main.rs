@@ -5,8 +5,12 @@
 //! - [`routes`]: the routing table — routes, their targets and target states
 //!   (`adding → healthy → draining → removed`, or `unhealthy`), picking a
 //!   target for a request, persistence in the state volume.
-//! - [`proxy`]: the listeners (HTTP/1.1 and h2c) and request forwarding, with
-//!   one retry on another target when the first could not be reached.
+//! - [`proxy`]: the listeners (HTTP/1.1 and h2c on each route's port; the
+//!   shared ports of sites, plain and TLS) and request forwarding, with one
+//!   retry on another target when the first could not be reached.
+//! - [`sites`]: host names on the shared ports, certificates (chosen by
+//!   SNI) and the edge's settings.
+//! - [`acme`]: ordering and renewing the certificates of `tls: acme` sites.
 //! - [`health`]: the active health checks that move targets between states.
 //! - [`changes`]: the state generation clients follow with one waiting
 //!   control session (`watch`).
@@ -23,7 +27,6 @@
 //!   (an HTTP check usable as a Docker `HEALTHCHECK` in `FROM scratch` images).
 //!
 //! The wire protocol lives in `changeover_core::edge`, shared with the client.
-//! Not there yet: TLS termination and host-name routing.
 
 mod acme;
 mod changes;

@@ -1,7 +1,11 @@
 //! Listeners and forwarding.
 //!
 //! Each route listens on its host port and speaks HTTP/1.1 and HTTP/2 over
-//! clear text (h2c, prior knowledge) to clients. Upstream, it speaks HTTP/1.1
+//! clear text (h2c, prior knowledge) to clients. Routes with hosts are also
+//! reached on the shared ports ([`Front`]): plain HTTP, and HTTPS (rustls,
+//! h2 or HTTP/1.1 by ALPN), where each request's route is found by its
+//! `Host` ([`crate::sites`]); the shared HTTP port also answers ACME
+//! HTTP-01 challenges. Upstream, it speaks HTTP/1.1
 //! to the containers ([`crate::upstream`]) over keep-alive connections
 //! pooled per target: a request takes an idle connection (or opens one) and
 //! gives it back when its response body has been relayed to the end.
