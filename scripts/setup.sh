@@ -30,8 +30,8 @@ APT_PACKAGES=(
   # Remote environments in the tests: network namespaces, ssh client tools,
   # an OpenSSL for a throw-away TLS server
   iproute2 openssh-client openssl
-  # Load generator for the benchmarks
-  wrk
+  # Load generators for the benchmarks (h2load sends SNI for bench/edge's HTTPS)
+  wrk nghttp2-client
   # The ACME test server (and its mock DNS) the edge's HTTPS tests order
   # certificates from, on loopback
   pebble

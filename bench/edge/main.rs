@@ -15,12 +15,18 @@
 //! with the next proxy: every run is printed, and the ratios are also given
 //! between the medians.
 //!
-//! Run with `make bench-edge` (needs the musl edge binary, `haproxy`, `nginx`
-//! and `wrk`: `make setup edge`).
+//! Then HTTPS with the same certificate on each ([`https`]), 1,100 slow
+//! clients against 1,024 descriptors, and an `edge upgrade` under load.
+//! `BENCH_EDGE_ONLY=https|slow|upgrade` runs one of those alone.
+//!
+//! Run with `make bench-edge` (needs the musl edge binary, `haproxy`, `nginx`,
+//! `wrk` and `h2load`: `make setup edge`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "../wrk.rs"]
 mod wrk;
+
+mod https;
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -114,8 +120,16 @@ fn command(program: impl AsRef<std::ffi::OsStr>, limited: bool) -> Command {
 }
 
 fn start_edge(dir: &Path, backends: &[u16], limited: bool) -> (Proc, u16) {
+    start_edge_at(dir, backends, limited, None)
+}
+
+/// The edge with one route balancing `backends`, its state in `state`
+/// (`None`: a folder of `dir`): `(process, route port)`.
+fn start_edge_at(dir: &Path, backends: &[u16], limited: bool, state: Option<&Path>) -> (Proc, u16) {
     let bin = edge_binary();
-    let state = dir.join(if limited { "edge-limited" } else { "edge" });
+    let state = state
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| dir.join(if limited { "edge-limited" } else { "edge" }));
     std::fs::create_dir_all(&state).unwrap();
     let proc = spawn(
         command(&bin, limited)
@@ -270,6 +284,13 @@ fn main() {
             proc
         })
         .collect();
+    // `BENCH_EDGE_ONLY=https` (or `slow`, `upgrade`): that section alone.
+    match std::env::var("BENCH_EDGE_ONLY").as_deref() {
+        Ok("https") => return https::run(dir.path(), &backends, seconds.min(15)),
+        Ok("slow") => return slow_clients(dir.path(), &backends, seconds.min(15)),
+        Ok("upgrade") => return upgrade_under_load(dir.path(), &backends, seconds.clamp(8, 15)),
+        _ => {}
+    }
     println!(
         "bench/edge: 3 demo backends on loopback; wrk -t2 -c{CONNECTIONS} -d{seconds}s keep-alive through each proxy in turn (release builds, this machine)"
     );
@@ -352,6 +373,7 @@ fn main() {
         .map(|r| r.non_2xx + r.socket_errors)
         .sum::<u64>();
     println!("  failed requests across every run: {failures}");
+    https::run(dir.path(), &backends, seconds.min(15));
     slow_clients(dir.path(), &backends, seconds.min(15));
     upgrade_under_load(dir.path(), &backends, seconds.clamp(8, 15));
 }
