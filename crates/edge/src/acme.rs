@@ -64,6 +64,8 @@ const MAX_ANSWER: usize = 1024 * 1024;
 /// What wakes the ACME task, and when it looks again on its own.
 pub struct Acme {
     wake: tokio::sync::Notify,
+    /// Handed over to a new edge: that one orders now.
+    paused: std::sync::atomic::AtomicBool,
     renew_override: Option<Duration>,
     check_every: Duration,
 }
@@ -76,6 +78,7 @@ impl Acme {
         let env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
         Self {
             wake: tokio::sync::Notify::new(),
+            paused: std::sync::atomic::AtomicBool::new(false),
             renew_override: env("CHANGEOVER_EDGE_ACME_RENEW_BEFORE_S").map(Duration::from_secs),
             check_every: env("CHANGEOVER_EDGE_ACME_CHECK_MS")
                 .map(Duration::from_millis)
@@ -86,6 +89,14 @@ impl Acme {
     /// Look at the sites again now (routes or settings changed).
     pub fn wake(&self) {
         self.wake.notify_one();
+    }
+
+    /// Stops (or resumes) ordering: while a new edge takes over, it alone
+    /// writes the certificates.
+    pub fn set_paused(&self, paused: bool) {
+        self.paused
+            .store(paused, std::sync::atomic::Ordering::SeqCst);
+        self.wake();
     }
 }
 
@@ -101,7 +112,8 @@ pub async fn run(sites: Arc<Sites>, acme: Arc<Acme>, dir: Option<PathBuf>) {
     let mut backoff: HashMap<String, Backoff> = HashMap::new();
     loop {
         let mut wait = acme.check_every;
-        for (service, hosts) in sites.acme_sites() {
+        let paused = acme.paused.load(std::sync::atomic::Ordering::SeqCst);
+        for (service, hosts) in sites.acme_sites().into_iter().filter(|_| !paused) {
             let Some(reason) = sites.acme_need(&service, &hosts, RENEW_BEFORE, acme.renew_override)
             else {
                 continue;

@@ -263,6 +263,7 @@ impl Edge {
         self.retired
             .store(retired, std::sync::atomic::Ordering::SeqCst);
         self.table.set_retired(retired);
+        self.acme.set_paused(retired);
     }
 
     /// Copies of every route's listening sockets, with their ports.
