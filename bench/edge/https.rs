@@ -18,15 +18,19 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::{edge_binary, free_port, spawn, start_edge_at, wait_listening, Proc, CONNECTIONS};
+use crate::{
+    edge_binary, free_port, haproxy_with, nginx_with, start_edge_at, wait_listening, Proc,
+    CONNECTIONS,
+};
 
-const HOST: &str = "bench.example.test";
+pub const HOST: &str = "bench.example.test";
 
-/// The certificate files: `(chain, key, both in one file, the CA's PEM)`.
-struct Certificate {
-    chain: PathBuf,
-    key: PathBuf,
-    combined: PathBuf,
+/// The certificate files: chain, key, both in one file (HAProxy's form),
+/// and the CA's PEM.
+pub struct Certificate {
+    pub chain: PathBuf,
+    pub key: PathBuf,
+    pub combined: PathBuf,
     ca_pem: String,
 }
 
@@ -98,74 +102,6 @@ fn start_edge_https(dir: &Path, backends: &[u16], cert: &Certificate) -> (Proc, 
     }
     wait_listening(https, "the edge's HTTPS port");
     (proc, https)
-}
-
-fn start_haproxy_https(dir: &Path, backends: &[u16], cert: &Certificate) -> (Proc, u16) {
-    let port = free_port();
-    let servers: String = backends
-        .iter()
-        .enumerate()
-        .map(|(i, b)| format!("  server b{i} 127.0.0.1:{b}\n"))
-        .collect();
-    let config = dir.join(format!("haproxy-https-{port}.cfg"));
-    std::fs::write(
-        &config,
-        format!(
-            "global\n  maxconn 4000\n  nbthread 2\n\
-             defaults\n  mode http\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n  timeout http-request 10s\n  option http-keep-alive\n\
-             frontend bench\n  bind 127.0.0.1:{port} ssl crt {crt} alpn h2,http/1.1\n  default_backend web\n\
-             backend web\n  balance roundrobin\n  http-reuse always\n{servers}",
-            crt = cert.combined.display(),
-        ),
-    )
-    .unwrap();
-    let proc = spawn(
-        Command::new("haproxy").arg("-db").arg("-f").arg(&config),
-        "haproxy",
-    );
-    wait_listening(port, "haproxy");
-    (proc, port)
-}
-
-fn start_nginx_https(dir: &Path, backends: &[u16], cert: &Certificate) -> (Proc, u16) {
-    let port = free_port();
-    let servers: String = backends
-        .iter()
-        .map(|b| format!("    server 127.0.0.1:{b};\n"))
-        .collect();
-    let prefix = dir.join(format!("nginx-https-{port}"));
-    std::fs::create_dir_all(prefix.join("logs")).unwrap();
-    let config = prefix.join("nginx.conf");
-    std::fs::write(
-        &config,
-        format!(
-            "daemon off;\nmaster_process on;\nuser root;\nworker_processes 2;\npid {pid};\nerror_log {err} error;\n\
-             events {{ worker_connections 4096; }}\n\
-             http {{\n  access_log off;\n  client_header_timeout 10s;\n  client_body_temp_path {tmp}/body;\n  proxy_temp_path {tmp}/proxy;\n\
-               fastcgi_temp_path {tmp}/fastcgi;\n  uwsgi_temp_path {tmp}/uwsgi;\n  scgi_temp_path {tmp}/scgi;\n\
-               upstream web {{\n{servers}    keepalive 64;\n  }}\n\
-               server {{\n    listen 127.0.0.1:{port} ssl http2;\n    server_name {HOST};\n\
-                 ssl_certificate {chain};\n    ssl_certificate_key {key};\n\
-                 location / {{\n      proxy_pass http://web;\n\
-                     proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n",
-            pid = prefix.join("nginx.pid").display(),
-            err = prefix.join("logs/error.log").display(),
-            tmp = prefix.display(),
-            chain = cert.chain.display(),
-            key = cert.key.display(),
-        ),
-    )
-    .unwrap();
-    let proc = spawn(
-        Command::new("nginx")
-            .arg("-p")
-            .arg(&prefix)
-            .arg("-c")
-            .arg(&config),
-        "nginx",
-    );
-    wait_listening(port, "nginx");
-    (proc, port)
 }
 
 /// What one `h2load` run printed.
@@ -311,8 +247,8 @@ fn handshakes(port: u16, ca_pem: &str, seconds: u64) -> (f64, u64) {
 pub fn run(dir: &Path, backends: &[u16], seconds: u64) {
     let cert = certificate(dir);
     let (_edge, edge) = start_edge_https(dir, backends, &cert);
-    let (_haproxy, haproxy) = start_haproxy_https(dir, backends, &cert);
-    let (_nginx, nginx) = start_nginx_https(dir, backends, &cert);
+    let (_haproxy, haproxy) = haproxy_with(dir, backends, false, Some(&cert));
+    let (_nginx, nginx) = nginx_with(dir, backends, false, Some(&cert));
     println!(
         " https: the same ECDSA P-256 certificate on each; h2load --h1 -t2 -c{CONNECTIONS} -D{seconds} keep-alive (SNI {HOST}); then 4 clients doing full handshakes (no resumption) + one request each for {seconds} s"
     );

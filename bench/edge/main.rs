@@ -176,7 +176,20 @@ fn start_edge_at(dir: &Path, backends: &[u16], limited: bool, state: Option<&Pat
 }
 
 fn start_haproxy(dir: &Path, backends: &[u16], limited: bool) -> (Proc, u16) {
+    haproxy_with(dir, backends, limited, None)
+}
+
+/// HAProxy balancing `backends`, terminating TLS with `tls` when given.
+fn haproxy_with(
+    dir: &Path,
+    backends: &[u16],
+    limited: bool,
+    tls: Option<&https::Certificate>,
+) -> (Proc, u16) {
     let port = free_port();
+    let ssl = tls
+        .map(|c| format!(" ssl crt {} alpn h2,http/1.1", c.combined.display()))
+        .unwrap_or_default();
     let servers: String = backends
         .iter()
         .enumerate()
@@ -188,7 +201,7 @@ fn start_haproxy(dir: &Path, backends: &[u16], limited: bool) -> (Proc, u16) {
         format!(
             "global\n  maxconn {maxconn}\n  nbthread 2\n\
              defaults\n  mode http\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n  timeout http-request 10s\n  option http-keep-alive\n\
-             frontend bench\n  bind 127.0.0.1:{port}\n  default_backend web\n\
+             frontend bench\n  bind 127.0.0.1:{port}{ssl}\n  default_backend web\n\
              backend web\n  balance roundrobin\n  http-reuse always\n{servers}",
             // Within the descriptors, as HAProxy's docs ask (two per
             // connection, and some to spare).
@@ -208,7 +221,27 @@ fn start_haproxy(dir: &Path, backends: &[u16], limited: bool) -> (Proc, u16) {
 }
 
 fn start_nginx(dir: &Path, backends: &[u16], limited: bool) -> (Proc, u16) {
+    nginx_with(dir, backends, limited, None)
+}
+
+/// nginx balancing `backends`, terminating TLS with `tls` when given.
+fn nginx_with(
+    dir: &Path,
+    backends: &[u16],
+    limited: bool,
+    tls: Option<&https::Certificate>,
+) -> (Proc, u16) {
     let port = free_port();
+    let ssl = tls
+        .map(|c| {
+            format!(
+                " ssl http2;\n    server_name {};\n    ssl_certificate {};\n    ssl_certificate_key {}",
+                https::HOST,
+                c.chain.display(),
+                c.key.display()
+            )
+        })
+        .unwrap_or_default();
     let servers: String = backends
         .iter()
         .map(|b| format!("    server 127.0.0.1:{b};\n"))
@@ -224,7 +257,7 @@ fn start_nginx(dir: &Path, backends: &[u16], limited: bool) -> (Proc, u16) {
              http {{\n  access_log off;\n  client_header_timeout 10s;\n  client_body_temp_path {tmp}/body;\n  proxy_temp_path {tmp}/proxy;\n\
                fastcgi_temp_path {tmp}/fastcgi;\n  uwsgi_temp_path {tmp}/uwsgi;\n  scgi_temp_path {tmp}/scgi;\n\
                upstream web {{\n{servers}    keepalive 64;\n  }}\n\
-               server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass http://web;\n\
+               server {{\n    listen 127.0.0.1:{port}{ssl};\n    location / {{\n      proxy_pass http://web;\n\
                      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n",
             pid = prefix.join("nginx.pid").display(),
             err = prefix.join("logs/error.log").display(),
