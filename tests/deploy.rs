@@ -1045,39 +1045,14 @@ fn a_stack_with_hosts_and_a_certificate_file_is_served_by_name_over_https_on_the
     assert!(head.contains(" 200"), "{head}");
 }
 
-#[path = "../crates/edge/tests/support/pebble.rs"]
-mod pebble;
-
 #[test]
 fn a_stack_with_tls_acme_gets_its_certificate_from_an_acme_ca() {
     let _edge = shared_edge();
     let _settings = edge_settings();
     let (http, https) = (free_port(), free_port());
-    let ca = pebble::Pebble::start(http, https);
-    let dir = tempfile::tempdir().unwrap();
-    let ca_file = dir.path().join("pebble-https-ca.pem");
-    std::fs::write(&ca_file, &ca.ca_pem).unwrap();
-    let ca_file = ca_file.display().to_string();
+    let ca = changeover_tests::pebble::Pebble::start(http, https);
     ok(
-        &changeover(
-            &[
-                "edge",
-                "config",
-                "--http-port",
-                &http.to_string(),
-                "--https-port",
-                &https.to_string(),
-                "--acme-directory",
-                &ca.directory,
-                "--acme-ca",
-                &ca_file,
-                "--acme-email",
-                "ops@example.test",
-                "--acme-challenge",
-                "http-01",
-            ],
-            &[],
-        ),
+        &changeover_tests::use_acme_ca(&ca, http, https, "http-01"),
         "edge config for pebble",
     );
     let port = free_port();
@@ -1106,13 +1081,9 @@ fn a_stack_with_tls_acme_gets_its_certificate_from_an_acme_ca() {
         "{cert}"
     );
     // Served under pebble's root, by name.
-    let root = std::process::Command::new("curl")
-        .args(["-sS", "--cacert", &ca_file])
-        .arg(format!("https://localhost:{}/roots/0", ca.management))
-        .output()
-        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
     let root_file = dir.path().join("pebble-root.pem");
-    std::fs::write(&root_file, &root.stdout).unwrap();
+    std::fs::write(&root_file, ca.root_pem()).unwrap();
     let resolve = format!("{host}:{https}:127.0.0.1");
     let (head, body, _) = curl(&[
         "--cacert",
@@ -1126,11 +1097,5 @@ fn a_stack_with_tls_acme_gets_its_certificate_from_an_acme_ca() {
         "{head}{body}"
     );
     // Back to the defaults for whoever comes next.
-    ok(
-        &changeover(
-            &["edge", "config", "--acme-directory", "", "--acme-ca", ""],
-            &[],
-        ),
-        "edge config back",
-    );
+    ok(&changeover_tests::forget_acme_ca(), "edge config back");
 }

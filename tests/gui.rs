@@ -1676,37 +1676,14 @@ fn a_release_that_changes_its_volume_is_diffed_and_restored_in_the_window() {
     drop(stack);
 }
 
-#[path = "../crates/edge/tests/support/pebble.rs"]
-mod pebble;
-
 /// Sites from the window: a deployed service given a host name and
 /// automatic HTTPS in its edit form gets its certificate from an ACME CA
 /// (Debian's pebble on loopback, by TLS-ALPN-01), and its page shows it.
 #[test]
 fn a_service_gets_a_host_name_and_an_acme_certificate_from_the_window() {
     let (http, https) = (changeover_tests::free_port(), changeover_tests::free_port());
-    let ca = pebble::Pebble::start(http, https);
-    let dir = tempfile::tempdir().unwrap();
-    let ca_file = dir.path().join("pebble-https-ca.pem");
-    std::fs::write(&ca_file, &ca.ca_pem).unwrap();
-    let ca_file = ca_file.display().to_string();
-    let settings = changeover_tests::changeover(
-        &[
-            "edge",
-            "config",
-            "--http-port",
-            &http.to_string(),
-            "--https-port",
-            &https.to_string(),
-            "--acme-directory",
-            &ca.directory,
-            "--acme-ca",
-            &ca_file,
-            "--acme-challenge",
-            "tls-alpn-01",
-        ],
-        &[],
-    );
+    let ca = changeover_tests::pebble::Pebble::start(http, https);
+    let settings = changeover_tests::use_acme_ca(&ca, http, https, "tls-alpn-01");
     assert!(
         settings.status.success(),
         "{}",
@@ -1776,13 +1753,9 @@ fn a_service_gets_a_host_name_and_an_acme_certificate_from_the_window() {
     gui.screenshot(&workspace().join("docs/screenshots/site.png"));
 
     // Served by name under pebble's root.
-    let root = std::process::Command::new("curl")
-        .args(["-sS", "--cacert", &ca_file])
-        .arg(format!("https://localhost:{}/roots/0", ca.management))
-        .output()
-        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
     let root_file = dir.path().join("root.pem");
-    std::fs::write(&root_file, &root.stdout).unwrap();
+    std::fs::write(&root_file, ca.root_pem()).unwrap();
     let out = std::process::Command::new("curl")
         .args(["-sS", "--max-time", "10", "-i", "--cacert"])
         .arg(&root_file)
@@ -1795,9 +1768,5 @@ fn a_service_gets_a_host_name_and_an_acme_certificate_from_the_window() {
         answer.contains(" 200") && answer.contains("strict-transport-security"),
         "{answer}"
     );
-    let back = changeover_tests::changeover(
-        &["edge", "config", "--acme-directory", "", "--acme-ca", ""],
-        &[],
-    );
-    assert!(back.status.success());
+    assert!(changeover_tests::forget_acme_ca().status.success());
 }

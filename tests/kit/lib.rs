@@ -8,6 +8,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test support: failing loudly is the point
 
 pub mod gui;
+#[path = "../../crates/edge/tests/support/pebble.rs"]
+pub mod pebble;
 pub mod remote;
 
 use std::path::{Path, PathBuf};
@@ -668,4 +670,42 @@ impl Drop for TestVolume {
             .args(["volume", "rm", &self.name])
             .output();
     }
+}
+
+/// Points the default daemon's edge at `ca` for ACME certificates (by
+/// `challenge`), on shared ports `http` and `https`; its output.
+pub fn use_acme_ca(
+    ca: &pebble::Pebble,
+    http: u16,
+    https: u16,
+    challenge: &str,
+) -> std::process::Output {
+    let ca_file = ca.ca_file.display().to_string();
+    changeover(
+        &[
+            "edge",
+            "config",
+            "--http-port",
+            &http.to_string(),
+            "--https-port",
+            &https.to_string(),
+            "--acme-directory",
+            &ca.directory,
+            "--acme-ca",
+            &ca_file,
+            "--acme-email",
+            "ops@example.test",
+            "--acme-challenge",
+            challenge,
+        ],
+        &[],
+    )
+}
+
+/// Puts the default daemon's edge back on the default ACME CA; its output.
+pub fn forget_acme_ca() -> std::process::Output {
+    changeover(
+        &["edge", "config", "--acme-directory", "", "--acme-ca", ""],
+        &[],
+    )
 }

@@ -2089,18 +2089,6 @@ async fn https_sites_get_their_certificate_by_sni_h2_by_alpn_and_plain_http_is_r
 mod pebble;
 use pebble::Pebble;
 
-/// The root `pebble` issues under (a new one each start).
-async fn pebble_root(pebble: &Pebble) -> String {
-    let client = tls_client(&pebble.ca_pem, &["http/1.1"]);
-    let tls = tls_connect(&client, pebble.management, "localhost")
-        .await
-        .unwrap();
-    let answer = https_exchange(tls, "localhost", "/roots/0").await;
-    let (_, body) = answer.split_once("\r\n\r\n").unwrap();
-    assert!(body.contains("BEGIN CERTIFICATE"), "{answer}");
-    body.to_string()
-}
-
 /// Waits until the edge says `service`'s certificate is `valid`; its status.
 fn wait_for_certificate(edge: &Edge, service: &str, within: Duration) -> Value {
     let deadline = Instant::now() + within;
@@ -2172,7 +2160,7 @@ async fn acme_certificates_come_from_pebble_by_http_01_and_tls_alpn_01_and_are_r
         cert["issuer"].as_str().unwrap().contains("Pebble"),
         "{cert}"
     );
-    let client = tls_client(&pebble_root(&pebble).await, &["http/1.1"]);
+    let client = tls_client(&pebble.root_pem(), &["http/1.1"]);
     let tls = tls_connect(&client, https, "app.example.test")
         .await
         .expect("a chain to pebble's root");

@@ -18,6 +18,8 @@ pub struct Pebble {
     /// PEM of the CA of pebble's own HTTPS: what a client of the directory
     /// (and of the management port) trusts.
     pub ca_pem: String,
+    /// The same, as a file (for `changeover edge config --acme-ca`, curl).
+    pub ca_file: std::path::PathBuf,
 }
 
 impl Drop for Pebble {
@@ -66,6 +68,8 @@ impl Pebble {
             "externalAccountBindingRequired": false,
         }});
         std::fs::write(dir.path().join("pebble.json"), config.to_string()).expect("written");
+        let ca_file = dir.path().join("https-ca.pem");
+        std::fs::write(&ca_file, ca.pem()).expect("written");
         let dns_server = Command::new("pebble-challtestsrv")
             .args(["-dns01", &format!("127.0.0.1:{dns}")])
             .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
@@ -95,6 +99,7 @@ impl Pebble {
             directory: format!("https://localhost:{listen}/dir"),
             management,
             ca_pem: ca.pem(),
+            ca_file,
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", listen)).is_err() {
@@ -102,5 +107,18 @@ impl Pebble {
             std::thread::sleep(Duration::from_millis(50));
         }
         started
+    }
+
+    /// The root pebble issues under (a new one each start), in PEM.
+    pub fn root_pem(&self) -> String {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "10", "--cacert"])
+            .arg(&self.ca_file)
+            .arg(format!("https://localhost:{}/roots/0", self.management))
+            .output()
+            .expect("curl runs");
+        let pem = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(pem.contains("BEGIN CERTIFICATE"), "pebble's root: {pem}");
+        pem
     }
 }
