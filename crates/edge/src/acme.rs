@@ -113,45 +113,45 @@ pub async fn run(sites: Arc<Sites>, acme: Arc<Acme>, dir: Option<PathBuf>) {
     loop {
         let mut wait = acme.check_every;
         let paused = acme.paused.load(std::sync::atomic::Ordering::SeqCst);
-        for (service, hosts) in sites.acme_sites().into_iter().filter(|_| !paused) {
-            let Some(reason) = sites.acme_need(&service, &hosts, RENEW_BEFORE, acme.renew_override)
+        let wanted = sites.acme_sites();
+        for (service, hosts) in wanted.iter().filter(|_| !paused) {
+            let (service, hosts) = (service.as_str(), hosts.as_slice());
+            let Some(reason) = sites.acme_need(service, hosts, RENEW_BEFORE, acme.renew_override)
             else {
                 continue;
             };
             let now = Instant::now();
-            if let Some(b) = backoff.get(&service).filter(|b| b.next > now) {
+            if let Some(b) = backoff.get(service).filter(|b| b.next > now) {
                 wait = wait.min(b.next - now);
                 continue;
             }
-            let renewing = sites.has_cert(&service);
+            let renewing = sites.has_cert(service);
             sites.set_acme_state(
-                &service,
+                service,
                 Some(if renewing { "renewing" } else { "ordering" }.into()),
             );
             let config = sites.config();
-            let ordered = tokio::time::timeout(
-                ORDER_TIMEOUT,
-                order(&sites, &config, dir.as_deref(), &hosts),
-            )
-            .await
-            .unwrap_or_else(|_| {
-                Err(format!(
-                    "no certificate within {}s",
-                    ORDER_TIMEOUT.as_secs()
-                ))
-            });
-            match ordered.and_then(|(chain, key)| sites.put_acme_cert(&service, &chain, &key)) {
+            let ordered =
+                tokio::time::timeout(ORDER_TIMEOUT, order(&sites, &config, dir.as_deref(), hosts))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(format!(
+                            "no certificate within {}s",
+                            ORDER_TIMEOUT.as_secs()
+                        ))
+                    });
+            match ordered.and_then(|(chain, key)| sites.put_acme_cert(service, &chain, &key)) {
                 Ok(()) => {
                     eprintln!(
                         "changeover-edge: {service}: a certificate for {} ({reason})",
                         hosts.join(", ")
                     );
-                    backoff.remove(&service);
-                    sites.set_acme_state(&service, None);
+                    backoff.remove(service);
+                    sites.set_acme_state(service, None);
                     crate::changes::bump();
                 }
                 Err(e) => {
-                    let b = backoff.entry(service.clone()).or_insert(Backoff {
+                    let b = backoff.entry(service.to_string()).or_insert(Backoff {
                         failures: 0,
                         next: now,
                     });
@@ -162,14 +162,15 @@ pub async fn run(sites: Arc<Sites>, acme: Arc<Acme>, dir: Option<PathBuf>) {
                     wait = wait.min(delay);
                     eprintln!("changeover-edge: {service}: no certificate: {e}");
                     sites.set_acme_state(
-                        &service,
+                        service,
                         Some(format!("failed: {e} (next try in {}s)", delay.as_secs())),
                     );
                     crate::changes::bump();
                 }
             }
         }
-        backoff.retain(|s, _| sites.acme_sites().iter().any(|(o, _)| o == s));
+        // Sites that went (or lost `tls: acme`) start afresh if they come back.
+        backoff.retain(|s, _| wanted.iter().any(|(o, _)| o == s));
         tokio::select! {
             _ = acme.wake.notified() => {}
             _ = tokio::time::sleep(wait) => {}
