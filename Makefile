@@ -49,7 +49,7 @@ unit:
 # The workspace tests run with a private, unlocked OS keyring of their own
 # (scripts/with-keyring.sh), never the user's.
 integration: app
-	$(CARGO) test -p changeover-edge --test proxy
+	$(CARGO) test -p changeover-edge --test proxy --test server
 	bash scripts/with-keyring.sh $(CARGO) test -p changeover-tests --test live --test cli --test deploy --test traffic --test recovery --test detail --test environments --test volumes
 
 gui: app

@@ -39,7 +39,7 @@ use rustix::net::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::control::Edge;
+use crate::edge::Edge;
 
 pub const SOCKET: &str = "handover.sock";
 

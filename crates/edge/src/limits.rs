@@ -137,7 +137,7 @@ pub struct Conns {
 pub struct Admitted {
     id: u64,
     pub state: Arc<ConnState>,
-    conns: &'static Conns,
+    conns: Arc<Conns>,
 }
 
 impl Drop for Admitted {
@@ -167,7 +167,7 @@ impl Conns {
 
     /// Counts a new connection in, making room when the limit is reached;
     /// `None` when it must be shed (every open connection is busy).
-    pub fn admit(&'static self) -> Option<Admitted> {
+    pub fn admit(self: &Arc<Self>) -> Option<Admitted> {
         let mut open = self.locked();
         if open.len() >= self.limit {
             let victim = open
@@ -196,8 +196,17 @@ impl Conns {
         Some(Admitted {
             id,
             state,
-            conns: self,
+            conns: self.clone(),
         })
+    }
+
+    /// Cuts off every open connection (the edge has stopped; what is left
+    /// past its drain is not served any more).
+    pub fn close_all(&self) {
+        for c in self.locked().values() {
+            c.evicted.store(true, Ordering::Relaxed);
+            c.wake.notify_one();
+        }
     }
 
     /// (open, shed so far, evicted so far).
@@ -210,30 +219,21 @@ impl Conns {
     }
 }
 
-static CONNS: OnceLock<Conns> = OnceLock::new();
-
-/// The edge's connections (the limit from [`raise_descriptor_limit`], or a
-/// default when it was not called, as in unit tests).
-pub fn conns() -> &'static Conns {
-    CONNS.get_or_init(|| Conns::new(connection_limit(1024)))
-}
-
 /// Client connections admitted with `descriptors` open files allowed.
 pub fn connection_limit(descriptors: u64) -> usize {
     (descriptors.saturating_sub(RESERVED_DESCRIPTORS) / 2).max(16) as usize
 }
 
 /// Raises the soft descriptor limit as far as the hard one allows (up to
-/// [`WANTED_DESCRIPTORS`]) and sets the connection limit from it, or from
-/// `max_connections` when that is lower. Answers (descriptors, connections).
+/// [`WANTED_DESCRIPTORS`]) and answers (descriptors, the connection limit
+/// for them, or `max_connections` when that is lower).
 pub fn raise_descriptor_limit(max_connections: Option<usize>) -> (u64, usize) {
     let descriptors = rlimit::increase_nofile_limit(WANTED_DESCRIPTORS).unwrap_or(1024);
     let mut limit = connection_limit(descriptors);
     if let Some(m) = max_connections {
         limit = limit.min(m.max(1));
     }
-    let _ = CONNS.set(Conns::new(limit));
-    (descriptors, conns().limit())
+    (descriptors, limit)
 }
 
 /// How a connection ended its watch.
@@ -356,8 +356,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
 mod tests {
     use super::*;
 
-    fn leaked(limit: usize) -> &'static Conns {
-        Box::leak(Box::new(Conns::new(limit)))
+    fn conns(limit: usize) -> Arc<Conns> {
+        Arc::new(Conns::new(limit))
     }
 
     #[test]
@@ -369,7 +369,7 @@ mod tests {
 
     #[test]
     fn at_the_limit_the_longest_waiting_makes_room_and_busy_ones_never_do() {
-        let conns = leaked(3);
+        let conns = conns(3);
         let slow = conns.admit().unwrap();
         slow.state.read_some(b"GET / HT");
         std::thread::sleep(Duration::from_millis(3));
@@ -400,7 +400,7 @@ mod tests {
 
     #[test]
     fn a_request_makes_a_connection_busy_until_its_response_is_done() {
-        let conns = leaked(10);
+        let conns = conns(10);
         let c = conns.admit().unwrap();
         c.state.read_some(b"GET / HTTP/1.1\r\n");
         assert_eq!(c.state.phase.load(Ordering::Relaxed), HEAD);
@@ -425,7 +425,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_head_past_its_timeout_and_an_idle_connection_past_its_own_are_ended() {
-        let conns = leaked(10);
+        let conns = conns(10);
         let (header, idle) = (Duration::from_secs(10), Duration::from_secs(60));
         // A new connection that sends nothing owes its head all the same.
         let silent = conns.admit().unwrap();

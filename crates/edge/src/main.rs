@@ -1,49 +1,6 @@
-//! `changeover-edge`: the proxy Changeover runs as a container on every
-//! environment, plus the tiny demo app the sandbox, tests and benchmarks use.
-//!
-//! # Layout
-//! - [`routes`]: the routing table — routes, their targets and target states
-//!   (`adding → healthy → draining → removed`, or `unhealthy`), picking a
-//!   target for a request, persistence in the state volume.
-//! - [`proxy`]: the listeners (HTTP/1.1 and h2c on each route's port; the
-//!   shared ports of sites, plain and TLS) and request forwarding, with one
-//!   retry on another target when the first could not be reached.
-//! - [`sites`]: host names on the shared ports, certificates (chosen by
-//!   SNI) and the edge's settings.
-//! - [`acme`]: ordering and renewing the certificates of `tls: acme` sites.
-//! - [`health`]: the active health checks that move targets between states.
-//! - [`changes`]: the state generation clients follow with one waiting
-//!   control session (`watch`).
-//! - [`control`]: the control socket and the `ctl` client that the Docker
-//!   exec API runs; stored documents and locks.
-//! - [`store`]: the stored files, saved so that none is lost or half written.
-//! - [`limits`]: the connection limit and each connection's timeouts.
-//! - [`handover`]: passing the listening sockets to a new edge.
-//! - [`watch`]: the watcher, a process of its own with the Docker socket
-//!   and no network, that takes gone containers off the routes at once.
-//! - [`volume`]: the volume helper — listing, reading and sizing what is in
-//!   a volume, from a container that mounts it (no agent, no host paths).
-//! - [`demo`]: `demo` (an HTTP server that answers its version) and `probe`
-//!   (an HTTP check usable as a Docker `HEALTHCHECK` in `FROM scratch` images).
-//!
-//! The wire protocol lives in `changeover_core::edge`, shared with the client.
-
-mod acme;
-mod changes;
-mod control;
-mod demo;
-mod handover;
-mod health;
-mod limits;
-mod proxy;
-mod routes;
-mod sites;
-mod store;
-mod traffic;
-mod upstream;
-mod volume;
-mod volume_copy;
-mod watch;
+//! `changeover-edge`: the command line of the edge library
+//! (`changeover_edge`) — the proxy's `serve`, its `ctl` client, the
+//! watcher, the volume helper, and the demo app with its `probe`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -115,7 +72,7 @@ enum Command {
     /// mounts a volume at /volume.
     Volume {
         #[command(subcommand)]
-        op: volume::Op,
+        op: changeover_edge::volume::Op,
     },
     /// GET a URL; exit 0 on a 2xx/3xx answer. For HEALTHCHECKs in images
     /// that have no shell or curl.
@@ -129,11 +86,11 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Volume { op } = cli.command {
-        return volume::run(op);
+        return changeover_edge::volume::run(op);
     }
     if let Command::Ctl { request, state } = &cli.command {
         // No runtime needed: one blocking round trip on a Unix socket.
-        return control::run_client(state, request);
+        return changeover_edge::ctl::run_client(state, request);
     }
     if let Command::Watch {
         docker,
@@ -141,7 +98,7 @@ fn main() -> ExitCode {
         daemon_id,
     } = &cli.command
     {
-        return watch::run(docker, state, daemon_id);
+        return changeover_edge::watch::run(docker, state, daemon_id);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -159,13 +116,15 @@ fn main() -> ExitCode {
                 state,
                 max_connections,
                 take_over,
-            } => control::serve(state, max_connections, take_over).await,
+            } => changeover_edge::serve_process(state, max_connections, take_over).await,
             Command::Demo {
                 version,
                 listen,
                 unhealthy,
-            } => demo::serve(&version, &listen, unhealthy).await,
-            Command::Probe { url, timeout_ms } => demo::probe(&url, timeout_ms).await,
+            } => changeover_edge::demo::serve(&version, &listen, unhealthy).await,
+            Command::Probe { url, timeout_ms } => {
+                changeover_edge::demo::probe(&url, timeout_ms).await
+            }
             Command::Ctl { .. } | Command::Watch { .. } | Command::Volume { .. } => Ok(()),
         }
     });
@@ -176,35 +135,4 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Resolves on SIGTERM (what `docker stop` sends to PID 1) or Ctrl-C.
-pub(crate) async fn terminated() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
-/// Milliseconds since the Unix epoch.
-pub(crate) fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }

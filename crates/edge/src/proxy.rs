@@ -19,7 +19,6 @@
 //! again on a fresh connection to the same target when it was not written
 //! or can be replayed, without counting as the target's failure.
 
-use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,12 +31,14 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
 
 use changeover_core::edge::Protocol;
 
-use crate::control::Edge;
+use crate::limits::Conns;
+use crate::listeners::Listener;
+use crate::routes::Table;
 use crate::routes::{InFlight, Pick, Target};
+use crate::sites::Sites;
 use crate::upstream::{BoxError, ClientFault, Conn, Prepared, Reader, Waits};
 
 /// What a client gets: a target's response relayed, or the edge's own
@@ -87,127 +88,6 @@ impl Body for ProxyBody {
 /// Header naming the release that served a response.
 pub const RELEASE_HEADER: &str = "x-changeover-release";
 
-/// The threads that carry traffic. Each runs a single-threaded runtime and
-/// has its own listening socket on every route's port (`SO_REUSEPORT`, the
-/// kernel spreads connections over them), so a client connection, the
-/// upstream connections it uses and their tasks all stay on one thread: no
-/// cross-thread wake-ups per request. Control and health checks run on the
-/// main runtime.
-struct Workers {
-    handles: Vec<tokio::runtime::Handle>,
-}
-
-static WORKERS: std::sync::OnceLock<Workers> = std::sync::OnceLock::new();
-
-thread_local! {
-    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
-
-/// How many traffic threads there are (one per core, at most 16).
-pub fn worker_count() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .clamp(1, 16)
-}
-
-/// The traffic thread this code runs on (0 elsewhere).
-pub fn worker_index() -> usize {
-    WORKER.with(|w| w.get())
-}
-
-/// Starts the traffic threads (once; `serve` does it before opening any
-/// listener).
-pub fn start_workers() -> Result<(), String> {
-    if WORKERS.get().is_some() {
-        return Ok(());
-    }
-    let mut handles = Vec::new();
-    for i in 0..worker_count() {
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::Builder::new()
-            .name(format!("edge-traffic-{i}"))
-            .spawn(move || {
-                WORKER.with(|w| w.set(i));
-                match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => {
-                        let _ = tx.send(Ok(rt.handle().clone()));
-                        rt.block_on(std::future::pending::<()>());
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(e.to_string()));
-                    }
-                }
-            })
-            .map_err(|e| format!("cannot start a traffic thread: {e}"))?;
-        let handle = rx
-            .recv()
-            .map_err(|_| "a traffic thread stopped at once".to_string())?
-            .map_err(|e| format!("cannot start a traffic thread's runtime: {e}"))?;
-        handles.push(handle);
-    }
-    let _ = WORKERS.set(Workers { handles });
-    Ok(())
-}
-
-/// A route's listening sockets, one per traffic thread (or more, when
-/// more were handed over than there are threads).
-pub struct Listener {
-    tasks: Vec<JoinHandle<()>>,
-    /// A copy of each socket, to hand over to a new edge.
-    sockets: Vec<std::net::TcpListener>,
-}
-
-/// Dropping it closes the sockets (the accept loops and the copies);
-/// connections already open keep being served.
-impl Drop for Listener {
-    fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
-    }
-}
-
-impl Listener {
-    /// Copies of its sockets (the same kernel sockets), for a new edge.
-    pub fn sockets(&self) -> std::io::Result<Vec<std::net::TcpListener>> {
-        self.sockets.iter().map(|s| s.try_clone()).collect()
-    }
-}
-
-fn bind(port: u16) -> std::io::Result<TcpListener> {
-    let socket = tokio::net::TcpSocket::new_v4()?;
-    socket.set_reuseaddr(true)?;
-    socket.set_reuseport(true)?;
-    socket.bind(std::net::SocketAddr::from(([0, 0, 0, 0], port)))?;
-    socket.listen(4096)
-}
-
-/// Fails when another socket listens on `port`. Our sockets set
-/// `SO_REUSEPORT`, which would let them share the port with any other
-/// process of the same user that sets it too, each getting some of the
-/// connections; a plain bind first makes sure the port is free. Listeners
-/// of a route just removed may take a moment to close: a port in use is
-/// tried again for up to a second.
-async fn ensure_free(port: u16) -> std::io::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(1);
-    loop {
-        match std::net::TcpListener::bind(("0.0.0.0", port)) {
-            Ok(probe) => {
-                drop(probe);
-                return Ok(());
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
 /// What a listener serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Front {
@@ -220,77 +100,58 @@ pub enum Front {
     SharedHttps,
 }
 
-/// Binds `port` on all interfaces (IPv4) on every traffic thread and
-/// serves it as `front` until the [`Listener`] drops.
-pub async fn listen(edge: Arc<Edge>, port: u16, front: Front) -> std::io::Result<Listener> {
-    ensure_free(port).await?;
-    open(edge, port, front, Vec::new()).await
+/// What the proxy reads for each connection and request: one edge's
+/// routes, sites and connection limit, and whether it is going away.
+pub struct Proxy {
+    pub table: Arc<Table>,
+    pub sites: Arc<Sites>,
+    pub conns: Arc<Conns>,
+    /// Set when this edge is going away (handed over, or SIGTERM): each
+    /// HTTP/1 connection gets `Connection: close` on its next response, so
+    /// clients open their next connection elsewhere instead of finding
+    /// this one closed.
+    draining: std::sync::atomic::AtomicBool,
 }
 
-/// Serves `port` on every traffic thread: on the sockets `given` (handed
-/// over by the edge before this one; all of them are served) and on new
-/// ones bound beside them for threads left without one.
+impl Proxy {
+    pub fn new(table: Arc<Table>, sites: Arc<Sites>, conns: Arc<Conns>) -> Arc<Self> {
+        Arc::new(Self {
+            table,
+            sites,
+            conns,
+            draining: Default::default(),
+        })
+    }
+
+    /// From now on, every response closes its HTTP/1 connection.
+    pub fn set_draining(&self) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Binds `port` on all interfaces (IPv4) on every traffic thread and
+/// serves it as `front` until the [`Listener`] drops.
+pub async fn listen(proxy: Arc<Proxy>, port: u16, front: Front) -> std::io::Result<Listener> {
+    crate::listeners::listen(port, move |l| accept_loop(proxy.clone(), front, l)).await
+}
+
+/// Serves `port` as `front` on the sockets `given` (handed over by the
+/// edge before this one) and new ones for threads left without one.
 pub async fn open(
-    edge: Arc<Edge>,
+    proxy: Arc<Proxy>,
     port: u16,
     front: Front,
     given: Vec<std::net::TcpListener>,
 ) -> std::io::Result<Listener> {
-    let Some(workers) = WORKERS.get() else {
-        return Err(std::io::Error::other("the traffic threads are not started"));
-    };
-    let mut tasks = Vec::new();
-    let mut sockets = Vec::new();
-    let count = workers.handles.len().max(given.len());
-    let mut given = given.into_iter();
-    for i in 0..count {
-        let handle = &workers.handles[i % workers.handles.len()];
-        let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
-        let edge = edge.clone();
-        let socket = given.next();
-        tasks.push(handle.spawn(async move {
-            let listener = (|| {
-                let listener = match socket {
-                    Some(s) => {
-                        s.set_nonblocking(true)?;
-                        TcpListener::from_std(s)?
-                    }
-                    None => bind(port)?,
-                };
-                // Keep a copy for a hand-over.
-                let std = listener.into_std()?;
-                let copy = std.try_clone()?;
-                Ok::<_, std::io::Error>((TcpListener::from_std(std)?, copy))
-            })();
-            let listener = match listener {
-                Ok((l, copy)) => {
-                    let _ = bound_tx.send(Ok(copy));
-                    l
-                }
-                Err(e) => {
-                    let _ = bound_tx.send(Err(e));
-                    return;
-                }
-            };
-            accept_loop(edge, front, listener).await;
-        }));
-        let bound = bound_rx
-            .await
-            .unwrap_or_else(|_| Err(std::io::Error::other("the traffic thread stopped")));
-        match bound {
-            Ok(copy) => sockets.push(copy),
-            Err(e) => {
-                for t in &tasks {
-                    t.abort();
-                }
-                return Err(e);
-            }
-        }
-    }
-    Ok(Listener { tasks, sockets })
+    crate::listeners::open(port, given, move |l| accept_loop(proxy.clone(), front, l)).await
 }
 
-async fn accept_loop(edge: Arc<Edge>, front: Front, listener: TcpListener) {
+async fn accept_loop(edge: Arc<Proxy>, front: Front, listener: TcpListener) {
     let tls =
         (front == Front::SharedHttps).then(|| tokio_rustls::TlsAcceptor::from(edge.sites.tls()));
     loop {
@@ -303,7 +164,7 @@ async fn accept_loop(edge: Arc<Edge>, front: Front, listener: TcpListener) {
             }
         };
         // At the limit with every connection busy: shed this one at once.
-        let Some(admitted) = crate::limits::conns().admit() else {
+        let Some(admitted) = edge.conns.admit() else {
             drop(stream);
             continue;
         };
@@ -349,7 +210,7 @@ async fn accept_loop(edge: Arc<Edge>, front: Front, listener: TcpListener) {
 /// Serves one HTTPS connection: the handshake (within the header timeout,
 /// the certificate chosen by SNI), then HTTP/1.1 or h2 as ALPN agreed.
 async fn serve_https(
-    edge: Arc<Edge>,
+    edge: Arc<Proxy>,
     tls: tokio_rustls::TlsAcceptor,
     stream: TcpStream,
     peer: std::net::SocketAddr,
@@ -381,7 +242,7 @@ const MAX_REQUEST_HEAD: usize = 64 * 1024;
 /// Serves one client connection (HTTP/1.1 or h2c) until it closes, its
 /// head or idle time runs out, or it is evicted to make room.
 async fn serve_http<S>(
-    edge: Arc<Edge>,
+    edge: Arc<Proxy>,
     stream: S,
     client: Client,
     admitted: crate::limits::Admitted,
@@ -398,7 +259,7 @@ async fn serve_http<S>(
         async move {
             let h1 = req.version() < hyper::Version::HTTP_2;
             let mut response = forward(&edge, &client, req).await;
-            if h1 && DRAINING.load(std::sync::atomic::Ordering::Relaxed) {
+            if h1 && edge.draining() {
                 // The edge is going: this connection's last response.
                 response
                     .headers_mut()
@@ -430,11 +291,6 @@ async fn serve_http<S>(
     }
     drop(admitted);
 }
-
-/// Set when this edge is going away (handed over, or SIGTERM): each HTTP/1
-/// connection gets `Connection: close` on its next response, so clients
-/// open their next connection elsewhere instead of finding this one closed.
-pub static DRAINING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// What the proxy knows of the client on one connection.
 #[derive(Clone)]
@@ -588,86 +444,6 @@ fn replayable(req: &Request<Incoming>) -> bool {
     ) && req.body().is_end_stream()
 }
 
-/// Idle keep-alive connections to one target, one set per traffic thread
-/// (a connection is used on the thread that runs it). A request takes the
-/// one given back last (or opens a new one) and gives it back when its
-/// response body has been sent. Connections idle for [`IDLE_LIMIT`], or
-/// closed by the target, are dropped as connections are given back and at
-/// each health check, so their sockets do not linger.
-pub struct ConnPool {
-    idle: Vec<std::sync::Mutex<VecDeque<(Conn, Instant)>>>,
-}
-
-impl Default for ConnPool {
-    fn default() -> Self {
-        Self {
-            idle: (0..worker_count()).map(|_| Default::default()).collect(),
-        }
-    }
-}
-
-/// Idle connections kept per target and traffic thread.
-const MAX_IDLE: usize = 512;
-/// How long a connection may stay idle in the pool.
-pub const IDLE_LIMIT: Duration = Duration::from_secs(30);
-
-fn locked<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Drops the oldest idle connections while they are past [`IDLE_LIMIT`]
-/// or no longer usable (entries are in the order they were given back).
-fn drop_stale(idle: &mut VecDeque<(Conn, Instant)>, now: Instant) {
-    while let Some((conn, since)) = idle.front_mut() {
-        if now.duration_since(*since) < IDLE_LIMIT && conn.usable() {
-            break;
-        }
-        idle.pop_front();
-    }
-}
-
-impl ConnPool {
-    fn mine(&self) -> std::sync::MutexGuard<'_, VecDeque<(Conn, Instant)>> {
-        locked(&self.idle[worker_index() % self.idle.len()])
-    }
-
-    fn take(&self) -> Option<Conn> {
-        let mut idle = self.mine();
-        while let Some((mut c, _)) = idle.pop_back() {
-            if c.usable() {
-                return Some(c);
-            }
-        }
-        None
-    }
-
-    fn give_back(&self, c: Conn) {
-        let now = Instant::now();
-        let mut idle = self.mine();
-        drop_stale(&mut idle, now);
-        if idle.len() < MAX_IDLE {
-            idle.push_back((c, now));
-        }
-    }
-
-    /// Drops the connections idle for too long or closed by the target,
-    /// on every traffic thread.
-    pub fn prune(&self) {
-        let now = Instant::now();
-        for idle in &self.idle {
-            locked(idle).retain_mut(|(conn, since)| {
-                now.duration_since(*since) < IDLE_LIMIT && conn.usable()
-            });
-        }
-    }
-
-    /// Idle connections, on every traffic thread.
-    #[cfg(test)]
-    fn idle(&self) -> usize {
-        self.idle.iter().map(|i| locked(i).len()).sum()
-    }
-}
-
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// A connection to the target, and whether it was idle in the pool (rather
@@ -681,7 +457,7 @@ async fn conn_for(target: &Target) -> Result<(Conn, bool), String> {
     }
 }
 
-async fn forward(edge: &Edge, client: &Client, req: Request<Incoming>) -> Response<ProxyBody> {
+async fn forward(edge: &Proxy, client: &Client, req: Request<Incoming>) -> Response<ProxyBody> {
     let h1 = req.version() < hyper::Version::HTTP_2;
     if req.method() == Method::CONNECT {
         let mut r = refused(
@@ -730,7 +506,7 @@ async fn forward(edge: &Edge, client: &Client, req: Request<Incoming>) -> Respon
 /// TLS handshake named, a redirect to HTTPS for a site with TLS.
 #[allow(clippy::result_large_err)]
 fn site_of(
-    edge: &Edge,
+    edge: &Proxy,
     client: &Client,
     parts: &hyper::http::request::Parts,
 ) -> Result<(crate::sites::Site, Client), Response<ProxyBody>> {
@@ -828,7 +604,7 @@ fn not_found(h1: bool, host: &str) -> Response<ProxyBody> {
 
 /// Forwards a request to the route on `port`.
 async fn forward_to(
-    edge: &Edge,
+    edge: &Proxy,
     port: u16,
     client: &Client,
     parts: hyper::http::request::Parts,
@@ -881,7 +657,7 @@ async fn forward_to(
         // can be replayed (an idempotent method, no body).
         let again = match conn_for(&attempt.0).await {
             Err(why) => {
-                edge.mark_unreachable(&attempt, &why);
+                attempt.mark_unreachable(&why);
                 true
             }
             Ok((conn, reused)) => match conn.send(&prepared, body.take(), waits).await {
@@ -967,7 +743,7 @@ fn maintenance(message: String) -> Response<ProxyBody> {
 /// connection goes to another one, once. Counted per release: one
 /// "request" per connection, a failure when no target took it, the bytes
 /// sent back, and the time to connect upstream as its latency.
-async fn relay_tcp(edge: Arc<Edge>, port: u16, mut client: TcpStream) {
+async fn relay_tcp(edge: Arc<Proxy>, port: u16, mut client: TcpStream) {
     let started = Instant::now();
     let mut except: Option<String> = None;
     for _ in 0..2 {
@@ -995,8 +771,8 @@ async fn relay_tcp(edge: Arc<Edge>, port: u16, mut client: TcpStream) {
                 drop(guard);
                 return;
             }
-            Ok(Err(e)) => edge.mark_unreachable(&guard, &e.to_string()),
-            Err(_) => edge.mark_unreachable(&guard, "connect timed out"),
+            Ok(Err(e)) => guard.mark_unreachable(&e.to_string()),
+            Err(_) => guard.mark_unreachable("connect timed out"),
         }
         target.counters.failure();
         except = Some(target.spec.id.clone());
@@ -1084,34 +860,4 @@ fn respond(
         HeaderValue::from(guard.0.spec.release),
     );
     Response::from_parts(parts, ProxyBody::Relayed(Relay { body, guard }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn idle_connections_the_target_closed_are_dropped() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let pool = ConnPool::default();
-        let mut accepted = Vec::new();
-        for _ in 0..3 {
-            let conn = Conn::connect(&addr, CONNECT_TIMEOUT).await.unwrap();
-            accepted.push(listener.accept().await.unwrap().0);
-            pool.give_back(conn);
-        }
-        pool.prune();
-        assert_eq!(pool.idle(), 3, "open connections stay");
-        // The target closes two of them, as an app's idle timeout does.
-        drop(accepted.drain(..2));
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while pool.idle() > 1 {
-            assert!(Instant::now() < deadline, "closed connections are dropped");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            pool.prune();
-        }
-        assert!(pool.take().is_some(), "the open one is still usable");
-        assert!(pool.take().is_none());
-    }
 }

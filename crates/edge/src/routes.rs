@@ -40,7 +40,7 @@ pub struct Target {
     pub changed: Notify,
     pub checker: Mutex<Option<JoinHandle<()>>>,
     /// Idle keep-alive connections to it.
-    pub pool: crate::proxy::ConnPool,
+    pub pool: crate::pool::ConnPool,
     /// Its release's counters on its route.
     pub counters: Arc<Counters>,
     /// Removed from its route: open TCP relays to it close.
@@ -111,7 +111,7 @@ impl Target {
             added: Instant::now(),
             changed: Notify::new(),
             checker: Mutex::new(None),
-            pool: crate::proxy::ConnPool::default(),
+            pool: crate::pool::ConnPool::default(),
             counters,
             closed: std::sync::atomic::AtomicBool::new(false),
         })
@@ -181,10 +181,28 @@ impl Drop for InFlight {
     }
 }
 
+impl InFlight {
+    /// This request could not connect to its target: take the target out
+    /// of rotation now; its health checks bring it back when it answers
+    /// again.
+    pub fn mark_unreachable(&self, why: &str) {
+        let t = &self.0;
+        let mut h = t.health();
+        if h.state == TargetState::Healthy {
+            h.state = TargetState::Unhealthy;
+            h.passes = 0;
+            h.last_check = Some(format!("request failed: {why}"));
+            drop(h);
+            t.changed.notify_waiters();
+            crate::changes::bump();
+        }
+    }
+}
+
 pub struct Route {
     pub spec: RouteSpec,
     pub targets: Vec<Arc<Target>>,
-    pub listener: Option<crate::proxy::Listener>,
+    pub listener: Option<crate::listeners::Listener>,
     pub policy: TrafficPolicy,
     /// Per release, kept while the edge runs (a release's figures survive
     /// its targets' removal, for switch-back comparisons).

@@ -73,7 +73,7 @@ impl Counters {
     pub fn new(release: u32) -> Self {
         Self {
             release,
-            shards: (0..crate::proxy::worker_count())
+            shards: (0..crate::workers::worker_count())
                 .map(|_| Shard::default())
                 .collect(),
         }
@@ -81,7 +81,7 @@ impl Counters {
 
     /// This thread's counters.
     fn mine(&self) -> &Shard {
-        &self.shards[crate::proxy::worker_index() % self.shards.len()]
+        &self.shards[crate::workers::worker_index() % self.shards.len()]
     }
 
     /// One counter summed over the threads.

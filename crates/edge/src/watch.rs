@@ -121,7 +121,7 @@ struct EdgeSocket(PathBuf);
 impl EdgeSocket {
     fn call(&self, request: &Request) -> Result<Response, String> {
         let text = serde_json::to_string(request).map_err(|e| e.to_string())?;
-        let line = crate::control::round_trip(&self.0, &text)?;
+        let line = crate::ctl::round_trip(&self.0, &text)?;
         serde_json::from_str(&line).map_err(|e| e.to_string())
     }
 
