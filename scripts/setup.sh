@@ -35,11 +35,13 @@ APT_PACKAGES=(
   # The ACME test server (and its mock DNS) the edge's HTTPS tests order
   # certificates from, on loopback
   pebble
+  # htpasswd (bcrypt) for the tests' registry with authentication
+  apache2-utils
 )
 # Servers that run only as processes of benchmarks and tests (bench/edge's
-# proxies, the tests' sshd), so their system services are kept from starting
-# on install.
-PROXY_PACKAGES=(haproxy nginx-light openssh-server)
+# proxies, the tests' sshd and registries), so their system services are
+# kept from starting on install.
+PROXY_PACKAGES=(haproxy nginx-light openssh-server docker-registry)
 # Node.js 20+ with npm builds the UI. A machine that already has them (for example
 # from NodeSource) keeps its own; Debian's packages are the fallback.
 command -v node >/dev/null 2>&1 || APT_PACKAGES+=(nodejs)

@@ -10,6 +10,7 @@
 pub mod gui;
 #[path = "../../crates/edge/tests/support/pebble.rs"]
 pub mod pebble;
+pub mod registry;
 pub mod remote;
 
 use std::path::{Path, PathBuf};

@@ -249,6 +249,8 @@ pub struct Environments {
 struct Registry {
     settings: Settings,
     secrets: Arc<dyn SecretStore>,
+    /// The Docker CLI's config folder (registries' credentials).
+    docker_config: Option<std::path::PathBuf>,
     state: Mutex<State>,
     /// Set when the desktop app follows every environment.
     sink: Mutex<Option<AppSink>>,
@@ -298,6 +300,7 @@ impl Environments {
             inner: Arc::new(Registry {
                 settings,
                 secrets,
+                docker_config: discovery.config_dir.clone(),
                 state: Mutex::new(State {
                     default: list.default,
                     open,
@@ -335,6 +338,15 @@ impl Environments {
             }),
         }
         list
+    }
+
+    /// The registries of this user and their credentials.
+    pub fn registries(&self) -> crate::registries::Registries {
+        crate::registries::Registries::new(
+            self.inner.settings.clone(),
+            self.inner.secrets.clone(),
+            self.inner.docker_config.clone(),
+        )
     }
 
     /// The log follows the app keeps open.

@@ -11,6 +11,7 @@ mod env;
 mod exec;
 mod inventory;
 mod logs;
+mod registry;
 mod table;
 mod traffic;
 mod volume;
@@ -47,6 +48,16 @@ enum Command {
     Ps(ListArgs),
     /// Images with all their tags.
     Images(ListArgs),
+    /// One image repository: its tags (the registry's and the daemon's), pulls.
+    Image {
+        #[command(subcommand)]
+        command: registry::ImageCommand,
+    },
+    /// Registries: log in and out (credentials in the OS keyring), list logins.
+    Registry {
+        #[command(subcommand)]
+        command: registry::RegistryCommand,
+    },
     /// Volumes and the containers that use them.
     Volumes(ListArgs),
     /// Stacks: sets of services defined in a Compose file.
@@ -307,6 +318,8 @@ async fn verb(envs: &Environments, cli: Cli) -> Result<(), Problem> {
             EnvCommand::Rm { name } => env::rm(envs, &name).await,
         },
         Command::Logs(args) => logs::run(&*chosen()?, args).await,
+        Command::Registry { command } => registry::registry(envs, command).await,
+        Command::Image { command } => registry::image(envs, &*chosen()?, command).await,
         Command::Exec(_) => Ok(()),
         Command::Ps(args) => inventory::ps(&load(&*chosen()?).await?, args.json),
         Command::Images(args) => inventory::images(&load(&*chosen()?).await?, args.json),

@@ -22,6 +22,9 @@
 //!   gated, restore on failure, one per service at a time), driven through
 //!   the `Runtime` and `EdgeControl` traits.
 //! - [`edge`]: the control protocol of the edge proxy.
+//! - [`registry`]: registries without I/O — which one a reference names,
+//!   `docker login`'s config.json, challenges, pages, rate limits, and the
+//!   order tags are shown in.
 //! - [`secret`]: secrets in memory that never print.
 //! - [`problem`]: the stable error codes and human messages that cross to the
 //!   UI and the CLI.
@@ -42,6 +45,7 @@ pub mod interpolate;
 pub mod inventory;
 pub mod live;
 pub mod problem;
+pub mod registry;
 pub mod rollout;
 pub mod secret;
 pub mod service;

@@ -84,6 +84,20 @@ pub enum ProblemCode {
     UnknownSnapshot,
     /// The user stopped the work before it was done.
     Cancelled,
+    /// A registry does not answer (down, unknown host, refused connection).
+    RegistryUnreachable,
+    /// A registry refused the credentials (or asked for some).
+    RegistryUnauthorized,
+    /// A registry limits requests and refused one (429): wait, then ask again.
+    RegistryRateLimited,
+    /// A registry answered something that is not the API (or too much).
+    InvalidRegistryAnswer,
+    /// The registry has no such repository.
+    UnknownRepository,
+    /// The repository has no such tag.
+    UnknownTag,
+    /// No credentials for that registry were entered in Changeover.
+    NotLoggedIn,
 }
 
 /// A failure a person can read and the UI can branch on.

@@ -16,6 +16,9 @@
 //!   volumes, images, logs).
 //! - [`volumes`]: look into a volume through a helper container (listing,
 //!   reading, sizes), never through host paths.
+//! - [`registry`]: a registry's API: the login check, tags page by page,
+//!   digests by `HEAD`, with its token flow, rate limits and own words;
+//!   and [`images`], pulls on the daemon with credentials and progress.
 //! - [`live`]: keep an inventory current from the daemon's event stream,
 //!   reconnecting with backoff when the daemon goes away.
 //!
@@ -25,8 +28,10 @@
 pub mod connect;
 pub mod containers;
 pub mod edge;
+pub mod images;
 pub mod live;
 pub mod read;
+pub mod registry;
 pub mod runtime;
 pub mod ssh;
 pub mod tls;

@@ -1,0 +1,193 @@
+//! A real registry for the tests: Debian's `docker-registry` (Distribution
+//! 2.8) on loopback, plain or with htpasswd authentication, storing in a
+//! temporary folder, with images pushed to it by the `docker` CLI. The
+//! Docker daemon speaks plain HTTP to loopback registries by itself, so
+//! nothing in the daemon's settings changes. The `docker` CLI's logins go
+//! to a config folder of the registry's own, never the user's.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::{docker, fixture_image, free_port, wait_for, KillOnDrop};
+
+/// The registry binary (scripts/setup.sh installs Debian's `docker-registry`).
+const BINARY: &str = "/usr/bin/docker-registry";
+
+pub struct Registry {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    /// `(user, password)` when it asks for them.
+    pub login: Option<(String, String)>,
+    /// The local tags pushed, removed when it drops.
+    pushed: std::sync::Mutex<Vec<String>>,
+    _proc: KillOnDrop,
+}
+
+impl Registry {
+    /// A registry with no authentication.
+    pub fn plain() -> Registry {
+        Registry::start(None)
+    }
+
+    /// A registry that takes only `user` with `password` (htpasswd, bcrypt).
+    pub fn with_login(user: &str, password: &str) -> Registry {
+        Registry::start(Some((user.to_string(), password.to_string())))
+    }
+
+    fn start(login: Option<(String, String)>) -> Registry {
+        assert!(
+            Path::new(BINARY).exists(),
+            "{BINARY} is missing (scripts/setup.sh installs docker-registry)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: changeover-test\n",
+            dir.path().join("data").display()
+        );
+        if let Some((user, password)) = &login {
+            let out = Command::new("htpasswd")
+                .args(["-Bbn", user, password])
+                .output()
+                .expect("htpasswd runs (scripts/setup.sh installs apache2-utils)");
+            assert!(
+                out.status.success(),
+                "htpasswd: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let file = dir.path().join("htpasswd");
+            std::fs::write(&file, &out.stdout).unwrap();
+            config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: changeover-test\n    path: {}\n",
+                file.display()
+            ));
+        }
+        let config_file = dir.path().join("config.yml");
+        std::fs::write(&config_file, config).unwrap();
+        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
+        let child = Command::new(BINARY)
+            .arg("serve")
+            .arg(&config_file)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let proc = KillOnDrop(child);
+        wait_for(Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "the registry answers on port {port}: {}",
+                std::fs::read_to_string(dir.path().join("registry.log")).unwrap_or_default()
+            )
+        });
+        let registry = Registry {
+            port,
+            dir,
+            login,
+            pushed: Default::default(),
+            _proc: proc,
+        };
+        if let Some((user, password)) = &registry.login {
+            registry.docker(
+                &["login", "-u", user, "--password-stdin", &registry.host()],
+                Some(password),
+            );
+        }
+        registry
+    }
+
+    /// Stops the registry (the local tags stay until it drops).
+    pub fn stop(&mut self) {
+        let _ = self._proc.0.kill();
+        let _ = self._proc.0.wait();
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The `docker` CLI's config folder for this registry's logins.
+    pub fn docker_config(&self) -> PathBuf {
+        self.dir.path().join("docker-config")
+    }
+
+    /// Runs the `docker` CLI with this registry's logins.
+    fn docker(&self, args: &[&str], stdin: Option<&str>) -> String {
+        use std::io::Write;
+        let mut child = Command::new("docker")
+            .arg("--config")
+            .arg(self.docker_config())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        if let Some(text) = stdin {
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
+        }
+        drop(child.stdin.take());
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "docker {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Builds an image per tag (the fixture with a label naming the tag, so
+    /// each has its own digest) and pushes `repo:tag` to this registry; the
+    /// local tags stay until the registry drops.
+    pub fn push(&self, repo: &str, tags: &[&str]) {
+        let base = fixture_image();
+        for tag in tags {
+            let reference = format!("{}/{repo}:{tag}", self.host());
+            let ctx = tempfile::tempdir().unwrap();
+            std::fs::write(
+                ctx.path().join("Dockerfile"),
+                format!("FROM {base}\nLABEL dev.changeover.test.tag=\"{repo}:{tag}\"\n"),
+            )
+            .unwrap();
+            docker(&[
+                "build",
+                "-q",
+                "-t",
+                &reference,
+                ctx.path().to_str().unwrap(),
+            ]);
+            self.docker(&["push", "-q", &reference], None);
+            self.pushed.lock().unwrap().push(reference);
+        }
+    }
+
+    /// Removes the local tag `repo:tag` (the registry keeps it).
+    pub fn forget_locally(&self, repo: &str, tag: &str) {
+        docker(&["rmi", &format!("{}/{repo}:{tag}", self.host())]);
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let pushed = std::mem::take(&mut *self.pushed.lock().unwrap_or_else(|p| p.into_inner()));
+        if !pushed.is_empty() {
+            let _ = Command::new("docker")
+                .arg("rmi")
+                .arg("-f")
+                .args(&pushed)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}

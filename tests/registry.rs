@@ -1,0 +1,491 @@
+//! Registries for real: Debian's `docker-registry` on loopback (plain, and
+//! with htpasswd authentication), images pushed by the `docker` CLI, the
+//! `changeover` command's tags, pulls and logins against it, credentials in
+//! the real Secret Service (run under scripts/with-keyring.sh), and the
+//! Docker CLI's own config.json and credential helpers as they are. A
+//! scripted registry shows what a hostile or rate-limiting one gets.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+
+use changeover_tests::registry::Registry;
+use changeover_tests::{changeover, docker};
+use serde_json::Value;
+
+/// A config folder and an empty Docker CLI config of the test's own, so
+/// the user's logins are neither used nor touched.
+struct Home {
+    config: tempfile::TempDir,
+    docker: tempfile::TempDir,
+}
+
+impl Home {
+    fn new() -> Home {
+        Home {
+            config: tempfile::tempdir().unwrap(),
+            docker: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        self.run_with(args, self.docker.path(), &[])
+    }
+
+    fn run_with(
+        &self,
+        args: &[&str],
+        docker_config: &Path,
+        extra: &[(&str, &str)],
+    ) -> std::process::Output {
+        let mut env = vec![
+            (
+                "CHANGEOVER_CONFIG_DIR",
+                self.config.path().to_str().unwrap(),
+            ),
+            ("DOCKER_CONFIG", docker_config.to_str().unwrap()),
+        ];
+        env.extend_from_slice(extra);
+        changeover(args, &env)
+    }
+
+    /// `registry login HOST -u USER --password-stdin` with `password`.
+    fn login(&self, host: &str, user: &str, password: &str) -> std::process::Output {
+        let mut cmd = changeover_tests::changeover_cmd(
+            &["registry", "login", host, "-u", user, "--password-stdin"],
+            &[
+                (
+                    "CHANGEOVER_CONFIG_DIR",
+                    self.config.path().to_str().unwrap(),
+                ),
+                ("DOCKER_CONFIG", self.docker.path().to_str().unwrap()),
+            ],
+        );
+        let mut child = cmd
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{password}\n").as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    fn logins(&self) -> Value {
+        let out = self.run(&["registry", "ls", "--json"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn json(out: &std::process::Output) -> Value {
+    assert!(
+        out.status.success(),
+        "changeover failed: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn tag_names(tags: &Value) -> Vec<String> {
+    tags["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["tag"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn tag<'a>(tags: &'a Value, name: &str) -> &'a Value {
+    tags["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["tag"] == name)
+        .unwrap_or_else(|| panic!("{name} is listed: {tags}"))
+}
+
+#[test]
+fn tags_of_the_registry_and_the_daemon_merge_in_version_order_and_a_pull_brings_one_over() {
+    let mut registry = Registry::plain();
+    let host = registry.host();
+    let repo = changeover_tests::unique("t-reg-app");
+    registry.push(
+        &repo,
+        &["1.0.0", "1.2.0", "1.10.0", "latest", "1.10.0-rc.1"],
+    );
+    registry.forget_locally(&repo, "1.10.0");
+    let home = Home::new();
+    let repository = format!("{host}/{repo}");
+
+    let tags = json(&home.run(&["image", "tags", &repository, "--json"]));
+    assert_eq!(
+        tag_names(&tags),
+        ["1.10.0", "1.10.0-rc.1", "1.2.0", "1.0.0", "latest"],
+        "versions first, newest first: {tags}"
+    );
+    let only_there = tag(&tags, "1.10.0");
+    assert_eq!(only_there["local"], false);
+    assert_eq!(only_there["inRegistry"], true);
+    assert!(
+        only_there["digest"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:"),
+        "a registry tag's digest comes by HEAD: {only_there}"
+    );
+    let both = tag(&tags, "1.2.0");
+    assert_eq!(
+        (both["local"].clone(), both["inRegistry"].clone()),
+        (true.into(), true.into())
+    );
+    assert!(both["size"].as_u64().unwrap() > 0 && both["created"].as_i64().unwrap() > 0);
+    assert_ne!(
+        tag(&tags, "1.2.0")["digest"],
+        tag(&tags, "1.0.0")["digest"],
+        "each tag is its own image"
+    );
+    let table = home.run(&["image", "tags", &repository]);
+    assert!(table.status.success());
+    let table = text(&table.stdout);
+    assert!(
+        table.lines().nth(1).unwrap().starts_with("1.10.0 "),
+        "{table}"
+    );
+    assert!(table.contains("local, registry"), "{table}");
+
+    // The tag that is only in the registry comes over, with progress.
+    let pulled = home.run(&["image", "pull", &format!("{repository}:1.10.0")]);
+    assert!(pulled.status.success(), "{}", text(&pulled.stderr));
+    let said = text(&pulled.stderr);
+    assert!(
+        said.contains("Downloaded newer image") || said.contains("layers"),
+        "{said}"
+    );
+    docker(&["image", "inspect", &format!("{repository}:1.10.0")]);
+    let tags = json(&home.run(&["image", "tags", &repository, "--json"]));
+    assert_eq!(tag(&tags, "1.10.0")["local"], true);
+
+    // The JSON progress names each layer the daemon reported.
+    registry.forget_locally(&repo, "1.10.0");
+    let lines = home.run(&["image", "pull", &format!("{repository}:1.10.0"), "--json"]);
+    assert!(lines.status.success(), "{}", text(&lines.stderr));
+    let last: Value = serde_json::from_str(text(&lines.stdout).lines().last().unwrap()).unwrap();
+    assert!(
+        last["id"].as_str().unwrap().starts_with("sha256:"),
+        "{last}"
+    );
+
+    // Wrong names get the registry's words and change nothing.
+    let unknown_tag = home.run(&["image", "pull", &format!("{repository}:9.9.9")]);
+    assert!(!unknown_tag.status.success());
+    assert!(
+        text(&unknown_tag.stderr).contains("manifest unknown"),
+        "{}",
+        text(&unknown_tag.stderr)
+    );
+    let unknown_repo = home.run(&["image", "tags", &format!("{host}/t-reg-nope")]);
+    assert!(!unknown_repo.status.success());
+    assert!(
+        text(&unknown_repo.stderr).contains("NAME_UNKNOWN"),
+        "{}",
+        text(&unknown_repo.stderr)
+    );
+    for (bad, says) in [
+        ("Bad/Name", "not a repository name"),
+        (&format!("{repository}:1.0.0"), "names a tag"),
+    ] {
+        let out = home.run(&["image", "tags", bad]);
+        assert!(!out.status.success(), "{bad} is refused");
+        assert!(
+            text(&out.stderr).contains(says),
+            "{bad}: {}",
+            text(&out.stderr)
+        );
+    }
+
+    // A registry that does not answer: the daemon's tags are still listed.
+    registry.stop();
+    let down = json(&home.run(&["image", "tags", &repository, "--json"]));
+    assert!(
+        down["registryProblem"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be reached"),
+        "{down}"
+    );
+    assert_eq!(
+        tag_names(&down),
+        ["1.10.0", "1.10.0-rc.1", "1.2.0", "1.0.0", "latest"],
+        "the daemon's tags are still listed"
+    );
+}
+
+#[test]
+fn a_login_is_checked_then_kept_in_the_keyring_and_used_for_tags_and_pulls() {
+    let registry = Registry::with_login("alice", "s3cret-pw");
+    let host = registry.host();
+    let repo = changeover_tests::unique("t-reg-private");
+    registry.push(&repo, &["2.0.0"]);
+    registry.forget_locally(&repo, "2.0.0");
+    let home = Home::new();
+    let repository = format!("{host}/{repo}");
+
+    let anonymous = home.run(&["image", "tags", &repository]);
+    assert!(!anonymous.status.success());
+    assert!(
+        text(&anonymous.stderr).contains("asks for credentials"),
+        "{}",
+        text(&anonymous.stderr)
+    );
+
+    let wrong = home.login(&host, "alice", "not-it");
+    assert!(!wrong.status.success(), "a wrong password is refused");
+    assert!(
+        text(&wrong.stderr).contains("refused the credentials"),
+        "{}",
+        text(&wrong.stderr)
+    );
+    assert_eq!(
+        home.logins(),
+        serde_json::json!([]),
+        "and nothing is stored"
+    );
+    assert!(
+        !home.config.path().join("registries.json").exists()
+            || !std::fs::read_to_string(home.config.path().join("registries.json"))
+                .unwrap()
+                .contains("alice")
+    );
+
+    let ok = home.login(&host, "alice", "s3cret-pw");
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    let kept = std::fs::read_to_string(home.config.path().join("registries.json")).unwrap();
+    assert!(
+        kept.contains("alice") && !kept.contains("s3cret"),
+        "no secret in a file: {kept}"
+    );
+    let logins = home.logins();
+    assert_eq!(logins[0]["host"], host.as_str());
+    assert_eq!(logins[0]["source"]["kind"], "keyring");
+    assert_eq!(logins[0]["username"], "alice");
+
+    let tags = json(&home.run(&["image", "tags", &repository, "--json"]));
+    assert_eq!(tag_names(&tags), ["2.0.0"]);
+    let pulled = home.run(&["image", "pull", &format!("{repository}:2.0.0")]);
+    assert!(
+        pulled.status.success(),
+        "pulled with X-Registry-Auth: {}",
+        text(&pulled.stderr)
+    );
+
+    let out = home.run(&["registry", "logout", &host]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(home.logins(), serde_json::json!([]));
+    let again = home.run(&["registry", "logout", &host]);
+    assert!(!again.status.success());
+    assert!(
+        text(&again.stderr).contains("not logged in"),
+        "{}",
+        text(&again.stderr)
+    );
+    let after = json(&home.run(&["image", "tags", &repository, "--json"]));
+    assert!(
+        after["registryProblem"]
+            .as_str()
+            .unwrap()
+            .contains("asks for credentials"),
+        "the password is gone from the keyring too; only the pulled tag is listed: {after}"
+    );
+
+    for (args, says) in [
+        (
+            vec![
+                "registry",
+                "login",
+                "bad host",
+                "-u",
+                "a",
+                "--password-stdin",
+            ],
+            "not a registry host",
+        ),
+        (
+            vec!["registry", "login", &host, "--password-stdin"],
+            "give the user name",
+        ),
+    ] {
+        let out = home.run(&args);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(
+            text(&out.stderr).contains(says),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn what_docker_login_left_works_as_is_from_config_json_and_from_a_credential_helper() {
+    let registry = Registry::with_login("bob", "hunter22");
+    let host = registry.host();
+    let repo = changeover_tests::unique("t-reg-docker");
+    registry.push(&repo, &["3.1.0"]);
+    let home = Home::new();
+    let repository = format!("{host}/{repo}");
+
+    // `docker login` (done by the kit with its own config folder) wrote
+    // `auths` with the credential inline.
+    let tags = json(&home.run_with(
+        &["image", "tags", &repository, "--json"],
+        &registry.docker_config(),
+        &[],
+    ));
+    assert_eq!(tag_names(&tags), ["3.1.0"]);
+    let logins = json(&home.run_with(
+        &["registry", "ls", "--json"],
+        &registry.docker_config(),
+        &[],
+    ));
+    assert_eq!(logins[0]["source"]["kind"], "dockerConfig", "{logins}");
+    assert_eq!(logins[0]["username"], "bob");
+    let refused = home.run_with(
+        &["registry", "logout", &host],
+        &registry.docker_config(),
+        &[],
+    );
+    assert!(
+        text(&refused.stderr).contains("docker logout"),
+        "{}",
+        text(&refused.stderr)
+    );
+
+    // A credential helper, asked by the protocol Docker's helpers speak.
+    let helpers = tempfile::tempdir().unwrap();
+    let helper = helpers.path().join("docker-credential-t-test");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = get ] || exit 1\nread server\n[ \"$server\" = \"{host}\" ] || {{ echo 'credentials not found in native keychain'; exit 1; }}\nprintf '{{\"ServerURL\":\"%s\",\"Username\":\"bob\",\"Secret\":\"hunter22\"}}' \"$server\"\n"
+        ),
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let config = tempfile::tempdir().unwrap();
+    std::fs::write(
+        config.path().join("config.json"),
+        format!("{{\"credHelpers\": {{\"{host}\": \"t-test\"}}}}"),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        helpers.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let tags = json(&home.run_with(
+        &["image", "tags", &repository, "--json"],
+        config.path(),
+        &[("PATH", &path)],
+    ));
+    assert_eq!(tag_names(&tags), ["3.1.0"]);
+    let logins = json(&home.run_with(
+        &["registry", "ls", "--json"],
+        config.path(),
+        &[("PATH", &path)],
+    ));
+    assert_eq!(logins[0]["source"]["helper"], "t-test", "{logins}");
+
+    // A config.json that is not JSON is named, not ignored.
+    std::fs::write(config.path().join("config.json"), "{broken").unwrap();
+    let out = json(&home.run_with(
+        &["image", "tags", &repository, "--json"],
+        config.path(),
+        &[],
+    ));
+    assert!(
+        out["registryProblem"].as_str().unwrap().contains("config.json"),
+        "{out}"
+    );
+    registry.forget_locally(&repo, "3.1.0");
+    let out = home.run_with(&["image", "tags", &repository], config.path(), &[]);
+    assert!(!out.status.success(), "nothing local: the reason is the answer");
+    assert!(
+        text(&out.stderr).contains("config.json"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// A registry of the test's own on loopback: answers every request with
+/// `answer` (status line, headers and body), counting the requests.
+fn scripted_registry(
+    answer: &'static [u8],
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let host = format!("127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = count.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let _ = conn.write_all(answer);
+        }
+    });
+    (host, count)
+}
+
+#[test]
+fn a_rate_limit_is_shown_with_its_wait_and_a_flood_of_an_answer_is_cut_off() {
+    let home = Home::new();
+    let (host, count) = scripted_registry(
+        b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 120\r\nratelimit-limit: 100;w=21600\r\nratelimit-remaining: 0;w=21600\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{\"errors\":[{\"code\":\"TOOMANYREQUESTS\",\"message\":\"You have reached your limit\"}]}",
+    );
+    let out = home.run(&["image", "tags", &format!("{host}/app")]);
+    assert!(!out.status.success());
+    let said = text(&out.stderr);
+    assert!(said.contains("try again in 120 s"), "{said}");
+    assert!(
+        said.contains("You have reached your limit"),
+        "the registry's words: {said}"
+    );
+    assert_eq!(
+        count.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "a 429 is not retried in a loop"
+    );
+
+    // 64 MiB of tags announced: read up to the bound, then refused.
+    static HUGE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    let body = HUGE.get_or_init(|| {
+        let mut b = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{\"tags\":[".to_vec();
+        b.extend(std::iter::repeat_n(b"\"a\",".as_slice(), 16 * 1024 * 1024).flatten());
+        b
+    });
+    let (host, _) = scripted_registry(body.as_slice());
+    let out = home.run(&["image", "tags", &format!("{host}/app")]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("at most"),
+        "{}",
+        text(&out.stderr)
+    );
+}
