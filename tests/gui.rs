@@ -1770,3 +1770,120 @@ fn a_service_gets_a_host_name_and_an_acme_certificate_from_the_window() {
     );
     assert!(changeover_tests::forget_acme_ca().status.success());
 }
+
+#[test]
+fn a_registry_login_and_a_tag_that_is_not_local_are_used_from_the_window() {
+    let registry = changeover_tests::registry::Registry::with_login("dana", "gui-pw-1");
+    let reg = registry.host();
+    let repo = unique("t-gui-reg");
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let docker = changeover_tests::default_docker().await;
+        changeover_application::services::ensure_sandbox_images(&docker)
+            .await
+            .unwrap();
+    });
+    let first = registry.push_image("changeover-demo:v1", &repo, "1.0.0");
+    registry.push_image("changeover-demo:v2", &repo, "1.1.0");
+    registry.forget_locally(&repo, "1.1.0");
+    let config = tempfile::tempdir().unwrap();
+    let docker_config = tempfile::tempdir().unwrap();
+    let env = [
+        ("CHANGEOVER_CONFIG_DIR", config.path().to_str().unwrap()),
+        ("DOCKER_CONFIG", docker_config.path().to_str().unwrap()),
+    ];
+    let port = changeover_tests::free_port();
+    let stack = changeover_tests::TestStack::new(
+        "reggui",
+        &format!(
+            "services:\n  web:\n    image: {first}\n    ports: [\"{port}:8080\"]\n    labels: {{dev.changeover.test: \"1\"}}\n    x-changeover:\n      health: {{path: /health, interval: 500ms}}\n"
+        ),
+        &[port],
+    );
+    let deployed = changeover_tests::changeover(&["stack", "deploy", "-f", &stack.file()], &env);
+    assert!(
+        deployed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&deployed.stderr)
+    );
+    let service = format!("{}/web", stack.name);
+
+    let gui = Gui::launch("registry", &app(), &env[1..]);
+    gui.wait_js(
+        "return document.querySelector('[data-testid=environment][data-name=default][data-state=connected]')",
+        Duration::from_secs(15),
+        "the local environment connects",
+    );
+    gui.click("[data-testid=section-images]");
+    gui.click_when("[data-testid=registries-toggle]", "the registries panel");
+    fill(&gui, "[data-testid=registry-host]", &reg);
+    fill(&gui, "[data-testid=registry-user]", "dana");
+    fill(&gui, "[data-testid=registry-password]", "not-the-one");
+    click_enabled(&gui, "[data-testid=registry-login-button]");
+    let refused = gui.wait_js(
+        "const p = document.querySelector('[data-testid=registry-problem]'); return p && p.textContent",
+        Duration::from_secs(15),
+        "a wrong password is refused",
+    );
+    assert!(
+        refused
+            .as_str()
+            .unwrap()
+            .contains("refused the credentials"),
+        "{refused}"
+    );
+    assert_eq!(
+        gui.js("return document.querySelectorAll('[data-testid=registry-login]').length"),
+        json!(0),
+        "and nothing is kept"
+    );
+    fill(&gui, "[data-testid=registry-password]", "gui-pw-1");
+    click_enabled(&gui, "[data-testid=registry-login-button]");
+    gui.wait_js(
+        &format!("return document.querySelector('[data-testid=registry-login][data-host=\"{reg}\"][data-source=keyring]')"),
+        Duration::from_secs(15),
+        "the login is listed, kept in the keyring",
+    );
+
+    gui.click("[data-testid=section-services]");
+    gui.click_when(
+        &format!("[data-testid=service-row][data-name=\"{service}\"]"),
+        "the service is listed",
+    );
+    gui.wait_js(
+        "return document.querySelector('[data-testid=deploy-tag] option[value=\"1.1.0\"][data-local=no]')",
+        Duration::from_secs(20),
+        "the registry's tag that is not local is offered",
+    );
+    let order = gui.js(
+        "return [...document.querySelectorAll('[data-testid=deploy-tag] option')].map(o => o.value)",
+    );
+    assert_eq!(order, json!(["1.1.0", "1.0.0"]), "newest version first");
+    select(&gui, "[data-testid=deploy-tag]", "1.1.0");
+    click_enabled(&gui, "[data-testid=deploy-button]");
+    let pulled = gui.wait_js(
+        "const p = document.querySelector('[data-testid=timeline-pull]'); return p && p.textContent",
+        Duration::from_secs(60),
+        "the pull shows in the timeline",
+    );
+    assert!(
+        pulled
+            .as_str()
+            .unwrap()
+            .contains(&format!("{reg}/{repo}:1.1.0")),
+        "{pulled}"
+    );
+    wait_done(&gui, 2, "the pulled tag rolls out");
+    gui.wait_js(
+        "return document.querySelector('[data-testid=timeline-pull][data-done=yes]')",
+        Duration::from_secs(10),
+        "every layer of the pull is done",
+    );
+    gui.screenshot(&workspace().join("docs/screenshots/registry.png"));
+    assert_eq!(
+        changeover_tests::get(port)
+            .unwrap()
+            .split_whitespace()
+            .next(),
+        Some("v2")
+    );
+}

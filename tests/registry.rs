@@ -416,16 +416,79 @@ fn what_docker_login_left_works_as_is_from_config_json_and_from_a_credential_hel
         &[],
     ));
     assert!(
-        out["registryProblem"].as_str().unwrap().contains("config.json"),
+        out["registryProblem"]
+            .as_str()
+            .unwrap()
+            .contains("config.json"),
         "{out}"
     );
     registry.forget_locally(&repo, "3.1.0");
     let out = home.run_with(&["image", "tags", &repository], config.path(), &[]);
-    assert!(!out.status.success(), "nothing local: the reason is the answer");
+    assert!(
+        !out.status.success(),
+        "nothing local: the reason is the answer"
+    );
     assert!(
         text(&out.stderr).contains("config.json"),
         "{}",
         text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_rollout_pulls_a_private_image_with_the_login_and_shows_the_pull() {
+    let registry = Registry::with_login("carol", "rollout-pw");
+    let host = registry.host();
+    let repo = changeover_tests::unique("t-reg-web");
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let docker = changeover_tests::default_docker().await;
+        changeover_application::services::ensure_sandbox_images(&docker)
+            .await
+            .unwrap();
+    });
+    let image = registry.push_image("changeover-demo:v1", &repo, "1.0.0");
+    registry.forget_locally(&repo, "1.0.0");
+    let home = Home::new();
+    let port = changeover_tests::free_port();
+    let stack = changeover_tests::TestStack::new(
+        "private",
+        &format!(
+            r#"services:
+  web:
+    image: {image}
+    ports: ["{port}:8080"]
+    labels: {{dev.changeover.test: "1"}}
+    x-changeover:
+      health: {{path: /health, interval: 500ms, timeout: 1s}}
+      deploy_timeout: 30s
+"#
+        ),
+        &[port],
+    );
+
+    let refused = home.run(&["stack", "deploy", "-f", &stack.file()]);
+    assert!(!refused.status.success(), "no login: the pull is refused");
+    let said = text(&refused.stderr);
+    assert!(
+        said.contains("is not on the daemon") && said.contains("registry login"),
+        "the registry's refusal, and what to do: {said}"
+    );
+    assert!(stack.containers().is_empty(), "and nothing was created");
+
+    assert!(home.login(&host, "carol", "rollout-pw").status.success());
+    let deployed = home.run(&["stack", "deploy", "-f", &stack.file()]);
+    let said = text(&deployed.stderr);
+    assert!(deployed.status.success(), "{said}");
+    assert!(
+        said.contains(&format!("pulling {image}")),
+        "the pull is shown: {said}"
+    );
+    assert_eq!(
+        changeover_tests::get(port)
+            .unwrap()
+            .split_whitespace()
+            .next(),
+        Some("v1")
     );
 }
 

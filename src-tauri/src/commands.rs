@@ -752,3 +752,47 @@ fn throttled(channel: Channel<Copied>) -> impl FnMut(&Copied) + Send {
         }
     }
 }
+
+/// A repository's tags: the registry's and the daemon's, merged and sorted.
+#[tauri::command]
+pub async fn image_tags(
+    state: State<'_, AppState>,
+    env: String,
+    repository: String,
+) -> Result<changeover_core::registry::ImageTags, Problem> {
+    let env = self::env(&state, &env)?;
+    state.envs.registries().tags(&env, &repository).await
+}
+
+/// Registries with credentials and where they come from (never the secret).
+#[tauri::command]
+pub fn registry_logins(
+    state: State<'_, AppState>,
+) -> Result<Vec<changeover_core::registry::RegistryLogin>, Problem> {
+    state.envs.registries().list()
+}
+
+/// Logs in to a registry: checked with it first, then the password in the
+/// OS keyring. `ca`: the PEM of a private registry's CA.
+#[tauri::command]
+pub async fn registry_login(
+    state: State<'_, AppState>,
+    host: String,
+    username: String,
+    password: String,
+    ca: Option<String>,
+) -> Result<changeover_core::registry::RegistryLogin, Problem> {
+    let secret = changeover_core::secret::Secret::new(password);
+    let ca = ca.filter(|c| !c.trim().is_empty());
+    state
+        .envs
+        .registries()
+        .login(&host, &username, secret, ca)
+        .await
+}
+
+/// Forgets a login made in Changeover.
+#[tauri::command]
+pub async fn registry_logout(state: State<'_, AppState>, host: String) -> Result<(), Problem> {
+    state.envs.registries().logout(&host).await
+}

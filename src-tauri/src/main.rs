@@ -98,7 +98,11 @@ fn main() {
             commands::volume_remove,
             commands::rollback_snapshots,
             commands::rollback_with_data,
-            commands::save_text_file
+            commands::save_text_file,
+            commands::image_tags,
+            commands::registry_logins,
+            commands::registry_login,
+            commands::registry_logout
         ])
         .setup(move |app| {
             let handle = app.handle().clone();

@@ -171,6 +171,34 @@ impl Registry {
         }
     }
 
+    /// Pushes `local` with a layer of its own on top (so a pull has
+    /// something to download) as `repo:tag`; the local tag stays until the
+    /// registry drops.
+    pub fn push_image(&self, local: &str, repo: &str, tag: &str) -> String {
+        let reference = format!("{}/{repo}:{tag}", self.host());
+        let ctx = tempfile::tempdir().unwrap();
+        std::fs::write(
+            ctx.path().join("stamp"),
+            crate::unique("stamp").repeat(4096),
+        )
+        .unwrap();
+        std::fs::write(
+            ctx.path().join("Dockerfile"),
+            format!("FROM {local}\nCOPY stamp /changeover-test-stamp\n"),
+        )
+        .unwrap();
+        docker(&[
+            "build",
+            "-q",
+            "-t",
+            &reference,
+            ctx.path().to_str().unwrap(),
+        ]);
+        self.docker(&["push", "-q", &reference], None);
+        self.pushed.lock().unwrap().push(reference.clone());
+        reference
+    }
+
     /// Removes the local tag `repo:tag` (the registry keeps it).
     pub fn forget_locally(&self, repo: &str, tag: &str) {
         docker(&["rmi", &format!("{}/{repo}:{tag}", self.host())]);

@@ -76,6 +76,8 @@ pub struct Environment {
     pub spec: EnvironmentSpec,
     settings: Settings,
     secrets: Arc<dyn SecretStore>,
+    /// Credentials for the registries its images come from.
+    pub(crate) registries: crate::registries::Registries,
     docker: tokio::sync::Mutex<Option<Docker>>,
     edge: tokio::sync::Mutex<Option<Edge>>,
     /// Rollouts this process runs on it (it cannot be removed meanwhile).
@@ -97,8 +99,18 @@ impl Drop for Busy<'_> {
 }
 
 impl Environment {
-    fn new(spec: EnvironmentSpec, settings: Settings, secrets: Arc<dyn SecretStore>) -> Self {
+    fn new(
+        spec: EnvironmentSpec,
+        settings: Settings,
+        secrets: Arc<dyn SecretStore>,
+        docker_config: Option<std::path::PathBuf>,
+    ) -> Self {
         Self {
+            registries: crate::registries::Registries::new(
+                settings.clone(),
+                secrets.clone(),
+                docker_config,
+            ),
             spec,
             settings,
             secrets,
@@ -292,6 +304,7 @@ impl Environments {
                         spec.clone(),
                         settings.clone(),
                         secrets.clone(),
+                        discovery.config_dir.clone(),
                     )),
                 )
             })
@@ -693,6 +706,7 @@ impl Environments {
             spec.clone(),
             self.inner.settings.clone(),
             self.inner.secrets.clone(),
+            self.inner.docker_config.clone(),
         ));
         let view = {
             let mut state = lock(&self.inner.state);

@@ -437,6 +437,18 @@ impl Registries {
     }
 }
 
+/// Rollouts pull with the same credentials.
+impl changeover_docker::runtime::Credentials for Registries {
+    fn credential<'a>(
+        &'a self,
+        host: &'a str,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Option<Credential>, Problem>> + Send + 'a>,
+    > {
+        Box::pin(async move { Ok(self.credential(host).await?.0) })
+    }
+}
+
 #[derive(Deserialize)]
 struct HelperAnswer {
     #[serde(rename = "Username", default)]

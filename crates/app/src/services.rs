@@ -80,19 +80,56 @@ pub async fn deployer(
     if let Some(message) = changeover_docker::edge::outdated_edge(&edge.docker).await {
         events(RolloutEvent::Note { message });
     }
-    Ok(deployer_on(edge, events))
+    Ok(deployer_on(edge, events, Some(env.registries.clone())))
 }
 
-/// A deployer driving `edge` and its daemon.
-pub(crate) fn deployer_on(edge: Edge, events: EventSink) -> Deployer<DockerRuntime, Edge> {
+/// A deployer driving `edge` and its daemon; images not on the daemon are
+/// pulled with `registries`' credentials, their progress told as
+/// [`RolloutEvent::Pulling`].
+pub(crate) fn deployer_on(
+    edge: Edge,
+    events: EventSink,
+    registries: Option<crate::registries::Registries>,
+) -> Deployer<DockerRuntime, Edge> {
+    let mut runtime = DockerRuntime::new(&edge.docker);
+    if let Some(registries) = registries {
+        runtime = runtime.with_pulls(changeover_docker::runtime::PullSetup {
+            credentials: std::sync::Arc::new(registries),
+            progress: pull_progress(events.clone()),
+        });
+    }
     Deployer {
-        runtime: DockerRuntime::new(&edge.docker),
+        runtime,
         edge,
         owner: owner(),
         now_ms,
         owner_gone,
         events,
     }
+}
+
+/// Tells a pull's progress as rollout events, at most every 100 ms unless
+/// a layer finished, a new one showed or the daemon's status line changed
+/// (it reports every chunk).
+fn pull_progress(
+    events: EventSink,
+) -> std::sync::Arc<dyn Fn(&changeover_core::registry::PullProgress) + Send + Sync> {
+    type Seen = Option<(std::time::Instant, (usize, usize), Option<String>)>;
+    let last: std::sync::Mutex<Seen> = std::sync::Mutex::new(None);
+    std::sync::Arc::new(move |p| {
+        let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
+        let counts = p.counts();
+        if let Some((at, seen, status)) = &*last {
+            let same = *seen == counts && *status == p.status;
+            if same && at.elapsed() < std::time::Duration::from_millis(100) {
+                return;
+            }
+        }
+        *last = Some((std::time::Instant::now(), counts, p.status.clone()));
+        events(RolloutEvent::Pulling {
+            progress: p.clone(),
+        });
+    })
 }
 
 /// Builds missing `changeover-demo:*` images the services use.
@@ -446,7 +483,7 @@ pub async fn prune(env: &Environment, name: &str) -> Result<Vec<String>, Problem
     let Some(edge) = env.edge().await? else {
         return Ok(Vec::new());
     };
-    let d = deployer_on(edge, std::sync::Arc::new(|_| {}));
+    let d = deployer_on(edge, std::sync::Arc::new(|_| {}), None);
     match d.load(stack, service).await?.0 {
         Some(record) => d.prune_gone(&record.spec).await,
         None => Ok(Vec::new()),

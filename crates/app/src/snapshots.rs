@@ -367,7 +367,7 @@ pub async fn restore(
     let work: Work<'_, Restored> = Box::pin(restore_unlocked(&docker, volume, snapshot, progress));
     match edge {
         Some(edge) => {
-            let d = crate::services::deployer_on(edge, std::sync::Arc::new(|_| {}));
+            let d = crate::services::deployer_on(edge, std::sync::Arc::new(|_| {}), None);
             with_locks(&d, &services, work).await
         }
         None => work.await,

@@ -26,7 +26,7 @@ async fn on_edge(
             format!("no service {name} on this environment (see `changeover service ls`)"),
         )
     })?;
-    Ok(deployer_on(edge, events))
+    Ok(deployer_on(edge, events, Some(env.registries.clone())))
 }
 
 fn quiet() -> EventSink {

@@ -35,9 +35,21 @@ fn phase(p: SlotPhase) -> &'static str {
 /// Prints rollout events on stderr, one line each.
 pub fn progress() -> EventSink {
     let started = Instant::now();
+    // A pull is told once per layer finished, not per chunk.
+    let pulled = std::sync::Mutex::new(None::<String>);
     Arc::new(move |e: RolloutEvent| {
         let t = started.elapsed().as_secs_f64();
         let line = match e {
+            RolloutEvent::Pulling { progress } => {
+                let (done, all) = progress.counts();
+                let key = format!("{done}/{all} {:?}", progress.status);
+                let mut seen = pulled.lock().unwrap_or_else(|p| p.into_inner());
+                if seen.as_deref() == Some(key.as_str()) {
+                    return;
+                }
+                *seen = Some(key);
+                format!("  [{t:6.2}s] {}", crate::registry::progress_line(&progress))
+            }
             RolloutEvent::Planned {
                 service,
                 from,

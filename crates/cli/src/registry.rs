@@ -224,7 +224,10 @@ pub async fn image(
             let id = id?;
             if json {
                 // One line, like the progress lines before it.
-                println!("{}", serde_json::json!({ "reference": reference, "id": id }));
+                println!(
+                    "{}",
+                    serde_json::json!({ "reference": reference, "id": id })
+                );
                 return Ok(());
             }
             println!("pulled {reference} ({id})");
@@ -234,7 +237,7 @@ pub async fn image(
 }
 
 /// `3/5 layers, 12 MB of 40 MB` — the pull in one line.
-fn progress_line(p: &PullProgress) -> String {
+pub(crate) fn progress_line(p: &PullProgress) -> String {
     let (done, all) = p.counts();
     let (got, total) = p.bytes();
     if all == 0 {

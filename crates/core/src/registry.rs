@@ -392,11 +392,15 @@ pub fn next_link(header: &str) -> Option<String> {
 #[serde(rename_all = "camelCase")]
 #[ts(export)]
 pub struct RateLimit {
+    #[ts(type = "number | null")]
     pub limit: Option<u64>,
+    #[ts(type = "number | null")]
     pub remaining: Option<u64>,
     /// The window the limit counts over, in seconds.
+    #[ts(type = "number | null")]
     pub window_s: Option<u64>,
     /// Seconds to wait before asking again (after a 429).
+    #[ts(type = "number | null")]
     pub retry_after_s: Option<u64>,
 }
 
@@ -433,8 +437,10 @@ pub struct ImageTag {
     /// The image ID on the daemon, when it is there.
     pub local_id: Option<String>,
     /// When the image was built (Unix seconds), when known.
+    #[ts(type = "number | null")]
     pub created: Option<i64>,
     /// Its size in bytes, when known.
+    #[ts(type = "number | null")]
     pub size: Option<u64>,
     /// On the daemon.
     pub local: bool,
@@ -578,7 +584,9 @@ pub struct PullLayer {
     /// `Pull complete`, `Already exists`).
     pub status: String,
     /// Bytes done and in all, while it downloads or extracts.
+    #[ts(type = "number | null")]
     pub current: Option<u64>,
+    #[ts(type = "number | null")]
     pub total: Option<u64>,
     /// Done (downloaded and extracted, or there already).
     pub done: bool,

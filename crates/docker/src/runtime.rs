@@ -8,6 +8,9 @@
 //! the daemon is the source of truth.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 
 use bollard::models::{
     ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, NetworkConnectRequest,
@@ -15,18 +18,20 @@ use bollard::models::{
     VolumeCreateRequest,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, InspectContainerOptions,
-    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    StopContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use bollard::Docker;
 use changeover_core::edge::labels;
+use changeover_core::image::ImageRef;
+use changeover_core::registry::{PullProgress, Repository};
 use changeover_core::rollout::{container_name, Runtime, SlotContainer, STOP_TIMEOUT_SECS};
 use changeover_core::service::{MountKind, Release, ServiceSpec};
 use changeover_core::{Problem, ProblemCode};
 use futures_util::StreamExt;
 
 use crate::connect::daemon_problem;
+use crate::registry::Credential;
 
 /// The stack's default network.
 pub fn default_network(stack: &str) -> String {
@@ -61,13 +66,39 @@ fn is_conflict(e: &bollard::errors::Error) -> bool {
 #[derive(Clone)]
 pub struct DockerRuntime {
     pub docker: Docker,
+    /// How images not on the daemon are pulled (`None`: anonymously,
+    /// with no progress told).
+    pub pulls: Option<PullSetup>,
+}
+
+/// Where a rollout's pulls get their credentials, and who hears their
+/// progress.
+#[derive(Clone)]
+pub struct PullSetup {
+    pub credentials: Arc<dyn Credentials>,
+    pub progress: Arc<dyn Fn(&PullProgress) + Send + Sync>,
+}
+
+/// The credential for a registry host (`None`: ask anonymously).
+pub trait Credentials: Send + Sync {
+    fn credential<'a>(
+        &'a self,
+        host: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<Option<Credential>, Problem>> + Send + 'a>>;
 }
 
 impl DockerRuntime {
     pub fn new(docker: &Docker) -> Self {
         Self {
             docker: docker.clone(),
+            pulls: None,
         }
+    }
+
+    /// The same, pulling with `pulls`' credentials and telling its progress.
+    pub fn with_pulls(mut self, pulls: PullSetup) -> Self {
+        self.pulls = Some(pulls);
+        self
     }
 
     async fn ensure_network(&self, name: &str, stack: &str) -> Result<(), Problem> {
@@ -147,44 +178,38 @@ impl Runtime for DockerRuntime {
             Err(e) if is_not_found(&e) => {}
             Err(e) => return Err(daemon_problem(&format!("reading image {image}"), &e)),
         }
-        let (repo, tag) = changeover_core::service::split_image(image);
-        let options = CreateImageOptionsBuilder::new()
-            .from_image(&repo)
-            .tag(&tag)
-            .build();
-        let mut pull = self.docker.create_image(Some(options), None, None);
-        let mut failure = None;
-        while let Some(item) = pull.next().await {
-            match item {
-                Ok(info) => {
-                    if let Some(m) = info.error_detail.and_then(|d| d.message) {
-                        failure = Some(m);
-                    }
-                }
-                Err(e) => {
-                    failure = Some(match e {
-                        bollard::errors::Error::DockerResponseServerError { message, .. } => {
-                            message
-                        }
-                        other => other.to_string(),
-                    });
-                    break;
-                }
+        let reference = ImageRef::parse(image).map_err(|e| {
+            Problem::new(
+                ProblemCode::ImageNotFound,
+                format!("image {image} is not on the daemon and cannot be pulled: {e}"),
+            )
+        })?;
+        let credential = match &self.pulls {
+            Some(p) => {
+                p.credentials
+                    .credential(&Repository::of(&reference).host)
+                    .await?
             }
-        }
-        if let Some(why) = failure {
-            return Err(Problem::new(
-                ProblemCode::ImageNotFound,
-                format!("image {image} is not on the daemon and could not be pulled: {why}"),
-            ));
-        }
-        match self.docker.inspect_image(image).await {
-            Ok(i) => Ok(i.id.unwrap_or_default()),
-            Err(e) => Err(Problem::new(
-                ProblemCode::ImageNotFound,
-                format!("image {image} is not on the daemon after pulling it: {e}"),
-            )),
-        }
+            None => None,
+        };
+        let progress = self.pulls.as_ref().map(|p| p.progress.clone());
+        crate::images::pull(&self.docker, &reference, credential.as_ref(), |state| {
+            if let Some(tell) = &progress {
+                tell(state);
+            }
+        })
+        .await
+        .map_err(|p| {
+            let said = p
+                .message
+                .strip_prefix(&format!("{reference} "))
+                .unwrap_or(&p.message)
+                .to_string();
+            Problem::new(
+                p.code,
+                format!("image {image} is not on the daemon and {said}"),
+            )
+        })
     }
 
     async fn snapshot_volumes(

@@ -74,6 +74,11 @@ pub enum RolloutEvent {
     Note {
         message: String,
     },
+    /// An image that is not on the daemon is being pulled (before the
+    /// first slot): each layer's progress so far.
+    Pulling {
+        progress: crate::registry::PullProgress,
+    },
     Slot {
         slot: u32,
         release: u32,

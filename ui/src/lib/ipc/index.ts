@@ -22,6 +22,8 @@ import type { TrafficUpdate } from "./generated/TrafficUpdate";
 import type { ServiceView } from "./generated/ServiceView";
 import type { Strategy } from "./generated/Strategy";
 import type { VolumeDetail } from "./generated/VolumeDetail";
+import type { ImageTags } from "./generated/ImageTags";
+import type { RegistryLogin } from "./generated/RegistryLogin";
 import type { Listing } from "./generated/Listing";
 import type { FilePreview } from "./generated/FilePreview";
 import type { SizeWalk } from "./generated/SizeWalk";
@@ -56,6 +58,11 @@ export type { Search } from "./generated/Search";
 export type { SqliteInfo } from "./generated/SqliteInfo";
 export type { SqliteTable } from "./generated/SqliteTable";
 export type { Found } from "./generated/Found";
+export type { PullProgress } from "./generated/PullProgress";
+export type { PullLayer } from "./generated/PullLayer";
+export type { ImageTags } from "./generated/ImageTags";
+export type { ImageTag } from "./generated/ImageTag";
+export type { RegistryLogin } from "./generated/RegistryLogin";
 export type { Strategy } from "./generated/Strategy";
 export type { ConnectionState } from "./generated/ConnectionState";
 export type { Container } from "./generated/Container";
@@ -510,4 +517,32 @@ export function rollbackSnapshots(env: string, service: string): Promise<Snapsho
 /** Rolls STACK/SERVICE back, then restores the data from before the deploy being undone. */
 export function rollbackWithData(env: string, service: string, onEvent: (e: RolloutEvent) => void): Promise<RolloutOutcome> {
   return call("rollback_with_data", { env, service, onEvent: channel(onEvent) });
+}
+
+/** A repository's tags, from its registry and the environment's daemon. */
+export function imageTags(env: string, repository: string): Promise<ImageTags> {
+  return invoke<ImageTags>("image_tags", { env, repository }).catch((e: unknown) => {
+    throw toProblem(e);
+  });
+}
+
+/** Registries with credentials and where they come from. */
+export function registryLogins(): Promise<RegistryLogin[]> {
+  return invoke<RegistryLogin[]>("registry_logins").catch((e: unknown) => {
+    throw toProblem(e);
+  });
+}
+
+/** Logs in to a registry (checked first; the password goes to the OS keyring). */
+export function registryLogin(host: string, username: string, password: string, ca: string | null): Promise<RegistryLogin> {
+  return invoke<RegistryLogin>("registry_login", { host, username, password, ca }).catch((e: unknown) => {
+    throw toProblem(e);
+  });
+}
+
+/** Forgets a login made in Changeover. */
+export function registryLogout(host: string): Promise<void> {
+  return invoke<void>("registry_logout", { host }).catch((e: unknown) => {
+    throw toProblem(e);
+  });
 }

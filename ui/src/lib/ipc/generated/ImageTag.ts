@@ -15,11 +15,11 @@ localId: string | null,
 /**
  * When the image was built (Unix seconds), when known.
  */
-created: bigint | null, 
+created: number | null, 
 /**
  * Its size in bytes, when known.
  */
-size: bigint | null, 
+size: number | null, 
 /**
  * On the daemon.
  */

@@ -16,7 +16,7 @@ status: string,
 /**
  * Bytes done and in all, while it downloads or extracts.
  */
-current: bigint | null, total: bigint | null, 
+current: number | null, total: number | null, 
 /**
  * Done (downloaded and extracted, or there already).
  */

@@ -4,12 +4,12 @@
  * A rate limit a registry announced (Docker Hub's `ratelimit-*` headers,
  * `200;w=21600`), or a 429's `Retry-After`.
  */
-export type RateLimit = { limit: bigint | null, remaining: bigint | null, 
+export type RateLimit = { limit: number | null, remaining: number | null, 
 /**
  * The window the limit counts over, in seconds.
  */
-windowS: bigint | null, 
+windowS: number | null, 
 /**
  * Seconds to wait before asking again (after a 429).
  */
-retryAfterS: bigint | null, };
+retryAfterS: number | null, };
