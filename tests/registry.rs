@@ -552,3 +552,87 @@ fn a_rate_limit_is_shown_with_its_wait_and_a_flood_of_an_answer_is_cut_off() {
         text(&out.stderr)
     );
 }
+
+/// A registry that wants the token flow, as Docker Hub does: `/v2/…`
+/// answers 401 with a Bearer challenge naming `/token`; `/token` gives a
+/// token only for the right basic credential; the tag list is served only
+/// with that token. Counts the token requests.
+fn token_registry() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let host = format!("127.0.0.1:{port}");
+    let tokens = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let issued = tokens.clone();
+    let realm = format!("http://{host}/token");
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut request_line = String::new();
+            let _ = reader.read_line(&mut request_line);
+            let mut auth = String::new();
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("authorization: ") {
+                    auth = line[line.len() - v.len()..].trim().to_string();
+                }
+                line.clear();
+            }
+            let path = request_line
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or("")
+                .to_string();
+            // base64("erin:tok-pw")
+            let good_basic = "Basic ZXJpbjp0b2stcHc=";
+            let (status, extra, body) = if path.starts_with("/token") {
+                if auth == good_basic && path.contains("scope=repository%3Ateam%2Fapp%3Apull") {
+                    issued.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    ("200 OK", String::new(), r#"{"token":"t0k3n"}"#.to_string())
+                } else {
+                    ("401 Unauthorized", String::new(), r#"{"errors":[{"code":"UNAUTHORIZED","message":"incorrect username or password"}]}"#.to_string())
+                }
+            } else if auth == "Bearer t0k3n" {
+                (
+                    "200 OK",
+                    String::new(),
+                    r#"{"name":"team/app","tags":["2.0","1.0"]}"#.to_string(),
+                )
+            } else {
+                (
+                    "401 Unauthorized",
+                    format!("WWW-Authenticate: Bearer realm=\"{realm}\",service=\"test-registry\",scope=\"repository:team/app:pull\"\r\n"),
+                    r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#.to_string(),
+                )
+            };
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status}\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (host, tokens)
+}
+
+#[test]
+fn the_token_flow_gets_a_bearer_token_with_the_login_and_a_wrong_one_is_refused() {
+    let (host, tokens) = token_registry();
+    let home = Home::new();
+    let wrong = home.login(&host, "erin", "nope");
+    assert!(!wrong.status.success());
+    assert!(
+        text(&wrong.stderr).contains("incorrect username or password"),
+        "the token service's words: {}",
+        text(&wrong.stderr)
+    );
+    assert_eq!(home.logins(), serde_json::json!([]));
+    let ok = home.login(&host, "erin", "tok-pw");
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    let tags = json(&home.run(&["image", "tags", &format!("{host}/team/app"), "--json"]));
+    assert_eq!(tag_names(&tags), ["2.0", "1.0"]);
+    assert!(
+        tokens.load(std::sync::atomic::Ordering::SeqCst) >= 1,
+        "a token was asked for the repository's scope"
+    );
+}
