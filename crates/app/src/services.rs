@@ -132,6 +132,49 @@ fn pull_progress(
     })
 }
 
+/// Builds the images of the services with `build:` on the daemon (each
+/// once per content: a context that did not change is not built again),
+/// their output told as [`RolloutEvent::Build`]; the services, each naming
+/// its built image. A failed build stops everything before any rollout.
+pub async fn build_images(
+    docker: &Docker,
+    services: &[ServiceSpec],
+    events: &EventSink,
+) -> Result<Vec<ServiceSpec>, Problem> {
+    let mut out = Vec::with_capacity(services.len());
+    for spec in services {
+        let Some(build) = &spec.build else {
+            out.push(spec.clone());
+            continue;
+        };
+        let service = format!("{}/{}", spec.stack, spec.name);
+        let repository = changeover_core::image::ImageRef::parse(&spec.image)
+            .map(|r| r.name)
+            .unwrap_or_else(|_| spec.image.clone());
+        let tell = |line: &str| {
+            events(RolloutEvent::Build {
+                service: service.clone(),
+                line: line.to_string(),
+            })
+        };
+        let built = changeover_docker::build::build(docker, build, &repository, tell).await?;
+        events(RolloutEvent::Note {
+            message: if built.cached {
+                format!(
+                    "{service}: {} is built already (its context did not change)",
+                    built.reference
+                )
+            } else {
+                format!("{service}: built {}", built.reference)
+            },
+        });
+        let mut spec = spec.clone();
+        spec.image = built.reference;
+        out.push(spec);
+    }
+    Ok(out)
+}
+
 /// Builds missing `changeover-demo:*` images the services use.
 pub async fn ensure_demo_images(docker: &Docker, specs: &[&ServiceSpec]) -> Result<(), Problem> {
     let mut binary = None;
@@ -168,8 +211,14 @@ pub async fn deploy_stack(
     events: EventSink,
 ) -> Result<Vec<RolloutOutcome>, Problem> {
     let _busy = env.busy();
+    let docker = env.docker().await?;
+    let built = build_images(&docker, &stack.services, &events).await?;
+    let stack = &Stack {
+        services: built,
+        ..stack.clone()
+    };
     let specs: Vec<&ServiceSpec> = stack.services.iter().collect();
-    ensure_demo_images(&env.docker().await?, &specs).await?;
+    ensure_demo_images(&docker, &specs).await?;
     let d = deployer(env, events).await?;
     for spec in &stack.services {
         d.runtime.resolve_image(&spec.image).await?;

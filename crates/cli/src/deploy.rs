@@ -76,6 +76,7 @@ pub fn progress() -> EventSink {
                 }
             ),
             RolloutEvent::Note { message } => format!("  {message}"),
+            RolloutEvent::Build { service, line } => format!("  build {service} | {line}"),
             RolloutEvent::Slot {
                 slot,
                 release,

@@ -208,6 +208,24 @@ fn health(probe: &HealthProbe) -> Vec<(String, Yaml)> {
 /// One service as a Compose service mapping.
 pub(crate) fn service(spec: &ServiceSpec) -> Yaml {
     let mut s = vec![("image".to_string(), Yaml::text(&spec.image))];
+    if let Some(b) = &spec.build {
+        // The repository only: the tag comes from each build's content.
+        let repo = crate::image::ImageRef::parse(&spec.image)
+            .map(|r| r.name)
+            .unwrap_or_else(|_| spec.image.clone());
+        s[0].1 = Yaml::text(repo);
+        let mut build = vec![("context".to_string(), Yaml::text(&b.context))];
+        if let Some(d) = &b.dockerfile {
+            build.push(("dockerfile".into(), Yaml::text(d)));
+        }
+        if !b.args.is_empty() {
+            build.push(("args".into(), key_values(&b.args)));
+        }
+        if let Some(t) = &b.target {
+            build.push(("target".into(), Yaml::text(t)));
+        }
+        s.push(("build".into(), Yaml::Map(build)));
+    }
     if let Some(cmd) = &spec.command {
         s.push((
             "command".into(),

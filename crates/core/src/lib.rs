@@ -22,6 +22,7 @@
 //!   gated, restore on failure, one per service at a time), driven through
 //!   the `Runtime` and `EdgeControl` traits.
 //! - [`edge`]: the control protocol of the edge proxy.
+//! - [`build`]: `build:` settings, `.dockerignore` rules and content tags.
 //! - [`registry`]: registries without I/O — which one a reference names,
 //!   `docker login`'s config.json, challenges, pages, rate limits, and the
 //!   order tags are shown in.
@@ -35,6 +36,7 @@
 //! Deliberately left out: talking to a daemon or the edge (that is
 //! `changeover-docker`; the rollout only sees traits), presentation (the UI and the CLI decide how things look).
 
+pub mod build;
 pub mod compose;
 pub mod detail;
 pub mod edge;

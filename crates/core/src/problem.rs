@@ -98,6 +98,8 @@ pub enum ProblemCode {
     UnknownTag,
     /// No credentials for that registry were entered in Changeover.
     NotLoggedIn,
+    /// A service's `build:` failed (its context, or a step of its Dockerfile).
+    BuildFailed,
 }
 
 /// A failure a person can read and the UI can branch on.

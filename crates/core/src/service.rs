@@ -216,6 +216,12 @@ pub struct ServiceSpec {
     /// `x-changeover.tls`: HTTPS for `hosts`.
     #[serde(default)]
     pub tls: Option<ServiceTls>,
+    /// `build:`: the image is built on the environment's daemon from this
+    /// context before each deploy (once per content; see
+    /// [`crate::build`]); `image` is then the built image's repository
+    /// until the build names it `REPO:b-HASH`.
+    #[serde(default)]
+    pub build: Option<crate::build::BuildSpec>,
 }
 
 /// `x-changeover.tls: acme`, or `{cert: FILE, key: FILE}` (paths made
@@ -317,6 +323,7 @@ impl ServiceSpec {
             trusted_proxies: Vec::new(),
             hosts: Vec::new(),
             tls: None,
+            build: None,
         }
     }
 

@@ -105,6 +105,7 @@ impl StackReport {
 /// Compose service keys Changeover reads.
 const SUPPORTED: &[&str] = &[
     "image",
+    "build",
     "environment",
     "env_file",
     "ports",
@@ -122,7 +123,6 @@ const COMPOSE_ONLY: &[&str] = &[
     "annotations",
     "attach",
     "blkio_config",
-    "build",
     "cap_add",
     "cap_drop",
     "cgroup",
@@ -695,6 +695,8 @@ fn read_service(
     let mut image = None;
     // Written but unusable (reported already) is not "missing".
     let mut image_written = false;
+    let mut build = None;
+    let mut build_written = false;
     let mut env_from_files = BTreeMap::new();
     let mut env_inline = BTreeMap::new();
     for (field, value) in fields {
@@ -703,6 +705,10 @@ fn read_service(
             "image" => {
                 image_written = true;
                 image = r.string(value, &k)
+            }
+            "build" => {
+                build_written = true;
+                build = read_build(r, value, &k, dir);
             }
             "environment" => env_inline = r.key_values(value, &k),
             "env_file" => {
@@ -816,6 +822,26 @@ fn read_service(
     }
     spec.env = env_from_files;
     spec.env.extend(env_inline);
+    if let Some(b) = build {
+        // Built before each deploy and tagged from its content (see
+        // `crate::build`); until then the image is its repository.
+        if let Some(i) = &image {
+            if let Err(why) = crate::image::ImageRef::parse(i) {
+                r.error(
+                    node,
+                    &format!("{key}.image"),
+                    format!("{i:?} is not an image reference: {why}"),
+                );
+                return None;
+            }
+        }
+        spec.image = crate::build::build_repository(stack, name, image.as_deref());
+        spec.build = Some(b);
+        return Some(spec);
+    }
+    if build_written {
+        return None;
+    }
     match image.map(|i| (crate::image::ImageRef::parse(&i), i)) {
         Some((Ok(_), i)) => spec.image = i,
         Some((Err(why), i)) => {
@@ -828,11 +854,125 @@ fn read_service(
         }
         None => {
             if !image_written {
-                r.error(node, key, "a service needs an `image:` (Changeover deploys images; `build:` is not supported)");
+                r.error(node, key, "a service needs an `image:` or a `build:`");
             }
             return None;
         }
     }
+    Some(spec)
+}
+
+/// `build: DIR` or `build: {context, dockerfile, args, target}`; the
+/// context must be a folder (relative to the stack file's) that exists.
+fn read_build(
+    r: &mut Reader,
+    node: &Node,
+    key: &str,
+    dir: Option<&Path>,
+) -> Option<crate::build::BuildSpec> {
+    let mut spec = crate::build::BuildSpec {
+        context: ".".into(),
+        dockerfile: None,
+        args: BTreeMap::new(),
+        target: None,
+    };
+    if let Some(fields) = entries(node) {
+        for (f, v) in fields {
+            let k = format!("{key}.{f}");
+            match f.as_str() {
+                "context" => spec.context = r.string(v, &k)?,
+                "dockerfile" => spec.dockerfile = r.string(v, &k),
+                "args" => spec.args = r.key_values(v, &k),
+                "target" => spec.target = r.string(v, &k),
+                "cache_from"
+                | "cache_to"
+                | "labels"
+                | "network"
+                | "shm_size"
+                | "extra_hosts"
+                | "isolation"
+                | "privileged"
+                | "pull"
+                | "no_cache"
+                | "platforms"
+                | "tags"
+                | "ssh"
+                | "secrets"
+                | "additional_contexts"
+                | "dockerfile_inline"
+                | "ulimits"
+                | "entitlements"
+                | "provenance"
+                | "sbom" => r.warn(
+                    v,
+                    &k,
+                    format!("`build.{f}` is not applied by Changeover's builds; it is ignored"),
+                ),
+                other => {
+                    r.error(
+                        v,
+                        &k,
+                        format!("unknown build key `{other}` (Changeover reads: context, dockerfile, args, target)"),
+                    );
+                    return None;
+                }
+            }
+        }
+    } else {
+        spec.context = r.string(node, key)?;
+    }
+    if spec.context.contains("://") || spec.context.starts_with("git@") {
+        r.error(
+            node,
+            key,
+            format!(
+                "{:?}: a build context from a URL is not supported; give a folder",
+                spec.context
+            ),
+        );
+        return None;
+    }
+    if let Some(d) = &spec.dockerfile {
+        if d.is_empty() || Path::new(d).is_absolute() || d.split('/').any(|p| p == "..") {
+            r.error(
+                node,
+                &format!("{key}.dockerfile"),
+                format!("{d:?}: the Dockerfile must be a path inside the context"),
+            );
+            return None;
+        }
+    }
+    let full: std::path::PathBuf = match dir {
+        Some(d) if Path::new(&spec.context).is_relative() => d.join(&spec.context),
+        _ => Path::new(&spec.context).to_path_buf(),
+    }
+    .components()
+    .filter(|c| *c != std::path::Component::CurDir)
+    .collect();
+    if dir.is_some() && !full.is_dir() {
+        r.error(
+            node,
+            key,
+            format!(
+                "the build context {} is not a folder that exists",
+                full.display()
+            ),
+        );
+        return None;
+    }
+    if dir.is_some() && !full.join(spec.dockerfile()).is_file() {
+        r.error(
+            node,
+            key,
+            format!(
+                "there is no {} in the build context {}",
+                spec.dockerfile(),
+                full.display()
+            ),
+        );
+        return None;
+    }
+    spec.context = full.display().to_string();
     Some(spec)
 }
 
@@ -1502,6 +1642,52 @@ mod tests {
             .iter()
             .map(|e| e.to_string())
             .collect()
+    }
+
+    #[test]
+    fn build_is_read_as_a_folder_or_its_settings_and_checked_against_the_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("web")).unwrap();
+        std::fs::write(dir.path().join("web/Dockerfile"), "FROM scratch\n").unwrap();
+        std::fs::write(dir.path().join("web/Prod.Dockerfile"), "FROM scratch\n").unwrap();
+        let text = "name: shop\nservices:\n  web:\n    build: ./web\n  api:\n    image: reg:5000/team/api:dev\n    build:\n      context: web\n      dockerfile: Prod.Dockerfile\n      args: [MODE=prod, EMPTY=]\n      target: runtime\n      cache_from: [x]\n";
+        let report = parse(text, "stack.yml", Some(dir.path()));
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        let stack = report.stack.unwrap();
+        let web = &stack.services.iter().find(|s| s.name == "web").unwrap();
+        assert_eq!(web.image, "shop-web");
+        let b = web.build.as_ref().unwrap();
+        assert_eq!(b.context, dir.path().join("web").display().to_string());
+        assert_eq!(b.dockerfile(), "Dockerfile");
+        let api = &stack.services.iter().find(|s| s.name == "api").unwrap();
+        assert_eq!(
+            api.image, "reg:5000/team/api",
+            "the image's repository, tagged per build"
+        );
+        let b = api.build.as_ref().unwrap();
+        assert_eq!(b.dockerfile.as_deref(), Some("Prod.Dockerfile"));
+        assert_eq!(b.args.get("MODE").map(String::as_str), Some("prod"));
+        assert_eq!(b.target.as_deref(), Some("runtime"));
+        assert!(
+            report
+                .warnings
+                .iter()
+                .any(|w| w.to_string().contains("build.cache_from")),
+            "{:?}",
+            report.warnings
+        );
+        let bad = parse(
+            "name: shop\nservices:\n  web:\n    build: {context: web, colour: red}\n",
+            "stack.yml",
+            Some(dir.path()),
+        );
+        assert!(bad
+            .errors
+            .iter()
+            .any(|e| e.to_string().contains("unknown build key `colour`")));
+        assert!(errors("name: s\nservices:\n  web:\n    ports: [\"1:2\"]\n")
+            .iter()
+            .any(|e| e.contains("needs an `image:` or a `build:`")));
     }
 
     const GOOD: &str = r#"name: shop

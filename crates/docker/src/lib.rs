@@ -16,6 +16,8 @@
 //!   volumes, images, logs).
 //! - [`volumes`]: look into a volume through a helper container (listing,
 //!   reading, sizes), never through host paths.
+//! - [`build`]: a service's `build:` on the daemon: the context packed
+//!   (`.dockerignore` honoured), tagged from its content, the log streamed.
 //! - [`registry`]: a registry's API: the login check, tags page by page,
 //!   digests by `HEAD`, with its token flow, rate limits and own words;
 //!   and [`images`], pulls on the daemon with credentials and progress.
@@ -25,6 +27,7 @@
 //! Errors become [`changeover_core::Problem`]s here, so every caller (GUI,
 //! CLI, tests) shows the same words. Daemon errors are never swallowed.
 
+pub mod build;
 pub mod connect;
 pub mod containers;
 pub mod edge;

@@ -74,6 +74,11 @@ pub enum RolloutEvent {
     Note {
         message: String,
     },
+    /// A line of a service's image build (`build:`), before its rollout.
+    Build {
+        service: String,
+        line: String,
+    },
     /// An image that is not on the daemon is being pulled (before the
     /// first slot): each layer's progress so far.
     Pulling {

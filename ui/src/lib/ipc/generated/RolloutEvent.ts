@@ -17,7 +17,7 @@ resumed: boolean, rollback: boolean,
  * Blue-green or canary: the new release starts beside `from`,
  * which keeps the traffic.
  */
-beside: Strategy | null, } | { "type": "note", message: string, } | { "type": "pulling", progress: PullProgress, } | { "type": "slot", slot: number, release: number, phase: SlotPhase, 
+beside: Strategy | null, } | { "type": "note", message: string, } | { "type": "build", service: string, line: string, } | { "type": "pulling", progress: PullProgress, } | { "type": "slot", slot: number, release: number, phase: SlotPhase, 
 /**
  * Milliseconds since the rollout started.
  */
