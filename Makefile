@@ -5,7 +5,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 GENERATED := ui/src/lib/ipc/generated
 
-.PHONY: run test setup ui edge app types lint unit integration gui bench-app bench-inventory bench-rollout bench-edge bench-traffic bench-volumes clean-test-leftovers
+.PHONY: run test setup ui edge app types lint unit integration gui bench-app bench-inventory bench-rollout bench-edge bench-traffic bench-volumes bench-images clean-test-leftovers
 
 ## Install everything, build, and open the desktop app against the local daemon.
 run: setup app
@@ -75,6 +75,11 @@ bench-edge: setup edge
 bench-rollout: setup edge
 	$(CARGO) build --release -p changeover-bench
 	./target/release/bench-rollout
+
+## Registry tags and pulls through Changeover next to skopeo and docker pull.
+bench-images: setup app
+	$(CARGO) build --release -p changeover-bench
+	./target/release/bench-images
 
 bench-traffic: setup edge
 	$(CARGO) build --release -p changeover-bench

@@ -35,8 +35,9 @@ APT_PACKAGES=(
   # The ACME test server (and its mock DNS) the edge's HTTPS tests order
   # certificates from, on loopback
   pebble
-  # htpasswd (bcrypt) for the tests' registry with authentication
-  apache2-utils
+  # htpasswd (bcrypt) for the tests' registry with authentication; skopeo,
+  # bench/images' baseline for listing tags
+  apache2-utils skopeo
 )
 # Servers that run only as processes of benchmarks and tests (bench/edge's
 # proxies, the tests' sshd and registries), so their system services are

@@ -1886,4 +1886,39 @@ fn a_registry_login_and_a_tag_that_is_not_local_are_used_from_the_window() {
             .next(),
         Some("v2")
     );
+
+    // The registry's 1.1.0 is pushed again (here: pointed at 1.0.0's
+    // image): the page says a newer image is there, and pulls it.
+    let auth = "Basic ZGFuYTpndWktcHctMQ=="; // dana:gui-pw-1
+    let accept = "application/vnd.docker.distribution.manifest.v2+json";
+    let manifest = ureq::get(&format!("http://{reg}/v2/{repo}/manifests/1.0.0"))
+        .set("Accept", accept)
+        .set("Authorization", auth)
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    ureq::put(&format!("http://{reg}/v2/{repo}/manifests/1.1.0"))
+        .set("Content-Type", accept)
+        .set("Authorization", auth)
+        .send_string(&manifest)
+        .unwrap();
+    gui.click(&format!(
+        "[data-testid=service-row][data-name=\"{service}\"]"
+    ));
+    gui.wait_js(
+        "return document.querySelector('[data-testid=newer-image]')",
+        Duration::from_secs(20),
+        "a newer image for the current tag is shown",
+    );
+    click_enabled(&gui, "[data-testid=pull-redeploy]");
+    wait_done(&gui, 3, "the newer image rolls out");
+    assert_eq!(
+        changeover_tests::get(port)
+            .unwrap()
+            .split_whitespace()
+            .next(),
+        Some("v1"),
+        "the image the registry's 1.1.0 names now"
+    );
 }

@@ -51,8 +51,15 @@ impl Home {
 
     /// `registry login HOST -u USER --password-stdin` with `password`.
     fn login(&self, host: &str, user: &str, password: &str) -> std::process::Output {
+        self.login_with(&[host, "-u", user], password)
+    }
+
+    /// `registry login ARGS… --password-stdin` with `password` on stdin.
+    fn login_with(&self, args: &[&str], password: &str) -> std::process::Output {
+        let mut all = vec!["registry", "login", "--password-stdin"];
+        all.extend_from_slice(args);
         let mut cmd = changeover_tests::changeover_cmd(
-            &["registry", "login", host, "-u", user, "--password-stdin"],
+            &all,
             &[
                 (
                     "CHANGEOVER_CONFIG_DIR",
@@ -492,6 +499,17 @@ fn a_rollout_pulls_a_private_image_with_the_login_and_shows_the_pull() {
     );
 }
 
+/// A TLS handshake sent to a plain HTTP server of the test: answered as a
+/// plain server does (400, closed), so the client falls back to HTTP.
+fn refuse_tls(conn: &mut std::net::TcpStream) -> bool {
+    let mut first = [0u8; 1];
+    if conn.peek(&mut first).is_ok_and(|n| n == 1) && first[0] == 0x16 {
+        let _ = conn.write_all(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n");
+        return true;
+    }
+    false
+}
+
 /// A registry of the test's own on loopback: answers every request with
 /// `answer` (status line, headers and body), counting the requests.
 fn scripted_registry(
@@ -504,6 +522,9 @@ fn scripted_registry(
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { continue };
+            if refuse_tls(&mut conn) {
+                continue;
+            }
             seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let mut reader = BufReader::new(conn.try_clone().unwrap());
             let mut line = String::new();
@@ -567,6 +588,9 @@ fn token_registry() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) 
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { continue };
+            if refuse_tls(&mut conn) {
+                continue;
+            }
             let mut reader = BufReader::new(conn.try_clone().unwrap());
             let mut request_line = String::new();
             let _ = reader.read_line(&mut request_line);
@@ -635,4 +659,93 @@ fn the_token_flow_gets_a_bearer_token_with_the_login_and_a_wrong_one_is_refused(
         tokens.load(std::sync::atomic::Ordering::SeqCst) >= 1,
         "a token was asked for the repository's scope"
     );
+}
+
+/// Points `repo:to` at the manifest of `repo:from` in a plain registry
+/// (what a push from another machine does), leaving the local tags alone.
+fn retag_in_registry(host: &str, repo: &str, from: &str, to: &str) {
+    let accept = "application/vnd.docker.distribution.manifest.v2+json";
+    let got = ureq::get(&format!("http://{host}/v2/{repo}/manifests/{from}"))
+        .set("Accept", accept)
+        .call()
+        .unwrap();
+    let kind = got.header("Content-Type").unwrap_or(accept).to_string();
+    let body = got.into_string().unwrap();
+    ureq::put(&format!("http://{host}/v2/{repo}/manifests/{to}"))
+        .set("Content-Type", &kind)
+        .send_string(&body)
+        .unwrap();
+}
+
+#[test]
+fn a_tag_pushed_again_elsewhere_shows_as_newer_until_it_is_pulled() {
+    let registry = Registry::plain();
+    let host = registry.host();
+    let repo = changeover_tests::unique("t-reg-moved");
+    registry.push(&repo, &["2.0.0", "next"]);
+    let home = Home::new();
+    let repository = format!("{host}/{repo}");
+    let tags = json(&home.run(&["image", "tags", &repository, "--json"]));
+    assert_eq!(tag(&tags, "2.0.0")["newerInRegistry"], false, "{tags}");
+
+    retag_in_registry(&host, &repo, "next", "2.0.0");
+    let tags = json(&home.run(&["image", "tags", &repository, "--json"]));
+    assert_eq!(tag(&tags, "2.0.0")["newerInRegistry"], true, "{tags}");
+    let table = text(&home.run(&["image", "tags", &repository]).stdout);
+    assert!(table.contains("local, newer in registry"), "{table}");
+
+    let pulled = home.run(&["image", "pull", &format!("{repository}:2.0.0")]);
+    assert!(pulled.status.success(), "{}", text(&pulled.stderr));
+    let tags = json(&home.run(&["image", "tags", &repository, "--json"]));
+    assert_eq!(
+        tag(&tags, "2.0.0")["newerInRegistry"],
+        false,
+        "the newer one is here now: {tags}"
+    );
+}
+
+#[test]
+fn a_registry_behind_tls_with_a_private_ca_is_trusted_only_with_that_ca() {
+    let registry = Registry::with_login_and_tls("frank", "tls-pw-9");
+    let host = registry.host();
+    let repo = changeover_tests::unique("t-reg-tls");
+    registry.push(&repo, &["1.0.0"]);
+    registry.forget_locally(&repo, "1.0.0");
+    let home = Home::new();
+    let repository = format!("{host}/{repo}");
+    let ca = registry.ca.clone().unwrap();
+
+    // Not trusted: said, with what to do, and never skipped.
+    let untrusted = home.login(&host, "frank", "tls-pw-9");
+    assert!(!untrusted.status.success());
+    let said = text(&untrusted.stderr);
+    assert!(said.contains("--ca FILE"), "{said}");
+    assert_eq!(home.logins(), serde_json::json!([]));
+
+    let ok = home.login_with(
+        &[&host, "-u", "frank", "--ca", ca.to_str().unwrap()],
+        "tls-pw-9",
+    );
+
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    let tags = json(&home.run(&["image", "tags", &repository, "--json"]));
+    assert_eq!(
+        tag_names(&tags),
+        ["1.0.0"],
+        "the CA kept with the login is trusted"
+    );
+    let pulled = home.run(&["image", "pull", &format!("{repository}:1.0.0")]);
+    assert!(pulled.status.success(), "{}", text(&pulled.stderr));
+
+    // A CA file that is not one is refused at login, nothing kept.
+    let bad = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(bad.path(), "not a certificate").unwrap();
+    let home2 = Home::new();
+    let out = home2.login_with(
+        &[&host, "-u", "frank", "--ca", bad.path().to_str().unwrap()],
+        "tls-pw-9",
+    );
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("CA"), "{}", text(&out.stderr));
+    assert_eq!(home2.logins(), serde_json::json!([]));
 }

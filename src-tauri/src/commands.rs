@@ -110,7 +110,8 @@ pub fn watch_traffic(
 }
 
 /// Rolls `service` (STACK/SERVICE) to `tag`, streaming the rollout; with
-/// `strategy`, deploys this way (blue-green, canary) from now on.
+/// `strategy`, deploys this way (blue-green, canary) from now on; with
+/// `pull`, pulls the tag first (the registry's is newer).
 #[tauri::command]
 pub async fn deploy_tag(
     state: State<'_, AppState>,
@@ -118,9 +119,13 @@ pub async fn deploy_tag(
     service: String,
     tag: String,
     strategy: Option<Strategy>,
+    pull: Option<bool>,
     on_event: Channel<RolloutEvent>,
 ) -> Result<RolloutOutcome, Problem> {
     let env = self::env(&state, &env)?;
+    if pull == Some(true) {
+        return services::pull_and_deploy_tag(&env, &service, &tag, strategy, sink(on_event)).await;
+    }
     services::deploy_tag(&env, &service, &tag, strategy, sink(on_event)).await
 }
 

@@ -19,6 +19,8 @@ pub struct Registry {
     pub dir: tempfile::TempDir,
     /// `(user, password)` when it asks for them.
     pub login: Option<(String, String)>,
+    /// The CA (PEM file) its certificate is signed by, when it serves TLS.
+    pub ca: Option<PathBuf>,
     /// The local tags pushed, removed when it drops.
     pushed: std::sync::Mutex<Vec<String>>,
     _proc: KillOnDrop,
@@ -27,15 +29,21 @@ pub struct Registry {
 impl Registry {
     /// A registry with no authentication.
     pub fn plain() -> Registry {
-        Registry::start(None)
+        Registry::start(None, false)
     }
 
     /// A registry that takes only `user` with `password` (htpasswd, bcrypt).
     pub fn with_login(user: &str, password: &str) -> Registry {
-        Registry::start(Some((user.to_string(), password.to_string())))
+        Registry::start(Some((user.to_string(), password.to_string())), false)
     }
 
-    fn start(login: Option<(String, String)>) -> Registry {
+    /// The same behind TLS, its certificate (for 127.0.0.1) signed by a CA
+    /// made for it ([`Registry::ca`]).
+    pub fn with_login_and_tls(user: &str, password: &str) -> Registry {
+        Registry::start(Some((user.to_string(), password.to_string())), true)
+    }
+
+    fn start(login: Option<(String, String)>, tls: bool) -> Registry {
         assert!(
             Path::new(BINARY).exists(),
             "{BINARY} is missing (scripts/setup.sh installs docker-registry)"
@@ -46,6 +54,21 @@ impl Registry {
             "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: changeover-test\n",
             dir.path().join("data").display()
         );
+        let ca = tls.then(|| {
+            let (ca, issuer) = crate::remote::ca(dir.path(), "registry-ca");
+            let server = crate::remote::identity(
+                dir.path(),
+                "registry",
+                crate::remote::server_params("127.0.0.1"),
+                &issuer,
+            );
+            config.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                server.cert.display(),
+                server.key.display()
+            ));
+            ca
+        });
         if let Some((user, password)) = &login {
             let out = Command::new("htpasswd")
                 .args(["-Bbn", user, password])
@@ -87,6 +110,7 @@ impl Registry {
             port,
             dir,
             login,
+            ca,
             pushed: Default::default(),
             _proc: proc,
         };

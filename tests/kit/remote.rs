@@ -71,7 +71,7 @@ fn write(path: &Path, text: &str) {
     std::fs::write(path, text).expect("a file of the remote host is written");
 }
 
-fn identity(
+pub(crate) fn identity(
     dir: &Path,
     name: &str,
     params: CertificateParams,
@@ -88,7 +88,7 @@ fn identity(
     pem
 }
 
-fn ca(dir: &Path, name: &str) -> (PathBuf, Issuer<'static, KeyPair>) {
+pub(crate) fn ca(dir: &Path, name: &str) -> (PathBuf, Issuer<'static, KeyPair>) {
     let key = KeyPair::generate().expect("a CA key");
     let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -102,7 +102,7 @@ fn ca(dir: &Path, name: &str) -> (PathBuf, Issuer<'static, KeyPair>) {
     (path, Issuer::new(params, key))
 }
 
-fn server_params(ip: &str) -> CertificateParams {
+pub(crate) fn server_params(ip: &str) -> CertificateParams {
     let mut p = CertificateParams::new(Vec::<String>::new()).expect("server params");
     p.subject_alt_names = vec![SanType::IpAddress(ip.parse().expect("an IP"))];
     p.distinguished_name.push(DnType::CommonName, ip);

@@ -349,6 +349,7 @@ impl Registries {
                     size: u64::try_from(i.size).ok(),
                     local: true,
                     in_registry: false,
+                    newer_in_registry: false,
                 });
             }
         }
@@ -377,17 +378,19 @@ impl Registries {
                     size: None,
                     local: false,
                     in_registry: true,
+                    newer_in_registry: false,
                 }),
             }
         }
         registry::sort_tags(&mut tags);
-        // Digests of the first tags shown that the daemon does not have, by
-        // HEAD (not counted as pulls), a few at a time.
+        // Digests of the first tags shown, by HEAD (not counted as pulls),
+        // a few at a time: for a tag the daemon lacks, to show it; for one
+        // it has, to tell whether the registry's now points elsewhere.
         if let Ok(client) = &client {
             use futures_util::StreamExt;
             let wanted: Vec<String> = tags
                 .iter()
-                .filter(|t| t.in_registry && t.digest.is_none())
+                .filter(|t| t.in_registry)
                 .take(DIGESTS_ASKED)
                 .map(|t| t.tag.clone())
                 .collect();
@@ -403,8 +406,17 @@ impl Registries {
                 .collect()
                 .await;
             for (tag, digest) in found {
-                if let Some(t) = tags.iter_mut().find(|t| t.tag == tag) {
-                    t.digest = digest;
+                let Some(t) = tags.iter_mut().find(|t| t.tag == tag) else {
+                    continue;
+                };
+                match (&t.digest, digest) {
+                    (None, d) => t.digest = d,
+                    // The daemon's copy came from another manifest than the
+                    // registry's tag names now.
+                    (Some(local), Some(remote)) if t.local && *local != remote => {
+                        t.newer_in_registry = true;
+                    }
+                    _ => {}
                 }
             }
         }

@@ -324,6 +324,25 @@ pub async fn deploy_tag(
     .await
 }
 
+/// [`deploy_tag`], pulling the tag first: the registry's may point to a
+/// newer image than the daemon's copy (the pull's progress is told as
+/// [`RolloutEvent::Pulling`]).
+pub async fn pull_and_deploy_tag(
+    env: &Environment,
+    name: &str,
+    tag: &str,
+    strategy: Option<Strategy>,
+    events: EventSink,
+) -> Result<RolloutOutcome, Problem> {
+    let image = {
+        let d = deployer(env, std::sync::Arc::new(|_| {})).await?;
+        record_of(&d, name).await?.spec.with_tag(tag).image
+    };
+    let tell = pull_progress(events.clone());
+    env.registries.pull(env, &image, |p| tell(p)).await?;
+    deploy_tag(env, name, tag, strategy, events).await
+}
+
 /// Deploys a changed definition of one service (the GUI's forms).
 pub async fn deploy_spec(
     env: &Environment,

@@ -155,8 +155,13 @@ pub async fn service_deploy(
     name: &str,
     tag: &str,
     strategy: Option<changeover_core::service::Strategy>,
+    pull: bool,
 ) -> Result<(), Problem> {
-    deploy::deploy_tag(env, name, tag, strategy, progress()).await?;
+    if pull {
+        deploy::pull_and_deploy_tag(env, name, tag, strategy, progress()).await?;
+    } else {
+        deploy::deploy_tag(env, name, tag, strategy, progress()).await?;
+    }
     Ok(())
 }
 

@@ -229,6 +229,10 @@ enum ServiceCommand {
         /// for later deploys).
         #[arg(long, value_parser = parse_strategy)]
         strategy: Option<Strategy>,
+        /// Pull the tag first, with the registry's credentials: the
+        /// registry's may be newer than the daemon's copy.
+        #[arg(long)]
+        pull: bool,
     },
     /// Back to the previous release (or undo a rollout left half done).
     Rollback {
@@ -355,7 +359,8 @@ async fn verb(envs: &Environments, cli: Cli) -> Result<(), Problem> {
                     name,
                     tag,
                     strategy,
-                } => deploy::service_deploy(&env, &name, &tag, strategy).await,
+                    pull,
+                } => deploy::service_deploy(&env, &name, &tag, strategy, pull).await,
                 ServiceCommand::Rollback {
                     name,
                     with_data,

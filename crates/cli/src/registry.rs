@@ -279,6 +279,7 @@ fn print_tags(tags: &ImageTags) {
     let mut t = Table::new(["TAG", "WHERE", "DIGEST", "CREATED", "SIZE"]);
     for tag in &tags.tags {
         let place = match (tag.local, tag.in_registry) {
+            (true, true) if tag.newer_in_registry => "local, newer in registry",
             (true, true) => "local, registry",
             (true, false) => "local",
             (false, _) => "registry",

@@ -446,6 +446,10 @@ pub struct ImageTag {
     pub local: bool,
     /// Listed by the registry.
     pub in_registry: bool,
+    /// On the daemon, and the registry's tag points to another image now
+    /// (pushed since it was pulled): a pull brings the newer one.
+    #[serde(default)]
+    pub newer_in_registry: bool,
 }
 
 /// A repository's tags, merged from the daemon and its registry.
@@ -700,6 +704,7 @@ mod tests {
             size: None,
             local: false,
             in_registry: true,
+            newer_in_registry: false,
         }
     }
 

@@ -87,8 +87,13 @@ pub struct RegistryClient {
     http: Http,
     /// The registry as users write it.
     host: String,
-    /// `https://api-host` or `http://127.0.0.1:5000`.
-    base: String,
+    /// `https://api-host`, or `http://…` for a loopback registry that
+    /// does not speak TLS.
+    base: Mutex<String>,
+    /// A loopback registry: HTTPS is tried first, then plain HTTP, as the
+    /// Docker daemon does for the registries it calls insecure (it skips
+    /// verification there; this client does not).
+    http_fallback: bool,
     credential: Option<Credential>,
     /// Bearer tokens by scope ("" for the registry itself).
     tokens: Mutex<HashMap<String, Arc<str>>>,
@@ -192,14 +197,10 @@ impl RegistryClient {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let scheme = if registry::plain_http(&host) {
-            "http"
-        } else {
-            "https"
-        };
         Ok(Self {
             http: Client::builder(TokioExecutor::new()).build(connector),
-            base: format!("{scheme}://{}", registry::api_host(&host)),
+            base: Mutex::new(format!("https://{}", registry::api_host(&host))),
+            http_fallback: registry::plain_http(&host),
             host,
             credential,
             tokens: Mutex::new(HashMap::new()),
@@ -441,21 +442,35 @@ impl RegistryClient {
         auth: Option<String>,
         accept: Option<&str>,
     ) -> Result<Answer, Problem> {
-        let url = format!("{}{target}", self.base);
-        let mut request = Request::builder()
-            .method(method)
-            .uri(&url)
-            .header(hyper::header::USER_AGENT, "changeover");
-        if let Some(a) = auth {
-            request = request.header(hyper::header::AUTHORIZATION, a);
+        let build = |base: &str| {
+            let url = format!("{base}{target}");
+            let mut request = Request::builder()
+                .method(method.clone())
+                .uri(&url)
+                .header(hyper::header::USER_AGENT, "changeover");
+            if let Some(a) = &auth {
+                request = request.header(hyper::header::AUTHORIZATION, a.as_str());
+            }
+            if let Some(a) = accept {
+                request = request.header(hyper::header::ACCEPT, a);
+            }
+            request
+                .body(Full::new(Bytes::new()))
+                .map(|r| (r, url.clone()))
+                .map_err(|e| problem(ProblemCode::InvalidInput, format!("bad request {url}: {e}")))
+        };
+        let base = self.base.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let (request, url) = build(&base)?;
+        match self.exchange(request, &url).await {
+            Err(p) if self.http_fallback && base.starts_with("https://") && not_tls(&p.message) => {
+                // A loopback registry without TLS: plain HTTP from now on.
+                let plain = format!("http://{}", registry::api_host(&self.host));
+                *self.base.lock().unwrap_or_else(|p| p.into_inner()) = plain.clone();
+                let (request, url) = build(&plain)?;
+                self.exchange(request, &url).await
+            }
+            other => other,
         }
-        if let Some(a) = accept {
-            request = request.header(hyper::header::ACCEPT, a);
-        }
-        let request = request
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| problem(ProblemCode::InvalidInput, format!("bad request {url}: {e}")))?;
-        self.exchange(request, &url).await
     }
 
     /// One request and its whole (bounded) answer; notes rate limits.
@@ -565,6 +580,15 @@ impl RegistryClient {
             ),
         }
     }
+}
+
+/// Whether a failed exchange was TLS spoken to a server that answered in
+/// plain HTTP (rustls sees its bytes as a corrupt record).
+fn not_tls(message: &str) -> bool {
+    let m = message.to_lowercase();
+    m.contains("corrupt message")
+        || m.contains("invalidcontenttype")
+        || m.contains("wrong version number")
 }
 
 /// The registry's own words from an error answer: `CODE: message`, each.

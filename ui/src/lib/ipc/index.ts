@@ -164,8 +164,9 @@ export function deployTag(
   tag: string,
   strategy: Strategy | null,
   onEvent: (e: RolloutEvent) => void,
+  pull = false,
 ): Promise<RolloutOutcome> {
-  return invoke<RolloutOutcome>("deploy_tag", { env, service, tag, strategy, onEvent: channel(onEvent) }).catch(
+  return invoke<RolloutOutcome>("deploy_tag", { env, service, tag, strategy, pull, onEvent: channel(onEvent) }).catch(
     (e: unknown) => {
       throw toProblem(e);
     },

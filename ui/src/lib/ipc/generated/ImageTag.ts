@@ -27,4 +27,9 @@ local: boolean,
 /**
  * Listed by the registry.
  */
-inRegistry: boolean, };
+inRegistry: boolean, 
+/**
+ * On the daemon, and the registry's tag points to another image now
+ * (pushed since it was pulled): a pull brings the newer one.
+ */
+newerInRegistry: boolean, };

@@ -1,0 +1,190 @@
+//! `bench/images`: registries and pulls through Changeover, each next to
+//! the plain tool in the same run, on Debian's `docker-registry` on
+//! loopback (the test kit's).
+//!
+//! - The tags of a repository with 1,000 tags: `changeover image tags REPO
+//!   --json` (which also lists the daemon's tags and asks the digests of
+//!   the first 20 by `HEAD`) vs `skopeo list-tags` (target ≤ 1.0×).
+//! - A pull of a ~50 MB image onto the daemon: `changeover image pull` vs
+//!   `docker pull` (target ≤ 1.05×), the local copy removed before each.
+//!
+//! Each is run `BENCH_IMAGES_ROUNDS` times (default 5) in turn; medians are
+//! compared. Everything it creates is removed at the end. `make bench-images`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark fails loudly
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use changeover_tests::registry::Registry;
+use changeover_tests::{changeover, docker, fixture_image, unique};
+
+fn timed(mut f: impl FnMut()) -> Duration {
+    let t = Instant::now();
+    f();
+    t.elapsed()
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.0} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn run_ok(cmd: &mut Command, what: &str) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what} runs: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Gives `repo:tag0`'s manifest `count - 1` more tags, by the registry API
+/// (a `docker push` per tag would take minutes).
+fn more_tags(host: &str, repo: &str, count: usize) {
+    let accept = "application/vnd.docker.distribution.manifest.v2+json";
+    let got = ureq::get(&format!("http://{host}/v2/{repo}/manifests/0"))
+        .set("Accept", accept)
+        .call()
+        .unwrap();
+    let kind = got.header("Content-Type").unwrap_or(accept).to_string();
+    let manifest = got.into_string().unwrap();
+    for i in 1..count {
+        // Versions and names mixed, as real repositories have them.
+        let tag = if i % 3 == 0 {
+            format!("build-{i}")
+        } else {
+            format!("1.{}.{}", i / 10, i % 10)
+        };
+        ureq::put(&format!("http://{host}/v2/{repo}/manifests/{tag}"))
+            .set("Content-Type", &kind)
+            .send_string(&manifest)
+            .unwrap();
+    }
+}
+
+fn main() {
+    let rounds: usize = std::env::var("BENCH_IMAGES_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5)
+        .max(1);
+    let registry = Registry::plain();
+    let host = registry.host();
+    let config = tempfile::tempdir().unwrap();
+    let docker_config = tempfile::tempdir().unwrap();
+    let env = [
+        ("CHANGEOVER_CONFIG_DIR", config.path().to_str().unwrap()),
+        ("DOCKER_CONFIG", docker_config.path().to_str().unwrap()),
+    ];
+    println!("bench/images: Debian's docker-registry on loopback; {rounds} round(s) each, in turn (debug CLI build, this machine)");
+
+    // 1,000 tags.
+    let tags_repo = unique("t-bench-tags");
+    registry.push(&tags_repo, &["0"]);
+    more_tags(&host, &tags_repo, 1000);
+    let repository = format!("{host}/{tags_repo}");
+    let (mut ours, mut skopeo) = (Vec::new(), Vec::new());
+    let mut listed = 0;
+    for _ in 0..rounds {
+        ours.push(timed(|| {
+            let out = changeover(&["image", "tags", &repository, "--json"], &env);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            listed = v["tags"].as_array().unwrap().len();
+        }));
+        skopeo.push(timed(|| {
+            run_ok(
+                Command::new("skopeo").args([
+                    "list-tags",
+                    "--tls-verify=false",
+                    &format!("docker://{repository}"),
+                ]),
+                "skopeo list-tags",
+            );
+        }));
+    }
+    let (o, s) = (median(ours), median(skopeo));
+    println!(
+        " tags of a repository with {listed} tags: changeover image tags {} (median), skopeo list-tags {}; ratio {:.2}x (target <= 1.00x)",
+        ms(o),
+        ms(s),
+        o.as_secs_f64() / s.as_secs_f64()
+    );
+
+    // A ~50 MB image.
+    fixture_image();
+    let ctx = tempfile::tempdir().unwrap();
+    run_ok(
+        Command::new("dd").args([
+            "if=/dev/urandom",
+            &format!("of={}", ctx.path().join("blob").display()),
+            "bs=1M",
+            "count=50",
+            "status=none",
+        ]),
+        "dd",
+    );
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!(
+            "FROM {}\nCOPY blob /blob\n",
+            changeover_tests::FIXTURE_IMAGE
+        ),
+    )
+    .unwrap();
+    let pull_repo = unique("t-bench-pull");
+    let reference = format!("{host}/{pull_repo}:1");
+    docker(&[
+        "build",
+        "-q",
+        "-t",
+        &reference,
+        ctx.path().to_str().unwrap(),
+    ]);
+    run_ok(
+        Command::new("docker").args(["push", "-q", &reference]),
+        "docker push",
+    );
+    let forget = || {
+        docker(&["rmi", &reference]);
+    };
+    let (mut ours, mut plain) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        forget();
+        ours.push(timed(|| {
+            let out = changeover(&["image", "pull", &reference], &env);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }));
+        forget();
+        plain.push(timed(|| {
+            run_ok(
+                Command::new("docker").args(["pull", "-q", &reference]),
+                "docker pull",
+            );
+        }));
+    }
+    let (o, p) = (median(ours), median(plain));
+    println!(
+        " pull of a 50 MB image: changeover image pull {} (median), docker pull {}; ratio {:.2}x (target <= 1.05x)",
+        ms(o),
+        ms(p),
+        o.as_secs_f64() / p.as_secs_f64()
+    );
+    let _ = Command::new("docker")
+        .args(["rmi", "-f", &reference])
+        .output();
+    println!(" autoredeploy reaction: not measured (automatic redeploys are not built yet)");
+}
