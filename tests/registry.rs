@@ -749,3 +749,104 @@ fn a_registry_behind_tls_with_a_private_ca_is_trusted_only_with_that_ca() {
     assert!(text(&out.stderr).contains("CA"), "{}", text(&out.stderr));
     assert_eq!(home2.logins(), serde_json::json!([]));
 }
+
+fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(bytes);
+    format!(
+        "sha256:{}",
+        d.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
+}
+
+/// Puts a multi-arch index under `repo:tag` in a plain registry whose one
+/// entry is `repo:from`'s image relabelled as linux/arm64.
+fn arm64_only(host: &str, repo: &str, from: &str, tag: &str) {
+    let v2 = "application/vnd.docker.distribution.manifest.v2+json";
+    let manifest: Value = serde_json::from_str(
+        &ureq::get(&format!("http://{host}/v2/{repo}/manifests/{from}"))
+            .set("Accept", v2)
+            .call()
+            .unwrap()
+            .into_string()
+            .unwrap(),
+    )
+    .unwrap();
+    let config_digest = manifest["config"]["digest"].as_str().unwrap();
+    let mut config: Value = serde_json::from_str(
+        &ureq::get(&format!("http://{host}/v2/{repo}/blobs/{config_digest}"))
+            .call()
+            .unwrap()
+            .into_string()
+            .unwrap(),
+    )
+    .unwrap();
+    config["architecture"] = "arm64".into();
+    let config = serde_json::to_vec(&config).unwrap();
+    let digest = sha256(&config);
+    let upload = ureq::post(&format!("http://{host}/v2/{repo}/blobs/uploads/"))
+        .call()
+        .unwrap();
+    let location = upload.header("Location").unwrap().to_string();
+    let sep = if location.contains('?') { '&' } else { '?' };
+    let location = if location.starts_with("http") {
+        location
+    } else {
+        format!("http://{host}{location}")
+    };
+    ureq::put(&format!("{location}{sep}digest={digest}"))
+        .set("Content-Type", "application/octet-stream")
+        .send_bytes(&config)
+        .unwrap();
+    let mut arm = manifest.clone();
+    arm["config"]["digest"] = digest.into();
+    arm["config"]["size"] = config.len().into();
+    let arm = serde_json::to_vec(&arm).unwrap();
+    let arm_digest = sha256(&arm);
+    ureq::put(&format!("http://{host}/v2/{repo}/manifests/{arm_digest}"))
+        .set("Content-Type", v2)
+        .send_bytes(&arm)
+        .unwrap();
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.list.v2+json",
+        "manifests": [{"mediaType": v2, "size": arm.len(), "digest": arm_digest,
+                       "platform": {"architecture": "arm64", "os": "linux"}}],
+    });
+    ureq::put(&format!("http://{host}/v2/{repo}/manifests/{tag}"))
+        .set(
+            "Content-Type",
+            "application/vnd.docker.distribution.manifest.list.v2+json",
+        )
+        .send_string(&index.to_string())
+        .unwrap();
+}
+
+#[test]
+fn an_image_with_no_variant_for_the_daemons_platform_is_refused_in_words() {
+    let registry = Registry::plain();
+    let host = registry.host();
+    let repo = changeover_tests::unique("t-reg-arm");
+    registry.push(&repo, &["amd"]);
+    arm64_only(&host, &repo, "amd", "arm");
+    let home = Home::new();
+    let out = home.run(&["image", "pull", &format!("{host}/{repo}:arm")]);
+    assert!(!out.status.success());
+    let said = text(&out.stderr);
+    assert!(
+        said.contains("no matching manifest"),
+        "the daemon's words: {said}"
+    );
+    assert!(
+        said.contains("no variant for the daemon's OS and architecture"),
+        "{said}"
+    );
+    let tags = json(&home.run(&["image", "tags", &format!("{host}/{repo}"), "--json"]));
+    assert!(
+        tag(&tags, "arm")["digest"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:"),
+        "an index is listed and its digest read like any tag: {tags}"
+    );
+}

@@ -72,6 +72,9 @@ pub async fn pull(
             Err(bollard::errors::Error::DockerResponseServerError { message, .. }) => {
                 return Err(pull_problem(&reference, &host, &message));
             }
+            Err(bollard::errors::Error::DockerStreamError { error }) => {
+                return Err(pull_problem(&reference, &host, &error));
+            }
             Err(e) => {
                 return Err(crate::connect::daemon_problem(
                     &format!("pulling {reference}"),
