@@ -50,7 +50,7 @@ unit:
 # (scripts/with-keyring.sh), never the user's.
 integration: app
 	$(CARGO) test -p changeover-edge --test proxy --test server
-	bash scripts/with-keyring.sh $(CARGO) test -p changeover-tests --test live --test cli --test deploy --test traffic --test recovery --test detail --test environments --test volumes --test registry --test builds
+	bash scripts/with-keyring.sh $(CARGO) test -p changeover-tests --test live --test cli --test deploy --test traffic --test recovery --test detail --test environments --test volumes --test registry --test builds --test redeploy
 
 gui: app
 	bash scripts/with-keyring.sh $(CARGO) test -p changeover-tests --test gui -- --test-threads=1

@@ -19,6 +19,8 @@
 //!   who uses it and which releases mounted it, through the volume helper.
 //! - [`snapshots`]: snapshots of volumes (by hand and before deploys),
 //!   clones, diffs, restores, and rolling a service back with its data.
+//! - [`redeploy`]: automatic redeploys — one pass over the watched
+//!   services, new images rolled out, canaries promoted or aborted.
 //! - [`registries`]: logins (the keyring, or what `docker login` left),
 //!   tags merged from the daemon and the registry, pulls with progress.
 //! - [`settings`]: the app's config and runtime folders, written atomically.
@@ -32,6 +34,7 @@ pub mod containers;
 pub mod environments;
 pub mod events;
 pub mod follow;
+pub mod redeploy;
 pub mod registries;
 pub mod secrets;
 pub mod services;

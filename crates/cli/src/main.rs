@@ -15,6 +15,7 @@ mod registry;
 mod table;
 mod traffic;
 mod volume;
+mod watch;
 
 use std::process::ExitCode;
 
@@ -53,6 +54,10 @@ enum Command {
         #[command(subcommand)]
         command: registry::ImageCommand,
     },
+    /// Redeploy watched services (x-changeover.autoredeploy) when a new
+    /// image appears: in the registry (a moved digest, a newer tag in a
+    /// semver range) or on the daemon (a local tag rebuilt).
+    Watch(watch::WatchArgs),
     /// Registries: log in and out (credentials in the OS keyring), list logins.
     Registry {
         #[command(subcommand)]
@@ -310,6 +315,10 @@ async fn run(cli: Cli) -> Result<i32, Problem> {
     if let Command::Exec(args) = cli.command {
         return exec::run(&*envs.get(cli.env.as_deref())?, args).await;
     }
+    if let Command::Watch(args) = cli.command {
+        let failed = watch::run(&*envs.get(cli.env.as_deref())?, args).await?;
+        return Ok(i32::from(failed));
+    }
     verb(&envs, cli).await.map(|()| 0)
 }
 
@@ -324,7 +333,7 @@ async fn verb(envs: &Environments, cli: Cli) -> Result<(), Problem> {
         Command::Logs(args) => logs::run(&*chosen()?, args).await,
         Command::Registry { command } => registry::registry(envs, command).await,
         Command::Image { command } => registry::image(envs, &*chosen()?, command).await,
-        Command::Exec(_) => Ok(()),
+        Command::Exec(_) | Command::Watch(_) => Ok(()),
         Command::Ps(args) => inventory::ps(&load(&*chosen()?).await?, args.json),
         Command::Images(args) => inventory::images(&load(&*chosen()?).await?, args.json),
         Command::Volumes(args) => inventory::volumes(&load(&*chosen()?).await?, args.json),

@@ -375,6 +375,24 @@ pub(crate) fn service(spec: &ServiceSpec) -> Yaml {
         }
         x.push(("tls".into(), Yaml::Map(t)));
     }
+    if let Some(a) = &spec.autoredeploy {
+        let watch = match &a.watch {
+            crate::redeploy::Watch::Digest => "digest".to_string(),
+            crate::redeploy::Watch::Local => "local".to_string(),
+            crate::redeploy::Watch::Semver { range } => format!("semver:{range}"),
+        };
+        let mut r = vec![
+            ("watch".to_string(), Yaml::text(watch)),
+            ("check_every".to_string(), duration(a.check_every_ms)),
+        ];
+        if let Some(st) = a.strategy {
+            r.push(("strategy".into(), Yaml::text(st.as_str())));
+        }
+        if let Some(ms) = a.promote_after_ms {
+            r.push(("promote_after".into(), duration(ms)));
+        }
+        x.push(("autoredeploy".into(), Yaml::Map(r)));
+    }
     s.push(("x-changeover".into(), Yaml::Map(x)));
     Yaml::Map(s)
 }

@@ -22,6 +22,7 @@
 //!   gated, restore on failure, one per service at a time), driven through
 //!   the `Runtime` and `EdgeControl` traits.
 //! - [`edge`]: the control protocol of the edge proxy.
+//! - [`redeploy`]: what `x-changeover.autoredeploy` watches, version ranges.
 //! - [`build`]: `build:` settings, `.dockerignore` rules and content tags.
 //! - [`registry`]: registries without I/O — which one a reference names,
 //!   `docker login`'s config.json, challenges, pages, rate limits, and the
@@ -47,6 +48,7 @@ pub mod interpolate;
 pub mod inventory;
 pub mod live;
 pub mod problem;
+pub mod redeploy;
 pub mod registry;
 pub mod rollout;
 pub mod secret;

@@ -222,6 +222,9 @@ pub struct ServiceSpec {
     /// until the build names it `REPO:b-HASH`.
     #[serde(default)]
     pub build: Option<crate::build::BuildSpec>,
+    /// `x-changeover.autoredeploy`: what new image redeploys it by itself.
+    #[serde(default)]
+    pub autoredeploy: Option<crate::redeploy::AutoRedeploy>,
 }
 
 /// `x-changeover.tls: acme`, or `{cert: FILE, key: FILE}` (paths made
@@ -324,6 +327,7 @@ impl ServiceSpec {
             hosts: Vec::new(),
             tls: None,
             build: None,
+            autoredeploy: None,
         }
     }
 

@@ -1485,6 +1485,56 @@ fn read_x_changeover(
             "deploy_timeout" => {
                 spec.deploy_timeout_ms = r.duration(v, &k).unwrap_or(spec.deploy_timeout_ms)
             }
+            "autoredeploy" => {
+                let mut auto = crate::redeploy::AutoRedeploy {
+                    watch: crate::redeploy::Watch::Digest,
+                    check_every_ms: crate::redeploy::DEFAULT_CHECK_EVERY_MS,
+                    strategy: None,
+                    promote_after_ms: None,
+                };
+                let mut ok = true;
+                for (n, nv) in r.map(v, &k) {
+                    let nk = format!("{k}.{n}");
+                    match n.as_str() {
+                        "watch" => match scalar(nv).map(|w| crate::redeploy::Watch::parse(&w)) {
+                            Some(Ok(w)) => auto.watch = w,
+                            Some(Err(e)) => {
+                                r.error(nv, &nk, e);
+                                ok = false;
+                            }
+                            None => {
+                                r.error(nv, &nk, format!("expected digest, local or semver:RANGE, found {}", describe(nv)));
+                                ok = false;
+                            }
+                        },
+                        "check_every" => {
+                            if let Some(ms) = r.duration(nv, &nk) {
+                                if ms < crate::redeploy::MIN_CHECK_EVERY_MS {
+                                    r.error(nv, &nk, format!("checks are at least {} s apart (a registry is not hammered)", crate::redeploy::MIN_CHECK_EVERY_MS / 1000));
+                                    ok = false;
+                                } else {
+                                    auto.check_every_ms = ms;
+                                }
+                            }
+                        }
+                        "strategy" => match scalar(nv).as_deref().and_then(Strategy::parse) {
+                            Some(s) => auto.strategy = Some(s),
+                            None => {
+                                r.error(nv, &nk, format!("{} is not a strategy (rolling, blue-green or canary)", describe(nv)));
+                                ok = false;
+                            }
+                        },
+                        "promote_after" => auto.promote_after_ms = r.duration(nv, &nk),
+                        _ => {
+                            r.error(nv, &nk, format!("unknown autoredeploy key `{n}` (watch, check_every, strategy, promote_after)"));
+                            ok = false;
+                        }
+                    }
+                }
+                if ok {
+                    spec.autoredeploy = Some(auto);
+                }
+            }
             "snapshots" => {
                 let mut policy = SnapshotPolicy {
                     before_deploy: false,
@@ -1565,7 +1615,7 @@ fn read_x_changeover(
             _ => r.error(
                 v,
                 &k,
-                format!("unknown x-changeover key `{f}` (strategy, canary, standby, protocol, health, drain_timeout, deploy_timeout, snapshots, timeouts, trusted_proxies, hosts, tls)"),
+                format!("unknown x-changeover key `{f}` (strategy, canary, standby, protocol, health, drain_timeout, deploy_timeout, snapshots, timeouts, trusted_proxies, hosts, tls, autoredeploy)"),
             ),
         }
     }
@@ -1688,6 +1738,57 @@ mod tests {
         assert!(errors("name: s\nservices:\n  web:\n    ports: [\"1:2\"]\n")
             .iter()
             .any(|e| e.contains("needs an `image:` or a `build:`")));
+    }
+
+    #[test]
+    fn autoredeploy_is_read_checked_and_written_back() {
+        let text = "name: shop\nservices:\n  web:\n    image: reg:5000/web:1.2.0\n    x-changeover:\n      autoredeploy: {watch: \"semver:^1.2\", check_every: 30s, strategy: canary, promote_after: 5m}\n";
+        let report = parse(text, "stack.yml", None);
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        let spec = report.stack.unwrap().services.remove(0);
+        let auto = spec.autoredeploy.clone().unwrap();
+        assert_eq!(
+            auto.watch,
+            crate::redeploy::Watch::Semver {
+                range: "^1.2".into()
+            }
+        );
+        assert_eq!(
+            (auto.check_every_ms, auto.promote_after_ms),
+            (30_000, Some(300_000))
+        );
+        assert_eq!(auto.strategy, Some(Strategy::Canary));
+        let written = crate::compose::to_compose(&Stack {
+            name: "shop".into(),
+            services: vec![spec.clone()],
+            volumes: Vec::new(),
+            networks: Vec::new(),
+        });
+        let again = parse(&written, "stack.yml", None)
+            .stack
+            .unwrap()
+            .services
+            .remove(0);
+        assert_eq!(again.autoredeploy, spec.autoredeploy, "{written}");
+        for (bad, says) in [
+            ("{watch: every-push}", "not something to watch"),
+            ("{watch: \"semver:^x\"}", "is not a version"),
+            ("{watch: digest, check_every: 1s}", "at least 5 s apart"),
+            ("{watch: digest, strategy: yolo}", "not a strategy"),
+            (
+                "{watch: digest, when: always}",
+                "unknown autoredeploy key `when`",
+            ),
+        ] {
+            let text = format!("name: shop\nservices:\n  web:\n    image: web:1\n    x-changeover:\n      autoredeploy: {bad}\n");
+            let errors = errors(&text);
+            assert!(
+                errors
+                    .iter()
+                    .any(|e| e.contains(says) && e.contains("stack.yml:6")),
+                "{bad}: {errors:?}"
+            );
+        }
     }
 
     const GOOD: &str = r#"name: shop

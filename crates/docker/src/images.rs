@@ -92,6 +92,20 @@ pub async fn pull(
     Ok(inspected.id.unwrap_or_default())
 }
 
+/// Resolves at the daemon's next image tag, pull, load or build (an image
+/// event), or when its event stream ends; for watchers of local tags.
+pub async fn next_image_event(docker: &Docker) {
+    use bollard::query_parameters::EventsOptionsBuilder;
+    let mut filters = std::collections::HashMap::new();
+    filters.insert("type".to_string(), vec!["image".to_string()]);
+    filters.insert(
+        "event".to_string(),
+        ["tag", "pull", "load", "import"].map(String::from).to_vec(),
+    );
+    let mut events = docker.events(Some(EventsOptionsBuilder::new().filters(&filters).build()));
+    let _ = events.next().await;
+}
+
 /// A failed pull, coded by what the daemon relayed from the registry, in
 /// its words.
 pub fn pull_problem(reference: &str, host: &str, message: &str) -> Problem {

@@ -1,0 +1,238 @@
+//! Automatic redeploys for real: services with `x-changeover.autoredeploy`
+//! on the real daemon, images pushed to Debian's `docker-registry` on
+//! loopback or rebuilt on the daemon, and `changeover watch` (one pass with
+//! `--once`, and the loop woken by the daemon's image events).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Output;
+use std::time::Duration;
+
+use changeover_tests::registry::Registry;
+use changeover_tests::{changeover, docker, free_port, get, wait_for, Load, TestStack};
+use serde_json::Value;
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn demo_images(extra: &[&str]) {
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let docker = changeover_tests::default_docker().await;
+        changeover_application::services::ensure_sandbox_images(&docker)
+            .await
+            .unwrap();
+        let specs: Vec<changeover_core::service::ServiceSpec> = extra
+            .iter()
+            .map(|i| changeover_core::service::ServiceSpec::new("t", "t", i))
+            .collect();
+        let refs: Vec<&changeover_core::service::ServiceSpec> = specs.iter().collect();
+        changeover_application::services::ensure_demo_images(&docker, &refs)
+            .await
+            .unwrap();
+    });
+}
+
+fn stack(prefix: &str, image: &str, port: u16, auto: &str) -> TestStack {
+    TestStack::new(
+        prefix,
+        &format!(
+            r#"services:
+  web:
+    image: {image}
+    ports: ["{port}:8080"]
+    labels: {{dev.changeover.test: "1"}}
+    x-changeover:
+      health: {{path: /health, interval: 300ms, timeout: 1s}}
+      drain_timeout: 2s
+      deploy_timeout: 6s
+      canary: {{percent: 50}}
+      autoredeploy: {auto}
+"#
+        ),
+        &[port],
+    )
+}
+
+fn deploy(stack: &TestStack) {
+    let out = changeover(&["stack", "deploy", "-f", &stack.file()], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+/// One `watch --once --json` pass: its exit code and the check of `service`.
+fn pass(service: &str) -> (Output, Value) {
+    let out = changeover(&["watch", service, "--once", "--json"], &[]);
+    let check = text(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|c| c["service"] == service)
+        .unwrap_or_else(|| {
+            panic!(
+                "{service} is checked: {}{}",
+                text(&out.stdout),
+                text(&out.stderr)
+            )
+        });
+    (out, check)
+}
+
+fn version(port: u16) -> Option<String> {
+    get(port)
+        .ok()?
+        .split_whitespace()
+        .next()
+        .map(str::to_string)
+}
+
+#[test]
+fn a_newer_tag_in_the_semver_range_goes_out_and_a_broken_one_never_takes_traffic() {
+    demo_images(&["changeover-demo:v1-unhealthy"]);
+    let registry = Registry::plain();
+    let repo = changeover_tests::unique("t-auto-semver");
+    let first = registry.push_image("changeover-demo:v1", &repo, "1.2.0");
+    let port = free_port();
+    let stack = stack(
+        "autosemver",
+        &first,
+        port,
+        "{watch: \"semver:^1.2\", check_every: 5s}",
+    );
+    deploy(&stack);
+    let service = format!("{}/web", stack.name);
+    let (_, check) = pass(&service);
+    assert_eq!(check["outcome"]["kind"], "upToDate", "{check}");
+
+    registry.push_image("changeover-demo:v2", &repo, "1.3.0");
+    registry.push_image("changeover-demo:v2", &repo, "2.0.0");
+    registry.forget_locally(&repo, "1.3.0");
+    let (out, check) = pass(&service);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(check["outcome"]["kind"], "redeployed", "{check}");
+    assert!(
+        check["outcome"]["image"]
+            .as_str()
+            .unwrap()
+            .ends_with(":1.3.0"),
+        "the newest in ^1.2, not 2.0.0: {check}"
+    );
+    assert_eq!(version(port).as_deref(), Some("v2"));
+
+    // A broken image in range: refused by its health check while the
+    // release before keeps every request answered.
+    registry.push_image("changeover-demo:v1-unhealthy", &repo, "1.4.0");
+    let load = Load::start(port, 2);
+    let (out, check) = pass(&service);
+    let counts = load.finish();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a failed redeploy is the exit code"
+    );
+    assert_eq!(check["outcome"]["kind"], "failed", "{check}");
+    assert_eq!(counts.failed, 0, "no request failed: {:?}", counts.failures);
+    assert!(counts.ok > 0);
+    assert_eq!(
+        version(port).as_deref(),
+        Some("v2"),
+        "the release before serves"
+    );
+}
+
+#[test]
+fn a_tag_pushed_again_goes_out_as_a_canary_and_is_promoted_after_its_time() {
+    demo_images(&[]);
+    let registry = Registry::plain();
+    let repo = changeover_tests::unique("t-auto-digest");
+    let stable = registry.push_image("changeover-demo:v1", &repo, "stable");
+    let port = free_port();
+    let stack = stack(
+        "autodigest",
+        &stable,
+        port,
+        "{watch: digest, check_every: 5s, strategy: canary, promote_after: 1s}",
+    );
+    deploy(&stack);
+    let service = format!("{}/web", stack.name);
+    let (_, check) = pass(&service);
+    assert_eq!(check["outcome"]["kind"], "upToDate", "{check}");
+
+    // Another machine pushes `stable` again (here: v2 pushed, then the
+    // registry's `stable` pointed at it).
+    registry.push_image("changeover-demo:v2", &repo, "next");
+    let accept = "application/vnd.docker.distribution.manifest.v2+json";
+    let host = registry.host();
+    let manifest = ureq::get(&format!("http://{host}/v2/{repo}/manifests/next"))
+        .set("Accept", accept)
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    ureq::put(&format!("http://{host}/v2/{repo}/manifests/stable"))
+        .set("Content-Type", accept)
+        .send_string(&manifest)
+        .unwrap();
+    let (out, check) = pass(&service);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(check["outcome"]["kind"], "redeployed", "{check}");
+    assert!(
+        check["outcome"]["why"]
+            .as_str()
+            .unwrap()
+            .contains("promoted"),
+        "{check}"
+    );
+    assert_eq!(version(port).as_deref(), Some("v2"));
+    let inspect = changeover(&["service", "inspect", &service, "--json"], &[]);
+    let v: Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert!(
+        v["record"]["candidate"].is_null(),
+        "promoted, not waiting: {v}"
+    );
+}
+
+#[test]
+fn a_local_tag_rebuilt_goes_out_and_the_watch_loop_reacts_to_the_daemons_event() {
+    demo_images(&[]);
+    let tag = format!("{}:dev", changeover_tests::unique("t-auto-local"));
+    let build = |from: &str| {
+        let ctx = tempfile::tempdir().unwrap();
+        std::fs::write(ctx.path().join("stamp"), changeover_tests::unique("s")).unwrap();
+        std::fs::write(
+            ctx.path().join("Dockerfile"),
+            format!("FROM {from}\nCOPY stamp /stamp\n"),
+        )
+        .unwrap();
+        docker(&["build", "-q", "-t", &tag, ctx.path().to_str().unwrap()]);
+    };
+    build("changeover-demo:v1");
+    let port = free_port();
+    let stack = stack("autolocal", &tag, port, "{watch: local}");
+    deploy(&stack);
+    let service = format!("{}/web", stack.name);
+    build("changeover-demo:v2");
+    let (_, check) = pass(&service);
+    assert_eq!(check["outcome"]["kind"], "redeployed", "{check}");
+    assert_eq!(version(port).as_deref(), Some("v2"));
+
+    // The loop: a rebuild is seen from the daemon's events, not a timer
+    // (check_every is a minute here).
+    let mut watcher = changeover_tests::KillOnDrop(
+        changeover_tests::changeover_cmd(&["watch", &service, "--json"], &[])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    build("changeover-demo:v1");
+    let seen = wait_for(Duration::from_secs(40), || {
+        (version(port).as_deref() == Some("v1")).then_some(())
+    });
+    let _ = watcher.0.kill();
+    assert!(
+        seen.is_some(),
+        "the rebuilt tag went out from the watch loop"
+    );
+    let _ = std::process::Command::new("docker")
+        .args(["rmi", "-f", &tag])
+        .output();
+}
