@@ -78,7 +78,7 @@ bench-rollout: setup edge
 
 ## Registry tags and pulls through Changeover next to skopeo and docker pull.
 bench-images: setup app
-	$(CARGO) build --release -p changeover-bench
+	$(CARGO) build --release -p changeover-bench -p changeover-cli
 	./target/release/bench-images
 
 bench-traffic: setup edge

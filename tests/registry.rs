@@ -135,7 +135,7 @@ fn tags_of_the_registry_and_the_daemon_merge_in_version_order_and_a_pull_brings_
     let home = Home::new();
     let repository = format!("{host}/{repo}");
 
-    let tags = json(&home.run(&["image", "tags", &repository, "--json"]));
+    let tags = json(&home.run(&["image", "tags", &repository, "--json", "--digests"]));
     assert_eq!(
         tag_names(&tags),
         ["1.10.0", "1.10.0-rc.1", "1.2.0", "1.0.0", "latest"],
@@ -841,7 +841,13 @@ fn an_image_with_no_variant_for_the_daemons_platform_is_refused_in_words() {
         said.contains("no variant for the daemon's OS and architecture"),
         "{said}"
     );
-    let tags = json(&home.run(&["image", "tags", &format!("{host}/{repo}"), "--json"]));
+    let tags = json(&home.run(&[
+        "image",
+        "tags",
+        &format!("{host}/{repo}"),
+        "--json",
+        "--digests",
+    ]));
     assert!(
         tag(&tags, "arm")["digest"]
             .as_str()

@@ -3,8 +3,9 @@
 //! loopback (the test kit's).
 //!
 //! - The tags of a repository with 1,000 tags: `changeover image tags REPO
-//!   --json` (which also lists the daemon's tags and asks the digests of
-//!   the first 20 by `HEAD`) vs `skopeo list-tags` (target ≤ 1.0×).
+//!   --json` (which also lists the daemon's tags of it, and checks those by
+//!   `HEAD`) vs `skopeo list-tags` (target ≤ 1.0×); and with `--digests`
+//!   (20 more `HEAD`s), printed beside.
 //! - A pull of a ~50 MB image onto the daemon: `changeover image pull` vs
 //!   `docker pull` (target ≤ 1.05×), the local copy removed before each.
 //!
@@ -16,7 +17,25 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use changeover_tests::registry::Registry;
-use changeover_tests::{changeover, docker, fixture_image, unique};
+use changeover_tests::{docker, fixture_image, unique, workspace};
+
+/// The release CLI (`make bench-images` builds it).
+fn changeover(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let bin = workspace().join("target/release/changeover");
+    assert!(
+        bin.exists(),
+        "{} is missing: cargo build --release -p changeover-cli",
+        bin.display()
+    );
+    let mut cmd = Command::new(bin);
+    cmd.args(args)
+        .env_remove("DOCKER_HOST")
+        .env_remove("DOCKER_CONTEXT");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("changeover runs")
+}
 
 fn timed(mut f: impl FnMut()) -> Duration {
     let t = Instant::now();
@@ -81,16 +100,24 @@ fn main() {
         ("CHANGEOVER_CONFIG_DIR", config.path().to_str().unwrap()),
         ("DOCKER_CONFIG", docker_config.path().to_str().unwrap()),
     ];
-    println!("bench/images: Debian's docker-registry on loopback; {rounds} round(s) each, in turn (debug CLI build, this machine)");
+    println!("bench/images: Debian's docker-registry on loopback; {rounds} round(s) each, in turn (release CLI build, this machine)");
 
     // 1,000 tags.
     let tags_repo = unique("t-bench-tags");
     registry.push(&tags_repo, &["0"]);
     more_tags(&host, &tags_repo, 1000);
     let repository = format!("{host}/{tags_repo}");
-    let (mut ours, mut skopeo) = (Vec::new(), Vec::new());
+    let (mut ours, mut with_digests, mut skopeo) = (Vec::new(), Vec::new(), Vec::new());
     let mut listed = 0;
     for _ in 0..rounds {
+        with_digests.push(timed(|| {
+            let out = changeover(&["image", "tags", &repository, "--json", "--digests"], &env);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }));
         ours.push(timed(|| {
             let out = changeover(&["image", "tags", &repository, "--json"], &env);
             assert!(
@@ -112,12 +139,14 @@ fn main() {
             );
         }));
     }
-    let (o, s) = (median(ours), median(skopeo));
+    let (o, d, s) = (median(ours), median(with_digests), median(skopeo));
     println!(
-        " tags of a repository with {listed} tags: changeover image tags {} (median), skopeo list-tags {}; ratio {:.2}x (target <= 1.00x)",
+        " tags of a repository with {listed} tags: changeover image tags {} (median), skopeo list-tags {}; ratio {:.2}x (target <= 1.00x); with --digests {} ({:.2}x)",
         ms(o),
         ms(s),
-        o.as_secs_f64() / s.as_secs_f64()
+        o.as_secs_f64() / s.as_secs_f64(),
+        ms(d),
+        d.as_secs_f64() / s.as_secs_f64()
     );
 
     // A ~50 MB image.
@@ -186,5 +215,121 @@ fn main() {
     let _ = Command::new("docker")
         .args(["rmi", "-f", &reference])
         .output();
-    println!(" autoredeploy reaction: not measured (automatic redeploys are not built yet)");
+    autoredeploy_reaction(&registry, rounds.min(3));
+}
+
+/// A version the demo answers on `port` (its first word), if it answers.
+fn version(port: u16) -> Option<String> {
+    changeover_tests::get(port)
+        .ok()?
+        .split_whitespace()
+        .next()
+        .map(str::to_string)
+}
+
+/// From a new image (a local tag rebuilt; a tag pushed again to the
+/// registry) to the first request answered by the release running it,
+/// with `changeover watch` running.
+fn autoredeploy_reaction(registry: &Registry, rounds: usize) {
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let docker = changeover_tests::default_docker().await;
+        changeover_application::services::ensure_sandbox_images(&docker)
+            .await
+            .unwrap();
+    });
+    let stamp_build = |tag: &str, from: &str| {
+        let ctx = tempfile::tempdir().unwrap();
+        std::fs::write(ctx.path().join("stamp"), unique("s")).unwrap();
+        std::fs::write(
+            ctx.path().join("Dockerfile"),
+            format!("FROM {from}\nCOPY stamp /stamp\n"),
+        )
+        .unwrap();
+        docker(&["build", "-q", "-t", tag, ctx.path().to_str().unwrap()]);
+    };
+    for (kind, watch) in [
+        ("local", "{watch: local}"),
+        ("digest", "{watch: digest, check_every: 5s}"),
+    ] {
+        let port = changeover_tests::free_port();
+        let image = if kind == "local" {
+            let tag = format!("{}:dev", unique("t-bench-local"));
+            stamp_build(&tag, "changeover-demo:v1");
+            tag
+        } else {
+            registry.push_image("changeover-demo:v1", &unique("t-bench-digest"), "stable")
+        };
+        let stack = changeover_tests::TestStack::new(
+            "benchauto",
+            &format!(
+                "services:\n  web:\n    image: {image}\n    ports: [\"{port}:8080\"]\n    labels: {{dev.changeover.test: \"1\"}}\n    x-changeover:\n      health: {{path: /health, interval: 200ms, timeout: 1s}}\n      drain_timeout: 1s\n      autoredeploy: {watch}\n"
+            ),
+            &[port],
+        );
+        let out = changeover(&["stack", "deploy", "-f", &stack.file()], &[]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let service = format!("{}/web", stack.name);
+        let bin = workspace().join("target/release/changeover");
+        let mut watcher = changeover_tests::KillOnDrop(
+            Command::new(bin)
+                .args(["watch", &service])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        std::thread::sleep(Duration::from_secs(2));
+        let mut times = Vec::new();
+        let mut want = "v1";
+        for _ in 0..rounds {
+            want = if want == "v1" { "v2" } else { "v1" };
+            let from = format!("changeover-demo:{want}");
+            let started = Instant::now();
+            if kind == "local" {
+                stamp_build(&image, &from);
+            } else {
+                // Pushed again: the registry's `stable` names a new image.
+                let r = changeover_core::image::ImageRef::parse(&image).unwrap();
+                let repo = r.path.clone();
+                let next = registry.push_image(&from, &repo, "next");
+                let accept = "application/vnd.docker.distribution.manifest.v2+json";
+                let host = registry.host();
+                let manifest = ureq::get(&format!("http://{host}/v2/{repo}/manifests/next"))
+                    .set("Accept", accept)
+                    .call()
+                    .unwrap()
+                    .into_string()
+                    .unwrap();
+                ureq::put(&format!("http://{host}/v2/{repo}/manifests/stable"))
+                    .set("Content-Type", accept)
+                    .send_string(&manifest)
+                    .unwrap();
+                let _ = next;
+            }
+            let deadline = started + Duration::from_secs(120);
+            while version(port).as_deref() != Some(want) {
+                assert!(Instant::now() < deadline, "{kind}: the new image went out");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            times.push(started.elapsed());
+        }
+        let _ = watcher.0.kill();
+        let m = median(times);
+        let note = if kind == "local" {
+            "target < 5 s"
+        } else {
+            "checked every 5 s"
+        };
+        println!(
+            " autoredeploy reaction ({kind} watch): new image to the first request answered by it {} (median of {rounds}; {note})",
+            ms(m)
+        );
+        if kind == "local" {
+            let _ = Command::new("docker").args(["rmi", "-f", &image]).output();
+        }
+    }
 }

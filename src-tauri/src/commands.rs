@@ -766,7 +766,7 @@ pub async fn image_tags(
     repository: String,
 ) -> Result<changeover_core::registry::ImageTags, Problem> {
     let env = self::env(&state, &env)?;
-    state.envs.registries().tags(&env, &repository).await
+    state.envs.registries().tags(&env, &repository, false).await
 }
 
 /// Registries with credentials and where they come from (never the secret).

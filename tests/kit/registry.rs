@@ -230,13 +230,29 @@ impl Registry {
 }
 
 impl Drop for Registry {
+    /// Removes every local image of this registry: the tags pushed, and
+    /// what pulls of it left behind (older copies of a tag pushed again).
     fn drop(&mut self) {
-        let pushed = std::mem::take(&mut *self.pushed.lock().unwrap_or_else(|p| p.into_inner()));
-        if !pushed.is_empty() {
+        let prefix = format!("{}/", self.host());
+        let mut ids: Vec<String> =
+            std::mem::take(&mut *self.pushed.lock().unwrap_or_else(|p| p.into_inner()));
+        if let Ok(out) = Command::new("docker")
+            .args(["images", "--format", "{{.Repository}} {{.ID}}"])
+            .output()
+        {
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                if let Some((repo, id)) = line.split_once(' ') {
+                    if repo.starts_with(&prefix) {
+                        ids.push(id.to_string());
+                    }
+                }
+            }
+        }
+        if !ids.is_empty() {
             let _ = Command::new("docker")
                 .arg("rmi")
                 .arg("-f")
-                .args(&pushed)
+                .args(&ids)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status();

@@ -282,7 +282,7 @@ async fn new_image(
             let text = range;
             let range = VersionRange::parse(range)
                 .map_err(|e| Problem::new(ProblemCode::InvalidInput, e))?;
-            let tags = env.registries.tags(env, &reference.name).await?;
+            let tags = env.registries.tags(env, &reference.name, false).await?;
             if let Some(why) = &tags.registry_problem {
                 return Err(Problem::new(ProblemCode::RegistryUnreachable, why.clone()));
             }

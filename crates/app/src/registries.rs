@@ -70,7 +70,8 @@ pub struct Registries {
     docker_config: Option<PathBuf>,
 }
 
-/// Registry tags whose digest is asked for (the first ones listed).
+/// Registry tags whose digest is asked for at most (by HEAD, each one
+/// request).
 const DIGESTS_ASKED: usize = 20;
 
 /// The longest a credential helper may take.
@@ -317,7 +318,12 @@ impl Registries {
     /// the daemon's, merged and sorted (versions first, newest first). When
     /// the registry cannot be asked, the daemon's are still listed and the
     /// reason is given.
-    pub async fn tags(&self, env: &Environment, repository: &str) -> Result<ImageTags, Problem> {
+    pub async fn tags(
+        &self,
+        env: &Environment,
+        repository: &str,
+        all_digests: bool,
+    ) -> Result<ImageTags, Problem> {
         let image =
             ImageRef::parse(repository).map_err(|e| Problem::new(ProblemCode::InvalidInput, e))?;
         if image.tag.is_some() || image.digest.is_some() {
@@ -330,8 +336,22 @@ impl Registries {
             ));
         }
         let repo = Repository::of(&image);
-        let docker = env.docker().await?;
-        let local = changeover_docker::read::images(&docker).await?;
+        // The daemon's images and the registry's list, at the same time.
+        let local = async {
+            let docker = env.docker().await?;
+            changeover_docker::read::images_of(&docker, &image.name).await
+        };
+        let remote = async {
+            match self.client(&repo.host).await {
+                Ok(c) => {
+                    let listed = c.tags(&repo.path).await;
+                    (Some(c), listed)
+                }
+                Err(p) => (None, Err(p)),
+            }
+        };
+        let (local, (client, listed)) = tokio::join!(local, remote);
+        let local = local?;
         let mut tags: Vec<ImageTag> = Vec::new();
         for i in &local {
             for r in i.refs.iter().filter(|r| r.name == image.name) {
@@ -353,13 +373,9 @@ impl Registries {
                 });
             }
         }
-        let client = self.client(&repo.host).await;
-        let (listed, problem) = match &client {
-            Ok(client) => match client.tags(&repo.path).await {
-                Ok(l) => (l, None),
-                Err(p) => (Vec::new(), Some(p)),
-            },
-            Err(p) => (Vec::new(), Some(p.clone())),
+        let (listed, problem) = match listed {
+            Ok(l) => (l, None),
+            Err(p) => (Vec::new(), Some(p)),
         };
         if let Some(p) = &problem {
             if tags.is_empty() {
@@ -383,26 +399,24 @@ impl Registries {
             }
         }
         registry::sort_tags(&mut tags);
-        // Digests of the first tags shown, by HEAD (not counted as pulls),
-        // a few at a time: for a tag the daemon lacks, to show it; for one
-        // it has, to tell whether the registry's now points elsewhere.
-        if let Ok(client) = &client {
+        // Digests by HEAD (not counted as pulls), eight at a time: of the
+        // tags the daemon has too, to tell whether the registry's now names
+        // another image; with `all_digests`, of the first ones listed too.
+        if let Some(client) = &client {
             use futures_util::StreamExt;
             let wanted: Vec<String> = tags
                 .iter()
-                .filter(|t| t.in_registry)
+                .filter(|t| t.in_registry && (t.local || all_digests))
                 .take(DIGESTS_ASKED)
                 .map(|t| t.tag.clone())
                 .collect();
+            let path = repo.path.as_str();
             let found: Vec<(String, Option<String>)> = futures_util::stream::iter(wanted)
-                .map(|tag| {
-                    let path = repo.path.as_str();
-                    async move {
-                        let digest = client.digest(path, &tag).await.ok().flatten();
-                        (tag, digest)
-                    }
+                .map(|tag| async move {
+                    let digest = client.digest(path, &tag).await.ok().flatten();
+                    (tag, digest)
                 })
-                .buffer_unordered(4)
+                .buffer_unordered(8)
                 .collect()
                 .await;
             for (tag, digest) in found {
@@ -420,7 +434,7 @@ impl Registries {
                 }
             }
         }
-        let rate_limit = client.as_ref().ok().and_then(|c| c.rate_limit());
+        let rate_limit = client.as_ref().and_then(|c| c.rate_limit());
         let problem = problem.map(|p| p.message);
         Ok(ImageTags {
             repository: image.name,

@@ -47,6 +47,10 @@ pub enum ImageCommand {
         repository: String,
         #[arg(long)]
         json: bool,
+        /// Also the digests of the first 20 tags only the registry has (one
+        /// HEAD request each; those the daemon has are always checked).
+        #[arg(long)]
+        digests: bool,
     },
     /// Pull an image onto the environment's daemon with the registry's
     /// credentials, showing each layer's progress.
@@ -188,8 +192,12 @@ pub async fn image(
 ) -> Result<(), Problem> {
     let registries = envs.registries();
     match command {
-        ImageCommand::Tags { repository, json } => {
-            let tags = registries.tags(env, &repository).await?;
+        ImageCommand::Tags {
+            repository,
+            json,
+            digests,
+        } => {
+            let tags = registries.tags(env, &repository, digests).await?;
             if json {
                 return print_json(&tags);
             }

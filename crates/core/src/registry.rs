@@ -555,15 +555,23 @@ impl PartialOrd for Version {
 /// then the others, newest first by date (those without one last), then
 /// by name.
 pub fn sort_tags(tags: &mut [ImageTag]) {
-    tags.sort_by(|a, b| {
-        match (Version::parse(&a.tag), Version::parse(&b.tag)) {
-            (Some(x), Some(y)) => y.cmp(&x),
-            (Some(_), None) => Ordering::Less,
-            (None, Some(_)) => Ordering::Greater,
-            (None, None) => b.created.cmp(&a.created),
-        }
-        .then_with(|| a.tag.cmp(&b.tag))
-    });
+    tags.sort_by(
+        |a, b| match (Version::parse(&a.tag), Version::parse(&b.tag)) {
+            (None, None) => b.created.cmp(&a.created).then_with(|| a.tag.cmp(&b.tag)),
+            _ => compare_tags(&a.tag, &b.tag),
+        },
+    );
+}
+
+/// [`sort_tags`]' order for tag names alone (no dates).
+pub fn compare_tags(a: &str, b: &str) -> Ordering {
+    match (Version::parse(a), Version::parse(b)) {
+        (Some(x), Some(y)) => y.cmp(&x),
+        (Some(_), None) => Ordering::Less,
+        (None, Some(_)) => Ordering::Greater,
+        (None, None) => Ordering::Equal,
+    }
+    .then_with(|| a.cmp(b))
 }
 
 /// One tag name from a registry's list, checked as Docker checks tags (a

@@ -81,6 +81,23 @@ pub async fn images(docker: &Docker) -> Result<Vec<Image>, Problem> {
     Ok(out)
 }
 
+/// The images with a tag in `repository` (`reg:5000/team/app`), as the
+/// daemon filters them (cheaper than every image).
+pub async fn images_of(docker: &Docker, repository: &str) -> Result<Vec<Image>, Problem> {
+    let mut filters = HashMap::new();
+    filters.insert("reference".to_string(), vec![repository.to_string()]);
+    let list = docker
+        .list_images(Some(
+            ListImagesOptionsBuilder::new()
+                .all(false)
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .map_err(|e| daemon_problem(&format!("listing the images of {repository}"), &e))?;
+    Ok(list.into_iter().map(image_from).collect())
+}
+
 pub async fn volumes(docker: &Docker) -> Result<Vec<Volume>, Problem> {
     let list = docker
         .list_volumes(None::<ListVolumesOptions>)

@@ -87,13 +87,14 @@ pub struct RegistryClient {
     http: Http,
     /// The registry as users write it.
     host: String,
-    /// `https://api-host`, or `http://…` for a loopback registry that
-    /// does not speak TLS.
+    /// `https://api-host`; for a loopback registry `http://…` until it
+    /// answers that it speaks TLS.
     base: Mutex<String>,
-    /// A loopback registry: HTTPS is tried first, then plain HTTP, as the
-    /// Docker daemon does for the registries it calls insecure (it skips
-    /// verification there; this client does not).
-    http_fallback: bool,
+    /// A loopback registry: plain HTTP first (no credential is sent before
+    /// a challenge), HTTPS when it says it is an HTTPS server — both, as
+    /// the Docker daemon tries both for the registries it calls insecure
+    /// (it skips verification there; this client does not).
+    loopback: bool,
     credential: Option<Credential>,
     /// Bearer tokens by scope ("" for the registry itself).
     tokens: Mutex<HashMap<String, Arc<str>>>,
@@ -150,9 +151,12 @@ impl RegistryClient {
     ) -> Result<Self, Problem> {
         let host = registry::parse_host(host).map_err(|e| problem(ProblemCode::InvalidInput, e))?;
         let mut roots = rustls::RootCertStore::empty();
-        let native = rustls_native_certs::load_native_certs();
-        for cert in native.certs {
-            let _ = roots.add(cert);
+        // A loopback registry is this machine's own: only a CA given for it
+        // is trusted (and the system's hundreds of roots are not read).
+        if !registry::plain_http(&host) {
+            for cert in system_roots() {
+                let _ = roots.add(cert.clone());
+            }
         }
         if let Some(pem) = extra_ca {
             let mut added = 0;
@@ -199,8 +203,16 @@ impl RegistryClient {
             .wrap_connector(http);
         Ok(Self {
             http: Client::builder(TokioExecutor::new()).build(connector),
-            base: Mutex::new(format!("https://{}", registry::api_host(&host))),
-            http_fallback: registry::plain_http(&host),
+            base: Mutex::new(format!(
+                "{}://{}",
+                if registry::plain_http(&host) {
+                    "http"
+                } else {
+                    "https"
+                },
+                registry::api_host(&host)
+            )),
+            loopback: registry::plain_http(&host),
             host,
             credential,
             tokens: Mutex::new(HashMap::new()),
@@ -461,16 +473,22 @@ impl RegistryClient {
         };
         let base = self.base.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let (request, url) = build(&base)?;
-        match self.exchange(request, &url).await {
-            Err(p) if self.http_fallback && base.starts_with("https://") && not_tls(&p.message) => {
-                // A loopback registry without TLS: plain HTTP from now on.
-                let plain = format!("http://{}", registry::api_host(&self.host));
-                *self.base.lock().unwrap_or_else(|p| p.into_inner()) = plain.clone();
-                let (request, url) = build(&plain)?;
-                self.exchange(request, &url).await
+        let answer = self.exchange(request, &url).await;
+        let speaks_tls = match &answer {
+            Ok(a) => {
+                a.status == StatusCode::BAD_REQUEST
+                    && String::from_utf8_lossy(&a.body).contains("HTTP request to an HTTPS server")
             }
-            other => other,
+            Err(_) => false,
+        };
+        if self.loopback && base.starts_with("http://") && speaks_tls {
+            // A loopback registry behind TLS: HTTPS from now on.
+            let tls = format!("https://{}", registry::api_host(&self.host));
+            *self.base.lock().unwrap_or_else(|p| p.into_inner()) = tls.clone();
+            let (request, url) = build(&tls)?;
+            return self.exchange(request, &url).await;
         }
+        answer
     }
 
     /// One request and its whole (bounded) answer; notes rate limits.
@@ -582,13 +600,10 @@ impl RegistryClient {
     }
 }
 
-/// Whether a failed exchange was TLS spoken to a server that answered in
-/// plain HTTP (rustls sees its bytes as a corrupt record).
-fn not_tls(message: &str) -> bool {
-    let m = message.to_lowercase();
-    m.contains("corrupt message")
-        || m.contains("invalidcontenttype")
-        || m.contains("wrong version number")
+/// The system's trusted roots, read once per process.
+fn system_roots() -> &'static [CertificateDer<'static>] {
+    static ROOTS: std::sync::OnceLock<Vec<CertificateDer<'static>>> = std::sync::OnceLock::new();
+    ROOTS.get_or_init(|| rustls_native_certs::load_native_certs().certs)
 }
 
 /// The registry's own words from an error answer: `CODE: message`, each.
