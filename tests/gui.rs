@@ -1922,3 +1922,76 @@ fn a_registry_login_and_a_tag_that_is_not_local_are_used_from_the_window() {
         "the image the registry's 1.1.0 names now"
     );
 }
+
+#[test]
+fn a_watched_service_is_redeployed_by_the_open_window_when_its_local_tag_is_rebuilt() {
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let docker = changeover_tests::default_docker().await;
+        changeover_application::services::ensure_sandbox_images(&docker)
+            .await
+            .unwrap();
+    });
+    let tag = format!("{}:dev", unique("t-gui-auto"));
+    let build = |from: &str| {
+        let ctx = tempfile::tempdir().unwrap();
+        std::fs::write(ctx.path().join("stamp"), unique("s")).unwrap();
+        std::fs::write(
+            ctx.path().join("Dockerfile"),
+            format!("FROM {from}\nCOPY stamp /stamp\n"),
+        )
+        .unwrap();
+        docker(&["build", "-q", "-t", &tag, ctx.path().to_str().unwrap()]);
+    };
+    build("changeover-demo:v1");
+    let port = changeover_tests::free_port();
+    let stack = changeover_tests::TestStack::new(
+        "guiauto",
+        &format!(
+            "services:\n  web:\n    image: {tag}\n    ports: [\"{port}:8080\"]\n    labels: {{dev.changeover.test: \"1\"}}\n    x-changeover:\n      health: {{path: /health, interval: 300ms}}\n      drain_timeout: 1s\n      autoredeploy: {{watch: local}}\n"
+        ),
+        &[port],
+    );
+    let deployed = changeover_tests::changeover(&["stack", "deploy", "-f", &stack.file()], &[]);
+    assert!(
+        deployed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&deployed.stderr)
+    );
+    let service = format!("{}/web", stack.name);
+    let gui = Gui::launch("autoredeploy", &app(), &[]);
+    gui.wait_js(
+        "return document.querySelector('[data-testid=environment][data-name=default][data-state=connected]')",
+        Duration::from_secs(15),
+        "the local environment connects",
+    );
+    gui.click("[data-testid=section-services]");
+    gui.click_when(
+        &format!("[data-testid=service-row][data-name=\"{service}\"]"),
+        "the service is listed",
+    );
+    gui.wait_js(
+        "return document.querySelector('[data-testid=autoredeploy-watch]')",
+        Duration::from_secs(10),
+        "the page says the service redeploys by itself",
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    build("changeover-demo:v2");
+    let said = gui.wait_js(
+        "const n = document.querySelector('[data-testid=auto-redeploy][data-kind=redeployed]'); return n && n.textContent",
+        Duration::from_secs(90),
+        "the open window redeployed the rebuilt tag",
+    );
+    assert!(said.as_str().unwrap().contains("release 2"), "{said}");
+    assert_eq!(
+        changeover_tests::get(port)
+            .unwrap()
+            .split_whitespace()
+            .next(),
+        Some("v2")
+    );
+    drop(gui);
+    drop(stack);
+    let _ = std::process::Command::new("docker")
+        .args(["rmi", "-f", &tag])
+        .output();
+}

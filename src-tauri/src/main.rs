@@ -26,6 +26,8 @@ pub const LIVE_EVENT: &str = "live";
 pub const SERVICES_EVENT: &str = "services";
 /// A followed service's traffic, once a second (`TrafficUpdate`).
 pub const TRAFFIC_EVENT: &str = "traffic";
+/// What an automatic redeploy did.
+pub const REDEPLOY_EVENT: &str = "redeploy";
 
 /// What the shell keeps: the application layer's environments.
 pub struct AppState {
@@ -111,6 +113,7 @@ fn main() {
                     AppEvent::Live(u) => handle.emit(LIVE_EVENT, u),
                     AppEvent::Services(u) => handle.emit(SERVICES_EVENT, u),
                     AppEvent::Traffic(u) => handle.emit(TRAFFIC_EVENT, u),
+                    AppEvent::Redeploy(u) => handle.emit(REDEPLOY_EVENT, u),
                 };
                 if let Err(e) = sent {
                     tracing::warn!(error = %e, "could not send an update to the window");

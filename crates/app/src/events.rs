@@ -35,12 +35,23 @@ pub struct TrafficUpdate {
     pub problem: Option<Problem>,
 }
 
+/// A watched service the app redeployed by itself (or tried to), while it
+/// is open.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+#[ts(export)]
+pub struct RedeployUpdate {
+    pub environment: String,
+    pub check: crate::redeploy::RedeployCheck,
+}
+
 /// One push to the app.
 #[derive(Debug, Clone)]
 pub enum AppEvent {
     Live(LiveUpdate),
     Services(ServicesUpdate),
     Traffic(TrafficUpdate),
+    Redeploy(RedeployUpdate),
 }
 
 /// Where pushes go. Decoupled from Tauri, so tests collect them.

@@ -12,7 +12,11 @@
 //!   stopped is aborted, and a blue-green standby whose time is up ends;
 //! - stopped volume helpers left behind, swept once when it opens;
 //! - the traffic of each service whose Traffic panel is open, once a second
-//!   ([`TrafficUpdate`]), read over the kept session.
+//!   ([`TrafficUpdate`]), read over the kept session;
+//! - automatic redeploys of the services that ask for them
+//!   (`x-changeover.autoredeploy`, [`crate::redeploy`]): a pass every
+//!   `check_every`, and at once on the daemon's image events for a `local`
+//!   watch; what a pass did is pushed ([`RedeployUpdate`]).
 //!
 //! Everything stops when the environment is removed or the app exits.
 
@@ -30,7 +34,7 @@ use changeover_core::{Problem, ProblemCode};
 use tokio::sync::{watch, Notify};
 
 use crate::environments::{Environment, Environments};
-use crate::events::{AppEvent, ServicesUpdate, TrafficUpdate};
+use crate::events::{AppEvent, RedeployUpdate, ServicesUpdate, TrafficUpdate};
 
 /// How often an open Traffic panel gets its figures.
 const TRAFFIC_EVERY: Duration = Duration::from_secs(1);
@@ -140,9 +144,60 @@ pub(crate) fn start(envs: Environments, env: Arc<Environment>) {
             _ = live => {}
             _ = follow_edge(&env, &dirty) => {}
             _ = services(&envs, &env, dirty_rx) => {}
+            _ = autoredeploy(&envs, &env) => {}
             _ = stopped.wait_for(|s| *s) => {}
         }
     });
+}
+
+/// Automatic redeploys while the app is open: a pass over the watched
+/// services every (shortest) `check_every`, woken by image events when one
+/// watches the daemon's tags; an environment with none watched is looked
+/// at again every minute. Only what a pass did is pushed.
+async fn autoredeploy(envs: &Environments, env: &Arc<Environment>) {
+    use crate::redeploy::{self, RedeployOutcome};
+    const IDLE: Duration = Duration::from_secs(60);
+    // Let the window's first reads go first.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    loop {
+        let services = crate::services::services(env).await.unwrap_or_default();
+        let Some(every) = redeploy::interval(&services) else {
+            tokio::time::sleep(IDLE).await;
+            continue;
+        };
+        let quiet: changeover_core::rollout::EventSink = Arc::new(|_| {});
+        match redeploy::check_once(env, &[], quiet).await {
+            Ok(checks) => {
+                for check in checks {
+                    if matches!(
+                        check.outcome,
+                        RedeployOutcome::Redeployed { .. } | RedeployOutcome::Failed { .. }
+                    ) {
+                        envs.emit(AppEvent::Redeploy(RedeployUpdate {
+                            environment: env.spec.name.clone(),
+                            check,
+                        }));
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::debug!(environment = %env.spec.name, error = %e, "automatic redeploy pass")
+            }
+        }
+        if redeploy::watches_local(&services) {
+            match env.docker().await {
+                Ok(docker) => tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = changeover_docker::images::next_image_event(&docker) => {
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                    }
+                },
+                Err(_) => tokio::time::sleep(every).await,
+            }
+        } else {
+            tokio::time::sleep(every).await;
+        }
+    }
 }
 
 /// A snapshot, or a burst that changed containers: services may look

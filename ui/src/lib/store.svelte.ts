@@ -5,9 +5,11 @@
 import {
   environments as fetchEnvironments,
   onLiveUpdate,
+  onRedeploy,
   onServices,
   services as fetchServices,
   type ServicesUpdate,
+  type RedeployUpdate,
   type Container,
   type EnvironmentView,
   type Inventory,
@@ -42,6 +44,8 @@ class Store {
   environmentForm = $state<{ editing: string | null } | null>(null);
   /** Each environment's services as the backend last pushed them. */
   services = $state.raw<Record<string, ServicesUpdate>>({});
+  /** What automatic redeploys did, newest last (the last 20). */
+  redeploys = $state.raw<RedeployUpdate[]>([]);
 
   get ordered(): EnvironmentView[] {
     return Object.values(this.views).sort(
@@ -62,6 +66,7 @@ class Store {
     // kept and replayed onto it (updates are idempotent), so none is lost.
     await onLiveUpdate((u) => (this.early ? this.early.push(u) : this.apply(u)));
     await onServices((u) => (this.services = { ...this.services, [u.environment]: u }));
+    await onRedeploy((u) => (this.redeploys = [...this.redeploys, u].slice(-20)));
     try {
       const list = await fetchEnvironments();
       this.views = Object.fromEntries(list.map((v) => [v.spec.name, v]));

@@ -23,6 +23,7 @@ import type { ServiceView } from "./generated/ServiceView";
 import type { Strategy } from "./generated/Strategy";
 import type { VolumeDetail } from "./generated/VolumeDetail";
 import type { ImageTags } from "./generated/ImageTags";
+import type { RedeployUpdate } from "./generated/RedeployUpdate";
 import type { RegistryLogin } from "./generated/RegistryLogin";
 import type { Listing } from "./generated/Listing";
 import type { FilePreview } from "./generated/FilePreview";
@@ -63,6 +64,8 @@ export type { PullLayer } from "./generated/PullLayer";
 export type { ImageTags } from "./generated/ImageTags";
 export type { ImageTag } from "./generated/ImageTag";
 export type { RegistryLogin } from "./generated/RegistryLogin";
+export type { RedeployUpdate } from "./generated/RedeployUpdate";
+export type { RedeployCheck } from "./generated/RedeployCheck";
 export type { Strategy } from "./generated/Strategy";
 export type { ConnectionState } from "./generated/ConnectionState";
 export type { Container } from "./generated/Container";
@@ -130,6 +133,11 @@ export function onLiveUpdate(handler: (update: LiveUpdate) => void): Promise<Unl
 /** Every service of an environment, pushed whenever one changes. */
 export function onServices(handler: (update: ServicesUpdate) => void): Promise<UnlistenFn> {
   return listen<ServicesUpdate>("services", (event) => handler(event.payload));
+}
+
+/** What an automatic redeploy (`x-changeover.autoredeploy`) did while the app is open. */
+export function onRedeploy(handler: (update: RedeployUpdate) => void): Promise<UnlistenFn> {
+  return listen<RedeployUpdate>("redeploy", (event) => handler(event.payload));
 }
 
 /** A followed service's traffic, pushed once a second (see `watchTraffic`). */
