@@ -13,15 +13,6 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-fn demo_images() {
-    tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let docker = changeover_tests::default_docker().await;
-        changeover_application::services::ensure_sandbox_images(&docker)
-            .await
-            .unwrap();
-    });
-}
-
 /// A stack whose one service `web` is built from `ctx` (a folder next to
 /// the stack file), with `build` as its `build:` value.
 fn built_stack(prefix: &str, build: &str, port: u16) -> TestStack {
@@ -85,7 +76,7 @@ fn files_in(image: &str) -> Vec<String> {
 
 #[test]
 fn a_service_is_built_from_its_context_once_per_content_and_rolled_out() {
-    demo_images();
+    changeover_tests::demo_images(&[]);
     let port = free_port();
     let stack = built_stack("build", "{context: ./ctx, args: {GREETING: hello}}", port);
     let ctx = stack.dir.path().join("ctx");

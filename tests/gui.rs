@@ -444,6 +444,20 @@ fn a_volume_of_the_private_daemon_is_browsed_and_snapshotted(gui: &Gui, host: &s
     drop(vol);
 }
 
+/// Waits for the local environment, then opens `service`'s page.
+fn open_service(gui: &Gui, service: &str) {
+    gui.wait_js(
+        "return document.querySelector('[data-testid=environment][data-name=default][data-state=connected]')",
+        Duration::from_secs(15),
+        "the local environment connects",
+    );
+    gui.click("[data-testid=section-services]");
+    gui.click_when(
+        &format!("[data-testid=service-row][data-name=\"{service}\"]"),
+        "the service is listed",
+    );
+}
+
 fn select(gui: &Gui, css: &str, value: &str) {
     gui.js(&format!("const s = document.querySelector('{css}'); s.value = '{value}'; s.dispatchEvent(new Event('change')); return s.value"));
 }
@@ -1707,16 +1721,7 @@ fn a_service_gets_a_host_name_and_an_acme_certificate_from_the_window() {
     let host = format!("{}.example.test", unique("shop"));
 
     let gui = Gui::launch("sites", &app(), &[]);
-    gui.wait_js(
-        "return document.querySelector('[data-testid=environment][data-name=default][data-state=connected]')",
-        Duration::from_secs(15),
-        "the local environment connects",
-    );
-    gui.click("[data-testid=section-services]");
-    gui.click_when(
-        &format!("[data-testid=service-row][data-name=\"{service}\"]"),
-        "the service is listed",
-    );
+    open_service(&gui, &service);
     click_enabled(&gui, "[data-testid=edit-service]");
     gui.wait_js(
         "const n = document.querySelector('[data-testid=form-hosts]'); return n || null",
@@ -1776,12 +1781,7 @@ fn a_registry_login_and_a_tag_that_is_not_local_are_used_from_the_window() {
     let registry = changeover_tests::registry::Registry::with_login("dana", "gui-pw-1");
     let reg = registry.host();
     let repo = unique("t-gui-reg");
-    tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let docker = changeover_tests::default_docker().await;
-        changeover_application::services::ensure_sandbox_images(&docker)
-            .await
-            .unwrap();
-    });
+    changeover_tests::demo_images(&[]);
     let first = registry.push_image("changeover-demo:v1", &repo, "1.0.0");
     registry.push_image("changeover-demo:v2", &repo, "1.1.0");
     registry.forget_locally(&repo, "1.1.0");
@@ -1889,20 +1889,7 @@ fn a_registry_login_and_a_tag_that_is_not_local_are_used_from_the_window() {
 
     // The registry's 1.1.0 is pushed again (here: pointed at 1.0.0's
     // image): the page says a newer image is there, and pulls it.
-    let auth = "Basic ZGFuYTpndWktcHctMQ=="; // dana:gui-pw-1
-    let accept = "application/vnd.docker.distribution.manifest.v2+json";
-    let manifest = ureq::get(&format!("http://{reg}/v2/{repo}/manifests/1.0.0"))
-        .set("Accept", accept)
-        .set("Authorization", auth)
-        .call()
-        .unwrap()
-        .into_string()
-        .unwrap();
-    ureq::put(&format!("http://{reg}/v2/{repo}/manifests/1.1.0"))
-        .set("Content-Type", accept)
-        .set("Authorization", auth)
-        .send_string(&manifest)
-        .unwrap();
+    registry.retag(&repo, "1.0.0", "1.1.0");
     gui.click(&format!(
         "[data-testid=service-row][data-name=\"{service}\"]"
     ));
@@ -1925,23 +1912,9 @@ fn a_registry_login_and_a_tag_that_is_not_local_are_used_from_the_window() {
 
 #[test]
 fn a_watched_service_is_redeployed_by_the_open_window_when_its_local_tag_is_rebuilt() {
-    tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let docker = changeover_tests::default_docker().await;
-        changeover_application::services::ensure_sandbox_images(&docker)
-            .await
-            .unwrap();
-    });
+    changeover_tests::demo_images(&[]);
     let tag = format!("{}:dev", unique("t-gui-auto"));
-    let build = |from: &str| {
-        let ctx = tempfile::tempdir().unwrap();
-        std::fs::write(ctx.path().join("stamp"), unique("s")).unwrap();
-        std::fs::write(
-            ctx.path().join("Dockerfile"),
-            format!("FROM {from}\nCOPY stamp /stamp\n"),
-        )
-        .unwrap();
-        docker(&["build", "-q", "-t", &tag, ctx.path().to_str().unwrap()]);
-    };
+    let build = |from: &str| changeover_tests::build_stamped(&tag, from);
     build("changeover-demo:v1");
     let port = changeover_tests::free_port();
     let stack = changeover_tests::TestStack::new(
@@ -1959,16 +1932,7 @@ fn a_watched_service_is_redeployed_by_the_open_window_when_its_local_tag_is_rebu
     );
     let service = format!("{}/web", stack.name);
     let gui = Gui::launch("autoredeploy", &app(), &[]);
-    gui.wait_js(
-        "return document.querySelector('[data-testid=environment][data-name=default][data-state=connected]')",
-        Duration::from_secs(15),
-        "the local environment connects",
-    );
-    gui.click("[data-testid=section-services]");
-    gui.click_when(
-        &format!("[data-testid=service-row][data-name=\"{service}\"]"),
-        "the service is listed",
-    );
+    open_service(&gui, &service);
     gui.wait_js(
         "return document.querySelector('[data-testid=autoredeploy-watch]')",
         Duration::from_secs(10),

@@ -8,28 +8,11 @@ use std::process::Output;
 use std::time::Duration;
 
 use changeover_tests::registry::Registry;
-use changeover_tests::{changeover, docker, free_port, get, wait_for, Load, TestStack};
+use changeover_tests::{changeover, free_port, get, wait_for, Load, TestStack};
 use serde_json::Value;
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
-}
-
-fn demo_images(extra: &[&str]) {
-    tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let docker = changeover_tests::default_docker().await;
-        changeover_application::services::ensure_sandbox_images(&docker)
-            .await
-            .unwrap();
-        let specs: Vec<changeover_core::service::ServiceSpec> = extra
-            .iter()
-            .map(|i| changeover_core::service::ServiceSpec::new("t", "t", i))
-            .collect();
-        let refs: Vec<&changeover_core::service::ServiceSpec> = specs.iter().collect();
-        changeover_application::services::ensure_demo_images(&docker, &refs)
-            .await
-            .unwrap();
-    });
 }
 
 fn stack(prefix: &str, image: &str, port: u16, auto: &str) -> TestStack {
@@ -85,7 +68,7 @@ fn version(port: u16) -> Option<String> {
 
 #[test]
 fn a_newer_tag_in_the_semver_range_goes_out_and_a_broken_one_never_takes_traffic() {
-    demo_images(&["changeover-demo:v1-unhealthy"]);
+    changeover_tests::demo_images(&["changeover-demo:v1-unhealthy"]);
     let registry = Registry::plain();
     let repo = changeover_tests::unique("t-auto-semver");
     let first = registry.push_image("changeover-demo:v1", &repo, "1.2.0");
@@ -139,7 +122,7 @@ fn a_newer_tag_in_the_semver_range_goes_out_and_a_broken_one_never_takes_traffic
 
 #[test]
 fn a_tag_pushed_again_goes_out_as_a_canary_and_is_promoted_after_its_time() {
-    demo_images(&[]);
+    changeover_tests::demo_images(&[]);
     let registry = Registry::plain();
     let repo = changeover_tests::unique("t-auto-digest");
     let stable = registry.push_image("changeover-demo:v1", &repo, "stable");
@@ -158,18 +141,7 @@ fn a_tag_pushed_again_goes_out_as_a_canary_and_is_promoted_after_its_time() {
     // Another machine pushes `stable` again (here: v2 pushed, then the
     // registry's `stable` pointed at it).
     registry.push_image("changeover-demo:v2", &repo, "next");
-    let accept = "application/vnd.docker.distribution.manifest.v2+json";
-    let host = registry.host();
-    let manifest = ureq::get(&format!("http://{host}/v2/{repo}/manifests/next"))
-        .set("Accept", accept)
-        .call()
-        .unwrap()
-        .into_string()
-        .unwrap();
-    ureq::put(&format!("http://{host}/v2/{repo}/manifests/stable"))
-        .set("Content-Type", accept)
-        .send_string(&manifest)
-        .unwrap();
+    registry.retag(&repo, "next", "stable");
     let (out, check) = pass(&service);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(check["outcome"]["kind"], "redeployed", "{check}");
@@ -191,18 +163,9 @@ fn a_tag_pushed_again_goes_out_as_a_canary_and_is_promoted_after_its_time() {
 
 #[test]
 fn a_local_tag_rebuilt_goes_out_and_the_watch_loop_reacts_to_the_daemons_event() {
-    demo_images(&[]);
+    changeover_tests::demo_images(&[]);
     let tag = format!("{}:dev", changeover_tests::unique("t-auto-local"));
-    let build = |from: &str| {
-        let ctx = tempfile::tempdir().unwrap();
-        std::fs::write(ctx.path().join("stamp"), changeover_tests::unique("s")).unwrap();
-        std::fs::write(
-            ctx.path().join("Dockerfile"),
-            format!("FROM {from}\nCOPY stamp /stamp\n"),
-        )
-        .unwrap();
-        docker(&["build", "-q", "-t", &tag, ctx.path().to_str().unwrap()]);
-    };
+    let build = |from: &str| changeover_tests::build_stamped(&tag, from);
     build("changeover-demo:v1");
     let port = free_port();
     let stack = stack("autolocal", &tag, port, "{watch: local}");

@@ -447,12 +447,7 @@ fn a_rollout_pulls_a_private_image_with_the_login_and_shows_the_pull() {
     let registry = Registry::with_login("carol", "rollout-pw");
     let host = registry.host();
     let repo = changeover_tests::unique("t-reg-web");
-    tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let docker = changeover_tests::default_docker().await;
-        changeover_application::services::ensure_sandbox_images(&docker)
-            .await
-            .unwrap();
-    });
+    changeover_tests::demo_images(&[]);
     let image = registry.push_image("changeover-demo:v1", &repo, "1.0.0");
     registry.forget_locally(&repo, "1.0.0");
     let home = Home::new();
@@ -661,22 +656,6 @@ fn the_token_flow_gets_a_bearer_token_with_the_login_and_a_wrong_one_is_refused(
     );
 }
 
-/// Points `repo:to` at the manifest of `repo:from` in a plain registry
-/// (what a push from another machine does), leaving the local tags alone.
-fn retag_in_registry(host: &str, repo: &str, from: &str, to: &str) {
-    let accept = "application/vnd.docker.distribution.manifest.v2+json";
-    let got = ureq::get(&format!("http://{host}/v2/{repo}/manifests/{from}"))
-        .set("Accept", accept)
-        .call()
-        .unwrap();
-    let kind = got.header("Content-Type").unwrap_or(accept).to_string();
-    let body = got.into_string().unwrap();
-    ureq::put(&format!("http://{host}/v2/{repo}/manifests/{to}"))
-        .set("Content-Type", &kind)
-        .send_string(&body)
-        .unwrap();
-}
-
 #[test]
 fn a_tag_pushed_again_elsewhere_shows_as_newer_until_it_is_pulled() {
     let registry = Registry::plain();
@@ -688,7 +667,7 @@ fn a_tag_pushed_again_elsewhere_shows_as_newer_until_it_is_pulled() {
     let tags = json(&home.run(&["image", "tags", &repository, "--json"]));
     assert_eq!(tag(&tags, "2.0.0")["newerInRegistry"], false, "{tags}");
 
-    retag_in_registry(&host, &repo, "next", "2.0.0");
+    registry.retag(&repo, "next", "2.0.0");
     let tags = json(&home.run(&["image", "tags", &repository, "--json"]));
     assert_eq!(tag(&tags, "2.0.0")["newerInRegistry"], true, "{tags}");
     let table = text(&home.run(&["image", "tags", &repository]).stdout);

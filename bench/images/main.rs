@@ -17,24 +17,13 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use changeover_tests::registry::Registry;
-use changeover_tests::{docker, fixture_image, unique, workspace};
+use changeover_tests::{build_stamped, docker, fixture_image, unique};
 
 /// The release CLI (`make bench-images` builds it).
 fn changeover(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    let bin = workspace().join("target/release/changeover");
-    assert!(
-        bin.exists(),
-        "{} is missing: cargo build --release -p changeover-cli",
-        bin.display()
-    );
-    let mut cmd = Command::new(bin);
-    cmd.args(args)
-        .env_remove("DOCKER_HOST")
-        .env_remove("DOCKER_CONTEXT");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("changeover runs")
+    changeover_tests::changeover_cmd_of("release", args, env)
+        .output()
+        .expect("changeover runs")
 }
 
 fn timed(mut f: impl FnMut()) -> Duration {
@@ -62,16 +51,10 @@ fn run_ok(cmd: &mut Command, what: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Gives `repo:tag0`'s manifest `count - 1` more tags, by the registry API
+/// Gives `repo:0`'s manifest `count - 1` more tags, by the registry API
 /// (a `docker push` per tag would take minutes).
-fn more_tags(host: &str, repo: &str, count: usize) {
-    let accept = "application/vnd.docker.distribution.manifest.v2+json";
-    let got = ureq::get(&format!("http://{host}/v2/{repo}/manifests/0"))
-        .set("Accept", accept)
-        .call()
-        .unwrap();
-    let kind = got.header("Content-Type").unwrap_or(accept).to_string();
-    let manifest = got.into_string().unwrap();
+fn more_tags(registry: &Registry, repo: &str, count: usize) {
+    let (kind, manifest) = registry.manifest(repo, "0");
     for i in 1..count {
         // Versions and names mixed, as real repositories have them.
         let tag = if i % 3 == 0 {
@@ -79,10 +62,7 @@ fn more_tags(host: &str, repo: &str, count: usize) {
         } else {
             format!("1.{}.{}", i / 10, i % 10)
         };
-        ureq::put(&format!("http://{host}/v2/{repo}/manifests/{tag}"))
-            .set("Content-Type", &kind)
-            .send_string(&manifest)
-            .unwrap();
+        registry.put_manifest(repo, &tag, &kind, &manifest);
     }
 }
 
@@ -105,7 +85,7 @@ fn main() {
     // 1,000 tags.
     let tags_repo = unique("t-bench-tags");
     registry.push(&tags_repo, &["0"]);
-    more_tags(&host, &tags_repo, 1000);
+    more_tags(&registry, &tags_repo, 1000);
     let repository = format!("{host}/{tags_repo}");
     let (mut ours, mut with_digests, mut skopeo) = (Vec::new(), Vec::new(), Vec::new());
     let mut listed = 0;
@@ -231,22 +211,7 @@ fn version(port: u16) -> Option<String> {
 /// registry) to the first request answered by the release running it,
 /// with `changeover watch` running.
 fn autoredeploy_reaction(registry: &Registry, rounds: usize) {
-    tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let docker = changeover_tests::default_docker().await;
-        changeover_application::services::ensure_sandbox_images(&docker)
-            .await
-            .unwrap();
-    });
-    let stamp_build = |tag: &str, from: &str| {
-        let ctx = tempfile::tempdir().unwrap();
-        std::fs::write(ctx.path().join("stamp"), unique("s")).unwrap();
-        std::fs::write(
-            ctx.path().join("Dockerfile"),
-            format!("FROM {from}\nCOPY stamp /stamp\n"),
-        )
-        .unwrap();
-        docker(&["build", "-q", "-t", tag, ctx.path().to_str().unwrap()]);
-    };
+    changeover_tests::demo_images(&[]);
     for (kind, watch) in [
         ("local", "{watch: local}"),
         ("digest", "{watch: digest, check_every: 5s}"),
@@ -254,7 +219,7 @@ fn autoredeploy_reaction(registry: &Registry, rounds: usize) {
         let port = changeover_tests::free_port();
         let image = if kind == "local" {
             let tag = format!("{}:dev", unique("t-bench-local"));
-            stamp_build(&tag, "changeover-demo:v1");
+            build_stamped(&tag, "changeover-demo:v1");
             tag
         } else {
             registry.push_image("changeover-demo:v1", &unique("t-bench-digest"), "stable")
@@ -273,10 +238,8 @@ fn autoredeploy_reaction(registry: &Registry, rounds: usize) {
             String::from_utf8_lossy(&out.stderr)
         );
         let service = format!("{}/web", stack.name);
-        let bin = workspace().join("target/release/changeover");
         let mut watcher = changeover_tests::KillOnDrop(
-            Command::new(bin)
-                .args(["watch", &service])
+            changeover_tests::changeover_cmd_of("release", &["watch", &service], &[])
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
                 .spawn()
@@ -290,25 +253,13 @@ fn autoredeploy_reaction(registry: &Registry, rounds: usize) {
             let from = format!("changeover-demo:{want}");
             let started = Instant::now();
             if kind == "local" {
-                stamp_build(&image, &from);
+                build_stamped(&image, &from);
             } else {
                 // Pushed again: the registry's `stable` names a new image.
                 let r = changeover_core::image::ImageRef::parse(&image).unwrap();
                 let repo = r.path.clone();
-                let next = registry.push_image(&from, &repo, "next");
-                let accept = "application/vnd.docker.distribution.manifest.v2+json";
-                let host = registry.host();
-                let manifest = ureq::get(&format!("http://{host}/v2/{repo}/manifests/next"))
-                    .set("Accept", accept)
-                    .call()
-                    .unwrap()
-                    .into_string()
-                    .unwrap();
-                ureq::put(&format!("http://{host}/v2/{repo}/manifests/stable"))
-                    .set("Content-Type", accept)
-                    .send_string(&manifest)
-                    .unwrap();
-                let _ = next;
+                registry.push_image(&from, &repo, "next");
+                registry.retag(&repo, "next", "stable");
             }
             let deadline = started + Duration::from_secs(120);
             while version(port).as_deref() != Some(want) {

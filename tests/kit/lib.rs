@@ -100,6 +100,40 @@ pub fn fixture_image() -> &'static str {
     FIXTURE_IMAGE
 }
 
+/// Builds the demo images (`changeover-demo:v1` and `v2`) on the default
+/// daemon when they are missing, and the demo tags in `extra` (such as
+/// `changeover-demo:v1-unhealthy`), as a deploy of them would.
+pub fn demo_images(extra: &[&str]) {
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let docker = default_docker().await;
+        changeover_application::services::ensure_sandbox_images(&docker)
+            .await
+            .expect("the demo images build");
+        let specs: Vec<changeover_core::service::ServiceSpec> = extra
+            .iter()
+            .map(|i| changeover_core::service::ServiceSpec::new("t", "t", i))
+            .collect();
+        let refs: Vec<&changeover_core::service::ServiceSpec> = specs.iter().collect();
+        changeover_application::services::ensure_demo_images(&docker, &refs)
+            .await
+            .expect("the demo images build");
+    });
+}
+
+/// Builds `tag` on the default daemon from `from` with a file of its own
+/// on top, so each build is a new image (and a pull of it has a layer to
+/// fetch).
+pub fn build_stamped(tag: &str, from: &str) {
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(ctx.path().join("stamp"), unique("stamp").repeat(4096)).unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!("FROM {from}\nCOPY stamp /changeover-test-stamp\n"),
+    )
+    .unwrap();
+    docker(&["build", "-q", "-t", tag, ctx.path().to_str().unwrap()]);
+}
+
 /// A container that is removed when the guard drops.
 pub struct TestContainer {
     pub name: String,
@@ -346,7 +380,12 @@ pub fn changeover(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
 
 /// The `changeover` command, ready to run or spawn.
 pub fn changeover_cmd(args: &[&str], env: &[(&str, &str)]) -> Command {
-    let bin = target_dir("debug").join("changeover");
+    changeover_cmd_of("debug", args, env)
+}
+
+/// [`changeover_cmd`] of the build `profile` (`release` for benchmarks).
+pub fn changeover_cmd_of(profile: &str, args: &[&str], env: &[(&str, &str)]) -> Command {
+    let bin = target_dir(profile).join("changeover");
     assert!(
         bin.exists(),
         "{} is missing: run `cargo build --workspace` first",

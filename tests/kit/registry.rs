@@ -190,8 +190,7 @@ impl Registry {
                 &reference,
                 ctx.path().to_str().unwrap(),
             ]);
-            self.docker(&["push", "-q", &reference], None);
-            self.pushed.lock().unwrap().push(reference);
+            self.push_built(&reference);
         }
     }
 
@@ -200,27 +199,62 @@ impl Registry {
     /// registry drops.
     pub fn push_image(&self, local: &str, repo: &str, tag: &str) -> String {
         let reference = format!("{}/{repo}:{tag}", self.host());
-        let ctx = tempfile::tempdir().unwrap();
-        std::fs::write(
-            ctx.path().join("stamp"),
-            crate::unique("stamp").repeat(4096),
-        )
-        .unwrap();
-        std::fs::write(
-            ctx.path().join("Dockerfile"),
-            format!("FROM {local}\nCOPY stamp /changeover-test-stamp\n"),
-        )
-        .unwrap();
-        docker(&[
-            "build",
-            "-q",
-            "-t",
-            &reference,
-            ctx.path().to_str().unwrap(),
-        ]);
-        self.docker(&["push", "-q", &reference], None);
-        self.pushed.lock().unwrap().push(reference.clone());
+        crate::build_stamped(&reference, local);
+        self.push_built(&reference);
         reference
+    }
+
+    fn push_built(&self, reference: &str) {
+        self.docker(&["push", "-q", reference], None);
+        self.pushed.lock().unwrap().push(reference.to_string());
+    }
+
+    /// The `Authorization` for this registry's API, when it asks for one.
+    fn authorization(&self) -> Option<String> {
+        use base64::Engine as _;
+        self.login.as_ref().map(|(u, p)| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+            )
+        })
+    }
+
+    fn api(&self, path: &str) -> String {
+        let scheme = if self.ca.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}/v2/{path}", self.host())
+    }
+
+    /// `repo:tag`'s manifest (Docker's v2 schema): (media type, body).
+    pub fn manifest(&self, repo: &str, tag: &str) -> (String, String) {
+        let accept = "application/vnd.docker.distribution.manifest.v2+json";
+        let mut request =
+            ureq::get(&self.api(&format!("{repo}/manifests/{tag}"))).set("Accept", accept);
+        if let Some(a) = self.authorization() {
+            request = request.set("Authorization", &a);
+        }
+        let got = request.call().expect("the registry gives the manifest");
+        let kind = got.header("Content-Type").unwrap_or(accept).to_string();
+        (kind, got.into_string().unwrap())
+    }
+
+    /// Puts `body` (of media type `kind`) as `repo:tag`'s manifest.
+    pub fn put_manifest(&self, repo: &str, tag: &str, kind: &str, body: &str) {
+        let mut request =
+            ureq::put(&self.api(&format!("{repo}/manifests/{tag}"))).set("Content-Type", kind);
+        if let Some(a) = self.authorization() {
+            request = request.set("Authorization", &a);
+        }
+        request
+            .send_string(body)
+            .expect("the registry takes the manifest");
+    }
+
+    /// Points `repo:to` at the image of `repo:from` in the registry only
+    /// (what a push from another machine does); local tags stay as they are.
+    pub fn retag(&self, repo: &str, from: &str, to: &str) {
+        let (kind, body) = self.manifest(repo, from);
+        self.put_manifest(repo, to, &kind, &body);
     }
 
     /// Removes the local tag `repo:tag` (the registry keeps it).
