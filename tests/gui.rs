@@ -1878,6 +1878,13 @@ fn a_registry_login_and_a_tag_that_is_not_local_are_used_from_the_window() {
         Duration::from_secs(10),
         "every layer of the pull is done",
     );
+    // The page as it settles: the rollout's end shown, no lock, not busy.
+    gui.wait_js(
+        "const d = document.querySelector('[data-testid=rollout-done]'); return d && !document.querySelector('[data-testid=busy]') && !document.querySelector('.warnbox') || null",
+        Duration::from_secs(20),
+        "the page settles after the rollout",
+    );
+    std::thread::sleep(Duration::from_millis(500));
     gui.screenshot(&workspace().join("docs/screenshots/registry.png"));
     assert_eq!(
         changeover_tests::get(port)
