@@ -199,3 +199,106 @@ fn a_local_tag_rebuilt_goes_out_and_the_watch_loop_reacts_to_the_daemons_event()
         .args(["rmi", "-f", &tag])
         .output();
 }
+
+/// One HTTP request to the watcher's webhook; its status code.
+fn post(port: u16, method: &str, path: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    c.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let body = r#"{"events":[{"action":"push"}]}"#;
+    write!(
+        c,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut answer = String::new();
+    c.read_to_string(&mut answer).ok()?;
+    answer.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[test]
+fn a_webhook_with_the_token_starts_a_pass_at_once_and_one_without_changes_nothing() {
+    changeover_tests::demo_images(&[]);
+    let registry = Registry::plain();
+    let repo = changeover_tests::unique("t-auto-hook");
+    let stable = registry.push_image("changeover-demo:v1", &repo, "stable");
+    let port = free_port();
+    // Checked once an hour: only the webhook can make it go out now.
+    let stack = stack(
+        "autohook",
+        &stable,
+        port,
+        "{watch: digest, check_every: 1h}",
+    );
+    deploy(&stack);
+    let service = format!("{}/web", stack.name);
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "short").unwrap();
+    let hook = free_port();
+    let addr = format!("127.0.0.1:{hook}");
+    let refused = changeover(
+        &[
+            "watch",
+            &service,
+            "--webhook",
+            &addr,
+            "--webhook-token-file",
+            token_file.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("16 to 256"),
+        "{}",
+        text(&refused.stderr)
+    );
+
+    let token = "t0ken-for-the-webhook-test";
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    let mut watcher = changeover_tests::KillOnDrop(
+        changeover_tests::changeover_cmd(
+            &[
+                "watch",
+                &service,
+                "--webhook",
+                &addr,
+                "--webhook-token-file",
+                token_file.to_str().unwrap(),
+            ],
+            &[],
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap(),
+    );
+    wait_for(Duration::from_secs(20), || {
+        std::net::TcpStream::connect(("127.0.0.1", hook)).ok()
+    })
+    .expect("the webhook listens");
+    std::thread::sleep(Duration::from_secs(2));
+    registry.push_image("changeover-demo:v2", &repo, "next");
+    registry.retag(&repo, "next", "stable");
+
+    assert_eq!(
+        post(hook, "POST", "/hooks/wrong-token-of-the-same-len"),
+        Some(404)
+    );
+    assert_eq!(post(hook, "GET", &format!("/hooks/{token}")), Some(405));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        version(port).as_deref(),
+        Some("v1"),
+        "nothing went out without the token"
+    );
+
+    assert_eq!(post(hook, "POST", &format!("/hooks/{token}")), Some(202));
+    let went = wait_for(Duration::from_secs(60), || {
+        (version(port).as_deref() == Some("v2")).then_some(())
+    });
+    let _ = watcher.0.kill();
+    assert!(went.is_some(), "the webhook started a pass that redeployed");
+}
