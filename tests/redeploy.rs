@@ -66,6 +66,34 @@ fn version(port: u16) -> Option<String> {
         .map(str::to_string)
 }
 
+/// A plain registry with `repo:stable` (demo v1), and a service deployed
+/// from it watching as `auto` says.
+struct Stable {
+    registry: Registry,
+    repo: String,
+    port: u16,
+    stack: TestStack,
+    service: String,
+}
+
+fn stable_service(prefix: &str, auto: &str) -> Stable {
+    changeover_tests::demo_images(&[]);
+    let registry = Registry::plain();
+    let repo = changeover_tests::unique(&format!("t-{prefix}"));
+    let stable = registry.push_image("changeover-demo:v1", &repo, "stable");
+    let port = free_port();
+    let stack = stack(prefix, &stable, port, auto);
+    deploy(&stack);
+    let service = format!("{}/web", stack.name);
+    Stable {
+        registry,
+        repo,
+        port,
+        stack,
+        service,
+    }
+}
+
 #[test]
 fn a_newer_tag_in_the_semver_range_goes_out_and_a_broken_one_never_takes_traffic() {
     changeover_tests::demo_images(&["changeover-demo:v1-unhealthy"]);
@@ -122,19 +150,16 @@ fn a_newer_tag_in_the_semver_range_goes_out_and_a_broken_one_never_takes_traffic
 
 #[test]
 fn a_tag_pushed_again_goes_out_as_a_canary_and_is_promoted_after_its_time() {
-    changeover_tests::demo_images(&[]);
-    let registry = Registry::plain();
-    let repo = changeover_tests::unique("t-auto-digest");
-    let stable = registry.push_image("changeover-demo:v1", &repo, "stable");
-    let port = free_port();
-    let stack = stack(
-        "autodigest",
-        &stable,
+    let Stable {
+        registry,
+        repo,
         port,
+        stack: _stack,
+        service,
+    } = stable_service(
+        "autodigest",
         "{watch: digest, check_every: 5s, strategy: canary, promote_after: 1s}",
     );
-    deploy(&stack);
-    let service = format!("{}/web", stack.name);
     let (_, check) = pass(&service);
     assert_eq!(check["outcome"]["kind"], "upToDate", "{check}");
 
@@ -219,20 +244,14 @@ fn post(port: u16, method: &str, path: &str) -> Option<u16> {
 
 #[test]
 fn a_webhook_with_the_token_starts_a_pass_at_once_and_one_without_changes_nothing() {
-    changeover_tests::demo_images(&[]);
-    let registry = Registry::plain();
-    let repo = changeover_tests::unique("t-auto-hook");
-    let stable = registry.push_image("changeover-demo:v1", &repo, "stable");
-    let port = free_port();
     // Checked once an hour: only the webhook can make it go out now.
-    let stack = stack(
-        "autohook",
-        &stable,
+    let Stable {
+        registry,
+        repo,
         port,
-        "{watch: digest, check_every: 1h}",
-    );
-    deploy(&stack);
-    let service = format!("{}/web", stack.name);
+        stack: _stack,
+        service,
+    } = stable_service("autohook", "{watch: digest, check_every: 1h}");
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, "short").unwrap();
