@@ -302,26 +302,7 @@ pub async fn deploy_tag(
     strategy: Option<Strategy>,
     events: EventSink,
 ) -> Result<RolloutOutcome, Problem> {
-    if tag.is_empty() || tag.contains(|c: char| c.is_whitespace() || c == '/' || c == ':') {
-        return Err(Problem::new(
-            ProblemCode::ImageNotFound,
-            format!("{tag:?} is not an image tag"),
-        ));
-    }
-    let _busy = env.busy();
-    let d = deployer(env, events).await?;
-    let record = record_of(&d, name).await?;
-    let mut spec = record.spec.with_tag(tag);
-    if let Some(s) = strategy {
-        spec.strategy = s;
-    }
-    ensure_demo_images(&d.runtime.docker, &[&spec]).await?;
-    d.run(
-        &spec.stack,
-        &spec.name,
-        Goal::Deploy(Box::new(spec.clone())),
-    )
-    .await
+    roll_to_tag(env, name, tag, strategy, false, events).await
 }
 
 /// [`deploy_tag`], pulling the tag first: the registry's may point to a
@@ -334,13 +315,41 @@ pub async fn pull_and_deploy_tag(
     strategy: Option<Strategy>,
     events: EventSink,
 ) -> Result<RolloutOutcome, Problem> {
-    let image = {
-        let d = deployer(env, std::sync::Arc::new(|_| {})).await?;
-        record_of(&d, name).await?.spec.with_tag(tag).image
-    };
-    let tell = pull_progress(events.clone());
-    env.registries.pull(env, &image, |p| tell(p)).await?;
-    deploy_tag(env, name, tag, strategy, events).await
+    roll_to_tag(env, name, tag, strategy, true, events).await
+}
+
+async fn roll_to_tag(
+    env: &Environment,
+    name: &str,
+    tag: &str,
+    strategy: Option<Strategy>,
+    pull: bool,
+    events: EventSink,
+) -> Result<RolloutOutcome, Problem> {
+    if tag.is_empty() || tag.contains(|c: char| c.is_whitespace() || c == '/' || c == ':') {
+        return Err(Problem::new(
+            ProblemCode::ImageNotFound,
+            format!("{tag:?} is not an image tag"),
+        ));
+    }
+    let _busy = env.busy();
+    let d = deployer(env, events.clone()).await?;
+    let record = record_of(&d, name).await?;
+    let mut spec = record.spec.with_tag(tag);
+    if let Some(s) = strategy {
+        spec.strategy = s;
+    }
+    if pull {
+        let tell = pull_progress(events);
+        env.registries.pull(env, &spec.image, |p| tell(p)).await?;
+    }
+    ensure_demo_images(&d.runtime.docker, &[&spec]).await?;
+    d.run(
+        &spec.stack,
+        &spec.name,
+        Goal::Deploy(Box::new(spec.clone())),
+    )
+    .await
 }
 
 /// Deploys a changed definition of one service (the GUI's forms).
