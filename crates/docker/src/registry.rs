@@ -98,6 +98,9 @@ pub struct RegistryClient {
     credential: Option<Credential>,
     /// Bearer tokens by scope ("" for the registry itself).
     tokens: Mutex<HashMap<String, Arc<str>>>,
+    /// The registry asked for Basic once: the credential goes with every
+    /// request from then on (not a refused request first each time).
+    wants_basic: std::sync::atomic::AtomicBool,
     /// The last rate limit the registry announced.
     rate: Mutex<Option<RateLimit>>,
 }
@@ -201,28 +204,18 @@ impl RegistryClient {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
+        let loopback = registry::plain_http(&host);
+        let scheme = if loopback { "http" } else { "https" };
         Ok(Self {
             http: Client::builder(TokioExecutor::new()).build(connector),
-            base: Mutex::new(format!(
-                "{}://{}",
-                if registry::plain_http(&host) {
-                    "http"
-                } else {
-                    "https"
-                },
-                registry::api_host(&host)
-            )),
-            loopback: registry::plain_http(&host),
+            base: Mutex::new(format!("{scheme}://{}", registry::api_host(&host))),
+            loopback,
             host,
             credential,
             tokens: Mutex::new(HashMap::new()),
+            wants_basic: Default::default(),
             rate: Mutex::new(None),
         })
-    }
-
-    /// The registry as users write it.
-    pub fn host(&self) -> &str {
-        &self.host
     }
 
     /// The rate limit the registry announced last, if any.
@@ -329,7 +322,11 @@ impl RegistryClient {
         let header = match challenge {
             Some(Challenge::Basic) => match self.credential.as_ref().and_then(|c| c.basic_header())
             {
-                Some(h) => h,
+                Some(h) => {
+                    self.wants_basic
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                    h
+                }
                 None => return Ok(first),
             },
             Some(Challenge::Bearer {
@@ -355,12 +352,15 @@ impl RegistryClient {
     }
 
     /// The `Authorization` a request for `scope` starts with: a token got
-    /// before, or the basic credential (a registry that wants it takes it
-    /// at once, one that wants a token ignores it and challenges).
+    /// before for it, or the basic credential once the registry asked for
+    /// Basic; else none (the registry's challenge says what it wants).
     fn auth_for(&self, scope: &str) -> Option<String> {
         let tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(t) = tokens.get(scope) {
             return Some(format!("Bearer {t}"));
+        }
+        if self.wants_basic.load(std::sync::atomic::Ordering::Relaxed) {
+            return self.credential.as_ref().and_then(|c| c.basic_header());
         }
         None
     }
