@@ -274,17 +274,14 @@ pub async fn build(
     while let Some(item) = stream.next().await {
         let info = match item {
             Ok(info) => info,
-            Err(bollard::errors::Error::DockerResponseServerError { message, .. }) => {
-                return Err(failure(&reference, step.as_deref(), &kept, &message));
-            }
-            Err(bollard::errors::Error::DockerStreamError { error }) => {
-                return Err(failure(&reference, step.as_deref(), &kept, &error));
-            }
             Err(e) => {
+                if let Some(said) = crate::connect::daemon_words(&e) {
+                    return Err(failure(&reference, step.as_deref(), &kept, said));
+                }
                 return Err(crate::connect::daemon_problem(
                     &format!("building {reference}"),
                     &e,
-                ))
+                ));
             }
         };
         if let Some(message) = info.error_detail.and_then(|d| d.message) {

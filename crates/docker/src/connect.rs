@@ -289,6 +289,16 @@ fn plain_reason(chain: &str) -> String {
     rest.to_string()
 }
 
+/// The daemon's own words in an error, when it said something: an error
+/// answer, or an error in the middle of a stream (a pull, a build).
+pub fn daemon_words(e: &bollard::errors::Error) -> Option<&str> {
+    match e {
+        bollard::errors::Error::DockerResponseServerError { message, .. } => Some(message),
+        bollard::errors::Error::DockerStreamError { error } => Some(error),
+        _ => None,
+    }
+}
+
 /// A daemon error as a [`Problem`].
 pub fn daemon_problem(context: &str, e: &bollard::errors::Error) -> Problem {
     // An answer is the daemon's error; anything else (no socket, a closed

@@ -69,17 +69,14 @@ pub async fn pull(
                 );
                 progress(&state);
             }
-            Err(bollard::errors::Error::DockerResponseServerError { message, .. }) => {
-                return Err(pull_problem(&reference, &host, &message));
-            }
-            Err(bollard::errors::Error::DockerStreamError { error }) => {
-                return Err(pull_problem(&reference, &host, &error));
-            }
             Err(e) => {
+                if let Some(said) = crate::connect::daemon_words(&e) {
+                    return Err(pull_problem(&reference, &host, said));
+                }
                 return Err(crate::connect::daemon_problem(
                     &format!("pulling {reference}"),
                     &e,
-                ))
+                ));
             }
         }
     }
