@@ -353,13 +353,17 @@ impl Registries {
         let (local, (client, listed)) = tokio::join!(local, remote);
         let local = local?;
         let mut tags: Vec<ImageTag> = Vec::new();
+        // Each local tag's image's RepoDigests, to compare with the registry.
+        let mut pulled: std::collections::HashMap<String, &[String]> = Default::default();
+        let prefix = format!("{}@", image.name);
         for i in &local {
             for r in i.refs.iter().filter(|r| r.name == image.name) {
                 let Some(tag) = &r.tag else { continue };
+                pulled.insert(tag.clone(), &i.digests);
                 let digest = i
                     .digests
                     .iter()
-                    .find_map(|d| d.strip_prefix(&format!("{}@", image.name)))
+                    .find_map(|d| d.strip_prefix(&prefix))
                     .map(str::to_string);
                 tags.push(ImageTag {
                     tag: tag.clone(),
@@ -427,7 +431,13 @@ impl Registries {
                     (None, d) => t.digest = d,
                     // The daemon's copy came from another manifest than the
                     // registry's tag names now.
-                    (Some(local), Some(remote)) if t.local && *local != remote => {
+                    (Some(_), Some(remote))
+                        if !registry::pulled_from(
+                            pulled.get(&tag).copied().unwrap_or_default(),
+                            &image.name,
+                            &remote,
+                        ) =>
+                    {
                         t.newer_in_registry = true;
                     }
                     _ => {}

@@ -574,6 +574,14 @@ pub fn compare_tags(a: &str, b: &str) -> Ordering {
     .then_with(|| a.cmp(b))
 }
 
+/// Whether an image whose `RepoDigests` are `repo_digests` came from the
+/// manifest `digest` of the repository `name` (`reg:5000/app`).
+pub fn pulled_from(repo_digests: &[String], name: &str, digest: &str) -> bool {
+    repo_digests
+        .iter()
+        .any(|d| d.strip_prefix(name).and_then(|r| r.strip_prefix('@')) == Some(digest))
+}
+
 /// One tag name from a registry's list, checked as Docker checks tags (a
 /// hostile registry's list is not shown as is).
 pub fn valid_tag(tag: &str) -> bool {
@@ -866,6 +874,16 @@ mod tests {
             })
         );
         assert_eq!(rate_limit(None, None, None), None);
+        let digests = [
+            "reg:5000/app@sha256:aa".to_string(),
+            "other@sha256:bb".to_string(),
+        ];
+        assert!(pulled_from(&digests, "reg:5000/app", "sha256:aa"));
+        assert!(
+            !pulled_from(&digests, "reg:5000/app", "sha256:bb"),
+            "another repository's"
+        );
+        assert!(!pulled_from(&digests, "reg:5000/ap", "sha256:aa"));
         assert!(valid_tag("1.2.3-rc.1"));
         assert!(!valid_tag("-x"));
         assert!(!valid_tag("a/b"));
