@@ -160,13 +160,13 @@ async fn autoredeploy(envs: &Environments, env: &Arc<Environment>) {
     // Let the window's first reads go first.
     tokio::time::sleep(Duration::from_secs(2)).await;
     loop {
-        let services = crate::services::services(env).await.unwrap_or_default();
-        let Some(every) = redeploy::interval(&services) else {
+        let services = redeploy::watched(env, &[]).await.unwrap_or_default();
+        if services.is_empty() {
             tokio::time::sleep(IDLE).await;
             continue;
-        };
+        }
         let quiet: changeover_core::rollout::EventSink = Arc::new(|_| {});
-        match redeploy::check_once(env, &[], quiet).await {
+        match redeploy::check_once(env, &services, quiet).await {
             Ok(checks) => {
                 for check in checks {
                     if matches!(
@@ -184,19 +184,7 @@ async fn autoredeploy(envs: &Environments, env: &Arc<Environment>) {
                 tracing::debug!(environment = %env.spec.name, error = %e, "automatic redeploy pass")
             }
         }
-        if redeploy::watches_local(&services) {
-            match env.docker().await {
-                Ok(docker) => tokio::select! {
-                    _ = tokio::time::sleep(every) => {}
-                    _ = changeover_docker::images::next_image_event(&docker) => {
-                        tokio::time::sleep(Duration::from_millis(300)).await;
-                    }
-                },
-                Err(_) => tokio::time::sleep(every).await,
-            }
-        } else {
-            tokio::time::sleep(every).await;
-        }
+        redeploy::until_next_pass(env, &services, std::future::pending()).await;
     }
 }
 

@@ -80,27 +80,60 @@ pub fn watches_local(services: &[ServiceView]) -> bool {
     })
 }
 
+/// Waits until the next pass is due for `services`: their shortest
+/// `check_every` (a minute when none is watched), the daemon's next image
+/// event when one watches its local tags, or `also` (a webhook).
+pub async fn until_next_pass(
+    env: &Environment,
+    services: &[ServiceView],
+    also: impl std::future::Future<Output = ()>,
+) {
+    let every = interval(services).unwrap_or(Duration::from_secs(60));
+    let image_event = async {
+        if watches_local(services) {
+            if let Ok(docker) = env.docker().await {
+                changeover_docker::images::next_image_event(&docker).await;
+                // Let a build finish tagging before looking.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                return;
+            }
+        }
+        std::future::pending::<()>().await
+    };
+    tokio::select! {
+        _ = tokio::time::sleep(every) => {}
+        _ = image_event => {}
+        _ = also => {}
+    }
+}
+
 /// Whether `service` (`stack/service`) is one of `only` (stacks or
 /// `stack/service` names; empty: every service).
-pub fn chosen(service: &str, only: &[String]) -> bool {
+fn chosen(service: &str, only: &[String]) -> bool {
     only.is_empty()
         || only
             .iter()
             .any(|o| o == service || service.split_once('/').is_some_and(|(stack, _)| stack == o))
 }
 
-/// One pass over the watched services of `env` (those of `only`, when
+/// The services of `env` that watch for new images (those of `only`, when
 /// given: stacks or `stack/service` names).
+pub async fn watched(env: &Environment, only: &[String]) -> Result<Vec<ServiceView>, Problem> {
+    Ok(crate::services::services(env)
+        .await?
+        .into_iter()
+        .filter(|s| s.record.spec.autoredeploy.is_some() && chosen(&s.name, only))
+        .collect())
+}
+
+/// One pass over `services` (see [`watched`]).
 pub async fn check_once(
     env: &Environment,
-    only: &[String],
+    services: &[ServiceView],
     events: EventSink,
 ) -> Result<Vec<RedeployCheck>, Problem> {
     let mut out = Vec::new();
-    for view in crate::services::services(env).await? {
-        if !chosen(&view.name, only) {
-            continue;
-        }
+    for view in services {
         let Some(auto) = view.record.spec.autoredeploy.clone() else {
             continue;
         };
@@ -267,9 +300,7 @@ async fn new_image(
                 .ok()
                 .and_then(|i| i.repo_digests)
                 .unwrap_or_default();
-            let here = local
-                .iter()
-                .any(|d| d == &format!("{}@{remote}", reference.name));
+            let here = changeover_core::registry::pulled_from(&local, &reference.name, &remote);
             Ok((!here).then(|| {
                 (
                     tag,

@@ -192,7 +192,8 @@ pub async fn run(env: &Environment, args: WatchArgs) -> Result<bool, Problem> {
         tokio::spawn(serve_webhook(listener, token, hit.clone()));
     }
     loop {
-        let checks = redeploy::check_once(env, &args.names, events.clone()).await?;
+        let services = redeploy::watched(env, &args.names).await?;
+        let checks = redeploy::check_once(env, &services, events.clone()).await?;
         if checks.is_empty() && !args.json {
             println!(
                 "no service of this environment watches for new images (x-changeover.autoredeploy)"
@@ -207,27 +208,6 @@ pub async fn run(env: &Environment, args: WatchArgs) -> Result<bool, Problem> {
         if args.once {
             return Ok(failed);
         }
-        let services: Vec<_> = changeover_application::services::services(env)
-            .await?
-            .into_iter()
-            .filter(|s| redeploy::chosen(&s.name, &args.names))
-            .collect();
-        let every = redeploy::interval(&services).unwrap_or(Duration::from_secs(60));
-        let image_event = async {
-            if redeploy::watches_local(&services) {
-                if let Ok(docker) = env.docker().await {
-                    changeover_docker::images::next_image_event(&docker).await;
-                    // Let a build finish tagging before looking.
-                    tokio::time::sleep(Duration::from_millis(300)).await;
-                    return;
-                }
-            }
-            std::future::pending::<()>().await
-        };
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = image_event => {}
-            _ = hit.notified() => {}
-        }
+        redeploy::until_next_pass(env, &services, hit.notified()).await;
     }
 }
