@@ -16,20 +16,14 @@ fn text(b: &[u8]) -> String {
 /// A stack whose one service `web` is built from `ctx` (a folder next to
 /// the stack file), with `build` as its `build:` value.
 fn built_stack(prefix: &str, build: &str, port: u16) -> TestStack {
-    TestStack::new(
+    TestStack::web(
         prefix,
-        &format!(
-            r#"services:
-  web:
-    build: {build}
-    ports: ["{port}:8080"]
-    labels: {{dev.changeover.test: "1"}}
-    x-changeover:
-      health: {{path: /health, interval: 500ms, timeout: 1s}}
-      deploy_timeout: 30s
-"#
-        ),
-        &[port],
+        &format!("build: {build}"),
+        port,
+        &[
+            "health: {path: /health, interval: 500ms, timeout: 1s}",
+            "deploy_timeout: 30s",
+        ],
     )
 }
 

@@ -1704,20 +1704,14 @@ fn a_service_gets_a_host_name_and_an_acme_certificate_from_the_window() {
         String::from_utf8_lossy(&settings.stderr)
     );
     let port = changeover_tests::free_port();
-    let stack = changeover_tests::TestStack::new(
+    let stack = changeover_tests::TestStack::web(
         "site",
-        &format!(
-            "services:\n  web:\n    image: changeover-demo:v1\n    ports: [\"{port}:8080\"]\n    labels: {{dev.changeover.test: \"1\"}}\n    x-changeover:\n      health: {{path: /health, interval: 500ms}}\n"
-        ),
-        &[port],
+        "image: changeover-demo:v1",
+        port,
+        &["health: {path: /health, interval: 500ms}"],
     );
-    let deployed = changeover_tests::changeover(&["stack", "deploy", "-f", &stack.file()], &[]);
-    assert!(
-        deployed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&deployed.stderr)
-    );
-    let service = format!("{}/web", stack.name);
+    stack.deploy(&[]);
+    let service = stack.web_service();
     let host = format!("{}.example.test", unique("shop"));
 
     let gui = Gui::launch("sites", &app(), &[]);
@@ -1792,20 +1786,14 @@ fn a_registry_login_and_a_tag_that_is_not_local_are_used_from_the_window() {
         ("DOCKER_CONFIG", docker_config.path().to_str().unwrap()),
     ];
     let port = changeover_tests::free_port();
-    let stack = changeover_tests::TestStack::new(
+    let stack = changeover_tests::TestStack::web(
         "reggui",
-        &format!(
-            "services:\n  web:\n    image: {first}\n    ports: [\"{port}:8080\"]\n    labels: {{dev.changeover.test: \"1\"}}\n    x-changeover:\n      health: {{path: /health, interval: 500ms}}\n"
-        ),
-        &[port],
+        &format!("image: {first}"),
+        port,
+        &["health: {path: /health, interval: 500ms}"],
     );
-    let deployed = changeover_tests::changeover(&["stack", "deploy", "-f", &stack.file()], &env);
-    assert!(
-        deployed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&deployed.stderr)
-    );
-    let service = format!("{}/web", stack.name);
+    stack.deploy(&env);
+    let service = stack.web_service();
 
     let gui = Gui::launch("registry", &app(), &env[1..]);
     gui.wait_js(
@@ -1924,20 +1912,18 @@ fn a_watched_service_is_redeployed_by_the_open_window_when_its_local_tag_is_rebu
     let build = |from: &str| changeover_tests::build_stamped(&tag, from);
     build("changeover-demo:v1");
     let port = changeover_tests::free_port();
-    let stack = changeover_tests::TestStack::new(
+    let stack = changeover_tests::TestStack::web(
         "guiauto",
-        &format!(
-            "services:\n  web:\n    image: {tag}\n    ports: [\"{port}:8080\"]\n    labels: {{dev.changeover.test: \"1\"}}\n    x-changeover:\n      health: {{path: /health, interval: 300ms}}\n      drain_timeout: 1s\n      autoredeploy: {{watch: local}}\n"
-        ),
-        &[port],
+        &format!("image: {tag}"),
+        port,
+        &[
+            "health: {path: /health, interval: 300ms}",
+            "drain_timeout: 1s",
+            "autoredeploy: {watch: local}",
+        ],
     );
-    let deployed = changeover_tests::changeover(&["stack", "deploy", "-f", &stack.file()], &[]);
-    assert!(
-        deployed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&deployed.stderr)
-    );
-    let service = format!("{}/web", stack.name);
+    stack.deploy(&[]);
+    let service = stack.web_service();
     let gui = Gui::launch("autoredeploy", &app(), &[]);
     open_service(&gui, &service);
     gui.wait_js(

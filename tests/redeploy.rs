@@ -16,29 +16,18 @@ fn text(b: &[u8]) -> String {
 }
 
 fn stack(prefix: &str, image: &str, port: u16, auto: &str) -> TestStack {
-    TestStack::new(
+    TestStack::web(
         prefix,
-        &format!(
-            r#"services:
-  web:
-    image: {image}
-    ports: ["{port}:8080"]
-    labels: {{dev.changeover.test: "1"}}
-    x-changeover:
-      health: {{path: /health, interval: 300ms, timeout: 1s}}
-      drain_timeout: 2s
-      deploy_timeout: 6s
-      canary: {{percent: 50}}
-      autoredeploy: {auto}
-"#
-        ),
-        &[port],
+        &format!("image: {image}"),
+        port,
+        &[
+            "health: {path: /health, interval: 300ms, timeout: 1s}",
+            "drain_timeout: 2s",
+            "deploy_timeout: 6s",
+            "canary: {percent: 50}",
+            &format!("autoredeploy: {auto}"),
+        ],
     )
-}
-
-fn deploy(stack: &TestStack) {
-    let out = changeover(&["stack", "deploy", "-f", &stack.file()], &[]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
 }
 
 /// One `watch --once --json` pass: its exit code and the check of `service`.
@@ -83,8 +72,8 @@ fn stable_service(prefix: &str, auto: &str) -> Stable {
     let stable = registry.push_image("changeover-demo:v1", &repo, "stable");
     let port = free_port();
     let stack = stack(prefix, &stable, port, auto);
-    deploy(&stack);
-    let service = format!("{}/web", stack.name);
+    stack.deploy(&[]);
+    let service = stack.web_service();
     Stable {
         registry,
         repo,
@@ -107,8 +96,8 @@ fn a_newer_tag_in_the_semver_range_goes_out_and_a_broken_one_never_takes_traffic
         port,
         "{watch: \"semver:^1.2\", check_every: 5s}",
     );
-    deploy(&stack);
-    let service = format!("{}/web", stack.name);
+    stack.deploy(&[]);
+    let service = stack.web_service();
     let (_, check) = pass(&service);
     assert_eq!(check["outcome"]["kind"], "upToDate", "{check}");
 
@@ -194,8 +183,8 @@ fn a_local_tag_rebuilt_goes_out_and_the_watch_loop_reacts_to_the_daemons_event()
     build("changeover-demo:v1");
     let port = free_port();
     let stack = stack("autolocal", &tag, port, "{watch: local}");
-    deploy(&stack);
-    let service = format!("{}/web", stack.name);
+    stack.deploy(&[]);
+    let service = stack.web_service();
     build("changeover-demo:v2");
     let (_, check) = pass(&service);
     assert_eq!(check["outcome"]["kind"], "redeployed", "{check}");

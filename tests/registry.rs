@@ -452,20 +452,14 @@ fn a_rollout_pulls_a_private_image_with_the_login_and_shows_the_pull() {
     registry.forget_locally(&repo, "1.0.0");
     let home = Home::new();
     let port = changeover_tests::free_port();
-    let stack = changeover_tests::TestStack::new(
+    let stack = changeover_tests::TestStack::web(
         "private",
-        &format!(
-            r#"services:
-  web:
-    image: {image}
-    ports: ["{port}:8080"]
-    labels: {{dev.changeover.test: "1"}}
-    x-changeover:
-      health: {{path: /health, interval: 500ms, timeout: 1s}}
-      deploy_timeout: 30s
-"#
-        ),
-        &[port],
+        &format!("image: {image}"),
+        port,
+        &[
+            "health: {path: /health, interval: 500ms, timeout: 1s}",
+            "deploy_timeout: 30s",
+        ],
     );
 
     let refused = home.run(&["stack", "deploy", "-f", &stack.file()]);

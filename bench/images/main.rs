@@ -224,20 +224,18 @@ fn autoredeploy_reaction(registry: &Registry, rounds: usize) {
         } else {
             registry.push_image("changeover-demo:v1", &unique("t-bench-digest"), "stable")
         };
-        let stack = changeover_tests::TestStack::new(
+        let stack = changeover_tests::TestStack::web(
             "benchauto",
-            &format!(
-                "services:\n  web:\n    image: {image}\n    ports: [\"{port}:8080\"]\n    labels: {{dev.changeover.test: \"1\"}}\n    x-changeover:\n      health: {{path: /health, interval: 200ms, timeout: 1s}}\n      drain_timeout: 1s\n      autoredeploy: {watch}\n"
-            ),
-            &[port],
+            &format!("image: {image}"),
+            port,
+            &[
+                "health: {path: /health, interval: 200ms, timeout: 1s}",
+                "drain_timeout: 1s",
+                &format!("autoredeploy: {watch}"),
+            ],
         );
-        let out = changeover(&["stack", "deploy", "-f", &stack.file()], &[]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let service = format!("{}/web", stack.name);
+        stack.deploy(&[]);
+        let service = stack.web_service();
         let mut watcher = changeover_tests::KillOnDrop(
             changeover_tests::changeover_cmd_of("release", &["watch", &service], &[])
                 .stdout(std::process::Stdio::null())

@@ -453,6 +453,35 @@ impl TestStack {
         }
     }
 
+    /// A stack of one service `web` published on `port` (the demo's 8080
+    /// inside), from `source` (`image: REF` or `build: …`), labelled as a
+    /// test's, with `x` as its `x-changeover` entries (`key: value`).
+    pub fn web(prefix: &str, source: &str, port: u16, x: &[&str]) -> Self {
+        let mut body = format!(
+            "services:\n  web:\n    {source}\n    ports: [\"{port}:8080\"]\n    labels: {{dev.changeover.test: \"1\"}}\n    x-changeover:\n"
+        );
+        for entry in x {
+            body.push_str(&format!("      {entry}\n"));
+        }
+        Self::new(prefix, &body, &[port])
+    }
+
+    /// `stack/service` of its service `web`.
+    pub fn web_service(&self) -> String {
+        format!("{}/web", self.name)
+    }
+
+    /// `changeover stack deploy` of it, with `env`; it must succeed.
+    pub fn deploy(&self, env: &[(&str, &str)]) {
+        let out = changeover(&["stack", "deploy", "-f", &self.file()], env);
+        assert!(
+            out.status.success(),
+            "deploying {} failed: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     pub fn file(&self) -> String {
         self.dir.path().join("stack.yml").display().to_string()
     }
