@@ -488,6 +488,79 @@ fn a_rollout_pulls_a_private_image_with_the_login_and_shows_the_pull() {
     );
 }
 
+#[test]
+fn a_build_from_a_private_base_image_pulls_it_with_the_login() {
+    let registry = Registry::with_login("dave", "build-pw");
+    let host = registry.host();
+    let repo = changeover_tests::unique("t-reg-base");
+    changeover_tests::demo_images(&[]);
+    let base = registry.push_image("changeover-demo:v1", &repo, "1");
+    registry.forget_locally(&repo, "1");
+    let home = Home::new();
+    let port = changeover_tests::free_port();
+    let stack = changeover_tests::TestStack::web(
+        "privbuild",
+        "build: ./ctx",
+        port,
+        &[
+            "health: {path: /health, interval: 500ms, timeout: 1s}",
+            "deploy_timeout: 30s",
+        ],
+    );
+    let ctx = stack.dir.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    // The base's host through a build arg's default, as people write it.
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("ARG REGISTRY={host}\nFROM ${{REGISTRY}}/{repo}:1 AS app\nLABEL dev.changeover.test.built=yes\n"),
+    )
+    .unwrap();
+
+    let refused = home.run(&["stack", "deploy", "-f", &stack.file()]);
+    assert!(!refused.status.success(), "no login: the base is refused");
+    let said = text(&refused.stderr);
+    assert!(
+        said.contains("at Step 2/3 : FROM")
+            && said.contains(&format!("(log in: changeover registry login {host})")),
+        "the failing step, the registry's refusal and what to do: {said}"
+    );
+    assert!(stack.containers().is_empty(), "and nothing was created");
+
+    assert!(home.login(&host, "dave", "build-pw").status.success());
+    let deployed = home.run(&["stack", "deploy", "-f", &stack.file()]);
+    let said = text(&deployed.stderr);
+    assert!(deployed.status.success(), "{said}");
+    assert!(
+        said.contains("Step 3/3 : LABEL"),
+        "the base was pulled with the login and the build went on: {said}"
+    );
+    assert!(
+        !said.contains("build-pw"),
+        "the password is never printed: {said}"
+    );
+    assert_eq!(
+        changeover_tests::get(port)
+            .unwrap()
+            .split_whitespace()
+            .next(),
+        Some("v1")
+    );
+    let record = json(&home.run(&["service", "inspect", &stack.web_service(), "--json"]));
+    let built = record["record"]["releases"][0]["image"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        built.starts_with(&format!("{}-web:b-", stack.name)),
+        "{built}"
+    );
+    drop(stack);
+    let _ = std::process::Command::new("docker")
+        .args(["rmi", "-f", &built])
+        .output();
+    let _ = base;
+}
+
 /// A TLS handshake sent to a plain HTTP server of the test: answered as a
 /// plain server does (400, closed), so the client falls back to HTTP.
 fn refuse_tls(conn: &mut std::net::TcpStream) -> bool {

@@ -135,8 +135,11 @@ fn pull_progress(
 /// Builds the images of the services with `build:` on the daemon (each
 /// once per content: a context that did not change is not built again),
 /// their output told as [`RolloutEvent::Build`]; the services, each naming
-/// its built image. A failed build stops everything before any rollout.
+/// its built image. The registries of the Dockerfile's base images are
+/// given their credentials (a private `FROM` pulls as `image pull` does).
+/// A failed build stops everything before any rollout.
 pub async fn build_images(
+    env: &Environment,
     docker: &Docker,
     services: &[ServiceSpec],
     events: &EventSink,
@@ -157,7 +160,23 @@ pub async fn build_images(
                 line: line.to_string(),
             })
         };
-        let built = changeover_docker::build::build(docker, build, &repository, tell).await?;
+        let mut credentials = std::collections::HashMap::new();
+        // A context or Dockerfile that cannot be read is the build's to say.
+        let bases = changeover_docker::build::base_images(build).unwrap_or_default();
+        for base in bases {
+            let Ok(image) = changeover_core::image::ImageRef::parse(&base) else {
+                continue;
+            };
+            let host = changeover_core::registry::Repository::of(&image).host;
+            if let (Some(c), _) = env.registries.credential(&host).await? {
+                credentials.insert(
+                    changeover_core::registry::helper_server_url(&host),
+                    changeover_docker::images::docker_credentials(&host, &c),
+                );
+            }
+        }
+        let built =
+            changeover_docker::build::build(docker, build, &repository, credentials, tell).await?;
         events(RolloutEvent::Note {
             message: if built.cached {
                 format!(
@@ -212,7 +231,7 @@ pub async fn deploy_stack(
 ) -> Result<Vec<RolloutOutcome>, Problem> {
     let _busy = env.busy();
     let docker = env.docker().await?;
-    let built = build_images(&docker, &stack.services, &events).await?;
+    let built = build_images(env, &docker, &stack.services, &events).await?;
     let stack = &Stack {
         services: built,
         ..stack.clone()

@@ -50,6 +50,148 @@ pub fn build_repository(stack: &str, service: &str, image: Option<&str>) -> Stri
     }
 }
 
+/// The images a Dockerfile builds from, as the daemon will pull them: each
+/// `FROM` (its `--platform` skipped, `scratch` and earlier stages' names
+/// left out) and each `COPY --from=` / `RUN --mount=…,from=` naming an
+/// image. `$NAME` and `${NAME}` (with `:-` defaults) are filled from the
+/// build args and the `ARG` defaults before the first `FROM`, as Docker
+/// does; a reference still holding a `$` is left out (nothing could be
+/// looked up for it). Only the registries of these images are given the
+/// user's credentials.
+pub fn base_images(dockerfile: &str, args: &BTreeMap<String, String>) -> Vec<String> {
+    let mut values: BTreeMap<String, String> = BTreeMap::new();
+    let mut stages: Vec<String> = Vec::new();
+    let mut seen_from = false;
+    let mut out: Vec<String> = Vec::new();
+    let keep = |image: String, stages: &[String], out: &mut Vec<String>| {
+        let lower = image.to_ascii_lowercase();
+        if image.is_empty()
+            || image.contains('$')
+            || lower == "scratch"
+            || stages.contains(&lower)
+            || image.chars().all(|c| c.is_ascii_digit())
+            || out.contains(&image)
+        {
+            return;
+        }
+        out.push(image);
+    };
+    for line in instructions(dockerfile) {
+        let mut words = line.split_whitespace();
+        let Some(op) = words.next() else { continue };
+        let rest: Vec<&str> = words.collect();
+        match op.to_ascii_uppercase().as_str() {
+            "ARG" if !seen_from => {
+                for a in &rest {
+                    let (name, default) = match a.split_once('=') {
+                        Some((n, d)) => (n, Some(d.trim_matches('"'))),
+                        None => (*a, None),
+                    };
+                    let value = args
+                        .get(name)
+                        .cloned()
+                        .or_else(|| default.map(|d| substitute(d, &values)));
+                    if let Some(v) = value {
+                        values.insert(name.to_string(), v);
+                    }
+                }
+            }
+            "FROM" => {
+                seen_from = true;
+                let plain: Vec<&str> = rest
+                    .iter()
+                    .copied()
+                    .filter(|w| !w.starts_with("--"))
+                    .collect();
+                if let Some(image) = plain.first() {
+                    keep(substitute(image, &values), &stages, &mut out);
+                }
+                if plain.len() >= 3 && plain[1].eq_ignore_ascii_case("as") {
+                    stages.push(plain[2].to_ascii_lowercase());
+                }
+            }
+            "COPY" | "ADD" | "RUN" => {
+                for w in &rest {
+                    if let Some(from) = w.strip_prefix("--from=") {
+                        keep(substitute(from, &values), &stages, &mut out);
+                    } else if let Some(mount) = w.strip_prefix("--mount=") {
+                        for part in mount.split(',') {
+                            if let Some(from) = part.strip_prefix("from=") {
+                                keep(substitute(from, &values), &stages, &mut out);
+                            }
+                        }
+                    } else if !w.starts_with("--") {
+                        break;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// A Dockerfile's instructions, one string each: comments and blank lines
+/// dropped, lines ending in `\` joined with the next.
+fn instructions(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for raw in text.lines() {
+        let line = raw.trim();
+        if current.is_empty() && (line.is_empty() || line.starts_with('#')) {
+            continue;
+        }
+        if let Some(head) = line.strip_suffix('\\') {
+            current.push_str(head);
+            current.push(' ');
+            continue;
+        }
+        if !line.starts_with('#') {
+            current.push_str(line);
+        }
+        out.push(std::mem::take(&mut current));
+    }
+    if !current.trim().is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+/// `$NAME`, `${NAME}` and `${NAME:-default}` filled from `values`; an
+/// unknown name is left as written.
+fn substitute(word: &str, values: &BTreeMap<String, String>) -> String {
+    let mut out = String::new();
+    let mut rest = word;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        let (name, default, len) = if let Some(inner) = after.strip_prefix('{') {
+            match inner.find('}') {
+                Some(end) => {
+                    let body = &inner[..end];
+                    match body.split_once(":-") {
+                        Some((n, d)) => (n, Some(d), end + 2),
+                        None => (body, None, end + 2),
+                    }
+                }
+                None => ("", None, 0),
+            }
+        } else {
+            let n = after
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(after.len());
+            (&after[..n], None, n)
+        };
+        match values.get(name).map(String::as_str).or(default) {
+            Some(v) if !name.is_empty() => out.push_str(v),
+            _ => out.push_str(&rest[i..i + 1 + len]),
+        }
+        rest = &after[len..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// The rules of a `.dockerignore`, as Docker reads them: one pattern per
 /// line (`#` comments and blank lines skipped), paths relative to the
 /// context, `*`, `?`, `[…]` within a name, `**` across folders, and `!`
@@ -169,6 +311,40 @@ fn segment(p: &[u8], s: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn base_images_are_read_as_docker_reads_a_dockerfile() {
+        let args: BTreeMap<String, String> = [("TAG".to_string(), "2.1".to_string())]
+            .into_iter()
+            .collect();
+        let file = "# syntax=docker/dockerfile:1\n\
+            ARG REG=reg.example:5000\n\
+            ARG TAG=1.0\n\
+            FROM --platform=linux/amd64 ${REG}/team/builder:$TAG AS build\n\
+            RUN --mount=type=cache,from=reg.example:5000/cache:1,target=/c make\n\
+            FROM build AS test\n\
+            FROM scratch\n\
+            COPY --from=build /app /app\n\
+            COPY --from=0 /a /a\n\
+            COPY --chown=1:1 --from=busybox:1.36 \\\n  /bin/sh /sh\n\
+            FROM ${UNKNOWN}/x\n\
+            from alpine:3.20 as Final\n\
+            COPY --from=final /x /y\n";
+        assert_eq!(
+            base_images(file, &args),
+            vec![
+                "reg.example:5000/team/builder:2.1",
+                "reg.example:5000/cache:1",
+                "busybox:1.36",
+                "alpine:3.20",
+            ]
+        );
+        assert_eq!(
+            base_images("FROM ${X:-ghcr.io/a/b}:1\n", &BTreeMap::new()),
+            vec!["ghcr.io/a/b:1"]
+        );
+        assert!(base_images("", &BTreeMap::new()).is_empty());
+    }
 
     #[test]
     fn dockerignore_rules_read_as_docker_reads_them() {

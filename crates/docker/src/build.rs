@@ -232,13 +232,30 @@ pub struct Built {
     pub cached: bool,
 }
 
+/// The largest Dockerfile read for its base images.
+const MAX_DOCKERFILE: u64 = 1 << 20;
+
+/// The images `spec`'s Dockerfile builds from
+/// ([`changeover_core::build::base_images`]), read from the context.
+pub fn base_images(spec: &BuildSpec) -> Result<Vec<String>, Problem> {
+    let path = Path::new(&spec.context).join(spec.dockerfile());
+    let mut text = String::new();
+    std::fs::File::open(&path)
+        .and_then(|f| f.take(MAX_DOCKERFILE).read_to_string(&mut text))
+        .map_err(|e| problem(format!("cannot read {}: {e}", path.display())))?;
+    Ok(changeover_core::build::base_images(&text, &spec.args))
+}
+
 /// Builds `spec` on the daemon as `repository:b-HASH` unless that image is
-/// there already; each line of the build's output goes to `line`. A failed
-/// build is a problem naming the failing step with the output before it.
+/// there already; each line of the build's output goes to `line`. The
+/// daemon pulls the base images with `credentials` (`X-Registry-Config`,
+/// by registry). A failed build is a problem naming the failing step with
+/// the output before it.
 pub async fn build(
     docker: &Docker,
     spec: &BuildSpec,
     repository: &str,
+    credentials: std::collections::HashMap<String, bollard::auth::DockerCredentials>,
     mut line: impl FnMut(&str),
 ) -> Result<Built, Problem> {
     let spec_owned = spec.clone();
@@ -252,6 +269,13 @@ pub async fn build(
             cached: true,
         });
     }
+    // The registries the base images come from, for a refusal's hint.
+    let hosts: Vec<String> = base_images(spec)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|i| changeover_core::image::ImageRef::parse(i).ok())
+        .map(|i| changeover_core::registry::Repository::of(&i).host)
+        .collect();
     line(&format!(
         "sending the build context: {} files, {} bytes",
         context.files, context.bytes
@@ -267,7 +291,8 @@ pub async fn build(
         options = options.target(t);
     }
     let body = bollard::body_full(context.tar.into());
-    let mut stream = docker.build_image(options.build(), None, Some(body));
+    let credentials = (!credentials.is_empty()).then_some(credentials);
+    let mut stream = docker.build_image(options.build(), credentials, Some(body));
     let mut kept: std::collections::VecDeque<String> = Default::default();
     let mut step = None::<String>;
     let mut pending = String::new();
@@ -276,7 +301,7 @@ pub async fn build(
             Ok(info) => info,
             Err(e) => {
                 if let Some(said) = crate::connect::daemon_words(&e) {
-                    return Err(failure(&reference, step.as_deref(), &kept, said));
+                    return Err(failure(&reference, &hosts, step.as_deref(), &kept, said));
                 }
                 return Err(crate::connect::daemon_problem(
                     &format!("building {reference}"),
@@ -285,7 +310,13 @@ pub async fn build(
             }
         };
         if let Some(message) = info.error_detail.and_then(|d| d.message) {
-            return Err(failure(&reference, step.as_deref(), &kept, &message));
+            return Err(failure(
+                &reference,
+                &hosts,
+                step.as_deref(),
+                &kept,
+                &message,
+            ));
         }
         if let Some(text) = info.stream {
             pending.push_str(&text);
@@ -312,6 +343,7 @@ pub async fn build(
     if docker.inspect_image(&reference).await.is_err() {
         return Err(failure(
             &reference,
+            &hosts,
             step.as_deref(),
             &kept,
             "the daemon ended the build without an image",
@@ -325,12 +357,29 @@ pub async fn build(
 
 fn failure(
     reference: &str,
+    hosts: &[String],
     step: Option<&str>,
     kept: &std::collections::VecDeque<String>,
     message: &str,
 ) -> Problem {
     let at = step.map(|s| format!(" at {s}")).unwrap_or_default();
     let mut text = format!("the build of {reference} failed{at}: {}", message.trim());
+    // A base image the registry would not give: say how to log in to it
+    // (the registry the daemon named, or the only one the file pulls from).
+    if step.is_some_and(|s| s.to_ascii_uppercase().contains(" : FROM ")) {
+        let named = hosts.iter().find(|h| message.contains(h.as_str()));
+        let host = named.or(if hosts.len() == 1 {
+            hosts.first()
+        } else {
+            None
+        });
+        if let Some(host) = host {
+            let pulled = crate::images::pull_problem(reference, host, message);
+            if pulled.code == ProblemCode::RegistryUnauthorized {
+                text.push_str(&format!(" (log in: changeover registry login {host})"));
+            }
+        }
+    }
     // The output of the failing step (what followed its `Step` line).
     let tail: Vec<&String> = match kept.iter().rposition(|l| l.starts_with("Step ")) {
         Some(i) => kept.iter().skip(i + 1).collect(),
