@@ -1906,6 +1906,91 @@ fn a_registry_login_and_a_tag_that_is_not_local_are_used_from_the_window() {
 }
 
 #[test]
+fn a_pull_is_stopped_from_the_timeline_and_the_release_before_keeps_serving() {
+    let registry = changeover_tests::registry::Registry::plain();
+    let repo = unique("t-gui-stop");
+    changeover_tests::demo_images(&[]);
+    let one = registry.push_image("changeover-demo:v1", &repo, "1");
+    registry.push_image("changeover-demo:v2", &repo, "2");
+    registry.forget_locally(&repo, "2");
+    // The service's image comes from a mirror whose blobs never arrive:
+    // a pull of 2 starts and hangs. 1 is on the daemon under its name.
+    let stalled = registry.with_stalled_blobs();
+    let image = format!("{}/{repo}", stalled.host());
+    docker(&["tag", &one, &format!("{image}:1")]);
+    let config = tempfile::tempdir().unwrap();
+    let docker_config = tempfile::tempdir().unwrap();
+    let env = [
+        ("CHANGEOVER_CONFIG_DIR", config.path().to_str().unwrap()),
+        ("DOCKER_CONFIG", docker_config.path().to_str().unwrap()),
+    ];
+    let port = changeover_tests::free_port();
+    let stack = changeover_tests::TestStack::web(
+        "stoppull",
+        &format!("image: {image}:1"),
+        port,
+        &["health: {path: /health, interval: 500ms}"],
+    );
+    stack.deploy(&env);
+    let service = stack.web_service();
+
+    let gui = Gui::launch("stop-pull", &app(), &env[1..]);
+    gui.click_when("[data-testid=section-services]", "the sidebar");
+    gui.click_when(
+        &format!("[data-testid=service-row][data-name=\"{service}\"]"),
+        "the service is listed",
+    );
+    gui.wait_js(
+        "return document.querySelector('[data-testid=deploy-tag] option[value=\"2\"][data-local=no]')",
+        Duration::from_secs(20),
+        "the registry's tag 2 is offered",
+    );
+    select(&gui, "[data-testid=deploy-tag]", "2");
+    click_enabled(&gui, "[data-testid=deploy-button]");
+    gui.click_when("[data-testid=stop-pull]", "the pull shows with a Stop");
+    let said = gui.wait_js(
+        "const e = document.querySelector('[data-testid=rollout-error]'); return e && !document.querySelector('[data-testid=busy]') ? e.textContent : null",
+        Duration::from_secs(30),
+        "the rollout ends at once",
+    );
+    assert!(
+        said.as_str()
+            .unwrap()
+            .contains("the pull was stopped, nothing was changed"),
+        "{said}"
+    );
+    assert_eq!(
+        gui.js("return document.querySelectorAll('[data-testid=stop-pull]').length"),
+        json!(0),
+        "no Stop once it ended"
+    );
+    assert_eq!(
+        changeover_tests::get(port)
+            .unwrap()
+            .split_whitespace()
+            .next(),
+        Some("v1"),
+        "release 1 keeps serving"
+    );
+    let out = changeover_tests::changeover(&["service", "inspect", &service, "--json"], &env);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["record"]["current"], json!(1), "{v}");
+    assert_eq!(v["record"]["releases"].as_array().unwrap().len(), 1, "{v}");
+    assert!(v["rolloutLock"].is_null(), "the lock was given back: {v}");
+    assert!(
+        docker_images_of(&image).iter().all(|t| t != "2"),
+        "and 2 is not on the daemon"
+    );
+}
+
+fn docker_images_of(repo: &str) -> Vec<String> {
+    docker(&["images", repo, "--format", "{{.Tag}}"])
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
 fn a_watched_service_is_redeployed_by_the_open_window_when_its_local_tag_is_rebuilt() {
     changeover_tests::demo_images(&[]);
     let tag = format!("{}:dev", unique("t-gui-auto"));

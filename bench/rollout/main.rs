@@ -118,7 +118,7 @@ async fn main() {
         let wrk = load(port);
         let t0 = Instant::now();
         let result = match tag {
-            Some(tag) => deploy::deploy_tag(&env, &svc, tag, None, sink(slots.clone())).await,
+            Some(tag) => deploy::deploy_tag(&env, &svc, tag, None, None, sink(slots.clone())).await,
             None => deploy::rollback(&env, &svc, sink(slots.clone())).await,
         };
         let wall = t0.elapsed();

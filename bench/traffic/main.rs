@@ -230,7 +230,7 @@ async fn main() {
 
     println!(" blue-green");
     let t = Instant::now();
-    let out = deploy::deploy_tag(&env, &svc, "v2", Some(Strategy::BlueGreen), quiet())
+    let out = deploy::deploy_tag(&env, &svc, "v2", Some(Strategy::BlueGreen), None, quiet())
         .await
         .expect("v2 starts beside v1");
     println!(
@@ -277,7 +277,7 @@ async fn main() {
 
     println!(" canary");
     let t = Instant::now();
-    let out = deploy::deploy_tag(&env, &svc, "v3", Some(Strategy::Canary), quiet())
+    let out = deploy::deploy_tag(&env, &svc, "v3", Some(Strategy::Canary), None, quiet())
         .await
         .expect("v3 canary");
     println!(

@@ -111,8 +111,11 @@ pub fn watch_traffic(
 
 /// Rolls `service` (STACK/SERVICE) to `tag`, streaming the rollout; with
 /// `strategy`, deploys this way (blue-green, canary) from now on; with
-/// `pull`, pulls the tag first (the registry's is newer).
+/// `pull`, pulls the tag first (the registry's is newer). With `stop_id`,
+/// `cancel_transfer(stop_id)` stops its pull (and so the rollout, before
+/// anything changed).
 #[tauri::command]
+#[allow(clippy::too_many_arguments)]
 pub async fn deploy_tag(
     state: State<'_, AppState>,
     env: String,
@@ -120,13 +123,21 @@ pub async fn deploy_tag(
     tag: String,
     strategy: Option<Strategy>,
     pull: Option<bool>,
+    stop_id: Option<u64>,
     on_event: Channel<RolloutEvent>,
 ) -> Result<RolloutOutcome, Problem> {
     let env = self::env(&state, &env)?;
+    let cancels = state.envs.cancels();
+    let stop = cancels.pull_stop(stop_id);
+    let (_guard, stop) = match stop {
+        Some((guard, stop)) => (Some(guard), Some(stop)),
+        None => (None, None),
+    };
     if pull == Some(true) {
-        return services::pull_and_deploy_tag(&env, &service, &tag, strategy, sink(on_event)).await;
+        return services::pull_and_deploy_tag(&env, &service, &tag, strategy, stop, sink(on_event))
+            .await;
     }
-    services::deploy_tag(&env, &service, &tag, strategy, sink(on_event)).await
+    services::deploy_tag(&env, &service, &tag, strategy, stop, sink(on_event)).await
 }
 
 /// Rolls `service` back to its previous release, streaming the rollout.

@@ -293,3 +293,78 @@ impl Drop for Registry {
         }
     }
 }
+
+/// The registry again on another loopback port, passing every request
+/// through except a blob's download, which it holds open with no answer:
+/// a pull from it starts (manifest, layers listed) and never ends, until
+/// the client goes. For stopping a pull mid-way.
+pub struct StalledBlobs {
+    pub port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Registry {
+    /// A [`StalledBlobs`] in front of this registry.
+    pub fn with_stalled_blobs(&self) -> StalledBlobs {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let upstream = self.port;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = stop.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if stopping.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(mut client) = client else { continue };
+                std::thread::spawn(move || {
+                    let Ok(mut server) = std::net::TcpStream::connect(("127.0.0.1", upstream))
+                    else {
+                        return;
+                    };
+                    if let (Ok(mut from), Ok(mut to)) = (server.try_clone(), client.try_clone()) {
+                        std::thread::spawn(move || {
+                            let _ = std::io::copy(&mut from, &mut to);
+                            let _ = to.shutdown(std::net::Shutdown::Write);
+                        });
+                    }
+                    let mut buf = [0u8; 16 * 1024];
+                    let mut stalled = false;
+                    loop {
+                        let n = match client.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        let text = String::from_utf8_lossy(&buf[..n]);
+                        if text.starts_with("GET ") && text.contains("/blobs/") {
+                            stalled = true;
+                        }
+                        // Once stalled, what the client sends is read and
+                        // dropped until it goes.
+                        if !stalled && server.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = server.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        StalledBlobs { port, stop }
+    }
+}
+
+impl StalledBlobs {
+    /// `127.0.0.1:PORT`.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for StalledBlobs {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+    }
+}

@@ -191,10 +191,17 @@ pub async fn check_once(
         });
         let strategy = auto.strategy;
         let deployed = if pull {
-            crate::services::pull_and_deploy_tag(env, &view.name, &tag, strategy, events.clone())
-                .await
+            crate::services::pull_and_deploy_tag(
+                env,
+                &view.name,
+                &tag,
+                strategy,
+                None,
+                events.clone(),
+            )
+            .await
         } else {
-            crate::services::deploy_tag(env, &view.name, &tag, strategy, events.clone()).await
+            crate::services::deploy_tag(env, &view.name, &tag, strategy, None, events.clone()).await
         };
         let outcome = match deployed {
             Err(p) if p.code == ProblemCode::RolloutInProgress => RedeployOutcome::Skipped {

@@ -25,7 +25,7 @@ use changeover_core::stack::Stack;
 use changeover_core::{Problem, ProblemCode};
 
 use changeover_docker::edge::{ensure_demo_image, BinaryImage, Edge};
-use changeover_docker::runtime::DockerRuntime;
+use changeover_docker::runtime::{DockerRuntime, PullStop};
 use changeover_docker::Docker;
 
 use crate::environments::Environment;
@@ -76,11 +76,24 @@ pub async fn deployer(
     env: &Environment,
     events: EventSink,
 ) -> Result<Deployer<DockerRuntime, Edge>, Problem> {
+    deployer_stopping(env, events, None).await
+}
+
+/// [`deployer`], whose pulls stop when `stop` is asked.
+async fn deployer_stopping(
+    env: &Environment,
+    events: EventSink,
+    stop: Option<changeover_docker::runtime::PullStop>,
+) -> Result<Deployer<DockerRuntime, Edge>, Problem> {
     let edge = env.ensure_edge().await?;
     if let Some(message) = changeover_docker::edge::outdated_edge(&edge.docker).await {
         events(RolloutEvent::Note { message });
     }
-    Ok(deployer_on(edge, events, Some(env.registries.clone())))
+    let mut d = deployer_on(edge, events, Some(env.registries.clone()));
+    if let Some(p) = d.runtime.pulls.as_mut() {
+        p.stop = stop;
+    }
+    Ok(d)
 }
 
 /// A deployer driving `edge` and its daemon; images not on the daemon are
@@ -96,6 +109,7 @@ pub(crate) fn deployer_on(
         runtime = runtime.with_pulls(changeover_docker::runtime::PullSetup {
             credentials: std::sync::Arc::new(registries),
             progress: pull_progress(events.clone()),
+            stop: None,
         });
     }
     Deployer {
@@ -319,9 +333,10 @@ pub async fn deploy_tag(
     name: &str,
     tag: &str,
     strategy: Option<Strategy>,
+    stop: Option<PullStop>,
     events: EventSink,
 ) -> Result<RolloutOutcome, Problem> {
-    roll_to_tag(env, name, tag, strategy, false, events).await
+    roll_to_tag(env, name, tag, strategy, false, stop, events).await
 }
 
 /// [`deploy_tag`], pulling the tag first: the registry's may point to a
@@ -332,9 +347,10 @@ pub async fn pull_and_deploy_tag(
     name: &str,
     tag: &str,
     strategy: Option<Strategy>,
+    stop: Option<PullStop>,
     events: EventSink,
 ) -> Result<RolloutOutcome, Problem> {
-    roll_to_tag(env, name, tag, strategy, true, events).await
+    roll_to_tag(env, name, tag, strategy, true, stop, events).await
 }
 
 async fn roll_to_tag(
@@ -343,6 +359,7 @@ async fn roll_to_tag(
     tag: &str,
     strategy: Option<Strategy>,
     pull: bool,
+    stop: Option<PullStop>,
     events: EventSink,
 ) -> Result<RolloutOutcome, Problem> {
     if tag.is_empty() || tag.contains(|c: char| c.is_whitespace() || c == '/' || c == ':') {
@@ -352,7 +369,7 @@ async fn roll_to_tag(
         ));
     }
     let _busy = env.busy();
-    let d = deployer(env, events.clone()).await?;
+    let d = deployer_stopping(env, events.clone(), stop.clone()).await?;
     let record = record_of(&d, name).await?;
     let mut spec = record.spec.with_tag(tag);
     if let Some(s) = strategy {
@@ -360,7 +377,19 @@ async fn roll_to_tag(
     }
     if pull {
         let tell = pull_progress(events);
-        env.registries.pull(env, &spec.image, |p| tell(p)).await?;
+        let pulling = env.registries.pull(env, &spec.image, |p| tell(p));
+        match stop {
+            Some(mut stop) => tokio::select! {
+                pulled = pulling => { pulled?; }
+                () = stop.asked() => return Err(Problem::new(
+                    ProblemCode::Cancelled,
+                    format!("{} was not pulled: the pull was stopped, nothing was changed", spec.image),
+                )),
+            },
+            None => {
+                pulling.await?;
+            }
+        }
     }
     ensure_demo_images(&d.runtime.docker, &[&spec]).await?;
     d.run(

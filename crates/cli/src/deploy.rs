@@ -158,9 +158,9 @@ pub async fn service_deploy(
     pull: bool,
 ) -> Result<(), Problem> {
     if pull {
-        deploy::pull_and_deploy_tag(env, name, tag, strategy, progress()).await?;
+        deploy::pull_and_deploy_tag(env, name, tag, strategy, None, progress()).await?;
     } else {
-        deploy::deploy_tag(env, name, tag, strategy, progress()).await?;
+        deploy::deploy_tag(env, name, tag, strategy, None, progress()).await?;
     }
     Ok(())
 }

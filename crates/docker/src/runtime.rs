@@ -77,6 +77,24 @@ pub struct DockerRuntime {
 pub struct PullSetup {
     pub credentials: Arc<dyn Credentials>,
     pub progress: Arc<dyn Fn(&PullProgress) + Send + Sync>,
+    /// Stops a pull under way when it turns true (the window's Stop); the
+    /// rollout then fails before anything changed.
+    pub stop: Option<PullStop>,
+}
+
+/// Asks a rollout's pull to stop. Only the pull stops: the rollout fails
+/// as any refused image does, with its lock given back and nothing
+/// changed, where dropping the rollout's future could leave its lock held.
+#[derive(Clone)]
+pub struct PullStop(pub tokio::sync::watch::Receiver<bool>);
+
+impl PullStop {
+    /// Returns once a stop is asked; never when the asker went away.
+    pub async fn asked(&mut self) {
+        if self.0.wait_for(|stop| *stop).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 /// The credential for a registry host (`None`: ask anonymously).
@@ -193,13 +211,22 @@ impl Runtime for DockerRuntime {
             None => None,
         };
         let progress = self.pulls.as_ref().map(|p| p.progress.clone());
-        crate::images::pull(&self.docker, &reference, credential.as_ref(), |state| {
+        let pulling = crate::images::pull(&self.docker, &reference, credential.as_ref(), |state| {
             if let Some(tell) = &progress {
                 tell(state);
             }
-        })
-        .await
-        .map_err(|p| {
+        });
+        let pulled = match self.pulls.as_ref().and_then(|p| p.stop.clone()) {
+            Some(mut stop) => tokio::select! {
+                pulled = pulling => pulled,
+                () = stop.asked() => Err(Problem::new(
+                    ProblemCode::Cancelled,
+                    format!("{reference} was not pulled: the pull was stopped, nothing was changed"),
+                )),
+            },
+            None => pulling.await,
+        };
+        pulled.map_err(|p| {
             let said = p
                 .message
                 .strip_prefix(&format!("{reference} "))

@@ -165,7 +165,10 @@ function channel(onEvent: (e: RolloutEvent) => void): Channel<RolloutEvent> {
   return c;
 }
 
-/** Rolls STACK/SERVICE to another tag; progress arrives on `onEvent`. */
+/**
+ * Rolls STACK/SERVICE to another tag; progress arrives on `onEvent`. With
+ * `stopId` (from `newTransfer`), `cancelTransfer(stopId)` stops its pull.
+ */
 export function deployTag(
   env: string,
   service: string,
@@ -173,8 +176,9 @@ export function deployTag(
   strategy: Strategy | null,
   onEvent: (e: RolloutEvent) => void,
   pull = false,
+  stopId: number | null = null,
 ): Promise<RolloutOutcome> {
-  return invoke<RolloutOutcome>("deploy_tag", { env, service, tag, strategy, pull, onEvent: channel(onEvent) }).catch(
+  return invoke<RolloutOutcome>("deploy_tag", { env, service, tag, strategy, pull, stopId, onEvent: channel(onEvent) }).catch(
     (e: unknown) => {
       throw toProblem(e);
     },
