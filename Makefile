@@ -5,7 +5,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 GENERATED := ui/src/lib/ipc/generated
 
-.PHONY: run test setup ui edge app types lint unit integration gui bench-app bench-inventory bench-rollout bench-edge bench-traffic bench-volumes bench-images clean-test-leftovers
+.PHONY: run test setup ui edge watcher app types lint unit integration gui bench-app bench-inventory bench-rollout bench-edge bench-traffic bench-volumes bench-images clean-test-leftovers
 
 ## Install everything, build, and open the desktop app against the local daemon.
 run: setup app
@@ -27,7 +27,12 @@ ui:
 edge:
 	$(CARGO) build --release --target x86_64-unknown-linux-musl -p changeover-edge
 
-app: ui edge
+## The changeover command as a static binary without the OS keyring: what
+## goes into the watcher container (changeover watch --install).
+watcher:
+	$(CARGO) build --release --target x86_64-unknown-linux-musl -p changeover-cli --no-default-features
+
+app: ui edge watcher
 	$(CARGO) build --workspace
 
 ## Regenerate the TypeScript types from the Rust ones.

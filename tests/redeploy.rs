@@ -310,3 +310,144 @@ fn a_webhook_with_the_token_starts_a_pass_at_once_and_one_without_changes_nothin
     let _ = watcher.0.kill();
     assert!(went.is_some(), "the webhook started a pass that redeployed");
 }
+
+/// Removes the installed watcher when the test ends, however it ends.
+struct WatcherGuard;
+
+impl Drop for WatcherGuard {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["rm", "-f", "changeover-watcher"])
+            .output();
+    }
+}
+
+#[test]
+fn an_installed_watcher_redeploys_with_no_cli_running_by_the_login_copied_into_it() {
+    changeover_tests::demo_images(&[]);
+    let registry = Registry::with_login("erin", "watch-pw-7");
+    let host = registry.host();
+    let repo = changeover_tests::unique("t-watcher");
+    let stable = registry.push_image("changeover-demo:v1", &repo, "stable");
+    let config = tempfile::tempdir().unwrap();
+    let docker_config = tempfile::tempdir().unwrap();
+    let env = [
+        ("CHANGEOVER_CONFIG_DIR", config.path().to_str().unwrap()),
+        ("DOCKER_CONFIG", docker_config.path().to_str().unwrap()),
+    ];
+    // Changeover's own login: the password in the keyring only.
+    let mut login = changeover_tests::changeover_cmd(
+        &["registry", "login", &host, "-u", "erin", "--password-stdin"],
+        &env,
+    )
+    .stdin(std::process::Stdio::piped())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    {
+        use std::io::Write;
+        login
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"watch-pw-7\n")
+            .unwrap();
+    }
+    let out = login.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let port = free_port();
+    let stack = stack("watcher", &stable, port, "{watch: digest, check_every: 5s}");
+    stack.deploy(&env);
+    let service = stack.web_service();
+    let _guard = WatcherGuard;
+    let there = || {
+        std::process::Command::new("docker")
+            .args(["inspect", "changeover-watcher"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+
+    // It mounts the Docker socket: said, and not done without a yes.
+    let out = changeover(&["watch", "--install", &stack.name], &env);
+    let said = text(&out.stderr);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("with the Docker socket /var/run/docker.sock mounted into it")
+            && said.contains(&format!("It watches: {service}."))
+            && said.contains(&format!(
+                "The logins for {host} are copied into the container"
+            ))
+            && said.contains("--yes"),
+        "{said}"
+    );
+    assert!(!said.contains("watch-pw-7"), "never the password: {said}");
+    assert!(!there(), "nothing was created");
+
+    let out = changeover(&["watch", "--install", "--yes", &stack.name], &env);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("the watcher runs on default as changeover-watcher"),
+        "{}",
+        text(&out.stdout)
+    );
+    let image =
+        changeover_tests::docker(&["inspect", "-f", "{{.Config.Image}}", "changeover-watcher"]);
+    let history = changeover_tests::docker(&["history", "--no-trunc", &image]);
+    assert!(
+        !history.contains("watch-pw-7") && !history.contains("config.json"),
+        "the login is in the container, not its image: {history}"
+    );
+
+    // Another machine pushes `stable` again; no changeover runs here.
+    registry.push_image("changeover-demo:v2", &repo, "next");
+    registry.retag(&repo, "next", "stable");
+    let seen = wait_for(Duration::from_secs(60), || {
+        (version(port).as_deref() == Some("v2")).then_some(())
+    });
+    assert!(
+        seen.is_some(),
+        "the installed watcher pulled with the copied login and redeployed"
+    );
+    // Its output says so once the old release has drained.
+    let mut shown = String::new();
+    let said = wait_for(Duration::from_secs(30), || {
+        shown = text(&changeover(&["watch", "--status"], &env).stdout);
+        shown
+            .contains(&format!("{service}: redeployed"))
+            .then_some(())
+    });
+    assert!(
+        said.is_some() && shown.contains("changeover-watcher on default: running"),
+        "{shown}"
+    );
+
+    // Installed again: replaced, still one; then removed, once.
+    let out = changeover(&["watch", "--install", "--yes", &stack.name], &env);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("The watcher there now is replaced."),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = changeover(&["watch", "--uninstall"], &env);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!there());
+    let again = changeover(&["watch", "--uninstall"], &env);
+    assert!(!again.status.success());
+    assert!(
+        text(&again.stderr).contains("no watcher is installed on default"),
+        "{}",
+        text(&again.stderr)
+    );
+    for bad in [
+        vec!["watch", "--install", "--yes", "--socket", "relative.sock"],
+        vec!["watch", "--install", "--once"],
+    ] {
+        let out = changeover(&bad, &env);
+        assert!(!out.status.success(), "{bad:?}");
+        assert!(!there(), "{bad:?} created nothing");
+    }
+}

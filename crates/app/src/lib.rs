@@ -21,6 +21,8 @@
 //!   clones, diffs, restores, and rolling a service back with its data.
 //! - [`redeploy`]: automatic redeploys — one pass over the watched
 //!   services, new images rolled out, canaries promoted or aborted.
+//! - [`watcher`]: `changeover watch` installed as a container on the
+//!   environment, its logins copied in, for redeploys with no laptop open.
 //! - [`registries`]: logins (the keyring, or what `docker login` left),
 //!   tags merged from the daemon and the registry, pulls with progress.
 //! - [`settings`]: the app's config and runtime folders, written atomically.
@@ -42,6 +44,7 @@ pub mod settings;
 pub mod snapshots;
 pub mod traffic;
 pub mod volumes;
+pub mod watcher;
 mod zip_tar;
 
 pub use environments::{ConnectionTest, Environment, Environments, NewEnvironment};

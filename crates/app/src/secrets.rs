@@ -32,6 +32,7 @@ pub fn tls_key_account(environment: &str) -> String {
 /// The OS keyring.
 pub struct Keyring;
 
+#[cfg(feature = "keyring")]
 fn keyring_problem(what: &str, account: &str, e: keyring::Error) -> Problem {
     // keyring's errors describe the store, never the secret.
     Problem::new(
@@ -43,6 +44,7 @@ fn keyring_problem(what: &str, account: &str, e: keyring::Error) -> Problem {
     )
 }
 
+#[cfg(feature = "keyring")]
 impl SecretStore for Keyring {
     fn get(&self, account: &str) -> Result<Option<Secret>, Problem> {
         let entry = keyring::Entry::new(SERVICE, account)
@@ -68,6 +70,32 @@ impl SecretStore for Keyring {
             Err(e) => Err(keyring_problem("remove", account, e)),
         }
     }
+}
+
+/// A build without the keyring (the watcher container's): every secret
+/// is refused in words; its credentials come from the Docker config the
+/// watcher was installed with.
+#[cfg(not(feature = "keyring"))]
+impl SecretStore for Keyring {
+    fn get(&self, account: &str) -> Result<Option<Secret>, Problem> {
+        Err(no_keyring(account))
+    }
+
+    fn set(&self, account: &str, _secret: &Secret) -> Result<(), Problem> {
+        Err(no_keyring(account))
+    }
+
+    fn delete(&self, account: &str) -> Result<(), Problem> {
+        Err(no_keyring(account))
+    }
+}
+
+#[cfg(not(feature = "keyring"))]
+fn no_keyring(account: &str) -> Problem {
+    Problem::new(
+        ProblemCode::Keyring,
+        format!("this build of changeover has no OS keyring, so {account} cannot be read or kept"),
+    )
 }
 
 /// Runs a keyring call on the blocking pool.

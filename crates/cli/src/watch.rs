@@ -10,6 +10,12 @@
 //! never printed; a request without it gets a plain 404, its body is read
 //! up to 1 MiB and ignored, a head over 16 KiB or slower than 10 s is cut
 //! off, and at most 64 requests are served at once.
+//!
+//! `--install [--yes] [--socket PATH]`: the watcher as a container on the
+//! environment (`changeover_application::watcher`), so redeploys happen
+//! with no laptop open. It mounts the Docker socket, so it says so and
+//! asks first. `--webhook ADDR` then publishes the webhook on the daemon's
+//! host at ADDR. `--status`, `--uninstall`.
 
 use std::time::Duration;
 
@@ -41,6 +47,86 @@ pub struct WatchArgs {
     /// digits, '-' or '_').
     #[arg(long, value_name = "FILE", requires = "webhook")]
     webhook_token_file: Option<std::path::PathBuf>,
+    /// Run the watcher as a container on the environment (it mounts the
+    /// Docker socket; asks first).
+    #[arg(long, conflicts_with_all = ["once", "json", "uninstall", "status"])]
+    install: bool,
+    /// Install without asking.
+    #[arg(long, requires = "install")]
+    yes: bool,
+    /// The daemon's socket on its host, for --install (default: the
+    /// environment's Unix socket, else /var/run/docker.sock).
+    #[arg(long, value_name = "PATH", requires = "install")]
+    socket: Option<String>,
+    /// Remove the installed watcher.
+    #[arg(long, conflicts_with_all = ["once", "json", "webhook", "status"])]
+    uninstall: bool,
+    /// Whether a watcher is installed, and its last lines.
+    #[arg(long, conflicts_with_all = ["once", "json", "webhook"])]
+    status: bool,
+}
+
+/// `--install`, `--uninstall`, `--status`.
+async fn installed(env: &Environment, args: &WatchArgs) -> Result<(), Problem> {
+    use changeover_application::watcher;
+    if args.uninstall {
+        watcher::uninstall(env).await?;
+        println!("the watcher is removed from {}", env.spec.name);
+        return Ok(());
+    }
+    if args.status {
+        match watcher::status(env).await? {
+            None => println!("no watcher is installed on {}", env.spec.name),
+            Some(w) => {
+                println!(
+                    "{} on {}: {} since {} ({})",
+                    changeover_docker::watcher::CONTAINER,
+                    env.spec.name,
+                    w.state,
+                    w.started_at.as_deref().unwrap_or("-"),
+                    w.image
+                );
+                let docker = env.docker().await?;
+                print!("{}", changeover_docker::watcher::output(&docker, 10).await);
+            }
+        }
+        return Ok(());
+    }
+    let webhook = match (&args.webhook, &args.webhook_token_file) {
+        (Some(addr), Some(file)) => {
+            let parsed: std::net::SocketAddr = addr.parse().map_err(|_| {
+                Problem::new(
+                    changeover_core::ProblemCode::InvalidInput,
+                    format!("--webhook {addr:?} must be an address and port, e.g. 0.0.0.0:9911"),
+                )
+            })?;
+            Some((parsed, read_token(file)?))
+        }
+        _ => None,
+    };
+    let options = watcher::InstallOptions {
+        names: args.names.clone(),
+        socket: args.socket.clone(),
+        webhook,
+    };
+    let plan = watcher::plan(env, &options).await?;
+    if !args.yes {
+        crate::volume::confirm(&format!(
+            "{}
+Install it?",
+            plan.describe()
+        ))?;
+    } else {
+        eprintln!("{}", plan.describe());
+    }
+    let (_, w) = watcher::install(env, &options).await?;
+    println!(
+        "the watcher runs on {} as {} ({}); `changeover watch --status` shows what it does",
+        plan.environment,
+        changeover_docker::watcher::CONTAINER,
+        w.image
+    );
+    Ok(())
 }
 
 /// The webhook's token, checked: long enough to be a secret, and safe in
@@ -171,6 +257,10 @@ fn print(c: &RedeployCheck, json: bool) {
 
 /// Runs the watcher; `Ok(true)` when a new image failed to go out.
 pub async fn run(env: &Environment, args: WatchArgs) -> Result<bool, Problem> {
+    if args.install || args.uninstall || args.status {
+        installed(env, &args).await?;
+        return Ok(false);
+    }
     let events = if args.json {
         std::sync::Arc::new(|_| {}) as changeover_core::rollout::EventSink
     } else {

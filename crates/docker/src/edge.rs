@@ -69,13 +69,33 @@ fn edge_problem(message: impl Into<String>) -> Problem {
 /// `changeover-edge` beside the running program when it is static, else the
 /// workspace's musl build (`make edge`).
 pub fn edge_binary() -> Result<PathBuf, Problem> {
-    if let Some(p) = std::env::var_os("CHANGEOVER_EDGE_BINARY") {
+    static_binary(
+        "CHANGEOVER_EDGE_BINARY",
+        &["changeover-edge"],
+        "changeover-edge",
+        "make edge",
+        "-p changeover-edge",
+    )
+}
+
+/// A static program to put in an image: the file `var` names, else the
+/// first of `beside` next to the running program that is static, else
+/// `built` in the workspace's musl build (release, then debug). The
+/// error says how to build it (`make`, `cargo` arguments).
+pub fn static_binary(
+    var: &str,
+    beside: &[&str],
+    built: &str,
+    make: &str,
+    cargo: &str,
+) -> Result<PathBuf, Problem> {
+    if let Some(p) = std::env::var_os(var) {
         let p = PathBuf::from(p);
         return if p.is_file() {
             Ok(p)
         } else {
             Err(edge_problem(format!(
-                "CHANGEOVER_EDGE_BINARY points to {}, which is not a file",
+                "{var} points to {}, which is not a file",
                 p.display()
             )))
         };
@@ -83,15 +103,15 @@ pub fn edge_binary() -> Result<PathBuf, Problem> {
     let exe = std::env::current_exe().map_err(|e| edge_problem(e.to_string()))?;
     let mut candidates = Vec::new();
     if let Some(dir) = exe.parent() {
-        candidates.push(dir.join("changeover-edge"));
+        candidates.extend(beside.iter().map(|b| dir.join(b)));
         // target/{debug,release}/ → target/x86_64-unknown-linux-musl/{release,debug}/
         // (and one level more for test binaries in target/debug/deps/).
         for up in [dir.parent(), dir.parent().and_then(Path::parent)]
             .into_iter()
             .flatten()
         {
-            candidates.push(up.join(MUSL).join("release").join("changeover-edge"));
-            candidates.push(up.join(MUSL).join("debug").join("changeover-edge"));
+            candidates.push(up.join(MUSL).join("release").join(built));
+            candidates.push(up.join(MUSL).join("debug").join(built));
         }
     }
     for c in &candidates {
@@ -100,8 +120,8 @@ pub fn edge_binary() -> Result<PathBuf, Problem> {
         }
     }
     Err(edge_problem(format!(
-        "the static edge binary was not found (looked beside {}); build it with `make edge` \
-         (cargo build --release --target {MUSL} -p changeover-edge) or set CHANGEOVER_EDGE_BINARY",
+        "the static {built} binary was not found (looked beside {}); build it with `{make}` \
+         (cargo build --release --target {MUSL} {cargo}) or set {var}",
         exe.display()
     )))
 }

@@ -39,6 +39,7 @@ pub mod runtime;
 pub mod ssh;
 pub mod tls;
 pub mod volumes;
+pub mod watcher;
 
 pub use bollard::Docker;
 pub use connect::connect;

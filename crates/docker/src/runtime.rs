@@ -43,7 +43,7 @@ pub fn volume_name(stack: &str, volume: &str) -> String {
     format!("{stack}_{volume}")
 }
 
-fn is_not_found(e: &bollard::errors::Error) -> bool {
+pub(crate) fn is_not_found(e: &bollard::errors::Error) -> bool {
     matches!(
         e,
         bollard::errors::Error::DockerResponseServerError {
