@@ -66,7 +66,7 @@ clean-test-leftovers:
 	  if [ -n "$$ids" ]; then docker rm -f -v $$ids >/dev/null; fi; \
 	  helpers=$$(docker ps -a --filter label=dev.changeover.helper --format '{{.ID}} {{.Label "dev.changeover.helper"}}' | awk '$$2 ~ /^volume:/ {print $$1}'); \
 	  if [ -n "$$helpers" ]; then docker rm -f -v $$helpers >/dev/null; fi; \
-	  if docker inspect -f '{{join .Args " "}}' changeover-watcher 2>/dev/null | grep -q '^t-watcher-'; then docker rm -f changeover-watcher >/dev/null; fi; \
+	  if docker inspect -f '{{join .Config.Cmd " "}}' changeover-watcher 2>/dev/null | grep -q '^t-watcher-'; then docker rm -f changeover-watcher >/dev/null; fi; \
 	  vols=$$( (docker volume ls -q --filter label=dev.changeover.test=1; \
 	    docker volume ls -q --filter label=dev.changeover.snapshot.of | grep '^t-' || true) | sort -u); \
 	  if [ -n "$$vols" ]; then docker volume rm $$vols >/dev/null; fi; \
