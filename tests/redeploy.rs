@@ -378,16 +378,27 @@ fn an_installed_watcher_redeploys_with_no_cli_running_by_the_login_copied_into_i
         said.contains("with the Docker socket /var/run/docker.sock mounted into it")
             && said.contains(&format!("It watches: {service}."))
             && said.contains(&format!(
-                "The logins for {host} are copied into the container"
+                "The logins for {host} stay in this machine's keyring"
             ))
+            && said.contains("--with-logins")
             && said.contains("--yes"),
         "{said}"
     );
     assert!(!said.contains("watch-pw-7"), "never the password: {said}");
     assert!(!there(), "nothing was created");
 
-    let out = changeover(&["watch", "--install", "--yes", &stack.name], &env);
+    let out = changeover(
+        &["watch", "--install", "--yes", "--with-logins", &stack.name],
+        &env,
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(&format!(
+            "The logins for {host} are copied into the container"
+        )),
+        "{}",
+        text(&out.stderr)
+    );
     assert!(
         text(&out.stdout).contains("the watcher runs on default as changeover-watcher"),
         "{}",
@@ -425,7 +436,10 @@ fn an_installed_watcher_redeploys_with_no_cli_running_by_the_login_copied_into_i
     );
 
     // Installed again: replaced, still one; then removed, once.
-    let out = changeover(&["watch", "--install", "--yes", &stack.name], &env);
+    let out = changeover(
+        &["watch", "--install", "--yes", "--with-logins", &stack.name],
+        &env,
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
         text(&out.stderr).contains("The watcher there now is replaced."),

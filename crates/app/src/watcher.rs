@@ -5,11 +5,13 @@
 //!
 //! It needs the daemon's socket, which is root on the daemon's host, so it
 //! is only installed when asked, after the [`InstallPlan`] says so. The
-//! container has no OS keyring: the logins of the registries its services
-//! are watched on (digest and semver watches) are copied into it as a
-//! Docker config (`auths`, mode 0600) — into the container, never the
-//! image — and go with it when it is removed. A webhook's token is copied
-//! the same way.
+//! container has no OS keyring, and secrets otherwise live only there
+//! (DESIGN.md decision 12), so a login is copied into it only on a word of
+//! its own (`copy_logins`): then the logins of the registries its services
+//! are watched on (digest and semver watches) go in as a Docker config
+//! (`auths`, mode 0600) — into the container, never the image — and are
+//! gone with it when it is removed. Without that word the plan names the
+//! logins left out. A webhook's token is copied the same way.
 
 use changeover_core::redeploy::Watch;
 use changeover_core::registry::{helper_server_url, Repository};
@@ -32,6 +34,8 @@ pub struct InstallOptions {
     /// (`0.0.0.0:9911`; the watcher is on the host's network), with this
     /// token.
     pub webhook: Option<(std::net::SocketAddr, String)>,
+    /// Copy the logins its registries need into the container.
+    pub copy_logins: bool,
 }
 
 /// What an install will do, said before it is done.
@@ -44,6 +48,8 @@ pub struct InstallPlan {
     pub services: Vec<String>,
     /// The registries whose logins are copied into the container.
     pub logins: Vec<String>,
+    /// The registries with a login that is not copied (no `copy_logins`).
+    pub left_out: Vec<String>,
     /// A watcher is there already and is replaced.
     pub replaces: bool,
 }
@@ -67,6 +73,12 @@ impl InstallPlan {
             text.push_str(&format!(
                 "\nThe logins for {} are copied into the container (not its image), readable by root on that host.",
                 self.logins.join(", ")
+            ));
+        }
+        if !self.left_out.is_empty() {
+            text.push_str(&format!(
+                "\nThe logins for {} stay in this machine's keyring: the watcher asks those registries without one (copy them into the container with --with-logins).",
+                self.left_out.join(", ")
             ));
         }
         if self.replaces {
@@ -119,8 +131,13 @@ async fn prepare(
     }
     let mut auths = serde_json::Map::new();
     let mut logins = Vec::new();
+    let mut left_out = Vec::new();
     for host in hosts {
         let (credential, _ca) = env.registries.credential(&host).await?;
+        if credential.is_some() && !options.copy_logins {
+            left_out.push(host);
+            continue;
+        }
         let entry = match credential {
             None => continue,
             Some(Credential::Basic { username, password }) => serde_json::json!({
@@ -150,6 +167,7 @@ async fn prepare(
         socket,
         services: services.iter().map(|s| s.name.clone()).collect(),
         logins,
+        left_out,
         replaces: watcher::installed(&docker).await?.is_some(),
     };
     Ok((plan, files))

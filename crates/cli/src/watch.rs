@@ -11,7 +11,7 @@
 //! up to 1 MiB and ignored, a head over 16 KiB or slower than 10 s is cut
 //! off, and at most 64 requests are served at once.
 //!
-//! `--install [--yes] [--socket PATH]`: the watcher as a container on the
+//! `--install [--yes] [--with-logins] [--socket PATH]`: the watcher as a container on the
 //! environment (`changeover_application::watcher`), so redeploys happen
 //! with no laptop open. It mounts the Docker socket, so it says so and
 //! asks first. `--webhook ADDR` then publishes the webhook on the daemon's
@@ -54,6 +54,10 @@ pub struct WatchArgs {
     /// Install without asking.
     #[arg(long, requires = "install")]
     yes: bool,
+    /// Copy the logins of the watched services' registries into the
+    /// watcher container (they otherwise stay in this machine's keyring).
+    #[arg(long, requires = "install")]
+    with_logins: bool,
     /// The daemon's socket on its host, for --install (default: the
     /// environment's Unix socket, else /var/run/docker.sock).
     #[arg(long, value_name = "PATH", requires = "install")]
@@ -108,6 +112,7 @@ async fn installed(env: &Environment, args: &WatchArgs) -> Result<(), Problem> {
         names: args.names.clone(),
         socket: args.socket.clone(),
         webhook,
+        copy_logins: args.with_logins,
     };
     let plan = watcher::plan(env, &options).await?;
     if !args.yes {
