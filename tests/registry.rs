@@ -561,6 +561,66 @@ fn a_build_from_a_private_base_image_pulls_it_with_the_login() {
     let _ = base;
 }
 
+#[test]
+fn a_registry_that_goes_away_mid_pull_fails_the_pull_in_words_and_leaves_no_image() {
+    let registry = Registry::plain();
+    let repo = changeover_tests::unique("t-reg-gone");
+    changeover_tests::demo_images(&[]);
+    registry.push_image("changeover-demo:v1", &repo, "1");
+    registry.forget_locally(&repo, "1");
+    // Its blobs are held mid-way, then the registry goes away.
+    let mirror = registry.with_stalled_blobs();
+    let reference = format!("{}/{repo}:1", mirror.host());
+    let home = Home::new();
+    let mut child = changeover_tests::changeover_cmd(
+        &["image", "pull", &reference],
+        &[
+            (
+                "CHANGEOVER_CONFIG_DIR",
+                home.config.path().to_str().unwrap(),
+            ),
+            ("DOCKER_CONFIG", home.docker.path().to_str().unwrap()),
+        ],
+    )
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut said = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !said.iter().any(|l: &String| l.contains("layers")) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => said.push(line),
+            Err(_) => panic!("the pull never showed its layers: {said:?}"),
+        }
+    }
+    mirror.cut();
+    let status = changeover_tests::wait_for(std::time::Duration::from_secs(60), || {
+        child.try_wait().unwrap()
+    })
+    .expect("the pull ends once the registry is gone");
+    said.extend(rx.try_iter());
+    let said = said.join("\n");
+    assert!(!status.success(), "{said}");
+    assert!(
+        said.contains(&format!("{reference} could not be pulled")),
+        "the pull fails in words: {said}"
+    );
+    let left = std::process::Command::new("docker")
+        .args(["image", "inspect", &reference])
+        .output()
+        .unwrap();
+    assert!(!left.status.success(), "no image is left: {said}");
+}
+
 /// A TLS handshake sent to a plain HTTP server of the test: answered as a
 /// plain server does (400, closed), so the client falls back to HTTP.
 fn refuse_tls(conn: &mut std::net::TcpStream) -> bool {

@@ -301,6 +301,8 @@ impl Drop for Registry {
 pub struct StalledBlobs {
     pub port: u16,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// The clients' connections, to cut.
+    clients: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
 }
 
 impl Registry {
@@ -313,12 +315,17 @@ impl Registry {
         let upstream = self.port;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stopping = stop.clone();
+        let clients = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = clients.clone();
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 if stopping.load(Ordering::SeqCst) {
                     break;
                 }
                 let Ok(mut client) = client else { continue };
+                if let Ok(c) = client.try_clone() {
+                    kept.lock().unwrap().push(c);
+                }
                 std::thread::spawn(move || {
                     let Ok(mut server) = std::net::TcpStream::connect(("127.0.0.1", upstream))
                     else {
@@ -351,7 +358,11 @@ impl Registry {
                 });
             }
         });
-        StalledBlobs { port, stop }
+        StalledBlobs {
+            port,
+            stop,
+            clients,
+        }
     }
 }
 
@@ -360,11 +371,20 @@ impl StalledBlobs {
     pub fn host(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
+
+    /// Goes away as a registry that died does: no new connection is
+    /// taken, and every open one (a blob held mid-way) is cut.
+    pub fn cut(&self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+        for c in self.clients.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
 }
 
 impl Drop for StalledBlobs {
     fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+        self.cut();
     }
 }
