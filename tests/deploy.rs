@@ -1099,3 +1099,134 @@ fn a_stack_with_tls_acme_gets_its_certificate_from_an_acme_ca() {
     // Back to the defaults for whoever comes next.
     ok(&changeover_tests::forget_acme_ca(), "edge config back");
 }
+
+fn said(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn volume_exists(name: &str) -> bool {
+    std::process::Command::new("docker")
+        .args(["volume", "inspect", name])
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+#[test]
+fn stacks_and_services_are_removed_with_what_they_made_and_volumes_only_when_asked() {
+    let _edge = shared_edge();
+    changeover_tests::demo_images(&[]);
+    let (web, api) = (free_port(), free_port());
+    let body = format!(
+        "services:\n  web:\n    image: changeover-demo:v1\n    ports: [\"{web}:8080\"]\n    volumes: [\"data:/data\"]\n    labels: {{dev.changeover.test: \"1\"}}\n    x-changeover:\n      health: {{path: /health, interval: 300ms}}\n  api:\n    image: changeover-demo:v1\n    ports: [\"{api}:8080\"]\n    labels: {{dev.changeover.test: \"1\"}}\n    x-changeover:\n      health: {{path: /health, interval: 300ms}}\nvolumes:\n  data: {{}}\n"
+    );
+    let stack = TestStack::new("rm", &body, &[web, api]);
+    stack.deploy(&[]);
+    let name = stack.name.clone();
+    let out = changeover(
+        &["service", "deploy", &format!("{name}/web"), "--tag", "v2"],
+        &[],
+    );
+    assert!(out.status.success(), "{}", said(&out));
+    let volume = format!("{name}_data");
+
+    let ls = changeover(&["stack", "ls", "--json"], &[]);
+    let stacks: Value = serde_json::from_slice(&ls.stdout).unwrap();
+    let mine = stacks
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name.as_str())
+        .unwrap_or_else(|| panic!("listed: {stacks}"));
+    assert_eq!(
+        mine["services"],
+        serde_json::json!([format!("{name}/api"), format!("{name}/web")])
+    );
+    assert_eq!(
+        mine["containers"], 3,
+        "web r1 (kept, stopped), web r2, api r1"
+    );
+    assert_eq!(mine["running"], 2);
+
+    // Asked first; without a terminal or --yes nothing goes.
+    let out = changeover(&["service", "rm", &format!("{name}/api")], &[]);
+    assert!(!out.status.success());
+    let text = said(&out);
+    assert!(
+        text.contains(&format!("{name}-api-r1-s0"))
+            && text.contains(&format!("route(s) on port {api}"))
+            && text.contains("--yes"),
+        "{text}"
+    );
+    assert!(get(api).is_ok(), "api still serves");
+
+    let out = changeover(&["service", "rm", &format!("{name}/api"), "--yes"], &[]);
+    assert!(out.status.success(), "{}", said(&out));
+    assert!(get(api).is_err(), "its route is gone");
+    assert_eq!(
+        get(web).unwrap().split_whitespace().next(),
+        Some("v2"),
+        "the other service is untouched"
+    );
+    let gone = changeover(&["service", "inspect", &format!("{name}/api")], &[]);
+    assert!(!gone.status.success(), "its record is gone");
+
+    // A rollout holding the lock: refused, nothing removed.
+    let key = format!("rollout/{name}/web");
+    changeover_tests::edge_ctl(&serde_json::json!({
+        "op": "lock-acquire", "key": key, "owner": "someone@elsewhere (pid 1)", "ttlMs": 60000
+    }))
+    .expect("the edge answers");
+    let out = changeover(&["stack", "rm", &name, "--yes"], &[]);
+    changeover_tests::edge_ctl(&serde_json::json!({
+        "op": "lock-release", "key": key, "owner": "someone@elsewhere (pid 1)"
+    }));
+    assert!(!out.status.success());
+    assert!(said(&out).contains("is in progress"), "{}", said(&out));
+    assert!(get(web).is_ok(), "nothing was removed");
+
+    let out = changeover(&["stack", "rm", &name], &[]);
+    assert!(!out.status.success());
+    assert!(
+        said(&out).contains(&format!("Its volumes stay ({volume}); add --volumes")),
+        "{}",
+        said(&out)
+    );
+    let out = changeover(&["stack", "rm", &name, "--yes"], &[]);
+    assert!(out.status.success(), "{}", said(&out));
+    assert!(get(web).is_err());
+    assert!(stack.containers().is_empty(), "{:?}", stack.containers());
+    assert!(volume_exists(&volume), "the volume stays without --volumes");
+    let networks = docker(&[
+        "network",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("label=dev.changeover.stack={name}"),
+    ]);
+    assert!(networks.is_empty(), "its network is gone: {networks}");
+    let ls = changeover(&["stack", "ls", "--json"], &[]);
+    assert!(
+        !String::from_utf8_lossy(&ls.stdout).contains(&name),
+        "no longer listed"
+    );
+    let again = changeover(&["stack", "rm", &name, "--yes"], &[]);
+    assert!(!again.status.success());
+    assert!(
+        said(&again).contains(&format!("no stack {name} on this environment")),
+        "{}",
+        said(&again)
+    );
+
+    // Deployed again, removed with its volumes.
+    stack.deploy(&[]);
+    let out = changeover(&["stack", "rm", &name, "--volumes", "--yes"], &[]);
+    assert!(out.status.success(), "{}", said(&out));
+    assert!(!volume_exists(&volume), "--volumes removes it");
+    assert!(stack.containers().is_empty());
+}

@@ -14,6 +14,8 @@
 //! - [`events`]: what is pushed to the app.
 //! - [`services`]: deploys, rollbacks, forms, export, the sandbox, and
 //!   reading services.
+//! - [`remove`]: removing a service or a whole stack (its volumes only
+//!   when asked), with what would go said first.
 //! - [`traffic`]: switch, split, preview, promote, abort, maintenance.
 //! - [`volumes`]: what is in a volume (pages of folders, previews, sizes),
 //!   who uses it and which releases mounted it, through the volume helper.
@@ -38,6 +40,7 @@ pub mod events;
 pub mod follow;
 pub mod redeploy;
 pub mod registries;
+pub mod remove;
 pub mod secrets;
 pub mod services;
 pub mod settings;

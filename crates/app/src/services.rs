@@ -419,7 +419,7 @@ pub async fn deploy_spec(
 
 /// The records of every service on the environment (none when the edge was
 /// never set up here).
-async fn records(env: &Environment) -> Result<Vec<ServiceRecord>, Problem> {
+pub(crate) async fn records(env: &Environment) -> Result<Vec<ServiceRecord>, Problem> {
     let Some(edge) = env.edge().await? else {
         return Ok(Vec::new());
     };

@@ -12,6 +12,7 @@ mod exec;
 mod inventory;
 mod logs;
 mod registry;
+mod remove;
 mod table;
 mod traffic;
 mod volume;
@@ -209,6 +210,21 @@ enum StackCommand {
         #[arg(short = 'f', long = "file", value_name = "FILE")]
         file: std::path::PathBuf,
     },
+    /// Stacks on the environment: their services and containers.
+    Ls(ListArgs),
+    /// Remove a stack: the containers of every release of its services,
+    /// their routes and records, its networks; its named volumes only with
+    /// --volumes (asked again, by name). Refused while a rollout runs.
+    Rm {
+        /// The stack's name.
+        name: String,
+        /// Also remove the stack's named volumes and what is in them.
+        #[arg(long)]
+        volumes: bool,
+        /// Do it without asking.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Write the services of a deployed stack back as a Compose file.
     Export {
         /// The stack's name.
@@ -254,6 +270,15 @@ enum ServiceCommand {
     },
     /// Services on the environment.
     Ls(ListArgs),
+    /// Remove a service: the containers of every release, its routes and
+    /// record (its volumes stay). Refused while a rollout runs.
+    Rm {
+        /// STACK/SERVICE
+        name: String,
+        /// Do it without asking.
+        #[arg(long)]
+        yes: bool,
+    },
     /// A service's releases and containers.
     Inspect {
         /// STACK/SERVICE
@@ -341,6 +366,12 @@ async fn verb(envs: &Environments, cli: Cli) -> Result<(), Problem> {
             command: StackCommand::Deploy { file },
         } => deploy::stack_deploy(&*chosen()?, &file).await,
         Command::Stack {
+            command: StackCommand::Ls(args),
+        } => remove::stack_ls(&*chosen()?, args.json).await,
+        Command::Stack {
+            command: StackCommand::Rm { name, volumes, yes },
+        } => remove::stack_rm(&*chosen()?, &name, volumes, yes).await,
+        Command::Stack {
             command:
                 StackCommand::Export {
                     name,
@@ -376,6 +407,7 @@ async fn verb(envs: &Environments, cli: Cli) -> Result<(), Problem> {
                     yes,
                 } => deploy::service_rollback(&env, &name, with_data, yes).await,
                 ServiceCommand::Ls(args) => deploy::service_ls(&env, args.json).await,
+                ServiceCommand::Rm { name, yes } => remove::service_rm(&env, &name, yes).await,
                 ServiceCommand::Inspect { name, json } => {
                     deploy::service_inspect(&env, &name, json).await
                 }

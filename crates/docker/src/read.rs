@@ -224,3 +224,80 @@ fn image_from(i: ImageSummary) -> Image {
         created: i.created,
     }
 }
+
+/// One of Changeover's slot containers (it carries a release label), by
+/// its labels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotLabels {
+    pub stack: String,
+    pub service: String,
+    pub running: bool,
+}
+
+/// Changeover's slot containers, of `stack` or of every stack.
+pub async fn slot_containers(
+    docker: &Docker,
+    stack: Option<&str>,
+) -> Result<Vec<SlotLabels>, Problem> {
+    use changeover_core::edge::labels;
+    let wanted = match stack {
+        Some(s) => format!("{}={s}", labels::STACK),
+        None => labels::STACK.to_string(),
+    };
+    let filters = HashMap::from([("label".to_string(), vec![wanted])]);
+    let list = docker
+        .list_containers(Some(
+            ListContainersOptionsBuilder::new()
+                .all(true)
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .map_err(|e| daemon_problem("listing the stacks' containers", &e))?;
+    Ok(list
+        .into_iter()
+        .filter_map(|c| {
+            let l = c.labels.as_ref()?;
+            l.get(labels::RELEASE)?;
+            Some(SlotLabels {
+                stack: l.get(labels::STACK)?.clone(),
+                service: l.get(labels::SERVICE)?.clone(),
+                running: c.state == Some(bollard::models::ContainerSummaryStateEnum::RUNNING),
+            })
+        })
+        .collect())
+}
+
+/// The networks Changeover made for `stack`, sorted.
+pub async fn stack_networks(docker: &Docker, stack: &str) -> Result<Vec<String>, Problem> {
+    use changeover_core::edge::labels;
+    let filters = HashMap::from([(
+        "label".to_string(),
+        vec![
+            format!("{}={stack}", labels::STACK),
+            format!("{}=true", labels::MANAGED),
+        ],
+    )]);
+    let mut names: Vec<String> = docker
+        .list_networks(Some(ListNetworksOptions {
+            filters: Some(filters),
+        }))
+        .await
+        .map_err(|e| daemon_problem("listing the stack's networks", &e))?
+        .into_iter()
+        .filter_map(|n| n.name)
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// Removes a network (one already gone is fine).
+pub async fn remove_network(docker: &Docker, name: &str) -> Result<(), Problem> {
+    match docker.remove_network(name).await {
+        Ok(()) => Ok(()),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(()),
+        Err(e) => Err(daemon_problem(&format!("removing network {name}"), &e)),
+    }
+}

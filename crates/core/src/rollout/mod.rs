@@ -38,6 +38,8 @@
 //! - `edge_ops`: routes, targets and traffic policies on the edge.
 //! - `converge`: bringing every slot to a release, start-first.
 //! - `traffic`: switch, split, promote, abort, preview, maintenance.
+//! - `remove`: a service taken away (routes, containers, record; never
+//!   its volumes), under its rollout lock.
 
 use std::collections::BTreeSet;
 
@@ -54,6 +56,7 @@ mod lock;
 pub mod plan;
 mod ports;
 mod record;
+mod remove;
 mod traffic;
 
 pub use edge_ops::{expect_ok, routes_of};
@@ -62,6 +65,7 @@ pub use lock::LOCK_TTL;
 pub use plan::{plan, Plan, Wanted};
 pub use ports::{container_name, EdgeControl, Runtime, SlotContainer};
 pub use record::load_record;
+pub use remove::Removal;
 pub use traffic::{live_releases, resolve_release, Settled};
 
 pub(crate) use edge_ops::{even, shares};

@@ -1180,3 +1180,67 @@ async fn a_candidate_whose_containers_are_gone_can_be_aborted_even_when_the_curr
         "every replica of release 1 runs again"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_removed_service_leaves_no_route_container_or_record_and_keeps_its_volumes() {
+    let fake = fake_with_images(&["v1", "v2"]);
+    let (d, events) = deployer(&fake, "me");
+    let mut first = spec("v1", 2);
+    first.mounts = vec![crate::service::Mount {
+        kind: crate::service::MountKind::Volume,
+        source: "data".into(),
+        target: "/data".into(),
+        read_only: false,
+    }];
+    d.run("s", "web", Goal::Deploy(Box::new(first)))
+        .await
+        .unwrap();
+    d.run("s", "web", Goal::Deploy(Box::new(spec("v2", 2))))
+        .await
+        .unwrap();
+
+    let plan = d.removal("s", "web").await.unwrap();
+    assert_eq!(plan.service, "s/web");
+    assert_eq!(plan.routes, vec![18080]);
+    assert_eq!(
+        plan.containers,
+        vec!["s-web-r1-s0", "s-web-r1-s1", "s-web-r2-s0", "s-web-r2-s1"],
+        "every release's containers, the stopped ones too"
+    );
+    assert!(plan.record);
+    assert_eq!(plan.volumes, vec!["data"], "an older release's volume too");
+    assert_eq!(running(&fake).len(), 2, "asking changed nothing");
+
+    // Refused while another client's rollout holds the lock.
+    fake.world().lock = Some(("rollout/s/web".into(), "ci@build (pid 7)".into()));
+    let err = d.remove_service("s", "web").await.unwrap_err();
+    assert_eq!(err.code, ProblemCode::RolloutInProgress);
+    assert_eq!(fake.world().containers.len(), 4, "nothing was removed");
+    fake.world().lock = None;
+
+    let done = d.remove_service("s", "web").await.unwrap();
+    assert_eq!(done, plan);
+    let w = fake.world();
+    assert!(w.containers.is_empty(), "{:?}", w.containers);
+    assert!(w.routes.is_empty(), "{:?}", w.routes);
+    assert!(w.docs.is_empty(), "the record is gone");
+    assert!(w.lock.is_none(), "the lock is released");
+    drop(w);
+    let said: Vec<String> = events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| match e {
+            RolloutEvent::Note { message } => Some(message.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        said.iter().any(|m| m == "route on port 18080 removed"),
+        "{said:?}"
+    );
+
+    let gone = d.removal("s", "web").await.unwrap_err();
+    assert_eq!(gone.code, ProblemCode::UnknownService);
+    assert_eq!(gone.message, "no service s/web on this environment");
+}
