@@ -1220,12 +1220,13 @@ async fn a_removed_service_leaves_no_route_container_or_record_and_keeps_its_vol
 
     let done = d.remove_service("s", "web").await.unwrap();
     assert_eq!(done, plan);
-    let w = fake.world();
-    assert!(w.containers.is_empty(), "{:?}", w.containers);
-    assert!(w.routes.is_empty(), "{:?}", w.routes);
-    assert!(w.docs.is_empty(), "the record is gone");
-    assert!(w.lock.is_none(), "the lock is released");
-    drop(w);
+    {
+        let w = fake.world();
+        assert!(w.containers.is_empty(), "{:?}", w.containers);
+        assert!(w.routes.is_empty(), "{:?}", w.routes);
+        assert!(w.docs.is_empty(), "the record is gone");
+        assert!(w.lock.is_none(), "the lock is released");
+    }
     let said: Vec<String> = events
         .lock()
         .unwrap()
