@@ -1991,6 +1991,79 @@ fn docker_images_of(repo: &str) -> Vec<String> {
 }
 
 #[test]
+fn a_service_then_its_stack_with_its_volume_are_removed_from_the_window() {
+    changeover_tests::demo_images(&[]);
+    let (web, api) = (changeover_tests::free_port(), changeover_tests::free_port());
+    let body = format!(
+        "services:\n  web:\n    image: changeover-demo:v1\n    ports: [\"{web}:8080\"]\n    volumes: [\"data:/data\"]\n    labels: {{dev.changeover.test: \"1\"}}\n    x-changeover:\n      health: {{path: /health, interval: 300ms}}\n  api:\n    image: changeover-demo:v1\n    ports: [\"{api}:8080\"]\n    labels: {{dev.changeover.test: \"1\"}}\n    x-changeover:\n      health: {{path: /health, interval: 300ms}}\nvolumes:\n  data: {{}}\n"
+    );
+    let stack = changeover_tests::TestStack::new("guirm", &body, &[web, api]);
+    stack.deploy(&[]);
+    let name = stack.name.clone();
+    let volume = format!("{name}_data");
+
+    let gui = Gui::launch("remove", &app(), &[]);
+    gui.click_when("[data-testid=section-services]", "the sidebar");
+    gui.click_when(
+        &format!("[data-testid=service-row][data-name=\"{name}/api\"]"),
+        "the service is listed",
+    );
+    click_enabled(&gui, "[data-testid=remove-service]");
+    let listed = gui.wait_js(
+        "const l = document.querySelector('[data-testid=remove-list]'); return l && l.textContent",
+        Duration::from_secs(15),
+        "what goes is listed",
+    );
+    let listed = listed.as_str().unwrap();
+    assert!(
+        listed.contains(&format!("{name}-api-r1-s0")) && listed.contains(&format!("port {api}")),
+        "{listed}"
+    );
+    click_enabled(&gui, "[data-testid=remove-confirm]");
+    gui.wait_js(
+        &format!("return !document.querySelector('[data-testid=service-row][data-name=\"{name}/api\"]') && document.querySelector('[data-testid=removed]')"),
+        Duration::from_secs(30),
+        "the service is gone from the list",
+    );
+    assert!(changeover_tests::get(api).is_err(), "its route is gone");
+    assert!(changeover_tests::get(web).is_ok(), "the other serves on");
+
+    gui.click_when(
+        &format!("[data-testid=service-row][data-name=\"{name}/web\"]"),
+        "the other service",
+    );
+    click_enabled(&gui, "[data-testid=remove-stack]");
+    gui.click_when("[data-testid=remove-volumes]", "the volumes can be ticked");
+    click_enabled(&gui, "[data-testid=remove-confirm]");
+    let asked = gui.wait_js(
+        "const p = document.querySelector('[data-testid=remove-volumes-confirm-text]'); return p && p.textContent",
+        Duration::from_secs(10),
+        "a second confirmation names the volume",
+    );
+    assert!(asked.as_str().unwrap().contains(&volume), "{asked}");
+    assert!(
+        changeover_tests::get(web).is_ok(),
+        "nothing went before the second yes"
+    );
+    // The window's picture lags its page a little.
+    std::thread::sleep(Duration::from_millis(700));
+    gui.screenshot(&workspace().join("docs/screenshots/remove-stack.png"));
+    click_enabled(&gui, "[data-testid=remove-confirm]");
+    gui.wait_js(
+        &format!("const r = document.querySelector('[data-testid=removed]'); return r && r.textContent.includes('Stack {name} was removed') || null"),
+        Duration::from_secs(30),
+        "the stack is removed",
+    );
+    assert!(changeover_tests::get(web).is_err());
+    assert!(stack.containers().is_empty());
+    let kept = std::process::Command::new("docker")
+        .args(["volume", "inspect", &volume])
+        .output()
+        .unwrap();
+    assert!(!kept.status.success(), "its volume went, as confirmed");
+}
+
+#[test]
 fn a_watched_service_is_redeployed_by_the_open_window_when_its_local_tag_is_rebuilt() {
     changeover_tests::demo_images(&[]);
     let tag = format!("{}:dev", unique("t-gui-auto"));

@@ -812,3 +812,55 @@ pub async fn registry_login(
 pub async fn registry_logout(state: State<'_, AppState>, host: String) -> Result<(), Problem> {
     state.envs.registries().logout(&host).await
 }
+
+/// What removing a service would take away (nothing changes).
+#[tauri::command]
+pub async fn service_removal(
+    state: State<'_, AppState>,
+    env: String,
+    service: String,
+) -> Result<changeover_core::rollout::Removal, Problem> {
+    changeover_application::remove::service_removal(&*self::env(&state, &env)?, &service).await
+}
+
+/// Removes a service: its containers, routes and record (volumes stay).
+#[tauri::command]
+pub async fn remove_service(
+    state: State<'_, AppState>,
+    env: String,
+    service: String,
+) -> Result<changeover_core::rollout::Removal, Problem> {
+    changeover_application::remove::remove_service(
+        &*self::env(&state, &env)?,
+        &service,
+        std::sync::Arc::new(|_| {}),
+    )
+    .await
+}
+
+/// What removing a stack would take away (nothing changes).
+#[tauri::command]
+pub async fn stack_removal(
+    state: State<'_, AppState>,
+    env: String,
+    stack: String,
+) -> Result<changeover_application::remove::StackRemoval, Problem> {
+    changeover_application::remove::stack_removal(&*self::env(&state, &env)?, &stack).await
+}
+
+/// Removes a stack; its named volumes only with `volumes`.
+#[tauri::command]
+pub async fn remove_stack(
+    state: State<'_, AppState>,
+    env: String,
+    stack: String,
+    volumes: bool,
+) -> Result<changeover_application::remove::StackRemoval, Problem> {
+    changeover_application::remove::remove_stack(
+        &*self::env(&state, &env)?,
+        &stack,
+        volumes,
+        std::sync::Arc::new(|_| {}),
+    )
+    .await
+}

@@ -11,13 +11,15 @@ use changeover_core::rollout::{EventSink, Removal};
 use changeover_core::service::split_qualified;
 use changeover_core::{Problem, ProblemCode};
 use changeover_docker::runtime::volume_name;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use ts_rs::TS;
 
 use crate::Environment;
 
 /// What removing a stack takes away.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
 #[serde(rename_all = "camelCase")]
+#[ts(export)]
 pub struct StackRemoval {
     pub stack: String,
     pub services: Vec<Removal>,
@@ -28,8 +30,9 @@ pub struct StackRemoval {
 }
 
 /// A stack on the environment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
 #[serde(rename_all = "camelCase")]
+#[ts(export)]
 pub struct StackSummary {
     pub name: String,
     /// `stack/service`, sorted.

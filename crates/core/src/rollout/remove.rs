@@ -11,8 +11,9 @@ use crate::problem::{Problem, ProblemCode};
 use crate::service::{MountKind, ServiceRecord};
 
 /// What removing a service takes away (or took away).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, ts_rs::TS)]
 #[serde(rename_all = "camelCase")]
+#[ts(export)]
 pub struct Removal {
     /// `stack/service`.
     pub service: String,

@@ -40,6 +40,8 @@ import type { Search } from "./generated/Search";
 import type { SqliteInfo } from "./generated/SqliteInfo";
 
 export type { Candidate } from "./generated/Candidate";
+export type { Removal } from "./generated/Removal";
+export type { StackRemoval } from "./generated/StackRemoval";
 export type { VolumeDetail } from "./generated/VolumeDetail";
 export type { Listing } from "./generated/Listing";
 export type { Entry } from "./generated/Entry";
@@ -558,4 +560,26 @@ export function registryLogout(host: string): Promise<void> {
   return invoke<void>("registry_logout", { host }).catch((e: unknown) => {
     throw toProblem(e);
   });
+}
+
+// ---- removing ----
+
+/** What removing STACK/SERVICE would take away (nothing changes). */
+export function serviceRemoval(env: string, service: string): Promise<import("./generated/Removal").Removal> {
+  return call("service_removal", { env, service });
+}
+
+/** Removes STACK/SERVICE: its containers of every release, routes and record; its volumes stay. */
+export function removeService(env: string, service: string): Promise<import("./generated/Removal").Removal> {
+  return call("remove_service", { env, service });
+}
+
+/** What removing a stack would take away (nothing changes). */
+export function stackRemoval(env: string, stack: string): Promise<import("./generated/StackRemoval").StackRemoval> {
+  return call("stack_removal", { env, stack });
+}
+
+/** Removes a stack; its named volumes only with `volumes`. */
+export function removeStack(env: string, stack: string, volumes: boolean): Promise<import("./generated/StackRemoval").StackRemoval> {
+  return call("remove_stack", { env, stack, volumes });
 }
