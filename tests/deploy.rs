@@ -1230,3 +1230,98 @@ fn stacks_and_services_are_removed_with_what_they_made_and_volumes_only_when_ask
     assert!(!volume_exists(&volume), "--volumes removes it");
     assert!(stack.containers().is_empty());
 }
+
+#[test]
+fn a_dry_run_says_what_would_change_and_changes_nothing() {
+    let _edge = shared_edge();
+    changeover_tests::demo_images(&[]);
+    let port = free_port();
+    let body = |tag: &str, password: &str, replicas: u32| {
+        format!(
+            "services:\n  web:\n    image: changeover-demo:{tag}\n    ports: [\"{port}:8080\"]\n    environment: {{DB_HOST: db, DB_PASSWORD: {password}}}\n    labels: {{dev.changeover.test: \"1\"}}\n    deploy: {{replicas: {replicas}}}\n    x-changeover:\n      health: {{path: /health, interval: 300ms}}\n"
+        )
+    };
+    let stack = TestStack::new("dry", &body("v1", "hunter2", 1), &[port]);
+    let write =
+        |text: &str| std::fs::write(stack.file(), format!("name: {}\n{text}", stack.name)).unwrap();
+    let service = stack.web_service();
+    let dry = |args: &[&str]| {
+        let out = changeover(args, &[]);
+        assert!(out.status.success(), "{}", said(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let file = stack.file();
+
+    let plan = dry(&["stack", "deploy", "-f", &file, "--dry-run"]);
+    assert!(
+        plan.contains(&format!("{service}: would be created (release 1)")),
+        "{plan}"
+    );
+    assert!(stack.containers().is_empty(), "nothing was created");
+    assert!(!plan.contains("hunter2"), "{plan}");
+
+    stack.deploy(&[]);
+    write(&body("v2", "s3cret-2", 2));
+    let plan = dry(&["stack", "deploy", "-f", &file, "--dry-run"]);
+    for line in [
+        format!("{service}: release 1 → a new release 2"),
+        "image: changeover-demo:v1 → changeover-demo:v2".to_string(),
+        "env.DB_PASSWORD: •••••• → •••••• (changed)".to_string(),
+        "replicas: 1 → 2".to_string(),
+    ] {
+        assert!(plan.contains(&line), "{line:?} in {plan}");
+    }
+    assert!(
+        !plan.contains("hunter2") && !plan.contains("s3cret-2") && !plan.contains("DB_HOST"),
+        "secrets masked, unchanged settings left out: {plan}"
+    );
+    let json: Value = serde_json::from_str(&dry(&[
+        "stack",
+        "deploy",
+        "-f",
+        &file,
+        "--dry-run",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(json[0]["action"], "update", "{json}");
+    assert_ne!(json[0]["fromImageId"], json[0]["toImageId"], "{json}");
+    assert_eq!(
+        stack.containers().len(),
+        1,
+        "still one container of release 1: {:?}",
+        stack.containers()
+    );
+    assert_eq!(get(port).unwrap().split_whitespace().next(), Some("v1"));
+
+    // The deployed file again: nothing would change.
+    write(&body("v1", "hunter2", 1));
+    let plan = dry(&["stack", "deploy", "-f", &file, "--dry-run"]);
+    assert_eq!(plan.trim(), format!("{service}: unchanged"), "{plan}");
+
+    // One service to another tag; a rollback.
+    let plan = dry(&["service", "deploy", &service, "--tag", "v2", "--dry-run"]);
+    assert!(
+        plan.contains("image: changeover-demo:v1 → changeover-demo:v2"),
+        "{plan}"
+    );
+    let out = changeover(&["service", "deploy", &service, "--tag", "v2"], &[]);
+    assert!(out.status.success(), "{}", said(&out));
+    let plan = dry(&["service", "rollback", &service, "--dry-run"]);
+    assert!(
+        plan.contains(&format!("{service}: back from release 2 to release 1"))
+            && plan.contains("image: changeover-demo:v2 → changeover-demo:v1"),
+        "{plan}"
+    );
+    assert_eq!(get(port).unwrap().split_whitespace().next(), Some("v2"));
+
+    // A file with errors: refused as a deploy would be.
+    write("services:\n  web:\n    image: changeover-demo:v1\n    ports: [\"abc\"]\n");
+    let out = changeover(&["stack", "deploy", "-f", &file, "--dry-run"], &[]);
+    assert!(!out.status.success());
+    assert!(
+        said(&out).contains("nothing would be deployed"),
+        "{}",
+        said(&out)
+    );
+}

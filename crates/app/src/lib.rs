@@ -21,6 +21,8 @@
 //!   who uses it and which releases mounted it, through the volume helper.
 //! - [`snapshots`]: snapshots of volumes (by hand and before deploys),
 //!   clones, diffs, restores, and rolling a service back with its data.
+//! - [`plans`]: what a deploy or a rollback would change (`--dry-run`,
+//!   the window's diff before Deploy and Roll back), nothing changed.
 //! - [`redeploy`]: automatic redeploys — one pass over the watched
 //!   services, new images rolled out, canaries promoted or aborted.
 //! - [`watcher`]: `changeover watch` installed as a container on the
@@ -38,6 +40,7 @@ pub mod containers;
 pub mod environments;
 pub mod events;
 pub mod follow;
+pub mod plans;
 pub mod redeploy;
 pub mod registries;
 pub mod remove;

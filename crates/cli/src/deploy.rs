@@ -112,7 +112,31 @@ pub fn progress() -> EventSink {
     })
 }
 
-pub async fn stack_deploy(env: &Environment, file: &Path) -> Result<(), Problem> {
+/// Plans on stdout: a few lines each, or JSON.
+pub fn print_plans(
+    plans: &[changeover_core::plan::ServicePlan],
+    json: bool,
+) -> Result<(), Problem> {
+    if json {
+        return print_json(&plans);
+    }
+    for p in plans {
+        println!("{}", changeover_core::plan::describe(p));
+    }
+    Ok(())
+}
+
+/// `stack deploy --dry-run`: the file read and checked as a deploy does,
+/// then what would change per service; nothing changes.
+pub async fn stack_plan(env: &Environment, file: &Path, json: bool) -> Result<(), Problem> {
+    let stack = read_stack(file, "nothing would be deployed")?;
+    let plans = changeover_application::plans::stack_plan(env, &stack).await?;
+    print_plans(&plans, json)
+}
+
+/// A stack file read, its warnings and errors on stderr; refused with
+/// `refusal` when it has errors.
+fn read_stack(file: &Path, refusal: &str) -> Result<stack::Stack, Problem> {
     let report = stack::read_file(file);
     for w in &report.warnings {
         eprintln!("warning: {w}");
@@ -120,16 +144,20 @@ pub async fn stack_deploy(env: &Environment, file: &Path) -> Result<(), Problem>
     for e in &report.errors {
         eprintln!("error: {e}");
     }
-    let Some(stack) = report.stack else {
-        return Err(Problem::new(
+    report.stack.ok_or_else(|| {
+        Problem::new(
             ProblemCode::InvalidStack,
             format!(
-                "{} has {} error(s); nothing was deployed",
+                "{} has {} error(s); {refusal}",
                 file.display(),
                 report.errors.len()
             ),
-        ));
-    };
+        )
+    })
+}
+
+pub async fn stack_deploy(env: &Environment, file: &Path) -> Result<(), Problem> {
+    let stack = read_stack(file, "nothing was deployed")?;
     let outcomes = deploy::deploy_stack(env, &stack, progress()).await?;
     let host = env.link_host();
     let ports: Vec<String> = stack

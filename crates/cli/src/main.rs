@@ -209,6 +209,12 @@ enum StackCommand {
         /// The stack file (Compose format).
         #[arg(short = 'f', long = "file", value_name = "FILE")]
         file: std::path::PathBuf,
+        /// Print what would change per service, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// With --dry-run: the plans as JSON.
+        #[arg(long, requires = "dry_run")]
+        json: bool,
     },
     /// Stacks on the environment: their services and containers.
     Ls(ListArgs),
@@ -254,6 +260,12 @@ enum ServiceCommand {
         /// registry's may be newer than the daemon's copy.
         #[arg(long)]
         pull: bool,
+        /// Print what would change, change nothing.
+        #[arg(long, conflicts_with = "pull")]
+        dry_run: bool,
+        /// With --dry-run: the plan as JSON.
+        #[arg(long, requires = "dry_run")]
+        json: bool,
     },
     /// Back to the previous release (or undo a rollout left half done).
     Rollback {
@@ -267,6 +279,12 @@ enum ServiceCommand {
         /// With --with-data: do it without asking.
         #[arg(long)]
         yes: bool,
+        /// Print what would change, change nothing.
+        #[arg(long, conflicts_with_all = ["with_data", "yes"])]
+        dry_run: bool,
+        /// With --dry-run: the plan as JSON.
+        #[arg(long, requires = "dry_run")]
+        json: bool,
     },
     /// Services on the environment.
     Ls(ListArgs),
@@ -363,8 +381,19 @@ async fn verb(envs: &Environments, cli: Cli) -> Result<(), Problem> {
         Command::Images(args) => inventory::images(&load(&*chosen()?).await?, args.json),
         Command::Volumes(args) => inventory::volumes(&load(&*chosen()?).await?, args.json),
         Command::Stack {
-            command: StackCommand::Deploy { file },
-        } => deploy::stack_deploy(&*chosen()?, &file).await,
+            command:
+                StackCommand::Deploy {
+                    file,
+                    dry_run,
+                    json,
+                },
+        } => {
+            if dry_run {
+                deploy::stack_plan(&*chosen()?, &file, json).await
+            } else {
+                deploy::stack_deploy(&*chosen()?, &file).await
+            }
+        }
         Command::Stack {
             command: StackCommand::Ls(args),
         } => remove::stack_ls(&*chosen()?, args.json).await,
@@ -399,12 +428,36 @@ async fn verb(envs: &Environments, cli: Cli) -> Result<(), Problem> {
                     name,
                     tag,
                     strategy,
+                    dry_run: true,
+                    json,
+                    ..
+                } => {
+                    let plan =
+                        changeover_application::plans::deploy_plan(&env, &name, &tag, strategy)
+                            .await?;
+                    deploy::print_plans(&[plan], json)
+                }
+                ServiceCommand::Deploy {
+                    name,
+                    tag,
+                    strategy,
                     pull,
+                    ..
                 } => deploy::service_deploy(&env, &name, &tag, strategy, pull).await,
+                ServiceCommand::Rollback {
+                    name,
+                    dry_run: true,
+                    json,
+                    ..
+                } => {
+                    let plan = changeover_application::plans::rollback_plan(&env, &name).await?;
+                    deploy::print_plans(&[plan], json)
+                }
                 ServiceCommand::Rollback {
                     name,
                     with_data,
                     yes,
+                    ..
                 } => deploy::service_rollback(&env, &name, with_data, yes).await,
                 ServiceCommand::Ls(args) => deploy::service_ls(&env, args.json).await,
                 ServiceCommand::Rm { name, yes } => remove::service_rm(&env, &name, yes).await,

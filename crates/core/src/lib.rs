@@ -47,6 +47,7 @@ pub mod image;
 pub mod interpolate;
 pub mod inventory;
 pub mod live;
+pub mod plan;
 pub mod problem;
 pub mod redeploy;
 pub mod registry;
