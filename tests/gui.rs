@@ -331,8 +331,20 @@ fn the_sample_stack_deploys_rolls_to_v2_and_back_with_a_live_timeline() {
         "suggests the next step: {hint}"
     );
 
-    // Deploy v2 from the tag picker and watch the replacement.
+    // Deploy v2 from the tag picker and watch the replacement; what it
+    // would change is shown before the button is pressed.
     gui.js("const s = document.querySelector('[data-testid=deploy-tag]'); s.value = 'v2'; s.dispatchEvent(new Event('change')); return s.value");
+    let plan = gui.wait_js(
+        "const p = document.querySelector('[data-testid=deploy-plan] [data-field=image]'); return p && p.textContent.includes('v2') ? p.textContent : null",
+        Duration::from_secs(15),
+        "the deploy's changes are shown first",
+    );
+    assert!(
+        plan.as_str()
+            .unwrap()
+            .contains("changeover-demo:v1 → changeover-demo:v2"),
+        "{plan}"
+    );
     gui.click("[data-testid=deploy-button]");
     wait_done(&gui, 2, "v2 is rolled out");
     let phases = gui.js("return [...document.querySelectorAll('[data-testid=timeline-slot] [data-phase]')].map(p => p.dataset.phase)");
@@ -358,7 +370,18 @@ fn the_sample_stack_deploys_rolls_to_v2_and_back_with_a_live_timeline() {
     );
     gui.screenshot(&workspace().join("docs/screenshots/services.png"));
 
-    // And back.
+    // And back, after seeing what the rollback changes.
+    let back = gui.wait_js(
+        "const p = document.querySelector('[data-testid=rollback-plan][data-action=rollback]'); return p && p.textContent.includes('release 2 → 1') && p.querySelector('[data-field=image]') ? p.textContent : null",
+        Duration::from_secs(15),
+        "the rollback's changes are shown first",
+    );
+    assert!(
+        back.as_str()
+            .unwrap()
+            .contains("changeover-demo:v2 → changeover-demo:v1"),
+        "{back}"
+    );
     gui.click("[data-testid=rollback-button]");
     wait_done(&gui, 1, "rolled back to release 1");
     gui.wait_js(

@@ -864,3 +864,26 @@ pub async fn remove_stack(
     )
     .await
 }
+
+/// What deploying `tag` to `service` would change (nothing changes).
+#[tauri::command]
+pub async fn deploy_plan(
+    state: State<'_, AppState>,
+    env: String,
+    service: String,
+    tag: String,
+    strategy: Option<Strategy>,
+) -> Result<changeover_core::plan::ServicePlan, Problem> {
+    changeover_application::plans::deploy_plan(&*self::env(&state, &env)?, &service, &tag, strategy)
+        .await
+}
+
+/// What rolling `service` back would change (nothing changes).
+#[tauri::command]
+pub async fn rollback_plan(
+    state: State<'_, AppState>,
+    env: String,
+    service: String,
+) -> Result<changeover_core::plan::ServicePlan, Problem> {
+    changeover_application::plans::rollback_plan(&*self::env(&state, &env)?, &service).await
+}

@@ -86,6 +86,8 @@ fn main() {
             commands::volume_put,
             commands::cancel_transfer,
             commands::service_removal,
+            commands::deploy_plan,
+            commands::rollback_plan,
             commands::remove_service,
             commands::stack_removal,
             commands::remove_stack,

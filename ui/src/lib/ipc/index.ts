@@ -41,6 +41,8 @@ import type { SqliteInfo } from "./generated/SqliteInfo";
 
 export type { Candidate } from "./generated/Candidate";
 export type { Removal } from "./generated/Removal";
+export type { ServicePlan } from "./generated/ServicePlan";
+export type { FieldChange } from "./generated/FieldChange";
 export type { StackRemoval } from "./generated/StackRemoval";
 export type { VolumeDetail } from "./generated/VolumeDetail";
 export type { Listing } from "./generated/Listing";
@@ -582,4 +584,16 @@ export function stackRemoval(env: string, stack: string): Promise<import("./gene
 /** Removes a stack; its named volumes only with `volumes`. */
 export function removeStack(env: string, stack: string, volumes: boolean): Promise<import("./generated/StackRemoval").StackRemoval> {
   return call("remove_stack", { env, stack, volumes });
+}
+
+// ---- plans ----
+
+/** What deploying `tag` to STACK/SERVICE would change (nothing changes). */
+export function deployPlan(env: string, service: string, tag: string, strategy: Strategy | null): Promise<import("./generated/ServicePlan").ServicePlan> {
+  return call("deploy_plan", { env, service, tag, strategy });
+}
+
+/** What rolling STACK/SERVICE back would change (nothing changes). */
+export function rollbackPlan(env: string, service: string): Promise<import("./generated/ServicePlan").ServicePlan> {
+  return call("rollback_plan", { env, service });
 }
