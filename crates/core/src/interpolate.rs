@@ -2,6 +2,10 @@
 //! `${VAR:-default}`, `${VAR-default}`, `${VAR:?message}`, `${VAR?message}`,
 //! `${VAR:+other}`, `${VAR+other}`, and `$$` for a literal `$`.
 //!
+//! A `$` that starts no variable (`5$`, `$ 1`, `$(cmd)`) is left as written,
+//! as Compose does. Defaults nest (`${A:-${B:-x}}`) at most [`MAX_NESTING`]
+//! deep; deeper is an error, never a crash.
+//!
 //! One difference from Compose, on purpose: a variable that is not set and
 //! has no default is an error, not a blank — a deploy tool should not roll
 //! out `image: app:` because a shell forgot an export. `${VAR:-}` asks for a
@@ -9,8 +13,24 @@
 
 use std::collections::BTreeMap;
 
+/// How deep `${…}` may nest in defaults.
+pub const MAX_NESTING: usize = 32;
+
 /// Replaces the variables in `text`, looking them up with `lookup`.
 pub fn interpolate(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    interpolate_at(text, lookup, 0)
+}
+
+fn interpolate_at(
+    text: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    depth: usize,
+) -> Result<String, String> {
+    if depth > MAX_NESTING {
+        return Err(format!(
+            "`${{…}}` nests more than {MAX_NESTING} levels deep"
+        ));
+    }
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(i) = rest.find('$') {
@@ -23,14 +43,14 @@ pub fn interpolate(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Resul
             let Some(end) = closing_brace(r) else {
                 return Err(format!("{text:?}: `${{` is not closed"));
             };
-            out.push_str(&expand(&r[..end], lookup)?);
+            out.push_str(&expand(&r[..end], lookup, depth)?);
             rest = &r[end + 1..];
         } else {
             let len = name_len(rest);
             if len == 0 {
-                return Err(format!(
-                    "{text:?}: a `$` must start a variable (`$NAME`, `${{NAME}}`) or be written `$$`"
-                ));
+                // Starts no variable: the `$` as written.
+                out.push('$');
+                continue;
             }
             out.push_str(&value(&rest[..len], lookup)?);
             rest = &rest[len..];
@@ -79,7 +99,11 @@ fn value(name: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, 
 }
 
 /// The inside of `${…}`.
-fn expand(inner: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+fn expand(
+    inner: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    depth: usize,
+) -> Result<String, String> {
     let len = name_len(inner);
     if len == 0 {
         return Err(format!(
@@ -89,7 +113,7 @@ fn expand(inner: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String
     let (name, op) = inner.split_at(len);
     let set = lookup(name);
     let empty = set.as_deref().is_none_or(str::is_empty);
-    let arg = |skip: usize| interpolate(&op[skip..], lookup);
+    let arg = |skip: usize| interpolate_at(&op[skip..], lookup, depth + 1);
     match op {
         "" => value(name, lookup),
         _ if op.starts_with(":-") => match set {
@@ -215,7 +239,14 @@ mod tests {
         );
         assert!(with("${EMPTY?x}").is_ok(), "set (even empty) satisfies `?`");
         assert!(with("${TAG").unwrap_err().contains("not closed"));
-        assert!(with("cost: 5$").unwrap_err().contains("`$$`"));
+        assert_eq!(with("cost: 5$").unwrap(), "cost: 5$", "a lone `$` stays");
+        assert_eq!(with("$(date) and $ 1").unwrap(), "$(date) and $ 1");
+        let deep = format!("{}x{}", "${A:-".repeat(5000), "}".repeat(5000));
+        assert!(with(&deep)
+            .unwrap_err()
+            .contains("nests more than 32 levels"));
+        let fine = format!("{}x{}", "${A:-".repeat(20), "}".repeat(20));
+        assert_eq!(with(&fine).unwrap(), "x");
         assert!(with("${1X}").is_err());
         assert!(with("${TAG/x/y}")
             .unwrap_err()

@@ -39,6 +39,7 @@
 
 pub mod build;
 pub mod compose;
+pub mod compose_yaml;
 pub mod detail;
 pub mod edge;
 pub mod environment;

@@ -245,6 +245,17 @@ fn entries<'n, 'a>(node: &'n Node<'a>) -> Option<Vec<(String, &'n Node<'a>)>> {
     }
 }
 
+/// The line of `key` in the mapping `map`.
+fn key_line(map: &Node, key: &str) -> Option<usize> {
+    match &map.data {
+        YamlData::Mapping(m) => m
+            .keys()
+            .find(|k| scalar(k).as_deref() == Some(key))
+            .map(line),
+        _ => None,
+    }
+}
+
 fn items<'n, 'a>(node: &'n Node<'a>) -> Option<&'n Vec<Node<'a>>> {
     match &node.data {
         YamlData::Sequence(s) => Some(s),
@@ -268,6 +279,15 @@ impl Reader<'_> {
         self.errors.push(StackIssue {
             file: self.file.to_string(),
             line: line(node),
+            key: key.to_string(),
+            message: message.into(),
+        });
+    }
+
+    fn error_at(&mut self, line: usize, key: &str, message: impl Into<String>) {
+        self.errors.push(StackIssue {
+            file: self.file.to_string(),
+            line,
             key: key.to_string(),
             message: message.into(),
         });
@@ -369,8 +389,24 @@ impl Reader<'_> {
     }
 
     /// `KEY: value` mapping or `["KEY=value"]` list (environment, labels).
-    fn key_values(&mut self, node: &Node, key: &str) -> BTreeMap<String, String> {
+    /// `KEY=value` lists or mappings. With `pass_through` (environment,
+    /// build args) a name with no value — `- TZ` or `TZ:` — takes the
+    /// variable of that name from the shell or `.env`, and is left out
+    /// when there is none, as Compose does; otherwise (labels) it is blank.
+    fn key_values(
+        &mut self,
+        node: &Node,
+        key: &str,
+        pass_through: bool,
+    ) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();
+        let given = |r: &Self, name: &str| -> Option<String> {
+            if pass_through {
+                r.vars.get(name).cloned()
+            } else {
+                Some(String::new())
+            }
+        };
         if let Some(list) = items(node) {
             for (i, item) in list.iter().enumerate() {
                 let k = format!("{key}[{i}]");
@@ -379,7 +415,16 @@ impl Reader<'_> {
                         Some((name, value)) if !name.is_empty() => {
                             out.insert(name.to_string(), value.to_string());
                         }
-                        _ => self.error(item, &k, format!("{s:?} is not KEY=value")),
+                        None if valid_variable(&s) => {
+                            if let Some(v) = given(self, &s) {
+                                out.insert(s, v);
+                            }
+                        }
+                        _ => self.error(
+                            item,
+                            &k,
+                            format!("{s:?} is neither KEY=value nor a variable name to take from the shell"),
+                        ),
                     }
                 }
             }
@@ -388,7 +433,7 @@ impl Reader<'_> {
         for (name, value) in self.map(node, key) {
             let k = format!("{key}.{name}");
             let v = if is_null(value) {
-                Some(String::new())
+                given(self, &name)
             } else {
                 self.string(value, &k)
             };
@@ -398,6 +443,14 @@ impl Reader<'_> {
         }
         out
     }
+}
+
+/// A name an environment variable can have (`TZ`, `http_proxy`).
+fn valid_variable(s: &str) -> bool {
+    let mut c = s.chars();
+    c.next()
+        .is_some_and(|f| f.is_ascii_alphabetic() || f == '_')
+        && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '.' || ch == '-')
 }
 
 /// Parses `500ms`, `10s`, `1m30s`, `1h`, `2.5s` (Compose durations).
@@ -463,10 +516,42 @@ pub fn read_file(path: &Path) -> StackReport {
         return StackReport::unreadable(&env_path, line, "is not KEY=value".into());
     }
     let vars = crate::interpolate::variables(dotenv.as_deref(), std::env::vars());
-    match std::fs::read_to_string(path) {
+    match read_text(path) {
         Ok(text) => parse_with(&text, &shown, path.parent(), &vars),
-        Err(e) => StackReport::unreadable(&shown, 0, format!("cannot read {shown}: {e}")),
+        Err((line, message)) => StackReport::unreadable(&shown, line, message),
     }
+}
+
+/// The largest stack file read (Compose files are a few KiB).
+pub const MAX_FILE_BYTES: u64 = 4 << 20;
+
+/// A stack file's text: at most [`MAX_FILE_BYTES`], UTF-8 (the line of
+/// the first byte that is not is named).
+pub fn read_text(path: &Path) -> Result<String, (usize, String)> {
+    use std::io::Read;
+    let shown = path.display();
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(|e| (1, format!("cannot read {shown}: {e}")))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err((
+            1,
+            format!(
+                "{shown} is larger than {} MiB; a Compose file is far smaller",
+                MAX_FILE_BYTES >> 20
+            ),
+        ));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = good.iter().filter(|b| **b == b'\n').count() + 1;
+        let column = good.iter().rev().take_while(|b| **b != b'\n').count() + 1;
+        (
+            line,
+            format!("is not UTF-8 text (the first byte that is not is at column {column}); save it as UTF-8"),
+        )
+    })
 }
 
 /// Parses a stack file's text with no variables set. `file` is the name used
@@ -499,14 +584,33 @@ pub fn parse_with(
             )
         }
     };
-    let Some(root) = docs.first() else {
+    let Some(first) = docs.first() else {
         return StackReport::unreadable(
             file,
             1,
             "the file is empty; a stack needs `services:`".into(),
         );
     };
-    let stack = read_stack(&mut r, root, file, dir);
+    if let Some(second) = docs.get(1) {
+        return StackReport::unreadable(
+            file,
+            line(second),
+            "a second YAML document starts here (after a `---`) and is not read: a Compose file \
+             is one document; put its services in the first, or in another file named by `include:`"
+                .into(),
+        );
+    }
+    let mut issues = Vec::new();
+    let root = crate::compose_yaml::resolve(first, "", &mut issues);
+    for (at, key, message) in issues {
+        r.errors.push(StackIssue {
+            file: file.to_string(),
+            line: at,
+            key,
+            message,
+        });
+    }
+    let stack = read_stack(&mut r, &root, file, dir);
     StackReport {
         stack: if r.errors.is_empty() { stack } else { None },
         errors: r.errors,
@@ -626,14 +730,16 @@ fn read_stack(r: &mut Reader, root: &Node, file: &str, dir: Option<&Path>) -> Op
     }
     for (svc_name, node) in service_entries {
         let key = format!("services.{svc_name}");
+        // Whole-service messages point at its name, not its first key.
+        let at = key_line(services_node, &svc_name).unwrap_or_else(|| line(node));
         if !valid_name(&svc_name) {
-            r.error(
-                node,
+            r.error_at(
+                at,
                 &key,
                 format!("{svc_name:?} is not a service name (lowercase letters, digits, - and _)"),
             );
         }
-        if let Some(spec) = read_service(r, &stack_name, &svc_name, node, &key, dir) {
+        if let Some(spec) = read_service(r, &stack_name, &svc_name, node, &key, at, dir) {
             for m in &spec.mounts {
                 if m.kind == MountKind::Volume && !declared_volumes.contains(m.source.as_str()) {
                     r.error(
@@ -681,11 +787,12 @@ fn read_service(
     name: &str,
     node: &Node,
     key: &str,
+    at: usize,
     dir: Option<&Path>,
 ) -> Option<ServiceSpec> {
     let Some(fields) = entries(node) else {
-        r.error(
-            node,
+        r.error_at(
+            at,
             key,
             format!("expected a mapping, found {}", describe(node)),
         );
@@ -693,6 +800,7 @@ fn read_service(
     };
     let mut spec = ServiceSpec::new(stack, name, "");
     let mut image = None;
+    let mut image_node: Option<&Node> = None;
     // Written but unusable (reported already) is not "missing".
     let mut image_written = false;
     let mut build = None;
@@ -704,13 +812,14 @@ fn read_service(
         match field.as_str() {
             "image" => {
                 image_written = true;
-                image = r.string(value, &k)
+                image = r.string(value, &k);
+                image_node = Some(value);
             }
             "build" => {
                 build_written = true;
                 build = read_build(r, value, &k, dir);
             }
-            "environment" => env_inline = r.key_values(value, &k),
+            "environment" => env_inline = r.key_values(value, &k, true),
             "env_file" => {
                 let files: Vec<(String, &Node)> = match items(value) {
                     Some(list) => list
@@ -790,7 +899,7 @@ fn read_service(
                 }
             }
             "healthcheck" => spec.healthcheck = read_healthcheck(r, value, &k),
-            "labels" => spec.labels = r.key_values(value, &k),
+            "labels" => spec.labels = r.key_values(value, &k, false),
             "command" => {
                 spec.command = match items(value) {
                     Some(list) => Some(
@@ -828,7 +937,7 @@ fn read_service(
         if let Some(i) = &image {
             if let Err(why) = crate::image::ImageRef::parse(i) {
                 r.error(
-                    node,
+                    image_node.unwrap_or(node),
                     &format!("{key}.image"),
                     format!("{i:?} is not an image reference: {why}"),
                 );
@@ -846,7 +955,7 @@ fn read_service(
         Some((Ok(_), i)) => spec.image = i,
         Some((Err(why), i)) => {
             r.error(
-                node,
+                image_node.unwrap_or(node),
                 &format!("{key}.image"),
                 format!("{i:?} is not an image reference: {why}"),
             );
@@ -854,7 +963,7 @@ fn read_service(
         }
         None => {
             if !image_written {
-                r.error(node, key, "a service needs an `image:` or a `build:`");
+                r.error_at(at, key, "a service needs an `image:` or a `build:`");
             }
             return None;
         }
@@ -882,7 +991,7 @@ fn read_build(
             match f.as_str() {
                 "context" => spec.context = r.string(v, &k)?,
                 "dockerfile" => spec.dockerfile = r.string(v, &k),
-                "args" => spec.args = r.key_values(v, &k),
+                "args" => spec.args = r.key_values(v, &k, true),
                 "target" => spec.target = r.string(v, &k),
                 "cache_from"
                 | "cache_to"
@@ -1847,7 +1956,11 @@ volumes:
             "bind paths resolve against the file"
         );
         assert!(web.mounts[1].read_only);
-        assert_eq!(web.env.get("EMPTY").map(String::as_str), Some(""));
+        assert_eq!(
+            web.env.get("EMPTY"),
+            None,
+            "a name with no value takes the shell's, and there is none"
+        );
         assert_eq!(web.replicas, 3);
         assert_eq!(web.update.parallelism, 2);
         assert_eq!(web.update.delay_ms, 1000);
@@ -2229,5 +2342,137 @@ volumes:
             .collect();
         assert!(errors[0].ends_with(".env:1 is not KEY=value"), "{errors:?}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn with_vars(text: &str, vars: &[(&str, &str)]) -> StackReport {
+        let vars: BTreeMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        parse_with(text, "stack.yml", None, &vars)
+    }
+
+    #[test]
+    fn environment_names_without_values_come_from_the_shell_as_in_compose() {
+        let report = with_vars(
+            "services:\n  web:\n    image: a\n    environment:\n      - TZ\n      - UNSET\n      - A=1\n  api:\n    image: a\n    environment:\n      TZ:\n      UNSET:\n      B: \"\"\n    labels: [blank]\n",
+            &[("TZ", "Europe/Paris")],
+        );
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        let stack = report.stack.unwrap();
+        let env = |n: usize| stack.services[n].env.clone();
+        let api = stack.services.iter().position(|s| s.name == "api").unwrap();
+        let web = 1 - api;
+        assert_eq!(env(web).get("TZ").map(String::as_str), Some("Europe/Paris"));
+        assert!(!env(web).contains_key("UNSET"), "left out when unset");
+        assert_eq!(env(web).get("A").map(String::as_str), Some("1"));
+        assert_eq!(env(api).get("TZ").map(String::as_str), Some("Europe/Paris"));
+        assert!(!env(api).contains_key("UNSET"));
+        assert_eq!(
+            env(api).get("B").map(String::as_str),
+            Some(""),
+            "an explicit blank stays"
+        );
+        assert_eq!(
+            stack.services[api].labels.get("blank").map(String::as_str),
+            Some(""),
+            "a label with no value is blank"
+        );
+        let bad =
+            errors("services:\n  web:\n    image: a\n    environment: [\"no spaces please\"]\n");
+        assert!(
+            bad[0].contains("is neither KEY=value nor a variable name"),
+            "{bad:?}"
+        );
+    }
+
+    #[test]
+    fn merge_keys_and_compose_tags_are_read_as_compose_reads_them() {
+        let report = parse(
+            "x-base: &base\n  image: changeover-demo:v1\n  environment: {A: \"1\", B: \"2\"}\n  ports: [\"8080:80\"]\nservices:\n  web:\n    <<: *base\n    ports: !reset []\n  api:\n    <<: *base\n    environment: !override {C: \"3\"}\n    ports: [\"8081:80\"]\n",
+            "stack.yml",
+            None,
+        );
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        let stack = report.stack.unwrap();
+        let get = |n: &str| stack.services.iter().find(|s| s.name == n).unwrap();
+        assert_eq!(get("web").image, "changeover-demo:v1");
+        assert!(
+            get("web").ports.is_empty(),
+            "!reset drops the inherited ports"
+        );
+        assert_eq!(get("web").env.len(), 2);
+        assert_eq!(
+            get("api").env.keys().collect::<Vec<_>>(),
+            ["C"],
+            "!override replaces"
+        );
+        assert_eq!(get("api").ports[0].host, 8081);
+    }
+
+    #[test]
+    fn hostile_and_unreadable_files_are_refused_in_words() {
+        let deep = format!(
+            "services:\n  web:\n    image: \"{}x{}\"\n",
+            "${A:-".repeat(5000),
+            "}".repeat(5000)
+        );
+        let e = errors(&deep);
+        assert!(
+            e[0].contains("stack.yml:3 services.web.image") && e[0].contains("nests more than"),
+            "{e:?}"
+        );
+        let nested = format!(
+            "services:\n  web: {}{}\n",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        let e = errors(&nested);
+        assert!(
+            e[0].contains("not valid YAML") && e[0].contains("recursion limit"),
+            "{e:?}"
+        );
+        let mut bomb = String::from("a: &a [x,x,x,x,x,x,x,x,x,x]\n");
+        let mut prev = "a".to_string();
+        for i in 0..9 {
+            let n = format!("b{i}");
+            bomb.push_str(&format!(
+                "{n}: &{n} [{}]\n",
+                vec![format!("*{prev}"); 10].join(",")
+            ));
+            prev = n;
+        }
+        bomb.push_str("services: {}\n");
+        let e = errors(&bomb);
+        assert!(e[0].contains("billion-laughs"), "{e:?}");
+        let e = errors("services:\n  web:\n    image: a\n---\nservices:\n  api:\n    image: b\n");
+        assert!(
+            e[0].starts_with("stack.yml:5") && e[0].contains("a second YAML document starts here"),
+            "{e:?}"
+        );
+        let e = errors("services:\n  web:\n    ports: [\"80:80\"]\n    command: run\n");
+        assert_eq!(
+            e,
+            vec!["stack.yml:2 services.web: a service needs an `image:` or a `build:`"],
+            "the service's own line, not its first key's"
+        );
+        let dir = std::env::temp_dir().join(format!("changeover-utf8-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("stack.yml");
+        std::fs::write(&file, b"services:\n  web:\n    image: caf\xe9\n").unwrap();
+        let report = read_file(&file);
+        let shown: Vec<String> = report.errors.iter().map(|e| e.to_string()).collect();
+        assert!(
+            shown[0].ends_with("stack.yml:3 is not UTF-8 text (the first byte that is not is at column 15); save it as UTF-8"),
+            "{shown:?}"
+        );
+        std::fs::write(&file, vec![b'#'; (MAX_FILE_BYTES + 10) as usize]).unwrap();
+        let report = read_file(&file);
+        assert!(
+            report.errors[0].message.contains("is larger than 4 MiB"),
+            "{:?}",
+            report.errors
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
