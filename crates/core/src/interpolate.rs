@@ -160,6 +160,25 @@ fn expand(
 /// skipped, `export ` allowed, one level of matching quotes removed. An
 /// error names the 1-based line that is not `KEY=value`.
 pub fn env_lines(text: &str) -> Result<Vec<(String, String)>, usize> {
+    Ok(env_entries(text)?
+        .into_iter()
+        .map(|e| (e.key, e.value))
+        .collect())
+}
+
+/// One `KEY=value` line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvEntry {
+    pub key: String,
+    pub value: String,
+    /// Its 1-based line.
+    pub line: usize,
+    /// Single-quoted: taken as written, never interpolated.
+    pub literal: bool,
+}
+
+/// [`env_lines`], with each line's number and quoting.
+pub fn env_entries(text: &str) -> Result<Vec<EnvEntry>, usize> {
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -170,11 +189,17 @@ pub fn env_lines(text: &str) -> Result<Vec<(String, String)>, usize> {
         match line.split_once('=') {
             Some((k, v)) if !k.trim().is_empty() => {
                 let v = v.trim();
+                let literal = v.len() >= 2 && v.starts_with('\'') && v.ends_with('\'');
                 let v = ['"', '\'']
                     .iter()
                     .find_map(|q| v.strip_prefix(*q).and_then(|v| v.strip_suffix(*q)))
                     .unwrap_or(v);
-                out.push((k.trim().to_string(), v.to_string()));
+                out.push(EnvEntry {
+                    key: k.trim().to_string(),
+                    value: v.to_string(),
+                    line: i + 1,
+                    literal,
+                });
             }
             _ => return Err(i + 1),
         }
@@ -182,18 +207,42 @@ pub fn env_lines(text: &str) -> Result<Vec<(String, String)>, usize> {
     Ok(out)
 }
 
-/// Variables for a stack file in `dir`: its `.env`, overridden by `process`.
+/// The values of an env file with their `${…}` filled in, as Compose does:
+/// from `outer` (the shell), then the file's own earlier lines;
+/// single-quoted values are taken as written. An error names the line.
+pub fn env_values(
+    text: &str,
+    outer: &BTreeMap<String, String>,
+) -> Result<Vec<(String, String)>, (usize, String)> {
+    let entries = env_entries(text).map_err(|l| (l, "is not KEY=value".to_string()))?;
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    let mut out = Vec::new();
+    for e in entries {
+        let value = if e.literal || !e.value.contains('$') {
+            e.value
+        } else {
+            interpolate(&e.value, &|n| outer.get(n).or_else(|| seen.get(n)).cloned())
+                .map_err(|m| (e.line, format!("{}: {m}", e.key)))?
+        };
+        seen.insert(e.key.clone(), value.clone());
+        out.push((e.key, value));
+    }
+    Ok(out)
+}
+
+/// Variables for a stack file in `dir`: its `.env` (interpolated, see
+/// [`env_values`]), overridden by `process`.
 pub fn variables(
     dotenv: Option<&str>,
     process: impl IntoIterator<Item = (String, String)>,
-) -> BTreeMap<String, String> {
-    let mut vars: BTreeMap<String, String> = dotenv
-        .and_then(|t| env_lines(t).ok())
-        .unwrap_or_default()
-        .into_iter()
-        .collect();
+) -> Result<BTreeMap<String, String>, (usize, String)> {
+    let process: BTreeMap<String, String> = process.into_iter().collect();
+    let mut vars: BTreeMap<String, String> = match dotenv {
+        Some(t) => env_values(t, &process)?.into_iter().collect(),
+        None => BTreeMap::new(),
+    };
     vars.extend(process);
-    vars
+    Ok(vars)
 }
 
 #[cfg(test)]
@@ -266,10 +315,24 @@ mod tests {
         );
         assert_eq!(env_lines("A=1\nnot a pair\n"), Err(2));
         let vars = variables(
-            Some("TAG=v1\nPORT=1\n"),
-            [("TAG".to_string(), "v9".to_string())],
-        );
+            Some("TAG=v1\nPORT=1\nURL=http://${HOST:-localhost}:${PORT}/\nRAW='${PORT}'\nHOME_DIR=$HOME/x\n"),
+            [
+                ("TAG".to_string(), "v9".to_string()),
+                ("HOME".to_string(), "/home/me".to_string()),
+            ],
+        )
+        .unwrap();
         assert_eq!(vars["TAG"], "v9", "the process environment wins over .env");
         assert_eq!(vars["PORT"], "1");
+        assert_eq!(
+            vars["URL"], "http://localhost:1/",
+            "earlier lines and defaults"
+        );
+        assert_eq!(vars["RAW"], "${PORT}", "single quotes keep it as written");
+        assert_eq!(vars["HOME_DIR"], "/home/me/x", "the shell's");
+        assert_eq!(
+            variables(Some("A=1\nB=${NOPE}\n"), []).unwrap_err(),
+            (2, "B: variable NOPE is not set (export it, put it in the .env file next to the stack file, or write ${NOPE:-default})".to_string())
+        );
     }
 }

@@ -284,6 +284,21 @@ impl Reader<'_> {
         });
     }
 
+    /// `text` (read from `node`) with its variables filled in.
+    fn interpolated(&mut self, text: &str, node: &Node, key: &str) -> Option<String> {
+        if !text.contains('$') {
+            return Some(text.to_string());
+        }
+        let vars = self.vars;
+        match crate::interpolate::interpolate(text, &|name| vars.get(name).cloned()) {
+            Ok(v) => Some(v),
+            Err(message) => {
+                self.error(node, key, message);
+                None
+            }
+        }
+    }
+
     fn error_at(&mut self, line: usize, key: &str, message: impl Into<String>) {
         self.errors.push(StackIssue {
             file: self.file.to_string(),
@@ -511,11 +526,13 @@ pub fn read_file(path: &Path) -> StackReport {
     let dotenv = path
         .parent()
         .and_then(|d| std::fs::read_to_string(d.join(".env")).ok());
-    if let Some(Err(line)) = dotenv.as_deref().map(crate::interpolate::env_lines) {
-        let env_path = path.with_file_name(".env").display().to_string();
-        return StackReport::unreadable(&env_path, line, "is not KEY=value".into());
-    }
-    let vars = crate::interpolate::variables(dotenv.as_deref(), std::env::vars());
+    let vars = match crate::interpolate::variables(dotenv.as_deref(), std::env::vars()) {
+        Ok(v) => v,
+        Err((line, message)) => {
+            let env_path = path.with_file_name(".env").display().to_string();
+            return StackReport::unreadable(&env_path, line, message);
+        }
+    };
     match read_text(path) {
         Ok(text) => parse_with(&text, &shown, path.parent(), &vars),
         Err((line, message)) => StackReport::unreadable(&shown, line, message),
@@ -845,18 +862,20 @@ fn read_service(
                         .unwrap_or_default(),
                 };
                 for (path, n) in files {
+                    // The path itself may name variables (`${ENV:-dev}.env`).
+                    let Some(path) = r.interpolated(&path, n, &k) else {
+                        continue;
+                    };
                     let full = match dir {
                         Some(d) if Path::new(&path).is_relative() => d.join(&path),
                         _ => Path::new(&path).to_path_buf(),
                     };
                     match std::fs::read_to_string(&full) {
-                        Ok(text) => match crate::interpolate::env_lines(&text) {
+                        Ok(text) => match crate::interpolate::env_values(&text, r.vars) {
                             Ok(lines) => env_from_files.extend(lines),
-                            Err(line) => r.error(
-                                n,
-                                &k,
-                                format!("{}:{line} is not KEY=value", full.display()),
-                            ),
+                            Err((line, message)) => {
+                                r.error(n, &k, format!("{}:{line} {message}", full.display()))
+                            }
                         },
                         Err(e) => r.error(n, &k, format!("cannot read {}: {e}", full.display())),
                     }
@@ -2473,6 +2492,36 @@ volumes:
             "{:?}",
             report.errors
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn env_file_paths_and_values_are_interpolated() {
+        let dir = std::env::temp_dir().join(format!("changeover-envfile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("prod.env"),
+            "HOST=db.${DOMAIN}\nURL=postgres://${HOST}/app\nRAW='$HOST'\n",
+        )
+        .unwrap();
+        let vars: BTreeMap<String, String> = [("STAGE", "prod"), ("DOMAIN", "example.test")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let report = parse_with(
+            "services:\n  web:\n    image: a\n    env_file: ${STAGE:-dev}.env\n",
+            "stack.yml",
+            Some(&dir),
+            &vars,
+        );
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        let env = &report.stack.unwrap().services[0].env;
+        assert_eq!(env["HOST"], "db.example.test");
+        assert_eq!(
+            env["URL"], "postgres://db.example.test/app",
+            "earlier lines of the file"
+        );
+        assert_eq!(env["RAW"], "$HOST");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
