@@ -14,8 +14,9 @@
 //! Values are interpolated like Compose (`${TAG:-v1}`; see
 //! [`crate::interpolate`]) from the process environment and the `.env` file
 //! next to the stack file; enumerated settings (`order`, `strategy`, mount
-//! `type`, …) are read as written. Deliberately left out: `extends`, YAML
-//! merge keys, `build:`.
+//! `type`, …) are read as written. Before the keys are read, YAML merge
+//! keys, `extends` (this file or another) and Compose's `!reset` /
+//! `!override` are applied ([`crate::compose_yaml`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -149,7 +150,6 @@ const COMPOSE_ONLY: &[&str] = &[
     "domainname",
     "entrypoint",
     "expose",
-    "extends",
     "external_links",
     "extra_hosts",
     "gpus",
@@ -539,6 +539,33 @@ pub fn read_file(path: &Path) -> StackReport {
     }
 }
 
+/// `root` with every service's `extends` applied (see
+/// [`crate::compose_yaml::apply_extends`]); other files are read as stack
+/// files are (bounded, UTF-8).
+fn with_extends<'a>(
+    root: &Node<'a>,
+    dir: Option<&Path>,
+    issues: &mut Vec<crate::compose_yaml::Issue>,
+) -> Node<'a> {
+    let YamlData::Mapping(m) = &root.data else {
+        return root.clone();
+    };
+    let read = |p: &Path| read_text(p).map_err(|(_, m)| m);
+    let mut out = saphyr::AnnotatedMapping::new();
+    for (k, v) in m.iter() {
+        let value = if scalar(k).as_deref() == Some("services") {
+            crate::compose_yaml::apply_extends(v, dir, &read, issues)
+        } else {
+            v.clone()
+        };
+        out.insert(k.clone(), value);
+    }
+    MarkedYaml {
+        span: root.span,
+        data: YamlData::Mapping(out),
+    }
+}
+
 /// The largest stack file read (Compose files are a few KiB).
 pub const MAX_FILE_BYTES: u64 = 4 << 20;
 
@@ -618,7 +645,12 @@ pub fn parse_with(
         );
     }
     let mut issues = Vec::new();
-    let root = crate::compose_yaml::resolve(first, "", &mut issues);
+    let root = with_extends(
+        &crate::compose_yaml::merge_keys(first, "", &mut issues),
+        dir,
+        &mut issues,
+    );
+    let root = crate::compose_yaml::strip_tags(&root);
     for (at, key, message) in issues {
         r.errors.push(StackIssue {
             file: file.to_string(),
@@ -2523,5 +2555,27 @@ volumes:
         );
         assert_eq!(env["RAW"], "$HOST");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_service_that_extends_another_gets_what_it_inherits() {
+        let report = parse(
+            "services:\n  base:\n    image: changeover-demo:v1\n    environment: {A: \"1\"}\n    ports: [\"18081:8080\"]\n  web:\n    extends: base\n    environment: {B: \"2\"}\n    ports: !reset [\"18082:8080\"]\n",
+            "stack.yml",
+            None,
+        );
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        let stack = report.stack.unwrap();
+        let web = stack.services.iter().find(|s| s.name == "web").unwrap();
+        assert_eq!(
+            web.image, "changeover-demo:v1",
+            "no `build:` error: the image is inherited"
+        );
+        assert_eq!(web.env.len(), 2);
+        let e = errors("services:\n  web:\n    extends: nope\n");
+        assert_eq!(
+            e[0],
+            "stack.yml:3 services.web.extends: there is no service `nope` in this file to extend"
+        );
     }
 }
