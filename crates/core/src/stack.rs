@@ -202,14 +202,20 @@ const COMPOSE_ONLY: &[&str] = &[
     "working_dir",
 ];
 
-const TOP_LEVEL: &[&str] = &["name", "services", "volumes", "networks", "version"];
-const TOP_LEVEL_COMPOSE_ONLY: &[&str] = &["configs", "secrets", "include", "models"];
+const TOP_LEVEL: &[&str] = &[
+    "name", "services", "volumes", "networks", "version", "include",
+];
+const TOP_LEVEL_COMPOSE_ONLY: &[&str] = &["configs", "secrets", "models"];
+/// How deep `include:` may nest.
+const MAX_INCLUDE_DEPTH: usize = 5;
 
 type Node<'a> = MarkedYaml<'a>;
 
 struct Reader<'f> {
     file: &'f str,
     vars: &'f BTreeMap<String, String>,
+    /// How many `include:`s led here.
+    depth: usize,
     errors: Vec<StackIssue>,
     warnings: Vec<StackIssue>,
 }
@@ -612,9 +618,20 @@ pub fn parse_with(
     dir: Option<&Path>,
     vars: &BTreeMap<String, String>,
 ) -> StackReport {
+    parse_at(text, file, dir, vars, 0)
+}
+
+fn parse_at(
+    text: &str,
+    file: &str,
+    dir: Option<&Path>,
+    vars: &BTreeMap<String, String>,
+    depth: usize,
+) -> StackReport {
     let mut r = Reader {
         file,
         vars,
+        depth,
         errors: Vec::new(),
         warnings: Vec::new(),
     };
@@ -678,12 +695,14 @@ fn read_stack(r: &mut Reader, root: &Node, file: &str, dir: Option<&Path>) -> Op
     };
     let mut name = None;
     let mut services_node = None;
+    let mut include_node = None;
     let mut volumes = Vec::new();
     let mut networks = Vec::new();
     for (key, value) in &top {
         match key.as_str() {
             "name" => name = r.string(value, "name").map(|n| (n, *value)),
             "services" => services_node = Some(*value),
+            "include" => include_node = Some(*value),
             "volumes" => {
                 for (v, spec) in r.map(value, "volumes") {
                     if !is_null(spec) && entries(spec).is_some_and(|e| !e.is_empty()) {
@@ -765,16 +784,30 @@ fn read_stack(r: &mut Reader, root: &Node, file: &str, dir: Option<&Path>) -> Op
             stem
         }
     };
-    let Some(services_node) = services_node else {
-        r.error(root, "services", "a stack needs `services:`");
-        return None;
+    let empty = MarkedYaml {
+        span: root.span,
+        data: YamlData::Mapping(saphyr::AnnotatedMapping::new()),
+    };
+    let services_node = match (services_node, include_node) {
+        (Some(s), _) => s,
+        (None, Some(_)) => &empty,
+        (None, None) => {
+            r.error(root, "services", "a stack needs `services:`");
+            return None;
+        }
     };
     let mut services = Vec::new();
     let mut host_ports: BTreeMap<u16, String> = BTreeMap::new();
     let declared_volumes: BTreeSet<&str> = volumes.iter().map(String::as_str).collect();
     let declared_networks: BTreeSet<&str> = networks.iter().map(String::as_str).collect();
-    let service_entries = r.map(services_node, "services");
-    if service_entries.is_empty() && r.errors.is_empty() {
+    let service_entries = if services_node.data.is_mapping()
+        && entries(services_node).is_some_and(|e| e.is_empty())
+    {
+        Vec::new()
+    } else {
+        r.map(services_node, "services")
+    };
+    if service_entries.is_empty() && include_node.is_none() && r.errors.is_empty() {
         r.error(services_node, "services", "the stack defines no service");
     }
     for (svc_name, node) in service_entries {
@@ -822,12 +855,168 @@ fn read_stack(r: &mut Reader, root: &Node, file: &str, dir: Option<&Path>) -> Op
             services.push(spec);
         }
     }
+    if let Some(node) = include_node {
+        include(
+            r,
+            node,
+            dir,
+            &stack_name,
+            &mut services,
+            &mut host_ports,
+            &mut volumes,
+            &mut networks,
+        );
+    }
+    if services.is_empty() && r.errors.is_empty() {
+        r.error(
+            root,
+            "services",
+            "the stack defines no service (here or in what it includes)",
+        );
+    }
     Some(Stack {
         name: stack_name,
         services,
         volumes,
         networks,
     })
+}
+
+/// `include:` — each file read as a stack file of its own (its paths
+/// relative to its folder, its own `.env` under the shell's), its services,
+/// volumes and networks added to this stack. A service or host port that
+/// both define is refused at the include.
+#[allow(clippy::too_many_arguments)]
+fn include(
+    r: &mut Reader,
+    node: &Node,
+    dir: Option<&Path>,
+    stack_name: &str,
+    services: &mut Vec<ServiceSpec>,
+    host_ports: &mut BTreeMap<u16, String>,
+    volumes: &mut Vec<String>,
+    networks: &mut Vec<String>,
+) {
+    let mut paths: Vec<(String, &Node, String)> = Vec::new();
+    for (i, item) in r.list(node, "include").into_iter().enumerate() {
+        let k = format!("include[{i}]");
+        let path_node = entries(item)
+            .and_then(|e| e.into_iter().find(|(f, _)| f == "path").map(|(_, v)| v))
+            .unwrap_or(item);
+        let listed: Vec<&Node> = match items(path_node) {
+            Some(list) => list.iter().collect(),
+            None => vec![path_node],
+        };
+        if let Some(fields) = entries(item) {
+            for (f, v) in fields {
+                if f != "path" {
+                    r.warn(
+                        v,
+                        &format!("{k}.{f}"),
+                        format!("`{f}` of an include is not applied"),
+                    );
+                }
+            }
+        }
+        for p in listed {
+            if let Some(text) = r.string(p, &k) {
+                paths.push((text, item, k.clone()));
+            }
+        }
+    }
+    if r.depth >= MAX_INCLUDE_DEPTH && !paths.is_empty() {
+        r.error(
+            node,
+            "include",
+            format!("includes nest more than {MAX_INCLUDE_DEPTH} files deep"),
+        );
+        return;
+    }
+    for (path, item, k) in paths {
+        let full = match dir {
+            Some(d) if Path::new(&path).is_relative() => d.join(&path),
+            _ => Path::new(&path).to_path_buf(),
+        };
+        let shown = full.display().to_string();
+        let text = match read_text(&full) {
+            Ok(t) => t,
+            Err((_, message)) => {
+                r.error(item, &k, format!("cannot include {path}: {message}"));
+                continue;
+            }
+        };
+        let there = full.parent();
+        // Its own .env, under the shell's and this file's variables.
+        let mut vars = r.vars.clone();
+        if let Some(dotenv) = there.and_then(|d| std::fs::read_to_string(d.join(".env")).ok()) {
+            match crate::interpolate::env_values(&dotenv, r.vars) {
+                Ok(values) => {
+                    for (key, value) in values {
+                        vars.entry(key).or_insert(value);
+                    }
+                }
+                Err((line, message)) => {
+                    r.error(
+                        item,
+                        &k,
+                        format!(
+                            "{}/.env:{line} {message}",
+                            there.map(|d| d.display().to_string()).unwrap_or_default()
+                        ),
+                    );
+                    continue;
+                }
+            }
+        }
+        let report = parse_at(&text, &shown, there, &vars, r.depth + 1);
+        r.errors.extend(report.errors);
+        r.warnings.extend(report.warnings);
+        let Some(included) = report.stack else {
+            continue;
+        };
+        for mut spec in included.services {
+            if services.iter().any(|s| s.name == spec.name) {
+                r.error(
+                    item,
+                    &k,
+                    format!(
+                        "service `{}` of {path} is defined in this file too",
+                        spec.name
+                    ),
+                );
+                continue;
+            }
+            for p in &spec.ports {
+                if let Some(other) = host_ports.insert(p.host, spec.name.clone()) {
+                    r.error(
+                        item,
+                        &k,
+                        format!(
+                            "host port {} of `{}` in {path} is already used by service `{other}`",
+                            p.host, spec.name
+                        ),
+                    );
+                }
+            }
+            if spec.build.is_some()
+                && spec.image == crate::build::build_repository(&included.name, &spec.name, None)
+            {
+                spec.image = crate::build::build_repository(stack_name, &spec.name, None);
+            }
+            spec.stack = stack_name.to_string();
+            services.push(spec);
+        }
+        for v in included.volumes {
+            if !volumes.contains(&v) {
+                volumes.push(v);
+            }
+        }
+        for n in included.networks {
+            if !networks.contains(&n) {
+                networks.push(n);
+            }
+        }
+    }
 }
 
 fn read_service(
@@ -2577,5 +2766,82 @@ volumes:
             e[0],
             "stack.yml:3 services.web.extends: there is no service `nope` in this file to extend"
         );
+    }
+
+    #[test]
+    fn included_files_add_their_services_and_a_clash_is_named() {
+        let dir = std::env::temp_dir().join(format!("changeover-include-{}", std::process::id()));
+        let db = dir.join("db");
+        std::fs::create_dir_all(&db).unwrap();
+        std::fs::write(db.join(".env"), "DB_TAG=16\n").unwrap();
+        std::fs::write(
+            db.join("compose.yml"),
+            "services:\n  db:\n    image: postgres:${DB_TAG}\n    volumes: [\"data:/var/lib/postgresql/data\", \"./init:/docker-entrypoint-initdb.d:ro\"]\nvolumes:\n  data: {}\n",
+        )
+        .unwrap();
+        let report = parse_with(
+            "name: shop\ninclude:\n  - db/compose.yml\nservices:\n  web:\n    image: web:1\n",
+            "stack.yml",
+            Some(&dir),
+            &BTreeMap::new(),
+        );
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        let stack = report.stack.unwrap();
+        let db_spec = stack.services.iter().find(|s| s.name == "db").unwrap();
+        assert_eq!(db_spec.stack, "shop", "part of this stack");
+        assert_eq!(db_spec.image, "postgres:16", "its own .env");
+        assert!(
+            db_spec.mounts[1].source.ends_with("db/./init"),
+            "{:?}",
+            db_spec.mounts
+        );
+        assert!(stack.volumes.contains(&"data".to_string()));
+
+        let clash = parse_with(
+            "include: [db/compose.yml]\nservices:\n  db:\n    image: mine\n",
+            "stack.yml",
+            Some(&dir),
+            &BTreeMap::new(),
+        );
+        let said: Vec<String> = clash.errors.iter().map(|e| e.to_string()).collect();
+        assert_eq!(
+            said,
+            vec!["stack.yml:1 include[0]: service `db` of db/compose.yml is defined in this file too"]
+        );
+        let missing = parse_with(
+            "include: [nope.yml]\n",
+            "stack.yml",
+            Some(&dir),
+            &BTreeMap::new(),
+        );
+        assert!(
+            missing.errors[0]
+                .to_string()
+                .contains("cannot include nope.yml"),
+            "{:?}",
+            missing.errors
+        );
+        let broken_dir = dir.join("broken");
+        std::fs::create_dir_all(&broken_dir).unwrap();
+        std::fs::write(
+            broken_dir.join("compose.yml"),
+            "services:\n  x:\n    ports: [\"abc\"]\n",
+        )
+        .unwrap();
+        let broken = parse_with(
+            "include: [broken/compose.yml]\n",
+            "stack.yml",
+            Some(&dir),
+            &BTreeMap::new(),
+        );
+        assert!(
+            broken
+                .errors
+                .iter()
+                .any(|e| e.file.ends_with("broken/compose.yml") && e.line == 3),
+            "the included file's own errors, with its name and line: {:?}",
+            broken.errors
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
