@@ -1105,6 +1105,12 @@ fn read_service(
             "ports" => {
                 for (i, p) in r.list(value, &k).into_iter().enumerate() {
                     let pk = format!("{k}[{i}]");
+                    if let Some(text) = scalar(p).filter(|t| t.contains('-') && !t.contains('$')) {
+                        if let Some(range) = read_port_range(r, p, &pk, &text) {
+                            spec.ports.extend(range);
+                            continue;
+                        }
+                    }
                     if let Some(m) = read_port(r, p, &pk) {
                         spec.ports.push(m);
                     }
@@ -1325,6 +1331,85 @@ fn read_build(
     Some(spec)
 }
 
+/// Why a UDP port is refused, in words a user can act on.
+const UDP_NOT_YET: &str = "UDP ports are not supported yet: the edge forwards TCP (HTTP or plain TCP) only; run this service outside Changeover for now";
+
+/// The most ports one range may publish.
+const MAX_PORT_RANGE: u32 = 100;
+
+/// `"8000-8010:8000-8010"` (the same length on both sides) as one mapping
+/// per port; `None` when `text` is not a range (read as a single port).
+/// A host range for one container port is refused: the edge needs one.
+fn read_port_range(r: &mut Reader, node: &Node, key: &str, text: &str) -> Option<Vec<PortMapping>> {
+    let (mapping, proto) = text.split_once('/').unwrap_or((text, "tcp"));
+    let parts: Vec<&str> = mapping.rsplitn(3, ':').collect();
+    let (container, host) = match parts.as_slice() {
+        [c, h, ..] => (*c, *h),
+        _ => return None,
+    };
+    let range = |s: &str| -> Option<(u32, u32)> {
+        let (a, b) = s.split_once('-').unwrap_or((s, s));
+        let (a, b) = (a.trim().parse::<u32>().ok()?, b.trim().parse::<u32>().ok()?);
+        ((1..=65535).contains(&a) && (1..=65535).contains(&b)).then_some((a, b))
+    };
+    let (Some((h1, h2)), Some((c1, c2))) = (range(host), range(container)) else {
+        return None;
+    };
+    if !host.contains('-') && !container.contains('-') {
+        return None;
+    }
+    if proto != "tcp" {
+        // Said by the single-port reader, with the same words.
+        return None;
+    }
+    let fail = |r: &mut Reader, why: String| {
+        r.error(node, key, format!("{text:?}: {why}"));
+        Some(Vec::new())
+    };
+    if h1 > h2 || c1 > c2 {
+        return fail(r, "a range goes from the lower port to the higher".into());
+    }
+    if c1 == c2 && h1 != h2 {
+        return fail(
+            r,
+            "a range of host ports for one container port: the edge listens on one port per route; pick one host port".into(),
+        );
+    }
+    if h2 - h1 != c2 - c1 {
+        return fail(
+            r,
+            format!(
+                "the host range has {} ports and the container range {}; give both the same length",
+                h2 - h1 + 1,
+                c2 - c1 + 1
+            ),
+        );
+    }
+    if h2 - h1 + 1 > MAX_PORT_RANGE {
+        return fail(
+            r,
+            format!(
+                "a range publishes at most {MAX_PORT_RANGE} ports (each is a route on the edge)"
+            ),
+        );
+    }
+    if parts.len() == 3 {
+        r.warn(
+            node,
+            key,
+            format!("{text:?}: the host IP is not applied; the edge listens on all interfaces"),
+        );
+    }
+    Some(
+        (0..=h2 - h1)
+            .map(|i| PortMapping {
+                host: (h1 + i) as u16,
+                container: (c1 + i) as u16,
+            })
+            .collect(),
+    )
+}
+
 fn read_port(r: &mut Reader, node: &Node, key: &str) -> Option<PortMapping> {
     if let Some(fields) = entries(node) {
         let mut host = None;
@@ -1342,11 +1427,18 @@ fn read_port(r: &mut Reader, node: &Node, key: &str) -> Option<PortMapping> {
                     has_host = true;
                     host = r.number(v, &k, 1, 65535)
                 }
-                "protocol" => {
-                    if scalar(v).as_deref() != Some("tcp") {
-                        r.error(v, &k, "only tcp ports are supported");
-                    }
-                }
+                "protocol" => match scalar(v).as_deref() {
+                    Some("tcp") => {}
+                    Some("udp") => r.error(v, &k, UDP_NOT_YET),
+                    other => r.error(
+                        v,
+                        &k,
+                        format!(
+                            "{:?} is not a protocol (tcp or udp)",
+                            other.unwrap_or_default()
+                        ),
+                    ),
+                },
                 "mode" | "host_ip" | "name" | "app_protocol" => r.warn(
                     v,
                     &k,
@@ -1377,9 +1469,20 @@ fn read_port(r: &mut Reader, node: &Node, key: &str) -> Option<PortMapping> {
         Some((m, p)) => (m, p),
         None => (text.as_str(), "tcp"),
     };
-    if proto != "tcp" {
-        r.error(node, key, format!("{text:?}: only tcp ports are supported"));
-        return None;
+    match proto {
+        "tcp" => {}
+        "udp" => {
+            r.error(node, key, format!("{text:?}: {UDP_NOT_YET}"));
+            return None;
+        }
+        other => {
+            r.error(
+                node,
+                key,
+                format!("{text:?}: {other:?} is not a protocol (tcp or udp)"),
+            );
+            return None;
+        }
     }
     let parts: Vec<&str> = mapping.rsplitn(3, ':').collect();
     let port = |s: &str| s.parse::<u32>().ok().filter(|p| (1..=65535).contains(p));
@@ -2236,12 +2339,59 @@ volumes:
 
     #[test]
     fn out_of_range_and_hostless_ports_are_refused() {
-        let e = errors("name: s\nservices:\n  web:\n    image: a\n    ports: [\"70000:80\", \"8080\", \"1-3:1-3\", \"53:53/udp\"]\n");
-        assert_eq!(e.len(), 4, "each bad port is reported: {e:?}");
+        let e = errors("name: s\nservices:\n  web:\n    image: a\n    ports: [\"70000:80\", \"8080\", \"9-7:9-7\", \"53:53/udp\", \"1-3:80\", \"1-3:1-2\", \"1000-1200:1000-1200\", \"80:80/sctp\"]\n");
+        assert_eq!(e.len(), 8, "each bad port is reported: {e:?}");
         assert!(e[0].contains("70000"), "{}", e[0]);
         assert!(e[1].contains("no host port"), "{}", e[1]);
-        assert!(e[2].contains("ranges"), "{}", e[2]);
-        assert!(e[3].contains("only tcp"), "{}", e[3]);
+        assert!(
+            e[2].contains("from the lower port to the higher"),
+            "{}",
+            e[2]
+        );
+        assert_eq!(e[3], "stack.yml:5 services.web.ports[3]: \"53:53/udp\": UDP ports are not supported yet: the edge forwards TCP (HTTP or plain TCP) only; run this service outside Changeover for now");
+        assert!(e[4].contains("pick one host port"), "{}", e[4]);
+        assert!(
+            e[5].contains("the host range has 3 ports and the container range 2"),
+            "{}",
+            e[5]
+        );
+        assert!(e[6].contains("at most 100 ports"), "{}", e[6]);
+        assert!(
+            e[7].contains("\"sctp\" is not a protocol (tcp or udp)"),
+            "{}",
+            e[7]
+        );
+    }
+
+    #[test]
+    fn a_port_range_publishes_each_port() {
+        let report = parse(
+            "name: s\nservices:\n  web:\n    image: a\n    ports: [\"8000-8002:9000-9002\", \"127.0.0.1:7000-7001:7000-7001/tcp\"]\n",
+            "stack.yml",
+            None,
+        );
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        let ports: Vec<(u16, u16)> = report.stack.unwrap().services[0]
+            .ports
+            .iter()
+            .map(|p| (p.host, p.container))
+            .collect();
+        assert_eq!(
+            ports,
+            vec![
+                (8000, 9000),
+                (8001, 9001),
+                (8002, 9002),
+                (7000, 7000),
+                (7001, 7001)
+            ]
+        );
+        assert_eq!(
+            report.warnings.len(),
+            1,
+            "the host IP: {:?}",
+            report.warnings
+        );
     }
 
     #[test]
