@@ -1325,3 +1325,34 @@ fn a_dry_run_says_what_would_change_and_changes_nothing() {
         said(&out)
     );
 }
+
+#[test]
+fn tmpfs_and_mount_options_reach_the_container() {
+    let _edge = shared_edge();
+    changeover_tests::demo_images(&[]);
+    let port = free_port();
+    let body = format!(
+        "services:\n  web:\n    image: changeover-demo:v1\n    ports: [\"{port}:8080\"]\n    volumes: [\"data:/data:nocopy\"]\n    tmpfs: [\"/run:size=8m\"]\n    labels: {{dev.changeover.test: \"1\"}}\n    x-changeover:\n      health: {{path: /health, interval: 300ms}}\nvolumes:\n  data: {{}}\n"
+    );
+    let stack = TestStack::new("tmpfs", &body, &[port]);
+    stack.deploy(&[]);
+    let id = docker(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=dev.changeover.stack={}", stack.name),
+    ]);
+    let tmpfs = docker(&["inspect", "-f", "{{json .HostConfig.Tmpfs}}", &id]);
+    assert_eq!(tmpfs, r#"{"/run":"size=8m"}"#);
+    let binds = docker(&["inspect", "-f", "{{json .HostConfig.Binds}}", &id]);
+    assert!(
+        binds.contains(&format!("{}_data:/data:nocopy", stack.name)),
+        "{binds}"
+    );
+    let exported = changeover(&["stack", "export", &stack.name], &[]);
+    let text = String::from_utf8_lossy(&exported.stdout);
+    assert!(
+        text.contains("/run:size=8m") && text.contains("data:/data:nocopy"),
+        "{text}"
+    );
+}

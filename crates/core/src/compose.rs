@@ -253,8 +253,34 @@ pub(crate) fn service(spec: &ServiceSpec) -> Yaml {
                 spec.mounts
                     .iter()
                     .map(|m| {
-                        let ro = if m.read_only { ":ro" } else { "" };
-                        Yaml::text(format!("{}:{}{ro}", m.source, m.target))
+                        let mut mode: Vec<&str> = Vec::new();
+                        if m.read_only {
+                            mode.push("ro");
+                        }
+                        mode.extend(m.options.iter().map(String::as_str));
+                        let mode = if mode.is_empty() {
+                            String::new()
+                        } else {
+                            format!(":{}", mode.join(","))
+                        };
+                        Yaml::text(format!("{}:{}{mode}", m.source, m.target))
+                    })
+                    .collect(),
+            ),
+        ));
+    }
+    if !spec.tmpfs.is_empty() {
+        s.push((
+            "tmpfs".into(),
+            Yaml::List(
+                spec.tmpfs
+                    .iter()
+                    .map(|t| {
+                        Yaml::text(if t.options.is_empty() {
+                            t.target.clone()
+                        } else {
+                            format!("{}:{}", t.target, t.options)
+                        })
                     })
                     .collect(),
             ),
@@ -556,12 +582,14 @@ mod tests {
             source: "data".into(),
             target: "/data".into(),
             read_only: false,
+            options: Vec::new(),
         });
         web.mounts.push(Mount {
             kind: MountKind::Bind,
             source: "/srv/conf".into(),
             target: "/conf".into(),
             read_only: true,
+            options: Vec::new(),
         });
         web.networks.push("back".into());
         web.labels.insert("team".into(), "shop".into());

@@ -734,13 +734,15 @@ mod tests {
                     kind: MountKind::Volume,
                     source: "api-data".into(),
                     target: "/data".into(),
-                    read_only: false
+                    read_only: false,
+                    options: Vec::new(),
                 },
                 Mount {
                     kind: MountKind::Bind,
                     source: "/etc/ssl".into(),
                     target: "/ssl".into(),
-                    read_only: true
+                    read_only: true,
+                    options: Vec::new(),
                 }
             ]
         );

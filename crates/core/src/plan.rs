@@ -311,6 +311,7 @@ mod tests {
             source: "data".into(),
             target: "/data".into(),
             read_only: true,
+            options: Vec::new(),
         }];
         new.health.path = Some("/ready".into());
         let changes = spec_changes(Some(&old), &new);

@@ -61,6 +61,24 @@ pub struct Mount {
     pub source: String,
     pub target: String,
     pub read_only: bool,
+    /// Docker's mount options besides `ro`/`rw`, as written: `z`, `Z`
+    /// (SELinux relabelling of a bind), `nocopy` (a new volume is not
+    /// filled from the image).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<String>,
+}
+
+/// A `tmpfs` mount: memory the container sees as a folder, gone when it
+/// stops.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+#[ts(export)]
+pub struct TmpfsMount {
+    pub target: String,
+    /// Docker's tmpfs options as written (`size=64m,mode=1777`), empty
+    /// for the defaults.
+    #[serde(default)]
+    pub options: String,
 }
 
 /// A Docker `HEALTHCHECK` run inside the container by the daemon.
@@ -225,6 +243,9 @@ pub struct ServiceSpec {
     /// `x-changeover.autoredeploy`: what new image redeploys it by itself.
     #[serde(default)]
     pub autoredeploy: Option<crate::redeploy::AutoRedeploy>,
+    /// `tmpfs:`, and mounts of `type: tmpfs`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tmpfs: Vec<TmpfsMount>,
 }
 
 /// `x-changeover.tls: acme`, or `{cert: FILE, key: FILE}` (paths made
@@ -328,6 +349,7 @@ impl ServiceSpec {
             tls: None,
             build: None,
             autoredeploy: None,
+            tmpfs: Vec::new(),
         }
     }
 

@@ -191,7 +191,6 @@ const COMPOSE_ONLY: &[&str] = &[
     "stop_signal",
     "storage_opt",
     "sysctls",
-    "tmpfs",
     "tty",
     "ulimits",
     "use_api_socket",
@@ -216,6 +215,8 @@ struct Reader<'f> {
     vars: &'f BTreeMap<String, String>,
     /// How many `include:`s led here.
     depth: usize,
+    /// `type: tmpfs` mounts read from a service's `volumes:`.
+    tmpfs: Vec<crate::service::TmpfsMount>,
     errors: Vec<StackIssue>,
     warnings: Vec<StackIssue>,
 }
@@ -632,6 +633,7 @@ fn parse_at(
         file,
         vars,
         depth,
+        tmpfs: Vec::new(),
         errors: Vec::new(),
         warnings: Vec::new(),
     };
@@ -1123,6 +1125,28 @@ fn read_service(
                         spec.mounts.push(m);
                     }
                 }
+                spec.tmpfs.append(&mut r.tmpfs);
+            }
+            "tmpfs" => {
+                let list: Vec<&Node> = match items(value) {
+                    Some(l) => l.iter().collect(),
+                    None => vec![value],
+                };
+                for (i, t) in list.into_iter().enumerate() {
+                    let tk = format!("{k}[{i}]");
+                    let Some(text) = r.string(t, &tk) else {
+                        continue;
+                    };
+                    let (target, options) = text.split_once(':').unwrap_or((text.as_str(), ""));
+                    if !target.starts_with('/') {
+                        r.error(t, &tk, format!("{text:?}: a tmpfs path must be absolute"));
+                        continue;
+                    }
+                    spec.tmpfs.push(crate::service::TmpfsMount {
+                        target: target.to_string(),
+                        options: options.to_string(),
+                    });
+                }
             }
             "networks" => {
                 if let Some(list) = items(value) {
@@ -1550,23 +1574,100 @@ fn read_mount(r: &mut Reader, node: &Node, key: &str, dir: Option<&Path>) -> Opt
     };
     if let Some(fields) = entries(node) {
         let (mut source, mut target, mut read_only, mut kind) = (None, None, false, None);
+        let mut options: Vec<String> = Vec::new();
+        let mut tmpfs_options: Vec<String> = Vec::new();
+        let mut bad_type = false;
         for (f, v) in fields {
             let k = format!("{key}.{f}");
             match f.as_str() {
                 "type" => match scalar(v).as_deref() {
-                    Some("volume") => kind = Some(MountKind::Volume),
-                    Some("bind") => kind = Some(MountKind::Bind),
-                    other => r.error(
-                        v,
-                        &k,
-                        format!("mount type {other:?} is not supported (volume or bind)"),
-                    ),
+                    Some("volume") => kind = Some(Ok(MountKind::Volume)),
+                    Some("bind") => kind = Some(Ok(MountKind::Bind)),
+                    Some("tmpfs") => kind = Some(Err(())),
+                    Some(other) => {
+                        bad_type = true;
+                        r.error(
+                            v,
+                            &k,
+                            format!(
+                                "mount type `{other}` is not supported (volume, bind or tmpfs)"
+                            ),
+                        )
+                    }
+                    None => {
+                        bad_type = true;
+                        r.error(v, &k, "the mount type is volume, bind or tmpfs")
+                    }
                 },
                 "source" => source = r.string(v, &k),
                 "target" => target = r.string(v, &k),
                 "read_only" => read_only = scalar(v).as_deref() == Some("true"),
+                "volume" => {
+                    for (o, ov) in r.map(v, &k) {
+                        match (o.as_str(), scalar(ov).as_deref()) {
+                            ("nocopy", Some("true")) => options.push("nocopy".into()),
+                            ("nocopy", _) => {}
+                            _ => r.warn(
+                                ov,
+                                &format!("{k}.{o}"),
+                                format!("volume option `{o}` is not applied"),
+                            ),
+                        }
+                    }
+                }
+                "bind" => {
+                    for (o, ov) in r.map(v, &k) {
+                        match (o.as_str(), scalar(ov).as_deref()) {
+                            ("selinux", Some(z @ ("z" | "Z"))) => options.push(z.to_string()),
+                            ("selinux", _) => r.error(
+                                ov,
+                                &format!("{k}.{o}"),
+                                "selinux is z (shared) or Z (private)",
+                            ),
+                            ("create_host_path", _) => {}
+                            _ => r.warn(
+                                ov,
+                                &format!("{k}.{o}"),
+                                format!("bind option `{o}` is not applied"),
+                            ),
+                        }
+                    }
+                }
+                "tmpfs" => {
+                    for (o, ov) in r.map(v, &k) {
+                        match (o.as_str(), scalar(ov)) {
+                            ("size", Some(size)) => tmpfs_options.push(format!("size={size}")),
+                            ("mode", Some(mode)) => tmpfs_options.push(format!("mode={mode}")),
+                            _ => r.warn(
+                                ov,
+                                &format!("{k}.{o}"),
+                                format!("tmpfs option `{o}` is not applied"),
+                            ),
+                        }
+                    }
+                }
+                "consistency" => r.warn(
+                    v,
+                    &k,
+                    "`consistency` only matters to Docker Desktop on macOS and is not applied",
+                ),
                 _ => r.warn(v, &k, format!("mount option `{f}` is not applied")),
             }
+        }
+        if bad_type {
+            return None;
+        }
+        if kind == Some(Err(())) {
+            // A tmpfs: handed back through the caller's tmpfs list.
+            let Some(target) = target.filter(|t| t.starts_with('/')) else {
+                r.error(node, key, "a tmpfs mount needs an absolute `target`");
+                return None;
+            };
+            r.tmpfs.push(crate::service::TmpfsMount {
+                target,
+                options: tmpfs_options.join(","),
+            });
+            return None;
         }
         let (Some(source), Some(target)) = (source, target) else {
             r.error(node, key, "a mount needs `source` and `target`");
@@ -1580,12 +1681,15 @@ fn read_mount(r: &mut Reader, node: &Node, key: &str, dir: Option<&Path>) -> Opt
             );
             return None;
         }
-        let kind = kind.unwrap_or_else(|| bind_or_volume(&source));
+        let kind = kind
+            .and_then(Result::ok)
+            .unwrap_or_else(|| bind_or_volume(&source));
         return Some(Mount {
             kind,
             source: resolve(source, kind),
             target,
             read_only,
+            options,
         });
     }
     let text = r.string(node, key)?;
@@ -1610,13 +1714,48 @@ fn read_mount(r: &mut Reader, node: &Node, key: &str, dir: Option<&Path>) -> Opt
         );
         return None;
     }
-    let read_only = mode.split(',').any(|m| m == "ro");
     let kind = bind_or_volume(source);
+    let mut read_only = false;
+    let mut options = Vec::new();
+    for m in mode.split(',').filter(|m| !m.is_empty()) {
+        match (m, kind) {
+            ("ro", _) => read_only = true,
+            ("rw", _) => read_only = false,
+            ("z" | "Z", MountKind::Bind) | ("nocopy", MountKind::Volume) => {
+                options.push(m.to_string())
+            }
+            ("z" | "Z", _) => r.error(
+                node,
+                key,
+                format!(
+                    "{text:?}: `{m}` (SELinux relabelling) applies to a host path, not a volume"
+                ),
+            ),
+            ("nocopy", _) => r.error(
+                node,
+                key,
+                format!("{text:?}: `nocopy` applies to a volume, not a host path"),
+            ),
+            ("cached" | "delegated" | "consistent", _) => r.warn(
+                node,
+                key,
+                format!(
+                    "{text:?}: `{m}` only matters to Docker Desktop on macOS and is not applied"
+                ),
+            ),
+            _ => r.error(
+                node,
+                key,
+                format!("{text:?}: `{m}` is not a mount option (ro, rw, z, Z, nocopy)"),
+            ),
+        }
+    }
     Some(Mount {
         kind,
         source: resolve(source.to_string(), kind),
         target: target.to_string(),
         read_only,
+        options,
     })
 }
 
@@ -2993,5 +3132,56 @@ volumes:
             broken.errors
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn mount_options_and_tmpfs_are_read_and_applied() {
+        let report = parse(
+            "name: s\nservices:\n  web:\n    image: a\n    volumes:\n      - data:/data:nocopy\n      - /srv/conf:/conf:ro,Z\n      - type: tmpfs\n        target: /cache\n        tmpfs: {size: 64m}\n      - type: bind\n        source: /srv/x\n        target: /x\n        bind: {selinux: z}\n      - ./src:/src:cached\n    tmpfs: [/run, \"/tmp:size=32m,mode=1777\"]\nvolumes:\n  data: {}\n",
+            "stack.yml",
+            None,
+        );
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        let web = &report.stack.unwrap().services[0];
+        assert_eq!(web.mounts[0].options, ["nocopy"]);
+        assert!(web.mounts[1].read_only);
+        assert_eq!(web.mounts[1].options, ["Z"]);
+        assert_eq!(web.mounts[2].options, ["z"]);
+        let tmpfs: Vec<(&str, &str)> = web
+            .tmpfs
+            .iter()
+            .map(|t| (t.target.as_str(), t.options.as_str()))
+            .collect();
+        assert_eq!(
+            tmpfs,
+            vec![
+                ("/cache", "size=64m"),
+                ("/run", ""),
+                ("/tmp", "size=32m,mode=1777")
+            ]
+        );
+        assert!(
+            report.warnings.iter().any(|w| w
+                .message
+                .contains("`cached` only matters to Docker Desktop")),
+            "{:?}",
+            report.warnings
+        );
+        let e = errors("name: s\nservices:\n  web:\n    image: a\n    volumes:\n      - data:/data:Z\n      - /x:/x:nocopy\n      - /x:/y:fast\n      - type: npipe\n        source: a\n        target: /b\n    tmpfs: relative\nvolumes:\n  data: {}\n");
+        assert_eq!(e.len(), 5, "{e:?}");
+        assert!(
+            e[0].contains("applies to a host path, not a volume"),
+            "{e:?}"
+        );
+        assert!(e[1].contains("`nocopy` applies to a volume"), "{e:?}");
+        assert!(
+            e[2].contains("`fast` is not a mount option (ro, rw, z, Z, nocopy)"),
+            "{e:?}"
+        );
+        assert!(
+            e[3].contains("mount type `npipe` is not supported (volume, bind or tmpfs)"),
+            "no Debug value: {e:?}"
+        );
+        assert!(e[4].contains("a tmpfs path must be absolute"), "{e:?}");
     }
 }

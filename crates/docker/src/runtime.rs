@@ -395,11 +395,16 @@ impl Runtime for DockerRuntime {
                     MountKind::Volume => volume_name(&spec.stack, &m.source),
                     MountKind::Bind => m.source.clone(),
                 };
-                format!(
-                    "{source}:{}{}",
-                    m.target,
-                    if m.read_only { ":ro" } else { "" }
-                )
+                let mut mode: Vec<&str> = Vec::new();
+                if m.read_only {
+                    mode.push("ro");
+                }
+                mode.extend(m.options.iter().map(String::as_str));
+                if mode.is_empty() {
+                    format!("{source}:{}", m.target)
+                } else {
+                    format!("{source}:{}:{}", m.target, mode.join(","))
+                }
             })
             .collect::<Vec<_>>();
         let ms_to_ns = |ms: u64| (ms as i64).saturating_mul(1_000_000);
@@ -419,6 +424,12 @@ impl Runtime for DockerRuntime {
             }),
             host_config: Some(HostConfig {
                 binds: Some(binds),
+                tmpfs: (!spec.tmpfs.is_empty()).then(|| {
+                    spec.tmpfs
+                        .iter()
+                        .map(|t| (t.target.clone(), t.options.clone()))
+                        .collect()
+                }),
                 network_mode: Some(network.clone()),
                 restart_policy: Some(RestartPolicy {
                     name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),

@@ -5,4 +5,10 @@ export type ServiceMount = { kind: MountKind,
 /**
  * Volume name as written in the stack (`data`), or an absolute host path.
  */
-source: string, target: string, readOnly: boolean, };
+source: string, target: string, readOnly: boolean, 
+/**
+ * Docker's mount options besides `ro`/`rw`, as written: `z`, `Z`
+ * (SELinux relabelling of a bind), `nocopy` (a new volume is not
+ * filled from the image).
+ */
+options?: Array<string>, };

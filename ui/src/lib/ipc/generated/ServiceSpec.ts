@@ -11,6 +11,7 @@ import type { ServiceTls } from "./ServiceTls";
 import type { SnapshotPolicy } from "./SnapshotPolicy";
 import type { Strategy } from "./Strategy";
 import type { Timeouts } from "./Timeouts";
+import type { TmpfsMount } from "./TmpfsMount";
 import type { UpdateConfig } from "./UpdateConfig";
 
 /**
@@ -87,4 +88,8 @@ build: BuildSpec | null,
 /**
  * `x-changeover.autoredeploy`: what new image redeploys it by itself.
  */
-autoredeploy: AutoRedeploy | null, };
+autoredeploy: AutoRedeploy | null, 
+/**
+ * `tmpfs:`, and mounts of `type: tmpfs`.
+ */
+tmpfs?: Array<TmpfsMount>, };
