@@ -1327,12 +1327,12 @@ fn a_dry_run_says_what_would_change_and_changes_nothing() {
 }
 
 #[test]
-fn tmpfs_and_mount_options_reach_the_container() {
+fn tmpfs_mount_options_and_restart_reach_the_container() {
     let _edge = shared_edge();
     changeover_tests::demo_images(&[]);
     let port = free_port();
     let body = format!(
-        "services:\n  web:\n    image: changeover-demo:v1\n    ports: [\"{port}:8080\"]\n    volumes: [\"data:/data:nocopy\"]\n    tmpfs: [\"/run:size=8m\"]\n    labels: {{dev.changeover.test: \"1\"}}\n    x-changeover:\n      health: {{path: /health, interval: 300ms}}\nvolumes:\n  data: {{}}\n"
+        "services:\n  web:\n    image: changeover-demo:v1\n    ports: [\"{port}:8080\"]\n    volumes: [\"data:/data:nocopy\"]\n    tmpfs: [\"/run:size=8m\"]\n    restart: on-failure:3\n    labels: {{dev.changeover.test: \"1\"}}\n    x-changeover:\n      health: {{path: /health, interval: 300ms}}\nvolumes:\n  data: {{}}\n"
     );
     let stack = TestStack::new("tmpfs", &body, &[port]);
     stack.deploy(&[]);
@@ -1344,6 +1344,13 @@ fn tmpfs_and_mount_options_reach_the_container() {
     ]);
     let tmpfs = docker(&["inspect", "-f", "{{json .HostConfig.Tmpfs}}", &id]);
     assert_eq!(tmpfs, r#"{"/run":"size=8m"}"#);
+    let restart = docker(&[
+        "inspect",
+        "-f",
+        "{{.HostConfig.RestartPolicy.Name}}:{{.HostConfig.RestartPolicy.MaximumRetryCount}}",
+        &id,
+    ]);
+    assert_eq!(restart, "on-failure:3");
     let binds = docker(&["inspect", "-f", "{{json .HostConfig.Binds}}", &id]);
     assert!(
         binds.contains(&format!("{}_data:/data:nocopy", stack.name)),

@@ -269,6 +269,15 @@ pub(crate) fn service(spec: &ServiceSpec) -> Yaml {
             ),
         ));
     }
+    if let Some(r) = &spec.restart {
+        s.push(("restart".into(), Yaml::text(r)));
+    }
+    if !spec.depends_on.is_empty() {
+        s.push((
+            "depends_on".into(),
+            Yaml::List(spec.depends_on.iter().map(Yaml::text).collect()),
+        ));
+    }
     if !spec.tmpfs.is_empty() {
         s.push((
             "tmpfs".into(),

@@ -246,6 +246,13 @@ pub struct ServiceSpec {
     /// `tmpfs:`, and mounts of `type: tmpfs`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tmpfs: Vec<TmpfsMount>,
+    /// `depends_on`: services of the stack deployed (and healthy) first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
+    /// `restart:` as written (`no`, `always`, `on-failure[:N]`,
+    /// `unless-stopped`); `None`: unless-stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<String>,
 }
 
 /// `x-changeover.tls: acme`, or `{cert: FILE, key: FILE}` (paths made
@@ -350,6 +357,8 @@ impl ServiceSpec {
             build: None,
             autoredeploy: None,
             tmpfs: Vec::new(),
+            depends_on: Vec::new(),
+            restart: None,
         }
     }
 

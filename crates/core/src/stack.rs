@@ -129,7 +129,6 @@ const COMPOSE_ONLY: &[&str] = &[
     "cgroup",
     "cgroup_parent",
     "configs",
-    "container_name",
     "cpu_count",
     "cpu_percent",
     "cpu_period",
@@ -140,7 +139,6 @@ const COMPOSE_ONLY: &[&str] = &[
     "cpus",
     "cpuset",
     "credential_spec",
-    "depends_on",
     "develop",
     "device_cgroup_rules",
     "devices",
@@ -180,7 +178,6 @@ const COMPOSE_ONLY: &[&str] = &[
     "provider",
     "pull_policy",
     "read_only",
-    "restart",
     "runtime",
     "scale",
     "secrets",
@@ -876,6 +873,11 @@ fn read_stack(r: &mut Reader, root: &Node, file: &str, dir: Option<&Path>) -> Op
             "the stack defines no service (here or in what it includes)",
         );
     }
+    let lines: BTreeMap<String, usize> = services
+        .iter()
+        .filter_map(|s| key_line(services_node, &s.name).map(|l| (s.name.clone(), l)))
+        .collect();
+    let services = in_dependency_order(r, services, &lines);
     Some(Stack {
         name: stack_name,
         services,
@@ -1041,6 +1043,7 @@ fn read_service(
     let mut spec = ServiceSpec::new(stack, name, "");
     let mut image = None;
     let mut image_node: Option<&Node> = None;
+    let mut container_name: Option<&Node> = None;
     // Written but unusable (reported already) is not "missing".
     let mut image_written = false;
     let mut build = None;
@@ -1170,6 +1173,23 @@ fn read_service(
             }
             "healthcheck" => spec.healthcheck = read_healthcheck(r, value, &k),
             "labels" => spec.labels = r.key_values(value, &k, false),
+            "depends_on" => spec.depends_on = read_depends_on(r, value, &k),
+            "restart" => {
+                if let Some(policy) = r.string(value, &k) {
+                    let (name, count) = policy.split_once(':').unwrap_or((policy.as_str(), ""));
+                    let ok = match name {
+                        "no" | "always" | "unless-stopped" => count.is_empty(),
+                        "on-failure" => count.is_empty() || count.parse::<u32>().is_ok(),
+                        _ => false,
+                    };
+                    if ok {
+                        spec.restart = Some(policy);
+                    } else {
+                        r.error(value, &k, format!("{policy:?} is not a restart policy (no, always, on-failure[:N], unless-stopped)"));
+                    }
+                }
+            }
+            "container_name" => container_name = Some(value),
             "command" => {
                 spec.command = match items(value) {
                     Some(list) => Some(
@@ -1201,6 +1221,25 @@ fn read_service(
     }
     spec.env = env_from_files;
     spec.env.extend(env_inline);
+    if let Some(n) = container_name {
+        let why = "containers are named per release and slot (STACK-SERVICE-rN-sM) so a new release can start beside the old one; other services reach it by its service name on the stack's network";
+        if spec.replicas > 1 {
+            r.error(
+                n,
+                &format!("{key}.container_name"),
+                format!(
+                    "one name cannot be given to {} replicas: {why}; remove it",
+                    spec.replicas
+                ),
+            );
+        } else {
+            r.warn(
+                n,
+                &format!("{key}.container_name"),
+                format!("is not applied: {why}"),
+            );
+        }
+    }
     if let Some(b) = build {
         // Built before each deploy and tagged from its content (see
         // `crate::build`); until then the image is its repository.
@@ -1353,6 +1392,96 @@ fn read_build(
     }
     spec.context = full.display().to_string();
     Some(spec)
+}
+
+/// `depends_on`: a list of names, or a mapping of names to
+/// `{condition, restart, required}`. Every rollout waits until its
+/// service is healthy before the next starts, so `service_started` and
+/// `service_healthy` both hold; a one-off job (`service_completed_successfully`)
+/// is not something Changeover runs.
+fn read_depends_on(r: &mut Reader, node: &Node, key: &str) -> Vec<String> {
+    if let Some(list) = items(node) {
+        return list
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| r.string(n, &format!("{key}[{i}]")))
+            .collect();
+    }
+    let mut out = Vec::new();
+    for (name, v) in r.map(node, key) {
+        let k = format!("{key}.{name}");
+        for (f, fv) in entries(v).unwrap_or_default() {
+            match (f.as_str(), scalar(fv).as_deref()) {
+                ("condition", Some("service_started" | "service_healthy")) => {}
+                ("condition", Some("service_completed_successfully")) => r.error(
+                    fv,
+                    &format!("{k}.condition"),
+                    "Changeover runs services, not one-off jobs: run the job before the deploy (a migration step in CI), or make it a service with a health check",
+                ),
+                ("condition", other) => r.error(
+                    fv,
+                    &format!("{k}.condition"),
+                    format!("{:?} is not a condition (service_started, service_healthy)", other.unwrap_or_default()),
+                ),
+                ("restart" | "required", _) => r.warn(fv, &format!("{k}.{f}"), format!("`{f}` is not applied")),
+                _ => r.error(fv, &format!("{k}.{f}"), format!("unknown depends_on key `{f}` (condition, restart, required)")),
+            }
+        }
+        out.push(name);
+    }
+    out
+}
+
+/// The services in the order they are deployed: each after the ones it
+/// depends on, otherwise as written. A name that is not a service of the
+/// stack, and a circle, are errors at the service.
+fn in_dependency_order(
+    r: &mut Reader,
+    services: Vec<ServiceSpec>,
+    lines: &BTreeMap<String, usize>,
+) -> Vec<ServiceSpec> {
+    let names: Vec<String> = services.iter().map(|s| s.name.clone()).collect();
+    let mut ok = true;
+    for s in &services {
+        for d in &s.depends_on {
+            if !names.contains(d) {
+                r.error_at(
+                    lines.get(&s.name).copied().unwrap_or(1),
+                    &format!("services.{}.depends_on", s.name),
+                    format!("`{d}` is not a service of this stack"),
+                );
+                ok = false;
+            }
+        }
+    }
+    if !ok {
+        return services;
+    }
+    let mut placed: Vec<ServiceSpec> = Vec::new();
+    let mut left = services;
+    while !left.is_empty() {
+        let ready = left.iter().position(|s| {
+            s.depends_on
+                .iter()
+                .all(|d| placed.iter().any(|p| &p.name == d))
+        });
+        match ready {
+            Some(i) => placed.push(left.remove(i)),
+            None => {
+                let circle: Vec<&str> = left.iter().map(|s| s.name.as_str()).collect();
+                r.error_at(
+                    lines.get(&left[0].name).copied().unwrap_or(1),
+                    &format!("services.{}.depends_on", left[0].name),
+                    format!(
+                        "depends_on goes round in a circle among {}",
+                        circle.join(", ")
+                    ),
+                );
+                placed.append(&mut left);
+            }
+        }
+    }
+    placed
 }
 
 /// Why a UDP port is refused, in words a user can act on.
@@ -3183,5 +3312,72 @@ volumes:
             "no Debug value: {e:?}"
         );
         assert!(e[4].contains("a tmpfs path must be absolute"), "{e:?}");
+    }
+
+    #[test]
+    fn services_deploy_after_what_they_depend_on() {
+        let report = parse(
+            "name: s\nservices:\n  web:\n    image: a\n    depends_on: {api: {condition: service_healthy}}\n  api:\n    image: a\n    depends_on: [db]\n  db:\n    image: a\n  cache:\n    image: a\n",
+            "stack.yml",
+            None,
+        );
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        let order: Vec<String> = report
+            .stack
+            .unwrap()
+            .services
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(order, ["db", "api", "web", "cache"]);
+        let e = errors("name: s\nservices:\n  a:\n    image: x\n    depends_on: [b]\n  b:\n    image: x\n    depends_on: [a]\n  c:\n    image: x\n    depends_on: [nope]\n  d:\n    image: x\n    depends_on: {c: {condition: service_completed_successfully}}\n");
+        assert!(
+            e.iter()
+                .any(|m| m
+                    == "stack.yml:9 services.c.depends_on: `nope` is not a service of this stack"),
+            "{e:?}"
+        );
+        assert!(e.iter().any(|m| m.contains("not one-off jobs")), "{e:?}");
+        let circle = errors("name: s\nservices:\n  a:\n    image: x\n    depends_on: [b]\n  b:\n    image: x\n    depends_on: [a]\n");
+        assert_eq!(
+            circle,
+            vec!["stack.yml:3 services.a.depends_on: depends_on goes round in a circle among a, b"]
+        );
+    }
+
+    #[test]
+    fn restart_is_applied_and_container_name_explained() {
+        let report = parse(
+            "name: s\nservices:\n  web:\n    image: a\n    restart: on-failure:3\n    container_name: my-web\n",
+            "stack.yml",
+            None,
+        );
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        assert_eq!(
+            report.stack.unwrap().services[0].restart.as_deref(),
+            Some("on-failure:3")
+        );
+        assert!(
+            report
+                .warnings
+                .iter()
+                .any(|w| w.key == "services.web.container_name"
+                    && w.message
+                        .starts_with("is not applied: containers are named per release")),
+            "{:?}",
+            report.warnings
+        );
+        let e = errors("name: s\nservices:\n  web:\n    image: a\n    restart: sometimes\n    container_name: x\n    deploy: {replicas: 3}\n");
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(
+            e[0].contains("\"sometimes\" is not a restart policy"),
+            "{e:?}"
+        );
+        assert!(
+            e[1].starts_with(
+                "stack.yml:6 services.web.container_name: one name cannot be given to 3 replicas"
+            ),
+            "{e:?}"
+        );
     }
 }

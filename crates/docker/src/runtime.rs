@@ -142,6 +142,26 @@ impl DockerRuntime {
     }
 }
 
+/// A stack's `restart:` as Docker's policy (unless-stopped when unset).
+/// `always` is unless-stopped too: with `always` the daemon would start
+/// the kept, stopped containers of older releases again when it restarts.
+fn restart_policy(restart: Option<&str>) -> RestartPolicy {
+    let (name, count) = restart
+        .unwrap_or("unless-stopped")
+        .split_once(':')
+        .map(|(n, c)| (n, c.parse::<i64>().ok()))
+        .unwrap_or((restart.unwrap_or("unless-stopped"), None));
+    let name = match name {
+        "no" => RestartPolicyNameEnum::NO,
+        "on-failure" => RestartPolicyNameEnum::ON_FAILURE,
+        _ => RestartPolicyNameEnum::UNLESS_STOPPED,
+    };
+    RestartPolicy {
+        name: Some(name),
+        maximum_retry_count: count,
+    }
+}
+
 fn slot_container(c: bollard::models::ContainerInspectResponse, stack: &str) -> SlotContainer {
     let labels = c
         .config
@@ -431,10 +451,7 @@ impl Runtime for DockerRuntime {
                         .collect()
                 }),
                 network_mode: Some(network.clone()),
-                restart_policy: Some(RestartPolicy {
-                    name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
-                    maximum_retry_count: None,
-                }),
+                restart_policy: Some(restart_policy(spec.restart.as_deref())),
                 ..Default::default()
             }),
             networking_config: Some(NetworkingConfig {

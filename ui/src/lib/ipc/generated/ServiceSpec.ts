@@ -92,4 +92,13 @@ autoredeploy: AutoRedeploy | null,
 /**
  * `tmpfs:`, and mounts of `type: tmpfs`.
  */
-tmpfs?: Array<TmpfsMount>, };
+tmpfs?: Array<TmpfsMount>, 
+/**
+ * `depends_on`: services of the stack deployed (and healthy) first.
+ */
+dependsOn?: Array<string>, 
+/**
+ * `restart:` as written (`no`, `always`, `on-failure[:N]`,
+ * `unless-stopped`); `None`: unless-stopped.
+ */
+restart?: string | null, };
