@@ -116,6 +116,11 @@ const SUPPORTED: &[&str] = &[
     "labels",
     "command",
     "deploy",
+    "tmpfs",
+    "depends_on",
+    "restart",
+    "container_name",
+    "extends",
     "x-changeover",
 ];
 
@@ -526,11 +531,19 @@ fn valid_name(name: &str) -> bool {
 /// Reads a stack file from disk. `env_file`s are read relative to it;
 /// variables come from the process environment and the `.env` file beside it.
 pub fn read_file(path: &Path) -> StackReport {
+    read_file_with(path, std::env::vars())
+}
+
+/// [`read_file`] with `process` as the shell's variables.
+pub fn read_file_with(
+    path: &Path,
+    process: impl IntoIterator<Item = (String, String)>,
+) -> StackReport {
     let shown = path.display().to_string();
     let dotenv = path
         .parent()
         .and_then(|d| std::fs::read_to_string(d.join(".env")).ok());
-    let vars = match crate::interpolate::variables(dotenv.as_deref(), std::env::vars()) {
+    let vars = match crate::interpolate::variables(dotenv.as_deref(), process) {
         Ok(v) => v,
         Err((line, message)) => {
             let env_path = path.with_file_name(".env").display().to_string();
@@ -809,6 +822,7 @@ fn read_stack(r: &mut Reader, root: &Node, file: &str, dir: Option<&Path>) -> Op
     if service_entries.is_empty() && include_node.is_none() && r.errors.is_empty() {
         r.error(services_node, "services", "the stack defines no service");
     }
+    let declared_services: Vec<String> = service_entries.iter().map(|(n, _)| n.clone()).collect();
     for (svc_name, node) in service_entries {
         let key = format!("services.{svc_name}");
         // Whole-service messages point at its name, not its first key.
@@ -877,7 +891,7 @@ fn read_stack(r: &mut Reader, root: &Node, file: &str, dir: Option<&Path>) -> Op
         .iter()
         .filter_map(|s| key_line(services_node, &s.name).map(|l| (s.name.clone(), l)))
         .collect();
-    let services = in_dependency_order(r, services, &lines);
+    let services = in_dependency_order(r, services, &lines, &declared_services);
     Some(Stack {
         name: stack_name,
         services,
@@ -1044,6 +1058,7 @@ fn read_service(
     let mut image = None;
     let mut image_node: Option<&Node> = None;
     let mut container_name: Option<&Node> = None;
+    let mut unresolved_extends = false;
     // Written but unusable (reported already) is not "missing".
     let mut image_written = false;
     let mut build = None;
@@ -1190,6 +1205,8 @@ fn read_service(
                 }
             }
             "container_name" => container_name = Some(value),
+            // Left only when it could not be resolved (said already).
+            "extends" => unresolved_extends = true,
             "command" => {
                 spec.command = match items(value) {
                     Some(list) => Some(
@@ -1271,7 +1288,7 @@ fn read_service(
             return None;
         }
         None => {
-            if !image_written {
+            if !image_written && !unresolved_extends {
                 r.error_at(at, key, "a service needs an `image:` or a `build:`");
             }
             return None;
@@ -1439,8 +1456,13 @@ fn in_dependency_order(
     r: &mut Reader,
     services: Vec<ServiceSpec>,
     lines: &BTreeMap<String, usize>,
+    declared: &[String],
 ) -> Vec<ServiceSpec> {
-    let names: Vec<String> = services.iter().map(|s| s.name.clone()).collect();
+    let names: Vec<String> = services
+        .iter()
+        .map(|s| s.name.clone())
+        .chain(declared.iter().cloned())
+        .collect();
     let mut ok = true;
     for s in &services {
         for d in &s.depends_on {
@@ -1457,13 +1479,15 @@ fn in_dependency_order(
     if !ok {
         return services;
     }
+    // A service that could not be read (its errors said) holds nobody back.
+    let read: Vec<String> = services.iter().map(|s| s.name.clone()).collect();
     let mut placed: Vec<ServiceSpec> = Vec::new();
     let mut left = services;
     while !left.is_empty() {
         let ready = left.iter().position(|s| {
             s.depends_on
                 .iter()
-                .all(|d| placed.iter().any(|p| &p.name == d))
+                .all(|d| !read.contains(d) || placed.iter().any(|p| &p.name == d))
         });
         match ready {
             Some(i) => placed.push(left.remove(i)),
@@ -2581,15 +2605,12 @@ volumes:
         assert_eq!(web.drain_timeout_ms, 10_000);
         assert_eq!(web.deploy_timeout_ms, 60_000);
         assert_eq!(web.healthcheck.as_ref().unwrap().retries, 5);
-        assert_eq!(
-            report.warnings.len(),
-            1,
-            "`restart` is named in a warning: {:?}",
+        assert!(
+            report.warnings.is_empty(),
+            "`restart` is applied now: {:?}",
             report.warnings
         );
-        assert!(report.warnings[0]
-            .to_string()
-            .contains("services.web.restart"));
+        assert_eq!(web.restart.as_deref(), Some("always"));
     }
 
     #[test]
@@ -2891,7 +2912,7 @@ volumes:
             .message
             .contains("unknown service key `imagee`"));
         assert_eq!(report.warnings.len(), 1);
-        assert!(report.warnings[0].message.contains("container_name"));
+        assert_eq!(report.warnings[0].key, "services.web.container_name");
         assert!(
             report.stack.is_none(),
             "no stack comes out of a file with errors"
