@@ -50,6 +50,7 @@ lint: ui
 
 unit:
 	$(CARGO) test --workspace --lib --bins
+	$(CARGO) test -p changeover-core --test corpus
 
 # The workspace tests run with a private, unlocked OS keyring of their own
 # (scripts/with-keyring.sh), never the user's.
