@@ -106,7 +106,15 @@ async fn services_of(env: &Environment, stack: &str) -> Result<Vec<String>, Prob
 
 /// What removing `stack` would take away; nothing changes.
 pub async fn stack_removal(env: &Environment, stack: &str) -> Result<StackRemoval, Problem> {
-    let d = deployer(env, quiet()).await?;
+    removal_with(&deployer(env, quiet()).await?, env, stack).await
+}
+
+/// [`stack_removal`] with the deployer a removal goes on with.
+async fn removal_with(
+    d: &Deployer,
+    env: &Environment,
+    stack: &str,
+) -> Result<StackRemoval, Problem> {
     let mut services = Vec::new();
     for s in services_of(env, stack).await? {
         services.push(d.removal(stack, &s).await?);
@@ -144,7 +152,8 @@ pub async fn remove_stack(
     events: EventSink,
 ) -> Result<StackRemoval, Problem> {
     let _busy = env.busy();
-    let plan = stack_removal(env, stack).await?;
+    let d = deployer(env, events.clone()).await?;
+    let plan = removal_with(&d, env, stack).await?;
     let docker = env.docker().await?;
     if volumes {
         let ours: Vec<&String> = plan.services.iter().flat_map(|r| &r.containers).collect();
@@ -168,12 +177,8 @@ pub async fn remove_stack(
     }
     // Every lock is free now, or nothing changes.
     for r in &plan.services {
-        let holder = match crate::services::service(env, &r.service).await {
-            Ok(view) => view.rollout_lock,
-            Err(p) if p.code == ProblemCode::UnknownService => None,
-            Err(p) => return Err(p),
-        };
-        if let Some(holder) = holder {
+        let (_, service) = split_qualified(&r.service)?;
+        if let Some(holder) = crate::services::lock_of(&d.edge, stack, service).await? {
             return Err(Problem::new(
                 ProblemCode::RolloutInProgress,
                 format!(
@@ -183,7 +188,6 @@ pub async fn remove_stack(
             ));
         }
     }
-    let d = deployer(env, events.clone()).await?;
     let mut done = Vec::new();
     for r in &plan.services {
         let (_, service) = split_qualified(&r.service)?;

@@ -632,7 +632,11 @@ pub async fn locks_held(env: &Environment) -> Result<Vec<(String, String)>, Prob
     Ok(out)
 }
 
-async fn lock_of(edge: &Edge, stack: &str, service: &str) -> Result<Option<LockHolder>, Problem> {
+pub(crate) async fn lock_of(
+    edge: &Edge,
+    stack: &str,
+    service: &str,
+) -> Result<Option<LockHolder>, Problem> {
     Ok(
         match edge
             .call(Request::LockGet {
