@@ -378,18 +378,7 @@ async fn roll_to_tag(
     if pull {
         let tell = pull_progress(events);
         let pulling = env.registries.pull(env, &spec.image, |p| tell(p));
-        match stop {
-            Some(mut stop) => tokio::select! {
-                pulled = pulling => { pulled?; }
-                () = stop.asked() => return Err(Problem::new(
-                    ProblemCode::Cancelled,
-                    format!("{} was not pulled: the pull was stopped, nothing was changed", spec.image),
-                )),
-            },
-            None => {
-                pulling.await?;
-            }
-        }
+        PullStop::or_stopped(stop, &spec.image, pulling).await?;
     }
     ensure_demo_images(&d.runtime.docker, &[&spec]).await?;
     d.run(

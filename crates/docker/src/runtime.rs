@@ -95,6 +95,25 @@ impl PullStop {
             std::future::pending::<()>().await;
         }
     }
+
+    /// `pulling` (of `reference`), unless `stop` is asked first: then the
+    /// pull is dropped (the daemon stops it) and refused in words.
+    pub async fn or_stopped<T>(
+        stop: Option<PullStop>,
+        reference: &str,
+        pulling: impl Future<Output = Result<T, Problem>>,
+    ) -> Result<T, Problem> {
+        let Some(mut stop) = stop else {
+            return pulling.await;
+        };
+        tokio::select! {
+            pulled = pulling => pulled,
+            () = stop.asked() => Err(Problem::new(
+                ProblemCode::Cancelled,
+                format!("{reference} was not pulled: the pull was stopped, nothing was changed"),
+            )),
+        }
+    }
 }
 
 /// The credential for a registry host (`None`: ask anonymously).
@@ -236,16 +255,8 @@ impl Runtime for DockerRuntime {
                 tell(state);
             }
         });
-        let pulled = match self.pulls.as_ref().and_then(|p| p.stop.clone()) {
-            Some(mut stop) => tokio::select! {
-                pulled = pulling => pulled,
-                () = stop.asked() => Err(Problem::new(
-                    ProblemCode::Cancelled,
-                    format!("{reference} was not pulled: the pull was stopped, nothing was changed"),
-                )),
-            },
-            None => pulling.await,
-        };
+        let stop = self.pulls.as_ref().and_then(|p| p.stop.clone());
+        let pulled = PullStop::or_stopped(stop, &reference.to_string(), pulling).await;
         pulled.map_err(|p| {
             let said = p
                 .message
