@@ -175,22 +175,18 @@ pub async fn build_images(
             })
         };
         let mut credentials = std::collections::HashMap::new();
-        // A context or Dockerfile that cannot be read is the build's to say.
-        let bases = changeover_docker::build::base_images(build).unwrap_or_default();
-        for base in bases {
-            let Ok(image) = changeover_core::image::ImageRef::parse(&base) else {
-                continue;
-            };
-            let host = changeover_core::registry::Repository::of(&image).host;
-            if let (Some(c), _) = env.registries.credential(&host).await? {
+        let hosts = changeover_docker::build::base_hosts(build);
+        for host in &hosts {
+            if let (Some(c), _) = env.registries.credential(host).await? {
                 credentials.insert(
-                    changeover_core::registry::helper_server_url(&host),
-                    changeover_docker::images::docker_credentials(&host, &c),
+                    changeover_core::registry::helper_server_url(host),
+                    changeover_docker::images::docker_credentials(host, &c),
                 );
             }
         }
         let built =
-            changeover_docker::build::build(docker, build, &repository, credentials, tell).await?;
+            changeover_docker::build::build(docker, build, &repository, &hosts, credentials, tell)
+                .await?;
         events(RolloutEvent::Note {
             message: if built.cached {
                 format!(

@@ -237,7 +237,7 @@ const MAX_DOCKERFILE: u64 = 1 << 20;
 
 /// The images `spec`'s Dockerfile builds from
 /// ([`changeover_core::build::base_images`]), read from the context.
-pub fn base_images(spec: &BuildSpec) -> Result<Vec<String>, Problem> {
+fn base_images(spec: &BuildSpec) -> Result<Vec<String>, Problem> {
     let path = Path::new(&spec.context).join(spec.dockerfile());
     let mut text = String::new();
     std::fs::File::open(&path)
@@ -246,15 +246,31 @@ pub fn base_images(spec: &BuildSpec) -> Result<Vec<String>, Problem> {
     Ok(changeover_core::build::base_images(&text, &spec.args))
 }
 
+/// The registries `spec`'s base images come from, each once; none when
+/// the Dockerfile cannot be read (the build says why).
+pub fn base_hosts(spec: &BuildSpec) -> Vec<String> {
+    let mut hosts: Vec<String> = Vec::new();
+    for image in base_images(spec).unwrap_or_default() {
+        if let Ok(i) = changeover_core::image::ImageRef::parse(&image) {
+            let host = changeover_core::registry::Repository::of(&i).host;
+            if !hosts.contains(&host) {
+                hosts.push(host);
+            }
+        }
+    }
+    hosts
+}
+
 /// Builds `spec` on the daemon as `repository:b-HASH` unless that image is
 /// there already; each line of the build's output goes to `line`. The
-/// daemon pulls the base images with `credentials` (`X-Registry-Config`,
-/// by registry). A failed build is a problem naming the failing step with
-/// the output before it.
+/// daemon pulls the base images (from `hosts`, [`base_hosts`]) with
+/// `credentials` (`X-Registry-Config`, by registry). A failed build is a
+/// problem naming the failing step with the output before it.
 pub async fn build(
     docker: &Docker,
     spec: &BuildSpec,
     repository: &str,
+    hosts: &[String],
     credentials: std::collections::HashMap<String, bollard::auth::DockerCredentials>,
     mut line: impl FnMut(&str),
 ) -> Result<Built, Problem> {
@@ -269,13 +285,6 @@ pub async fn build(
             cached: true,
         });
     }
-    // The registries the base images come from, for a refusal's hint.
-    let hosts: Vec<String> = base_images(spec)
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|i| changeover_core::image::ImageRef::parse(i).ok())
-        .map(|i| changeover_core::registry::Repository::of(&i).host)
-        .collect();
     line(&format!(
         "sending the build context: {} files, {} bytes",
         context.files, context.bytes
@@ -301,7 +310,7 @@ pub async fn build(
             Ok(info) => info,
             Err(e) => {
                 if let Some(said) = crate::connect::daemon_words(&e) {
-                    return Err(failure(&reference, &hosts, step.as_deref(), &kept, said));
+                    return Err(failure(&reference, hosts, step.as_deref(), &kept, said));
                 }
                 return Err(crate::connect::daemon_problem(
                     &format!("building {reference}"),
@@ -343,7 +352,7 @@ pub async fn build(
     if docker.inspect_image(&reference).await.is_err() {
         return Err(failure(
             &reference,
-            &hosts,
+            hosts,
             step.as_deref(),
             &kept,
             "the daemon ended the build without an image",
