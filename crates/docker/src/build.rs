@@ -321,7 +321,7 @@ pub async fn build(
         if let Some(message) = info.error_detail.and_then(|d| d.message) {
             return Err(failure(
                 &reference,
-                &hosts,
+                hosts,
                 step.as_deref(),
                 &kept,
                 &message,
