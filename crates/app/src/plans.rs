@@ -31,13 +31,13 @@ async fn image_id(docker: &Docker, image: &str) -> Option<String> {
     docker.inspect_image(image).await.ok().and_then(|i| i.id)
 }
 
-/// `spec` with its image as a deploy would name it: a `build:` service's
-/// content tag (the context packed, nothing sent). The note says what
-/// would happen to the image first.
+/// `spec` with its image as a deploy would name it (a `build:` service's
+/// content tag: the context packed, nothing sent), and that image's ID on
+/// the daemon, or a note of what would happen to it first.
 async fn resolved(
     docker: &Docker,
     spec: &ServiceSpec,
-) -> Result<(ServiceSpec, Option<String>), Problem> {
+) -> Result<(ServiceSpec, Result<String, &'static str>), Problem> {
     let mut spec = spec.clone();
     if let Some(build) = spec.build.clone() {
         let repository = changeover_core::image::ImageRef::parse(&spec.image)
@@ -52,17 +52,11 @@ async fn resolved(
             "{repository}:{}",
             changeover_core::build::build_tag(&context.hash)
         );
-        let note = image_id(docker, &spec.image)
-            .await
-            .is_none()
-            .then(|| "built first".to_string());
-        return Ok((spec, note));
+        let id = image_id(docker, &spec.image).await.ok_or("built first");
+        return Ok((spec, id));
     }
-    let note = image_id(docker, &spec.image)
-        .await
-        .is_none()
-        .then(|| "pulled first".to_string());
-    Ok((spec, note))
+    let id = image_id(docker, &spec.image).await.ok_or("pulled first");
+    Ok((spec, id))
 }
 
 /// The plan of deploying `spec` over what `record` holds.
@@ -71,9 +65,12 @@ async fn plan_of(
     record: Option<&ServiceRecord>,
     spec: &ServiceSpec,
 ) -> Result<ServicePlan, Problem> {
-    let (spec, note) = resolved(docker, spec).await?;
+    let (spec, id) = resolved(docker, spec).await?;
     let current = record.and_then(|r| r.current.and_then(|n| r.release(n)));
-    let to_image_id = image_id(docker, &spec.image).await;
+    let (to_image_id, note) = match id {
+        Ok(id) => (Some(id), None),
+        Err(note) => (None, Some(note.to_string())),
+    };
     let changes = spec_changes(current.map(|c| &c.spec), &spec);
     let from_image_id = current.map(|c| c.image_id.clone());
     let action = match current {

@@ -319,13 +319,7 @@ pub async fn build(
             }
         };
         if let Some(message) = info.error_detail.and_then(|d| d.message) {
-            return Err(failure(
-                &reference,
-                hosts,
-                step.as_deref(),
-                &kept,
-                &message,
-            ));
+            return Err(failure(&reference, hosts, step.as_deref(), &kept, &message));
         }
         if let Some(text) = info.stream {
             pending.push_str(&text);
