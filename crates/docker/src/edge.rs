@@ -170,21 +170,69 @@ impl BinaryImage {
 }
 
 fn tar_context(binary: &[u8], dockerfile: &str) -> Result<Vec<u8>, Problem> {
+    tar_of(
+        "the image context",
+        &[],
+        &[
+            ("changeover-edge", binary, 0o755),
+            ("Dockerfile", dockerfile.as_bytes(), 0o644),
+        ],
+    )
+}
+
+/// A tar of the folders `dirs` (mode 0700), then `files` (name, bytes,
+/// mode), every time 0; `what` names it in an error.
+pub(crate) fn tar_of(
+    what: &str,
+    dirs: &[&str],
+    files: &[(&str, &[u8], u32)],
+) -> Result<Vec<u8>, Problem> {
+    let fail = |e: std::io::Error| edge_problem(format!("cannot pack {what}: {e}"));
     let mut builder = tar::Builder::new(Vec::new());
-    let mut add = |name: &str, data: &[u8], mode: u32| {
+    for d in dirs {
         let mut header = tar::Header::new_gnu();
-        header.set_size(data.len() as u64);
-        header.set_mode(mode);
+        header.set_entry_type(tar::EntryType::Directory);
+        header.set_size(0);
+        header.set_mode(0o700);
         header.set_mtime(0);
         header.set_cksum();
-        builder.append_data(&mut header, name, data)
-    };
-    add("changeover-edge", binary, 0o755)
-        .and_then(|_| add("Dockerfile", dockerfile.as_bytes(), 0o644))
-        .map_err(|e| edge_problem(format!("cannot pack the image context: {e}")))?;
-    builder
-        .into_inner()
-        .map_err(|e| edge_problem(format!("cannot pack the image context: {e}")))
+        builder
+            .append_data(&mut header, d, std::io::empty())
+            .map_err(fail)?;
+    }
+    for (name, data, mode) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(*mode);
+        header.set_mtime(0);
+        header.set_cksum();
+        builder
+            .append_data(&mut header, name, *data)
+            .map_err(fail)?;
+    }
+    builder.into_inner().map_err(fail)
+}
+
+/// Builds `tag` from a packed context (a Dockerfile and what it copies);
+/// a failure in the daemon's words.
+pub(crate) async fn build_context(
+    docker: &Docker,
+    tag: &str,
+    context: Vec<u8>,
+) -> Result<(), Problem> {
+    let options = BuildImageOptionsBuilder::new()
+        .t(tag)
+        .rm(true)
+        .forcerm(true)
+        .build();
+    let mut stream = docker.build_image(options, None, Some(bollard::body_full(context.into())));
+    while let Some(item) = stream.next().await {
+        let info = item.map_err(|e| daemon_problem(&format!("building image {tag}"), &e))?;
+        if let Some(err) = info.error_detail.and_then(|d| d.message) {
+            return Err(edge_problem(format!("building image {tag} failed: {err}")));
+        }
+    }
+    Ok(())
 }
 
 async fn image_digest(docker: &Docker, tag: &str) -> Option<String> {
@@ -217,19 +265,7 @@ pub(crate) async fn ensure_binary_image(
         dockerfile.push_str(&format!("LABEL {k}=\"{v}\"\n"));
     }
     dockerfile.push_str(&format!("ENTRYPOINT {entry}\n"));
-    let context = tar_context(&image.binary, &dockerfile)?;
-    let options = BuildImageOptionsBuilder::new()
-        .t(tag)
-        .rm(true)
-        .forcerm(true)
-        .build();
-    let mut stream = docker.build_image(options, None, Some(bollard::body_full(context.into())));
-    while let Some(item) = stream.next().await {
-        let info = item.map_err(|e| daemon_problem(&format!("building image {tag}"), &e))?;
-        if let Some(err) = info.error_detail.and_then(|d| d.message) {
-            return Err(edge_problem(format!("building image {tag} failed: {err}")));
-        }
-    }
+    build_context(docker, tag, tar_context(&image.binary, &dockerfile)?).await?;
     Ok(true)
 }
 

@@ -24,8 +24,8 @@ use bollard::models::{
     ContainerCreateBody, HostConfig, HostConfigLogConfig, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
-    BuildImageOptionsBuilder, CreateContainerOptionsBuilder, LogsOptionsBuilder,
-    RemoveContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    UploadToContainerOptionsBuilder,
 };
 use bollard::Docker;
 use changeover_core::edge::labels;
@@ -34,6 +34,7 @@ use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
 use crate::connect::daemon_problem;
+use crate::edge::tar_of;
 
 /// The watcher container's name (one per daemon).
 pub const CONTAINER: &str = "changeover-watcher";
@@ -97,34 +98,6 @@ pub struct Installed {
     pub started_at: Option<String>,
 }
 
-fn tar_of(entries: &[(&str, &[u8], u32)], dirs: &[&str]) -> Result<Vec<u8>, Problem> {
-    let mut builder = tar::Builder::new(Vec::new());
-    for d in dirs {
-        let mut header = tar::Header::new_gnu();
-        header.set_entry_type(tar::EntryType::Directory);
-        header.set_size(0);
-        header.set_mode(0o700);
-        header.set_mtime(0);
-        header.set_cksum();
-        builder
-            .append_data(&mut header, d, std::io::empty())
-            .map_err(|e| problem(format!("cannot pack the watcher's files: {e}")))?;
-    }
-    for (name, data, mode) in entries {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(data.len() as u64);
-        header.set_mode(*mode);
-        header.set_mtime(0);
-        header.set_cksum();
-        builder
-            .append_data(&mut header, name, *data)
-            .map_err(|e| problem(format!("cannot pack the watcher's files: {e}")))?;
-    }
-    builder
-        .into_inner()
-        .map_err(|e| problem(format!("cannot pack the watcher's files: {e}")))
-}
-
 /// Builds the watcher image from the static binaries unless the daemon
 /// has this very one (by the digest of what goes in); its tag.
 pub async fn ensure_image(docker: &Docker) -> Result<String, Problem> {
@@ -158,26 +131,16 @@ pub async fn ensure_image(docker: &Docker) -> Result<String, Problem> {
         labels::MANAGED
     );
     let context = tar_of(
+        "the watcher's image context",
+        &[],
         &[
             ("changeover", &cli, 0o755),
             ("changeover-edge", &edge, 0o755),
             ("ca-certificates.crt", &ca, 0o644),
             ("Dockerfile", dockerfile.as_bytes(), 0o644),
         ],
-        &[],
     )?;
-    let options = BuildImageOptionsBuilder::new()
-        .t(&tag)
-        .rm(true)
-        .forcerm(true)
-        .build();
-    let mut stream = docker.build_image(options, None, Some(bollard::body_full(context.into())));
-    while let Some(item) = stream.next().await {
-        let info = item.map_err(|e| daemon_problem(&format!("building image {tag}"), &e))?;
-        if let Some(err) = info.error_detail.and_then(|d| d.message) {
-            return Err(problem(format!("building image {tag} failed: {err}")));
-        }
-    }
+    crate::edge::build_context(docker, &tag, context).await?;
     Ok(tag)
 }
 
@@ -308,7 +271,7 @@ pub async fn install(docker: &Docker, image: &str, setup: &Setup) -> Result<Inst
             .map(|(n, b)| (n.as_str(), *b, 0o600))
             .collect();
         let dirs: Vec<&str> = dirs.iter().map(String::as_str).collect();
-        let tar = tar_of(&entries, &dirs)?;
+        let tar = tar_of("the watcher's files", &dirs, &entries)?;
         docker
             .upload_to_container(
                 &created.id,
