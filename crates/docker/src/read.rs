@@ -225,6 +225,27 @@ fn image_from(i: ImageSummary) -> Image {
     }
 }
 
+/// Every container (running or not) matching all of `values` for the
+/// daemon's filter `key` (`label`, `volume`, …); `context` says what the
+/// listing was for in an error.
+pub async fn containers_filtered(
+    docker: &Docker,
+    key: &str,
+    values: Vec<String>,
+    context: &str,
+) -> Result<Vec<ContainerSummary>, Problem> {
+    let filters = HashMap::from([(key.to_string(), values)]);
+    docker
+        .list_containers(Some(
+            ListContainersOptionsBuilder::new()
+                .all(true)
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .map_err(|e| daemon_problem(context, &e))
+}
+
 /// One of Changeover's slot containers (it carries a release label), by
 /// its labels.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -244,16 +265,13 @@ pub async fn slot_containers(
         Some(s) => format!("{}={s}", labels::STACK),
         None => labels::STACK.to_string(),
     };
-    let filters = HashMap::from([("label".to_string(), vec![wanted])]);
-    let list = docker
-        .list_containers(Some(
-            ListContainersOptionsBuilder::new()
-                .all(true)
-                .filters(&filters)
-                .build(),
-        ))
-        .await
-        .map_err(|e| daemon_problem("listing the stacks' containers", &e))?;
+    let list = containers_filtered(
+        docker,
+        "label",
+        vec![wanted],
+        "listing the stacks' containers",
+    )
+    .await?;
     Ok(list
         .into_iter()
         .filter_map(|c| {

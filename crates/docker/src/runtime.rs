@@ -18,8 +18,8 @@ use bollard::models::{
     VolumeCreateRequest,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
-    LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, InspectContainerOptions, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use bollard::Docker;
 use changeover_core::edge::labels;
@@ -366,24 +366,17 @@ impl Runtime for DockerRuntime {
     }
 
     async fn containers(&self, stack: &str, service: &str) -> Result<Vec<SlotContainer>, Problem> {
-        let filters = HashMap::from([(
-            "label".to_string(),
+        let list = crate::read::containers_filtered(
+            &self.docker,
+            "label",
             vec![
                 format!("{}={stack}", labels::STACK),
                 format!("{}={service}", labels::SERVICE),
                 format!("{}=true", labels::MANAGED),
             ],
-        )]);
-        let list = self
-            .docker
-            .list_containers(Some(
-                ListContainersOptionsBuilder::new()
-                    .all(true)
-                    .filters(&filters)
-                    .build(),
-            ))
-            .await
-            .map_err(|e| daemon_problem("listing the service's containers", &e))?;
+            "listing the service's containers",
+        )
+        .await?;
         let mut out = Vec::new();
         for c in list {
             let Some(id) = c.id else { continue };

@@ -12,9 +12,7 @@ use std::collections::HashMap;
 
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType};
-use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
-};
+use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder};
 use bollard::Docker;
 use changeover_core::edge::{labels, EDGE_BINARY_PATH};
 use changeover_core::snapshot::{
@@ -208,16 +206,7 @@ async fn containers_where(
     value: &str,
     context: &str,
 ) -> Result<Vec<bollard::models::ContainerSummary>, Problem> {
-    let filters = HashMap::from([(key.to_string(), vec![value.to_string()])]);
-    docker
-        .list_containers(Some(
-            ListContainersOptionsBuilder::new()
-                .all(true)
-                .filters(&filters)
-                .build(),
-        ))
-        .await
-        .map_err(|e| daemon_problem(context, &e))
+    crate::read::containers_filtered(docker, key, vec![value.to_string()], context).await
 }
 
 fn is_volume_helper(c: &bollard::models::ContainerSummary) -> bool {
