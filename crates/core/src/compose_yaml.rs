@@ -19,14 +19,17 @@ pub const MAX_DEPTH: usize = 128;
 /// One problem found while resolving: (line, dotted key, message).
 pub type Issue = (usize, String, String);
 
-fn line(node: &Node) -> usize {
+/// The node's line (1-based).
+pub(crate) fn line(node: &Node) -> usize {
     node.span.start.line().max(1)
 }
 
-fn key_text(node: &Node) -> Option<String> {
+/// The node's scalar as text (numbers and booleans as written in YAML).
+pub(crate) fn scalar(node: &Node) -> Option<String> {
     match &node.data {
         YamlData::Value(Scalar::String(s)) => Some(s.to_string()),
         YamlData::Value(Scalar::Integer(i)) => Some(i.to_string()),
+        YamlData::Value(Scalar::FloatingPoint(f)) => Some(f.to_string()),
         YamlData::Value(Scalar::Boolean(b)) => Some(b.to_string()),
         YamlData::Representation(s, _, _) => Some(s.to_string()),
         _ => None,
@@ -127,7 +130,7 @@ fn resolve_at<'a>(node: &Node<'a>, path: &str, depth: usize, issues: &mut Vec<Is
             let mut merged: Vec<&Node<'a>> = Vec::new();
             let mut reset: Vec<String> = Vec::new();
             for (k, v) in m.iter() {
-                let name = key_text(k).unwrap_or_default();
+                let name = scalar(k).unwrap_or_default();
                 if name == "<<"
                     && !matches!(
                         k.data,
@@ -168,7 +171,7 @@ fn resolve_at<'a>(node: &Node<'a>, path: &str, depth: usize, issues: &mut Vec<Is
                     let resolved = resolve_at(source, path, depth + 1, issues);
                     if let YamlData::Mapping(extra) = resolved.data {
                         for (k, v) in extra {
-                            let name = key_text(&k).unwrap_or_default();
+                            let name = scalar(&k).unwrap_or_default();
                             if !own.contains_key(&k) && !reset.contains(&name) {
                                 own.insert(k, v);
                             }
@@ -265,7 +268,7 @@ fn as_mapping<'a>(node: &Node<'a>) -> Node<'a> {
     };
     let mut out: AnnotatedMapping<'a, Node<'a>> = AnnotatedMapping::new();
     for item in list {
-        let text = key_text(item).unwrap_or_default();
+        let text = scalar(item).unwrap_or_default();
         let (k, v) = match text.split_once('=') {
             Some((k, v)) => (k.to_string(), text_node(v, item)),
             None => (
@@ -294,12 +297,12 @@ pub fn merge_over<'a>(base: &Node<'a>, child: &Node<'a>) -> Node<'a> {
     };
     let mut out: AnnotatedMapping<'a, Node<'a>> = AnnotatedMapping::new();
     for (k, v) in b.iter() {
-        if key_text(k).as_deref() != Some("extends") {
+        if scalar(k).as_deref() != Some("extends") {
             out.insert(k.clone(), v.clone());
         }
     }
     for (k, cv) in c.iter() {
-        let name = key_text(k).unwrap_or_default();
+        let name = scalar(k).unwrap_or_default();
         if name == "extends" {
             continue;
         }
@@ -352,7 +355,7 @@ fn get<'n, 'a>(node: &'n Node<'a>, key: &str) -> Option<&'n Node<'a>> {
     match &node.data {
         YamlData::Mapping(m) => m
             .iter()
-            .find(|(k, _)| key_text(k).as_deref() == Some(key))
+            .find(|(k, _)| scalar(k).as_deref() == Some(key))
             .map(|(_, v)| v),
         _ => None,
     }
@@ -376,7 +379,7 @@ pub fn apply_extends<'a>(
     };
     let mut out: AnnotatedMapping<'a, Node<'a>> = AnnotatedMapping::new();
     for (k, v) in m.iter() {
-        let name = key_text(k).unwrap_or_default();
+        let name = scalar(k).unwrap_or_default();
         let mut chain = vec![name.clone()];
         let merged = extended(services, v, &name, dir, read, &mut chain, issues);
         out.insert(k.clone(), merged);
@@ -400,10 +403,10 @@ fn extended<'a>(
         return node.clone();
     };
     let key = format!("services.{name}.extends");
-    let (base_name, file) = match (&ext.data, key_text(ext)) {
+    let (base_name, file) = match (&ext.data, scalar(ext)) {
         (YamlData::Mapping(_), _) => (
-            get(ext, "service").and_then(key_text),
-            get(ext, "file").and_then(key_text),
+            get(ext, "service").and_then(scalar),
+            get(ext, "file").and_then(scalar),
         ),
         (_, Some(s)) => (Some(s), None),
         _ => (None, None),
@@ -544,7 +547,7 @@ mod tests {
             YamlData::Mapping(m) => {
                 let mut parts: Vec<String> = m
                     .iter()
-                    .map(|(k, v)| format!("{}: {}", key_text(k).unwrap_or_default(), show(v)))
+                    .map(|(k, v)| format!("{}: {}", scalar(k).unwrap_or_default(), show(v)))
                     .collect();
                 parts.sort();
                 format!("{{{}}}", parts.join(", "))
@@ -553,7 +556,7 @@ mod tests {
                 format!("[{}]", s.iter().map(show).collect::<Vec<_>>().join(", "))
             }
             YamlData::Value(Scalar::Null) => "~".into(),
-            _ => key_text(node).unwrap_or_else(|| "?".into()),
+            _ => scalar(node).unwrap_or_else(|| "?".into()),
         }
     }
 

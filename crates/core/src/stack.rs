@@ -223,21 +223,7 @@ struct Reader<'f> {
     warnings: Vec<StackIssue>,
 }
 
-fn line(node: &Node) -> usize {
-    node.span.start.line().max(1)
-}
-
-/// The node's scalar as text (numbers and booleans as written in YAML).
-fn scalar(node: &Node) -> Option<String> {
-    match &node.data {
-        YamlData::Value(Scalar::String(s)) => Some(s.to_string()),
-        YamlData::Value(Scalar::Integer(i)) => Some(i.to_string()),
-        YamlData::Value(Scalar::FloatingPoint(f)) => Some(f.to_string()),
-        YamlData::Value(Scalar::Boolean(b)) => Some(b.to_string()),
-        YamlData::Representation(s, _, _) => Some(s.to_string()),
-        _ => None,
-    }
-}
+use crate::compose_yaml::{line, scalar};
 
 fn is_null(node: &Node) -> bool {
     matches!(node.data, YamlData::Value(Scalar::Null))
