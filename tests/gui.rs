@@ -1802,12 +1802,8 @@ fn a_registry_login_and_a_tag_that_is_not_local_are_used_from_the_window() {
     let first = registry.push_image("changeover-demo:v1", &repo, "1.0.0");
     registry.push_image("changeover-demo:v2", &repo, "1.1.0");
     registry.forget_locally(&repo, "1.1.0");
-    let config = tempfile::tempdir().unwrap();
-    let docker_config = tempfile::tempdir().unwrap();
-    let env = [
-        ("CHANGEOVER_CONFIG_DIR", config.path().to_str().unwrap()),
-        ("DOCKER_CONFIG", docker_config.path().to_str().unwrap()),
-    ];
+    let home = changeover_tests::home::Home::new();
+    let env = home.env();
     let port = changeover_tests::free_port();
     let stack = changeover_tests::TestStack::web(
         "reggui",
@@ -1941,12 +1937,8 @@ fn a_pull_is_stopped_from_the_timeline_and_the_release_before_keeps_serving() {
     let stalled = registry.with_stalled_blobs();
     let image = format!("{}/{repo}", stalled.host());
     docker(&["tag", &one, &format!("{image}:1")]);
-    let config = tempfile::tempdir().unwrap();
-    let docker_config = tempfile::tempdir().unwrap();
-    let env = [
-        ("CHANGEOVER_CONFIG_DIR", config.path().to_str().unwrap()),
-        ("DOCKER_CONFIG", docker_config.path().to_str().unwrap()),
-    ];
+    let home = changeover_tests::home::Home::new();
+    let env = home.env();
     let port = changeover_tests::free_port();
     let stack = changeover_tests::TestStack::web(
         "stoppull",

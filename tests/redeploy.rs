@@ -47,6 +47,14 @@ fn pass(service: &str) -> (Output, Value) {
     (out, check)
 }
 
+/// One pass that must redeploy `service`; its check.
+fn redeployed(service: &str) -> Value {
+    let (out, check) = pass(service);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(check["outcome"]["kind"], "redeployed", "{check}");
+    check
+}
+
 fn version(port: u16) -> Option<String> {
     get(port)
         .ok()?
@@ -104,9 +112,7 @@ fn a_newer_tag_in_the_semver_range_goes_out_and_a_broken_one_never_takes_traffic
     registry.push_image("changeover-demo:v2", &repo, "1.3.0");
     registry.push_image("changeover-demo:v2", &repo, "2.0.0");
     registry.forget_locally(&repo, "1.3.0");
-    let (out, check) = pass(&service);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(check["outcome"]["kind"], "redeployed", "{check}");
+    let check = redeployed(&service);
     assert!(
         check["outcome"]["image"]
             .as_str()
@@ -156,9 +162,7 @@ fn a_tag_pushed_again_goes_out_as_a_canary_and_is_promoted_after_its_time() {
     // registry's `stable` pointed at it).
     registry.push_image("changeover-demo:v2", &repo, "next");
     registry.retag(&repo, "next", "stable");
-    let (out, check) = pass(&service);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(check["outcome"]["kind"], "redeployed", "{check}");
+    let check = redeployed(&service);
     assert!(
         check["outcome"]["why"]
             .as_str()
@@ -186,8 +190,7 @@ fn a_local_tag_rebuilt_goes_out_and_the_watch_loop_reacts_to_the_daemons_event()
     stack.deploy(&[]);
     let service = stack.web_service();
     build("changeover-demo:v2");
-    let (_, check) = pass(&service);
-    assert_eq!(check["outcome"]["kind"], "redeployed", "{check}");
+    redeployed(&service);
     assert_eq!(version(port).as_deref(), Some("v2"));
 
     // The loop: a rebuild is seen from the daemon's events, not a timer
@@ -329,32 +332,10 @@ fn an_installed_watcher_redeploys_with_no_cli_running_by_the_login_copied_into_i
     let host = registry.host();
     let repo = changeover_tests::unique("t-watcher");
     let stable = registry.push_image("changeover-demo:v1", &repo, "stable");
-    let config = tempfile::tempdir().unwrap();
-    let docker_config = tempfile::tempdir().unwrap();
-    let env = [
-        ("CHANGEOVER_CONFIG_DIR", config.path().to_str().unwrap()),
-        ("DOCKER_CONFIG", docker_config.path().to_str().unwrap()),
-    ];
     // Changeover's own login: the password in the keyring only.
-    let mut login = changeover_tests::changeover_cmd(
-        &["registry", "login", &host, "-u", "erin", "--password-stdin"],
-        &env,
-    )
-    .stdin(std::process::Stdio::piped())
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::piped())
-    .spawn()
-    .unwrap();
-    {
-        use std::io::Write;
-        login
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(b"watch-pw-7\n")
-            .unwrap();
-    }
-    let out = login.wait_with_output().unwrap();
+    let home = changeover_tests::home::Home::new();
+    let env = home.env();
+    let out = home.login(&host, "erin", "watch-pw-7");
     assert!(out.status.success(), "{}", text(&out.stderr));
     let port = free_port();
     let stack = stack("watcher", &stable, port, "{watch: digest, check_every: 5s}");

@@ -7,88 +7,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
 
+use changeover_tests::docker;
+use changeover_tests::home::Home;
 use changeover_tests::registry::Registry;
-use changeover_tests::{changeover, docker};
 use serde_json::Value;
-
-/// A config folder and an empty Docker CLI config of the test's own, so
-/// the user's logins are neither used nor touched.
-struct Home {
-    config: tempfile::TempDir,
-    docker: tempfile::TempDir,
-}
-
-impl Home {
-    fn new() -> Home {
-        Home {
-            config: tempfile::tempdir().unwrap(),
-            docker: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn run(&self, args: &[&str]) -> std::process::Output {
-        self.run_with(args, self.docker.path(), &[])
-    }
-
-    fn run_with(
-        &self,
-        args: &[&str],
-        docker_config: &Path,
-        extra: &[(&str, &str)],
-    ) -> std::process::Output {
-        let mut env = vec![
-            (
-                "CHANGEOVER_CONFIG_DIR",
-                self.config.path().to_str().unwrap(),
-            ),
-            ("DOCKER_CONFIG", docker_config.to_str().unwrap()),
-        ];
-        env.extend_from_slice(extra);
-        changeover(args, &env)
-    }
-
-    /// `registry login HOST -u USER --password-stdin` with `password`.
-    fn login(&self, host: &str, user: &str, password: &str) -> std::process::Output {
-        self.login_with(&[host, "-u", user], password)
-    }
-
-    /// `registry login ARGS… --password-stdin` with `password` on stdin.
-    fn login_with(&self, args: &[&str], password: &str) -> std::process::Output {
-        let mut all = vec!["registry", "login", "--password-stdin"];
-        all.extend_from_slice(args);
-        let mut cmd = changeover_tests::changeover_cmd(
-            &all,
-            &[
-                (
-                    "CHANGEOVER_CONFIG_DIR",
-                    self.config.path().to_str().unwrap(),
-                ),
-                ("DOCKER_CONFIG", self.docker.path().to_str().unwrap()),
-            ],
-        );
-        let mut child = cmd
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(format!("{password}\n").as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
-    }
-
-    fn logins(&self) -> Value {
-        let out = self.run(&["registry", "ls", "--json"]);
-        assert!(out.status.success(), "{}", text(&out.stderr));
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-}
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -572,20 +495,11 @@ fn a_registry_that_goes_away_mid_pull_fails_the_pull_in_words_and_leaves_no_imag
     let mirror = registry.with_stalled_blobs();
     let reference = format!("{}/{repo}:1", mirror.host());
     let home = Home::new();
-    let mut child = changeover_tests::changeover_cmd(
-        &["image", "pull", &reference],
-        &[
-            (
-                "CHANGEOVER_CONFIG_DIR",
-                home.config.path().to_str().unwrap(),
-            ),
-            ("DOCKER_CONFIG", home.docker.path().to_str().unwrap()),
-        ],
-    )
-    .stdout(std::process::Stdio::null())
-    .stderr(std::process::Stdio::piped())
-    .spawn()
-    .unwrap();
+    let mut child = changeover_tests::changeover_cmd(&["image", "pull", &reference], &home.env())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     let stderr = child.stderr.take().unwrap();
     std::thread::spawn(move || {

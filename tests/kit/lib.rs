@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test support: failing loudly is the point
 
 pub mod gui;
+pub mod home;
 #[path = "../../crates/edge/tests/support/pebble.rs"]
 pub mod pebble;
 pub mod registry;
