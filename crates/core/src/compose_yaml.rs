@@ -62,12 +62,6 @@ fn join(prefix: &str, key: &str) -> String {
     }
 }
 
-/// `node` with its merge keys resolved and Compose's tags applied; what
-/// could not be resolved goes to `issues`.
-pub fn resolve<'a>(node: &Node<'a>, path: &str, issues: &mut Vec<Issue>) -> Node<'a> {
-    strip_tags(&merge_keys(node, path, issues))
-}
-
 /// `node` with its merge keys resolved; Compose's tags stay (an `extends`
 /// reads them), a key tagged `!reset` keeping out what a merge key gives.
 pub fn merge_keys<'a>(node: &Node<'a>, path: &str, issues: &mut Vec<Issue>) -> Node<'a> {
@@ -537,7 +531,7 @@ mod tests {
     fn resolved(text: &str) -> (String, Vec<Issue>) {
         let docs = MarkedYaml::load_from_str(text).unwrap();
         let mut issues = Vec::new();
-        let node = resolve(&docs[0], "", &mut issues);
+        let node = strip_tags(&merge_keys(&docs[0], "", &mut issues));
         (show(&node), issues)
     }
 
