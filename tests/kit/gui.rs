@@ -38,10 +38,33 @@ fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
+/// Whether an X server runs on `display`: its lock file names a process
+/// that is alive. A server that was killed leaves its lock and socket
+/// behind; they are removed, and the display is free again (otherwise a
+/// machine that ran many GUI tests runs out of displays to try).
+fn display_taken(display: u32) -> bool {
+    let lock = format!("/tmp/.X{display}-lock");
+    let socket = format!("/tmp/.X11-unix/X{display}");
+    let pid = std::fs::read_to_string(&lock)
+        .ok()
+        .and_then(|t| t.trim().parse::<u32>().ok());
+    match pid {
+        Some(pid) if Path::new(&format!("/proc/{pid}")).exists() => true,
+        // No lock, or its process is gone: whatever is left is stale.
+        _ if Path::new(&lock).exists() || Path::new(&socket).exists() => {
+            let removed_lock = std::fs::remove_file(&lock).is_ok() || !Path::new(&lock).exists();
+            let removed_socket =
+                std::fs::remove_file(&socket).is_ok() || !Path::new(&socket).exists();
+            !(removed_lock && removed_socket)
+        }
+        _ => false,
+    }
+}
+
 fn start_xvfb() -> (Child, String) {
     for n in 0..50 {
         let display = 90 + (std::process::id() % 400) + n;
-        if Path::new(&format!("/tmp/.X11-unix/X{display}")).exists() {
+        if display_taken(display) {
             continue;
         }
         let mut child = Command::new("Xvfb")
