@@ -599,3 +599,111 @@ fn a_tcp_service_switches_new_connections_and_drains_open_ones() {
     let t = traffic(&svc);
     assert_eq!(t["routes"][0]["protocol"], "tcp", "{t}");
 }
+
+#[test]
+fn a_udp_service_rolls_under_load_through_the_edge_and_loses_no_flow() {
+    let _edge = shared_edge();
+    let port = free_port();
+    let body = format!(
+        r#"services:
+  dns:
+    image: changeover-demo:v1
+    command: ["--listen", "0.0.0.0:8080", "--udp", "0.0.0.0:5353"]
+    ports: ["{port}:5353/udp"]
+    labels: {{dev.changeover.test: "1"}}
+    healthcheck:
+      test: ["CMD", "/changeover-edge", "probe", "http://127.0.0.1:8080/health"]
+      interval: 1s
+    deploy:
+      replicas: 2
+    x-changeover:
+      drain_timeout: 2s
+      deploy_timeout: 30s
+      timeouts: {{udp_idle: 5s}}
+"#
+    );
+    let stack = TestStack::new("udp", &body, &[port]);
+    let svc = format!("{}/dns", stack.name);
+    let out = changeover(&["stack", "deploy", "-f", &stack.file()], &[]);
+    let said = ok(&out, "first deploy");
+    assert!(said.contains(&format!("udp://127.0.0.1:{port}")), "{said}");
+    let t = traffic(&svc);
+    assert_eq!(t["routes"][0]["udp"], "only", "{t}");
+    assert_eq!(
+        t["routes"][0]["health"]["docker"], true,
+        "a UDP-only port of a service with a healthcheck is judged by it: {t}"
+    );
+    // The same app published by Docker itself, beside it, for the baseline.
+    let direct_port = free_port();
+    let direct = changeover_tests::unique("t-udp-direct");
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &direct,
+        "--label",
+        "dev.changeover.test=1",
+        "-p",
+        &format!("{direct_port}:5353/udp"),
+        "changeover-demo:v1",
+        "--listen",
+        "0.0.0.0:8080",
+        "--udp",
+        "0.0.0.0:5353",
+    ]);
+    struct Removed(String);
+    impl Drop for Removed {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("docker")
+                .args(["rm", "-f", &self.0])
+                .output();
+        }
+    }
+    let _direct = Removed(direct);
+    wait_for(Duration::from_secs(10), || {
+        let s = std::net::UdpSocket::bind(("127.0.0.1", 0)).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        let _ = s.send_to(b"hi", ("127.0.0.1", direct_port));
+        let mut buf = [0u8; 64];
+        s.recv(&mut buf).ok()
+    })
+    .expect("the direct container echoes");
+
+    let through_edge = changeover_tests::UdpLoad::start(port, 8);
+    let direct_load = changeover_tests::UdpLoad::start(direct_port, 8);
+    std::thread::sleep(Duration::from_secs(1));
+    ok(
+        &changeover(&["service", "deploy", &svc, "--tag", "v2"], &[]),
+        "rolling deploy of v2 under load",
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let edge = through_edge.finish();
+    let direct = direct_load.finish();
+    eprintln!("through the edge during the rolling deploy: {edge:?}");
+    eprintln!("published directly, same time: {direct:?}");
+    assert!(edge.answered > 500 && direct.answered > 500, "{edge:?} {direct:?}");
+    assert_eq!(edge.cut_off, 0, "every client is answered at the end: {edge:?}");
+    assert!(
+        edge.longest_gap <= direct.longest_gap + 1,
+        "no client's flow went silent through the deploy: {edge:?} vs {direct:?}"
+    );
+    assert!(
+        edge.lost <= direct.lost + 2,
+        "no datagram lost beyond what the direct publish lost: {edge:?} vs {direct:?}"
+    );
+    assert!(
+        edge.versions.contains_key("v1") && edge.versions.contains_key("v2"),
+        "clients moved from v1 to v2: {edge:?}"
+    );
+    assert_eq!(running_releases(&svc), vec![2, 2]);
+    // Per release on the edge: flows counted, bytes sent back.
+    let t = traffic(&svc);
+    let metrics = t["routes"][0]["metrics"].as_array().unwrap();
+    for release in [1, 2] {
+        let m = metrics
+            .iter()
+            .find(|m| m["release"] == release)
+            .unwrap_or_else(|| panic!("release {release} has counters: {t}"));
+        assert!(m["bytes"].as_u64().unwrap() > 0, "{t}");
+    }
+}

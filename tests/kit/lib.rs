@@ -631,6 +631,95 @@ impl Load {
     }
 }
 
+/// UDP clients on loopback, each its own socket (its own flow through the
+/// edge), each sending a numbered datagram and waiting up to
+/// [`UdpLoad::WAIT`] for its echo before the next.
+pub struct UdpLoad {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<UdpCount>>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct UdpCount {
+    pub sent: u64,
+    pub answered: u64,
+    /// Sent and never answered within the wait.
+    pub lost: u64,
+    /// The most datagrams one client lost in a row.
+    pub longest_gap: u64,
+    /// Clients whose last datagram went unanswered.
+    pub cut_off: u64,
+    /// Answers by the version the demo put after the echo.
+    pub versions: std::collections::BTreeMap<String, u64>,
+}
+
+impl UdpLoad {
+    pub const WAIT: Duration = Duration::from_millis(500);
+
+    pub fn start(port: u16, clients: usize) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = (0..clients)
+            .map(|i| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let socket = std::net::UdpSocket::bind(("127.0.0.1", 0)).unwrap();
+                    socket.connect(("127.0.0.1", port)).unwrap();
+                    socket.set_read_timeout(Some(Self::WAIT)).unwrap();
+                    let mut c = UdpCount::default();
+                    let mut gap = 0;
+                    let mut buf = [0u8; 512];
+                    let mut seq = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        seq += 1;
+                        let text = format!("c{i}-{seq}");
+                        c.sent += 1;
+                        let _ = socket.send(text.as_bytes());
+                        let mut answered = false;
+                        // Late echoes of earlier datagrams are skipped.
+                        while let Ok(n) = socket.recv(&mut buf) {
+                            let got = String::from_utf8_lossy(&buf[..n]).to_string();
+                            if let Some(version) = got.strip_prefix(&format!("{text} ")) {
+                                *c.versions.entry(version.to_string()).or_default() += 1;
+                                answered = true;
+                                break;
+                            }
+                        }
+                        if answered {
+                            c.answered += 1;
+                            gap = 0;
+                        } else {
+                            c.lost += 1;
+                            gap += 1;
+                            c.longest_gap = c.longest_gap.max(gap);
+                        }
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    c.cut_off = u64::from(gap > 0);
+                    c
+                })
+            })
+            .collect();
+        Self { stop, threads }
+    }
+
+    pub fn finish(self) -> UdpCount {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut total = UdpCount::default();
+        for t in self.threads {
+            let c = t.join().expect("a UDP load thread");
+            total.sent += c.sent;
+            total.answered += c.answered;
+            total.lost += c.lost;
+            total.longest_gap = total.longest_gap.max(c.longest_gap);
+            total.cut_off += c.cut_off;
+            for (k, v) in c.versions {
+                *total.versions.entry(k).or_default() += v;
+            }
+        }
+        total
+    }
+}
+
 /// GET `http://127.0.0.1:PORT/` once; the body, or the error.
 pub fn get(port: u16) -> Result<String, String> {
     ureq::get(&format!("http://127.0.0.1:{port}/"))

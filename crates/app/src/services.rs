@@ -287,6 +287,7 @@ pub async fn sandbox(env: &Environment, events: EventSink) -> Result<u16, Proble
             .call(Request::PortCheck {
                 port,
                 service: "sandbox/web".into(),
+                udp: Default::default(),
             })
             .await?;
         if free == Response::Ok {

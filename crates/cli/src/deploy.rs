@@ -163,7 +163,15 @@ pub async fn stack_deploy(env: &Environment, file: &Path) -> Result<(), Problem>
     let ports: Vec<String> = stack
         .services
         .iter()
-        .flat_map(|s| s.ports.iter().map(|p| format!("http://{host}:{}", p.host)))
+        .flat_map(|s| {
+            s.routes().into_iter().map(|p| match p.udp {
+                changeover_core::edge::Udp::Only => format!("udp://{host}:{}", p.host),
+                _ if s.protocol == changeover_core::edge::Protocol::Tcp => {
+                    format!("tcp://{host}:{}", p.host)
+                }
+                _ => format!("http://{host}:{}", p.host),
+            })
+        })
         .collect();
     eprintln!(
         "stack {}: {} service(s) deployed{}",
@@ -261,7 +269,10 @@ pub async fn service_ls(env: &Environment, json: bool) -> Result<(), Problem> {
                 .spec
                 .ports
                 .iter()
-                .map(|p| format!("{}→{}", p.host, p.container))
+                .map(|p| {
+                    let udp = if p.udp { "/udp" } else { "" };
+                    format!("{}→{}{udp}", p.host, p.container)
+                })
                 .collect::<Vec<_>>()
                 .join(", "),
             status(s),

@@ -238,12 +238,7 @@ pub(crate) fn service(spec: &ServiceSpec) -> Yaml {
     if !spec.ports.is_empty() {
         s.push((
             "ports".into(),
-            Yaml::List(
-                spec.ports
-                    .iter()
-                    .map(|p| Yaml::text(format!("{}:{}", p.host, p.container)))
-                    .collect(),
-            ),
+            Yaml::List(spec.ports.iter().map(|p| Yaml::text(p.label())).collect()),
         ));
     }
     if !spec.mounts.is_empty() {
@@ -376,6 +371,7 @@ pub(crate) fn service(spec: &ServiceSpec) -> Yaml {
         ("idle", t.idle_ms, d.idle_ms),
         ("body", t.body_ms, d.body_ms),
         ("response", t.response_ms, d.response_ms),
+        ("udp_idle", t.udp_idle_ms, d.udp_idle_ms),
     ]
     .into_iter()
     .filter(|(_, ms, default)| ms != default)
@@ -582,10 +578,7 @@ mod tests {
         web.env
             .insert("DOLLARS".into(), "pa$$w0rd ${NOT_A_VAR} $HOME".into());
         web.env.insert("true".into(), "null".into());
-        web.ports.push(PortMapping {
-            host: 18080,
-            container: 8080,
-        });
+        web.ports.push(PortMapping::tcp(18080, 8080));
         web.mounts.push(Mount {
             kind: MountKind::Volume,
             source: "data".into(),

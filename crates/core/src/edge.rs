@@ -24,7 +24,7 @@ use ts_rs::TS;
 
 /// Bumped when a request or response changes shape; an edge with another
 /// protocol version is replaced before it is used.
-pub const PROTOCOL_VERSION: u32 = 6;
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// The longest a `Request::Watch` waits before answering anyway.
 pub const WATCH_LONGEST_MS: u64 = 60_000;
@@ -57,6 +57,13 @@ pub struct HealthProbe {
     pub healthy_threshold: u32,
     /// Consecutive failures before a healthy target is taken out of rotation.
     pub unhealthy_threshold: u32,
+    /// The container's Docker HEALTHCHECK decides instead (a UDP-only
+    /// route of a service that has one): the rollout waits for it before
+    /// adding the target, the edge's watcher takes a container off when
+    /// Docker calls it unhealthy and puts it back once healthy; the edge
+    /// checks nothing itself.
+    #[serde(default)]
+    pub docker: bool,
 }
 
 impl Default for HealthProbe {
@@ -67,6 +74,7 @@ impl Default for HealthProbe {
             timeout_ms: 1000,
             healthy_threshold: 1,
             unhealthy_threshold: 3,
+            docker: false,
         }
     }
 }
@@ -87,6 +95,9 @@ pub struct RouteSpec {
     /// HTTP (the default) or plain TCP.
     #[serde(default)]
     pub protocol: Protocol,
+    /// UDP on the same port: none, beside the TCP listener, or alone.
+    #[serde(default)]
+    pub udp: Udp,
     /// How long clients and targets may take (`x-changeover.timeouts`).
     #[serde(default)]
     pub timeouts: Timeouts,
@@ -250,18 +261,24 @@ pub struct Timeouts {
     /// A target: from the request sent to the head of its answer.
     #[ts(type = "number")]
     pub response_ms: u64,
+    /// A UDP flow with no datagram either way: forgotten (its next
+    /// datagram picks a target afresh).
+    #[ts(type = "number")]
+    pub udp_idle_ms: u64,
 }
 
 impl Default for Timeouts {
     /// What peers in this role use: HAProxy's `timeout http-request 10s`,
     /// nginx's 60 s for bodies between reads (30 s here) and for a
-    /// target's answer; idle keep-alive as nginx's (75 s), rounded.
+    /// target's answer; idle keep-alive as nginx's (75 s), rounded; UDP
+    /// flows as Linux conntrack's and HAProxy's 30 s.
     fn default() -> Self {
         Self {
             header_ms: 10_000,
             idle_ms: 60_000,
             body_ms: 30_000,
             response_ms: 60_000,
+            udp_idle_ms: 30_000,
         }
     }
 }
@@ -336,6 +353,24 @@ pub enum Protocol {
     /// goes by the shares; an open one stays on its target until it closes
     /// or the target's drain times out.
     Tcp,
+}
+
+/// Whether a route carries UDP datagrams on its port. UDP is carried per
+/// client flow (a client's address and port): a flow's first datagram
+/// picks a target by the shares, and the flow stays on it until it is idle
+/// for `Timeouts::udp_idle_ms` or the target is removed (drained to the
+/// end); a drain waits for the target's flows like for its requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, TS)]
+#[serde(rename_all = "kebab-case")]
+#[ts(export)]
+pub enum Udp {
+    /// TCP only (HTTP or plain TCP, by `protocol`).
+    #[default]
+    No,
+    /// TCP as `protocol` says, and UDP on the same port number.
+    Also,
+    /// UDP only: no TCP listener.
+    Only,
 }
 
 impl Protocol {
@@ -605,6 +640,9 @@ pub enum Request {
     PortCheck {
         port: u16,
         service: String,
+        /// Which of TCP and UDP must be free (before protocol 7: TCP).
+        #[serde(default)]
+        udp: Udp,
     },
     /// Store the certificate chain and private key (PEM) of a route's
     /// `tls` given as files. The edge checks that they parse and belong

@@ -32,6 +32,9 @@ pub struct FormEnvVar {
 pub struct FormPort {
     pub host: String,
     pub container: String,
+    /// UDP rather than TCP.
+    #[serde(default)]
+    pub udp: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, TS)]
@@ -165,6 +168,7 @@ impl ServiceForm {
                 .map(|p| FormPort {
                     host: p.host.to_string(),
                     container: p.container.to_string(),
+                    udp: p.udp,
                 })
                 .collect(),
             volumes: spec
@@ -315,10 +319,14 @@ pub fn check(
             continue;
         }
         rows.ports.push(i);
-        ports.push(Yaml::Map(vec![
+        let mut port = vec![
             ("target".into(), Yaml::text(container)),
             ("published".into(), Yaml::text(host)),
-        ]));
+        ];
+        if p.udp {
+            port.push(("protocol".into(), Yaml::text("udp")));
+        }
+        ports.push(Yaml::Map(port));
     }
     if ports.is_empty() {
         svc.remove("ports");
@@ -631,10 +639,7 @@ mod tests {
 
     fn web() -> ServiceSpec {
         let mut s = ServiceSpec::new("shop", "web", "changeover-demo:v1");
-        s.ports.push(PortMapping {
-            host: 18080,
-            container: 8080,
-        });
+        s.ports.push(PortMapping::tcp(18080, 8080));
         s.labels.insert("team".into(), "shop".into());
         s.health.path = Some("/health".into());
         s.replicas = 3;
@@ -680,10 +685,18 @@ mod tests {
                 value: "costs $5, not ${PRICE}".into(),
             },
         ];
-        form.ports = vec![FormPort {
-            host: "19000".into(),
-            container: "9000".into(),
-        }];
+        form.ports = vec![
+            FormPort {
+                host: "19000".into(),
+                container: "9000".into(),
+                udp: false,
+            },
+            FormPort {
+                host: "19053".into(),
+                container: "53".into(),
+                udp: true,
+            },
+        ];
         form.volumes = vec![
             FormVolume {
                 source: "api-data".into(),
@@ -722,10 +735,14 @@ mod tests {
         );
         assert_eq!(
             spec.ports,
-            vec![PortMapping {
-                host: 19000,
-                container: 9000
-            }]
+            vec![
+                PortMapping::tcp(19000, 9000),
+                PortMapping {
+                    host: 19053,
+                    container: 53,
+                    udp: true
+                }
+            ]
         );
         assert_eq!(
             spec.mounts,
@@ -762,6 +779,7 @@ mod tests {
             FormPort {
                 host: "abc".into(),
                 container: "70000".into(),
+                udp: false,
             },
         ];
         form.replicas = "-1".into();
@@ -912,6 +930,7 @@ mod tests {
         form.ports = vec![FormPort {
             host: "18080".into(),
             container: "80".into(),
+            udp: false,
         }];
         let got = fields(&check(&form, None, &[web()]));
         assert_eq!(got.len(), 1, "{got:?}");

@@ -97,7 +97,7 @@ fn compact(v: &serde_json::Value) -> String {
 fn ports(spec: &ServiceSpec) -> String {
     spec.ports
         .iter()
-        .map(|p| format!("{}:{}", p.host, p.container))
+        .map(|p| p.label())
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -287,10 +287,7 @@ mod tests {
         let mut s = ServiceSpec::new("shop", "web", "shop/web:1.0");
         s.env.insert("DB_HOST".into(), "db".into());
         s.env.insert("DB_PASSWORD".into(), "hunter2".into());
-        s.ports = vec![PortMapping {
-            host: 8080,
-            container: 80,
-        }];
+        s.ports = vec![PortMapping::tcp(8080, 80)];
         s
     }
 

@@ -39,6 +39,47 @@ pub fn split_qualified(name: &str) -> Result<(&str, &str), crate::Problem> {
 pub struct PortMapping {
     pub host: u16,
     pub container: u16,
+    /// `/udp`: datagrams, carried by the edge per client flow. A host
+    /// port published as both TCP and UDP is one route carrying both.
+    #[serde(default)]
+    pub udp: bool,
+}
+
+impl PortMapping {
+    /// A TCP port (`host:container`).
+    pub fn tcp(host: u16, container: u16) -> Self {
+        Self {
+            host,
+            container,
+            udp: false,
+        }
+    }
+
+    /// As written in a stack: `8080:80`, `53:53/udp`.
+    pub fn label(&self) -> String {
+        let proto = if self.udp { "/udp" } else { "" };
+        format!("{}:{}{proto}", self.host, self.container)
+    }
+}
+
+/// One route of a service on the edge: its host port, the container port
+/// it forwards to, and what it carries besides (or instead of) TCP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServiceRoute {
+    pub host: u16,
+    pub container: u16,
+    pub udp: crate::edge::Udp,
+}
+
+impl ServiceRoute {
+    /// `53`, `53/udp`, `53/tcp+udp`.
+    pub fn label(&self) -> String {
+        match self.udp {
+            crate::edge::Udp::No => self.host.to_string(),
+            crate::edge::Udp::Also => format!("{}/tcp+udp", self.host),
+            crate::edge::Udp::Only => format!("{}/udp", self.host),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
@@ -326,6 +367,28 @@ pub const DEFAULT_DRAIN_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_DEPLOY_TIMEOUT_MS: u64 = 60_000;
 
 impl ServiceSpec {
+    /// Its routes on the edge, one per host port in the order first
+    /// published: a port published as TCP and as UDP is one route
+    /// carrying both (the stack reader refuses the two forwarding to
+    /// different container ports).
+    pub fn routes(&self) -> Vec<ServiceRoute> {
+        use crate::edge::Udp;
+        let mut out: Vec<ServiceRoute> = Vec::new();
+        for p in &self.ports {
+            let udp = if p.udp { Udp::Only } else { Udp::No };
+            match out.iter_mut().find(|r| r.host == p.host) {
+                Some(r) if r.udp != udp => r.udp = Udp::Also,
+                Some(_) => {}
+                None => out.push(ServiceRoute {
+                    host: p.host,
+                    container: p.container,
+                    udp,
+                }),
+            }
+        }
+        out
+    }
+
     /// A service with Changeover's defaults: one replica, rolling, TCP check.
     pub fn new(stack: &str, name: &str, image: &str) -> Self {
         Self {

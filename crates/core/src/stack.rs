@@ -795,7 +795,7 @@ fn read_stack(r: &mut Reader, root: &Node, file: &str, dir: Option<&Path>) -> Op
         }
     };
     let mut services = Vec::new();
-    let mut host_ports: BTreeMap<u16, String> = BTreeMap::new();
+    let mut host_ports: HostPorts = BTreeMap::new();
     let declared_volumes: BTreeSet<&str> = volumes.iter().map(String::as_str).collect();
     let declared_networks: BTreeSet<&str> = networks.iter().map(String::as_str).collect();
     let service_entries = if services_node.data.is_mapping()
@@ -842,12 +842,18 @@ fn read_stack(r: &mut Reader, root: &Node, file: &str, dir: Option<&Path>) -> Op
                     );
                 }
             }
+            let ports_at = entries(node)
+                .and_then(|e| e.into_iter().find(|(k, _)| k == "ports").map(|(_, v)| v))
+                .unwrap_or(node);
             for p in &spec.ports {
-                if let Some(other) = host_ports.insert(p.host, svc_name.clone()) {
+                if let Some(other) = host_ports.insert((p.host, p.udp), svc_name.clone()) {
                     r.error(
-                        node,
+                        ports_at,
                         &format!("{key}.ports"),
-                        format!("host port {} is already used by service `{other}`", p.host),
+                        format!(
+                            "host port {} is already used by service `{other}`",
+                            port_name(p)
+                        ),
                     );
                 }
             }
@@ -897,7 +903,7 @@ fn include(
     dir: Option<&Path>,
     stack_name: &str,
     services: &mut Vec<ServiceSpec>,
-    host_ports: &mut BTreeMap<u16, String>,
+    host_ports: &mut HostPorts,
     volumes: &mut Vec<String>,
     networks: &mut Vec<String>,
 ) {
@@ -991,13 +997,14 @@ fn include(
                 continue;
             }
             for p in &spec.ports {
-                if let Some(other) = host_ports.insert(p.host, spec.name.clone()) {
+                if let Some(other) = host_ports.insert((p.host, p.udp), spec.name.clone()) {
                     r.error(
                         item,
                         &k,
                         format!(
                             "host port {} of `{}` in {path} is already used by service `{other}`",
-                            p.host, spec.name
+                            port_name(p),
+                            spec.name
                         ),
                     );
                 }
@@ -1044,6 +1051,7 @@ fn read_service(
     let mut image = None;
     let mut image_node: Option<&Node> = None;
     let mut container_name: Option<&Node> = None;
+    let mut ports_node: Option<&Node> = None;
     let mut unresolved_extends = false;
     // Written but unusable (reported already) is not "missing".
     let mut image_written = false;
@@ -1109,6 +1117,7 @@ fn read_service(
                 }
             }
             "ports" => {
+                ports_node = Some(value);
                 for (i, p) in r.list(value, &k).into_iter().enumerate() {
                     let pk = format!("{k}[{i}]");
                     if let Some(text) = scalar(p).filter(|t| t.contains('-') && !t.contains('$')) {
@@ -1121,6 +1130,7 @@ fn read_service(
                         spec.ports.push(m);
                     }
                 }
+                check_tcp_and_udp(r, value, &k, &spec.ports);
             }
             "volumes" => {
                 for (i, v) in r.list(value, &k).into_iter().enumerate() {
@@ -1224,6 +1234,23 @@ fn read_service(
     }
     spec.env = env_from_files;
     spec.env.extend(env_inline);
+    if spec.healthcheck.is_none() {
+        for route in spec
+            .routes()
+            .into_iter()
+            .filter(|p| p.udp == crate::edge::Udp::Only)
+        {
+            r.warn(
+                ports_node.unwrap_or(node),
+                &format!("{key}.ports"),
+                format!(
+                    "{} carries only UDP: the edge checks it by a TCP connect to container port {} unless the service has a `healthcheck:`; add one if the container listens for UDP alone",
+                    route.label(),
+                    route.container
+                ),
+            );
+        }
+    }
     if let Some(n) = container_name {
         let why = "containers are named per release and slot (STACK-SERVICE-rN-sM) so a new release can start beside the old one; other services reach it by its service name on the stack's network";
         if spec.replicas > 1 {
@@ -1494,8 +1521,38 @@ fn in_dependency_order(
     placed
 }
 
-/// Why a UDP port is refused, in words a user can act on.
-const UDP_NOT_YET: &str = "UDP ports are not supported yet: the edge forwards TCP (HTTP or plain TCP) only; run this service outside Changeover for now";
+/// Host ports taken in a stack, TCP and UDP apart, by service.
+type HostPorts = BTreeMap<(u16, bool), String>;
+
+/// A host port as a user names it: `53`, or `53/udp`.
+fn port_name(p: &PortMapping) -> String {
+    if p.udp {
+        format!("{}/udp", p.host)
+    } else {
+        p.host.to_string()
+    }
+}
+
+/// A host port published as TCP and as UDP is one route on the edge, to
+/// one container port: both must forward to the same one.
+fn check_tcp_and_udp(r: &mut Reader, node: &Node, key: &str, ports: &[PortMapping]) {
+    for (i, a) in ports.iter().enumerate() {
+        if let Some(b) = ports[..i]
+            .iter()
+            .find(|b| b.host == a.host && b.udp != a.udp && b.container != a.container)
+        {
+            let (tcp, udp) = if a.udp { (b, a) } else { (a, b) };
+            r.error(
+                node,
+                key,
+                format!(
+                    "host port {} forwards TCP to container port {} and UDP to {}: the edge carries both on one route to one container port; forward both to the same port, or publish one on another host port",
+                    a.host, tcp.container, udp.container
+                ),
+            );
+        }
+    }
+}
 
 /// The most ports one range may publish.
 const MAX_PORT_RANGE: u32 = 100;
@@ -1521,10 +1578,12 @@ fn read_port_range(r: &mut Reader, node: &Node, key: &str, text: &str) -> Option
     if !host.contains('-') && !container.contains('-') {
         return None;
     }
-    if proto != "tcp" {
+    let udp = match proto {
+        "tcp" => false,
+        "udp" => true,
         // Said by the single-port reader, with the same words.
-        return None;
-    }
+        _ => return None,
+    };
     let fail = |r: &mut Reader, why: String| {
         r.error(node, key, format!("{text:?}: {why}"));
         Some(Vec::new())
@@ -1568,6 +1627,7 @@ fn read_port_range(r: &mut Reader, node: &Node, key: &str, text: &str) -> Option
             .map(|i| PortMapping {
                 host: (h1 + i) as u16,
                 container: (c1 + i) as u16,
+                udp,
             })
             .collect(),
     )
@@ -1577,6 +1637,7 @@ fn read_port(r: &mut Reader, node: &Node, key: &str) -> Option<PortMapping> {
     if let Some(fields) = entries(node) {
         let mut host = None;
         let mut container = None;
+        let mut udp = false;
         // Present but invalid was reported already; only a missing one is news.
         let (mut has_host, mut has_container) = (false, false);
         for (f, v) in fields {
@@ -1592,7 +1653,7 @@ fn read_port(r: &mut Reader, node: &Node, key: &str) -> Option<PortMapping> {
                 }
                 "protocol" => match scalar(v).as_deref() {
                     Some("tcp") => {}
-                    Some("udp") => r.error(v, &k, UDP_NOT_YET),
+                    Some("udp") => udp = true,
                     other => r.error(
                         v,
                         &k,
@@ -1614,6 +1675,7 @@ fn read_port(r: &mut Reader, node: &Node, key: &str) -> Option<PortMapping> {
             (Some(h), Some(c)) => Some(PortMapping {
                 host: h as u16,
                 container: c as u16,
+                udp,
             }),
             _ => {
                 if !(has_host && has_container) {
@@ -1632,12 +1694,9 @@ fn read_port(r: &mut Reader, node: &Node, key: &str) -> Option<PortMapping> {
         Some((m, p)) => (m, p),
         None => (text.as_str(), "tcp"),
     };
-    match proto {
-        "tcp" => {}
-        "udp" => {
-            r.error(node, key, format!("{text:?}: {UDP_NOT_YET}"));
-            return None;
-        }
+    let udp = match proto {
+        "tcp" => false,
+        "udp" => true,
         other => {
             r.error(
                 node,
@@ -1646,7 +1705,7 @@ fn read_port(r: &mut Reader, node: &Node, key: &str) -> Option<PortMapping> {
             );
             return None;
         }
-    }
+    };
     let parts: Vec<&str> = mapping.rsplitn(3, ':').collect();
     let port = |s: &str| s.parse::<u32>().ok().filter(|p| (1..=65535).contains(p));
     match parts.as_slice() {
@@ -1664,6 +1723,7 @@ fn read_port(r: &mut Reader, node: &Node, key: &str) -> Option<PortMapping> {
                 (Some(h), Some(c)) => Some(PortMapping {
                     host: h as u16,
                     container: c as u16,
+                    udp,
                 }),
                 (None, _) if host.contains('-') || container.contains('-') => {
                     r.error(
@@ -2293,8 +2353,9 @@ fn read_x_changeover(
                         "idle" => &mut t.idle_ms,
                         "body" => &mut t.body_ms,
                         "response" => &mut t.response_ms,
+                        "udp_idle" => &mut t.udp_idle_ms,
                         _ => {
-                            r.error(nv, &nk, format!("unknown timeouts key `{n}` (header, idle, body, response)"));
+                            r.error(nv, &nk, format!("unknown timeouts key `{n}` (header, idle, body, response, udp_idle)"));
                             continue;
                         }
                     };
@@ -2360,11 +2421,11 @@ fn read_x_changeover(
                 .to_string(),
         );
     }
-    if !spec.hosts.is_empty() && spec.ports.is_empty() {
+    if !spec.hosts.is_empty() && spec.ports.iter().all(|p| p.udp) {
         r.error(
             node,
             &format!("{key}.hosts"),
-            "hosts route to the service's published port: give it one (ports: [\"8080:80\"])"
+            "hosts route to the service's published TCP port: give it one (ports: [\"8080:80\"])"
                 .to_string(),
         );
     }
@@ -2564,13 +2625,7 @@ volumes:
         let web = &stack.services[0];
         assert_eq!(stack.name, "shop");
         assert_eq!(web.image, "changeover-demo:v1");
-        assert_eq!(
-            web.ports,
-            vec![PortMapping {
-                host: 18080,
-                container: 8080
-            }]
-        );
+        assert_eq!(web.ports, vec![PortMapping::tcp(18080, 8080)]);
         assert_eq!(web.mounts[0].kind, MountKind::Volume);
         assert_eq!(
             web.mounts[1].source, "/srv/./conf",
@@ -2614,7 +2669,7 @@ volumes:
 
     #[test]
     fn out_of_range_and_hostless_ports_are_refused() {
-        let e = errors("name: s\nservices:\n  web:\n    image: a\n    ports: [\"70000:80\", \"8080\", \"9-7:9-7\", \"53:53/udp\", \"1-3:80\", \"1-3:1-2\", \"1000-1200:1000-1200\", \"80:80/sctp\"]\n");
+        let e = errors("name: s\nservices:\n  web:\n    image: a\n    ports: [\"70000:80\", \"8080\", \"9-7:9-7\", \"53:53/udp\", \"1-3:80\", \"1-3:1-2\", \"1000-1200:1000-1200\", \"80:80/sctp\", \"53:5353\"]\n");
         assert_eq!(e.len(), 8, "each bad port is reported: {e:?}");
         assert!(e[0].contains("70000"), "{}", e[0]);
         assert!(e[1].contains("no host port"), "{}", e[1]);
@@ -2623,18 +2678,83 @@ volumes:
             "{}",
             e[2]
         );
-        assert_eq!(e[3], "stack.yml:5 services.web.ports[3]: \"53:53/udp\": UDP ports are not supported yet: the edge forwards TCP (HTTP or plain TCP) only; run this service outside Changeover for now");
-        assert!(e[4].contains("pick one host port"), "{}", e[4]);
+        assert!(e[3].contains("pick one host port"), "{}", e[3]);
         assert!(
-            e[5].contains("the host range has 3 ports and the container range 2"),
+            e[4].contains("the host range has 3 ports and the container range 2"),
             "{}",
-            e[5]
+            e[4]
         );
-        assert!(e[6].contains("at most 100 ports"), "{}", e[6]);
+        assert!(e[5].contains("at most 100 ports"), "{}", e[5]);
         assert!(
-            e[7].contains("\"sctp\" is not a protocol (tcp or udp)"),
+            e[6].contains("\"sctp\" is not a protocol (tcp or udp)"),
             "{}",
-            e[7]
+            e[6]
+        );
+        assert_eq!(
+            e[7],
+            "stack.yml:5 services.web.ports: host port 53 forwards TCP to container port 5353 and UDP to 53: the edge carries both on one route to one container port; forward both to the same port, or publish one on another host port"
+        );
+    }
+
+    #[test]
+    fn udp_ports_are_routes_of_their_own_or_beside_tcp_on_the_same_port() {
+        let report = parse(
+            "name: s\nservices:\n  dns:\n    image: a\n    healthcheck:\n      test: [\"CMD\", \"/probe\"]\n    ports:\n      - \"53:53/tcp\"\n      - \"53:53/udp\"\n      - 51820:51820/udp\n      - {target: 27015, published: 27015, protocol: udp}\n      - \"6000-6001:7000-7001/udp\"\n      - \"8080:80\"\n",
+            "stack.yml",
+            None,
+        );
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        assert!(
+            report.warnings.is_empty(),
+            "a healthcheck judges the UDP-only ports: {:?}",
+            report.warnings
+        );
+        let dns = &report.stack.unwrap().services[0];
+        let labels: Vec<String> = dns.ports.iter().map(PortMapping::label).collect();
+        assert_eq!(
+            labels,
+            [
+                "53:53",
+                "53:53/udp",
+                "51820:51820/udp",
+                "27015:27015/udp",
+                "6000:7000/udp",
+                "6001:7001/udp",
+                "8080:80"
+            ]
+        );
+        let routes: Vec<String> = dns.routes().iter().map(|r| r.label()).collect();
+        assert_eq!(
+            routes,
+            [
+                "53/tcp+udp",
+                "51820/udp",
+                "27015/udp",
+                "6000/udp",
+                "6001/udp",
+                "8080"
+            ],
+            "one route per host port"
+        );
+    }
+
+    #[test]
+    fn a_udp_only_port_without_a_healthcheck_is_explained_and_udp_ports_clash_apart() {
+        let report = parse(
+            "name: s\nservices:\n  vpn:\n    image: a\n    ports: [\"51820:51820/udp\"]\n  dns:\n    image: a\n    ports: [\"51820:51820\"]\n  other:\n    image: a\n    ports: [\"51820:9/udp\"]\n",
+            "stack.yml",
+            None,
+        );
+        let messages: Vec<String> = report.errors.iter().map(|e| e.to_string()).collect();
+        assert_eq!(
+            messages,
+            ["stack.yml:11 services.other.ports: host port 51820/udp is already used by service `vpn`"],
+            "TCP 51820 beside UDP 51820 of another service is no clash"
+        );
+        let warnings: Vec<String> = report.warnings.iter().map(|w| w.to_string()).collect();
+        assert_eq!(
+            warnings[0],
+            "stack.yml:5 services.vpn.ports: 51820/udp carries only UDP: the edge checks it by a TCP connect to container port 51820 unless the service has a `healthcheck:`; add one if the container listens for UDP alone"
         );
     }
 

@@ -41,11 +41,7 @@ fn service(s: &ServiceSpec) -> String {
         parts.push(format!("env {}", env.join(" ")));
     }
     if !s.ports.is_empty() {
-        let ports: Vec<String> = s
-            .ports
-            .iter()
-            .map(|p| format!("{}:{}", p.host, p.container))
-            .collect();
+        let ports: Vec<String> = s.ports.iter().map(|p| p.label()).collect();
         parts.push(format!("ports {}", ports.join(",")));
     }
     for m in &s.mounts {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use changeover_core::edge::{
-    EdgeConfig, EdgeErrorCode, Request, Response, RouteSpec, TargetSpec, TargetState,
+    EdgeConfig, EdgeErrorCode, Request, Response, RouteSpec, TargetSpec, TargetState, Udp,
     PROTOCOL_VERSION, WATCH_LONGEST_MS,
 };
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
@@ -163,8 +163,8 @@ impl Edge {
                 drop(routes);
                 self.saved(Response::Ok)
             }
-            Request::PortCheck { port, service } => {
-                if self.shared_ports().contains(&port) {
+            Request::PortCheck { port, service, udp } => {
+                if udp != Udp::Only && self.shared_ports().contains(&port) {
                     return error(
                         EdgeErrorCode::PortInUse,
                         format!(
@@ -182,13 +182,25 @@ impl Edge {
                         )
                     };
                 }
-                match std::net::TcpListener::bind(("0.0.0.0", port)) {
-                    Ok(_) => Response::Ok,
-                    Err(e) => error(
-                        EdgeErrorCode::PortInUse,
-                        format!("port {port} is taken on the host by another process ({e})"),
-                    ),
+                if udp != Udp::Only {
+                    if let Err(e) = std::net::TcpListener::bind(("0.0.0.0", port)) {
+                        return error(
+                            EdgeErrorCode::PortInUse,
+                            format!("port {port} is taken on the host by another process ({e})"),
+                        );
+                    }
                 }
+                if udp != Udp::No {
+                    if let Err(e) = std::net::UdpSocket::bind(("0.0.0.0", port)) {
+                        return error(
+                            EdgeErrorCode::PortInUse,
+                            format!(
+                                "UDP port {port} is taken on the host by another process ({e})"
+                            ),
+                        );
+                    }
+                }
+                Response::Ok
             }
             Request::DocGet { key } => {
                 let (value, revision) = self.docs.get(&key);
@@ -302,21 +314,89 @@ impl Edge {
             }
         };
         if let Some(before) = updated {
+            if before.udp != spec.udp {
+                if let Err(e) = self.reopen(port, before.udp, spec.udp).await {
+                    if let Some(r) = self.table.lock().get_mut(&port) {
+                        r.spec = before;
+                    }
+                    return error(EdgeErrorCode::PortInUse, e);
+                }
+            }
             return self.hosts_changed(port, Some(before)).await;
         }
-        let task = match proxy::listen(self.proxy.clone(), port, Front::Port(port)).await {
-            Ok(t) => t,
-            Err(e) => {
-                return error(
-                    EdgeErrorCode::PortInUse,
-                    format!("cannot listen on port {port}: {e}"),
-                )
-            }
+        let (tcp, udp) = match self
+            .open_sockets(port, spec.udp != Udp::Only, spec.udp != Udp::No)
+            .await
+        {
+            Ok(x) => x,
+            Err(e) => return error(EdgeErrorCode::PortInUse, e),
         };
         let mut route = Route::new(spec);
-        route.listener = Some(task);
+        route.listener = tcp;
+        route.udp = udp;
         self.table.lock().insert(port, route);
         self.hosts_changed(port, None).await
+    }
+
+    /// Opens a TCP listener on `port` (`tcp`) and UDP sockets (`udp`).
+    async fn open_sockets(
+        &self,
+        port: u16,
+        tcp: bool,
+        udp: bool,
+    ) -> Result<
+        (
+            Option<crate::listeners::Listener>,
+            Option<crate::udp::UdpListener>,
+        ),
+        String,
+    > {
+        let tcp = match tcp {
+            true => Some(
+                proxy::listen(self.proxy.clone(), port, Front::Port(port))
+                    .await
+                    .map_err(|e| format!("cannot listen on port {port}: {e}"))?,
+            ),
+            false => None,
+        };
+        let udp = match udp {
+            true => Some(
+                crate::udp::listen(self.table.clone(), port)
+                    .await
+                    .map_err(|e| format!("cannot listen on UDP port {port}: {e}"))?,
+            ),
+            false => None,
+        };
+        Ok((tcp, udp))
+    }
+
+    /// The route on `port` carried UDP as `before` says and carries it as
+    /// `after` says now: what it needs is opened, what it no longer needs
+    /// closed (flows and connections on it end).
+    async fn reopen(&self, port: u16, before: Udp, after: Udp) -> Result<(), String> {
+        let (tcp, udp) = self
+            .open_sockets(
+                port,
+                after != Udp::Only && before == Udp::Only,
+                after != Udp::No && before == Udp::No,
+            )
+            .await?;
+        let mut routes = self.table.lock();
+        if let Some(r) = routes.get_mut(&port) {
+            if tcp.is_some() {
+                r.listener = tcp;
+            }
+            if udp.is_some() {
+                r.udp = udp;
+            }
+            if after == Udp::Only {
+                r.listener = None;
+            }
+            if after == Udp::No {
+                r.udp = None;
+            }
+        }
+        Ok(())
     }
 
     /// After the route on `port` was set: the shared ports its hosts need

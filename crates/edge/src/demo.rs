@@ -6,7 +6,7 @@
 //! milliseconds, so tests can hold requests in flight across a drain
 //! (`/?status=500` answers that status, to make a release fail). On
 //! SIGTERM it stops accepting and lets open requests finish, as a well-behaved
-//! app does.
+//! app does. With `--udp ADDR` it also echoes UDP datagrams there.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -100,6 +100,31 @@ async fn reply<B>(
         r.headers_mut().insert("x-demo-version", v);
     }
     r
+}
+
+/// `demo --udp ADDR`: binds `addr` and answers every datagram with itself,
+/// a space and `version` (the tests and benchmarks' UDP service). Binding
+/// fails here; the returned future echoes until dropped.
+pub async fn udp_echo(
+    addr: &str,
+    version: &str,
+) -> Result<impl std::future::Future<Output = ()> + Send + 'static, String> {
+    let socket = tokio::net::UdpSocket::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on UDP {addr}: {e}"))?;
+    eprintln!("changeover-edge demo {version} echoing UDP on {addr}");
+    let suffix = format!(" {version}").into_bytes();
+    Ok(async move {
+        let mut buf = vec![0u8; 65_535];
+        loop {
+            let Ok((n, peer)) = socket.recv_from(&mut buf).await else {
+                continue;
+            };
+            let end = (n + suffix.len()).min(buf.len());
+            buf[n..end].copy_from_slice(&suffix[..end - n]);
+            let _ = socket.send_to(&buf[..end], peer).await;
+        }
+    })
 }
 
 /// `changeover-edge probe URL`: succeeds on a 2xx/3xx answer.

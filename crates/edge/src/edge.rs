@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use changeover_core::edge::{EdgeErrorCode, Response};
+use changeover_core::edge::{EdgeErrorCode, Response, Udp};
 
 use crate::acme::Acme;
 use crate::docs::Documents;
@@ -90,27 +90,51 @@ impl Edge {
     /// Opens the listeners and starts the checks of the routes loaded from
     /// the state directory, on the sockets handed over by the edge before
     /// this one where there are some.
-    pub async fn resume(self: &Arc<Self>, mut given: BTreeMap<u16, Vec<std::net::TcpListener>>) {
-        let ports: Vec<u16> = self.table.read().keys().copied().collect();
-        for port in ports {
-            let opened = match given.remove(&port) {
-                Some(sockets) => {
-                    proxy::open(self.proxy.clone(), port, Front::Port(port), sockets).await
+    pub async fn resume(self: &Arc<Self>, given: crate::Listeners) {
+        let crate::Listeners {
+            tcp: mut given,
+            udp: mut given_udp,
+        } = given;
+        let routes: Vec<(u16, Udp)> = self
+            .table
+            .read()
+            .iter()
+            .map(|(port, r)| (*port, r.spec.udp))
+            .collect();
+        for (port, udp) in routes {
+            let opened = match (udp, given.remove(&port)) {
+                (Udp::Only, _) => None,
+                (_, Some(sockets)) => {
+                    Some(proxy::open(self.proxy.clone(), port, Front::Port(port), sockets).await)
                 }
-                None => proxy::listen(self.proxy.clone(), port, Front::Port(port)).await,
+                (_, None) => Some(proxy::listen(self.proxy.clone(), port, Front::Port(port)).await),
+            };
+            let datagrams = match (udp, given_udp.remove(&port)) {
+                (Udp::No, _) => None,
+                (_, Some(sockets)) => Some(crate::udp::open(self.table.clone(), port, sockets)),
+                (_, None) => Some(crate::udp::listen(self.table.clone(), port).await),
+            };
+            let mut routes = self.table.lock();
+            let Some(route) = routes.get_mut(&port) else {
+                continue;
             };
             match opened {
-                Ok(task) => {
-                    let mut routes = self.table.lock();
-                    if let Some(route) = routes.get_mut(&port) {
-                        route.listener = Some(task);
-                        let probe = route.spec.health.clone();
-                        for t in &route.targets {
-                            crate::health::start(t, probe.clone());
-                        }
-                    }
+                Some(Ok(task)) => route.listener = Some(task),
+                Some(Err(e)) => {
+                    eprintln!("changeover-edge: cannot listen on port {port} again: {e}")
                 }
-                Err(e) => eprintln!("changeover-edge: cannot listen on port {port} again: {e}"),
+                None => {}
+            }
+            match datagrams {
+                Some(Ok(l)) => route.udp = Some(l),
+                Some(Err(e)) => {
+                    eprintln!("changeover-edge: cannot listen on UDP port {port} again: {e}")
+                }
+                None => {}
+            }
+            let probe = route.spec.health.clone();
+            for t in &route.targets {
+                crate::health::start(t, probe.clone());
             }
         }
         if let Err(e) = self.open_shared(&mut given).await {
@@ -254,6 +278,29 @@ impl Edge {
         for l in listeners.into_iter().chain(shared) {
             l.close().await;
         }
+        let datagrams: Vec<crate::udp::UdpListener> = self
+            .table
+            .lock()
+            .values_mut()
+            .filter_map(|r| r.udp.take())
+            .collect();
+        for l in datagrams {
+            l.close().await;
+        }
+    }
+
+    /// Copies of every route's UDP sockets, with their ports.
+    pub fn udp_sockets(&self) -> Vec<(u16, std::net::UdpSocket)> {
+        let mut out = Vec::new();
+        for (port, route) in self.table.read().iter() {
+            if let Some(l) = &route.udp {
+                match l.sockets() {
+                    Ok(sockets) => out.extend(sockets.into_iter().map(|s| (*port, s))),
+                    Err(e) => eprintln!("changeover-edge: cannot hand over UDP port {port}: {e}"),
+                }
+            }
+        }
+        out
     }
 
     /// On SIGTERM (`docker stop`): closes every listener, so no new

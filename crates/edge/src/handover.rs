@@ -11,12 +11,14 @@
 //! 1. new → old: `take-over`
 //! 2. old: saves its routes (the new edge loads them next), stops taking
 //!    control requests (they get "handed over; try again"), then sends
-//!    batches: a JSON line `{"ports":[p, p, q…],"more":bool}` carrying the
-//!    sockets, one per entry, in order; new → old `next` after each.
+//!    batches: a JSON line `{"ports":[p, p, q…],"udp":[u…],"more":bool}`
+//!    carrying the sockets, one per entry, in order (TCP listeners, then
+//!    UDP sockets); new → old `next` after each.
 //! 3. new: loads the state, serves the sockets, binds the control socket
 //!    (clients reach it from then on), then new → old: `serving`.
 //! 4. old: stops accepting on its copies (connections it holds are served to
-//!    their end) and answers `stopped`. It then waits for its SIGTERM
+//!    their end; its UDP flows end, their clients' next datagrams open flows
+//!    on the new edge) and answers `stopped`. It then waits for its SIGTERM
 //!    (`docker stop`), draining what is in flight.
 //!
 //! When no edge answers on the socket, the new edge starts as usual. When
@@ -24,7 +26,6 @@
 //! and the old one keeps everything: nothing was taken from it yet, or it
 //! takes control requests again.
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, IoSlice, IoSliceMut, Write};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, OwnedFd};
@@ -48,14 +49,24 @@ const BATCH: usize = 64;
 
 #[derive(Serialize, Deserialize)]
 struct Batch {
+    /// TCP listeners' ports, then (`udp`) UDP sockets' ports, in the order
+    /// of the descriptors.
     ports: Vec<u16>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    udp: Vec<u16>,
     more: bool,
+}
+
+/// A socket to hand over: a TCP listener or a UDP socket, with its port.
+enum Handed {
+    Tcp(u16, std::net::TcpListener),
+    Udp(u16, std::net::UdpSocket),
 }
 
 /// The listening sockets taken from the old edge, by port, and the
 /// connection to tell it when they are served.
 pub struct Taken {
-    pub sockets: BTreeMap<u16, Vec<std::net::TcpListener>>,
+    pub sockets: crate::Listeners,
     conn: BufReader<UnixStream>,
 }
 
@@ -71,7 +82,7 @@ pub fn take(dir: &Path) -> Result<Option<Taken>, String> {
         .map_err(fail)?;
     let mut conn = BufReader::new(conn);
     conn.get_mut().write_all(b"take-over\n").map_err(fail)?;
-    let mut sockets: BTreeMap<u16, Vec<std::net::TcpListener>> = BTreeMap::new();
+    let mut sockets = crate::Listeners::new();
     loop {
         let mut data = vec![0u8; 64 * 1024];
         let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(BATCH))];
@@ -92,18 +103,27 @@ pub fn take(dir: &Path) -> Result<Option<Taken>, String> {
         let line = &data[..got.bytes];
         let batch: Batch = serde_json::from_slice(line.trim_ascii_end())
             .map_err(|e| format!("taking over: the running edge sent {e}"))?;
-        if batch.ports.len() != fds.len() {
+        if batch.ports.len() + batch.udp.len() != fds.len() {
             return Err(format!(
                 "taking over: {} sockets announced, {} received",
-                batch.ports.len(),
+                batch.ports.len() + batch.udp.len(),
                 fds.len()
             ));
         }
-        for (port, fd) in batch.ports.into_iter().zip(fds) {
+        let mut fds = fds.into_iter();
+        for (port, fd) in batch.ports.into_iter().zip(fds.by_ref()) {
             sockets
+                .tcp
                 .entry(port)
                 .or_default()
                 .push(std::net::TcpListener::from(fd));
+        }
+        for (port, fd) in batch.udp.into_iter().zip(fds) {
+            sockets
+                .udp
+                .entry(port)
+                .or_default()
+                .push(std::net::UdpSocket::from(fd));
         }
         conn.get_mut().write_all(b"next\n").map_err(fail)?;
         if !batch.more {
@@ -177,7 +197,16 @@ fn hand_over(
     // on disk are the ones the new edge starts from.
     edge.set_retired(true);
     edge.table.save_now()?;
-    let sockets = edge.listening_sockets();
+    let sockets: Vec<Handed> = edge
+        .listening_sockets()
+        .into_iter()
+        .map(|(p, s)| Handed::Tcp(p, s))
+        .chain(
+            edge.udp_sockets()
+                .into_iter()
+                .map(|(p, s)| Handed::Udp(p, s)),
+        )
+        .collect();
     let mut batches = sockets.chunks(BATCH).peekable();
     if batches.peek().is_none() {
         send_batch(&mut conn, &[], false)?;
@@ -197,16 +226,30 @@ fn hand_over(
 
 fn send_batch(
     conn: &mut BufReader<UnixStream>,
-    batch: &[(u16, std::net::TcpListener)],
+    batch: &[Handed],
     more: bool,
 ) -> Result<(), String> {
-    let header = Batch {
-        ports: batch.iter().map(|(p, _)| *p).collect(),
+    let mut header = Batch {
+        ports: Vec::new(),
+        udp: Vec::new(),
         more,
     };
+    let mut fds = Vec::new();
+    // TCP first, then UDP: the order `take` reads them in.
+    for h in batch {
+        if let Handed::Tcp(p, s) = h {
+            header.ports.push(*p);
+            fds.push(s.as_fd());
+        }
+    }
+    for h in batch {
+        if let Handed::Udp(p, s) = h {
+            header.udp.push(*p);
+            fds.push(s.as_fd());
+        }
+    }
     let mut line = serde_json::to_vec(&header).map_err(|e| e.to_string())?;
     line.push(b'\n');
-    let fds: Vec<_> = batch.iter().map(|(_, s)| s.as_fd()).collect();
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(BATCH))];
     let mut control = SendAncillaryBuffer::new(&mut space);
     if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(&fds)) {

@@ -6,7 +6,8 @@
 //! that is ready fast is routed fast; after that, every `interval`.
 //! `healthy_threshold` passes in a row make a target healthy;
 //! `unhealthy_threshold` failures in a row take a healthy one out of rotation.
-//! A draining target is no longer checked.
+//! A draining target is no longer checked. A probe that leaves it to the
+//! container's Docker health check (`docker`) passes at once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +27,17 @@ pub fn start(target: &Arc<Target>, probe: HealthProbe) {
             if state == TargetState::Draining {
                 return;
             }
-            let (passed, seen) = check(&t.spec.addr, &probe).await;
+            let (passed, seen) = if probe.docker {
+                // The rollout waited for Docker's check and the watcher
+                // takes the container off when it fails; a target taken
+                // out by a refused datagram comes back after an interval.
+                (
+                    true,
+                    "its Docker health check decides (healthy when added)".to_string(),
+                )
+            } else {
+                check(&t.spec.addr, &probe).await
+            };
             record(&t, &probe, passed, seen);
             t.pool.prune();
             let interval = Duration::from_millis(probe.interval_ms.max(50));

@@ -60,6 +60,7 @@ mod routes;
 mod sites;
 mod store;
 mod traffic;
+mod udp;
 mod upstream;
 pub mod volume;
 mod volume_copy;
@@ -90,7 +91,18 @@ pub struct Settings {
 /// Listening sockets an edge starts with, by port: those of the routes in
 /// its state that a previous edge handed over. A route without one here
 /// gets sockets bound anew; sockets of ports no route has are closed.
-pub type Listeners = BTreeMap<u16, Vec<std::net::TcpListener>>;
+#[derive(Default)]
+pub struct Listeners {
+    pub tcp: BTreeMap<u16, Vec<std::net::TcpListener>>,
+    pub udp: BTreeMap<u16, Vec<std::net::UdpSocket>>,
+}
+
+impl Listeners {
+    /// None: every route binds its own.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
 
 /// How a served edge ended.
 #[derive(Debug)]
@@ -193,7 +205,7 @@ pub async fn serve_process(
             let given = std::mem::take(&mut t.sockets);
             (Some(t), given)
         }
-        None => (None, BTreeMap::new()),
+        None => (None, Listeners::new()),
     };
     let settings = Settings {
         state: Some(dir.clone()),

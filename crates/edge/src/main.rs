@@ -67,6 +67,10 @@ enum Command {
         /// Make `/health` always fail (a release that never becomes healthy).
         #[arg(long)]
         unhealthy: bool,
+        /// Also echo UDP datagrams on this address (each answered with
+        /// itself, a space and the version).
+        #[arg(long)]
+        udp: Option<String>,
     },
     /// The volume helper (see the `volume` module): run in a container that
     /// mounts a volume at /volume.
@@ -121,7 +125,14 @@ fn main() -> ExitCode {
                 version,
                 listen,
                 unhealthy,
-            } => changeover_edge::demo::serve(&version, &listen, unhealthy).await,
+                udp,
+            } => {
+                if let Some(addr) = udp {
+                    let echo = changeover_edge::demo::udp_echo(&addr, &version).await?;
+                    tokio::spawn(echo);
+                }
+                changeover_edge::demo::serve(&version, &listen, unhealthy).await
+            }
             Command::Probe { url, timeout_ms } => {
                 changeover_edge::demo::probe(&url, timeout_ms).await
             }

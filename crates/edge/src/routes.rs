@@ -186,14 +186,21 @@ impl InFlight {
     /// of rotation now; its health checks bring it back when it answers
     /// again.
     pub fn mark_unreachable(&self, why: &str) {
-        let t = &self.0;
-        let mut h = t.health();
+        self.0.mark_unreachable(why)
+    }
+}
+
+impl Target {
+    /// Traffic to it failed: out of rotation now; its health checks bring
+    /// it back when it answers again.
+    pub fn mark_unreachable(&self, why: &str) {
+        let mut h = self.health();
         if h.state == TargetState::Healthy {
             h.state = TargetState::Unhealthy;
             h.passes = 0;
             h.last_check = Some(format!("request failed: {why}"));
             drop(h);
-            t.changed.notify_waiters();
+            self.changed.notify_waiters();
             crate::changes::bump();
         }
     }
@@ -203,6 +210,8 @@ pub struct Route {
     pub spec: RouteSpec,
     pub targets: Vec<Arc<Target>>,
     pub listener: Option<crate::listeners::Listener>,
+    /// Its UDP sockets, when it carries UDP.
+    pub udp: Option<crate::udp::UdpListener>,
     pub policy: TrafficPolicy,
     /// Per release, kept while the edge runs (a release's figures survive
     /// its targets' removal, for switch-back comparisons).
@@ -229,6 +238,7 @@ impl Route {
             spec,
             targets: Vec::new(),
             listener: None,
+            udp: None,
             policy: TrafficPolicy::default(),
             counters: BTreeMap::new(),
             next: AtomicUsize::new(0),
@@ -492,6 +502,15 @@ impl Table {
         self.read().get(&port)?.pick_connection(except)
     }
 
+    /// Where a new UDP flow on `port` goes (as a TCP connection would),
+    /// counted in flight there, with how long it may stay idle.
+    pub fn pick_flow(&self, port: u16, except: Option<&str>) -> Option<(InFlight, Duration)> {
+        let routes = self.read();
+        let route = routes.get(&port)?;
+        let idle = Duration::from_millis(route.spec.timeouts.udp_idle_ms.max(100));
+        Some((route.pick_connection(except)?, idle))
+    }
+
     /// Picks where a request on `port` goes under the route's policy,
     /// skipping the target `except`, and counts it in flight there.
     pub fn pick(&self, port: u16, except: Option<&str>, hints: &Hints) -> Pick {
@@ -586,6 +605,7 @@ mod tests {
             health: HealthProbe::default(),
             drain_timeout_ms: 1000,
             protocol: Default::default(),
+            udp: Default::default(),
             timeouts: Default::default(),
             trusted_proxies: Vec::new(),
             hosts: Vec::new(),

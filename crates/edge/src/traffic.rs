@@ -107,6 +107,11 @@ impl Counters {
         mine.latency[i].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A request that needed no answer (a UDP flow none came back on).
+    pub fn request(&self) {
+        self.mine().requests.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The release did not answer a request.
     pub fn failure(&self) {
         let mine = self.mine();

@@ -18,7 +18,10 @@
 //! Events: `die`, `destroy`, `pause` take the container's targets off every
 //! route; when that container starts again by itself (its restart policy,
 //! `unpause`), it goes back on those routes at its current IP,
-//! health-checked before traffic. Containers a rollout starts are the
+//! health-checked before traffic. On routes its Docker HEALTHCHECK decides
+//! (UDP-only ports, [`changeover_core::edge::HealthProbe::docker`]),
+//! `health_status: unhealthy` takes it off and `health_status: healthy`
+//! puts it back. Containers a rollout starts are the
 //! rollout's to route: only targets this watcher took off come back. On
 //! start and whenever the edge restarts, every target is checked against
 //! the daemon.
@@ -144,6 +147,8 @@ impl EdgeSocket {
 struct Seen {
     running: bool,
     ip: Option<String>,
+    /// Its Docker health status, when it has a HEALTHCHECK.
+    health: Option<String>,
 }
 
 fn inspect(socket: &Path, name: &str) -> Result<Option<Seen>, String> {
@@ -170,16 +175,35 @@ fn inspect(socket: &Path, name: &str) -> Result<Option<Seen>, String> {
         .and_then(Value::as_str)
         .filter(|ip| !ip.is_empty())
         .map(str::to_string);
-    Ok(Some(Seen { running, ip }))
+    let health = c
+        .pointer("/State/Health/Status")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    Ok(Some(Seen {
+        running,
+        ip,
+        health,
+    }))
 }
 
 /// Where a container was routed when the watcher took it off: `(route
 /// port, container port, release)`.
 type TakenOff = BTreeMap<String, Vec<(u16, String, u32)>>;
 
-/// Takes `name` off every route, remembering where it was.
-fn take_off(edge: &EdgeSocket, taken: &mut TakenOff, name: &str, why: &str) -> Result<(), String> {
-    for r in edge.routes()? {
+/// Takes `name` off every route (`docker_only`: every route its Docker
+/// health check decides), remembering where it was.
+fn take_off(
+    edge: &EdgeSocket,
+    taken: &mut TakenOff,
+    name: &str,
+    why: &str,
+    docker_only: bool,
+) -> Result<(), String> {
+    for r in edge
+        .routes()?
+        .into_iter()
+        .filter(|r| !docker_only || r.spec.health.docker)
+    {
         for t in r.targets.iter().filter(|t| t.spec.id == name) {
             edge.call(&Request::TargetRemove {
                 port: r.spec.port,
@@ -226,9 +250,19 @@ fn put_back(
         return Ok(());
     };
     let routes = edge.routes()?;
+    let starting = seen.health.as_deref().is_some_and(|h| h != "healthy");
     for (port, container_port, release) in places {
         // Only while the route still exists.
-        if !routes.iter().any(|r| r.spec.port == port) {
+        let Some(route) = routes.iter().find(|r| r.spec.port == port) else {
+            continue;
+        };
+        // A route its Docker health check decides takes it once healthy
+        // (the `health_status: healthy` event).
+        if route.spec.health.docker && starting {
+            taken
+                .entry(name.to_string())
+                .or_default()
+                .push((port, container_port, release));
             continue;
         }
         edge.call(&Request::TargetAdd {
@@ -317,7 +351,7 @@ pub fn run(docker: &Path, state: &Path, daemon_id: &str) -> ExitCode {
     let filters = serde_json::json!({
         "type": ["container"],
         "label": [format!("{}=true", labels::MANAGED)],
-        "event": ["die", "destroy", "pause", "start", "unpause"],
+        "event": ["die", "destroy", "pause", "start", "unpause", "health_status"],
     });
     let path = format!("/events?filters={}", percent_encode(&filters.to_string()));
     let (status, mut r, chunked) = match get(docker, &path) {
@@ -364,12 +398,15 @@ pub fn run(docker: &Path, state: &Path, daemon_id: &str) -> ExitCode {
                 continue;
             };
             let done = match action {
-                "die" | "pause" => take_off(&edge, &mut taken, name, action),
+                "die" | "pause" => take_off(&edge, &mut taken, name, action, false),
                 "destroy" => {
                     taken.remove(name);
-                    take_off(&edge, &mut TakenOff::new(), name, action)
+                    take_off(&edge, &mut TakenOff::new(), name, action, false)
                 }
-                "start" | "unpause" => put_back(&edge, &mut taken, docker, name),
+                "start" | "unpause" | "health_status: healthy" => {
+                    put_back(&edge, &mut taken, docker, name)
+                }
+                "health_status: unhealthy" => take_off(&edge, &mut taken, name, action, true),
                 _ => Ok(()),
             };
             if let Err(e) = done {

@@ -2276,3 +2276,133 @@ async fn an_acme_failure_is_the_sites_state_and_the_site_stays_on_plain_http() {
         "{head}"
     );
 }
+
+/// A UDP client on loopback: sends `text` to the edge's `port` and answers
+/// the reply, or `None` when none came within `wait`.
+fn udp_ask(socket: &std::net::UdpSocket, port: u16, text: &str, wait: Duration) -> Option<String> {
+    socket.set_read_timeout(Some(wait)).unwrap();
+    socket
+        .send_to(text.as_bytes(), ("127.0.0.1", port))
+        .unwrap();
+    let mut buf = vec![0u8; 65_536];
+    let n = socket.recv(&mut buf).ok()?;
+    Some(String::from_utf8_lossy(&buf[..n]).to_string())
+}
+
+fn udp_client() -> std::net::UdpSocket {
+    std::net::UdpSocket::bind(("127.0.0.1", 0)).unwrap()
+}
+
+/// A demo target answering HTTP and echoing UDP on the same port number
+/// (the route's TCP check passes), added to the route on `route_port`.
+fn add_udp_demo(edge: &Edge, route_port: u16, id: &str, version: &str, release: u32) -> Proc {
+    let port = free_port();
+    let demo = Proc(
+        Command::new(BIN)
+            .args(["demo", "--version", version, "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--udp")
+            .arg(format!("127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    edge.add_target_on(route_port, id, &format!("127.0.0.1:{port}"), release);
+    demo
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_udp_route_keeps_flows_on_their_target_switches_new_ones_and_drains_them() {
+    let edge = Edge::start(200, 1500);
+    let port = free_port();
+    edge.ctl(&json!({"op": "route-set", "route": {
+        "port": port,
+        "service": "t/dns",
+        "health": {"path": null, "intervalMs": 200, "timeoutMs": 500,
+                   "healthyThreshold": 1, "unhealthyThreshold": 3},
+        "drainTimeoutMs": 1500,
+        "protocol": "tcp",
+        "udp": "only",
+        "timeouts": {"udpIdleMs": 800},
+    }}));
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "a UDP-only route opens no TCP listener"
+    );
+    let _a = add_udp_demo(&edge, port, "old", "va", 1);
+    let _b = add_udp_demo(&edge, port, "new", "vb", 2);
+    let wait = Duration::from_secs(2);
+    let weights = |old: u32, new: u32| {
+        json!({"op": "traffic-set", "port": port,
+            "policy": {"weights": [{"release": 1, "weight": old}, {"release": 2, "weight": new}]}})
+    };
+    edge.ctl(&weights(100, 0));
+    let a = udp_client();
+    assert_eq!(udp_ask(&a, port, "a1", wait).as_deref(), Some("a1 va"));
+    // A switch: a new client's flow goes to release 2; A's stays.
+    edge.ctl(&weights(0, 100));
+    let b = udp_client();
+    assert_eq!(udp_ask(&b, port, "b1", wait).as_deref(), Some("b1 vb"));
+    assert_eq!(
+        udp_ask(&a, port, "a2", wait).as_deref(),
+        Some("a2 va"),
+        "an open flow stays on its target"
+    );
+    // Idle past udp_idle: A's next datagram is a new flow, by the shares.
+    std::thread::sleep(Duration::from_millis(1300));
+    assert_eq!(udp_ask(&a, port, "a3", wait).as_deref(), Some("a3 vb"));
+    // A flow kept busy on the old target through its drain: the drain waits
+    // its timeout for it, then the flow moves on without losing a datagram.
+    edge.ctl(&weights(100, 0));
+    let c = udp_client();
+    assert_eq!(udp_ask(&c, port, "c0", wait).as_deref(), Some("c0 va"));
+    let pinging = std::thread::spawn(move || {
+        let mut answers = Vec::new();
+        for i in 0..40 {
+            answers.push(udp_ask(&c, port, &format!("c{i}"), wait));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        answers
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
+    let drained = edge.ctl(&json!({"op": "target-drain", "port": port, "id": "old"}));
+    assert_eq!(drained["abandoned"], 1, "{drained}");
+    assert!(started.elapsed() >= Duration::from_millis(1400));
+    let answers = pinging.join().unwrap();
+    for (i, got) in answers.iter().enumerate() {
+        let got = got.as_deref().unwrap_or("nothing");
+        assert!(got.starts_with(&format!("c{i} v")), "datagram {i}: {got}");
+    }
+    assert!(answers[0].as_deref().unwrap().ends_with("va"));
+    assert!(
+        answers[39].as_deref().unwrap().ends_with("vb"),
+        "after the drain the flow is on release 2: {answers:?}"
+    );
+    // A datagram of 60 KiB goes there and back whole.
+    let big = "x".repeat(60 * 1024);
+    let echoed = udp_ask(&b, port, &big, wait).unwrap();
+    assert_eq!(echoed, format!("{big} vb"));
+    // Per release: one request per flow, answered; the bytes sent back.
+    let routes = edge.ctl(&json!({"op": "routes", "service": "t/dns"}));
+    let metrics = routes["routes"][0]["metrics"].as_array().unwrap().clone();
+    let of = |r: u64, key: &str| {
+        metrics
+            .iter()
+            .find(|m| m["release"] == r)
+            .map(|m| m[key].as_u64().unwrap())
+            .unwrap_or(0)
+    };
+    assert_eq!(
+        (of(1, "requests"), of(2, "requests")),
+        (2, 4),
+        "release 1: A's first flow and C's; release 2: B's two (it idled between), A's second and C's second: {routes}"
+    );
+    assert!(of(2, "bytes") > 60 * 1024, "{routes}");
+    // Maintenance: datagrams go nowhere.
+    edge.ctl(&json!({"op": "traffic-set", "port": port,
+        "policy": {"weights": [], "maintenance": "later"}}));
+    let d = udp_client();
+    assert_eq!(udp_ask(&d, port, "d1", Duration::from_millis(500)), None);
+}

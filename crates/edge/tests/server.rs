@@ -302,9 +302,12 @@ async fn given_listeners_serve_their_routes_and_sockets_of_unknown_ports_are_clo
     let socket = std::net::TcpListener::bind(("0.0.0.0", port)).unwrap();
     let stray_port = free_port();
     let stray = std::net::TcpListener::bind(("0.0.0.0", stray_port)).unwrap();
-    let given: Listeners = [(port, vec![socket]), (stray_port, vec![stray])]
-        .into_iter()
-        .collect();
+    let given = Listeners {
+        tcp: [(port, vec![socket]), (stray_port, vec![stray])]
+            .into_iter()
+            .collect(),
+        udp: Default::default(),
+    };
     let next = Served::start(state.path(), given);
     let client = http();
     let deadline = Instant::now() + Duration::from_secs(10);

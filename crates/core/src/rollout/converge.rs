@@ -282,7 +282,7 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
                     String::new(),
                 ));
             };
-            for p in &spec.ports {
+            for p in spec.routes() {
                 let wait = deadline.saturating_duration_since(Instant::now());
                 let answer = self
                     .edge_call(Request::TargetAdd {
@@ -315,8 +315,13 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
                     let now = self.runtime.inspect(&id).await.ok();
                     let running = now.as_ref().is_some_and(|c| c.running);
                     let reason = if running {
+                        let udp_hint = if p.udp == crate::edge::Udp::Only {
+                            format!("; port {} carries only UDP and the service has no healthcheck, so the edge checks it by a TCP connect to container port {}: give the service a healthcheck", p.label(), p.container)
+                        } else {
+                            String::new()
+                        };
                         format!(
-                            "it did not pass the edge's health check ({}) within {} s",
+                            "it did not pass the edge's health check ({}) within {} s{udp_hint}",
                             spec.health
                                 .path
                                 .as_ref()
@@ -425,7 +430,7 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
         c: &SlotContainer,
         discard: &BTreeSet<u32>,
     ) {
-        for p in &spec.ports {
+        for p in spec.routes() {
             let _ = self
                 .edge
                 .call(Request::TargetDrain {
@@ -451,7 +456,7 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
         let spec = &release.spec;
         if let Ok(all) = self.runtime.containers(&spec.stack, &spec.name).await {
             for c in all.iter().filter(|c| c.release == release.number) {
-                for p in &spec.ports {
+                for p in spec.routes() {
                     let _ = self
                         .edge
                         .call(Request::TargetRemove {

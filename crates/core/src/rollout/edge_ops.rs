@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use super::{Deployer, EdgeControl, Runtime};
 use crate::edge::{
     EdgeErrorCode, Request, Response, RouteSpec, RouteStatus, Share, TargetSpec, TargetState,
-    TrafficPolicy,
+    TrafficPolicy, Udp,
 };
 use crate::problem::{Problem, ProblemCode};
 use crate::service::ServiceSpec;
@@ -57,10 +57,11 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
 
     /// Refuses a service whose host ports the edge cannot listen on.
     pub async fn check_ports(&self, spec: &ServiceSpec) -> Result<(), Problem> {
-        for p in &spec.ports {
+        for p in spec.routes() {
             self.edge_call(Request::PortCheck {
                 port: p.host,
                 service: spec.qualified(),
+                udp: p.udp,
             })
             .await
             .map_err(|e| {
@@ -69,7 +70,7 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
                     format!(
                         "{}: cannot publish port {}: {}",
                         spec.qualified(),
-                        p.host,
+                        p.label(),
                         e.message
                     ),
                 )
@@ -147,15 +148,23 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
                 })?;
             }
         }
-        for (i, p) in spec.ports.iter().enumerate() {
-            let site = i == 0;
+        let routes = spec.routes();
+        // The first route with TCP answers the hosts.
+        let site_at = routes.iter().position(|r| r.udp != Udp::Only);
+        for (i, p) in routes.into_iter().enumerate() {
+            let site = site_at == Some(i);
+            let mut health = spec.health.clone();
+            // Datagrams alone: a Docker HEALTHCHECK is the better judge
+            // than a TCP connect to a port that may not take one.
+            health.docker = p.udp == Udp::Only && spec.healthcheck.is_some();
             self.edge_call(Request::RouteSet {
                 route: RouteSpec {
                     port: p.host,
                     service: spec.qualified(),
-                    health: spec.health.clone(),
+                    health,
                     drain_timeout_ms: spec.drain_timeout_ms,
                     protocol: spec.protocol,
+                    udp: p.udp,
                     timeouts: spec.timeouts,
                     trusted_proxies: spec.trusted_proxies.clone(),
                     hosts: if site { spec.hosts.clone() } else { Vec::new() },
@@ -192,7 +201,7 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
             {
                 continue;
             }
-            for p in &spec.ports {
+            for p in spec.routes() {
                 self.edge_call(Request::TargetAdd {
                     port: p.host,
                     target: TargetSpec {

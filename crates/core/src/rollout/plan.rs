@@ -201,10 +201,7 @@ mod tests {
 
     fn spec(tag: &str) -> ServiceSpec {
         let mut s = ServiceSpec::new("s", "web", &format!("app:{tag}"));
-        s.ports = vec![PortMapping {
-            host: 8080,
-            container: 80,
-        }];
+        s.ports = vec![PortMapping::tcp(8080, 80)];
         s
     }
 

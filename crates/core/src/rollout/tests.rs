@@ -196,6 +196,7 @@ impl EdgeControl for Fake {
                             health: Default::default(),
                             drain_timeout_ms: 1000,
                             protocol: Default::default(),
+                            udp: Default::default(),
                             timeouts: Default::default(),
                             trusted_proxies: Vec::new(),
                             hosts: Vec::new(),
@@ -343,10 +344,7 @@ fn deployer(fake: &Fake, owner: &str) -> (Deployer<Fake, Fake>, Arc<Mutex<Vec<Ro
 fn spec(tag: &str, replicas: u32) -> ServiceSpec {
     let mut s = ServiceSpec::new("s", "web", &format!("app:{tag}"));
     s.replicas = replicas;
-    s.ports = vec![PortMapping {
-        host: 18080,
-        container: 8080,
-    }];
+    s.ports = vec![PortMapping::tcp(18080, 8080)];
     s.deploy_timeout_ms = 10_000;
     s
 }

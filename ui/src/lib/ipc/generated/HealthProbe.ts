@@ -16,4 +16,12 @@ healthyThreshold: number,
 /**
  * Consecutive failures before a healthy target is taken out of rotation.
  */
-unhealthyThreshold: number, };
+unhealthyThreshold: number, 
+/**
+ * The container's Docker HEALTHCHECK decides instead (a UDP-only
+ * route of a service that has one): the rollout waits for it before
+ * adding the target, the edge's watcher takes a container off when
+ * Docker calls it unhealthy and puts it back once healthy; the edge
+ * checks nothing itself.
+ */
+docker: boolean, };

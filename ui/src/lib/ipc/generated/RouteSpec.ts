@@ -3,6 +3,7 @@ import type { HealthProbe } from "./HealthProbe";
 import type { Protocol } from "./Protocol";
 import type { SiteTls } from "./SiteTls";
 import type { Timeouts } from "./Timeouts";
+import type { Udp } from "./Udp";
 
 /**
  * One listener on the edge: a host port, forwarding to a service's targets.
@@ -24,6 +25,10 @@ drainTimeoutMs: number,
  * HTTP (the default) or plain TCP.
  */
 protocol: Protocol, 
+/**
+ * UDP on the same port: none, beside the TCP listener, or alone.
+ */
+udp: Udp, 
 /**
  * How long clients and targets may take (`x-changeover.timeouts`).
  */

@@ -6,6 +6,7 @@ import type { SiteTls } from "./SiteTls";
 import type { TargetStatus } from "./TargetStatus";
 import type { Timeouts } from "./Timeouts";
 import type { TrafficPolicy } from "./TrafficPolicy";
+import type { Udp } from "./Udp";
 
 /**
  * A route with its targets, how it shares traffic, and what each release
@@ -32,6 +33,10 @@ drainTimeoutMs: number,
  * HTTP (the default) or plain TCP.
  */
 protocol: Protocol, 
+/**
+ * UDP on the same port: none, beside the TCP listener, or alone.
+ */
+udp: Udp, 
 /**
  * How long clients and targets may take (`x-changeover.timeouts`).
  */

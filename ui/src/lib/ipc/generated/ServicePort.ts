@@ -3,4 +3,9 @@
 /**
  * `host:container` — the edge listens on `host` and forwards to `container`.
  */
-export type ServicePort = { host: number, container: number, };
+export type ServicePort = { host: number, container: number, 
+/**
+ * `/udp`: datagrams, carried by the edge per client flow. A host
+ * port published as both TCP and UDP is one route carrying both.
+ */
+udp: boolean, };

@@ -21,4 +21,9 @@ bodyMs: number,
 /**
  * A target: from the request sent to the head of its answer.
  */
-responseMs: number, };
+responseMs: number, 
+/**
+ * A UDP flow with no datagram either way: forgotten (its next
+ * datagram picks a target afresh).
+ */
+udpIdleMs: number, };
