@@ -5,7 +5,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 GENERATED := ui/src/lib/ipc/generated
 
-.PHONY: run test setup ui edge watcher app types lint unit integration gui bench-app bench-inventory bench-rollout bench-edge bench-traffic bench-volumes bench-images clean-test-leftovers
+.PHONY: run test setup ui edge watcher app types lint unit integration gui bench-app bench-inventory bench-rollout bench-edge bench-traffic bench-volumes bench-images bench-udp clean-test-leftovers
 
 ## Install everything, build, and open the desktop app against the local daemon.
 run: setup app
@@ -91,6 +91,11 @@ bench-images: setup app
 bench-traffic: setup edge
 	$(CARGO) build --release -p changeover-bench
 	./target/release/bench-traffic
+
+## UDP through the edge next to the same app published by Docker.
+bench-udp: setup edge
+	$(CARGO) build --release -p changeover-bench
+	./target/release/bench-udp
 
 ## The app's cost to the daemon, terminal echo and log-follow speed, in the real window.
 bench-volumes: setup edge
