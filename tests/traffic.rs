@@ -708,6 +708,10 @@ fn a_udp_service_rolls_under_load_through_the_edge_and_loses_no_flow() {
         "clients moved from v1 to v2: {edge:?}"
     );
     assert_eq!(running_releases(&svc), vec![2, 2]);
+    refused(
+        &["traffic", "preview", &svc, "--token", "team"],
+        "is a UDP service",
+    );
     // Per release on the edge: flows counted, bytes sent back.
     let t = traffic(&svc);
     let metrics = t["routes"][0]["metrics"].as_array().unwrap();
@@ -718,4 +722,67 @@ fn a_udp_service_rolls_under_load_through_the_edge_and_loses_no_flow() {
             .unwrap_or_else(|| panic!("release {release} has counters: {t}"));
         assert!(m["bytes"].as_u64().unwrap() > 0, "{t}");
     }
+}
+
+#[test]
+fn one_port_carries_tcp_and_udp_and_a_udp_port_nobody_can_check_says_what_to_add() {
+    let _edge = shared_edge();
+    changeover_tests::demo_images(&[]);
+    let port = free_port();
+    let body = format!(
+        r#"services:
+  dns:
+    image: changeover-demo:v1
+    command: ["--listen", "0.0.0.0:5353", "--udp", "0.0.0.0:5353"]
+    ports: ["{port}:5353/tcp", "{port}:5353/udp"]
+    labels: {{dev.changeover.test: "1"}}
+    x-changeover:
+      health: {{path: /health, interval: 500ms}}
+      deploy_timeout: 20s
+"#
+    );
+    let stack = TestStack::new("udp-tcp", &body, &[port]);
+    let svc = format!("{}/dns", stack.name);
+    ok(
+        &changeover(&["stack", "deploy", "-f", &stack.file()], &[]),
+        "deploy",
+    );
+    let t = traffic(&svc);
+    assert_eq!(t["routes"].as_array().unwrap().len(), 1, "one route: {t}");
+    assert_eq!(t["routes"][0]["udp"], "also", "{t}");
+    assert!(get(port).unwrap().starts_with("v1"), "HTTP on the port");
+    let s = std::net::UdpSocket::bind(("127.0.0.1", 0)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    s.send_to(b"q", ("127.0.0.1", port)).unwrap();
+    let mut buf = [0u8; 64];
+    let n = s.recv(&mut buf).expect("UDP on the same port");
+    assert_eq!(&buf[..n], b"q v1");
+
+    // UDP only, no healthcheck, nothing on TCP: the deploy says why it
+    // cannot tell the container is up, and what to add.
+    let udp_port = free_port();
+    let body = format!(
+        r#"services:
+  vpn:
+    image: changeover-demo:v1
+    command: ["--listen", "0.0.0.0:8080", "--udp", "0.0.0.0:51820"]
+    ports: ["{udp_port}:51820/udp"]
+    labels: {{dev.changeover.test: "1"}}
+    x-changeover:
+      health: {{interval: 250ms, timeout: 250ms}}
+      deploy_timeout: 4s
+"#
+    );
+    let vpn = TestStack::new("udp-nocheck", &body, &[udp_port]);
+    let out = changeover(&["stack", "deploy", "-f", &vpn.file()], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("{udp_port}/udp carries only UDP: the edge checks it by a TCP connect to container port 51820")),
+        "the reader warned: {err}"
+    );
+    assert!(
+        err.contains(&format!("port {udp_port}/udp carries only UDP and the service has no healthcheck, so the edge checks it by a TCP connect to container port 51820: give the service a healthcheck")),
+        "the failure says what to add: {err}"
+    );
 }

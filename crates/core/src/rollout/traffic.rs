@@ -301,6 +301,12 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
                  cookie for a preview token (use `traffic split` or `traffic switch`)"
             )));
         }
+        if !record.spec.ports.is_empty() && record.spec.ports.iter().all(|p| p.udp) {
+            return Err(invalid(format!(
+                "{stack}/{service} is a UDP service: its datagrams carry no header or \
+                 cookie for a preview token (use `traffic split` or `traffic switch`)"
+            )));
+        }
         let Some(c) = &record.candidate else {
             return Err(invalid(format!(
                 "{stack}/{service} runs no release beside the current one, so there is \
