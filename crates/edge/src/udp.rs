@@ -50,6 +50,8 @@ pub struct UdpListener {
     tasks: Vec<JoinHandle<()>>,
     /// A copy of each socket, to hand over to a new edge.
     sockets: Vec<std::net::UdpSocket>,
+    /// Set by [`UdpListener::close`]: stop reading, finish the flows.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 /// Dropping it closes the sockets and ends every flow.
@@ -62,13 +64,12 @@ impl Drop for UdpListener {
 }
 
 impl UdpListener {
-    /// Closes the sockets and ends the flows, returning once no task runs
-    /// on them.
+    /// Stops reading the sockets (a new edge reads them now, or nobody)
+    /// and ends the flows, their answers on the way still passed on for
+    /// [`REPLY_GRACE`]; returns once no task runs on them.
     pub async fn close(mut self) {
         let tasks = std::mem::take(&mut self.tasks);
-        for t in &tasks {
-            t.abort();
-        }
+        let _ = self.closing.send(true);
         self.sockets.clear();
         for t in tasks {
             let _ = t.await;
@@ -129,9 +130,11 @@ pub fn open(
     }
     let count = workers::worker_count().max(given.len());
     let mut given = given.into_iter();
+    let (closing, closed) = tokio::sync::watch::channel(false);
     let mut listener = UdpListener {
         tasks: Vec::new(),
         sockets: Vec::new(),
+        closing,
     };
     for i in 0..count {
         let Some(handle) = workers::handle(i) else {
@@ -143,10 +146,10 @@ pub fn open(
         };
         socket.set_nonblocking(true)?;
         listener.sockets.push(socket.try_clone()?);
-        let table = table.clone();
+        let (table, closed) = (table.clone(), closed.clone());
         listener.tasks.push(handle.spawn(async move {
             match UdpSocket::from_std(socket) {
-                Ok(s) => serve(table, port, Arc::new(s)).await,
+                Ok(s) => serve(table, port, Arc::new(s), closed).await,
                 Err(e) => eprintln!("changeover-edge: cannot serve UDP port {port}: {e}"),
             }
         }));
@@ -187,7 +190,12 @@ fn now_ms(epoch: Instant) -> u64 {
 }
 
 /// Receives the datagrams of one socket and passes each to its flow.
-async fn serve(table: Arc<Table>, port: u16, socket: Arc<UdpSocket>) {
+async fn serve(
+    table: Arc<Table>,
+    port: u16,
+    socket: Arc<UdpSocket>,
+    mut closing: tokio::sync::watch::Receiver<bool>,
+) {
     let epoch = Instant::now();
     let mut flows: HashMap<SocketAddr, Flow> = HashMap::new();
     // Dropping the set (the socket closing) ends every flow.
@@ -225,7 +233,7 @@ async fn serve(table: Arc<Table>, port: u16, socket: Arc<UdpSocket>) {
                             if flows.len() >= MAX_FLOWS {
                                 make_room(&mut flows);
                             }
-                            let Some(f) = open_flow(&table, port, &socket, client, epoch, &mut carriers).await else {
+                            let Some(f) = open_flow(&table, port, &socket, client, epoch, &mut carriers, &closing).await else {
                                 break; // maintenance, or nothing healthy: dropped
                             };
                             flows.insert(client, f);
@@ -255,6 +263,11 @@ async fn serve(table: Arc<Table>, port: u16, socket: Arc<UdpSocket>) {
             Some(_) = carriers.join_next(), if !carriers.is_empty() => {}
             _ = sweep.tick() => {
                 flows.retain(|_, f| !f.task.is_finished());
+            }
+            _ = closing.changed() => {
+                // Read no more; the carriers see it too and finish.
+                while carriers.join_next().await.is_some() {}
+                return;
             }
         }
     }
@@ -286,6 +299,7 @@ async fn open_flow(
     client: SocketAddr,
     epoch: Instant,
     carriers: &mut JoinSet<()>,
+    closing: &tokio::sync::watch::Receiver<bool>,
 ) -> Option<Flow> {
     let mut except: Option<String> = None;
     for _ in 0..2 {
@@ -314,6 +328,7 @@ async fn open_flow(
                 epoch,
                 last: last.clone(),
                 ended: ended.clone(),
+                closing: closing.clone(),
             },
         ));
         return Some(Flow {
@@ -333,6 +348,19 @@ struct Carry {
     epoch: Instant,
     last: Arc<AtomicU64>,
     ended: Arc<AtomicBool>,
+    /// The sockets are closing (an edge upgrade, or the route removed).
+    closing: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Carry {
+    /// The flow's target is gone or its sockets close: the client's next
+    /// datagram opens a new flow, the in-flight count goes, and answers
+    /// still coming are passed on for [`REPLY_GRACE`] from now.
+    fn let_go(&self, guard: &mut Option<InFlight>) {
+        self.ended.store(true, Ordering::Relaxed);
+        *guard = None;
+        self.last.store(now_ms(self.epoch), Ordering::Relaxed);
+    }
 }
 
 /// Carries a flow's answers back to its client until it is idle, its
@@ -342,7 +370,7 @@ async fn carry(
     upstream: Arc<UdpSocket>,
     socket: Arc<UdpSocket>,
     client: SocketAddr,
-    c: Carry,
+    mut c: Carry,
 ) {
     let target = guard.0.clone();
     let opened = Instant::now();
@@ -350,6 +378,10 @@ async fn carry(
     let mut answered = false;
     let mut refused = false;
     loop {
+        if guard.is_some() && *c.closing.borrow() {
+            // Closing already when this flow opened.
+            c.let_go(&mut guard);
+        }
         let quiet = if guard.is_some() { c.idle } else { REPLY_GRACE };
         let since =
             Duration::from_millis(now_ms(c.epoch).saturating_sub(c.last.load(Ordering::Relaxed)));
@@ -408,9 +440,10 @@ async fn carry(
             _ = target.closed(), if guard.is_some() => {
                 // Drained to the end or removed: new datagrams go elsewhere;
                 // answers on their way still reach the client for a moment.
-                c.ended.store(true, Ordering::Relaxed);
-                guard = None;
-                c.last.store(now_ms(c.epoch), Ordering::Relaxed);
+                c.let_go(&mut guard);
+            }
+            _ = c.closing.changed(), if guard.is_some() => {
+                c.let_go(&mut guard);
             }
         }
     }

@@ -1527,6 +1527,14 @@ async fn a_new_edge_takes_the_listeners_over_and_not_one_request_fails() {
         &json!({"op": "route-set", "route": route_spec(port, "t/web", 1000, 5000,
         json!({"hosts": ["app.example.test"]}))}),
     );
+    // And a UDP route, with a client keeping its flow busy all along.
+    let udp_port = free_port();
+    edge.ctl(&json!({"op": "route-set", "route": {
+        "port": udp_port, "service": "t/dns",
+        "health": {"path": null, "intervalMs": 1000, "timeoutMs": 500,
+                   "healthyThreshold": 1, "unhealthyThreshold": 3},
+        "drainTimeoutMs": 5000, "protocol": "tcp", "udp": "only"}}));
+    let _udp_demo = add_udp_demo(&edge, udp_port, "u", "u1", 1);
     std::thread::sleep(Duration::from_millis(1200));
     let old_uptime = edge.ctl(&json!({"op": "hello"}))["uptimeMs"]
         .as_u64()
@@ -1534,6 +1542,23 @@ async fn a_new_edge_takes_the_listeners_over_and_not_one_request_fails() {
     // Clients all along: new connections, and kept-alive ones that open a
     // new connection when told `Connection: close`, as HTTP clients do.
     let stop = Arc::new(AtomicBool::new(false));
+    let datagrams = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let s = udp_client();
+            let (mut answered, mut lost) = (0u64, 0u64);
+            let mut n = 0;
+            while !stop.load(Ordering::SeqCst) {
+                n += 1;
+                let text = format!("d{n}");
+                match udp_ask(&s, udp_port, &text, Duration::from_millis(500)) {
+                    Some(a) if a == format!("{text} u1") => answered += 1,
+                    _ => lost += 1,
+                }
+            }
+            (answered, lost)
+        })
+    };
     let (sent, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let clients: Vec<_> = (0..4)
         .map(|i| {
@@ -1614,8 +1639,15 @@ async fn a_new_edge_takes_the_listeners_over_and_not_one_request_fails() {
     let (sent, failed) = (sent.load(Ordering::SeqCst), failed.load(Ordering::SeqCst));
     assert!(sent > 100, "{sent} requests");
     assert_eq!(failed, 0, "not one of {sent} requests failed");
+    let (answered, lost) = datagrams.join().unwrap();
+    assert!(answered > 100, "{answered} datagrams answered");
+    assert_eq!(
+        lost, 0,
+        "the UDP socket was handed over with the flow's answers still passed on: {lost} lost of {}",
+        answered + lost
+    );
     // The new edge has the routes, their policy, and serves them.
-    let routes = edge.ctl(&json!({"op": "routes"}));
+    let routes = edge.ctl(&json!({"op": "routes", "service": "t/web"}));
     assert_eq!(
         routes["routes"][0]["policy"]["weights"][0]["weight"], 100,
         "{routes}"
@@ -2405,4 +2437,41 @@ async fn a_udp_route_keeps_flows_on_their_target_switches_new_ones_and_drains_th
         "policy": {"weights": [], "maintenance": "later"}}));
     let d = udp_client();
     assert_eq!(udp_ask(&d, port, "d1", Duration::from_millis(500)), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_udp_clients_is_bounded_and_a_new_client_still_gets_through() {
+    let edge = Edge::start(200, 1000);
+    let port = free_port();
+    edge.ctl(&json!({"op": "route-set", "route": {
+        "port": port, "service": "t/dns",
+        "health": {"path": null, "intervalMs": 200, "timeoutMs": 500,
+                   "healthyThreshold": 1, "unhealthyThreshold": 3},
+        "drainTimeoutMs": 1000, "protocol": "tcp", "udp": "only"}}));
+    let _demo = add_udp_demo(&edge, port, "u", "u1", 1);
+    // 10,000 sources, one datagram each (as a spoofed flood looks): far
+    // more flows than an edge thread keeps (4,096 per socket, 2 threads).
+    let flood: Vec<std::net::UdpSocket> = (0..10_000).map(|_| udp_client()).collect();
+    for s in &flood {
+        let _ = s.send_to(b"x", ("127.0.0.1", port));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let routes = edge.ctl(&json!({"op": "routes", "service": "t/dns"}));
+    let open = routes["routes"][0]["targets"][0]["inFlight"].as_u64().unwrap();
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 16) as u64;
+    assert!(
+        open <= 4096 * threads,
+        "flows are bounded per socket: {open} open for {threads} thread(s)"
+    );
+    assert!(open > 0, "{routes}");
+    let c = udp_client();
+    assert_eq!(
+        udp_ask(&c, port, "late", Duration::from_secs(2)).as_deref(),
+        Some("late u1"),
+        "a new client gets a flow: the quietest gave way"
+    );
+    drop(flood);
 }
