@@ -268,3 +268,70 @@ fn an_edge_whose_state_names_containers_that_are_gone_sends_them_no_request() {
     assert_eq!(targets(port).len(), 2, "both slots are routed again");
     assert_routes_true(&stack, port);
 }
+
+#[test]
+fn a_udp_container_docker_calls_unhealthy_leaves_the_route_and_comes_back_when_healthy() {
+    let _edge = shared_edge();
+    changeover_tests::demo_images(&[]);
+    let port = free_port();
+    let body = format!(
+        r#"services:
+  dns:
+    image: changeover-demo:v1
+    command: ["--listen", "0.0.0.0:8080", "--udp", "0.0.0.0:5353"]
+    ports: ["{port}:5353/udp"]
+    labels: {{dev.changeover.test: "1"}}
+    healthcheck:
+      test: ["CMD", "/changeover-edge", "probe", "http://127.0.0.1:8080/health"]
+      interval: 500ms
+      retries: 1
+    deploy:
+      replicas: 2
+    x-changeover:
+      deploy_timeout: 30s
+"#
+    );
+    let stack = TestStack::new("udp-health", &body, &[port]);
+    ok(
+        &changeover(&["stack", "deploy", "-f", &stack.file()], &[]),
+        "deploy",
+    );
+    let load = changeover_tests::UdpLoad::start(port, 4);
+    std::thread::sleep(Duration::from_millis(300));
+    // The app's own check fails from now on: Docker calls it unhealthy,
+    // and the watcher takes it off the route (no TCP check could tell).
+    let sick = format!("{}-dns-r1-s0", stack.name);
+    let probe = |q: &str| {
+        docker(&[
+            "exec",
+            &sick,
+            "/changeover-edge",
+            "probe",
+            &format!("http://127.0.0.1:8080/?health={q}"),
+        ])
+    };
+    probe("fail");
+    let took = gone_from_route(port, &sick, Duration::from_secs(10));
+    eprintln!(
+        "off the route {} ms after its check began failing",
+        took.as_millis()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    probe("ok");
+    let back = wait_for(Duration::from_secs(10), || {
+        targets(port)
+            .iter()
+            .any(|t| t.0 == sick && t.2 == "healthy")
+            .then_some(())
+    });
+    assert!(
+        back.is_some(),
+        "healthy again, it is routed again: {:?}",
+        targets(port)
+    );
+    let counted = load.finish();
+    assert_eq!(counted.cut_off, 0, "{counted:?}");
+    assert!(counted.answered > 100, "{counted:?}");
+    eprintln!("UDP load through it: {counted:?}");
+    assert_routes_true(&stack, port);
+}

@@ -4,7 +4,8 @@
 //! answers `/` with its version (and the container's hostname), `/health`
 //! with 200 (or 503 when started `--unhealthy`), and `/?sleep=MS` after MS
 //! milliseconds, so tests can hold requests in flight across a drain
-//! (`/?status=500` answers that status, to make a release fail). On
+//! (`/?status=500` answers that status, to make a release fail;
+//! `/?health=fail` and `/?health=ok` turn `/health` from then on). On
 //! SIGTERM it stops accepting and lets open requests finish, as a well-behaved
 //! app does. With `--udp ADDR` it also echoes UDP datagrams there.
 
@@ -22,7 +23,13 @@ use hyper_util::server::graceful::GracefulShutdown;
 /// How long open requests may take to finish after SIGTERM.
 const GRACE: Duration = Duration::from_secs(10);
 
+/// Whether `/health` fails now: `--unhealthy`, or set by `/?health=fail`
+/// (and cleared by `/?health=ok`), so a test can turn a running
+/// container's health check against it.
+static UNHEALTHY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 pub async fn serve(version: &str, listen: &str, unhealthy: bool) -> Result<(), String> {
+    UNHEALTHY.store(unhealthy, std::sync::atomic::Ordering::Relaxed);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
@@ -47,7 +54,7 @@ pub async fn serve(version: &str, listen: &str, unhealthy: bool) -> Result<(), S
                 let (answer, version) = (answer.clone(), version.clone());
                 let service = hyper::service::service_fn(move |req| {
                     let (answer, version) = (answer.clone(), version.clone());
-                    async move { Ok::<_, Infallible>(reply(req, &answer, &version, unhealthy).await) }
+                    async move { Ok::<_, Infallible>(reply(req, &answer, &version).await) }
                 });
                 let conn = auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(stream), service)
@@ -65,16 +72,23 @@ pub async fn serve(version: &str, listen: &str, unhealthy: bool) -> Result<(), S
     Ok(())
 }
 
-async fn reply<B>(
-    req: Request<B>,
-    answer: &str,
-    version: &str,
-    unhealthy: bool,
-) -> Response<Full<Bytes>> {
+async fn reply<B>(req: Request<B>, answer: &str, version: &str) -> Response<Full<Bytes>> {
+    use std::sync::atomic::Ordering;
     let (status, body) = match req.uri().path() {
-        "/health" if unhealthy => (StatusCode::SERVICE_UNAVAILABLE, "unhealthy\n".to_string()),
+        "/health" if UNHEALTHY.load(Ordering::Relaxed) => {
+            (StatusCode::SERVICE_UNAVAILABLE, "unhealthy\n".to_string())
+        }
         "/health" => (StatusCode::OK, "ok\n".to_string()),
         "/" => {
+            match req
+                .uri()
+                .query()
+                .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("health=")))
+            {
+                Some("fail") => UNHEALTHY.store(true, Ordering::Relaxed),
+                Some("ok") => UNHEALTHY.store(false, Ordering::Relaxed),
+                _ => {}
+            }
             let sleep = req.uri().query().and_then(|q| {
                 q.split('&')
                     .find_map(|kv| kv.strip_prefix("sleep="))

@@ -1642,7 +1642,8 @@ async fn a_new_edge_takes_the_listeners_over_and_not_one_request_fails() {
     let (answered, lost) = datagrams.join().unwrap();
     assert!(answered > 100, "{answered} datagrams answered");
     assert_eq!(
-        lost, 0,
+        lost,
+        0,
         "the UDP socket was handed over with the flow's answers still passed on: {lost} lost of {}",
         answered + lost
     );
@@ -2457,7 +2458,9 @@ async fn a_flood_of_udp_clients_is_bounded_and_a_new_client_still_gets_through()
     }
     std::thread::sleep(Duration::from_millis(500));
     let routes = edge.ctl(&json!({"op": "routes", "service": "t/dns"}));
-    let open = routes["routes"][0]["targets"][0]["inFlight"].as_u64().unwrap();
+    let open = routes["routes"][0]["targets"][0]["inFlight"]
+        .as_u64()
+        .unwrap();
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
