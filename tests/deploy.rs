@@ -1363,3 +1363,62 @@ fn tmpfs_mount_options_and_restart_reach_the_container() {
         "{text}"
     );
 }
+
+#[test]
+fn an_anonymous_volume_keeps_its_data_from_release_to_release() {
+    let _edge = shared_edge();
+    changeover_tests::fixture_image();
+    let body = |greeting: &str| {
+        format!(
+            "services:\n  app:\n    image: changeover-fixture:busybox\n    command: [\"sh\", \"-c\", \"[ -f /data/first ] || hostname > /data/first; sleep 3600\"]\n    environment: {{GREETING: {greeting}}}\n    volumes: [\"/data\"]\n    labels: {{dev.changeover.test: \"1\"}}\n"
+        )
+    };
+    let stack = TestStack::new("anon", &body("one"), &[]);
+    stack.deploy(&[]);
+    let running = || {
+        docker(&[
+            "ps",
+            "--filter",
+            &format!("label=dev.changeover.stack={}", stack.name),
+            "--format",
+            "{{.Names}}",
+        ])
+    };
+    let first = running();
+    assert!(first.ends_with("-r1-s0"), "{first}");
+    let written = docker(&["exec", &first, "cat", "/data/first"]);
+    // A new release: a new container, the same volume.
+    std::fs::write(
+        stack.dir.path().join("stack.yml"),
+        format!("name: {}\n{}", stack.name, body("two")),
+    )
+    .unwrap();
+    stack.deploy(&[]);
+    let second = running();
+    assert!(second.ends_with("-r2-s0"), "{second}");
+    assert_eq!(
+        docker(&["exec", &second, "cat", "/data/first"]),
+        written,
+        "release 2 sees what release 1 wrote"
+    );
+    let volume = format!("{}_app_anon_data", stack.name);
+    let binds = docker(&["inspect", "-f", "{{json .HostConfig.Binds}}", &second]);
+    assert!(binds.contains(&format!("{volume}:/data")), "{binds}");
+    assert_eq!(
+        docker(&[
+            "volume",
+            "inspect",
+            "-f",
+            "{{index .Labels \"dev.changeover.stack\"}}",
+            &volume
+        ]),
+        stack.name,
+        "the stack's volume: `stack rm --volumes` names it"
+    );
+    let exported = changeover(&["stack", "export", &stack.name], &[]);
+    let text = String::from_utf8_lossy(&exported.stdout);
+    assert!(
+        text.contains("- \"/data\"") && !text.contains("app_anon_data"),
+        "exported as written: {text}"
+    );
+}

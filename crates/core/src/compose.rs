@@ -258,6 +258,10 @@ pub(crate) fn service(spec: &ServiceSpec) -> Yaml {
                         } else {
                             format!(":{}", mode.join(","))
                         };
+                        if m.anonymous {
+                            // As written: Compose's short form has no mode for it.
+                            return Yaml::text(m.target.clone());
+                        }
                         Yaml::text(format!("{}:{}{mode}", m.source, m.target))
                     })
                     .collect(),
@@ -436,7 +440,7 @@ impl Stack {
         let mut networks = BTreeSet::new();
         for s in &services {
             for m in &s.mounts {
-                if m.kind == MountKind::Volume {
+                if m.kind == MountKind::Volume && !m.anonymous {
                     volumes.insert(m.source.clone());
                 }
             }
@@ -585,6 +589,7 @@ mod tests {
             target: "/data".into(),
             read_only: false,
             options: Vec::new(),
+            anonymous: false,
         });
         web.mounts.push(Mount {
             kind: MountKind::Bind,
@@ -592,6 +597,7 @@ mod tests {
             target: "/conf".into(),
             read_only: true,
             options: Vec::new(),
+            anonymous: false,
         });
         web.networks.push("back".into());
         web.labels.insert("team".into(), "shop".into());

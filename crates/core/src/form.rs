@@ -753,6 +753,7 @@ mod tests {
                     target: "/data".into(),
                     read_only: false,
                     options: Vec::new(),
+                    anonymous: false,
                 },
                 Mount {
                     kind: MountKind::Bind,
@@ -760,6 +761,7 @@ mod tests {
                     target: "/ssl".into(),
                     read_only: true,
                     options: Vec::new(),
+                    anonymous: false,
                 }
             ]
         );

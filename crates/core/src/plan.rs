@@ -108,6 +108,8 @@ fn mounts(spec: &ServiceSpec) -> String {
         .map(|m| {
             let kind = if m.kind == MountKind::Bind {
                 "bind "
+            } else if m.anonymous {
+                "anonymous "
             } else {
                 ""
             };
@@ -309,6 +311,7 @@ mod tests {
             target: "/data".into(),
             read_only: true,
             options: Vec::new(),
+            anonymous: false,
         }];
         new.health.path = Some("/ready".into());
         let changes = spec_changes(Some(&old), &new);

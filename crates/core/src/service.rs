@@ -107,6 +107,29 @@ pub struct Mount {
     /// filled from the image).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub options: Vec<String>,
+    /// Written without a name (`- /data`): Compose gives the container a
+    /// volume of its own and keeps it when it recreates the container.
+    /// Changeover keeps it across releases too, as the volume
+    /// [`anonymous_volume`] names (`source`).
+    #[serde(default)]
+    pub anonymous: bool,
+}
+
+/// The volume (as a stack names volumes) that holds `service`'s anonymous
+/// volume at `target`: `web_anon_app_node_modules` for `/app/node_modules`.
+pub fn anonymous_volume(service: &str, target: &str) -> String {
+    let path: String = target
+        .trim_matches('/')
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{service}_anon_{path}")
 }
 
 /// A `tmpfs` mount: memory the container sees as a folder, gone when it

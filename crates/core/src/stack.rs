@@ -822,7 +822,10 @@ fn read_stack(r: &mut Reader, root: &Node, file: &str, dir: Option<&Path>) -> Op
         }
         if let Some(spec) = read_service(r, &stack_name, &svc_name, node, &key, at, dir) {
             for m in &spec.mounts {
-                if m.kind == MountKind::Volume && !declared_volumes.contains(m.source.as_str()) {
+                if m.kind == MountKind::Volume
+                    && !m.anonymous
+                    && !declared_volumes.contains(m.source.as_str())
+                {
                     r.error(
                         node,
                         &format!("{key}.volumes"),
@@ -1052,6 +1055,7 @@ fn read_service(
     let mut image_node: Option<&Node> = None;
     let mut container_name: Option<&Node> = None;
     let mut ports_node: Option<&Node> = None;
+    let mut volumes_node: Option<&Node> = None;
     let mut unresolved_extends = false;
     // Written but unusable (reported already) is not "missing".
     let mut image_written = false;
@@ -1133,6 +1137,7 @@ fn read_service(
                 check_tcp_and_udp(r, value, &k, &spec.ports);
             }
             "volumes" => {
+                volumes_node = Some(value);
                 for (i, v) in r.list(value, &k).into_iter().enumerate() {
                     let vk = format!("{k}[{i}]");
                     if let Some(m) = read_mount(r, v, &vk, dir) {
@@ -1234,6 +1239,19 @@ fn read_service(
     }
     spec.env = env_from_files;
     spec.env.extend(env_inline);
+    for m in spec.mounts.iter_mut().filter(|m| m.anonymous) {
+        m.source = crate::service::anonymous_volume(name, &m.target);
+        if spec.replicas > 1 {
+            r.error(
+                volumes_node.unwrap_or(node),
+                &format!("{key}.volumes"),
+                format!(
+                    "{:?} is an anonymous volume: Compose gives each container one of its own; Changeover keeps one per service across releases (volume `{}`), which {} replicas would share; name it (\"data:{}\") to share it on purpose, or run one replica",
+                    m.target, m.source, spec.replicas, m.target
+                ),
+            );
+        }
+    }
     if spec.healthcheck.is_none() {
         for route in spec
             .routes()
@@ -1868,7 +1886,8 @@ fn read_mount(r: &mut Reader, node: &Node, key: &str, dir: Option<&Path>) -> Opt
             });
             return None;
         }
-        let (Some(source), Some(target)) = (source, target) else {
+        let anonymous = source.is_none() && kind.is_none_or(|k| k == Ok(MountKind::Volume));
+        let (Some(source), Some(target)) = (source.or(anonymous.then(String::new)), target) else {
             r.error(node, key, "a mount needs `source` and `target`");
             return None;
         };
@@ -1889,6 +1908,7 @@ fn read_mount(r: &mut Reader, node: &Node, key: &str, dir: Option<&Path>) -> Opt
             target,
             read_only,
             options,
+            anonymous,
         });
     }
     let text = r.string(node, key)?;
@@ -1896,9 +1916,24 @@ fn read_mount(r: &mut Reader, node: &Node, key: &str, dir: Option<&Path>) -> Opt
     let (source, target, mode) = match parts.as_slice() {
         [s, t] => (*s, *t, ""),
         [s, t, m] => (*s, *t, *m),
-        [_] => {
-            r.error(node, key, format!("{text:?} is an anonymous volume; name it (\"data:{text}\") so it survives redeploys"));
-            return None;
+        [target] => {
+            if !target.starts_with('/') {
+                r.error(
+                    node,
+                    key,
+                    format!("{text:?}: the container path must be absolute"),
+                );
+                return None;
+            }
+            // Its volume is named once the service is known.
+            return Some(Mount {
+                kind: MountKind::Volume,
+                source: String::new(),
+                target: target.to_string(),
+                read_only: false,
+                options: Vec::new(),
+                anonymous: true,
+            });
         }
         _ => {
             r.error(node, key, format!("{text:?} is not SOURCE:TARGET[:ro]"));
@@ -1955,6 +1990,7 @@ fn read_mount(r: &mut Reader, node: &Node, key: &str, dir: Option<&Path>) -> Opt
         target: target.to_string(),
         read_only,
         options,
+        anonymous: false,
     })
 }
 
@@ -3388,6 +3424,38 @@ volumes:
             broken.errors
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn anonymous_volumes_are_kept_per_service_and_refused_for_replicas_to_share() {
+        let report = parse(
+            "name: s\nservices:\n  web:\n    image: a\n    volumes:\n      - /app/node_modules\n      - {type: volume, target: /var/lib/x}\n",
+            "stack.yml",
+            None,
+        );
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        let web = &report.stack.unwrap().services[0];
+        let got: Vec<(&str, &str, bool)> = web
+            .mounts
+            .iter()
+            .map(|m| (m.source.as_str(), m.target.as_str(), m.anonymous))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("web_anon_app_node_modules", "/app/node_modules", true),
+                ("web_anon_var_lib_x", "/var/lib/x", true)
+            ],
+            "one volume per service and path, needing no top-level declaration"
+        );
+        let e = errors("name: s\nservices:\n  web:\n    image: a\n    deploy: {replicas: 2}\n    volumes: [\"/data\", \"data\"]\n");
+        assert_eq!(
+            e,
+            [
+                "stack.yml:6 services.web.volumes[1]: \"data\": the container path must be absolute",
+                "stack.yml:6 services.web.volumes: \"/data\" is an anonymous volume: Compose gives each container one of its own; Changeover keeps one per service across releases (volume `web_anon_data`), which 2 replicas would share; name it (\"data:/data\") to share it on purpose, or run one replica"
+            ]
+        );
     }
 
     #[test]

@@ -1190,6 +1190,7 @@ async fn a_removed_service_leaves_no_route_container_or_record_and_keeps_its_vol
         target: "/data".into(),
         read_only: false,
         options: Vec::new(),
+        anonymous: false,
     }];
     d.run("s", "web", Goal::Deploy(Box::new(first)))
         .await

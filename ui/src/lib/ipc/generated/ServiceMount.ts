@@ -11,4 +11,11 @@ source: string, target: string, readOnly: boolean,
  * (SELinux relabelling of a bind), `nocopy` (a new volume is not
  * filled from the image).
  */
-options?: Array<string>, };
+options?: Array<string>, 
+/**
+ * Written without a name (`- /data`): Compose gives the container a
+ * volume of its own and keeps it when it recreates the container.
+ * Changeover keeps it across releases too, as the volume
+ * [`anonymous_volume`] names (`source`).
+ */
+anonymous: boolean, };
