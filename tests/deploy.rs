@@ -1365,12 +1365,21 @@ fn tmpfs_mount_options_and_restart_reach_the_container() {
 }
 
 #[test]
-fn an_anonymous_volume_keeps_its_data_from_release_to_release() {
+fn anonymous_volumes_and_an_images_volume_keep_their_data_from_release_to_release() {
     let _edge = shared_edge();
     changeover_tests::fixture_image();
+    // An image that declares a VOLUME, as databases' images do.
+    let image = "changeover-fixture:with-volume";
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM changeover-fixture:busybox\nVOLUME /state\n",
+    )
+    .unwrap();
+    docker(&["build", "-q", "-t", image, ctx.path().to_str().unwrap()]);
     let body = |greeting: &str| {
         format!(
-            "services:\n  app:\n    image: changeover-fixture:busybox\n    command: [\"sh\", \"-c\", \"[ -f /data/first ] || hostname > /data/first; sleep 3600\"]\n    environment: {{GREETING: {greeting}}}\n    volumes: [\"/data\"]\n    labels: {{dev.changeover.test: \"1\"}}\n"
+            "services:\n  app:\n    image: {image}\n    command: [\"sh\", \"-c\", \"[ -f /data/first ] || hostname > /data/first; [ -f /state/first ] || hostname > /state/first; sleep 3600\"]\n    environment: {{GREETING: {greeting}}}\n    volumes: [\"/data\"]\n    labels: {{dev.changeover.test: \"1\"}}\n"
         )
     };
     let stack = TestStack::new("anon", &body("one"), &[]);
@@ -1387,6 +1396,7 @@ fn an_anonymous_volume_keeps_its_data_from_release_to_release() {
     let first = running();
     assert!(first.ends_with("-r1-s0"), "{first}");
     let written = docker(&["exec", &first, "cat", "/data/first"]);
+    assert_eq!(docker(&["exec", &first, "cat", "/state/first"]), written);
     // A new release: a new container, the same volume.
     std::fs::write(
         stack.dir.path().join("stack.yml"),
@@ -1400,6 +1410,11 @@ fn an_anonymous_volume_keeps_its_data_from_release_to_release() {
         docker(&["exec", &second, "cat", "/data/first"]),
         written,
         "release 2 sees what release 1 wrote"
+    );
+    assert_eq!(
+        docker(&["exec", &second, "cat", "/state/first"]),
+        written,
+        "and in the image's VOLUME too"
     );
     let volume = format!("{}_app_anon_data", stack.name);
     let binds = docker(&["inspect", "-f", "{{json .HostConfig.Binds}}", &second]);
@@ -1421,4 +1436,30 @@ fn an_anonymous_volume_keeps_its_data_from_release_to_release() {
         text.contains("- \"/data\"") && !text.contains("app_anon_data"),
         "exported as written: {text}"
     );
+    // Removing the stack with its volumes names and removes both.
+    let image_volume = format!("{}_app_anon_state", stack.name);
+    let plan = changeover(&["stack", "rm", &stack.name, "--volumes"], &[]);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&plan.stdout),
+        String::from_utf8_lossy(&plan.stderr)
+    );
+    assert!(
+        said.contains(&volume) && said.contains(&image_volume),
+        "{said}"
+    );
+    let out = changeover(&["stack", "rm", &stack.name, "--volumes", "--yes"], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let left = docker(&[
+        "volume",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("name={}_", stack.name),
+    ]);
+    assert_eq!(left, "", "both volumes removed");
 }

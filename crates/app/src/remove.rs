@@ -125,13 +125,16 @@ async fn removal_with(
             format!("no stack {stack} on this environment"),
         ));
     }
+    let docker = env.docker().await?;
+    // The records' named volumes, and those the stack's containers were
+    // given (anonymous ones, images' VOLUMEs) that carry its label.
     let mut volumes: Vec<String> = services
         .iter()
         .flat_map(|r| docker_volumes(stack, r))
+        .chain(changeover_docker::volumes::of_stack(&docker, stack).await?)
         .collect();
     volumes.sort();
     volumes.dedup();
-    let docker = env.docker().await?;
     let networks = changeover_docker::read::stack_networks(&docker, stack).await?;
     Ok(StackRemoval {
         stack: stack.to_string(),

@@ -92,6 +92,12 @@ pub async fn stack_rm(
             plan.volumes.join(", ")
         ));
     }
+    if volumes && !plan.volumes.is_empty() {
+        question.push_str(&format!(
+            "\n  volume(s) {} and everything in them (asked again)",
+            plan.volumes.join(", ")
+        ));
+    }
     if !yes {
         confirm(&question)?;
         if volumes && !plan.volumes.is_empty() {

@@ -132,6 +132,21 @@ pub fn anonymous_volume(service: &str, target: &str) -> String {
     format!("{service}_anon_{path}")
 }
 
+/// The volume (as a stack names volumes) that holds what `service`'s image
+/// declares as a `VOLUME` at `target`, for slot `slot`, when no mount of
+/// the service covers it. Docker would give each new container a fresh
+/// one, so every release would start empty; Compose keeps them when it
+/// recreates a container, and so does Changeover, one per slot (slot 0's
+/// is the one `- TARGET` in the stack names, so writing it there later
+/// keeps the data).
+pub fn image_volume(service: &str, slot: u32, target: &str) -> String {
+    let anonymous = anonymous_volume(service, target);
+    match slot {
+        0 => anonymous,
+        n => anonymous.replacen("_anon_", &format!("_s{n}_anon_"), 1),
+    }
+}
+
 /// A `tmpfs` mount: memory the container sees as a folder, gone when it
 /// stops.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]

@@ -159,6 +159,62 @@ impl DockerRuntime {
             Err(e) => Err(daemon_problem(&format!("creating network {name}"), &e)),
         }
     }
+
+    /// Creates the volume `name` of `stack` when missing (labelled the
+    /// stack's, so removing the stack with its volumes names it).
+    async fn ensure_stack_volume(&self, name: &str, stack: &str) -> Result<(), Problem> {
+        match self.docker.inspect_volume(name).await {
+            Ok(_) => return Ok(()),
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(daemon_problem(&format!("reading volume {name}"), &e)),
+        }
+        self.docker
+            .create_volume(VolumeCreateRequest {
+                name: Some(name.to_string()),
+                labels: Some(HashMap::from([
+                    (labels::MANAGED.to_string(), "true".to_string()),
+                    (labels::STACK.to_string(), stack.to_string()),
+                ])),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| daemon_problem(&format!("creating volume {name}"), &e))?;
+        Ok(())
+    }
+
+    /// Binds for the `VOLUME`s the release's image declares and no mount
+    /// or tmpfs of the service covers: each slot keeps its own from release
+    /// to release ([`changeover_core::service::image_volume`]), created
+    /// here when missing, instead of a fresh anonymous one per container.
+    async fn image_volumes(&self, release: &Release, slot: u32) -> Result<Vec<String>, Problem> {
+        let spec = &release.spec;
+        let image = self
+            .docker
+            .inspect_image(&release.image_id)
+            .await
+            .map_err(|e| daemon_problem(&format!("reading image {}", spec.image), &e))?;
+        let declared: Vec<String> = image
+            .config
+            .and_then(|c| c.volumes)
+            .map(|v| v.into_iter().collect())
+            .unwrap_or_default();
+        let mut binds = Vec::new();
+        for path in declared {
+            let covered = spec.mounts.iter().any(|m| m.target == path)
+                || spec.tmpfs.iter().any(|t| t.target == path);
+            if covered || !path.starts_with('/') {
+                continue;
+            }
+            let name = volume_name(
+                &spec.stack,
+                &changeover_core::service::image_volume(&spec.name, slot, &path),
+            );
+            self.ensure_stack_volume(&name, &spec.stack).await?;
+            binds.push(format!("{name}:{path}"));
+        }
+        binds.sort();
+        Ok(binds)
+    }
 }
 
 /// A stack's `restart:` as Docker's policy (unless-stopped when unset).
@@ -344,23 +400,8 @@ impl Runtime for DockerRuntime {
                 .await?;
         }
         for m in spec.mounts.iter().filter(|m| m.kind == MountKind::Volume) {
-            let name = volume_name(&spec.stack, &m.source);
-            match self.docker.inspect_volume(&name).await {
-                Ok(_) => continue,
-                Err(e) if is_not_found(&e) => {}
-                Err(e) => return Err(daemon_problem(&format!("reading volume {name}"), &e)),
-            }
-            self.docker
-                .create_volume(VolumeCreateRequest {
-                    name: Some(name.clone()),
-                    labels: Some(HashMap::from([
-                        (labels::MANAGED.to_string(), "true".to_string()),
-                        (labels::STACK.to_string(), spec.stack.clone()),
-                    ])),
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| daemon_problem(&format!("creating volume {name}"), &e))?;
+            self.ensure_stack_volume(&volume_name(&spec.stack, &m.source), &spec.stack)
+                .await?;
         }
         Ok(())
     }
@@ -396,6 +437,7 @@ impl Runtime for DockerRuntime {
 
     async fn create(&self, release: &Release, slot: u32) -> Result<String, Problem> {
         let spec = &release.spec;
+        let kept = self.image_volumes(release, slot).await?;
         let name = container_name(spec, release.number, slot);
         let mut container_labels: HashMap<String, String> = spec
             .labels
@@ -430,6 +472,7 @@ impl Runtime for DockerRuntime {
                     format!("{source}:{}:{}", m.target, mode.join(","))
                 }
             })
+            .chain(kept)
             .collect::<Vec<_>>();
         let ms_to_ns = |ms: u64| (ms as i64).saturating_mul(1_000_000);
         let network = default_network(&spec.stack);

@@ -668,6 +668,36 @@ pub fn in_use(name: &str, users: &[changeover_core::volume::VolumeUser], what: &
     )
 }
 
+/// The volumes Changeover created for `stack` (its named volumes, the
+/// ones holding its anonymous volumes and its images' `VOLUME`s), not
+/// their snapshots; by name.
+pub async fn of_stack(docker: &Docker, stack: &str) -> Result<Vec<String>, Problem> {
+    let filters = HashMap::from([(
+        "label".to_string(),
+        vec![
+            format!("{}={stack}", labels::STACK),
+            format!("{}=true", labels::MANAGED),
+        ],
+    )]);
+    let list = docker
+        .list_volumes(Some(
+            bollard::query_parameters::ListVolumesOptionsBuilder::new()
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .map_err(|e| daemon_problem("listing the stack's volumes", &e))?;
+    let mut out: Vec<String> = list
+        .volumes
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|v| !v.labels.contains_key(snapshot_labels::OF))
+        .map(|v| v.name)
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
 /// Every snapshot of `volume` on the daemon, newest first.
 pub async fn snapshots_of(docker: &Docker, volume: &str) -> Result<Vec<Snapshot>, Problem> {
     let filters = HashMap::from([(
