@@ -910,7 +910,16 @@ fn include(
     volumes: &mut Vec<String>,
     networks: &mut Vec<String>,
 ) {
-    let mut paths: Vec<(String, &Node, String)> = Vec::new();
+    /// One included file: its path, the item and key it was named at, and
+    /// the item's `project_directory` and `env_file`s as written.
+    struct Included<'n, 'a> {
+        path: String,
+        item: &'n Node<'a>,
+        key: String,
+        project_directory: Option<String>,
+        env_files: Vec<String>,
+    }
+    let mut paths: Vec<Included> = Vec::new();
     for (i, item) in r.list(node, "include").into_iter().enumerate() {
         let k = format!("include[{i}]");
         let path_node = entries(item)
@@ -920,20 +929,34 @@ fn include(
             Some(list) => list.iter().collect(),
             None => vec![path_node],
         };
+        let (mut project_directory, mut env_files) = (None, Vec::new());
         if let Some(fields) = entries(item) {
             for (f, v) in fields {
-                if f != "path" {
-                    r.warn(
-                        v,
-                        &format!("{k}.{f}"),
-                        format!("`{f}` of an include is not applied"),
-                    );
+                let fk = format!("{k}.{f}");
+                match f.as_str() {
+                    "path" => {}
+                    "project_directory" => project_directory = r.string(v, &fk),
+                    "env_file" => match items(v) {
+                        Some(list) => {
+                            for (j, e) in list.iter().enumerate() {
+                                env_files.extend(r.string(e, &format!("{fk}[{j}]")));
+                            }
+                        }
+                        None => env_files.extend(r.string(v, &fk)),
+                    },
+                    _ => r.warn(v, &fk, format!("`{f}` of an include is not applied")),
                 }
             }
         }
         for p in listed {
             if let Some(text) = r.string(p, &k) {
-                paths.push((text, item, k.clone()));
+                paths.push(Included {
+                    path: text,
+                    item,
+                    key: k.clone(),
+                    project_directory: project_directory.clone(),
+                    env_files: env_files.clone(),
+                });
             }
         }
     }
@@ -945,11 +968,19 @@ fn include(
         );
         return;
     }
-    for (path, item, k) in paths {
-        let full = match dir {
-            Some(d) if Path::new(&path).is_relative() => d.join(&path),
-            _ => Path::new(&path).to_path_buf(),
-        };
+    let from_here = |p: &str| match dir {
+        Some(d) if Path::new(p).is_relative() => d.join(p),
+        _ => Path::new(p).to_path_buf(),
+    };
+    for Included {
+        path,
+        item,
+        key: k,
+        project_directory,
+        env_files,
+    } in paths
+    {
+        let full = from_here(&path);
         let shown = full.display().to_string();
         let text = match read_text(&full) {
             Ok(t) => t,
@@ -958,28 +989,60 @@ fn include(
                 continue;
             }
         };
-        let there = full.parent();
-        // Its own .env, under the shell's and this file's variables.
+        // Its paths are relative to its project directory: its own folder
+        // unless the include names one (relative to this file's).
+        let project = project_directory.as_deref().map(from_here);
+        if let Some(p) = project.as_ref().filter(|p| !p.is_dir()) {
+            r.error(
+                item,
+                &format!("{k}.project_directory"),
+                format!("{} is not a folder", p.display()),
+            );
+            continue;
+        }
+        let there = project.as_deref().or(full.parent());
+        // Its own variables under the shell's and this file's: the
+        // include's env_files, or else the .env of its project directory.
+        let env_paths: Vec<std::path::PathBuf> = if env_files.is_empty() {
+            there.map(|d| d.join(".env")).into_iter().collect()
+        } else {
+            env_files.iter().map(|e| from_here(e)).collect()
+        };
         let mut vars = r.vars.clone();
-        if let Some(dotenv) = there.and_then(|d| std::fs::read_to_string(d.join(".env")).ok()) {
+        let mut failed = false;
+        for (n, env_path) in env_paths.iter().enumerate() {
+            let dotenv = match std::fs::read_to_string(env_path) {
+                Ok(t) => t,
+                // A missing .env is fine; a missing env_file named is not.
+                Err(_) if env_files.is_empty() => continue,
+                Err(e) => {
+                    r.error(
+                        item,
+                        &format!("{k}.env_file"),
+                        format!("cannot read {}: {e}", env_paths[n].display()),
+                    );
+                    failed = true;
+                    break;
+                }
+            };
             match crate::interpolate::env_values(&dotenv, r.vars) {
                 Ok(values) => {
                     for (key, value) in values {
-                        vars.entry(key).or_insert(value);
+                        // The shell's win; a later file wins over an earlier one.
+                        if !r.vars.contains_key(&key) {
+                            vars.insert(key, value);
+                        }
                     }
                 }
                 Err((line, message)) => {
-                    r.error(
-                        item,
-                        &k,
-                        format!(
-                            "{}/.env:{line} {message}",
-                            there.map(|d| d.display().to_string()).unwrap_or_default()
-                        ),
-                    );
-                    continue;
+                    r.error(item, &k, format!("{}:{line} {message}", env_path.display()));
+                    failed = true;
+                    break;
                 }
             }
+        }
+        if failed {
+            continue;
         }
         let report = parse_at(&text, &shown, there, &vars, r.depth + 1);
         r.errors.extend(report.errors);
@@ -3346,6 +3409,57 @@ volumes:
         assert_eq!(
             e[0],
             "stack.yml:3 services.web.extends: there is no service `nope` in this file to extend"
+        );
+    }
+
+    #[test]
+    fn an_include_may_name_its_project_directory_and_env_files() {
+        let dir =
+            std::env::temp_dir().join(format!("changeover-include-pd-{}", std::process::id()));
+        for d in ["shared", "envs", "proj"] {
+            std::fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        std::fs::write(
+            dir.join("shared/compose.yml"),
+            "services:\n  cache:\n    image: redis:${REDIS_TAG}\n    volumes: [\"./conf:/conf:ro\"]\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("shared/.env"), "REDIS_TAG=6\n").unwrap();
+        std::fs::write(dir.join("envs/cache.env"), "REDIS_TAG=7\n").unwrap();
+        std::fs::write(dir.join("envs/more.env"), "REDIS_TAG=7.2\n").unwrap();
+        let parse_here = |text: &str| parse_with(text, "stack.yml", Some(&dir), &BTreeMap::new());
+        let report = parse_here(
+            "name: s\ninclude:\n  - path: shared/compose.yml\n    project_directory: proj\n    env_file: [envs/cache.env, envs/more.env]\n",
+        );
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        assert!(report.warnings.is_empty(), "applied: {:?}", report.warnings);
+        let cache = &report.stack.unwrap().services[0];
+        assert_eq!(cache.image, "redis:7.2", "the env_files, the later winning");
+        assert!(
+            cache.mounts[0].source.ends_with("proj/./conf"),
+            "paths from the project directory: {:?}",
+            cache.mounts
+        );
+        let own = parse_here("name: s\ninclude:\n  - path: shared/compose.yml\n");
+        assert_eq!(
+            own.stack.unwrap().services[0].image,
+            "redis:6",
+            "its own .env"
+        );
+        let bad = parse_here(
+            "name: s\ninclude:\n  - path: shared/compose.yml\n    env_file: envs/nope.env\n  - path: shared/compose.yml\n    project_directory: nowhere\n",
+        );
+        let said: Vec<String> = bad.errors.iter().map(|e| e.to_string()).collect();
+        assert_eq!(said.len(), 2, "{said:?}");
+        assert!(
+            said[0].starts_with("stack.yml:3 include[0].env_file: cannot read ")
+                && said[0].contains("envs/nope.env"),
+            "{said:?}"
+        );
+        assert!(
+            said[1].starts_with("stack.yml:5 include[1].project_directory: ")
+                && said[1].ends_with("nowhere is not a folder"),
+            "{said:?}"
         );
     }
 
