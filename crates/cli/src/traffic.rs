@@ -120,7 +120,12 @@ fn print_view(view: &TrafficView) {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        println!("port {}: {split}", r.spec.port);
+        let carries = match r.spec.udp {
+            changeover_core::edge::Udp::No => "",
+            changeover_core::edge::Udp::Also => " (TCP and UDP; a UDP flow counts as a request)",
+            changeover_core::edge::Udp::Only => "/udp (REQUESTS are flows, 2XX those answered)",
+        };
+        println!("port {}{carries}: {split}", r.spec.port);
         if let Some(m) = &r.policy.maintenance {
             println!("  maintenance: {m}");
         }
