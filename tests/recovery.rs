@@ -274,22 +274,11 @@ fn a_udp_container_docker_calls_unhealthy_leaves_the_route_and_comes_back_when_h
     let _edge = shared_edge();
     changeover_tests::demo_images(&[]);
     let port = free_port();
-    let body = format!(
-        r#"services:
-  dns:
-    image: changeover-demo:v1
-    command: ["--listen", "0.0.0.0:8080", "--udp", "0.0.0.0:5353"]
-    ports: ["{port}:5353/udp"]
-    labels: {{dev.changeover.test: "1"}}
-    healthcheck:
-      test: ["CMD", "/changeover-edge", "probe", "http://127.0.0.1:8080/health"]
-      interval: 500ms
-      retries: 1
-    deploy:
-      replicas: 2
-    x-changeover:
-      deploy_timeout: 30s
-"#
+    let body = changeover_tests::udp_echo_service(
+        "dns",
+        &format!("\"{port}:5353/udp\""),
+        "500ms",
+        "    deploy:\n      replicas: 2\n    x-changeover:\n      deploy_timeout: 30s\n",
     );
     let stack = TestStack::new("udp-health", &body, &[port]);
     ok(

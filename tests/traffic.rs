@@ -606,23 +606,11 @@ fn a_udp_service_rolls_under_load_through_the_edge_and_loses_no_flow() {
     // Demo images of this very binary (which echoes UDP).
     changeover_tests::demo_images(&[]);
     let port = free_port();
-    let body = format!(
-        r#"services:
-  dns:
-    image: changeover-demo:v1
-    command: ["--listen", "0.0.0.0:8080", "--udp", "0.0.0.0:5353"]
-    ports: ["{port}:5353/udp"]
-    labels: {{dev.changeover.test: "1"}}
-    healthcheck:
-      test: ["CMD", "/changeover-edge", "probe", "http://127.0.0.1:8080/health"]
-      interval: 1s
-    deploy:
-      replicas: 2
-    x-changeover:
-      drain_timeout: 2s
-      deploy_timeout: 30s
-      timeouts: {{udp_idle: 5s}}
-"#
+    let body = changeover_tests::udp_echo_service(
+        "dns",
+        &format!("\"{port}:5353/udp\""),
+        "1s",
+        "    deploy:\n      replicas: 2\n    x-changeover:\n      drain_timeout: 2s\n      deploy_timeout: 30s\n      timeouts: {udp_idle: 5s}\n",
     );
     let stack = TestStack::new("udp", &body, &[port]);
     let svc = format!("{}/dns", stack.name);
@@ -639,44 +627,10 @@ fn a_udp_service_rolls_under_load_through_the_edge_and_loses_no_flow() {
         "a UDP-only port of a service with a healthcheck is judged by it: {t}"
     );
     // The same app published by Docker itself, beside it, for the baseline.
-    let direct_port = free_port();
-    let direct = changeover_tests::unique("t-udp-direct");
-    docker(&[
-        "run",
-        "-d",
-        "--name",
-        &direct,
-        "--label",
-        "dev.changeover.test=1",
-        "-p",
-        &format!("{direct_port}:5353/udp"),
-        "changeover-demo:v1",
-        "--listen",
-        "0.0.0.0:8080",
-        "--udp",
-        "0.0.0.0:5353",
-    ]);
-    struct Removed(String);
-    impl Drop for Removed {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("docker")
-                .args(["rm", "-f", &self.0])
-                .output();
-        }
-    }
-    let _direct = Removed(direct);
-    wait_for(Duration::from_secs(10), || {
-        let s = std::net::UdpSocket::bind(("127.0.0.1", 0)).unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
-        let _ = s.send_to(b"hi", ("127.0.0.1", direct_port));
-        let mut buf = [0u8; 64];
-        s.recv(&mut buf).ok()
-    })
-    .expect("the direct container echoes");
+    let published = changeover_tests::DirectUdpEcho::start("t-udp-direct");
 
     let through_edge = changeover_tests::UdpLoad::start(port, 8);
-    let direct_load = changeover_tests::UdpLoad::start(direct_port, 8);
+    let direct_load = changeover_tests::UdpLoad::start(published.port, 8);
     std::thread::sleep(Duration::from_secs(1));
     ok(
         &changeover(&["service", "deploy", &svc, "--tag", "v2"], &[]),

@@ -123,25 +123,15 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Waits until `port` echoes.
-fn echoes(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let s = UdpSocket::bind(("127.0.0.1", 0)).unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    let mut buf = [0u8; 64];
-    loop {
-        let _ = s.send_to(b"hi", ("127.0.0.1", port));
-        if s.recv(&mut buf).is_ok() {
-            return;
-        }
-        assert!(Instant::now() < deadline, "port {port} echoes UDP");
-    }
-}
-
 async fn deployed(env: &Environment, name: &str, port: u16) {
     let file = format!(
-        "name: {name}\nservices:\n  echo:\n    image: changeover-demo:v1\n    command: [\"--listen\", \"0.0.0.0:8080\", \"--udp\", \"0.0.0.0:5353\"]\n    ports: [\"{port}:5353/udp\"]\n    healthcheck:\n      test: [\"CMD\", \"/changeover-edge\", \"probe\", \"http://127.0.0.1:8080/health\"]\n      interval: 1s\n    x-changeover:\n      deploy_timeout: 30s\n"
+        "name: {name}\n{}",
+        changeover_tests::udp_echo_service(
+            "echo",
+            &format!("\"{port}:5353/udp\""),
+            "1s",
+            "    x-changeover:\n      deploy_timeout: 30s\n"
+        )
     );
     let st = stack::parse(&file, "bench.yml", None)
         .stack
@@ -158,25 +148,12 @@ async fn main() {
     deploy::ensure_sandbox_images(&docker)
         .await
         .expect("demo images");
-    let (edge_port, direct_port) = (changeover_tests::free_port(), changeover_tests::free_port());
+    let edge_port = changeover_tests::free_port();
     let name = format!("bench-udp-{}", std::process::id());
-    let direct = format!("{name}-direct");
     deployed(&env, &name, edge_port).await;
-    changeover_tests::docker(&[
-        "run",
-        "-d",
-        "--name",
-        &direct,
-        "-p",
-        &format!("{direct_port}:5353/udp"),
-        "changeover-demo:v1",
-        "--listen",
-        "0.0.0.0:8080",
-        "--udp",
-        "0.0.0.0:5353",
-    ]);
-    echoes(edge_port);
-    echoes(direct_port);
+    let published = changeover_tests::DirectUdpEcho::start(&format!("{name}-direct"));
+    let direct_port = published.port;
+    changeover_tests::udp_echoes(edge_port, Duration::from_secs(20));
     println!(
         "bench/udp: the demo's UDP echo through the edge (port {edge_port}) and published by Docker (port {direct_port}); {CLIENTS} clients x {WINDOW} datagrams of {PAYLOAD} B in flight, {SECONDS} s per run, {ROUNDS} runs each, alternating"
     );
@@ -215,8 +192,6 @@ async fn main() {
         "  round trip, one client: edge p50 {} µs p99 {} µs; direct p50 {} µs p99 {} µs",
         e_lat.0, e_lat.1, d_lat.0, d_lat.1
     );
-    let _ = std::process::Command::new("docker")
-        .args(["rm", "-f", &direct])
-        .output();
+    drop(published);
     changeover_tests::remove_stack(&name, &[edge_port]);
 }

@@ -631,6 +631,70 @@ impl Load {
     }
 }
 
+/// A stack's service `name` running the demo app as a UDP echo: HTTP on
+/// 8080 (its `healthcheck:` probes it, every `check`), datagrams echoed on
+/// 5353, published as `ports` (`"PORT:5353/udp"`), labelled as a test's;
+/// `extra` is more of the service, indented as its keys (`deploy:`,
+/// `x-changeover:`…).
+pub fn udp_echo_service(name: &str, ports: &str, check: &str, extra: &str) -> String {
+    format!(
+        "services:\n  {name}:\n    image: changeover-demo:v1\n    command: [\"--listen\", \"0.0.0.0:8080\", \"--udp\", \"0.0.0.0:5353\"]\n    ports: [{ports}]\n    labels: {{dev.changeover.test: \"1\"}}\n    healthcheck:\n      test: [\"CMD\", \"/changeover-edge\", \"probe\", \"http://127.0.0.1:8080/health\"]\n      interval: {check}\n      retries: 1\n{extra}"
+    )
+}
+
+/// The demo app's UDP echo with its port published by Docker itself
+/// (`-p PORT:5353/udp`), the baseline a UDP route is measured against;
+/// removed when dropped.
+pub struct DirectUdpEcho {
+    pub name: String,
+    pub port: u16,
+}
+
+impl DirectUdpEcho {
+    /// Started on the default daemon, once it echoes.
+    pub fn start(prefix: &str) -> Self {
+        let (name, port) = (unique(prefix), free_port());
+        docker(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--label",
+            "dev.changeover.test=1",
+            "-p",
+            &format!("{port}:5353/udp"),
+            "changeover-demo:v1",
+            "--listen",
+            "0.0.0.0:8080",
+            "--udp",
+            "0.0.0.0:5353",
+        ]);
+        let direct = Self { name, port };
+        udp_echoes(port, Duration::from_secs(20));
+        direct
+    }
+}
+
+impl Drop for DirectUdpEcho {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["rm", "-f", &self.name])
+            .output();
+    }
+}
+
+/// Waits until UDP `port` on loopback echoes a datagram; panics after `within`.
+pub fn udp_echoes(port: u16, within: Duration) {
+    wait_for(within, || {
+        let s = std::net::UdpSocket::bind(("127.0.0.1", 0)).ok()?;
+        s.set_read_timeout(Some(Duration::from_millis(200))).ok()?;
+        s.send_to(b"hi", ("127.0.0.1", port)).ok()?;
+        let mut buf = [0u8; 64];
+        s.recv(&mut buf).ok()
+    })
+    .unwrap_or_else(|| panic!("UDP port {port} echoes within {within:?}"));
+}
+
 /// UDP clients on loopback, each its own socket (its own flow through the
 /// edge), each sending a numbered datagram and waiting up to
 /// [`UdpLoad::WAIT`] for its echo before the next.

@@ -668,17 +668,13 @@ pub fn in_use(name: &str, users: &[changeover_core::volume::VolumeUser], what: &
     )
 }
 
-/// The volumes Changeover created for `stack` (its named volumes, the
-/// ones holding its anonymous volumes and its images' `VOLUME`s), not
-/// their snapshots; by name.
-pub async fn of_stack(docker: &Docker, stack: &str) -> Result<Vec<String>, Problem> {
-    let filters = HashMap::from([(
-        "label".to_string(),
-        vec![
-            format!("{}={stack}", labels::STACK),
-            format!("{}=true", labels::MANAGED),
-        ],
-    )]);
+/// The daemon's volumes carrying every label of `labels` (`key=value`).
+async fn labelled(
+    docker: &Docker,
+    labels: Vec<String>,
+    what: &str,
+) -> Result<Vec<bollard::models::Volume>, Problem> {
+    let filters = HashMap::from([("label".to_string(), labels)]);
     let list = docker
         .list_volumes(Some(
             bollard::query_parameters::ListVolumesOptionsBuilder::new()
@@ -686,39 +682,43 @@ pub async fn of_stack(docker: &Docker, stack: &str) -> Result<Vec<String>, Probl
                 .build(),
         ))
         .await
-        .map_err(|e| daemon_problem("listing the stack's volumes", &e))?;
-    let mut out: Vec<String> = list
-        .volumes
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|v| !v.labels.contains_key(snapshot_labels::OF))
-        .map(|v| v.name)
-        .collect();
+        .map_err(|e| daemon_problem(what, &e))?;
+    Ok(list.volumes.unwrap_or_default())
+}
+
+/// The volumes Changeover created for `stack` (its named volumes, the
+/// ones holding its anonymous volumes and its images' `VOLUME`s), not
+/// their snapshots; by name.
+pub async fn of_stack(docker: &Docker, stack: &str) -> Result<Vec<String>, Problem> {
+    let mut out: Vec<String> = labelled(
+        docker,
+        vec![
+            format!("{}={stack}", labels::STACK),
+            format!("{}=true", labels::MANAGED),
+        ],
+        "listing the stack's volumes",
+    )
+    .await?
+    .into_iter()
+    .filter(|v| !v.labels.contains_key(snapshot_labels::OF))
+    .map(|v| v.name)
+    .collect();
     out.sort();
     Ok(out)
 }
 
 /// Every snapshot of `volume` on the daemon, newest first.
 pub async fn snapshots_of(docker: &Docker, volume: &str) -> Result<Vec<Snapshot>, Problem> {
-    let filters = HashMap::from([(
-        "label".to_string(),
+    let mut out: Vec<Snapshot> = labelled(
+        docker,
         vec![format!("{}={volume}", snapshot_labels::OF)],
-    )]);
-    let list = docker
-        .list_volumes(Some(
-            bollard::query_parameters::ListVolumesOptionsBuilder::new()
-                .filters(&filters)
-                .build(),
-        ))
-        .await
-        .map_err(|e| daemon_problem("listing snapshots", &e))?;
-    let mut out: Vec<Snapshot> = list
-        .volumes
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|v| Snapshot::from_labels(&v.name, &v.labels.into_iter().collect()))
-        .filter(|s| s.of == volume)
-        .collect();
+        "listing snapshots",
+    )
+    .await?
+    .into_iter()
+    .filter_map(|v| Snapshot::from_labels(&v.name, &v.labels.into_iter().collect()))
+    .filter(|s| s.of == volume)
+    .collect();
     out.sort_by_key(|s| std::cmp::Reverse((s.taken_ms, s.name.clone())));
     Ok(out)
 }
