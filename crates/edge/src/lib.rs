@@ -22,6 +22,8 @@
 //!   (`adding → healthy → draining → removed`, or `unhealthy`), picking a
 //!   target for a request, persistence in the state volume.
 //! - [`health`]: the active health checks that move targets between states.
+//! - [`udp`]: UDP on a route's port, per client flow (sockets per traffic
+//!   thread, flows with idle expiry, drains, counters).
 //! - [`sites`]: host names on the shared ports, certificates (chosen by
 //!   SNI) and the edge's settings; [`acme`]: ordering and renewing the
 //!   certificates of `tls: acme` sites.
@@ -33,12 +35,14 @@
 //! - [`edge`]: one serving edge's state, and its start, hand-over and stop.
 //! - [`control`]: the control requests' dispatch and the control socket;
 //!   [`ctl`]: its client, the one the Docker exec API runs.
-//! - [`handover`]: passing the listening sockets to a new edge.
+//! - [`handover`]: passing the listening sockets (TCP and UDP) to a new edge.
 //! - [`watch`]: the watcher, a process of its own with the Docker socket
-//!   and no network, that takes gone containers off the routes at once.
+//!   and no network, that takes gone containers off the routes at once (and
+//!   unhealthy ones off the routes their Docker health check decides).
 //! - [`volume`]: the volume helper — listing, reading and sizing what is in
 //!   a volume, from a container that mounts it (no agent, no host paths).
-//! - [`demo`]: `demo` (an HTTP server that answers its version) and `probe`
+//! - [`demo`]: `demo` (an HTTP server that answers its version, and with
+//!   `--udp` a UDP echo) and `probe`
 //!   (an HTTP check usable as a Docker `HEALTHCHECK` in `FROM scratch` images).
 //!
 //! The wire protocol lives in `changeover_core::edge`, shared with the client.
