@@ -1315,6 +1315,22 @@ fn read_service(
             );
         }
     }
+    if spec.protocol == Protocol::Http {
+        for route in spec
+            .routes()
+            .into_iter()
+            .filter(|p| p.udp == crate::edge::Udp::Also)
+        {
+            r.warn(
+                ports_node.unwrap_or(node),
+                &format!("{key}.ports"),
+                format!(
+                    "port {} carries TCP and UDP, and the edge reads its TCP as HTTP (the service's protocol); if it is not HTTP (DNS, a game's protocol), set x-changeover.protocol: tcp",
+                    route.host
+                ),
+            );
+        }
+    }
     if spec.healthcheck.is_none() {
         for route in spec
             .routes()
@@ -2803,10 +2819,11 @@ volumes:
             None,
         );
         assert!(report.errors.is_empty(), "{:?}", report.errors);
-        assert!(
-            report.warnings.is_empty(),
-            "a healthcheck judges the UDP-only ports: {:?}",
-            report.warnings
+        let warnings: Vec<String> = report.warnings.iter().map(|w| w.to_string()).collect();
+        assert_eq!(
+            warnings,
+            ["stack.yml:8 services.dns.ports: port 53 carries TCP and UDP, and the edge reads its TCP as HTTP (the service's protocol); if it is not HTTP (DNS, a game's protocol), set x-changeover.protocol: tcp"],
+            "a healthcheck judges the UDP-only ports; the HTTP reading of 53/tcp is pointed out"
         );
         let dns = &report.stack.unwrap().services[0];
         let labels: Vec<String> = dns.ports.iter().map(PortMapping::label).collect();
