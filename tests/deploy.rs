@@ -1379,7 +1379,7 @@ fn anonymous_volumes_and_an_images_volume_keep_their_data_from_release_to_releas
     docker(&["build", "-q", "-t", image, ctx.path().to_str().unwrap()]);
     let body = |greeting: &str| {
         format!(
-            "services:\n  app:\n    image: {image}\n    command: [\"sh\", \"-c\", \"[ -f /data/first ] || hostname > /data/first; [ -f /state/first ] || hostname > /state/first; sleep 3600\"]\n    environment: {{GREETING: {greeting}}}\n    volumes: [\"/data\"]\n    labels: {{dev.changeover.test: \"1\"}}\n"
+            "services:\n  app:\n    image: {image}\n    command: [\"sh\", \"-c\", \"[ -f /data/first ] || hostname > /data/first; [ -f /state/first ] || hostname > /state/first; sleep 3600\"]\n    environment: {{GREETING: {greeting}}}\n    volumes: [\"/data\"]\n    labels: {{dev.changeover.test: \"1\"}}\n    x-changeover:\n      snapshots: {{before_deploy: true}}\n"
         )
     };
     let stack = TestStack::new("anon", &body("one"), &[]);
@@ -1436,8 +1436,23 @@ fn anonymous_volumes_and_an_images_volume_keep_their_data_from_release_to_releas
         text.contains("- \"/data\"") && !text.contains("app_anon_data"),
         "exported as written: {text}"
     );
-    // Removing the stack with its volumes names and removes both.
+    // Both were snapshotted before release 2.
     let image_volume = format!("{}_app_anon_state", stack.name);
+    for v in [&volume, &image_volume] {
+        let snapshots = docker(&[
+            "volume",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("label=dev.changeover.snapshot.of={v}"),
+        ]);
+        assert_eq!(
+            snapshots.lines().count(),
+            1,
+            "a snapshot of {v}: {snapshots:?}"
+        );
+    }
+    // Removing the stack with its volumes names and removes both.
     let plan = changeover(&["stack", "rm", &stack.name, "--volumes"], &[]);
     let said = format!(
         "{}{}",
@@ -1454,12 +1469,11 @@ fn anonymous_volumes_and_an_images_volume_keep_their_data_from_release_to_releas
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let left = docker(&[
-        "volume",
-        "ls",
-        "-q",
-        "--filter",
-        &format!("name={}_", stack.name),
-    ]);
-    assert_eq!(left, "", "both volumes removed");
+    for v in [&volume, &image_volume] {
+        let gone = std::process::Command::new("docker")
+            .args(["volume", "inspect", v])
+            .output()
+            .unwrap();
+        assert!(!gone.status.success(), "{v} removed");
+    }
 }

@@ -1010,7 +1010,11 @@ fn a_tls_environment_added_in_the_form_deploys_and_shows_logs_and_a_terminal() {
         Duration::from_secs(15),
         "release 2 runs",
     );
-    gui.click("[data-testid=slot-row][data-running=true] td");
+    // The rows are drawn again as the live view refreshes: click one there now.
+    gui.click_when(
+        "[data-testid=slot-row][data-running=true] td",
+        "a running slot is listed",
+    );
     gui.click("[data-testid=tab-terminal]");
     let label = gui.wait_js(
         "const l = document.querySelector('[data-testid=terminal-label]'); return l && l.textContent",
@@ -1683,7 +1687,8 @@ fn a_release_that_changes_its_volume_is_diffed_and_restored_in_the_window() {
     gui.click("[data-testid=section-services]");
     gui.click(&row);
     click_enabled(&gui, "[data-testid=rollback-with-data]");
-    gui.click("[data-testid=rollback-button]");
+    // Its plan is read first; the button waits for it.
+    click_enabled(&gui, "[data-testid=rollback-button]");
     let confirm = gui.wait_js(
         "const c = document.querySelector('[data-testid=rollback-data-confirm-box]'); return c && c.textContent",
         Duration::from_secs(10),

@@ -217,6 +217,24 @@ impl DockerRuntime {
     }
 }
 
+/// Whether the volume `name` is one kept for an image's `VOLUME` of
+/// `stack/service` ([`changeover_core::service::image_volume`]).
+fn is_kept_image_volume(name: &str, stack: &str, service: &str) -> bool {
+    let Some(rest) = name
+        .strip_prefix(&volume_name(stack, service))
+        .and_then(|r| r.strip_prefix('_'))
+    else {
+        return false;
+    };
+    if rest.starts_with("anon_") {
+        return true;
+    }
+    // Slot N > 0: `sN_anon_…`.
+    rest.strip_prefix('s')
+        .map(|r| r.trim_start_matches(|c: char| c.is_ascii_digit()))
+        .is_some_and(|r| r.len() + 1 < rest.len() && r.starts_with("_anon_"))
+}
+
 /// A stack's `restart:` as Docker's policy (unless-stopped when unset).
 /// `always` is unless-stopped too: with `always` the daemon would start
 /// the kept, stopped containers of older releases again when it restarts.
@@ -338,8 +356,19 @@ impl Runtime for DockerRuntime {
         };
         let mut said = Vec::new();
         let mut seen = std::collections::BTreeSet::new();
-        for m in spec.mounts.iter().filter(|m| m.kind == MountKind::Volume) {
-            let name = volume_name(&spec.stack, &m.source);
+        // The service's named and anonymous volumes, and those kept for
+        // its image's VOLUMEs (per slot).
+        let named = spec
+            .mounts
+            .iter()
+            .filter(|m| m.kind == MountKind::Volume)
+            .map(|m| volume_name(&spec.stack, &m.source));
+        let kept: Vec<String> = crate::volumes::of_stack(&self.docker, &spec.stack)
+            .await?
+            .into_iter()
+            .filter(|v| is_kept_image_volume(v, &spec.stack, &spec.name))
+            .collect();
+        for name in named.chain(kept) {
             if !seen.insert(name.clone()) {
                 continue;
             }
@@ -636,5 +665,29 @@ impl Runtime for DockerRuntime {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod kept_volume_tests {
+    use super::is_kept_image_volume;
+    use changeover_core::service::image_volume;
+
+    #[test]
+    fn kept_image_volumes_are_told_from_other_volumes() {
+        for slot in [0, 1, 12] {
+            let v = format!("shop_{}", image_volume("db", slot, "/var/lib/pg"));
+            assert!(is_kept_image_volume(&v, "shop", "db"), "{v}");
+            assert!(!is_kept_image_volume(&v, "shop", "web"), "{v}");
+        }
+        for other in [
+            "shop_db",
+            "shop_data",
+            "shop_db_sanon_x",
+            "shop_db_s_anon_x",
+            "shop_dbx_anon_x",
+        ] {
+            assert!(!is_kept_image_volume(other, "shop", "db"), "{other}");
+        }
     }
 }
