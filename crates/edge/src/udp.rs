@@ -348,7 +348,7 @@ struct Carry {
     epoch: Instant,
     last: Arc<AtomicU64>,
     ended: Arc<AtomicBool>,
-    /// The sockets are closing (an edge upgrade, or the route removed).
+    /// The sockets are closing (the edge hands over or stops).
     closing: tokio::sync::watch::Receiver<bool>,
 }
 

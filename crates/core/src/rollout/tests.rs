@@ -24,6 +24,8 @@ struct World {
     /// Releases whose containers exit right after starting.
     exits: BTreeSet<u32>,
     routes: BTreeMap<u16, Vec<TargetSpec>>,
+    /// The routes as last set.
+    route_specs: BTreeMap<u16, RouteSpec>,
     policies: BTreeMap<u16, crate::edge::TrafficPolicy>,
     docs: BTreeMap<String, (serde_json::Value, u64)>,
     lock: Option<(String, String)>,
@@ -174,6 +176,7 @@ impl EdgeControl for Fake {
             },
             Request::RouteSet { route } => {
                 w.routes.entry(route.port).or_default();
+                w.route_specs.insert(route.port, route);
                 Response::Ok
             }
             Request::RouteRemove { port } => {
@@ -1244,4 +1247,55 @@ async fn a_removed_service_leaves_no_route_container_or_record_and_keeps_its_vol
     let gone = d.removal("s", "web").await.unwrap_err();
     assert_eq!(gone.code, ProblemCode::UnknownService);
     assert_eq!(gone.message, "no service s/web on this environment");
+}
+
+#[tokio::test(start_paused = true)]
+async fn udp_ports_are_routes_of_their_own_or_share_one_with_tcp_and_docker_health_judges_udp_alone(
+) {
+    let fake = fake_with_images(&["v1"]);
+    let (d, _) = deployer(&fake, "me");
+    let mut s = spec("v1", 2);
+    let udp = |host, container| PortMapping {
+        host,
+        container,
+        udp: true,
+    };
+    s.ports = vec![
+        PortMapping::tcp(53, 53),
+        udp(53, 53),
+        udp(51820, 51820),
+        PortMapping::tcp(8080, 80),
+    ];
+    s.healthcheck = Some(crate::service::DockerHealthcheck {
+        test: vec!["CMD".into(), "/probe".into()],
+        interval_ms: 1000,
+        timeout_ms: 1000,
+        retries: 3,
+        start_period_ms: 0,
+    });
+    d.run("s", "web", Goal::Deploy(Box::new(s))).await.unwrap();
+    let w = fake.world();
+    let set: Vec<(u16, crate::edge::Udp, bool)> = w
+        .route_specs
+        .values()
+        .map(|r| (r.port, r.udp, r.health.docker))
+        .collect();
+    use crate::edge::Udp;
+    assert_eq!(
+        set,
+        [
+            (53, Udp::Also, false),
+            (8080, Udp::No, false),
+            (51820, Udp::Only, true)
+        ],
+        "one route per host port; only the UDP-only one is judged by Docker's check"
+    );
+    for port in [53, 8080, 51820] {
+        assert_eq!(
+            w.routes[&port].len(),
+            2,
+            "each replica routed once on port {port}: {:?}",
+            w.routes[&port]
+        );
+    }
 }
