@@ -481,8 +481,19 @@ fn open_service(gui: &Gui, service: &str) {
     );
 }
 
+/// Chooses `value` in the `<select>` at `css`, once it is offered; chosen
+/// again should the window redraw its options meanwhile (a list of tags
+/// comes in from the registry after the daemon's), until it holds.
 fn select(gui: &Gui, css: &str, value: &str) {
-    gui.js(&format!("const s = document.querySelector('{css}'); s.value = '{value}'; s.dispatchEvent(new Event('change')); return s.value"));
+    let choose = format!("const s = document.querySelector('{css}'); if (!s || ![...s.options].some(o => o.value === '{value}')) return null; if (s.value !== '{value}') {{ s.value = '{value}'; s.dispatchEvent(new Event('change')); return null; }} return true");
+    for _ in 0..3 {
+        gui.wait_js(
+            &choose,
+            Duration::from_secs(30),
+            &format!("{css} offers {value}"),
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
 }
 
 /// Clicks `css` once it is enabled (buttons wait while an action runs).
@@ -1681,14 +1692,25 @@ fn a_release_that_changes_its_volume_is_diffed_and_restored_in_the_window() {
         "the undo snapshot is listed",
     );
     gui.click("[data-testid=volume-close]");
+    // Gone before anything beneath it is clicked (a click lands on what
+    // is on top).
+    gui.wait_js(
+        "return !document.querySelector('[data-testid=volume-close]') || null",
+        Duration::from_secs(10),
+        "the volume's view has closed",
+    );
 
     // Roll back with data: release 1 again, and the data from before r2.
     docker(&["exec", &r2, "sh", "-c", "echo later >> /data/log.txt"]);
     gui.click("[data-testid=section-services]");
     gui.click(&row);
     click_enabled(&gui, "[data-testid=rollback-with-data]");
-    // Its plan is read first; the button waits for it.
-    click_enabled(&gui, "[data-testid=rollback-button]");
+    gui.wait_js(
+        "const b = document.querySelector('[data-testid=rollback-button]'); return b && !b.disabled && b.textContent.includes('with data') || null",
+        Duration::from_secs(10),
+        "the button rolls back with the data",
+    );
+    gui.click("[data-testid=rollback-button]");
     let confirm = gui.wait_js(
         "const c = document.querySelector('[data-testid=rollback-data-confirm-box]'); return c && c.textContent",
         Duration::from_secs(10),

@@ -226,11 +226,22 @@ impl Gui {
     }
 
     /// Polls `script` until it returns something truthy, and returns that.
+    /// WebKitWebDriver now and then fails a script while the page redraws
+    /// ("Could not parse script result"): that poll counts as not yet.
     /// On time-out, keeps a screenshot for diagnosis and panics with `what`.
     pub fn wait_js(&self, script: &str, within: Duration, what: &str) -> Value {
         let deadline = Instant::now() + within;
+        let mut failed: Option<String> = None;
         loop {
-            let v = self.js(script);
+            let v = call(
+                "POST",
+                &format!("{}/execute/sync", self.base),
+                Some(json!({ "script": script, "args": [] })),
+            )
+            .unwrap_or_else(|e| {
+                failed = Some(e);
+                Value::Null
+            });
             let truthy =
                 !matches!(v, Value::Null | Value::Bool(false)) && v != json!(0) && v != json!("");
             if truthy {
@@ -239,8 +250,11 @@ impl Gui {
             if Instant::now() >= deadline {
                 let shot = self.keep_failure_screenshot();
                 panic!(
-                    "timed out after {within:?} waiting until {what}; screenshot: {}",
-                    shot.display()
+                    "timed out after {within:?} waiting until {what}; screenshot: {}{}",
+                    shot.display(),
+                    failed
+                        .map(|e| format!("; the last script failed: {e}"))
+                        .unwrap_or_default()
                 );
             }
             std::thread::sleep(Duration::from_millis(10));
