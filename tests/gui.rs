@@ -6,7 +6,7 @@
 //! WebKit process, and two cores are not enough for several at once.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use changeover_tests::gui::{Gui, ESCAPE};
 use changeover_tests::{
@@ -1021,11 +1021,25 @@ fn a_tls_environment_added_in_the_form_deploys_and_shows_logs_and_a_terminal() {
         Duration::from_secs(15),
         "release 2 runs",
     );
-    // The rows are drawn again as the live view refreshes: click one there now.
-    gui.click_when(
-        "[data-testid=slot-row][data-running=true] td",
-        "a running slot is listed",
-    );
+    // The rows are drawn again as the live view refreshes (a click on a row
+    // just replaced opens nothing): click one until its detail opens.
+    let opened = (0..5).any(|_| {
+        gui.click_when(
+            "[data-testid=slot-row][data-running=true] td",
+            "a running slot is listed",
+        );
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if gui.js("return !!document.querySelector('[data-testid=tab-terminal]')")
+                == json!(true)
+            {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    });
+    assert!(opened, "a running slot's detail opens");
     gui.click("[data-testid=tab-terminal]");
     let label = gui.wait_js(
         "const l = document.querySelector('[data-testid=terminal-label]'); return l && l.textContent",
