@@ -38,6 +38,8 @@ use crate::workers;
 pub const MAX_FLOWS: usize = 4096;
 /// How long answers on a flow whose target went are still passed on.
 pub const REPLY_GRACE: Duration = Duration::from_secs(1);
+/// Why a target whose UDP port refused a datagram left rotation.
+const REFUSED: &str = "its UDP port is closed (ICMP port unreachable)";
 /// The largest datagram carried.
 const DATAGRAM: usize = 65_535;
 
@@ -166,6 +168,8 @@ struct Flow {
     last: Arc<AtomicU64>,
     /// Its target went: the client's next datagram opens a new flow.
     ended: Arc<AtomicBool>,
+    /// An answer came back on it (it is counted as answered already).
+    answered: Arc<AtomicBool>,
     task: AbortHandle,
 }
 
@@ -176,11 +180,13 @@ impl Flow {
     fn refused(&self) {
         self.ended.store(true, Ordering::Relaxed);
         if !self.task.is_finished() {
+            // Its carrier, stopped here, counts nothing at its end.
             self.task.abort();
-            self.target.counters.failure();
+            if !self.answered.load(Ordering::Relaxed) {
+                self.target.counters.failure();
+            }
         }
-        self.target
-            .mark_unreachable("its UDP port is closed (ICMP port unreachable)");
+        self.target.mark_unreachable(REFUSED);
     }
 }
 
@@ -318,6 +324,7 @@ async fn open_flow(
         let upstream = Arc::new(upstream);
         let last = Arc::new(AtomicU64::new(now_ms(epoch)));
         let ended = Arc::new(AtomicBool::new(false));
+        let answered = Arc::new(AtomicBool::new(false));
         let task = carriers.spawn(carry(
             guard,
             upstream.clone(),
@@ -328,6 +335,7 @@ async fn open_flow(
                 epoch,
                 last: last.clone(),
                 ended: ended.clone(),
+                answered: answered.clone(),
                 closing: closing.clone(),
             },
         ));
@@ -336,6 +344,7 @@ async fn open_flow(
             upstream,
             last,
             ended,
+            answered,
             task,
         });
     }
@@ -348,6 +357,7 @@ struct Carry {
     epoch: Instant,
     last: Arc<AtomicU64>,
     ended: Arc<AtomicBool>,
+    answered: Arc<AtomicBool>,
     /// The sockets are closing (the edge hands over or stops).
     closing: tokio::sync::watch::Receiver<bool>,
 }
@@ -375,7 +385,6 @@ async fn carry(
     let target = guard.0.clone();
     let opened = Instant::now();
     let mut guard = Some(guard);
-    let mut answered = false;
     let mut refused = false;
     loop {
         if guard.is_some() && *c.closing.borrow() {
@@ -397,39 +406,29 @@ async fn carry(
                 // client's socket is not known writable yet.
                 let got = BUFFER.with(|b| {
                     let mut buf = b.borrow_mut();
-                    match upstream.try_recv(&mut buf) {
-                        Ok(n) => match socket.try_send_to(&buf[..n], client) {
-                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                                Ok(Some((n, Some(buf[..n].to_vec()))))
-                            }
-                            // Sent, or dropped as the network would.
-                            _ => Ok(Some((n, None))),
-                        },
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
-                        Err(e) => Err(e),
-                    }
+                    let n = upstream.try_recv(&mut buf)?;
+                    Ok::<_, std::io::Error>(match socket.try_send_to(&buf[..n], client) {
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            (n, Some(buf[..n].to_vec()))
+                        }
+                        // Sent, or dropped as the network would.
+                        _ => (n, None),
+                    })
                 });
-                let got = match got {
-                    Ok(Some((n, Some(pending)))) => {
-                        let _ = socket.send_to(&pending, client).await;
-                        Ok(Some(n))
-                    }
-                    Ok(Some((n, None))) => Ok(Some(n)),
-                    Ok(None) => Ok(None),
-                    Err(e) => Err(e),
-                };
                 match got {
-                    Ok(Some(n)) => {
+                    Ok((n, pending)) => {
+                        if let Some(pending) = pending {
+                            let _ = socket.send_to(&pending, client).await;
+                        }
                         c.last.store(now_ms(c.epoch), Ordering::Relaxed);
                         target.counters.sent(n as u64);
-                        if !answered {
-                            answered = true;
+                        if !c.answered.swap(true, Ordering::Relaxed) {
                             target.counters.response(200, opened.elapsed());
                         }
                     }
-                    Ok(None) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                     Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                        target.mark_unreachable("its UDP port is closed (ICMP port unreachable)");
+                        target.mark_unreachable(REFUSED);
                         refused = true;
                         break;
                     }
@@ -448,9 +447,11 @@ async fn carry(
         }
     }
     c.ended.store(true, Ordering::Relaxed);
-    if refused && !answered {
-        target.counters.failure();
-    } else if !answered {
-        target.counters.request();
+    if !c.answered.load(Ordering::Relaxed) {
+        if refused {
+            target.counters.failure();
+        } else {
+            target.counters.request();
+        }
     }
 }
