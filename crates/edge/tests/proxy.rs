@@ -2329,20 +2329,39 @@ fn udp_client() -> std::net::UdpSocket {
 /// A demo target answering HTTP and echoing UDP on the same port number
 /// (the route's TCP check passes), added to the route on `route_port`.
 fn add_udp_demo(edge: &Edge, route_port: u16, id: &str, version: &str, release: u32) -> Proc {
-    let port = free_port();
-    let demo = Proc(
-        Command::new(BIN)
-            .args(["demo", "--version", version, "--listen"])
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--udp")
-            .arg(format!("127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    edge.add_target_on(route_port, id, &format!("127.0.0.1:{port}"), release);
-    demo
+    // A port free for TCP may be one a UDP socket holds (the flood test's
+    // clients run beside): a demo that could not bind exits, and another
+    // port is tried.
+    for _ in 0..10 {
+        let port = free_port();
+        let mut demo = Proc(
+            Command::new(BIN)
+                .args(["demo", "--version", version, "--listen"])
+                .arg(format!("127.0.0.1:{port}"))
+                .arg("--udp")
+                .arg(format!("127.0.0.1:{port}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let listening = loop {
+            if demo.0.try_wait().unwrap().is_some() {
+                break false;
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break true;
+            }
+            assert!(Instant::now() < deadline, "the demo on {port} starts");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        if listening {
+            edge.add_target_on(route_port, id, &format!("127.0.0.1:{port}"), release);
+            return demo;
+        }
+    }
+    panic!("no port free for both TCP and UDP for a demo");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
