@@ -351,21 +351,17 @@ impl Edge {
         ),
         String,
     > {
-        let tcp = match tcp {
-            true => Some(
-                proxy::listen(self.proxy.clone(), port, Front::Port(port))
-                    .await
-                    .map_err(|e| format!("cannot listen on port {port}: {e}"))?,
-            ),
-            false => None,
+        let tcp = if tcp {
+            let l = proxy::listen(self.proxy.clone(), port, Front::Port(port)).await;
+            Some(l.map_err(|e| format!("cannot listen on port {port}: {e}"))?)
+        } else {
+            None
         };
-        let udp = match udp {
-            true => Some(
-                crate::udp::listen(self.table.clone(), port)
-                    .await
-                    .map_err(|e| format!("cannot listen on UDP port {port}: {e}"))?,
-            ),
-            false => None,
+        let udp = if udp {
+            let l = crate::udp::listen(self.table.clone(), port).await;
+            Some(l.map_err(|e| format!("cannot listen on UDP port {port}: {e}"))?)
+        } else {
+            None
         };
         Ok((tcp, udp))
     }

@@ -240,24 +240,34 @@ impl Edge {
         self.retired.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// Copies of every route's listening sockets, with their ports.
-    pub fn listening_sockets(&self) -> Vec<(u16, std::net::TcpListener)> {
+    /// Copies of every listening socket — the shared ports', each route's
+    /// TCP listener and UDP sockets — with their ports, for a new edge.
+    pub fn handed_sockets(&self) -> Vec<crate::handover::Handed> {
+        use crate::handover::Handed;
+        fn copies<S>(
+            out: &mut Vec<Handed>,
+            port: u16,
+            sockets: std::io::Result<Vec<S>>,
+            handed: fn(u16, S) -> Handed,
+        ) {
+            match sockets {
+                Ok(sockets) => out.extend(sockets.into_iter().map(|s| handed(port, s))),
+                Err(e) => eprintln!("changeover-edge: cannot hand over port {port}: {e}"),
+            }
+        }
         let mut out = Vec::new();
         {
             let s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
             for (port, l) in s.http.iter().chain(s.https.iter()) {
-                match l.sockets() {
-                    Ok(sockets) => out.extend(sockets.into_iter().map(|s| (*port, s))),
-                    Err(e) => eprintln!("changeover-edge: cannot hand over port {port}: {e}"),
-                }
+                copies(&mut out, *port, l.sockets(), Handed::Tcp);
             }
         }
         for (port, route) in self.table.read().iter() {
             if let Some(l) = &route.listener {
-                match l.sockets() {
-                    Ok(sockets) => out.extend(sockets.into_iter().map(|s| (*port, s))),
-                    Err(e) => eprintln!("changeover-edge: cannot hand over port {port}: {e}"),
-                }
+                copies(&mut out, *port, l.sockets(), Handed::Tcp);
+            }
+            if let Some(l) = &route.udp {
+                copies(&mut out, *port, l.sockets(), Handed::Udp);
             }
         }
         out
@@ -267,40 +277,24 @@ impl Edge {
     /// connections are served to their end.
     pub async fn stop_accepting(&self) {
         self.proxy.set_draining();
-        let listeners: Vec<Listener> = self
-            .table
-            .lock()
-            .values_mut()
-            .filter_map(|r| r.listener.take())
-            .collect();
+        let (listeners, datagrams): (Vec<Listener>, Vec<crate::udp::UdpListener>) = {
+            let mut routes = self.table.lock();
+            (
+                routes
+                    .values_mut()
+                    .filter_map(|r| r.listener.take())
+                    .collect(),
+                routes.values_mut().filter_map(|r| r.udp.take()).collect(),
+            )
+        };
         let shared = std::mem::take(&mut *self.shared.lock().unwrap_or_else(|p| p.into_inner()));
         let shared = shared.http.into_iter().chain(shared.https).map(|(_, l)| l);
         for l in listeners.into_iter().chain(shared) {
             l.close().await;
         }
-        let datagrams: Vec<crate::udp::UdpListener> = self
-            .table
-            .lock()
-            .values_mut()
-            .filter_map(|r| r.udp.take())
-            .collect();
         for l in datagrams {
             l.close().await;
         }
-    }
-
-    /// Copies of every route's UDP sockets, with their ports.
-    pub fn udp_sockets(&self) -> Vec<(u16, std::net::UdpSocket)> {
-        let mut out = Vec::new();
-        for (port, route) in self.table.read().iter() {
-            if let Some(l) = &route.udp {
-                match l.sockets() {
-                    Ok(sockets) => out.extend(sockets.into_iter().map(|s| (*port, s))),
-                    Err(e) => eprintln!("changeover-edge: cannot hand over UDP port {port}: {e}"),
-                }
-            }
-        }
-        out
     }
 
     /// On SIGTERM (`docker stop`): closes every listener, so no new

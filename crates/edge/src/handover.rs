@@ -58,7 +58,7 @@ struct Batch {
 }
 
 /// A socket to hand over: a TCP listener or a UDP socket, with its port.
-enum Handed {
+pub(crate) enum Handed {
     Tcp(u16, std::net::TcpListener),
     Udp(u16, std::net::UdpSocket),
 }
@@ -197,16 +197,7 @@ fn hand_over(
     // on disk are the ones the new edge starts from.
     edge.set_retired(true);
     edge.table.save_now()?;
-    let sockets: Vec<Handed> = edge
-        .listening_sockets()
-        .into_iter()
-        .map(|(p, s)| Handed::Tcp(p, s))
-        .chain(
-            edge.udp_sockets()
-                .into_iter()
-                .map(|(p, s)| Handed::Udp(p, s)),
-        )
-        .collect();
+    let sockets = edge.handed_sockets();
     let mut batches = sockets.chunks(BATCH).peekable();
     if batches.peek().is_none() {
         send_batch(&mut conn, &[], false)?;
