@@ -131,7 +131,7 @@ async fn removal_with(
     let mut volumes: Vec<String> = services
         .iter()
         .flat_map(|r| docker_volumes(stack, r))
-        .chain(changeover_docker::volumes::of_stack(&docker, stack).await?)
+        .chain(changeover_docker::volumes::created_for(&docker, stack, None).await?)
         .collect();
     volumes.sort();
     volumes.dedup();

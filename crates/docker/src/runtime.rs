@@ -161,8 +161,14 @@ impl DockerRuntime {
     }
 
     /// Creates the volume `name` of `stack` when missing (labelled the
-    /// stack's, so removing the stack with its volumes names it).
-    async fn ensure_stack_volume(&self, name: &str, stack: &str) -> Result<(), Problem> {
+    /// stack's, so removing the stack with its volumes names it; and
+    /// `service`'s, when it holds that service's alone).
+    async fn ensure_stack_volume(
+        &self,
+        name: &str,
+        stack: &str,
+        service: Option<&str>,
+    ) -> Result<(), Problem> {
         match self.docker.inspect_volume(name).await {
             Ok(_) => return Ok(()),
             Err(e) if is_not_found(&e) => {}
@@ -171,10 +177,17 @@ impl DockerRuntime {
         self.docker
             .create_volume(VolumeCreateRequest {
                 name: Some(name.to_string()),
-                labels: Some(HashMap::from([
-                    (labels::MANAGED.to_string(), "true".to_string()),
-                    (labels::STACK.to_string(), stack.to_string()),
-                ])),
+                labels: Some(
+                    [
+                        Some((labels::MANAGED, "true")),
+                        Some((labels::STACK, stack)),
+                        service.map(|s| (labels::SERVICE, s)),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                ),
                 ..Default::default()
             })
             .await
@@ -209,30 +222,13 @@ impl DockerRuntime {
                 &spec.stack,
                 &changeover_core::service::image_volume(&spec.name, slot, &path),
             );
-            self.ensure_stack_volume(&name, &spec.stack).await?;
+            self.ensure_stack_volume(&name, &spec.stack, Some(&spec.name))
+                .await?;
             binds.push(format!("{name}:{path}"));
         }
         binds.sort();
         Ok(binds)
     }
-}
-
-/// Whether the volume `name` is one kept for an image's `VOLUME` of
-/// `stack/service` ([`changeover_core::service::image_volume`]).
-fn is_kept_image_volume(name: &str, stack: &str, service: &str) -> bool {
-    let Some(rest) = name
-        .strip_prefix(&volume_name(stack, service))
-        .and_then(|r| r.strip_prefix('_'))
-    else {
-        return false;
-    };
-    if rest.starts_with("anon_") {
-        return true;
-    }
-    // Slot N > 0: `sN_anon_…`.
-    rest.strip_prefix('s')
-        .map(|r| r.trim_start_matches(|c: char| c.is_ascii_digit()))
-        .is_some_and(|r| r.len() + 1 < rest.len() && r.starts_with("_anon_"))
 }
 
 /// A stack's `restart:` as Docker's policy (unless-stopped when unset).
@@ -363,11 +359,7 @@ impl Runtime for DockerRuntime {
             .iter()
             .filter(|m| m.kind == MountKind::Volume)
             .map(|m| volume_name(&spec.stack, &m.source));
-        let kept: Vec<String> = crate::volumes::of_stack(&self.docker, &spec.stack)
-            .await?
-            .into_iter()
-            .filter(|v| is_kept_image_volume(v, &spec.stack, &spec.name))
-            .collect();
+        let kept = crate::volumes::created_for(&self.docker, &spec.stack, Some(&spec.name)).await?;
         for name in named.chain(kept) {
             if !seen.insert(name.clone()) {
                 continue;
@@ -429,7 +421,7 @@ impl Runtime for DockerRuntime {
                 .await?;
         }
         for m in spec.mounts.iter().filter(|m| m.kind == MountKind::Volume) {
-            self.ensure_stack_volume(&volume_name(&spec.stack, &m.source), &spec.stack)
+            self.ensure_stack_volume(&volume_name(&spec.stack, &m.source), &spec.stack, None)
                 .await?;
         }
         Ok(())
@@ -665,29 +657,5 @@ impl Runtime for DockerRuntime {
             }
         }
         out
-    }
-}
-
-#[cfg(test)]
-mod kept_volume_tests {
-    use super::is_kept_image_volume;
-    use changeover_core::service::image_volume;
-
-    #[test]
-    fn kept_image_volumes_are_told_from_other_volumes() {
-        for slot in [0, 1, 12] {
-            let v = format!("shop_{}", image_volume("db", slot, "/var/lib/pg"));
-            assert!(is_kept_image_volume(&v, "shop", "db"), "{v}");
-            assert!(!is_kept_image_volume(&v, "shop", "web"), "{v}");
-        }
-        for other in [
-            "shop_db",
-            "shop_data",
-            "shop_db_sanon_x",
-            "shop_db_s_anon_x",
-            "shop_dbx_anon_x",
-        ] {
-            assert!(!is_kept_image_volume(other, "shop", "db"), "{other}");
-        }
     }
 }

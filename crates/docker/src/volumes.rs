@@ -687,22 +687,25 @@ async fn labelled(
 }
 
 /// The volumes Changeover created for `stack` (its named volumes, the
-/// ones holding its anonymous volumes and its images' `VOLUME`s), not
-/// their snapshots; by name.
-pub async fn of_stack(docker: &Docker, stack: &str) -> Result<Vec<String>, Problem> {
-    let mut out: Vec<String> = labelled(
-        docker,
-        vec![
-            format!("{}={stack}", labels::STACK),
-            format!("{}=true", labels::MANAGED),
-        ],
-        "listing the stack's volumes",
-    )
-    .await?
-    .into_iter()
-    .filter(|v| !v.labels.contains_key(snapshot_labels::OF))
-    .map(|v| v.name)
-    .collect();
+/// ones holding its anonymous volumes and its images' `VOLUME`s), or with
+/// `service` for that service alone (those kept for its image's
+/// `VOLUME`s, one per slot); not their snapshots; by name.
+pub async fn created_for(
+    docker: &Docker,
+    stack: &str,
+    service: Option<&str>,
+) -> Result<Vec<String>, Problem> {
+    let mut wanted = vec![
+        format!("{}={stack}", labels::STACK),
+        format!("{}=true", labels::MANAGED),
+    ];
+    wanted.extend(service.map(|s| format!("{}={s}", labels::SERVICE)));
+    let mut out: Vec<String> = labelled(docker, wanted, "listing the stack's volumes")
+        .await?
+        .into_iter()
+        .filter(|v| !v.labels.contains_key(snapshot_labels::OF))
+        .map(|v| v.name)
+        .collect();
     out.sort();
     Ok(out)
 }
