@@ -57,8 +57,20 @@ impl PortMapping {
 
     /// As written in a stack: `8080:80`, `53:53/udp`.
     pub fn label(&self) -> String {
-        let proto = if self.udp { "/udp" } else { "" };
-        format!("{}:{}{proto}", self.host, self.container)
+        format!("{}:{}{}", self.host, self.container, self.proto())
+    }
+
+    /// Its host port as a user names it: `8080`, `53/udp`.
+    pub fn host_label(&self) -> String {
+        format!("{}{}", self.host, self.proto())
+    }
+
+    fn proto(&self) -> &'static str {
+        if self.udp {
+            "/udp"
+        } else {
+            ""
+        }
     }
 }
 
@@ -405,6 +417,11 @@ pub const DEFAULT_DRAIN_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_DEPLOY_TIMEOUT_MS: u64 = 60_000;
 
 impl ServiceSpec {
+    /// Whether it publishes a TCP port (one a site or a preview can use).
+    pub fn has_tcp_port(&self) -> bool {
+        self.ports.iter().any(|p| !p.udp)
+    }
+
     /// Its routes on the edge, one per host port in the order first
     /// published: a port published as TCP and as UDP is one route
     /// carrying both (the stack reader refuses the two forwarding to

@@ -855,7 +855,7 @@ fn read_stack(r: &mut Reader, root: &Node, file: &str, dir: Option<&Path>) -> Op
                         &format!("{key}.ports"),
                         format!(
                             "host port {} is already used by service `{other}`",
-                            port_name(p)
+                            p.host_label()
                         ),
                     );
                 }
@@ -1010,7 +1010,7 @@ fn include(
         };
         let mut vars = r.vars.clone();
         let mut failed = false;
-        for (n, env_path) in env_paths.iter().enumerate() {
+        for env_path in &env_paths {
             let dotenv = match std::fs::read_to_string(env_path) {
                 Ok(t) => t,
                 // A missing .env is fine; a missing env_file named is not.
@@ -1019,7 +1019,7 @@ fn include(
                     r.error(
                         item,
                         &format!("{k}.env_file"),
-                        format!("cannot read {}: {e}", env_paths[n].display()),
+                        format!("cannot read {}: {e}", env_path.display()),
                     );
                     failed = true;
                     break;
@@ -1069,7 +1069,7 @@ fn include(
                         &k,
                         format!(
                             "host port {} of `{}` in {path} is already used by service `{other}`",
-                            port_name(p),
+                            p.host_label(),
                             spec.name
                         ),
                     );
@@ -1620,15 +1620,6 @@ fn in_dependency_order(
 
 /// Host ports taken in a stack, TCP and UDP apart, by service.
 type HostPorts = BTreeMap<(u16, bool), String>;
-
-/// A host port as a user names it: `53`, or `53/udp`.
-fn port_name(p: &PortMapping) -> String {
-    if p.udp {
-        format!("{}/udp", p.host)
-    } else {
-        p.host.to_string()
-    }
-}
 
 /// A host port published as TCP and as UDP is one route on the edge, to
 /// one container port: both must forward to the same one.
@@ -2536,7 +2527,7 @@ fn read_x_changeover(
                 .to_string(),
         );
     }
-    if !spec.hosts.is_empty() && spec.ports.iter().all(|p| p.udp) {
+    if !spec.hosts.is_empty() && !spec.has_tcp_port() {
         r.error(
             node,
             &format!("{key}.hosts"),

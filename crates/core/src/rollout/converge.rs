@@ -315,7 +315,9 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
                     let now = self.runtime.inspect(&id).await.ok();
                     let running = now.as_ref().is_some_and(|c| c.running);
                     let reason = if running {
-                        let udp_hint = if p.udp == crate::edge::Udp::Only {
+                        let udp_hint = if p.udp == crate::edge::Udp::Only
+                            && spec.healthcheck.is_none()
+                        {
                             format!("; port {} carries only UDP and the service has no healthcheck, so the edge checks it by a TCP connect to container port {}: give the service a healthcheck", p.label(), p.container)
                         } else {
                             String::new()

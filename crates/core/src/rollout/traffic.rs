@@ -301,7 +301,7 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
                  cookie for a preview token (use `traffic split` or `traffic switch`)"
             )));
         }
-        if !record.spec.ports.is_empty() && record.spec.ports.iter().all(|p| p.udp) {
+        if !record.spec.ports.is_empty() && !record.spec.has_tcp_port() {
             return Err(invalid(format!(
                 "{stack}/{service} is a UDP service: its datagrams carry no header or \
                  cookie for a preview token (use `traffic split` or `traffic switch`)"
