@@ -215,17 +215,32 @@ async fn serve(
                 }
                 // Everything that is queued now, without waiting.
                 loop {
+                    // A datagram of a live flow goes on from the thread's
+                    // buffer; it is copied out only to open a flow or wait.
                     let got = BUFFER.with(|b| {
                         let mut buf = b.borrow_mut();
-                        match socket.try_recv_from(&mut buf) {
-                            Ok((n, client)) => Ok(Some((buf[..n].to_vec(), client))),
-                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
-                            Err(e) => Err(e),
-                        }
+                        let (n, client) = socket.try_recv_from(&mut buf)?;
+                        let sent = flows
+                            .get(&client)
+                            .filter(|f| !f.ended.load(Ordering::Relaxed) && !f.task.is_finished())
+                            .is_some_and(|f| {
+                                f.last.store(now_ms(epoch), Ordering::Relaxed);
+                                match f.upstream.try_send(&buf[..n]) {
+                                    Ok(_) => true,
+                                    Err(e) => {
+                                        if e.kind() == std::io::ErrorKind::ConnectionRefused {
+                                            f.refused();
+                                        }
+                                        false
+                                    }
+                                }
+                            });
+                        Ok::<_, std::io::Error>((!sent).then(|| (buf[..n].to_vec(), client)))
                     });
                     let (data, client) = match got {
                         Ok(Some(x)) => x,
-                        Ok(None) => break,
+                        Ok(None) => continue,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                         // An ICMP error for an answer sent earlier: nothing to do.
                         Err(_) => continue,
                     };
