@@ -352,6 +352,15 @@ fn slow(port: u16) -> String {
     web(port, "v1", 3, "      update_config: {delay: 2s}\n")
 }
 
+/// Slow enough between slots that the CLI can be killed after slot 0 and
+/// before slot 1: the old container of slot 0 drains (up to the 5 s
+/// drain_timeout) and stops while the delay runs, so the delay must outlast
+/// both, or on a slow machine slot 1 has begun by the time slot 0's old
+/// container is seen stopped.
+fn killable(port: u16) -> String {
+    web(port, "v1", 3, "      update_config: {delay: 9s}\n")
+}
+
 #[test]
 fn a_second_deploy_of_the_same_service_is_refused_while_one_runs() {
     let _edge = shared_edge();
@@ -411,7 +420,8 @@ fn kill_mid_rollout(stack: &TestStack, svc: &str, port: u16) -> Load {
     assert_eq!(
         running_releases(svc),
         vec![2, 1, 1],
-        "slot 0 new, slots 1-2 old"
+        "slot 0 new, slots 1-2 old: {:?}",
+        stack.containers()
     );
     load
 }
@@ -420,7 +430,7 @@ fn kill_mid_rollout(stack: &TestStack, svc: &str, port: u16) -> Load {
 fn a_rollout_killed_mid_way_is_finished_by_the_next_deploy() {
     let _edge = shared_edge();
     let port = free_port();
-    let stack = TestStack::new("resume", &slow(port), &[port]);
+    let stack = TestStack::new("resume", &killable(port), &[port]);
     let svc = format!("{}/web", stack.name);
     let load = kill_mid_rollout(&stack, &svc, port);
     let out = changeover(&["service", "deploy", &svc, "--tag", "v2"], &[]);
@@ -451,7 +461,7 @@ fn a_rollout_killed_mid_way_is_finished_by_the_next_deploy() {
 fn a_rollout_killed_mid_way_is_undone_by_rollback_with_no_orphans() {
     let _edge = shared_edge();
     let port = free_port();
-    let stack = TestStack::new("undo", &slow(port), &[port]);
+    let stack = TestStack::new("undo", &killable(port), &[port]);
     let svc = format!("{}/web", stack.name);
     let load = kill_mid_rollout(&stack, &svc, port);
     ok(&changeover(&["service", "rollback", &svc], &[]), "rollback");
