@@ -1448,6 +1448,7 @@ fn anonymous_volumes_and_an_images_volume_keep_their_data_from_release_to_releas
     );
     // Both were snapshotted before release 2.
     let image_volume = format!("{}_app_anon_state", stack.name);
+    let mut snapshot_names = Vec::new();
     for v in [&volume, &image_volume] {
         let snapshots = docker(&[
             "volume",
@@ -1461,6 +1462,7 @@ fn anonymous_volumes_and_an_images_volume_keep_their_data_from_release_to_releas
             1,
             "a snapshot of {v}: {snapshots:?}"
         );
+        snapshot_names.push(snapshots);
     }
     // Removing the stack with its volumes names and removes both.
     let plan = changeover(&["stack", "rm", &stack.name, "--volumes"], &[]);
@@ -1473,17 +1475,88 @@ fn anonymous_volumes_and_an_images_volume_keep_their_data_from_release_to_releas
         said.contains(&volume) && said.contains(&image_volume),
         "{said}"
     );
+    assert!(
+        said.contains(&format!(
+            "Their snapshots stay ({}); `changeover volume rm SNAPSHOT` removes one.",
+            snapshot_names.join(", ")
+        )),
+        "the snapshots that stay are named: {said}"
+    );
     let out = changeover(&["stack", "rm", &stack.name, "--volumes", "--yes"], &[]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for v in [&volume, &image_volume] {
-        let gone = std::process::Command::new("docker")
+    let exists = |v: &str| {
+        std::process::Command::new("docker")
             .args(["volume", "inspect", v])
             .output()
-            .unwrap();
-        assert!(!gone.status.success(), "{v} removed");
+            .unwrap()
+            .status
+            .success()
+    };
+    for v in [&volume, &image_volume] {
+        assert!(!exists(v), "{v} removed");
     }
+    for s in &snapshot_names {
+        assert!(exists(s), "snapshot {s} stays");
+        docker(&["volume", "rm", s]);
+    }
+}
+
+#[test]
+fn two_services_whose_kept_volumes_would_share_a_name_are_refused() {
+    let _edge = shared_edge();
+    changeover_tests::fixture_image();
+    let image = "changeover-fixture:with-volume";
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM changeover-fixture:busybox\nVOLUME /state\n",
+    )
+    .unwrap();
+    docker(&["build", "-q", "-t", image, ctx.path().to_str().unwrap()]);
+    // Service db's slot 1 keeps its VOLUME in db_s1_anon_state, which is
+    // also what service db_s1's slot 0 would be given.
+    let service = |name: &str, replicas: u32| {
+        format!(
+            "  {name}:\n    image: {image}\n    command: [\"sh\", \"-c\", \"hostname >> /state/who; sleep 3600\"]\n    labels: {{dev.changeover.test: \"1\"}}\n    deploy: {{replicas: {replicas}}}\n"
+        )
+    };
+    let body = format!("services:\n{}{}", service("db", 2), service("db_s1", 1));
+    let stack = TestStack::new("clash", &body, &[]);
+    let out = changeover(&["stack", "deploy", "-f", &stack.file()], &[]);
+    assert!(!out.status.success(), "the second service is refused");
+    let volume = format!("{}_db_s1_anon_state", stack.name);
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "volume {volume} holds the data of service db of stack {}, and service db_s1 would be given the same volume: rename one of the two services",
+            stack.name
+        )),
+        "{err}"
+    );
+    let who = docker(&[
+        "run",
+        "--rm",
+        "-v",
+        &format!("{volume}:/v"),
+        "changeover-fixture:busybox",
+        "cat",
+        "/v/who",
+    ]);
+    assert_eq!(
+        who.lines().count(),
+        1,
+        "only db's slot 1 ever wrote there: {who}"
+    );
+    assert!(
+        !stack
+            .containers()
+            .iter()
+            .any(|c| c.contains("-db_s1-") && c.ends_with("=running")),
+        "nothing of db_s1 runs: {:?}",
+        stack.containers()
+    );
 }

@@ -2057,6 +2057,20 @@ fn a_service_then_its_stack_with_its_volume_are_removed_from_the_window() {
     stack.deploy(&[]);
     let name = stack.name.clone();
     let volume = format!("{name}_data");
+    let taken = changeover_tests::changeover(&["volume", "snapshot", &volume], &[]);
+    assert!(
+        taken.status.success(),
+        "{}",
+        String::from_utf8_lossy(&taken.stderr)
+    );
+    let snapshot = changeover_tests::docker(&[
+        "volume",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("label=dev.changeover.snapshot.of={volume}"),
+    ]);
+    assert_eq!(snapshot.lines().count(), 1, "{snapshot}");
 
     let gui = Gui::launch("remove", &app(), &[]);
     gui.click_when("[data-testid=section-services]", "the sidebar");
@@ -2097,6 +2111,12 @@ fn a_service_then_its_stack_with_its_volume_are_removed_from_the_window() {
         "a second confirmation names the volume",
     );
     assert!(asked.as_str().unwrap().contains(&volume), "{asked}");
+    let stays = gui.wait_js(
+        "const p = document.querySelector('[data-testid=snapshots-stay]'); return p && p.textContent",
+        Duration::from_secs(10),
+        "the snapshot that stays is named",
+    );
+    assert!(stays.as_str().unwrap().contains(&snapshot), "{stays}");
     assert!(
         changeover_tests::get(web).is_ok(),
         "nothing went before the second yes"
@@ -2117,6 +2137,11 @@ fn a_service_then_its_stack_with_its_volume_are_removed_from_the_window() {
         .output()
         .unwrap();
     assert!(!kept.status.success(), "its volume went, as confirmed");
+    let snapshot_kept = std::process::Command::new("docker")
+        .args(["volume", "rm", &snapshot])
+        .output()
+        .unwrap();
+    assert!(snapshot_kept.status.success(), "its snapshot stayed");
 }
 
 #[test]

@@ -5,7 +5,8 @@
 //! ([`changeover_core::rollout::Removal`]); for a stack, its networks once
 //! no service is left. Named volumes go only when asked (`volumes`), after
 //! the containers, and one still used by a container of another stack is
-//! refused by name — a volume is never removed as a side effect.
+//! refused by name — a volume is never removed as a side effect, and their
+//! snapshots stay (listed, so the confirmation can say so).
 
 use changeover_core::rollout::{EventSink, Removal};
 use changeover_core::service::split_qualified;
@@ -25,6 +26,9 @@ pub struct StackRemoval {
     pub services: Vec<Removal>,
     /// The stack's named volumes (Docker's names), removed only when asked.
     pub volumes: Vec<String>,
+    /// Snapshots of those volumes (Docker's names): they stay, with the
+    /// volumes or without them, until removed one by one (`volume rm`).
+    pub snapshots: Vec<String>,
     /// The stack's networks.
     pub networks: Vec<String>,
 }
@@ -135,11 +139,21 @@ async fn removal_with(
         .collect();
     volumes.sort();
     volumes.dedup();
+    let mut snapshots = Vec::new();
+    for v in &volumes {
+        snapshots.extend(
+            changeover_docker::volumes::snapshots_of(&docker, v)
+                .await?
+                .into_iter()
+                .map(|s| s.name),
+        );
+    }
     let networks = changeover_docker::read::stack_networks(&docker, stack).await?;
     Ok(StackRemoval {
         stack: stack.to_string(),
         services,
         volumes,
+        snapshots,
         networks,
     })
 }

@@ -98,6 +98,12 @@ pub async fn stack_rm(
             plan.volumes.join(", ")
         ));
     }
+    if volumes && !plan.snapshots.is_empty() {
+        question.push_str(&format!(
+            "\nTheir snapshots stay ({}); `changeover volume rm SNAPSHOT` removes one.",
+            plan.snapshots.join(", ")
+        ));
+    }
     if !yes {
         confirm(&question)?;
         if volumes && !plan.volumes.is_empty() {

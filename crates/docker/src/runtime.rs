@@ -170,7 +170,21 @@ impl DockerRuntime {
         service: Option<&str>,
     ) -> Result<(), Problem> {
         match self.docker.inspect_volume(name).await {
-            Ok(_) => return Ok(()),
+            Ok(v) => {
+                // Two services whose kept volumes come out with the same
+                // name (service web's slot 1 and a service web_s1) would
+                // share one volume's data: refused, nothing created.
+                let holder = v.labels.get(labels::SERVICE);
+                return match (service, holder) {
+                    (Some(wanted), Some(holder)) if wanted != holder => Err(Problem::new(
+                        ProblemCode::InvalidStack,
+                        format!(
+                            "volume {name} holds the data of service {holder} of stack {stack}, and service {wanted} would be given the same volume: rename one of the two services (or name the volume in the stack file to share it on purpose)"
+                        ),
+                    )),
+                    _ => Ok(()),
+                };
+            }
             Err(e) if is_not_found(&e) => {}
             Err(e) => return Err(daemon_problem(&format!("reading volume {name}"), &e)),
         }
@@ -421,7 +435,9 @@ impl Runtime for DockerRuntime {
                 .await?;
         }
         for m in spec.mounts.iter().filter(|m| m.kind == MountKind::Volume) {
-            self.ensure_stack_volume(&volume_name(&spec.stack, &m.source), &spec.stack, None)
+            // An anonymous volume is its service's alone.
+            let holder = m.anonymous.then_some(spec.name.as_str());
+            self.ensure_stack_volume(&volume_name(&spec.stack, &m.source), &spec.stack, holder)
                 .await?;
         }
         Ok(())

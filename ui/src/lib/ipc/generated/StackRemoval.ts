@@ -10,6 +10,11 @@ export type StackRemoval = { stack: string, services: Array<Removal>,
  */
 volumes: Array<string>, 
 /**
+ * Snapshots of those volumes (Docker's names): they stay, with the
+ * volumes or without them, until removed one by one (`volume rm`).
+ */
+snapshots: Array<string>, 
+/**
  * The stack's networks.
  */
 networks: Array<string>, };
