@@ -740,3 +740,101 @@ fn one_port_carries_tcp_and_udp_and_a_udp_port_nobody_can_check_says_what_to_add
         "the failure says what to add: {err}"
     );
 }
+
+/// Connects to `port` and reads the greeting a server-first protocol
+/// sends before the client says anything.
+fn greeted(port: u16) -> (std::io::BufReader<std::net::TcpStream>, String) {
+    use std::io::BufRead;
+    let s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut r = std::io::BufReader::new(s);
+    let mut line = String::new();
+    r.read_line(&mut line).expect("the server speaks first");
+    (r, line.trim_end().to_string())
+}
+
+fn say(r: &mut std::io::BufReader<std::net::TcpStream>, line: &str) -> String {
+    use std::io::{BufRead, Write};
+    r.get_mut()
+        .write_all(format!("{line}\r\n").as_bytes())
+        .unwrap();
+    let mut answer = String::new();
+    r.read_line(&mut answer).unwrap();
+    answer.trim_end().to_string()
+}
+
+#[test]
+fn a_well_known_port_beside_http_is_relayed_as_tcp_and_both_roll_to_the_next_release() {
+    let _edge = shared_edge();
+    changeover_tests::demo_images(&[]);
+    let (http, smtp) = (free_port(), free_port());
+    // A mail catcher's shape: SMTP on 1025 (the server speaks first, which
+    // no HTTP proxy carries) beside its web UI, both in one container.
+    let body = format!(
+        r#"services:
+  mail:
+    image: changeover-demo:v1
+    command: ["--listen", "0.0.0.0:8025", "--tcp", "0.0.0.0:1025"]
+    ports: ["{http}:8025", "{smtp}:1025"]
+    labels: {{dev.changeover.test: "1"}}
+    x-changeover:
+      health: {{path: /health, interval: 500ms}}
+      drain_timeout: 2s
+      deploy_timeout: 20s
+"#
+    );
+    let stack = TestStack::new("relay", &body, &[http, smtp]);
+    let svc = format!("{}/mail", stack.name);
+    let out = changeover(&["stack", "deploy", "-f", &stack.file()], &[]);
+    let said = ok(&out, "deploy");
+    let link = |scheme: &str, port: u16| {
+        said.split([' ', ',', '\n'])
+            .any(|w| w.starts_with(scheme) && w.ends_with(&format!(":{port}")))
+    };
+    assert!(
+        link("http://", http) && link("tcp://", smtp),
+        "each port said as what it carries: {said}"
+    );
+    let t = traffic(&svc);
+    let protocols: BTreeMap<u64, String> = t["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["port"].as_u64().unwrap(),
+                r["protocol"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        protocols,
+        BTreeMap::from([
+            (u64::from(http), "http".into()),
+            (u64::from(smtp), "tcp".into())
+        ]),
+        "{t}"
+    );
+    // The relayed route is checked by connecting, not by the HTTP path.
+    for r in t["routes"].as_array().unwrap() {
+        let path = &r["health"]["path"];
+        if r["port"] == smtp {
+            assert!(path.is_null(), "{r}");
+        } else {
+            assert_eq!(path, "/health", "{r}");
+        }
+    }
+    assert!(get(http).unwrap().starts_with("v1 "), "HTTP on its port");
+    let (mut open, greeting) = greeted(smtp);
+    assert_eq!(greeting, "v1 ready", "greeted through the edge at once");
+    assert_eq!(say(&mut open, "EHLO test"), "EHLO test v1");
+
+    ok(
+        &changeover(&["service", "deploy", &svc, "--tag", "v2"], &[]),
+        "v2",
+    );
+    assert!(get(http).unwrap().starts_with("v2 "), "HTTP moved to v2");
+    let (mut fresh, greeting) = greeted(smtp);
+    assert_eq!(greeting, "v2 ready", "a new connection goes to v2");
+    assert_eq!(say(&mut fresh, "QUIT"), "QUIT v2");
+}

@@ -166,7 +166,7 @@ pub async fn stack_deploy(env: &Environment, file: &Path) -> Result<(), Problem>
         .flat_map(|s| {
             s.routes().into_iter().map(|p| match p.udp {
                 changeover_core::edge::Udp::Only => format!("udp://{host}:{}", p.host),
-                _ if s.protocol == changeover_core::edge::Protocol::Tcp => {
+                _ if p.protocol == changeover_core::edge::Protocol::Tcp => {
                     format!("tcp://{host}:{}", p.host)
                 }
                 _ => format!("http://{host}:{}", p.host),

@@ -160,6 +160,24 @@ fn canary(spec: &ServiceSpec) -> Yaml {
 }
 
 /// `x-changeover.canary.guard`.
+/// A port as written: `8080:80`, `53:53/udp`; the long syntax when it says
+/// what its TCP carries (`app_protocol`), so reading it back decides the
+/// same.
+fn port(p: &crate::service::PortMapping) -> Yaml {
+    let Some(app) = p.app else {
+        return Yaml::text(p.label());
+    };
+    let mut m = vec![
+        ("target".to_string(), Yaml::Plain(p.container.to_string())),
+        ("published".to_string(), Yaml::Plain(p.host.to_string())),
+    ];
+    if p.udp {
+        m.push(("protocol".into(), Yaml::text("udp")));
+    }
+    m.push(("app_protocol".into(), Yaml::text(app.as_str())));
+    Yaml::Map(m)
+}
+
 pub(crate) fn guard(g: &crate::service::CanaryGuard) -> Yaml {
     Yaml::Map(vec![
         ("max_5xx_percent".into(), number(g.max_5xx_percent)),
@@ -238,7 +256,7 @@ pub(crate) fn service(spec: &ServiceSpec) -> Yaml {
     if !spec.ports.is_empty() {
         s.push((
             "ports".into(),
-            Yaml::List(spec.ports.iter().map(|p| Yaml::text(p.label())).collect()),
+            Yaml::List(spec.ports.iter().map(port).collect()),
         ));
     }
     if !spec.mounts.is_empty() {
@@ -583,6 +601,16 @@ mod tests {
             .insert("DOLLARS".into(), "pa$$w0rd ${NOT_A_VAR} $HOME".into());
         web.env.insert("true".into(), "null".into());
         web.ports.push(PortMapping::tcp(18080, 8080));
+        // Relayed beside the HTTP port, and a well-known port read as HTTP
+        // on purpose: both written as said, read back the same.
+        web.ports.push(PortMapping {
+            app: Some(crate::edge::Protocol::Tcp),
+            ..PortMapping::tcp(15432, 5432)
+        });
+        web.ports.push(PortMapping {
+            app: Some(crate::edge::Protocol::Http),
+            ..PortMapping::tcp(18443, 443)
+        });
         web.mounts.push(Mount {
             kind: MountKind::Volume,
             source: "data".into(),
@@ -638,6 +666,11 @@ mod tests {
         let mut worker = ServiceSpec::new("shop", "worker", "shop/worker");
         worker.strategy = Strategy::BlueGreen;
         worker.protocol = crate::edge::Protocol::Tcp;
+        worker.ports.push(PortMapping::tcp(19000, 9000));
+        worker.ports.push(PortMapping {
+            app: Some(crate::edge::Protocol::Tcp),
+            ..PortMapping::tcp(16379, 6379)
+        });
         worker.standby_ms = Some(1_800_000);
         worker.snapshots = Some(crate::service::SnapshotPolicy {
             before_deploy: true,

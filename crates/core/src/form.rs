@@ -35,6 +35,12 @@ pub struct FormPort {
     /// UDP rather than TCP.
     #[serde(default)]
     pub udp: bool,
+    /// What its TCP carries when the stack says so for this port
+    /// (`app_protocol`, or a well-known port the reader relays as TCP):
+    /// shown beside the port, kept as it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub app: Option<crate::edge::Protocol>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, TS)]
@@ -169,6 +175,7 @@ impl ServiceForm {
                     host: p.host.to_string(),
                     container: p.container.to_string(),
                     udp: p.udp,
+                    app: p.app,
                 })
                 .collect(),
             volumes: spec
@@ -325,6 +332,9 @@ pub fn check(
         ];
         if p.udp {
             port.push(("protocol".into(), Yaml::text("udp")));
+        }
+        if let Some(app) = p.app {
+            port.push(("app_protocol".into(), Yaml::text(app.as_str())));
         }
         ports.push(Yaml::Map(port));
     }
@@ -497,8 +507,13 @@ pub fn check(
                 (!form.standby.trim().is_empty())
                     .then(|| ("standby".into(), Yaml::text(form.standby.trim()))),
             )
+            // HTTP is the default, and unwritten it lets the reader relay
+            // a well-known port of another protocol (5432) as TCP.
+            .chain(
+                (form.protocol != crate::edge::Protocol::Http)
+                    .then(|| ("protocol".to_string(), Yaml::text(form.protocol.as_str()))),
+            )
             .chain([
-                ("protocol".into(), Yaml::text(form.protocol.as_str())),
                 ("health".into(), Yaml::Map(health)),
                 (
                     "drain_timeout".into(),
@@ -690,11 +705,13 @@ mod tests {
                 host: "19000".into(),
                 container: "9000".into(),
                 udp: false,
+                app: None,
             },
             FormPort {
                 host: "19053".into(),
                 container: "53".into(),
                 udp: true,
+                app: None,
             },
         ];
         form.volumes = vec![
@@ -740,7 +757,8 @@ mod tests {
                 PortMapping {
                     host: 19053,
                     container: 53,
-                    udp: true
+                    udp: true,
+                    app: None,
                 }
             ]
         );
@@ -782,6 +800,7 @@ mod tests {
                 host: "abc".into(),
                 container: "70000".into(),
                 udp: false,
+                app: None,
             },
         ];
         form.replicas = "-1".into();
@@ -933,6 +952,7 @@ mod tests {
             host: "18080".into(),
             container: "80".into(),
             udp: false,
+            app: None,
         }];
         let got = fields(&check(&form, None, &[web()]));
         assert_eq!(got.len(), 1, "{got:?}");

@@ -97,7 +97,10 @@ fn compact(v: &serde_json::Value) -> String {
 fn ports(spec: &ServiceSpec) -> String {
     spec.ports
         .iter()
-        .map(|p| p.label())
+        .map(|p| match p.app {
+            Some(app) if app != spec.protocol => format!("{} ({})", p.label(), app.as_str()),
+            _ => p.label(),
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }

@@ -43,6 +43,13 @@ pub struct PortMapping {
     /// port published as both TCP and UDP is one route carrying both.
     #[serde(default)]
     pub udp: bool,
+    /// What this port's TCP carries, when it is not the service's
+    /// `protocol`: Compose's `app_protocol`, or what the stack reader
+    /// decided for a well-known port of a protocol that is not HTTP
+    /// ([`well_known_tcp`]: PostgreSQL on 5432 is relayed, not read as HTTP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub app: Option<crate::edge::Protocol>,
 }
 
 impl PortMapping {
@@ -52,6 +59,7 @@ impl PortMapping {
             host,
             container,
             udp: false,
+            app: None,
         }
     }
 
@@ -74,13 +82,62 @@ impl PortMapping {
     }
 }
 
+/// Container ports of protocols that are not HTTP, as images publish them
+/// (a client speaks first in a binary protocol, the server does, or it is
+/// TLS the container ends itself): with the name a message gives them.
+const WELL_KNOWN_TCP: &[(u16, &str)] = &[
+    (21, "FTP"),
+    (22, "SSH"),
+    (25, "SMTP"),
+    (53, "DNS"),
+    (110, "POP3"),
+    (143, "IMAP"),
+    (389, "LDAP"),
+    (443, "HTTPS (TLS the container ends)"),
+    (465, "SMTPS"),
+    (587, "SMTP submission"),
+    (636, "LDAPS"),
+    (993, "IMAPS"),
+    (995, "POP3S"),
+    (1025, "SMTP (mail catchers)"),
+    (1433, "SQL Server"),
+    (1521, "Oracle"),
+    (1883, "MQTT"),
+    (2181, "ZooKeeper"),
+    (3306, "MySQL"),
+    (4222, "NATS"),
+    (5432, "PostgreSQL"),
+    (5672, "AMQP"),
+    (6379, "Redis"),
+    (7687, "Neo4j Bolt"),
+    (8443, "HTTPS (TLS the container ends)"),
+    (8883, "MQTT over TLS"),
+    (9042, "Cassandra"),
+    (9092, "Kafka"),
+    (11211, "memcached"),
+    (25565, "Minecraft"),
+    (26257, "CockroachDB"),
+    (27017, "MongoDB"),
+];
+
+/// The protocol a well-known container port carries when it is not HTTP
+/// (`Some("PostgreSQL")` for 5432).
+pub fn well_known_tcp(container: u16) -> Option<&'static str> {
+    WELL_KNOWN_TCP
+        .iter()
+        .find(|(p, _)| *p == container)
+        .map(|(_, name)| *name)
+}
+
 /// One route of a service on the edge: its host port, the container port
-/// it forwards to, and what it carries besides (or instead of) TCP.
+/// it forwards to, what its TCP carries, and what it carries besides (or
+/// instead of) TCP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServiceRoute {
     pub host: u16,
     pub container: u16,
     pub udp: crate::edge::Udp,
+    pub protocol: crate::edge::Protocol,
 }
 
 impl ServiceRoute {
@@ -295,7 +352,8 @@ pub struct ServiceSpec {
     #[serde(default)]
     #[ts(type = "number | null")]
     pub standby_ms: Option<u64>,
-    /// What the edge carries on its ports: HTTP, or plain TCP.
+    /// What the edge carries on its ports: HTTP, or plain TCP (a port whose
+    /// `app` says otherwise carries that).
     #[serde(default)]
     pub protocol: crate::edge::Protocol,
     /// The edge's HTTP (or TCP) check before a container gets traffic.
@@ -422,6 +480,14 @@ impl ServiceSpec {
         self.ports.iter().any(|p| !p.udp)
     }
 
+    /// Whether one of its ports carries HTTP (hosts, previews and health
+    /// paths need one).
+    pub fn has_http_port(&self) -> bool {
+        self.routes()
+            .iter()
+            .any(|r| r.udp != crate::edge::Udp::Only && r.protocol == crate::edge::Protocol::Http)
+    }
+
     /// Its routes on the edge, one per host port in the order first
     /// published: a port published as TCP and as UDP is one route
     /// carrying both (the stack reader refuses the two forwarding to
@@ -431,13 +497,21 @@ impl ServiceSpec {
         let mut out: Vec<ServiceRoute> = Vec::new();
         for p in &self.ports {
             let udp = if p.udp { Udp::Only } else { Udp::No };
+            let protocol = p.app.unwrap_or(self.protocol);
             match out.iter_mut().find(|r| r.host == p.host) {
-                Some(r) if r.udp != udp => r.udp = Udp::Also,
+                Some(r) if r.udp != udp => {
+                    r.udp = Udp::Also;
+                    // What the TCP side carries.
+                    if !p.udp {
+                        r.protocol = protocol;
+                    }
+                }
                 Some(_) => {}
                 None => out.push(ServiceRoute {
                     host: p.host,
                     container: p.container,
                     udp,
+                    protocol,
                 }),
             }
         }

@@ -1119,6 +1119,9 @@ fn read_service(
     let mut container_name: Option<&Node> = None;
     let mut ports_node: Option<&Node> = None;
     let mut volumes_node: Option<&Node> = None;
+    let mut x_node: Option<&Node> = None;
+    // Which of the ports came from a range (`21000-21004:21000-21004`).
+    let mut ranged: Vec<usize> = Vec::new();
     let mut unresolved_extends = false;
     // Written but unusable (reported already) is not "missing".
     let mut image_written = false;
@@ -1189,6 +1192,7 @@ fn read_service(
                     let pk = format!("{k}[{i}]");
                     if let Some(text) = scalar(p).filter(|t| t.contains('-') && !t.contains('$')) {
                         if let Some(range) = read_port_range(r, p, &pk, &text) {
+                            ranged.extend(spec.ports.len()..spec.ports.len() + range.len());
                             spec.ports.extend(range);
                             continue;
                         }
@@ -1283,7 +1287,10 @@ fn read_service(
                 }
             }
             "deploy" => read_deploy(r, value, &k, &mut spec),
-            "x-changeover" => read_x_changeover(r, value, &k, &mut spec, dir),
+            "x-changeover" => {
+                x_node = Some(value);
+                read_x_changeover(r, value, &k, &mut spec, dir)
+            }
             f if f.starts_with("x-") => {}
             f if COMPOSE_ONLY.contains(&f) => r.warn(
                 value,
@@ -1315,21 +1322,41 @@ fn read_service(
             );
         }
     }
-    if spec.protocol == Protocol::Http {
-        for route in spec
-            .routes()
-            .into_iter()
-            .filter(|p| p.udp == crate::edge::Udp::Also)
-        {
-            r.warn(
-                ports_node.unwrap_or(node),
-                &format!("{key}.ports"),
-                format!(
-                    "port {} carries TCP and UDP, and the edge reads its TCP as HTTP (the service's protocol); if it is not HTTP (DNS, a game's protocol), set x-changeover.protocol: tcp",
-                    route.host
-                ),
-            );
+    // A well-known port of a protocol that is not HTTP (PostgreSQL's
+    // 5432, TLS on 443) and a range of ports (FTP's passive ports, media,
+    // games) are relayed as TCP, as Docker's publish would, unless the
+    // service says what its ports carry.
+    let protocol_written = x_node
+        .and_then(entries)
+        .is_some_and(|e| e.iter().any(|(f, _)| f == "protocol"));
+    for (i, p) in spec.ports.iter_mut().enumerate() {
+        if p.udp || p.app.is_some() {
+            continue;
         }
+        if crate::service::well_known_tcp(p.container).is_some() || ranged.contains(&i) {
+            p.app = Some(if protocol_written {
+                spec.protocol
+            } else {
+                Protocol::Tcp
+            });
+        }
+    }
+    if let Some(x) = x_node {
+        check_protocol_needs(r, x, &format!("{key}.x-changeover"), &spec);
+    }
+    for route in spec
+        .routes()
+        .into_iter()
+        .filter(|p| p.udp == crate::edge::Udp::Also && p.protocol == Protocol::Http)
+    {
+        r.warn(
+            ports_node.unwrap_or(node),
+            &format!("{key}.ports"),
+            format!(
+                "port {} carries TCP and UDP, and the edge reads its TCP as HTTP (the service's protocol); if it is not HTTP (DNS, a game's protocol), set x-changeover.protocol: tcp",
+                route.host
+            ),
+        );
     }
     if spec.healthcheck.is_none() {
         for route in spec
@@ -1716,6 +1743,7 @@ fn read_port_range(r: &mut Reader, node: &Node, key: &str, text: &str) -> Option
                 host: (h1 + i) as u16,
                 container: (c1 + i) as u16,
                 udp,
+                app: None,
             })
             .collect(),
     )
@@ -1726,6 +1754,7 @@ fn read_port(r: &mut Reader, node: &Node, key: &str) -> Option<PortMapping> {
         let mut host = None;
         let mut container = None;
         let mut udp = false;
+        let mut app = None;
         // Present but invalid was reported already; only a missing one is news.
         let (mut has_host, mut has_container) = (false, false);
         for (f, v) in fields {
@@ -1751,7 +1780,30 @@ fn read_port(r: &mut Reader, node: &Node, key: &str) -> Option<PortMapping> {
                         ),
                     ),
                 },
-                "mode" | "host_ip" | "name" | "app_protocol" => r.warn(
+                "app_protocol" => {
+                    match scalar(v).as_deref().map(str::to_ascii_lowercase).as_deref() {
+                        Some("http" | "h2c" | "http2" | "grpc" | "ws") => {
+                            app = Some(Protocol::Http)
+                        }
+                        // TLS the container ends itself is relayed, not read.
+                        Some("tcp" | "https" | "tls" | "grpcs" | "wss") => {
+                            app = Some(Protocol::Tcp)
+                        }
+                        // Any protocol goes through a relay.
+                        _ => {
+                            app = Some(Protocol::Tcp);
+                            r.warn(
+                            v,
+                            &k,
+                            format!(
+                                "{}: the edge relays the port as TCP (it reads http, h2c, grpc and ws as HTTP)",
+                                describe(v)
+                            ),
+                        )
+                        }
+                    }
+                }
+                "mode" | "host_ip" | "name" => r.warn(
                     v,
                     &k,
                     format!("`{f}` is not applied; the edge listens on all interfaces"),
@@ -1764,6 +1816,7 @@ fn read_port(r: &mut Reader, node: &Node, key: &str) -> Option<PortMapping> {
                 host: h as u16,
                 container: c as u16,
                 udp,
+                app,
             }),
             _ => {
                 if !(has_host && has_container) {
@@ -1812,6 +1865,7 @@ fn read_port(r: &mut Reader, node: &Node, key: &str) -> Option<PortMapping> {
                     host: h as u16,
                     container: c as u16,
                     udp,
+                    app: None,
                 }),
                 (None, _) if host.contains('-') || container.contains('-') => {
                     r.error(
@@ -2519,29 +2573,70 @@ fn read_x_changeover(
     if spec.tls.is_some() && spec.hosts.is_empty() {
         r.error(node, &format!("{key}.tls"), "tls needs hosts: the certificate is chosen by the name a client asks for (x-changeover.hosts: [app.example.test])".to_string());
     }
-    if !spec.hosts.is_empty() && spec.protocol == Protocol::Tcp {
+}
+
+/// What `x-changeover` asks of the ports, checked once both are read
+/// (they may come in either order): hosts and a health path need a port
+/// that carries HTTP.
+fn check_protocol_needs(r: &mut Reader, node: &Node, key: &str, spec: &ServiceSpec) {
+    let http = spec.has_http_port();
+    if !spec.hosts.is_empty() && spec.protocol == Protocol::Tcp && !http {
         r.error(
             node,
             &format!("{key}.hosts"),
             "hosts are chosen by HTTP's Host and TLS SNI; a TCP service cannot have them"
                 .to_string(),
         );
-    }
-    if !spec.hosts.is_empty() && !spec.has_tcp_port() {
+    } else if !spec.hosts.is_empty() && !spec.has_tcp_port() {
         r.error(
             node,
             &format!("{key}.hosts"),
             "hosts route to the service's published TCP port: give it one (ports: [\"8080:80\"])"
                 .to_string(),
         );
-    }
-    if spec.protocol == Protocol::Tcp && spec.health.path.is_some() {
+    } else if !spec.hosts.is_empty() && !http {
         r.error(
             node,
-            key,
-            "a TCP service is checked by connecting to it; remove health.path (or use protocol: http)".to_string(),
+            &format!("{key}.hosts"),
+            format!(
+                "hosts are chosen by HTTP's Host and TLS SNI, and no port of the service carries HTTP ({}): publish an HTTP port, or write `app_protocol: http` on the port",
+                relayed(spec)
+            ),
         );
     }
+    if spec.health.path.is_some() && !http {
+        if spec.protocol == Protocol::Tcp {
+            r.error(
+                node,
+                key,
+                "a TCP service is checked by connecting to it; remove health.path (or use protocol: http)".to_string(),
+            );
+        } else if spec.has_tcp_port() {
+            r.error(
+                node,
+                &format!("{key}.health.path"),
+                format!(
+                    "a health path is asked over HTTP, and no port of the service carries HTTP ({}): remove health.path (the edge then checks by connecting), or write `app_protocol: http` on the port",
+                    relayed(spec)
+                ),
+            );
+        }
+    }
+}
+
+/// `port 5432 is PostgreSQL's, relayed as TCP`, for the well-known ports
+/// the reader relays (or what the ports say they carry).
+fn relayed(spec: &ServiceSpec) -> String {
+    let said: Vec<String> = spec
+        .ports
+        .iter()
+        .filter(|p| !p.udp && p.app.unwrap_or(spec.protocol) == Protocol::Tcp)
+        .map(|p| match crate::service::well_known_tcp(p.container) {
+            Some(name) => format!("port {} is {name}, relayed as TCP", p.host),
+            None => format!("port {} is relayed as TCP", p.host),
+        })
+        .collect();
+    said.join("; ")
 }
 
 /// The longest `x-changeover.timeouts` value taken.
@@ -2803,9 +2898,58 @@ volumes:
     }
 
     #[test]
+    fn well_known_ports_of_other_protocols_are_relayed_and_each_port_says_what_it_carries() {
+        let report = parse(
+            "name: s\nservices:\n  mail:\n    image: axllent/mailpit\n    x-changeover:\n      hosts: [mail.example.test]\n      health: {path: /livez}\n    ports:\n      - \"1025:1025\"\n      - \"8025:8025\"\n",
+            "stack.yml",
+            None,
+        );
+        assert!(
+            report.errors.is_empty(),
+            "x-changeover before ports is read with them: {:?}",
+            report.errors
+        );
+        let mail = &report.stack.unwrap().services[0];
+        let routes: Vec<(u16, Protocol)> =
+            mail.routes().iter().map(|r| (r.host, r.protocol)).collect();
+        assert_eq!(routes, [(1025, Protocol::Tcp), (8025, Protocol::Http)]);
+        assert_eq!(
+            mail.protocol,
+            Protocol::Http,
+            "the service's own protocol stays"
+        );
+        // Nothing left that speaks HTTP: hosts and a health path say why.
+        let e = errors("name: s\nservices:\n  db:\n    image: postgres\n    ports: [\"5432:5432\"]\n    x-changeover:\n      hosts: [db.example.test]\n      health: {path: /health}\n");
+        assert_eq!(
+            e,
+            [
+                "stack.yml:7 services.db.x-changeover.hosts: hosts are chosen by HTTP's Host and TLS SNI, and no port of the service carries HTTP (port 5432 is PostgreSQL, relayed as TCP): publish an HTTP port, or write `app_protocol: http` on the port",
+                "stack.yml:7 services.db.x-changeover.health.path: a health path is asked over HTTP, and no port of the service carries HTTP (port 5432 is PostgreSQL, relayed as TCP): remove health.path (the edge then checks by connecting), or write `app_protocol: http` on the port",
+            ]
+        );
+        // Said by the service or the port, it is what they say.
+        let said = parse(
+            "name: s\nservices:\n  a:\n    image: a\n    ports: [\"5432:5432\"]\n    x-changeover: {protocol: http}\n  b:\n    image: b\n    ports:\n      - {target: 6379, published: 6379, app_protocol: http}\n      - {target: 8080, published: 8080, app_protocol: TCP}\n",
+            "stack.yml",
+            None,
+        );
+        assert!(
+            said.errors.is_empty() && said.warnings.is_empty(),
+            "{:?}",
+            said.warnings
+        );
+        let s = said.stack.unwrap();
+        let protocols = |i: usize| -> Vec<Protocol> {
+            s.services[i].routes().iter().map(|r| r.protocol).collect()
+        };
+        assert_eq!(protocols(0), [Protocol::Http]);
+        assert_eq!(protocols(1), [Protocol::Http, Protocol::Tcp]);
+    }
+
+    #[test]
     fn udp_ports_are_routes_of_their_own_or_beside_tcp_on_the_same_port() {
         let report = parse(
-            "name: s\nservices:\n  dns:\n    image: a\n    healthcheck:\n      test: [\"CMD\", \"/probe\"]\n    ports:\n      - \"53:53/tcp\"\n      - \"53:53/udp\"\n      - 51820:51820/udp\n      - {target: 27015, published: 27015, protocol: udp}\n      - \"6000-6001:7000-7001/udp\"\n      - \"8080:80\"\n",
+            "name: s\nservices:\n  dns:\n    image: a\n    healthcheck:\n      test: [\"CMD\", \"/probe\"]\n    ports:\n      - \"5353:5353/tcp\"\n      - \"5353:5353/udp\"\n      - 51820:51820/udp\n      - {target: 27015, published: 27015, protocol: udp}\n      - \"6000-6001:7000-7001/udp\"\n      - \"8080:80\"\n",
             "stack.yml",
             None,
         );
@@ -2813,16 +2957,16 @@ volumes:
         let warnings: Vec<String> = report.warnings.iter().map(|w| w.to_string()).collect();
         assert_eq!(
             warnings,
-            ["stack.yml:8 services.dns.ports: port 53 carries TCP and UDP, and the edge reads its TCP as HTTP (the service's protocol); if it is not HTTP (DNS, a game's protocol), set x-changeover.protocol: tcp"],
-            "a healthcheck judges the UDP-only ports; the HTTP reading of 53/tcp is pointed out"
+            ["stack.yml:8 services.dns.ports: port 5353 carries TCP and UDP, and the edge reads its TCP as HTTP (the service's protocol); if it is not HTTP (DNS, a game's protocol), set x-changeover.protocol: tcp"],
+            "a healthcheck judges the UDP-only ports; the HTTP reading of 5353/tcp is pointed out"
         );
         let dns = &report.stack.unwrap().services[0];
         let labels: Vec<String> = dns.ports.iter().map(PortMapping::label).collect();
         assert_eq!(
             labels,
             [
-                "53:53",
-                "53:53/udp",
+                "5353:5353",
+                "5353:5353/udp",
                 "51820:51820/udp",
                 "27015:27015/udp",
                 "6000:7000/udp",
@@ -2834,7 +2978,7 @@ volumes:
         assert_eq!(
             routes,
             [
-                "53/tcp+udp",
+                "5353/tcp+udp",
                 "51820/udp",
                 "27015/udp",
                 "6000/udp",

@@ -41,7 +41,14 @@ fn service(s: &ServiceSpec) -> String {
         parts.push(format!("env {}", env.join(" ")));
     }
     if !s.ports.is_empty() {
-        let ports: Vec<String> = s.ports.iter().map(|p| p.label()).collect();
+        let ports: Vec<String> = s
+            .ports
+            .iter()
+            .map(|p| match p.app {
+                Some(app) => format!("{} ({})", p.label(), app.as_str()),
+                None => p.label(),
+            })
+            .collect();
         parts.push(format!("ports {}", ports.join(",")));
     }
     for m in &s.mounts {

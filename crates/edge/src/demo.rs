@@ -7,7 +7,9 @@
 //! (`/?status=500` answers that status, to make a release fail;
 //! `/?health=fail` and `/?health=ok` turn `/health` from then on). On
 //! SIGTERM it stops accepting and lets open requests finish, as a well-behaved
-//! app does. With `--udp ADDR` it also echoes UDP datagrams there.
+//! app does. With `--udp ADDR` it also echoes UDP datagrams there; with
+//! `--tcp ADDR` it serves a line protocol there in which the server speaks
+//! first, as SMTP, MySQL or Redis's replies do (no HTTP proxy can carry it).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -137,6 +139,48 @@ pub async fn udp_echo(
             let end = (n + suffix.len()).min(buf.len());
             buf[n..end].copy_from_slice(&suffix[..end - n]);
             let _ = socket.send_to(&buf[..end], peer).await;
+        }
+    })
+}
+
+/// `demo --tcp ADDR`: binds `addr`; a client is greeted `VERSION ready`
+/// before it says anything, then each line it sends comes back with a
+/// space and `version` after it. Binding fails here; the returned future
+/// serves until dropped.
+pub async fn line_server(
+    addr: &str,
+    version: &str,
+) -> Result<impl std::future::Future<Output = ()> + Send + 'static, String> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    eprintln!("changeover-edge demo {version} serving lines on {addr}");
+    let version: Arc<str> = version.into();
+    Ok(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let version = version.clone();
+            tokio::spawn(async move {
+                let (read, mut write) = stream.into_split();
+                if write
+                    .write_all(format!("{version} ready\r\n").as_bytes())
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                // Bounded: 1 MiB a connection, so no line grows past it.
+                let mut lines = tokio::io::BufReader::new(read.take(1 << 20)).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let answer = format!("{line} {version}\r\n");
+                    if write.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
         }
     })
 }

@@ -71,6 +71,11 @@ enum Command {
         /// itself, a space and the version).
         #[arg(long)]
         udp: Option<String>,
+        /// Also serve a line protocol that is not HTTP on this address: the
+        /// server speaks first (`VERSION ready`, as SMTP or MySQL do), then
+        /// every line comes back with the version after it.
+        #[arg(long)]
+        tcp: Option<String>,
     },
     /// The volume helper (see the `volume` module): run in a container that
     /// mounts a volume at /volume.
@@ -126,10 +131,15 @@ fn main() -> ExitCode {
                 listen,
                 unhealthy,
                 udp,
+                tcp,
             } => {
                 if let Some(addr) = udp {
                     let echo = changeover_edge::demo::udp_echo(&addr, &version).await?;
                     tokio::spawn(echo);
+                }
+                if let Some(addr) = tcp {
+                    let lines = changeover_edge::demo::line_server(&addr, &version).await?;
+                    tokio::spawn(lines);
                 }
                 changeover_edge::demo::serve(&version, &listen, unhealthy).await
             }

@@ -149,21 +149,28 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
             }
         }
         let routes = spec.routes();
-        // The first route with TCP answers the hosts.
-        let site_at = routes.iter().position(|r| r.udp != Udp::Only);
+        // The first route with HTTP answers the hosts.
+        let site_at = routes
+            .iter()
+            .position(|r| r.udp != Udp::Only && r.protocol == crate::edge::Protocol::Http);
         for (i, p) in routes.into_iter().enumerate() {
             let site = site_at == Some(i);
             let mut health = spec.health.clone();
             // Datagrams alone: a Docker HEALTHCHECK is the better judge
             // than a TCP connect to a port that may not take one.
             health.docker = p.udp == Udp::Only && spec.healthcheck.is_some();
+            // A relayed port (PostgreSQL beside the service's HTTP) is
+            // checked by connecting: it answers no HTTP path.
+            if p.protocol == crate::edge::Protocol::Tcp {
+                health.path = None;
+            }
             self.edge_call(Request::RouteSet {
                 route: RouteSpec {
                     port: p.host,
                     service: spec.qualified(),
                     health,
                     drain_timeout_ms: spec.drain_timeout_ms,
-                    protocol: spec.protocol,
+                    protocol: p.protocol,
                     udp: p.udp,
                     timeouts: spec.timeouts,
                     trusted_proxies: spec.trusted_proxies.clone(),

@@ -1259,6 +1259,7 @@ async fn udp_ports_are_routes_of_their_own_or_share_one_with_tcp_and_docker_heal
         host,
         container,
         udp: true,
+        app: None,
     };
     s.ports = vec![
         PortMapping::tcp(53, 53),

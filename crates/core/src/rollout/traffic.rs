@@ -295,15 +295,15 @@ impl<R: Runtime, E: EdgeControl> Deployer<R, E> {
                 "{token:?} is not a usable preview token (letters, digits, - and _)"
             )));
         }
-        if record.spec.protocol == crate::edge::Protocol::Tcp {
-            return Err(invalid(format!(
-                "{stack}/{service} is a TCP service: its connections carry no header or \
-                 cookie for a preview token (use `traffic split` or `traffic switch`)"
-            )));
-        }
         if !record.spec.ports.is_empty() && !record.spec.has_tcp_port() {
             return Err(invalid(format!(
                 "{stack}/{service} is a UDP service: its datagrams carry no header or \
+                 cookie for a preview token (use `traffic split` or `traffic switch`)"
+            )));
+        }
+        if !record.spec.ports.is_empty() && !record.spec.has_http_port() {
+            return Err(invalid(format!(
+                "{stack}/{service} is a TCP service: its connections carry no header or \
                  cookie for a preview token (use `traffic split` or `traffic switch`)"
             )));
         }

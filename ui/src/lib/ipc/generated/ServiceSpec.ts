@@ -42,7 +42,8 @@ canaryGuard: CanaryGuard | null,
  */
 standbyMs: number | null, 
 /**
- * What the edge carries on its ports: HTTP, or plain TCP.
+ * What the edge carries on its ports: HTTP, or plain TCP (a port whose
+ * `app` says otherwise carries that).
  */
 protocol: Protocol, 
 /**
