@@ -1374,11 +1374,9 @@ fn tmpfs_mount_options_and_restart_reach_the_container() {
     );
 }
 
-#[test]
-fn anonymous_volumes_and_an_images_volume_keep_their_data_from_release_to_release() {
-    let _edge = shared_edge();
+/// An image that declares a VOLUME (/state), as databases' images do.
+fn image_with_volume() -> &'static str {
     changeover_tests::fixture_image();
-    // An image that declares a VOLUME, as databases' images do.
     let image = "changeover-fixture:with-volume";
     let ctx = tempfile::tempdir().unwrap();
     std::fs::write(
@@ -1387,6 +1385,13 @@ fn anonymous_volumes_and_an_images_volume_keep_their_data_from_release_to_releas
     )
     .unwrap();
     docker(&["build", "-q", "-t", image, ctx.path().to_str().unwrap()]);
+    image
+}
+
+#[test]
+fn anonymous_volumes_and_an_images_volume_keep_their_data_from_release_to_release() {
+    let _edge = shared_edge();
+    let image = image_with_volume();
     let body = |greeting: &str| {
         format!(
             "services:\n  app:\n    image: {image}\n    command: [\"sh\", \"-c\", \"[ -f /data/first ] || hostname > /data/first; [ -f /state/first ] || hostname > /state/first; sleep 3600\"]\n    environment: {{GREETING: {greeting}}}\n    volumes: [\"/data\"]\n    labels: {{dev.changeover.test: \"1\"}}\n    x-changeover:\n      snapshots: {{before_deploy: true}}\n"
@@ -1508,15 +1513,7 @@ fn anonymous_volumes_and_an_images_volume_keep_their_data_from_release_to_releas
 #[test]
 fn two_services_whose_kept_volumes_would_share_a_name_are_refused() {
     let _edge = shared_edge();
-    changeover_tests::fixture_image();
-    let image = "changeover-fixture:with-volume";
-    let ctx = tempfile::tempdir().unwrap();
-    std::fs::write(
-        ctx.path().join("Dockerfile"),
-        "FROM changeover-fixture:busybox\nVOLUME /state\n",
-    )
-    .unwrap();
-    docker(&["build", "-q", "-t", image, ctx.path().to_str().unwrap()]);
+    let image = image_with_volume();
     // Service db's slot 1 keeps its VOLUME in db_s1_anon_state, which is
     // also what service db_s1's slot 0 would be given.
     let service = |name: &str, replicas: u32| {
