@@ -1374,6 +1374,65 @@ fn tmpfs_mount_options_and_restart_reach_the_container() {
     );
 }
 
+#[test]
+fn composes_container_settings_reach_the_container_and_come_back_in_the_export() {
+    let _edge = shared_edge();
+    changeover_tests::fixture_image();
+    // What a VPN, a browser or a database image asks of its container.
+    let body = "services:\n  app:\n    image: changeover-fixture:busybox\n    entrypoint: [\"sh\", \"-c\"]\n    command: [\"id -u > /tmp/uid; ulimit -n > /tmp/nofile; pwd > /tmp/pwd; exec sleep 3600\"]\n    user: \"1000:1000\"\n    working_dir: /srv\n    hostname: appbox\n    read_only: true\n    tmpfs: [\"/tmp:mode=1777\"]\n    init: true\n    cap_add: [NET_ADMIN]\n    cap_drop: [MKNOD]\n    sysctls: {net.ipv4.ip_unprivileged_port_start: \"80\"}\n    extra_hosts: [\"db.internal=10.1.2.3\"]\n    dns_opt: [\"ndots:2\"]\n    shm_size: 32m\n    ulimits: {nofile: {soft: 2048, hard: 4096}}\n    mem_limit: 256m\n    cpus: 0.5\n    stop_signal: SIGINT\n    stop_grace_period: 3s\n    logging: {driver: json-file, options: {max-size: 1m}}\n    labels: {dev.changeover.test: \"1\"}\n    deploy:\n      resources:\n        limits: {pids: 64}\n";
+    let stack = TestStack::new("settings", body, &[]);
+    stack.deploy(&[]);
+    let id = docker(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=dev.changeover.stack={}", stack.name),
+    ]);
+    let inspect = |format: &str| docker(&["inspect", "-f", format, &id]);
+    assert_eq!(
+        inspect("{{.Config.User}} {{.Config.WorkingDir}} {{.Config.Hostname}} {{json .Config.Entrypoint}} {{.Config.StopSignal}} {{.Config.StopTimeout}}"),
+        r#"1000:1000 /srv appbox ["sh","-c"] SIGINT 3"#
+    );
+    assert_eq!(
+        inspect("{{.HostConfig.ReadonlyRootfs}} {{.HostConfig.Init}} {{json .HostConfig.CapAdd}} {{json .HostConfig.CapDrop}} {{json .HostConfig.Sysctls}} {{json .HostConfig.ExtraHosts}} {{json .HostConfig.DnsOptions}}"),
+        r#"true true ["NET_ADMIN"] ["MKNOD"] {"net.ipv4.ip_unprivileged_port_start":"80"} ["db.internal:10.1.2.3"] ["ndots:2"]"#
+    );
+    assert_eq!(
+        inspect("{{.HostConfig.ShmSize}} {{.HostConfig.Memory}} {{.HostConfig.NanoCpus}} {{.HostConfig.PidsLimit}} {{json .HostConfig.Ulimits}} {{.HostConfig.LogConfig.Type}} {{json .HostConfig.LogConfig.Config}}"),
+        r#"33554432 268435456 500000000 64 [{"Hard":4096,"Name":"nofile","Soft":2048}] json-file {"max-size":"1m"}"#
+    );
+    // And the container lives by them.
+    let read = |path: &str| {
+        wait_for(Duration::from_secs(10), || {
+            let out = std::process::Command::new("docker")
+                .args(["exec", &id, "cat", path])
+                .output()
+                .unwrap();
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+                .filter(|s| !s.is_empty())
+        })
+        .unwrap_or_else(|| panic!("{path} was written"))
+    };
+    assert_eq!(read("/tmp/uid"), "1000");
+    assert_eq!(read("/tmp/nofile"), "2048");
+    assert_eq!(read("/tmp/pwd"), "/srv");
+    assert!(read("/etc/hosts").contains("10.1.2.3\tdb.internal"));
+    let exported = changeover(&["stack", "export", &stack.name], &[]);
+    let text = String::from_utf8_lossy(&exported.stdout);
+    let reread = changeover_core::stack::parse(&text, "export.yml", None)
+        .stack
+        .expect("the export is a valid stack");
+    let record: changeover_core::service::ServiceSpec =
+        serde_json::from_value(inspect_record(&format!("{}/app", stack.name))).unwrap();
+    assert_eq!(reread.services, vec![record], "{text}");
+}
+
+fn inspect_record(name: &str) -> Value {
+    inspect(name)["record"]["spec"].clone()
+}
+
 /// An image that declares a VOLUME (/state), as databases' images do.
 fn image_with_volume() -> &'static str {
     changeover_tests::fixture_image();

@@ -186,6 +186,124 @@ pub(crate) fn guard(g: &crate::service::CanaryGuard) -> Yaml {
     ])
 }
 
+/// The container settings as the Compose keys they were read from.
+fn container_settings(c: &crate::container::ContainerSettings) -> Vec<(String, Yaml)> {
+    use crate::container::{format_bytes, format_cpus};
+    let mut out: Vec<(String, Yaml)> = Vec::new();
+    let mut text = |k: &str, v: &Option<String>| {
+        if let Some(v) = v {
+            out.push((k.into(), Yaml::text(v)));
+        }
+    };
+    text("user", &c.user);
+    text("working_dir", &c.working_dir);
+    text("hostname", &c.hostname);
+    text("domainname", &c.domainname);
+    text("stop_signal", &c.stop_signal);
+    text("cpuset", &c.cpuset);
+    text("ipc", &c.ipc);
+    text("pid", &c.pid);
+    text("userns_mode", &c.userns_mode);
+    text("runtime", &c.runtime);
+    let list = |v: &[String]| Yaml::List(v.iter().map(Yaml::text).collect());
+    if let Some(e) = &c.entrypoint {
+        out.push(("entrypoint".into(), list(e)));
+    }
+    if let Some(ms) = c.stop_grace_period_ms {
+        out.push(("stop_grace_period".into(), duration(ms)));
+    }
+    let flag = |b: bool| Yaml::Plain(b.to_string());
+    for (k, on) in [
+        ("tty", c.tty),
+        ("stdin_open", c.stdin_open),
+        ("privileged", c.privileged),
+        ("read_only", c.read_only),
+        ("oom_kill_disable", c.oom_kill_disable),
+    ] {
+        if on {
+            out.push((k.into(), flag(true)));
+        }
+    }
+    if let Some(init) = c.init {
+        out.push(("init".into(), flag(init)));
+    }
+    for (k, v) in [
+        ("cap_add", &c.cap_add),
+        ("cap_drop", &c.cap_drop),
+        ("security_opt", &c.security_opt),
+        ("devices", &c.devices),
+        ("extra_hosts", &c.extra_hosts),
+        ("dns", &c.dns),
+        ("dns_search", &c.dns_search),
+        ("dns_opt", &c.dns_opt),
+        ("group_add", &c.group_add),
+    ] {
+        if !v.is_empty() {
+            out.push((k.into(), list(v)));
+        }
+    }
+    if !c.sysctls.is_empty() {
+        out.push(("sysctls".into(), key_values(&c.sysctls)));
+    }
+    if !c.ulimits.is_empty() {
+        out.push((
+            "ulimits".into(),
+            Yaml::Map(
+                c.ulimits
+                    .iter()
+                    .map(|(name, l)| {
+                        let n = |v: i64| Yaml::Plain(v.to_string());
+                        (
+                            name.clone(),
+                            Yaml::Map(vec![("soft".into(), n(l.soft)), ("hard".into(), n(l.hard))]),
+                        )
+                    })
+                    .collect(),
+            ),
+        ));
+    }
+    for (k, v) in [
+        ("shm_size", c.shm_size),
+        ("mem_limit", c.memory),
+        ("mem_reservation", c.memory_reservation),
+    ] {
+        if let Some(b) = v {
+            out.push((k.into(), Yaml::text(format_bytes(b))));
+        }
+    }
+    if let Some(swap) = c.memory_swap {
+        let v = if swap < 0 {
+            swap.to_string()
+        } else {
+            format_bytes(swap as u64)
+        };
+        out.push(("memswap_limit".into(), Yaml::text(v)));
+    }
+    if let Some(n) = c.nano_cpus {
+        out.push(("cpus".into(), Yaml::text(format_cpus(n))));
+    }
+    for (k, v) in [
+        ("cpu_shares", c.cpu_shares.map(|n| n as i64)),
+        ("pids_limit", c.pids_limit),
+        ("oom_score_adj", c.oom_score_adj),
+    ] {
+        if let Some(n) = v {
+            out.push((k.into(), Yaml::Plain(n.to_string())));
+        }
+    }
+    if let Some(l) = &c.logging {
+        let mut m = Vec::new();
+        if !l.driver.is_empty() {
+            m.push(("driver".into(), Yaml::text(&l.driver)));
+        }
+        if !l.options.is_empty() {
+            m.push(("options".into(), key_values(&l.options)));
+        }
+        out.push(("logging".into(), Yaml::Map(m)));
+    }
+    out
+}
+
 fn duration(ms: u64) -> Yaml {
     Yaml::text(format_duration_ms(ms))
 }
@@ -289,6 +407,7 @@ pub(crate) fn service(spec: &ServiceSpec) -> Yaml {
     if let Some(r) = &spec.restart {
         s.push(("restart".into(), Yaml::text(r)));
     }
+    s.extend(container_settings(&spec.container));
     if !spec.depends_on.is_empty() {
         s.push((
             "depends_on".into(),
@@ -672,6 +791,41 @@ mod tests {
             ..PortMapping::tcp(16379, 6379)
         });
         worker.standby_ms = Some(1_800_000);
+        worker.container = crate::container::ContainerSettings {
+            entrypoint: Some(vec!["/bin/run".into(), "--fast".into()]),
+            user: Some("1000:1000".into()),
+            working_dir: Some("/srv".into()),
+            hostname: Some("worker".into()),
+            stop_signal: Some("SIGQUIT".into()),
+            stop_grace_period_ms: Some(30_000),
+            tty: true,
+            init: Some(true),
+            read_only: true,
+            cap_add: vec!["NET_ADMIN".into()],
+            cap_drop: vec!["ALL".into()],
+            sysctls: [("net.ipv4.ip_forward".to_string(), "1".to_string())].into(),
+            devices: vec!["/dev/net/tun".into()],
+            extra_hosts: vec!["db.internal:10.0.0.5".into(), "gw:host-gateway".into()],
+            dns: vec!["1.1.1.1".into()],
+            shm_size: Some(256 << 20),
+            ulimits: [(
+                "nofile".to_string(),
+                crate::container::Ulimit {
+                    soft: 1024,
+                    hard: 4096,
+                },
+            )]
+            .into(),
+            memory: Some(1 << 30),
+            memory_swap: Some(-1),
+            nano_cpus: Some(1_500_000_000),
+            pids_limit: Some(200),
+            logging: Some(crate::container::Logging {
+                driver: "json-file".into(),
+                options: [("max-size".to_string(), "10m".to_string())].into(),
+            }),
+            ..Default::default()
+        };
         worker.snapshots = Some(crate::service::SnapshotPolicy {
             before_deploy: true,
             keep: 3,

@@ -836,6 +836,9 @@ mod tests {
         let mut spec = web();
         spec.timeouts.idle_ms = 5_000;
         spec.trusted_proxies = vec!["10.0.0.0/8".into()];
+        spec.container.user = Some("1000".into());
+        spec.container.cap_add = vec!["NET_ADMIN".into()];
+        spec.container.memory = Some(512 << 20);
         let mut form = ServiceForm::from_spec(&spec);
         form.hosts = "Shop.example.test, www.shop.example.test".into();
         form.https = "acme".into();
@@ -848,6 +851,7 @@ mod tests {
         assert_eq!((tls.cert_file, tls.hsts), (None, true), "ACME, with HSTS");
         assert_eq!(got.timeouts.idle_ms, 5_000, "timeouts kept");
         assert_eq!(got.trusted_proxies, ["10.0.0.0/8"], "trusted proxies kept");
+        assert_eq!(got.container, spec.container, "container settings kept");
         // And back into the form as it was.
         let again = ServiceForm::from_spec(&got);
         assert_eq!(

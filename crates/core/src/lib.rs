@@ -40,6 +40,7 @@
 pub mod build;
 pub mod compose;
 pub mod compose_yaml;
+pub mod container;
 pub mod detail;
 pub mod edge;
 pub mod environment;

@@ -208,6 +208,13 @@ pub fn spec_changes(old: Option<&ServiceSpec>, new: &ServiceSpec) -> Vec<FieldCh
         if x == y {
             continue;
         }
+        // A nested setting left out when empty (container) is an empty one.
+        let none = serde_json::Value::Object(serde_json::Map::new());
+        let (x, y) = match (x, y) {
+            (None, Some(serde_json::Value::Object(_))) if old.is_some() => (Some(&none), y),
+            (Some(serde_json::Value::Object(_)), None) => (x, Some(&none)),
+            other => other,
+        };
         match (x, y) {
             // Nested settings (health, update, timeouts): one line per leaf.
             (Some(serde_json::Value::Object(xo)), Some(serde_json::Value::Object(yo))) => {
@@ -356,6 +363,33 @@ mod tests {
         assert!(created
             .iter()
             .any(|c| c.field == "ports" && c.to.as_deref() == Some("8080:80")));
+    }
+
+    #[test]
+    fn container_settings_are_told_one_by_one() {
+        let old = ServiceSpec::new("s", "web", "nginx:1");
+        let mut new = old.clone();
+        new.container.user = Some("1000".into());
+        new.container.memory = Some(512 << 20);
+        let changes: Vec<(String, Option<String>)> = spec_changes(Some(&old), &new)
+            .into_iter()
+            .map(|c| (c.field, c.to))
+            .collect();
+        assert_eq!(
+            changes,
+            [
+                (
+                    "container.memory".to_string(),
+                    Some("536870912".to_string())
+                ),
+                ("container.user".to_string(), Some("1000".to_string())),
+            ]
+        );
+        let back: Vec<String> = spec_changes(Some(&new), &old)
+            .into_iter()
+            .map(|c| c.field)
+            .collect();
+        assert_eq!(back, ["container.memory", "container.user"]);
     }
 
     #[test]

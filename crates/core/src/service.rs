@@ -402,6 +402,14 @@ pub struct ServiceSpec {
     /// `unless-stopped`); `None`: unless-stopped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart: Option<String>,
+    /// What Docker applies to each container beyond the above: `user`,
+    /// `entrypoint`, `cap_add`, `sysctls`, `ulimits`, `mem_limit`, … as the
+    /// stack says them.
+    #[serde(
+        default,
+        skip_serializing_if = "crate::container::ContainerSettings::is_default"
+    )]
+    pub container: crate::container::ContainerSettings,
 }
 
 /// `x-changeover.tls: acme`, or `{cert: FILE, key: FILE}` (paths made
@@ -551,6 +559,7 @@ impl ServiceSpec {
             tmpfs: Vec::new(),
             depends_on: Vec::new(),
             restart: None,
+            container: Default::default(),
         }
     }
 

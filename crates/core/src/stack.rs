@@ -129,8 +129,6 @@ const COMPOSE_ONLY: &[&str] = &[
     "annotations",
     "attach",
     "blkio_config",
-    "cap_add",
-    "cap_drop",
     "cgroup",
     "cgroup_parent",
     "configs",
@@ -140,67 +138,30 @@ const COMPOSE_ONLY: &[&str] = &[
     "cpu_quota",
     "cpu_rt_period",
     "cpu_rt_runtime",
-    "cpu_shares",
-    "cpus",
-    "cpuset",
     "credential_spec",
     "develop",
     "device_cgroup_rules",
-    "devices",
-    "dns",
-    "dns_opt",
-    "dns_search",
-    "domainname",
-    "entrypoint",
     "expose",
     "external_links",
-    "extra_hosts",
     "gpus",
-    "group_add",
-    "hostname",
-    "init",
-    "ipc",
     "isolation",
     "label_file",
     "links",
-    "logging",
     "mac_address",
-    "mem_limit",
-    "mem_reservation",
     "mem_swappiness",
-    "memswap_limit",
     "models",
     "network_mode",
-    "oom_kill_disable",
-    "oom_score_adj",
-    "pid",
-    "pids_limit",
     "platform",
     "post_start",
     "pre_stop",
-    "privileged",
     "profiles",
     "provider",
     "pull_policy",
-    "read_only",
-    "runtime",
-    "scale",
     "secrets",
-    "security_opt",
-    "shm_size",
-    "stdin_open",
-    "stop_grace_period",
-    "stop_signal",
     "storage_opt",
-    "sysctls",
-    "tty",
-    "ulimits",
     "use_api_socket",
-    "user",
-    "userns_mode",
     "uts",
     "volumes_from",
-    "working_dir",
 ];
 
 const TOP_LEVEL: &[&str] = &[
@@ -224,6 +185,8 @@ struct Reader<'f> {
 }
 
 use crate::compose_yaml::{line, scalar};
+
+mod container;
 
 fn is_null(node: &Node) -> bool {
     matches!(node.data, YamlData::Value(Scalar::Null))
@@ -1120,6 +1083,7 @@ fn read_service(
     let mut ports_node: Option<&Node> = None;
     let mut volumes_node: Option<&Node> = None;
     let mut x_node: Option<&Node> = None;
+    let mut scale: Option<(u32, &Node)> = None;
     // Which of the ports came from a range (`21000-21004:21000-21004`).
     let mut ranged: Vec<usize> = Vec::new();
     let mut unresolved_extends = false;
@@ -1291,6 +1255,10 @@ fn read_service(
                 x_node = Some(value);
                 read_x_changeover(r, value, &k, &mut spec, dir)
             }
+            f if container::KEYS.contains(&f) => {
+                container::read(r, f, value, &k, &mut spec.container)
+            }
+            "scale" => scale = r.number(value, &k, 0, 100).map(|n| (n as u32, value)),
             f if f.starts_with("x-") => {}
             f if COMPOSE_ONLY.contains(&f) => r.warn(
                 value,
@@ -1301,8 +1269,9 @@ fn read_service(
                 value,
                 &k,
                 format!(
-                    "unknown service key `{f}` (Changeover reads: {})",
-                    SUPPORTED.join(", ")
+                    "unknown service key `{f}` (Changeover reads: {}, {})",
+                    SUPPORTED.join(", "),
+                    container::KEYS.join(", ")
                 ),
             ),
         }
@@ -1320,6 +1289,21 @@ fn read_service(
                     m.target, m.source, spec.replicas, m.target
                 ),
             );
+        }
+    }
+    // `scale` is the older way to say `deploy.replicas`.
+    if let Some((n, at)) = scale {
+        if spec.replicas != 1 && spec.replicas != n {
+            r.error(
+                at,
+                &format!("{key}.scale"),
+                format!(
+                    "scale {n} and deploy.replicas {} disagree: keep one",
+                    spec.replicas
+                ),
+            );
+        } else {
+            spec.replicas = n;
         }
     }
     // A well-known port of a protocol that is not HTTP (PostgreSQL's
@@ -2195,8 +2179,9 @@ fn read_deploy(r: &mut Reader, node: &Node, key: &str, spec: &mut ServiceSpec) {
                     }
                 }
             }
-            "mode" | "resources" | "restart_policy" | "placement" | "labels"
-            | "rollback_config" | "endpoint_mode" => {
+            "resources" => container::read_resources(r, v, &k, &mut spec.container),
+            "mode" | "restart_policy" | "placement" | "labels" | "rollback_config"
+            | "endpoint_mode" => {
                 r.warn(v, &k, format!("`deploy.{f}` is not applied by Changeover"))
             }
             _ => r.error(v, &k, format!("unknown deploy key `{f}`")),
@@ -2894,6 +2879,76 @@ volumes:
         assert_eq!(
             e[7],
             "stack.yml:5 services.web.ports: host port 53 forwards TCP to container port 5353 and UDP to 53: the edge carries both on one route to one container port; forward both to the same port, or publish one on another host port"
+        );
+    }
+
+    #[test]
+    fn container_settings_are_read_as_compose_reads_them_and_bad_ones_are_named() {
+        let report = parse(
+            "name: s\nservices:\n  vpn:\n    image: wg\n    entrypoint: /init --verbose\n    user: 1000\n    working_dir: /config\n    cap_add: [NET_ADMIN, SYS_MODULE]\n    sysctls:\n      - net.ipv4.conf.all.src_valid_mark=1\n    devices: [\"/dev/net/tun:/dev/net/tun\"]\n    extra_hosts:\n      - \"host.docker.internal:host-gateway\"\n      - \"db=10.0.0.5\"\n      - \"v6=::1\"\n    dns: 1.1.1.1\n    shm_size: 1gb\n    ulimits:\n      nproc: 65535\n      nofile: {soft: 20000, hard: 40000}\n    mem_limit: 512m\n    cpus: 0.5\n    init: true\n    stop_grace_period: 1m30s\n    stop_signal: SIGINT\n    logging: {driver: json-file, options: {max-size: 10m}}\n    deploy:\n      resources:\n        limits: {pids: 100}\n        reservations: {memory: 128M}\n  web:\n    image: nginx\n    scale: 2\n",
+            "stack.yml",
+            None,
+        );
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+        let s = report.stack.unwrap();
+        let c = &s.services[0].container;
+        assert_eq!(
+            c.entrypoint.as_deref(),
+            Some(&["/init".to_string(), "--verbose".into()][..])
+        );
+        assert_eq!(c.user.as_deref(), Some("1000"));
+        assert_eq!(c.working_dir.as_deref(), Some("/config"));
+        assert_eq!(c.cap_add, ["NET_ADMIN", "SYS_MODULE"]);
+        assert_eq!(c.sysctls["net.ipv4.conf.all.src_valid_mark"], "1");
+        assert_eq!(c.devices, ["/dev/net/tun:/dev/net/tun"]);
+        assert_eq!(
+            c.extra_hosts,
+            ["host.docker.internal:host-gateway", "db:10.0.0.5", "v6:::1"]
+        );
+        assert_eq!(c.dns, ["1.1.1.1"]);
+        assert_eq!(c.shm_size, Some(1 << 30));
+        assert_eq!(
+            c.ulimits["nproc"],
+            crate::container::Ulimit {
+                soft: 65535,
+                hard: 65535
+            }
+        );
+        assert_eq!(
+            c.ulimits["nofile"],
+            crate::container::Ulimit {
+                soft: 20000,
+                hard: 40000
+            }
+        );
+        assert_eq!(c.memory, Some(512 << 20));
+        assert_eq!(c.memory_reservation, Some(128 << 20));
+        assert_eq!(c.nano_cpus, Some(500_000_000));
+        assert_eq!(c.pids_limit, Some(100));
+        assert_eq!(c.init, Some(true));
+        assert_eq!(c.stop_grace_period_ms, Some(90_000));
+        assert_eq!(c.stop_signal.as_deref(), Some("SIGINT"));
+        assert_eq!(c.logging.as_ref().unwrap().options["max-size"], "10m");
+        assert_eq!(s.services[1].replicas, 2, "scale is replicas");
+        assert!(s.services[1].container.is_default());
+
+        let e = errors("name: s\nservices:\n  app:\n    image: a\n    working_dir: app\n    cap_add: [\"NET ADMIN\"]\n    shm_size: lots\n    cpus: -1\n    ulimits: {nofile: {soft: 10}}\n    extra_hosts: [\"db=not-an-ip\"]\n    ipc: \"service:db\"\n    tty: maybe\n    stop_signal: \"kill -9\"\n    scale: 3\n    deploy: {replicas: 2, resources: {limits: {gpus: 1}}}\n");
+        assert_eq!(
+            e,
+            [
+                "stack.yml:5 services.app.working_dir: \"app\" is not an absolute path in the container (/app)",
+                "stack.yml:6 services.app.cap_add: \"NET ADMIN\" is not a capability (NET_ADMIN, SYS_PTRACE, ALL)",
+                "stack.yml:7 services.app.shm_size: \"lots\" is not a size (like 512m, 1g, 64k)",
+                "stack.yml:8 services.app.cpus: \"-1\" is not a number of CPUs (like 0.5, 2)",
+                "stack.yml:9 services.app.ulimits.nofile: a ulimit needs both soft and hard (or one number for both)",
+                "stack.yml:10 services.app.extra_hosts: db: \"not-an-ip\" is not an IP address (or host-gateway)",
+                "stack.yml:11 services.app.ipc: \"service:db\" joins another container, and Changeover's containers are replaced by each release (named per release and slot): use `host`, or leave it out",
+                "stack.yml:12 services.app.tty: expected true or false, found \"maybe\"",
+                "stack.yml:13 services.app.stop_signal: \"kill -9\" is not a signal (SIGTERM, SIGQUIT, TERM, 15)",
+                "stack.yml:15 services.app.deploy.resources.limits.gpus: unknown limits key `gpus` (cpus, memory, pids)",
+                "stack.yml:14 services.app.scale: scale 3 and deploy.replicas 2 disagree: keep one",
+            ]
         );
     }
 

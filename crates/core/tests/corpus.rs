@@ -88,6 +88,12 @@ fn service(s: &ServiceSpec) -> String {
     if let Some(r) = &s.restart {
         parts.push(format!("restart {r}"));
     }
+    if !s.container.is_default() {
+        parts.push(format!(
+            "container {}",
+            serde_json::to_string(&s.container).unwrap_or_default()
+        ));
+    }
     parts.join("; ")
 }
 

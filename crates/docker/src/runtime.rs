@@ -245,6 +245,84 @@ impl DockerRuntime {
     }
 }
 
+/// The host side of a service's container settings (the Compose keys of
+/// [`changeover_core::container`]); unset ones stay Docker's defaults.
+fn container_host_config(c: &changeover_core::container::ContainerSettings) -> HostConfig {
+    let list = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
+    let signed = |n: Option<u64>| n.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
+    HostConfig {
+        init: c.init,
+        privileged: c.privileged.then_some(true),
+        readonly_rootfs: c.read_only.then_some(true),
+        cap_add: list(&c.cap_add),
+        cap_drop: list(&c.cap_drop),
+        security_opt: list(&c.security_opt),
+        sysctls: (!c.sysctls.is_empty()).then(|| {
+            c.sysctls
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        }),
+        devices: (!c.devices.is_empty()).then(|| c.devices.iter().map(|d| device(d)).collect()),
+        extra_hosts: list(&c.extra_hosts),
+        dns: list(&c.dns),
+        dns_search: list(&c.dns_search),
+        dns_options: list(&c.dns_opt),
+        group_add: list(&c.group_add),
+        shm_size: signed(c.shm_size),
+        ulimits: (!c.ulimits.is_empty()).then(|| {
+            c.ulimits
+                .iter()
+                .map(|(name, l)| bollard::models::ResourcesUlimits {
+                    name: Some(name.clone()),
+                    soft: Some(l.soft),
+                    hard: Some(l.hard),
+                })
+                .collect()
+        }),
+        memory: signed(c.memory),
+        memory_reservation: signed(c.memory_reservation),
+        memory_swap: c.memory_swap,
+        nano_cpus: signed(c.nano_cpus),
+        cpu_shares: signed(c.cpu_shares),
+        cpuset_cpus: c.cpuset.clone(),
+        pids_limit: c.pids_limit,
+        oom_score_adj: c.oom_score_adj,
+        oom_kill_disable: c.oom_kill_disable.then_some(true),
+        ipc_mode: c.ipc.clone(),
+        pid_mode: c.pid.clone(),
+        userns_mode: c.userns_mode.clone(),
+        runtime: c.runtime.clone(),
+        log_config: c
+            .logging
+            .as_ref()
+            .map(|l| bollard::models::HostConfigLogConfig {
+                typ: (!l.driver.is_empty()).then(|| l.driver.clone()),
+                config: (!l.options.is_empty()).then(|| {
+                    l.options
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect()
+                }),
+            }),
+        ..Default::default()
+    }
+}
+
+/// `/dev/net/tun`, `/dev/sda:/dev/xvda`, `/dev/fuse:/dev/fuse:rwm` as
+/// Docker's device mapping (the container path defaults to the host's).
+fn device(text: &str) -> bollard::models::DeviceMapping {
+    let mut parts = text.splitn(3, ':');
+    let host = parts.next().unwrap_or_default().to_string();
+    let container = parts.next().filter(|p| !p.is_empty()).map(str::to_string);
+    let permissions = parts.next().filter(|p| !p.is_empty()).unwrap_or("rwm");
+    bollard::models::DeviceMapping {
+        path_in_container: Some(container.unwrap_or_else(|| host.clone())),
+        path_on_host: Some(host),
+        cgroup_permissions: Some(permissions.to_string()),
+    }
+}
+
 /// A stack's `restart:` as Docker's policy (unless-stopped when unset).
 /// `always` is unless-stopped too: with `always` the daemon would start
 /// the kept, stopped containers of older releases again when it restarts.
@@ -513,9 +591,23 @@ impl Runtime for DockerRuntime {
             .collect::<Vec<_>>();
         let ms_to_ns = |ms: u64| (ms as i64).saturating_mul(1_000_000);
         let network = default_network(&spec.stack);
+        let c = &spec.container;
         let body = ContainerCreateBody {
             image: Some(release.image_id.clone()),
             cmd: spec.command.clone(),
+            entrypoint: c.entrypoint.clone(),
+            user: c.user.clone(),
+            working_dir: c.working_dir.clone(),
+            hostname: c.hostname.clone(),
+            domainname: c.domainname.clone(),
+            stop_signal: c.stop_signal.clone(),
+            // A stop (by a rollout or `docker stop`) waits this long.
+            stop_timeout: Some(
+                c.stop_grace_period_ms
+                    .map_or(STOP_TIMEOUT_SECS, |ms| ms.div_ceil(1000) as i64),
+            ),
+            tty: c.tty.then_some(true),
+            open_stdin: c.stdin_open.then_some(true),
             env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
             labels: Some(container_labels),
             healthcheck: spec.healthcheck.as_ref().map(|h| HealthConfig {
@@ -536,7 +628,7 @@ impl Runtime for DockerRuntime {
                 }),
                 network_mode: Some(network.clone()),
                 restart_policy: Some(restart_policy(spec.restart.as_deref())),
-                ..Default::default()
+                ..container_host_config(c)
             }),
             networking_config: Some(NetworkingConfig {
                 endpoints_config: Some(HashMap::from([(
@@ -618,9 +710,9 @@ impl Runtime for DockerRuntime {
             .stop_container(
                 id,
                 Some(
-                    StopContainerOptionsBuilder::new()
-                        .t(STOP_TIMEOUT_SECS as i32)
-                        .build(),
+                    // The container's own stop timeout (set when it was
+                    // created: its stop_grace_period, or 10 s).
+                    StopContainerOptionsBuilder::new().build(),
                 ),
             )
             .await

@@ -2,6 +2,7 @@
 import type { AutoRedeploy } from "./AutoRedeploy";
 import type { BuildSpec } from "./BuildSpec";
 import type { CanaryGuard } from "./CanaryGuard";
+import type { ContainerSettings } from "./ContainerSettings";
 import type { DockerHealthcheck } from "./DockerHealthcheck";
 import type { HealthProbe } from "./HealthProbe";
 import type { Protocol } from "./Protocol";
@@ -102,4 +103,10 @@ dependsOn?: Array<string>,
  * `restart:` as written (`no`, `always`, `on-failure[:N]`,
  * `unless-stopped`); `None`: unless-stopped.
  */
-restart?: string | null, };
+restart?: string | null, 
+/**
+ * What Docker applies to each container beyond the above: `user`,
+ * `entrypoint`, `cap_add`, `sysctls`, `ulimits`, `mem_limit`, … as the
+ * stack says them.
+ */
+container?: ContainerSettings, };
