@@ -1433,6 +1433,86 @@ fn inspect_record(name: &str) -> Value {
     inspect(name)["record"]["spec"].clone()
 }
 
+#[test]
+fn an_external_volume_is_used_as_it_is_never_created_and_never_removed_with_the_stack() {
+    let _edge = shared_edge();
+    changeover_tests::fixture_image();
+    let stack = TestStack::new("external", "services: {}\n", &[]);
+    // Both prefixed by the stack's name only so a failed run leaves nothing.
+    let (outside, own) = (
+        format!("{}_made-outside", stack.name),
+        format!("{}_named", stack.name),
+    );
+    let body = format!(
+        "name: {}\nservices:\n  app:\n    image: changeover-fixture:busybox\n    command: [\"sh\", \"-c\", \"cat /data/hello > /own/seen; exec sleep 3600\"]\n    volumes: [\"ext:/data\", \"mine:/own\"]\n    labels: {{dev.changeover.test: \"1\"}}\nvolumes:\n  ext:\n    external: true\n    name: {outside}\n  mine:\n    name: {own}\n",
+        stack.name
+    );
+    std::fs::write(stack.dir.path().join("stack.yml"), body).unwrap();
+    let exists = |v: &str| {
+        std::process::Command::new("docker")
+            .args(["volume", "inspect", v])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    let out = changeover(&["stack", "deploy", "-f", &stack.file()], &[]);
+    assert!(
+        !out.status.success(),
+        "refused while the volume is not there"
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("volume {outside} is external (the stack says `external: true`) and this daemon has none of that name: create it (docker volume create {outside}) or remove `external`")),
+        "{err}"
+    );
+    assert!(!exists(&outside), "an external volume is never created");
+    assert!(stack.containers().is_empty(), "{:?}", stack.containers());
+
+    docker(&["volume", "create", &outside]);
+    docker(&[
+        "run",
+        "--rm",
+        "-v",
+        &format!("{outside}:/v"),
+        "changeover-fixture:busybox",
+        "sh",
+        "-c",
+        "echo made outside > /v/hello",
+    ]);
+    stack.deploy(&[]);
+    assert!(
+        exists(&own),
+        "the named volume has the name the stack gives it"
+    );
+    let seen = wait_for(Duration::from_secs(10), || {
+        let out = std::process::Command::new("docker")
+            .args([
+                "run",
+                "--rm",
+                "-v",
+                &format!("{own}:/v"),
+                "changeover-fixture:busybox",
+                "cat",
+                "/v/seen",
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        (!text.is_empty()).then_some(text)
+    });
+    assert_eq!(
+        seen.as_deref(),
+        Some("made outside"),
+        "the data made outside is used"
+    );
+    let out = changeover(&["stack", "rm", &stack.name, "--volumes", "--yes"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!exists(&own), "the stack's own volume went, as asked");
+    assert!(exists(&outside), "the external one stays");
+    docker(&["volume", "rm", &outside]);
+}
+
 /// An image that declares a VOLUME (/state), as databases' images do.
 fn image_with_volume() -> &'static str {
     changeover_tests::fixture_image();

@@ -11,7 +11,6 @@
 use changeover_core::rollout::{EventSink, Removal};
 use changeover_core::service::split_qualified;
 use changeover_core::{Problem, ProblemCode};
-use changeover_docker::runtime::volume_name;
 use serde::{Deserialize, Serialize};
 use ts_rs::TS;
 
@@ -57,15 +56,6 @@ async fn deployer(env: &Environment, events: EventSink) -> Result<Deployer, Prob
 
 fn quiet() -> EventSink {
     std::sync::Arc::new(|_| {})
-}
-
-/// The Docker names of the named volumes a removal names.
-fn docker_volumes(stack: &str, removal: &Removal) -> Vec<String> {
-    removal
-        .volumes
-        .iter()
-        .map(|v| volume_name(stack, v))
-        .collect()
 }
 
 /// What removing `name` (`stack/service`) would take away; nothing changes.
@@ -134,7 +124,7 @@ async fn removal_with(
     // given (anonymous ones, images' VOLUMEs) that carry its label.
     let mut volumes: Vec<String> = services
         .iter()
-        .flat_map(|r| docker_volumes(stack, r))
+        .flat_map(|r| r.volumes.iter().cloned())
         .chain(changeover_docker::volumes::created_for(&docker, stack, None).await?)
         .collect();
     volumes.sort();

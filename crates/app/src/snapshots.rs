@@ -20,7 +20,6 @@ use changeover_core::snapshot::{
 };
 use changeover_core::volume::{preview_kind, PreviewKind, VolumeUser};
 use changeover_core::{Problem, ProblemCode};
-use changeover_docker::runtime::volume_name;
 use changeover_docker::volumes as dv;
 use changeover_docker::Docker;
 use serde::{Deserialize, Serialize};
@@ -315,7 +314,7 @@ async fn services_using(env: &Environment, volume: &str) -> Result<Vec<String>, 
         if spec
             .mounts
             .iter()
-            .any(|m| m.kind == MountKind::Volume && volume_name(&spec.stack, &m.source) == volume)
+            .any(|m| m.kind == MountKind::Volume && m.docker_volume(&spec.stack) == volume)
         {
             out.push(view.name.clone());
         }
@@ -469,7 +468,7 @@ pub async fn rollback_snapshots(
     let mut out = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
     for m in spec.mounts.iter().filter(|m| m.kind == MountKind::Volume) {
-        let volume = volume_name(&spec.stack, &m.source);
+        let volume = m.docker_volume(&spec.stack);
         if !seen.insert(volume.clone()) {
             continue;
         }

@@ -10,7 +10,6 @@ use changeover_core::volume::{
     MAX_SEARCH, PREVIEW_BYTES,
 };
 use changeover_core::{Problem, ProblemCode};
-use changeover_docker::runtime::volume_name;
 use changeover_docker::volumes as dv;
 
 use crate::environments::Environment;
@@ -43,7 +42,7 @@ async fn lineage(env: &Environment, name: &str) -> Result<Vec<VolumeUse>, Proble
         for r in &record.releases {
             for m in &r.spec.mounts {
                 if m.kind == changeover_core::service::MountKind::Volume
-                    && volume_name(&r.spec.stack, &m.source) == name
+                    && m.docker_volume(&r.spec.stack) == name
                 {
                     out.push(VolumeUse {
                         service: view.name.clone(),

@@ -620,7 +620,36 @@ pub(crate) fn stack_yaml(stack: &Stack) -> Yaml {
         )
     };
     if !stack.volumes.is_empty() {
-        doc.push(("volumes".into(), declared(&stack.volumes)));
+        // A volume the stack names itself is written with that name.
+        let own = |v: &str| {
+            stack
+                .services
+                .iter()
+                .flat_map(|s| &s.mounts)
+                .find(|m| m.kind == MountKind::Volume && m.source == v && m.volume.is_some())
+        };
+        doc.push((
+            "volumes".into(),
+            Yaml::Map(
+                stack
+                    .volumes
+                    .iter()
+                    .map(|v| {
+                        let mut settings = Vec::new();
+                        if let Some(m) = own(v) {
+                            let name = m.volume.clone().unwrap_or_default();
+                            if !(m.external && name == *v) {
+                                settings.push(("name".to_string(), Yaml::text(name)));
+                            }
+                            if m.external {
+                                settings.push(("external".to_string(), Yaml::Plain("true".into())));
+                            }
+                        }
+                        (v.clone(), Yaml::Map(settings))
+                    })
+                    .collect(),
+            ),
+        ));
     }
     if !stack.networks.is_empty() {
         doc.push(("networks".into(), declared(&stack.networks)));
@@ -737,6 +766,8 @@ mod tests {
             read_only: false,
             options: Vec::new(),
             anonymous: false,
+            volume: None,
+            external: false,
         });
         web.mounts.push(Mount {
             kind: MountKind::Bind,
@@ -745,6 +776,28 @@ mod tests {
             read_only: true,
             options: Vec::new(),
             anonymous: false,
+            volume: None,
+            external: false,
+        });
+        web.mounts.push(Mount {
+            kind: MountKind::Volume,
+            source: "media".into(),
+            target: "/media".into(),
+            read_only: false,
+            options: Vec::new(),
+            anonymous: false,
+            volume: Some("shared-media".into()),
+            external: false,
+        });
+        web.mounts.push(Mount {
+            kind: MountKind::Volume,
+            source: "legacy".into(),
+            target: "/legacy".into(),
+            read_only: true,
+            options: Vec::new(),
+            anonymous: false,
+            volume: Some("legacy".into()),
+            external: true,
         });
         web.networks.push("back".into());
         web.labels.insert("team".into(), "shop".into());
@@ -831,7 +884,7 @@ mod tests {
             keep: 3,
         });
         let stack = Stack::from_services("shop", vec![web, worker]);
-        assert_eq!(stack.volumes, vec!["data".to_string()]);
+        assert_eq!(stack.volumes, ["data", "legacy", "media"]);
         assert_eq!(stack.networks, vec!["back".to_string()]);
         let back = round_trip(&stack);
         // The writer keeps `image` as written; the parser defaults nothing else.

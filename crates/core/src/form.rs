@@ -772,6 +772,8 @@ mod tests {
                     read_only: false,
                     options: Vec::new(),
                     anonymous: false,
+                    volume: None,
+                    external: false,
                 },
                 Mount {
                     kind: MountKind::Bind,
@@ -780,6 +782,8 @@ mod tests {
                     read_only: true,
                     options: Vec::new(),
                     anonymous: false,
+                    volume: None,
+                    external: false,
                 }
             ]
         );

@@ -322,6 +322,8 @@ mod tests {
             read_only: true,
             options: Vec::new(),
             anonymous: false,
+            volume: None,
+            external: false,
         }];
         new.health.path = Some("/ready".into());
         let changes = spec_changes(Some(&old), &new);

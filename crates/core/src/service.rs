@@ -182,6 +182,26 @@ pub struct Mount {
     /// [`anonymous_volume`] names (`source`).
     #[serde(default)]
     pub anonymous: bool,
+    /// The volume's own name on the daemon, when the stack gives it one
+    /// (top-level `name:`, or `external: true`, which is the volume as
+    /// named, not prefixed by the stack); otherwise `STACK_SOURCE`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<String>,
+    /// `external: true`: a volume made outside the stack. Never created
+    /// (a deploy without it is refused) and never removed with the stack.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub external: bool,
+}
+
+impl Mount {
+    /// The Docker volume a volume mount of `stack` uses: its own name when
+    /// the stack gives one, otherwise `STACK_SOURCE` (as Compose names a
+    /// project's volumes).
+    pub fn docker_volume(&self, stack: &str) -> String {
+        self.volume
+            .clone()
+            .unwrap_or_else(|| format!("{stack}_{}", self.source))
+    }
 }
 
 /// The volume (as a stack names volumes) that holds `service`'s anonymous

@@ -658,6 +658,8 @@ fn read_stack(r: &mut Reader, root: &Node, file: &str, dir: Option<&Path>) -> Op
     let mut services_node = None;
     let mut include_node = None;
     let mut volumes = Vec::new();
+    // Volumes the stack names itself (`name:`, `external:`).
+    let mut volume_names: BTreeMap<String, (String, bool)> = BTreeMap::new();
     let mut networks = Vec::new();
     for (key, value) in &top {
         match key.as_str() {
@@ -666,12 +668,8 @@ fn read_stack(r: &mut Reader, root: &Node, file: &str, dir: Option<&Path>) -> Op
             "include" => include_node = Some(*value),
             "volumes" => {
                 for (v, spec) in r.map(value, "volumes") {
-                    if !is_null(spec) && entries(spec).is_some_and(|e| !e.is_empty()) {
-                        r.warn(
-                            spec,
-                            &format!("volumes.{v}"),
-                            "volume options (driver, external, …) are not applied; a plain local volume is created",
-                        );
+                    if let Some(own) = read_top_volume(r, spec, &format!("volumes.{v}")) {
+                        volume_names.insert(v.clone(), own);
                     }
                     volumes.push(v);
                 }
@@ -783,7 +781,17 @@ fn read_stack(r: &mut Reader, root: &Node, file: &str, dir: Option<&Path>) -> Op
                 format!("{svc_name:?} is not a service name (lowercase letters, digits, - and _)"),
             );
         }
-        if let Some(spec) = read_service(r, &stack_name, &svc_name, node, &key, at, dir) {
+        if let Some(mut spec) = read_service(r, &stack_name, &svc_name, node, &key, at, dir) {
+            for m in spec
+                .mounts
+                .iter_mut()
+                .filter(|m| m.kind == MountKind::Volume)
+            {
+                if let Some((own, external)) = volume_names.get(&m.source) {
+                    m.volume = Some(own.clone());
+                    m.external = *external;
+                }
+            }
             for m in &spec.mounts {
                 if m.kind == MountKind::Volume
                     && !m.anonymous
@@ -2017,6 +2025,8 @@ fn read_mount(r: &mut Reader, node: &Node, key: &str, dir: Option<&Path>) -> Opt
             read_only,
             options,
             anonymous,
+            volume: None,
+            external: false,
         });
     }
     let text = r.string(node, key)?;
@@ -2041,6 +2051,8 @@ fn read_mount(r: &mut Reader, node: &Node, key: &str, dir: Option<&Path>) -> Opt
                 read_only: false,
                 options: Vec::new(),
                 anonymous: true,
+                volume: None,
+                external: false,
             });
         }
         _ => {
@@ -2099,7 +2111,89 @@ fn read_mount(r: &mut Reader, node: &Node, key: &str, dir: Option<&Path>) -> Opt
         read_only,
         options,
         anonymous: false,
+        volume: None,
+        external: false,
     })
+}
+
+/// A top-level volume's settings: its own name (`name:`, or the name an
+/// `external:` volume has) and whether it is external; `None` when the
+/// stack's default name (`STACK_VOLUME`) applies. Driver settings are
+/// named, not applied.
+fn read_top_volume(r: &mut Reader, spec: &Node, key: &str) -> Option<(String, bool)> {
+    let mut name = None;
+    let mut external = false;
+    let mut external_name = None;
+    for (f, v) in entries(spec).unwrap_or_default() {
+        let k = format!("{key}.{f}");
+        match f.as_str() {
+            "name" => name = r.string(v, &k),
+            "external" => match scalar(v).as_deref() {
+                Some("true") => external = true,
+                Some("false") => {}
+                // The older form: `external: {name: NAME}`.
+                _ if entries(v).is_some() => {
+                    external = true;
+                    for (ef, ev) in entries(v).unwrap_or_default() {
+                        match ef.as_str() {
+                            "name" => external_name = r.string(ev, &format!("{k}.name")),
+                            _ => r.error(
+                                ev,
+                                &format!("{k}.{ef}"),
+                                format!("unknown external key `{ef}` (name)"),
+                            ),
+                        }
+                    }
+                }
+                _ => r.error(
+                    v,
+                    &k,
+                    format!("expected true or false, found {}", describe(v)),
+                ),
+            },
+            "driver" | "driver_opts" | "labels" => r.warn(
+                v,
+                &k,
+                format!("`{f}` is not applied; a plain local volume is created"),
+            ),
+            _ => r.error(
+                v,
+                &k,
+                format!("unknown volume key `{f}` (name, external, driver, driver_opts, labels)"),
+            ),
+        }
+    }
+    let own = match (name, external_name) {
+        (Some(a), Some(b)) if a != b => {
+            r.error(
+                spec,
+                key,
+                format!("two names: {a:?} and external.name {b:?}; keep one"),
+            );
+            return None;
+        }
+        (a, b) => a.or(b),
+    };
+    if let Some(n) = &own {
+        let ok = !n.is_empty()
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+            && n.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+        if !ok {
+            r.error(
+                spec,
+                key,
+                format!("{n:?} is not a volume name (letters, digits, _ . -)"),
+            );
+            return None;
+        }
+    }
+    match (own, external) {
+        (Some(n), ext) => Some((n, ext)),
+        // External under its key's own name, unprefixed.
+        (None, true) => Some((key.trim_start_matches("volumes.").to_string(), true)),
+        (None, false) => None,
+    }
 }
 
 fn read_healthcheck(r: &mut Reader, node: &Node, key: &str) -> Option<DockerHealthcheck> {
@@ -2879,6 +2973,45 @@ volumes:
         assert_eq!(
             e[7],
             "stack.yml:5 services.web.ports: host port 53 forwards TCP to container port 5353 and UDP to 53: the edge carries both on one route to one container port; forward both to the same port, or publish one on another host port"
+        );
+    }
+
+    #[test]
+    fn volumes_named_by_the_stack_or_external_keep_their_own_names() {
+        let report = parse(
+            "name: s\nservices:\n  db:\n    image: postgres\n    volumes: [\"pg:/var/lib/postgresql/data\", \"media:/media\", \"old:/old\", \"data:/data\"]\nvolumes:\n  pg:\n    external: true\n  media:\n    name: shared-media\n  old:\n    external:\n      name: legacy_data\n  data:\n    driver: local\n",
+            "stack.yml",
+            None,
+        );
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        let warnings: Vec<String> = report.warnings.iter().map(|w| w.to_string()).collect();
+        assert_eq!(
+            warnings,
+            ["stack.yml:15 volumes.data.driver: `driver` is not applied; a plain local volume is created"]
+        );
+        let db = &report.stack.unwrap().services[0];
+        let named: Vec<(String, bool)> = db
+            .mounts
+            .iter()
+            .map(|m| (m.docker_volume("s"), m.external))
+            .collect();
+        assert_eq!(
+            named,
+            [
+                ("pg".to_string(), true),
+                ("shared-media".to_string(), false),
+                ("legacy_data".to_string(), true),
+                ("s_data".to_string(), false),
+            ]
+        );
+        let e = errors("name: s\nservices:\n  a:\n    image: a\n    volumes: [\"v:/v\"]\nvolumes:\n  v:\n    name: \"bad name\"\n    external: maybe\n    size: 3\n");
+        assert_eq!(
+            e,
+            [
+                "stack.yml:9 volumes.v.external: expected true or false, found \"maybe\"",
+                "stack.yml:10 volumes.v.size: unknown volume key `size` (name, external, driver, driver_opts, labels)",
+                "stack.yml:8 volumes.v: \"bad name\" is not a volume name (letters, digits, _ . -)",
+            ]
         );
     }
 

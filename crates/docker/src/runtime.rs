@@ -450,7 +450,7 @@ impl Runtime for DockerRuntime {
             .mounts
             .iter()
             .filter(|m| m.kind == MountKind::Volume)
-            .map(|m| volume_name(&spec.stack, &m.source));
+            .map(|m| m.docker_volume(&spec.stack));
         let kept = crate::volumes::created_for(&self.docker, &spec.stack, Some(&spec.name)).await?;
         for name in named.chain(kept) {
             if !seen.insert(name.clone()) {
@@ -513,10 +513,26 @@ impl Runtime for DockerRuntime {
                 .await?;
         }
         for m in spec.mounts.iter().filter(|m| m.kind == MountKind::Volume) {
+            let name = m.docker_volume(&spec.stack);
+            if m.external {
+                // Made outside the stack: used as it is, never created.
+                match self.docker.inspect_volume(&name).await {
+                    Ok(_) => continue,
+                    Err(e) if is_not_found(&e) => {
+                        return Err(Problem::new(
+                            ProblemCode::UnknownVolume,
+                            format!(
+                                "{}: volume {name} is external (the stack says `external: true`) and this daemon has none of that name: create it (docker volume create {name}) or remove `external`",
+                                spec.qualified()
+                            ),
+                        ))
+                    }
+                    Err(e) => return Err(daemon_problem(&format!("reading volume {name}"), &e)),
+                }
+            }
             // An anonymous volume is its service's alone.
             let holder = m.anonymous.then_some(spec.name.as_str());
-            self.ensure_stack_volume(&volume_name(&spec.stack, &m.source), &spec.stack, holder)
-                .await?;
+            self.ensure_stack_volume(&name, &spec.stack, holder).await?;
         }
         Ok(())
     }
@@ -573,7 +589,7 @@ impl Runtime for DockerRuntime {
             .iter()
             .map(|m| {
                 let source = match m.kind {
-                    MountKind::Volume => volume_name(&spec.stack, &m.source),
+                    MountKind::Volume => m.docker_volume(&spec.stack),
                     MountKind::Bind => m.source.clone(),
                 };
                 let mut mode: Vec<&str> = Vec::new();

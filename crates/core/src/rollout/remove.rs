@@ -23,8 +23,8 @@ pub struct Removal {
     pub routes: Vec<u16>,
     /// Whether its record (definition and releases) is stored.
     pub record: bool,
-    /// The named volumes (as written in the stack) any of its releases
-    /// mounted; left in place.
+    /// The Docker volumes any of its releases mounted (not the external
+    /// ones, which were never the stack's); left in place.
     pub volumes: Vec<String>,
 }
 
@@ -34,8 +34,9 @@ fn volumes_of(record: Option<&ServiceRecord>) -> Vec<String> {
     let specs = std::iter::once(&r.spec).chain(r.releases.iter().map(|rel| &rel.spec));
     for spec in specs {
         for m in &spec.mounts {
-            if m.kind == MountKind::Volume && !out.contains(&m.source) {
-                out.push(m.source.clone());
+            let name = m.docker_volume(&spec.stack);
+            if m.kind == MountKind::Volume && !m.external && !out.contains(&name) {
+                out.push(name);
             }
         }
     }

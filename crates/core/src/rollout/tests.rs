@@ -1194,6 +1194,8 @@ async fn a_removed_service_leaves_no_route_container_or_record_and_keeps_its_vol
         read_only: false,
         options: Vec::new(),
         anonymous: false,
+        volume: None,
+        external: false,
     }];
     d.run("s", "web", Goal::Deploy(Box::new(first)))
         .await
@@ -1211,7 +1213,11 @@ async fn a_removed_service_leaves_no_route_container_or_record_and_keeps_its_vol
         "every release's containers, the stopped ones too"
     );
     assert!(plan.record);
-    assert_eq!(plan.volumes, vec!["data"], "an older release's volume too");
+    assert_eq!(
+        plan.volumes,
+        vec!["s_data"],
+        "an older release's volume too (Docker's name)"
+    );
     assert_eq!(running(&fake).len(), 2, "asking changed nothing");
 
     // Refused while another client's rollout holds the lock.

@@ -21,7 +21,7 @@ routes: Array<number>,
  */
 record: boolean, 
 /**
- * The named volumes (as written in the stack) any of its releases
- * mounted; left in place.
+ * The Docker volumes any of its releases mounted (not the external
+ * ones, which were never the stack's); left in place.
  */
 volumes: Array<string>, };

@@ -18,4 +18,15 @@ options?: Array<string>,
  * Changeover keeps it across releases too, as the volume
  * [`anonymous_volume`] names (`source`).
  */
-anonymous: boolean, };
+anonymous: boolean, 
+/**
+ * The volume's own name on the daemon, when the stack gives it one
+ * (top-level `name:`, or `external: true`, which is the volume as
+ * named, not prefixed by the stack); otherwise `STACK_SOURCE`.
+ */
+volume?: string | null, 
+/**
+ * `external: true`: a volume made outside the stack. Never created
+ * (a deploy without it is refused) and never removed with the stack.
+ */
+external?: boolean, };
