@@ -131,7 +131,6 @@ const COMPOSE_ONLY: &[&str] = &[
     "blkio_config",
     "cgroup",
     "cgroup_parent",
-    "configs",
     "cpu_count",
     "cpu_percent",
     "cpu_period",
@@ -157,7 +156,6 @@ const COMPOSE_ONLY: &[&str] = &[
     "profiles",
     "provider",
     "pull_policy",
-    "secrets",
     "storage_opt",
     "use_api_socket",
     "uts",
@@ -165,9 +163,9 @@ const COMPOSE_ONLY: &[&str] = &[
 ];
 
 const TOP_LEVEL: &[&str] = &[
-    "name", "services", "volumes", "networks", "version", "include",
+    "name", "services", "volumes", "networks", "version", "include", "secrets", "configs",
 ];
-const TOP_LEVEL_COMPOSE_ONLY: &[&str] = &["configs", "secrets", "models"];
+const TOP_LEVEL_COMPOSE_ONLY: &[&str] = &["models"];
 /// How deep `include:` may nest.
 const MAX_INCLUDE_DEPTH: usize = 5;
 
@@ -180,6 +178,9 @@ struct Reader<'f> {
     depth: usize,
     /// `type: tmpfs` mounts read from a service's `volumes:`.
     tmpfs: Vec<crate::service::TmpfsMount>,
+    /// The top-level `secrets:` and `configs:`, for the services' own.
+    secrets: files::Declared,
+    configs: files::Declared,
     errors: Vec<StackIssue>,
     warnings: Vec<StackIssue>,
 }
@@ -187,6 +188,7 @@ struct Reader<'f> {
 use crate::compose_yaml::{line, scalar};
 
 mod container;
+mod files;
 
 fn is_null(node: &Node) -> bool {
     matches!(node.data, YamlData::Value(Scalar::Null))
@@ -593,6 +595,8 @@ fn parse_at(
         vars,
         depth,
         tmpfs: Vec::new(),
+        secrets: Default::default(),
+        configs: Default::default(),
         errors: Vec::new(),
         warnings: Vec::new(),
     };
@@ -686,6 +690,8 @@ fn read_stack(r: &mut Reader, root: &Node, file: &str, dir: Option<&Path>) -> Op
                     networks.push(n);
                 }
             }
+            "secrets" => r.secrets = files::declared(r, value, "secrets", dir),
+            "configs" => r.configs = files::declared(r, value, "configs", dir),
             "version" => r.warn(
                 value,
                 "version",
@@ -1267,6 +1273,15 @@ fn read_service(
                 container::read(r, f, value, &k, &mut spec.container)
             }
             "scale" => scale = r.number(value, &k, 0, 100).map(|n| (n as u32, value)),
+            kind @ ("secrets" | "configs") => {
+                let declared = if kind == "secrets" {
+                    r.secrets.clone()
+                } else {
+                    r.configs.clone()
+                };
+                spec.mounts
+                    .extend(files::mounts(r, value, &k, kind, &declared));
+            }
             f if f.starts_with("x-") => {}
             f if COMPOSE_ONLY.contains(&f) => r.warn(
                 value,
@@ -2973,6 +2988,74 @@ volumes:
         assert_eq!(
             e[7],
             "stack.yml:5 services.web.ports: host port 53 forwards TCP to container port 5353 and UDP to 53: the edge carries both on one route to one container port; forward both to the same port, or publish one on another host port"
+        );
+    }
+
+    #[test]
+    fn secrets_and_configs_from_files_are_mounted_read_only_and_the_rest_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("db_password.txt"), "s3cret").unwrap();
+        std::fs::write(dir.path().join("nginx.conf"), "events {}").unwrap();
+        let text = "name: s\nservices:\n  db:\n    image: postgres\n    environment:\n      POSTGRES_PASSWORD_FILE: /run/secrets/db_password\n    secrets:\n      - db_password\n      - source: db_password\n        target: again\n    configs:\n      - source: nginx\n        target: /etc/nginx/nginx.conf\n      - nginx\nsecrets:\n  db_password:\n    file: ./db_password.txt\nconfigs:\n  nginx:\n    file: nginx.conf\n";
+        let report = parse(text, "stack.yml", Some(dir.path()));
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        let db = &report.stack.unwrap().services[0];
+        let binds: Vec<(String, String, bool)> = db
+            .mounts
+            .iter()
+            .map(|m| {
+                let file = Path::new(&m.source)
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .to_string();
+                (
+                    file,
+                    m.target.clone(),
+                    m.read_only && m.kind == MountKind::Bind,
+                )
+            })
+            .collect();
+        assert_eq!(
+            binds,
+            [
+                (
+                    "db_password.txt".to_string(),
+                    "/run/secrets/db_password".to_string(),
+                    true
+                ),
+                (
+                    "db_password.txt".to_string(),
+                    "/run/secrets/again".to_string(),
+                    true
+                ),
+                (
+                    "nginx.conf".to_string(),
+                    "/etc/nginx/nginx.conf".to_string(),
+                    true
+                ),
+                ("nginx.conf".to_string(), "/nginx".to_string(), true),
+            ]
+        );
+        assert!(db.mounts.iter().all(|m| Path::new(&m.source).is_absolute()));
+
+        let bad = "name: s\nservices:\n  a:\n    image: a\n    secrets: [missing, from_env, swarm, gone]\nsecrets:\n  from_env:\n    environment: TOKEN\n  swarm:\n    external: true\n  gone:\n    file: ./nope.txt\n";
+        let e: Vec<String> = parse(bad, "stack.yml", Some(dir.path()))
+            .errors
+            .iter()
+            .map(|e| {
+                e.to_string()
+                    .replace(&dir.path().display().to_string(), "DIR")
+            })
+            .collect();
+        assert_eq!(
+            e,
+            [
+                "stack.yml:5 services.a.secrets[0]: `missing` is not declared under the top-level `secrets:`",
+                "stack.yml:5 services.a.secrets[1]: secrets `from_env`: `environment` is refused: Changeover mounts secrets from files on the daemon's host; write it to a file beside the stack and say `file: ./from_env`",
+                "stack.yml:5 services.a.secrets[2]: secrets `swarm`: an external secret is a Swarm object; Changeover mounts secrets from files: say `file: ./swarm`",
+                "stack.yml:5 services.a.secrets[3]: secrets `gone`: its file DIR/nope.txt is not there",
+            ]
         );
     }
 
