@@ -153,7 +153,6 @@ const COMPOSE_ONLY: &[&str] = &[
     "platform",
     "post_start",
     "pre_stop",
-    "profiles",
     "provider",
     "pull_policy",
     "storage_opt",
@@ -261,6 +260,15 @@ impl Reader<'_> {
 
     fn error_at(&mut self, line: usize, key: &str, message: impl Into<String>) {
         self.errors.push(StackIssue {
+            file: self.file.to_string(),
+            line,
+            key: key.to_string(),
+            message: message.into(),
+        });
+    }
+
+    fn warn_at(&mut self, line: usize, key: &str, message: impl Into<String>) {
+        self.warnings.push(StackIssue {
             file: self.file.to_string(),
             line,
             key: key.to_string(),
@@ -776,6 +784,19 @@ fn read_stack(r: &mut Reader, root: &Node, file: &str, dir: Option<&Path>) -> Op
         r.error(services_node, "services", "the stack defines no service");
     }
     let declared_services: Vec<String> = service_entries.iter().map(|(n, _)| n.clone()).collect();
+    // Compose's profiles: a service that names some is deployed only when
+    // one of them is active.
+    let active_profiles: Vec<String> = r
+        .vars
+        .get("COMPOSE_PROFILES")
+        .map(|p| {
+            p.split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut left_out: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (svc_name, node) in service_entries {
         let key = format!("services.{svc_name}");
         // Whole-service messages point at its name, not its first key.
@@ -787,7 +808,21 @@ fn read_stack(r: &mut Reader, root: &Node, file: &str, dir: Option<&Path>) -> Op
                 format!("{svc_name:?} is not a service name (lowercase letters, digits, - and _)"),
             );
         }
+        let profiles = service_profiles(r, node, &key);
         if let Some(mut spec) = read_service(r, &stack_name, &svc_name, node, &key, at, dir) {
+            if !profiles.is_empty() && !profiles.iter().any(|p| active_profiles.contains(p)) {
+                r.warn_at(
+                    at,
+                    &key,
+                    format!(
+                        "left out: its profiles ({}) are not active; COMPOSE_PROFILES={} (in the shell or .env) deploys it",
+                        profiles.join(", "),
+                        profiles[0]
+                    ),
+                );
+                left_out.insert(svc_name.clone(), profiles);
+                continue;
+            }
             for m in spec
                 .mounts
                 .iter_mut()
@@ -852,12 +887,31 @@ fn read_stack(r: &mut Reader, root: &Node, file: &str, dir: Option<&Path>) -> Op
             &mut networks,
         );
     }
-    if services.is_empty() && r.errors.is_empty() {
+    if services.is_empty() && r.errors.is_empty() && !left_out.is_empty() {
+        r.error(
+            root,
+            "services",
+            "every service is left out by its profiles: set COMPOSE_PROFILES (in the shell or .env) to the ones to deploy",
+        );
+    } else if services.is_empty() && r.errors.is_empty() {
         r.error(
             root,
             "services",
             "the stack defines no service (here or in what it includes)",
         );
+    }
+    for s in &services {
+        for d in s.depends_on.iter().filter(|d| left_out.contains_key(*d)) {
+            r.error_at(
+                key_line(services_node, &s.name).unwrap_or(1),
+                &format!("services.{}.depends_on", s.name),
+                format!(
+                    "`{d}` is left out (its profiles {} are not active): set COMPOSE_PROFILES={}, or drop the dependency",
+                    left_out[d].join(", "),
+                    left_out[d][0]
+                ),
+            );
+        }
     }
     let lines: BTreeMap<String, usize> = services
         .iter()
@@ -1273,6 +1327,8 @@ fn read_service(
                 container::read(r, f, value, &k, &mut spec.container)
             }
             "scale" => scale = r.number(value, &k, 0, 100).map(|n| (n as u32, value)),
+            // Read by the stack (which services are deployed).
+            "profiles" => {}
             kind @ ("secrets" | "configs") => {
                 let declared = if kind == "secrets" {
                     r.secrets.clone()
@@ -2129,6 +2185,36 @@ fn read_mount(r: &mut Reader, node: &Node, key: &str, dir: Option<&Path>) -> Opt
         volume: None,
         external: false,
     })
+}
+
+/// A service's `profiles:` (names; a bad entry is refused).
+fn service_profiles(r: &mut Reader, node: &Node, key: &str) -> Vec<String> {
+    let Some(value) =
+        entries(node).and_then(|e| e.into_iter().find(|(k, _)| k == "profiles").map(|(_, v)| v))
+    else {
+        return Vec::new();
+    };
+    let k = format!("{key}.profiles");
+    let mut out = Vec::new();
+    for (i, item) in r.list(value, &k).into_iter().enumerate() {
+        let Some(p) = r.string(item, &format!("{k}[{i}]")) else {
+            continue;
+        };
+        if p.is_empty()
+            || !p
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        {
+            r.error(
+                item,
+                &format!("{k}[{i}]"),
+                format!("{p:?} is not a profile name (letters, digits, _ . -)"),
+            );
+            continue;
+        }
+        out.push(p);
+    }
+    out
 }
 
 /// A top-level volume's settings: its own name (`name:`, or the name an
@@ -2988,6 +3074,63 @@ volumes:
         assert_eq!(
             e[7],
             "stack.yml:5 services.web.ports: host port 53 forwards TCP to container port 5353 and UDP to 53: the edge carries both on one route to one container port; forward both to the same port, or publish one on another host port"
+        );
+    }
+
+    #[test]
+    fn services_of_profiles_that_are_not_active_are_left_out_and_said() {
+        let text = "name: s\nservices:\n  web:\n    image: nginx\n    ports: [\"8080:80\"]\n  adminer:\n    image: adminer\n    profiles: [debug, tools]\n    ports: [\"8080:8080\"]\n  jobs:\n    image: jobs\n    profiles: [batch]\n";
+        let read = |profiles: Option<&str>| {
+            let vars: BTreeMap<String, String> = profiles
+                .map(|p| ("COMPOSE_PROFILES".to_string(), p.to_string()))
+                .into_iter()
+                .collect();
+            let report = parse_with(text, "stack.yml", None, &vars);
+            let said = |v: &[StackIssue]| v.iter().map(|w| w.to_string()).collect::<Vec<_>>();
+            (
+                report
+                    .stack
+                    .map(|s| {
+                        s.services
+                            .iter()
+                            .map(|s| s.name.clone())
+                            .collect::<Vec<_>>()
+                    })
+                    .unwrap_or_default(),
+                said(&report.warnings),
+                said(&report.errors),
+            )
+        };
+        let (services, warnings, refused) = read(None);
+        assert_eq!(
+            refused,
+            Vec::<String>::new(),
+            "a left-out service's port is no clash"
+        );
+        assert_eq!(services, ["web"]);
+        assert_eq!(
+            warnings,
+            [
+                "stack.yml:6 services.adminer: left out: its profiles (debug, tools) are not active; COMPOSE_PROFILES=debug (in the shell or .env) deploys it",
+                "stack.yml:10 services.jobs: left out: its profiles (batch) are not active; COMPOSE_PROFILES=batch (in the shell or .env) deploys it",
+            ]
+        );
+        let (services, warnings, _) = read(Some("batch"));
+        assert_eq!(services, ["web", "jobs"]);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        let (_, _, refused) = read(Some("batch, tools"));
+        assert_eq!(
+            refused,
+            ["stack.yml:9 services.adminer.ports: host port 8080 is already used by service `web`"],
+            "once deployed, its port is checked like any other"
+        );
+        let e = errors("name: s\nservices:\n  web:\n    image: nginx\n    depends_on: [db]\n  db:\n    image: postgres\n    profiles: [with-db]\n  x:\n    image: x\n    profiles: [\"two words\"]\n");
+        assert_eq!(
+            e,
+            [
+                "stack.yml:11 services.x.profiles[0]: \"two words\" is not a profile name (letters, digits, _ . -)",
+                "stack.yml:3 services.web.depends_on: `db` is left out (its profiles with-db are not active): set COMPOSE_PROFILES=with-db, or drop the dependency",
+            ]
         );
     }
 
