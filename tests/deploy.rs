@@ -1379,7 +1379,7 @@ fn composes_container_settings_reach_the_container_and_come_back_in_the_export()
     let _edge = shared_edge();
     changeover_tests::fixture_image();
     // What a VPN, a browser or a database image asks of its container.
-    let body = "services:\n  app:\n    image: changeover-fixture:busybox\n    entrypoint: [\"sh\", \"-c\"]\n    command: [\"id -u > /tmp/uid; ulimit -n > /tmp/nofile; pwd > /tmp/pwd; exec sleep 3600\"]\n    user: \"1000:1000\"\n    working_dir: /srv\n    hostname: appbox\n    read_only: true\n    tmpfs: [\"/tmp:mode=1777\"]\n    init: true\n    cap_add: [NET_ADMIN]\n    cap_drop: [MKNOD]\n    sysctls: {net.ipv4.ip_unprivileged_port_start: \"80\"}\n    extra_hosts: [\"db.internal=10.1.2.3\"]\n    dns_opt: [\"ndots:2\"]\n    shm_size: 32m\n    ulimits: {nofile: {soft: 2048, hard: 4096}}\n    mem_limit: 256m\n    cpus: 0.5\n    stop_signal: SIGINT\n    stop_grace_period: 3s\n    logging: {driver: json-file, options: {max-size: 1m}}\n    labels: {dev.changeover.test: \"1\"}\n    deploy:\n      resources:\n        limits: {pids: 64}\n    secrets: [token]\n    configs: [{source: motd, target: /etc/motd}]\nsecrets:\n  token:\n    file: ./token.txt\nconfigs:\n  motd:\n    file: ./motd\n";
+    let body = "services:\n  app:\n    image: changeover-fixture:busybox\n    entrypoint: [\"sh\", \"-c\"]\n    command: [\"id -u > /tmp/uid; ulimit -n > /tmp/nofile; pwd > /tmp/pwd; exec sleep 3600\"]\n    user: \"1000:1000\"\n    working_dir: /srv\n    hostname: appbox\n    read_only: true\n    tmpfs: [\"/tmp:mode=1777\"]\n    init: true\n    cap_add: [NET_ADMIN]\n    cap_drop: [MKNOD]\n    sysctls: {net.ipv4.ip_unprivileged_port_start: \"80\"}\n    extra_hosts: [\"db.internal=10.1.2.3\"]\n    dns_opt: [\"ndots:2\"]\n    shm_size: 32m\n    ulimits: {nofile: {soft: 2048, hard: 4096}}\n    mem_limit: 256m\n    cpus: 0.5\n    stop_signal: SIGINT\n    stop_grace_period: 3s\n    logging: {driver: json-file, options: {max-size: 1m}}\n    labels: {dev.changeover.test: \"1\"}\n    deploy:\n      resources:\n        limits: {pids: 64}\n    secrets: [token]\n    configs: [{source: motd, target: /etc/motd}]\n    networks:\n      default:\n        aliases: [app-alias]\nsecrets:\n  token:\n    file: ./token.txt\nconfigs:\n  motd:\n    file: ./motd\n";
     let stack = TestStack::new("settings", body, &[]);
     std::fs::write(stack.dir.path().join("token.txt"), "not-a-real-token").unwrap();
     std::fs::write(stack.dir.path().join("motd"), "hello from a config").unwrap();
@@ -1426,6 +1426,14 @@ fn composes_container_settings_reach_the_container_and_come_back_in_the_export()
         "a secret from its file"
     );
     assert_eq!(read("/etc/motd"), "hello from a config");
+    let aliases = inspect(&format!(
+        "{{{{json (index .NetworkSettings.Networks \"{}_default\").Aliases}}}}",
+        stack.name
+    ));
+    assert!(
+        aliases.contains("\"app\"") && aliases.contains("\"app-alias\""),
+        "{aliases}"
+    );
     assert!(read("/etc/hosts").contains("10.1.2.3\tdb.internal"));
     let exported = changeover(&["stack", "export", &stack.name], &[]);
     let text = String::from_utf8_lossy(&exported.stdout);

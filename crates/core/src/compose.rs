@@ -431,7 +431,28 @@ pub(crate) fn service(spec: &ServiceSpec) -> Yaml {
             ),
         ));
     }
-    if !spec.networks.is_empty() {
+    if !spec.networks.is_empty() && !spec.network_aliases.is_empty() {
+        s.push((
+            "networks".into(),
+            Yaml::Map(
+                spec.networks
+                    .iter()
+                    .map(|n| {
+                        let aliases = spec.network_aliases.get(n).filter(|a| !a.is_empty());
+                        let opts = aliases
+                            .map(|a| {
+                                vec![(
+                                    "aliases".to_string(),
+                                    Yaml::List(a.iter().map(Yaml::text).collect()),
+                                )]
+                            })
+                            .unwrap_or_default();
+                        (n.clone(), Yaml::Map(opts))
+                    })
+                    .collect(),
+            ),
+        ));
+    } else if !spec.networks.is_empty() {
         s.push((
             "networks".into(),
             Yaml::List(spec.networks.iter().map(Yaml::text).collect()),
@@ -800,6 +821,8 @@ mod tests {
             external: true,
         });
         web.networks.push("back".into());
+        web.network_aliases
+            .insert("back".into(), vec!["shop-web".into(), "www".into()]);
         web.labels.insert("team".into(), "shop".into());
         web.healthcheck = Some(DockerHealthcheck {
             test: vec!["CMD".into(), "/probe".into()],

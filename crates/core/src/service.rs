@@ -422,6 +422,11 @@ pub struct ServiceSpec {
     /// `unless-stopped`); `None`: unless-stopped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart: Option<String>,
+    /// `networks: {NAME: {aliases: [...]}}`: the names, besides the
+    /// service's own, the others reach it by on that network (`default`
+    /// for the stack's own).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub network_aliases: BTreeMap<String, Vec<String>>,
     /// What Docker applies to each container beyond the above: `user`,
     /// `entrypoint`, `cap_add`, `sysctls`, `ulimits`, `mem_limit`, … as the
     /// stack says them.
@@ -579,6 +584,7 @@ impl ServiceSpec {
             tmpfs: Vec::new(),
             depends_on: Vec::new(),
             restart: None,
+            network_aliases: BTreeMap::new(),
             container: Default::default(),
         }
     }

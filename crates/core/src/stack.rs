@@ -165,6 +165,8 @@ const TOP_LEVEL: &[&str] = &[
     "name", "services", "volumes", "networks", "version", "include", "secrets", "configs",
 ];
 const TOP_LEVEL_COMPOSE_ONLY: &[&str] = &["models"];
+/// The largest `env_file` read.
+const MAX_ENV_FILE: u64 = 1024 * 1024;
 /// How deep `include:` may nest.
 const MAX_INCLUDE_DEPTH: usize = 5;
 
@@ -1175,19 +1177,38 @@ fn read_service(
             }
             "environment" => env_inline = r.key_values(value, &k, true),
             "env_file" => {
-                let files: Vec<(String, &Node)> = match items(value) {
+                // `- FILE`, or `- {path: FILE, required: false}` for one
+                // that may be missing.
+                let files: Vec<(String, &Node, bool)> = match items(value) {
                     Some(list) => list
                         .iter()
                         .enumerate()
                         .filter_map(|(i, n)| {
-                            let p = entries(n)
-                                .and_then(|e| e.into_iter().find(|(f, _)| f == "path"))
-                                .and_then(|(_, p)| scalar(p))
-                                .or_else(|| scalar(n));
+                            let ik = format!("{k}[{i}]");
+                            let mut required = true;
+                            let p = match entries(n) {
+                                Some(fields) => {
+                                    let mut path = None;
+                                    for (f, fv) in fields {
+                                        match f.as_str() {
+                                            "path" => path = scalar(fv),
+                                            "required" => match scalar(fv).as_deref() {
+                                                Some("true") => {}
+                                                Some("false") => required = false,
+                                                _ => r.error(fv, &format!("{ik}.required"), format!("expected true or false, found {}", describe(fv))),
+                                            },
+                                            "format" => r.warn(fv, &format!("{ik}.format"), "`format` is not applied; the file is read as KEY=VALUE lines"),
+                                            _ => r.error(fv, &format!("{ik}.{f}"), format!("unknown env_file key `{f}` (path, required)")),
+                                        }
+                                    }
+                                    path
+                                }
+                                None => scalar(n),
+                            };
                             match p {
-                                Some(p) => Some((p, n)),
+                                Some(p) => Some((p, n, required)),
                                 None => {
-                                    r.error(n, &format!("{k}[{i}]"), "expected a file path");
+                                    r.error(n, &ik, "expected a file path");
                                     None
                                 }
                             }
@@ -1195,18 +1216,24 @@ fn read_service(
                         .collect(),
                     None => r
                         .string(value, &k)
-                        .map(|p| vec![(p, value)])
+                        .map(|p| vec![(p, value, true)])
                         .unwrap_or_default(),
                 };
-                for (path, n) in files {
+                for (path, n, required) in files {
                     // The path itself may name variables (`${ENV:-dev}.env`).
                     let Some(path) = r.interpolated(&path, n, &k) else {
                         continue;
                     };
                     let full = match dir {
-                        Some(d) if Path::new(&path).is_relative() => d.join(&path),
+                        Some(d) if Path::new(&path).is_relative() => {
+                            d.join(path.trim_start_matches("./"))
+                        }
                         _ => Path::new(&path).to_path_buf(),
                     };
+                    if std::fs::metadata(&full).is_ok_and(|m| m.len() > MAX_ENV_FILE) {
+                        r.error(n, &k, format!("{} is larger than {} KiB; an env file holds KEY=VALUE lines", full.display(), MAX_ENV_FILE / 1024));
+                        continue;
+                    }
                     match std::fs::read_to_string(&full) {
                         Ok(text) => match crate::interpolate::env_values(&text, r.vars) {
                             Ok(lines) => env_from_files.extend(lines),
@@ -1214,6 +1241,7 @@ fn read_service(
                                 r.error(n, &k, format!("{}:{line} {message}", full.display()))
                             }
                         },
+                        Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {}
                         Err(e) => r.error(n, &k, format!("cannot read {}: {e}", full.display())),
                     }
                 }
@@ -1275,12 +1303,29 @@ fn read_service(
                     }
                 } else {
                     for (n, opts) in r.map(value, &k) {
-                        if !is_null(opts) {
-                            r.warn(
-                                opts,
-                                &format!("{k}.{n}"),
-                                "per-network options (aliases, ipv4_address, …) are not applied",
-                            );
+                        let nk = format!("{k}.{n}");
+                        for (f, v) in entries(opts).unwrap_or_default() {
+                            let fk = format!("{nk}.{f}");
+                            match f.as_str() {
+                                // More names the others reach it by there.
+                                "aliases" => {
+                                    for (i, a) in r.list(v, &fk).into_iter().enumerate() {
+                                        let Some(a) = r.string(a, &format!("{fk}[{i}]")) else {
+                                            continue;
+                                        };
+                                        if valid_alias(&a) {
+                                            spec.network_aliases.entry(n.clone()).or_default().push(a);
+                                        } else {
+                                            r.error(v, &format!("{fk}[{i}]"), format!("{a:?} is not a host name (letters, digits, - and .)"));
+                                        }
+                                    }
+                                }
+                                _ => r.warn(
+                                    v,
+                                    &fk,
+                                    format!("`{f}` is not applied: the daemon gives each container of each release its own address"),
+                                ),
+                            }
                         }
                         spec.networks.push(n);
                     }
@@ -1339,6 +1384,16 @@ fn read_service(
                     .extend(files::mounts(r, value, &k, kind, &declared));
             }
             f if f.starts_with("x-") => {}
+            "network_mode" => r.warn(
+                value,
+                &k,
+                "`network_mode` is not applied: each container joins the stack's network, where the edge routes to it and the other services reach it by name",
+            ),
+            "links" => r.warn(
+                value,
+                &k,
+                "`links` are not needed: the services of a stack reach each other by their names on its network",
+            ),
             f if COMPOSE_ONLY.contains(&f) => r.warn(
                 value,
                 &k,
@@ -2185,6 +2240,18 @@ fn read_mount(r: &mut Reader, node: &Node, key: &str, dir: Option<&Path>) -> Opt
         volume: None,
         external: false,
     })
+}
+
+/// A network alias: a DNS name.
+fn valid_alias(a: &str) -> bool {
+    a.len() <= 253
+        && a.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && l.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        })
 }
 
 /// A service's `profiles:` (names; a bad entry is refused).
@@ -3078,6 +3145,32 @@ volumes:
     }
 
     #[test]
+    fn network_aliases_are_read_and_other_network_options_named() {
+        let report = parse(
+            "name: s\nservices:\n  api:\n    image: a\n    networks:\n      back:\n        aliases: [api.internal, legacy-api]\n        ipv4_address: 172.20.0.5\n      default: {}\n  bad:\n    image: b\n    networks:\n      back:\n        aliases: [\"no spaces\"]\nnetworks:\n  back:\n",
+            "stack.yml",
+            None,
+        );
+        let said = |v: &[StackIssue]| v.iter().map(|w| w.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            said(&report.warnings),
+            ["stack.yml:8 services.api.networks.back.ipv4_address: `ipv4_address` is not applied: the daemon gives each container of each release its own address"]
+        );
+        assert_eq!(
+            said(&report.errors),
+            ["stack.yml:14 services.bad.networks.back.aliases[0]: \"no spaces\" is not a host name (letters, digits, - and .)"]
+        );
+        let good = parse(
+            "name: s\nservices:\n  api:\n    image: a\n    networks:\n      back: {aliases: [api.internal]}\n      default:\nnetworks:\n  back:\n",
+            "stack.yml",
+            None,
+        );
+        let api = &good.stack.unwrap().services[0];
+        assert_eq!(api.networks, ["back", "default"]);
+        assert_eq!(api.network_aliases["back"], ["api.internal"]);
+    }
+
+    #[test]
     fn services_of_profiles_that_are_not_active_are_left_out_and_said() {
         let text = "name: s\nservices:\n  web:\n    image: nginx\n    ports: [\"8080:80\"]\n  adminer:\n    image: adminer\n    profiles: [debug, tools]\n    ports: [\"8080:8080\"]\n  jobs:\n    image: jobs\n    profiles: [batch]\n";
         let read = |profiles: Option<&str>| {
@@ -3953,6 +4046,28 @@ volumes:
             "earlier lines of the file"
         );
         assert_eq!(env["RAW"], "$HOST");
+
+        // One that may be missing, one that must be there, one too big.
+        std::fs::write(dir.join("huge.env"), "A=1\n".repeat(300_000)).unwrap();
+        let report = parse_with(
+            "services:\n  web:\n    image: a\n    env_file:\n      - prod.env\n      - path: ./local.env\n        required: false\n      - path: ./needed.env\n      - path: huge.env\n        required: maybe\n",
+            "stack.yml",
+            Some(&dir),
+            &vars,
+        );
+        let e: Vec<String> = report
+            .errors
+            .iter()
+            .map(|e| e.to_string().replace(&dir.display().to_string(), "DIR"))
+            .collect();
+        assert_eq!(
+            e,
+            [
+                "stack.yml:10 services.web.env_file[3].required: expected true or false, found \"maybe\"",
+                "stack.yml:8 services.web.env_file: cannot read DIR/needed.env: No such file or directory (os error 2)",
+                "stack.yml:9 services.web.env_file: DIR/huge.env is larger than 1024 KiB; an env file holds KEY=VALUE lines",
+            ]
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

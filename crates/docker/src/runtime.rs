@@ -245,6 +245,20 @@ impl DockerRuntime {
     }
 }
 
+/// The names a container of `spec` is reached by on the stack's network
+/// `network`: the service's, and the aliases the stack gives it there.
+fn aliases(spec: &ServiceSpec, network: &str) -> Vec<String> {
+    std::iter::once(spec.name.clone())
+        .chain(
+            spec.network_aliases
+                .get(network)
+                .into_iter()
+                .flatten()
+                .cloned(),
+        )
+        .collect()
+}
+
 /// The host side of a service's container settings (the Compose keys of
 /// [`changeover_core::container`]); unset ones stay Docker's defaults.
 fn container_host_config(c: &changeover_core::container::ContainerSettings) -> HostConfig {
@@ -650,7 +664,7 @@ impl Runtime for DockerRuntime {
                 endpoints_config: Some(HashMap::from([(
                     network.clone(),
                     EndpointSettings {
-                        aliases: Some(vec![spec.name.clone()]),
+                        aliases: Some(aliases(spec, "default")),
                         ..Default::default()
                     },
                 )])),
@@ -687,7 +701,7 @@ impl Runtime for DockerRuntime {
                     NetworkConnectRequest {
                         container: created.id.clone(),
                         endpoint_config: Some(EndpointSettings {
-                            aliases: Some(vec![spec.name.clone()]),
+                            aliases: Some(aliases(spec, n)),
                             ..Default::default()
                         }),
                     },

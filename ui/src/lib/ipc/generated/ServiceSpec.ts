@@ -105,6 +105,12 @@ dependsOn?: Array<string>,
  */
 restart?: string | null, 
 /**
+ * `networks: {NAME: {aliases: [...]}}`: the names, besides the
+ * service's own, the others reach it by on that network (`default`
+ * for the stack's own).
+ */
+networkAliases?: { [key in string]: Array<string> }, 
+/**
  * What Docker applies to each container beyond the above: `user`,
  * `entrypoint`, `cap_add`, `sysctls`, `ulimits`, `mem_limit`, … as the
  * stack says them.
