@@ -1445,6 +1445,28 @@ fn composes_container_settings_reach_the_container_and_come_back_in_the_export()
     assert_eq!(reread.services, vec![record], "{text}");
 }
 
+#[test]
+fn gpus_a_stack_asks_for_reach_the_daemon_which_says_when_it_has_none() {
+    let _edge = shared_edge();
+    changeover_tests::fixture_image();
+    // This machine has no GPU driver: the daemon's own refusal shows the
+    // request got there, and the deploy leaves nothing behind.
+    let body = "services:\n  ollama:\n    image: changeover-fixture:busybox\n    command: [\"sleep\", \"3600\"]\n    labels: {dev.changeover.test: \"1\"}\n    deploy:\n      resources:\n        reservations:\n          devices:\n            - capabilities: [gpu]\n              count: all\n";
+    let stack = TestStack::new("gpus", body, &[]);
+    let out = changeover(&["stack", "deploy", "-f", &stack.file()], &[]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("could not select device driver \"\" with capabilities: [[gpu]]"),
+        "the daemon's words: {err}"
+    );
+    assert!(
+        !stack.containers().iter().any(|c| c.ends_with("=running")),
+        "{:?}",
+        stack.containers()
+    );
+}
+
 fn inspect_record(name: &str) -> Value {
     inspect(name)["record"]["spec"].clone()
 }

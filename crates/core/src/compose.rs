@@ -282,8 +282,38 @@ fn container_settings(c: &crate::container::ContainerSettings) -> Vec<(String, Y
     if let Some(n) = c.nano_cpus {
         out.push(("cpus".into(), Yaml::text(format_cpus(n))));
     }
+    if !c.devices_requested.is_empty() {
+        let devices = c
+            .devices_requested
+            .iter()
+            .map(|d| {
+                let mut m = Vec::new();
+                if !d.driver.is_empty() {
+                    m.push(("driver".to_string(), Yaml::text(&d.driver)));
+                }
+                if d.device_ids.is_empty() {
+                    let count = if d.count < 0 {
+                        Yaml::text("all")
+                    } else {
+                        Yaml::Plain(d.count.to_string())
+                    };
+                    m.push(("count".to_string(), count));
+                } else {
+                    m.push(("device_ids".to_string(), list(&d.device_ids)));
+                }
+                m.push(("capabilities".to_string(), list(&d.capabilities)));
+                if !d.options.is_empty() {
+                    m.push(("options".to_string(), key_values(&d.options)));
+                }
+                Yaml::Map(m)
+            })
+            .collect();
+        out.push(("gpus".into(), Yaml::List(devices)));
+    }
     for (k, v) in [
         ("cpu_shares", c.cpu_shares.map(|n| n as i64)),
+        ("cpu_period", c.cpu_period),
+        ("cpu_quota", c.cpu_quota),
         ("pids_limit", c.pids_limit),
         ("oom_score_adj", c.oom_score_adj),
     ] {
@@ -894,12 +924,29 @@ mod tests {
             .into(),
             memory: Some(1 << 30),
             memory_swap: Some(-1),
-            nano_cpus: Some(1_500_000_000),
             pids_limit: Some(200),
             logging: Some(crate::container::Logging {
                 driver: "json-file".into(),
                 options: [("max-size".to_string(), "10m".to_string())].into(),
             }),
+            devices_requested: vec![
+                crate::container::DeviceRequest {
+                    driver: "nvidia".into(),
+                    count: -1,
+                    device_ids: Vec::new(),
+                    capabilities: vec!["gpu".into()],
+                    options: Default::default(),
+                },
+                crate::container::DeviceRequest {
+                    driver: String::new(),
+                    count: 0,
+                    device_ids: vec!["0".into(), "2".into()],
+                    capabilities: vec!["gpu".into(), "utility".into()],
+                    options: Default::default(),
+                },
+            ],
+            cpu_period: Some(100_000),
+            cpu_quota: Some(50_000),
             ..Default::default()
         };
         worker.snapshots = Some(crate::service::SnapshotPolicy {

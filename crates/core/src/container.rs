@@ -32,6 +32,27 @@ pub struct Logging {
     pub options: BTreeMap<String, String>,
 }
 
+/// Devices of a driver a container asks for: `deploy.resources.
+/// reservations.devices` or `gpus:` (GPUs for ML images, as Docker's
+/// `--gpus` gives them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+#[ts(export)]
+pub struct DeviceRequest {
+    /// `nvidia`, …; empty: the daemon's choice for the capabilities.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub driver: String,
+    /// How many; `-1`: all. Unused when `device_ids` names them.
+    #[ts(type = "number")]
+    pub count: i64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub device_ids: Vec<String>,
+    /// What the devices must offer (`gpu`, `compute`, `utility`).
+    pub capabilities: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub options: BTreeMap<String, String>,
+}
+
 /// Compose's container settings, as the stack says them (`Default`: none
 /// said). Sizes are bytes, CPUs are billionths of a CPU, as Docker's API
 /// takes them.
@@ -137,6 +158,15 @@ pub struct ContainerSettings {
     pub runtime: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub logging: Option<Logging>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub devices_requested: Vec<DeviceRequest>,
+    /// `cpu_period` / `cpu_quota` (microseconds), Docker's other CPU limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[ts(type = "number | null")]
+    pub cpu_period: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[ts(type = "number | null")]
+    pub cpu_quota: Option<i64>,
 }
 
 fn is_false(b: &bool) -> bool {

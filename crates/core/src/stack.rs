@@ -133,8 +133,6 @@ const COMPOSE_ONLY: &[&str] = &[
     "cgroup_parent",
     "cpu_count",
     "cpu_percent",
-    "cpu_period",
-    "cpu_quota",
     "cpu_rt_period",
     "cpu_rt_runtime",
     "credential_spec",
@@ -142,7 +140,6 @@ const COMPOSE_ONLY: &[&str] = &[
     "device_cgroup_rules",
     "expose",
     "external_links",
-    "gpus",
     "isolation",
     "label_file",
     "links",
@@ -1425,6 +1422,7 @@ fn read_service(
             );
         }
     }
+    container::check(r, at, key, &spec.container);
     // `scale` is the older way to say `deploy.replicas`.
     if let Some((n, at)) = scale {
         if spec.replicas != 1 && spec.replicas != n {
@@ -3383,6 +3381,47 @@ volumes:
         assert_eq!(c.stop_signal.as_deref(), Some("SIGINT"));
         assert_eq!(c.logging.as_ref().unwrap().options["max-size"], "10m");
         assert_eq!(s.services[1].replicas, 2, "scale is replicas");
+        // An ML image's GPUs, both ways Compose says it.
+        let gpu = parse(
+            "name: s\nservices:\n  ollama:\n    image: ollama/ollama\n    deploy:\n      resources:\n        reservations:\n          devices:\n            - driver: nvidia\n              count: all\n              capabilities: [gpu]\n  comfy:\n    image: comfy\n    gpus: all\n  pinned:\n    image: p\n    gpus:\n      - device_ids: [\"1\"]\n        capabilities: [gpu, utility]\n",
+            "stack.yml",
+            None,
+        );
+        assert!(
+            gpu.errors.is_empty() && gpu.warnings.is_empty(),
+            "{:?} {:?}",
+            gpu.errors,
+            gpu.warnings
+        );
+        let requested: Vec<(String, i64, Vec<String>, Vec<String>)> = gpu
+            .stack
+            .unwrap()
+            .services
+            .iter()
+            .flat_map(|s| s.container.devices_requested.clone())
+            .map(|d| (d.driver, d.count, d.device_ids, d.capabilities))
+            .collect();
+        assert_eq!(
+            requested,
+            [
+                ("nvidia".to_string(), -1, vec![], vec!["gpu".to_string()]),
+                (String::new(), -1, vec![], vec!["gpu".to_string()]),
+                (
+                    String::new(),
+                    0,
+                    vec!["1".to_string()],
+                    vec!["gpu".to_string(), "utility".to_string()]
+                ),
+            ]
+        );
+        let e = errors("name: s\nservices:\n  a:\n    image: a\n    deploy:\n      resources:\n        reservations:\n          devices:\n            - driver: nvidia\n            - count: 2\n              device_ids: [\"0\"]\n              capabilities: [gpu]\n");
+        assert_eq!(
+            e,
+            [
+                "stack.yml:9 services.a.deploy.resources.reservations.devices[0]: a device request needs its capabilities (like [gpu])",
+                "stack.yml:10 services.a.deploy.resources.reservations.devices[1]: count and device_ids cannot both be given: name the devices, or say how many",
+            ]
+        );
         assert!(s.services[1].container.is_default());
 
         let e = errors("name: s\nservices:\n  app:\n    image: a\n    working_dir: app\n    cap_add: [\"NET ADMIN\"]\n    shm_size: lots\n    cpus: -1\n    ulimits: {nofile: {soft: 10}}\n    extra_hosts: [\"db=not-an-ip\"]\n    ipc: \"service:db\"\n    tty: maybe\n    stop_signal: \"kill -9\"\n    scale: 3\n    deploy: {replicas: 2, resources: {limits: {gpus: 1}}}\n");
@@ -3401,6 +3440,12 @@ volumes:
                 "stack.yml:15 services.app.deploy.resources.limits.gpus: unknown limits key `gpus` (cpus, memory, pids)",
                 "stack.yml:14 services.app.scale: scale 3 and deploy.replicas 2 disagree: keep one",
             ]
+        );
+        let e =
+            errors("name: s\nservices:\n  app:\n    image: a\n    cpus: 1\n    cpu_quota: 50000\n");
+        assert_eq!(
+            e,
+            ["stack.yml:3 services.app: cpus (or deploy.resources.limits.cpus) and cpu_period/cpu_quota both limit the CPU, and Docker takes one: keep cpus"]
         );
     }
 

@@ -297,6 +297,25 @@ fn container_host_config(c: &changeover_core::container::ContainerSettings) -> H
         memory: signed(c.memory),
         memory_reservation: signed(c.memory_reservation),
         memory_swap: c.memory_swap,
+        cpu_period: c.cpu_period,
+        cpu_quota: c.cpu_quota,
+        device_requests: (!c.devices_requested.is_empty()).then(|| {
+            c.devices_requested
+                .iter()
+                .map(|d| bollard::models::DeviceRequest {
+                    driver: (!d.driver.is_empty()).then(|| d.driver.clone()),
+                    count: (d.device_ids.is_empty()).then_some(d.count),
+                    device_ids: (!d.device_ids.is_empty()).then(|| d.device_ids.clone()),
+                    capabilities: Some(vec![d.capabilities.clone()]),
+                    options: (!d.options.is_empty()).then(|| {
+                        d.options
+                            .iter()
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect()
+                    }),
+                })
+                .collect()
+        }),
         nano_cpus: signed(c.nano_cpus),
         cpu_shares: signed(c.cpu_shares),
         cpuset_cpus: c.cpuset.clone(),

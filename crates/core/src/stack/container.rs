@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 
 use super::{describe, entries, items, scalar, split_command, Node, Reader};
-use crate::container::{parse_bytes, parse_cpus, ContainerSettings, Logging, Ulimit};
+use crate::container::{
+    parse_bytes, parse_cpus, ContainerSettings, DeviceRequest, Logging, Ulimit,
+};
 
 /// The service keys read here.
 pub(super) const KEYS: &[&str] = &[
@@ -47,6 +49,9 @@ pub(super) const KEYS: &[&str] = &[
     "userns_mode",
     "runtime",
     "logging",
+    "gpus",
+    "cpu_period",
+    "cpu_quota",
 ];
 
 /// The most entries one list or map of these keys may have.
@@ -157,7 +162,39 @@ pub(super) fn read(r: &mut Reader, f: &str, v: &Node, k: &str, c: &mut Container
         "userns_mode" => c.userns_mode = r.string(v, k),
         "runtime" => c.runtime = r.string(v, k),
         "logging" => c.logging = logging(r, v, k),
+        "cpu_period" => c.cpu_period = signed(r, v, k, 1000, 1_000_000),
+        "cpu_quota" => c.cpu_quota = signed(r, v, k, -1, i64::MAX),
+        "gpus" => {
+            // `gpus: all`, or a list of device requests.
+            if scalar(v).as_deref() == Some("all") {
+                c.devices_requested.push(DeviceRequest {
+                    driver: String::new(),
+                    count: -1,
+                    device_ids: Vec::new(),
+                    capabilities: vec!["gpu".into()],
+                    options: BTreeMap::new(),
+                });
+            } else {
+                for (i, item) in r.list(v, k).into_iter().enumerate() {
+                    if let Some(d) = device_request(r, item, &format!("{k}[{i}]"), &["gpu"]) {
+                        c.devices_requested.push(d);
+                    }
+                }
+            }
+        }
         _ => {}
+    }
+}
+
+/// What the daemon refuses together, said at the service (`key`) once
+/// all of it is read.
+pub(super) fn check(r: &mut Reader, at: usize, key: &str, c: &ContainerSettings) {
+    if c.nano_cpus.is_some() && (c.cpu_period.is_some() || c.cpu_quota.is_some()) {
+        r.error_at(
+            at,
+            key,
+            "cpus (or deploy.resources.limits.cpus) and cpu_period/cpu_quota both limit the CPU, and Docker takes one: keep cpus",
+        );
     }
 }
 
@@ -176,7 +213,14 @@ pub(super) fn read_resources(r: &mut Reader, v: &Node, k: &str, c: &mut Containe
                         ("limits", "memory") => c.memory = bytes(r, fv, &fk),
                         ("limits", "pids") => c.pids_limit = signed(r, fv, &fk, -1, 4_194_304),
                         ("reservations", "memory") => c.memory_reservation = bytes(r, fv, &fk),
-                        ("reservations", "cpus" | "devices" | "generic_resources") => r.warn(
+                        ("reservations", "devices") => {
+                            for (i, item) in r.list(fv, &fk).into_iter().enumerate() {
+                                if let Some(d) = device_request(r, item, &format!("{fk}[{i}]"), &[]) {
+                                    c.devices_requested.push(d);
+                                }
+                            }
+                        }
+                        ("reservations", "cpus" | "generic_resources") => r.warn(
                             fv,
                             &fk,
                             format!("`{f}` reservations are not applied: the daemon does not reserve them for a single container"),
@@ -419,4 +463,62 @@ fn logging(r: &mut Reader, v: &Node, k: &str) -> Option<Logging> {
         driver = Some(String::new());
     }
     driver.map(|driver| Logging { driver, options })
+}
+
+/// One device request (`{driver: nvidia, count: all, capabilities: [gpu]}`);
+/// `capabilities` defaults to `default_caps` (`gpus:` means GPUs) and is
+/// otherwise required, as Compose requires it.
+fn device_request(
+    r: &mut Reader,
+    v: &Node,
+    k: &str,
+    default_caps: &[&str],
+) -> Option<DeviceRequest> {
+    let mut d = DeviceRequest {
+        driver: String::new(),
+        count: -1,
+        device_ids: Vec::new(),
+        capabilities: default_caps.iter().map(|c| c.to_string()).collect(),
+        options: BTreeMap::new(),
+    };
+    let mut counted = false;
+    for (f, fv) in r.map(v, k) {
+        let fk = format!("{k}.{f}");
+        match f.as_str() {
+            "driver" => d.driver = r.string(fv, &fk).unwrap_or_default(),
+            "count" => {
+                counted = true;
+                d.count = match scalar(fv).as_deref() {
+                    Some("all") => -1,
+                    _ => signed(r, fv, &fk, 1, 1024).unwrap_or(-1),
+                }
+            }
+            "device_ids" => d.device_ids = strings(r, fv, &fk),
+            "capabilities" => d.capabilities = strings(r, fv, &fk),
+            "options" => d.options = r.key_values(fv, &fk, false),
+            _ => r.error(
+                fv,
+                &fk,
+                format!(
+                    "unknown device key `{f}` (driver, count, device_ids, capabilities, options)"
+                ),
+            ),
+        }
+    }
+    if counted && !d.device_ids.is_empty() {
+        r.error(
+            v,
+            k,
+            "count and device_ids cannot both be given: name the devices, or say how many",
+        );
+        return None;
+    }
+    if d.capabilities.is_empty() {
+        r.error(v, k, "a device request needs its capabilities (like [gpu])");
+        return None;
+    }
+    if !d.device_ids.is_empty() {
+        d.count = 0;
+    }
+    Some(d)
 }
