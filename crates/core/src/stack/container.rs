@@ -66,17 +66,47 @@ pub(super) fn read(r: &mut Reader, f: &str, v: &Node, k: &str, c: &mut Container
                 None => r.string(v, k).map(|s| split_command(&s)),
             }
         }
-        "user" => c.user = word(r, v, k, |s| !s.contains(char::is_whitespace), "a user (NAME or UID, with :GROUP or :GID)"),
-        "working_dir" => c.working_dir = word(r, v, k, |s| s.starts_with('/'), "an absolute path in the container (/app)"),
+        "user" => {
+            c.user = word(
+                r,
+                v,
+                k,
+                |s| !s.contains(char::is_whitespace),
+                "a user (NAME or UID, with :GROUP or :GID)",
+            )
+        }
+        "working_dir" => {
+            c.working_dir = word(
+                r,
+                v,
+                k,
+                |s| s.starts_with('/'),
+                "an absolute path in the container (/app)",
+            )
+        }
         "hostname" | "domainname" => {
-            let name = word(r, v, k, valid_host_name, "a host name (letters, digits, - and .)");
+            let name = word(
+                r,
+                v,
+                k,
+                valid_host_name,
+                "a host name (letters, digits, - and .)",
+            );
             if f == "hostname" {
                 c.hostname = name;
             } else {
                 c.domainname = name;
             }
         }
-        "stop_signal" => c.stop_signal = word(r, v, k, valid_signal, "a signal (SIGTERM, SIGQUIT, TERM, 15)"),
+        "stop_signal" => {
+            c.stop_signal = word(
+                r,
+                v,
+                k,
+                valid_signal,
+                "a signal (SIGTERM, SIGQUIT, TERM, 15)",
+            )
+        }
         "stop_grace_period" => c.stop_grace_period_ms = r.duration(v, k),
         "tty" => c.tty = boolean(r, v, k),
         "stdin_open" => c.stdin_open = boolean(r, v, k),
@@ -85,17 +115,16 @@ pub(super) fn read(r: &mut Reader, f: &str, v: &Node, k: &str, c: &mut Container
         "read_only" => c.read_only = boolean(r, v, k),
         "oom_kill_disable" => c.oom_kill_disable = boolean(r, v, k),
         "cap_add" | "cap_drop" => {
-            let caps: Vec<String> = strings(r, v, k)
-                .into_iter()
-                .filter(|cap| {
-                    let ok = !cap.is_empty()
-                        && cap.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_');
-                    if !ok {
-                        r.error(v, k, format!("{cap:?} is not a capability (NET_ADMIN, SYS_PTRACE, ALL)"));
-                    }
-                    ok
-                })
-                .collect();
+            let caps = checked(
+                r,
+                v,
+                k,
+                |cap| {
+                    cap.chars()
+                        .all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+                },
+                "a capability (NET_ADMIN, SYS_PTRACE, ALL)",
+            );
             if f == "cap_add" {
                 c.cap_add = caps;
             } else {
@@ -108,22 +137,23 @@ pub(super) fn read(r: &mut Reader, f: &str, v: &Node, k: &str, c: &mut Container
         "dns" => c.dns = one_or_many(r, v, k),
         "dns_search" => c.dns_search = one_or_many(r, v, k),
         "devices" => {
-            c.devices = strings(r, v, k)
-                .into_iter()
-                .filter(|d| {
-                    let ok = d.starts_with('/');
-                    if !ok {
-                        r.error(v, k, format!("{d:?} is not a device (HOST_PATH[:CONTAINER_PATH[:rwm]], like /dev/net/tun)"));
-                    }
-                    ok
-                })
-                .collect()
+            c.devices = checked(
+                r,
+                v,
+                k,
+                |d| d.starts_with('/'),
+                "a device (HOST_PATH[:CONTAINER_PATH[:rwm]], like /dev/net/tun)",
+            )
         }
         "sysctls" => {
             let set = r.key_values(v, k, false);
             for (name, value) in &set {
                 if name.is_empty() || value.is_empty() || name.contains(char::is_whitespace) {
-                    r.error(v, k, format!("{name}={value:?} is not a sysctl (net.ipv4.ip_forward=1)"));
+                    r.error(
+                        v,
+                        k,
+                        format!("{name}={value:?} is not a sysctl (net.ipv4.ip_forward=1)"),
+                    );
                 }
             }
             c.sysctls = set;
@@ -142,7 +172,16 @@ pub(super) fn read(r: &mut Reader, f: &str, v: &Node, k: &str, c: &mut Container
         "cpus" => c.nano_cpus = cpus(r, v, k),
         "cpu_shares" => c.cpu_shares = r.number(v, k, 2, 262_144),
         "cpuset" => {
-            c.cpuset = word(r, v, k, |s| s.chars().all(|ch| ch.is_ascii_digit() || ch == ',' || ch == '-'), "a set of CPUs (0-1, 0,2)")
+            c.cpuset = word(
+                r,
+                v,
+                k,
+                |s| {
+                    s.chars()
+                        .all(|ch| ch.is_ascii_digit() || ch == ',' || ch == '-')
+                },
+                "a set of CPUs (0-1, 0,2)",
+            )
         }
         "pids_limit" => c.pids_limit = signed(r, v, k, -1, 4_194_304),
         "oom_score_adj" => c.oom_score_adj = signed(r, v, k, -1000, 1000),
@@ -284,6 +323,26 @@ fn strings(r: &mut Reader, v: &Node, k: &str) -> Vec<String> {
     list.into_iter()
         .enumerate()
         .filter_map(|(i, item)| r.string(item, &format!("{k}[{i}]")))
+        .collect()
+}
+
+/// [`strings`] that `ok` accepts; each other one is refused as not `what`.
+fn checked(
+    r: &mut Reader,
+    v: &Node,
+    k: &str,
+    ok: impl Fn(&str) -> bool,
+    what: &str,
+) -> Vec<String> {
+    strings(r, v, k)
+        .into_iter()
+        .filter(|s| {
+            let good = !s.is_empty() && ok(s);
+            if !good {
+                r.error(v, k, format!("{s:?} is not {what}"));
+            }
+            good
+        })
         .collect()
 }
 
