@@ -876,3 +876,61 @@ fn an_image_with_no_variant_for_the_daemons_platform_is_refused_in_words() {
         "an index is listed and its digest read like any tag: {tags}"
     );
 }
+
+#[test]
+fn pull_policy_always_takes_a_tag_pushed_again_and_never_refuses_what_is_not_here() {
+    let registry = Registry::plain();
+    let repo = changeover_tests::unique("t-reg-policy");
+    changeover_tests::demo_images(&[]);
+    let image = registry.push_image("changeover-demo:v1", &repo, "latest");
+    let home = Home::new();
+    let port = changeover_tests::free_port();
+    let stack = changeover_tests::TestStack::web(
+        "pullpolicy",
+        &format!("image: {image}\n    pull_policy: always"),
+        port,
+        &["health: {path: /health, interval: 300ms, timeout: 1s}"],
+    );
+    let first = home.run(&["stack", "deploy", "-f", &stack.file()]);
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let version = || {
+        changeover_tests::get(port)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .map(str::to_string)
+    };
+    assert_eq!(version().as_deref(), Some("v1"));
+
+    // The same tag pushed again: the same stack file deploys the new image.
+    registry.push_image("changeover-demo:v2", &repo, "latest");
+    docker(&["tag", "changeover-demo:v1", &image]);
+    let again = home.run(&["stack", "deploy", "-f", &stack.file()]);
+    let said = text(&again.stderr);
+    assert!(again.status.success(), "{said}");
+    assert!(
+        said.contains(&format!("Downloaded newer image for {image}")),
+        "the pull is shown: {said}"
+    );
+    assert_eq!(version().as_deref(), Some("v2"), "{said}");
+
+    // never: an image the daemon does not have is refused, not pulled.
+    let absent = format!("{}/{repo}:not-here", registry.host());
+    let never = changeover_tests::TestStack::web(
+        "pullnever",
+        &format!("image: {absent}\n    pull_policy: never"),
+        changeover_tests::free_port(),
+        &[],
+    );
+    let refused = home.run(&["stack", "deploy", "-f", &never.file()]);
+    assert!(!refused.status.success());
+    let said = text(&refused.stderr);
+    assert!(
+        said.contains(&format!(
+            "{}/web: pull_policy is never, and the daemon has no image {absent}: pull it (changeover image pull {absent}) or build it first",
+            never.name
+        )),
+        "{said}"
+    );
+    assert!(never.containers().is_empty());
+}

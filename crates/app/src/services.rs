@@ -248,6 +248,9 @@ pub async fn deploy_stack(
     };
     let specs: Vec<&ServiceSpec> = stack.services.iter().collect();
     ensure_demo_images(&docker, &specs).await?;
+    for spec in &stack.services {
+        follow_pull_policy(env, &docker, spec, &events).await?;
+    }
     let d = deployer(env, events).await?;
     for spec in &stack.services {
         d.runtime.resolve_image(&spec.image).await?;
@@ -265,6 +268,43 @@ pub async fn deploy_stack(
         );
     }
     Ok(outcomes)
+}
+
+/// What `spec`'s `pull_policy` asks before a deploy: `always` pulls the
+/// image (a tag pushed again goes out; its progress told as pulls are),
+/// `never` refuses an image the daemon does not have, before anything
+/// changes. A built image (`build:`) is never pulled.
+async fn follow_pull_policy(
+    env: &Environment,
+    docker: &changeover_docker::Docker,
+    spec: &ServiceSpec,
+    events: &EventSink,
+) -> Result<(), Problem> {
+    use changeover_core::service::PullPolicy;
+    match spec.pull_policy {
+        Some(PullPolicy::Always) if spec.build.is_none() => {
+            let tell = pull_progress(events.clone());
+            env.registries
+                .pull(env, &spec.image, |p| tell(p))
+                .await
+                .map(|_| ())
+        }
+        Some(PullPolicy::Never) if spec.build.is_none() => {
+            match docker.inspect_image(&spec.image).await {
+                Ok(_) => Ok(()),
+                Err(_) => Err(Problem::new(
+                    ProblemCode::ImageNotFound,
+                    format!(
+                        "{}: pull_policy is never, and the daemon has no image {}: pull it (changeover image pull {}) or build it first",
+                        spec.qualified(),
+                        spec.image,
+                        spec.image
+                    ),
+                )),
+            }
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Deploys the sandbox stack: builds the demo images, then three replicas
@@ -372,6 +412,7 @@ async fn roll_to_tag(
     if let Some(s) = strategy {
         spec.strategy = s;
     }
+    let pull = pull || spec.pull_policy == Some(changeover_core::service::PullPolicy::Always);
     if pull {
         let tell = pull_progress(events);
         let pulling = env.registries.pull(env, &spec.image, |p| tell(p));
@@ -393,7 +434,9 @@ pub async fn deploy_spec(
     events: EventSink,
 ) -> Result<RolloutOutcome, Problem> {
     let _busy = env.busy();
-    ensure_demo_images(&env.docker().await?, &[&spec]).await?;
+    let docker = env.docker().await?;
+    follow_pull_policy(env, &docker, &spec, &events).await?;
+    ensure_demo_images(&docker, &[&spec]).await?;
     let d = deployer(env, events).await?;
     d.run(
         &spec.stack.clone(),

@@ -437,6 +437,9 @@ pub(crate) fn service(spec: &ServiceSpec) -> Yaml {
     if let Some(r) = &spec.restart {
         s.push(("restart".into(), Yaml::text(r)));
     }
+    if let Some(p) = spec.pull_policy {
+        s.push(("pull_policy".into(), Yaml::text(p.as_str())));
+    }
     s.extend(container_settings(&spec.container));
     if !spec.depends_on.is_empty() {
         s.push((
@@ -897,6 +900,7 @@ mod tests {
             ..PortMapping::tcp(16379, 6379)
         });
         worker.standby_ms = Some(1_800_000);
+        worker.pull_policy = Some(crate::service::PullPolicy::Always);
         worker.container = crate::container::ContainerSettings {
             entrypoint: Some(vec!["/bin/run".into(), "--fast".into()]),
             user: Some("1000:1000".into()),

@@ -316,6 +316,32 @@ pub enum UpdateOrder {
     StopFirst,
 }
 
+/// `pull_policy:`: when a deploy asks the registry for the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "kebab-case")]
+#[ts(export)]
+pub enum PullPolicy {
+    /// Before every deploy: a tag pushed again goes out.
+    Always,
+    /// Never: the image must be on the daemon.
+    Never,
+    /// Only when the daemon has no such image (the default).
+    Missing,
+    /// Built from `build:` (which Changeover does anyway).
+    Build,
+}
+
+impl PullPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::Always => "always",
+            PullPolicy::Never => "never",
+            PullPolicy::Missing => "missing",
+            PullPolicy::Build => "build",
+        }
+    }
+}
+
 /// `deploy.update_config`: how a rollout paces itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
 #[serde(rename_all = "camelCase")]
@@ -422,6 +448,9 @@ pub struct ServiceSpec {
     /// `unless-stopped`); `None`: unless-stopped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart: Option<String>,
+    /// `pull_policy:`; `None`: missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_policy: Option<PullPolicy>,
     /// `networks: {NAME: {aliases: [...]}}`: the names, besides the
     /// service's own, the others reach it by on that network (`default`
     /// for the stack's own).
@@ -585,6 +614,7 @@ impl ServiceSpec {
             depends_on: Vec::new(),
             restart: None,
             network_aliases: BTreeMap::new(),
+            pull_policy: None,
             container: Default::default(),
         }
     }

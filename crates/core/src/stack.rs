@@ -151,7 +151,6 @@ const COMPOSE_ONLY: &[&str] = &[
     "post_start",
     "pre_stop",
     "provider",
-    "pull_policy",
     "storage_opt",
     "use_api_socket",
     "uts",
@@ -1371,6 +1370,28 @@ fn read_service(
             "scale" => scale = r.number(value, &k, 0, 100).map(|n| (n as u32, value)),
             // Read by the stack (which services are deployed).
             "profiles" => {}
+            "pull_policy" => {
+                use crate::service::PullPolicy;
+                spec.pull_policy = match r.string(value, &k).as_deref() {
+                    Some("always") => Some(PullPolicy::Always),
+                    Some("never") => Some(PullPolicy::Never),
+                    Some("missing" | "if_not_present") => Some(PullPolicy::Missing),
+                    Some("build") => Some(PullPolicy::Build),
+                    Some(p @ ("daily" | "weekly")) => {
+                        r.warn(value, &k, format!("`{p}` is applied as `always`: the registry is asked at every deploy"));
+                        Some(PullPolicy::Always)
+                    }
+                    Some(p) if p.starts_with("every_") => {
+                        r.warn(value, &k, format!("`{p}` is applied as `always`: the registry is asked at every deploy"));
+                        Some(PullPolicy::Always)
+                    }
+                    Some(p) => {
+                        r.error(value, &k, format!("{p:?} is not a pull policy (always, never, missing, build)"));
+                        None
+                    }
+                    None => None,
+                }
+            }
             kind @ ("secrets" | "configs") => {
                 let declared = if kind == "secrets" {
                     r.secrets.clone()
@@ -3381,6 +3402,35 @@ volumes:
         assert_eq!(c.stop_signal.as_deref(), Some("SIGINT"));
         assert_eq!(c.logging.as_ref().unwrap().options["max-size"], "10m");
         assert_eq!(s.services[1].replicas, 2, "scale is replicas");
+        let policies = parse(
+            "name: s\nservices:\n  a:\n    image: a\n    pull_policy: always\n  b:\n    image: b\n    pull_policy: if_not_present\n  c:\n    image: c\n    pull_policy: daily\n",
+            "stack.yml",
+            None,
+        );
+        let got: Vec<Option<crate::service::PullPolicy>> = policies
+            .stack
+            .unwrap()
+            .services
+            .iter()
+            .map(|s| s.pull_policy)
+            .collect();
+        use crate::service::PullPolicy;
+        assert_eq!(
+            got,
+            [
+                Some(PullPolicy::Always),
+                Some(PullPolicy::Missing),
+                Some(PullPolicy::Always)
+            ]
+        );
+        assert_eq!(
+            policies.warnings.iter().map(|w| w.to_string()).collect::<Vec<_>>(),
+            ["stack.yml:11 services.c.pull_policy: `daily` is applied as `always`: the registry is asked at every deploy"]
+        );
+        assert_eq!(
+            errors("name: s\nservices:\n  a:\n    image: a\n    pull_policy: sometimes\n"),
+            ["stack.yml:5 services.a.pull_policy: \"sometimes\" is not a pull policy (always, never, missing, build)"]
+        );
         // An ML image's GPUs, both ways Compose says it.
         let gpu = parse(
             "name: s\nservices:\n  ollama:\n    image: ollama/ollama\n    deploy:\n      resources:\n        reservations:\n          devices:\n            - driver: nvidia\n              count: all\n              capabilities: [gpu]\n  comfy:\n    image: comfy\n    gpus: all\n  pinned:\n    image: p\n    gpus:\n      - device_ids: [\"1\"]\n        capabilities: [gpu, utility]\n",

@@ -6,6 +6,7 @@ import type { ContainerSettings } from "./ContainerSettings";
 import type { DockerHealthcheck } from "./DockerHealthcheck";
 import type { HealthProbe } from "./HealthProbe";
 import type { Protocol } from "./Protocol";
+import type { PullPolicy } from "./PullPolicy";
 import type { ServiceMount } from "./ServiceMount";
 import type { ServicePort } from "./ServicePort";
 import type { ServiceTls } from "./ServiceTls";
@@ -104,6 +105,10 @@ dependsOn?: Array<string>,
  * `unless-stopped`); `None`: unless-stopped.
  */
 restart?: string | null, 
+/**
+ * `pull_policy:`; `None`: missing.
+ */
+pullPolicy?: PullPolicy | null, 
 /**
  * `networks: {NAME: {aliases: [...]}}`: the names, besides the
  * service's own, the others reach it by on that network (`default`
