@@ -1575,6 +1575,16 @@ fn anonymous_volumes_and_an_images_volume_keep_their_data_from_release_to_releas
         )
     };
     let stack = TestStack::new("anon", &body("one"), &[]);
+    // The plan says where the image's VOLUME will be kept.
+    let plan = changeover(&["stack", "deploy", "-f", &stack.file(), "--dry-run"], &[]);
+    let planned = String::from_utf8_lossy(&plan.stdout);
+    assert!(
+        planned.contains(&format!(
+            "image VOLUME /state in {}_app_anon_state (new)",
+            stack.name
+        )),
+        "{planned}"
+    );
     stack.deploy(&[]);
     let running = || {
         docker(&[

@@ -59,6 +59,41 @@ async fn resolved(
     Ok((spec, id))
 }
 
+/// The `VOLUME`s `image` declares that no mount of `spec` covers, each
+/// with the volume every replica keeps it in (as the runtime names them),
+/// `(new)` when that volume is not on the daemon yet.
+async fn image_volumes(docker: &Docker, spec: &ServiceSpec, image: &str) -> Vec<String> {
+    let Ok(inspected) = docker.inspect_image(image).await else {
+        return Vec::new();
+    };
+    let mut declared: Vec<String> = inspected
+        .config
+        .and_then(|c| c.volumes)
+        .map(|v| v.into_iter().collect())
+        .unwrap_or_default();
+    declared.sort();
+    let mut out = Vec::new();
+    for path in declared {
+        let covered = spec.mounts.iter().any(|m| m.target == path)
+            || spec.tmpfs.iter().any(|t| t.target == path);
+        if covered || !path.starts_with('/') {
+            continue;
+        }
+        for slot in 0..spec.replicas.max(1) {
+            let name = changeover_docker::runtime::volume_name(
+                &spec.stack,
+                &changeover_core::service::image_volume(&spec.name, slot, &path),
+            );
+            let new = docker.inspect_volume(&name).await.is_err();
+            out.push(format!(
+                "{path} in {name}{}",
+                if new { " (new)" } else { "" }
+            ));
+        }
+    }
+    out
+}
+
 /// The plan of deploying `spec` over what `record` holds.
 async fn plan_of(
     docker: &Docker,
@@ -72,6 +107,10 @@ async fn plan_of(
         Err(note) => (None, Some(note.to_string())),
     };
     let changes = spec_changes(current.map(|c| &c.spec), &spec);
+    let image_volumes = match &to_image_id {
+        Some(id) => image_volumes(docker, &spec, id).await,
+        None => Vec::new(),
+    };
     let from_image_id = current.map(|c| c.image_id.clone());
     let action = match current {
         None => PlanAction::Create,
@@ -92,6 +131,7 @@ async fn plan_of(
         to_image_id,
         image_note: note,
         changes,
+        image_volumes,
     })
 }
 
@@ -145,7 +185,10 @@ pub async fn rollback_plan(env: &Environment, name: &str) -> Result<ServicePlan,
             format!("{name} has no release before the current one to roll back to"),
         ));
     };
+    // A rollback keeps the volumes where they are: the older release's
+    // image VOLUMEs are in the same per-replica volumes.
     Ok(ServicePlan {
+        image_volumes: Vec::new(),
         service: name.to_string(),
         action: PlanAction::Rollback,
         from_release: current.map(|c| c.number),

@@ -62,6 +62,12 @@ pub struct ServicePlan {
     /// What would happen to the image first (`pulled`, `built`), if anything.
     pub image_note: Option<String>,
     pub changes: Vec<FieldChange>,
+    /// The `VOLUME`s the image declares and no mount covers, and the
+    /// volume each replica keeps one in (`/var/lib/postgresql/data in
+    /// shop_db_anon_var_lib_postgresql_data`, `(new)` when a deploy would
+    /// create it). Known once the image is on the daemon.
+    #[serde(default)]
+    pub image_volumes: Vec<String>,
 }
 
 /// Whether an environment variable's value must not be shown.
@@ -287,6 +293,9 @@ pub fn describe(plan: &ServicePlan) -> String {
             c.to.as_deref().unwrap_or("(removed)")
         ));
     }
+    for v in &plan.image_volumes {
+        text.push_str(&format!("\n  image VOLUME {v}"));
+    }
     text
 }
 
@@ -397,6 +406,7 @@ mod tests {
     #[test]
     fn a_plan_reads_as_lines() {
         let plan = ServicePlan {
+            image_volumes: vec!["/data in s_web_anon_data (new)".into()],
             service: "shop/web".into(),
             action: PlanAction::Update,
             from_release: Some(2),
@@ -412,7 +422,7 @@ mod tests {
         };
         assert_eq!(
             describe(&plan),
-            "shop/web: release 2 → a new release 3\n  image ID: aaaaaaaaaaaa → pulled first\n  image: a:1 → a:2"
+            "shop/web: release 2 → a new release 3\n  image ID: aaaaaaaaaaaa → pulled first\n  image: a:1 → a:2\n  image VOLUME /data in s_web_anon_data (new)"
         );
     }
 }

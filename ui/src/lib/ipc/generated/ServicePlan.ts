@@ -26,4 +26,11 @@ fromImageId: string | null, toImageId: string | null,
 /**
  * What would happen to the image first (`pulled`, `built`), if anything.
  */
-imageNote: string | null, changes: Array<FieldChange>, };
+imageNote: string | null, changes: Array<FieldChange>, 
+/**
+ * The `VOLUME`s the image declares and no mount covers, and the
+ * volume each replica keeps one in (`/var/lib/postgresql/data in
+ * shop_db_anon_var_lib_postgresql_data`, `(new)` when a deploy would
+ * create it). Known once the image is on the daemon.
+ */
+imageVolumes: Array<string>, };
