@@ -66,24 +66,10 @@ async fn image_volumes(docker: &Docker, spec: &ServiceSpec, image: &str) -> Vec<
     let Ok(inspected) = docker.inspect_image(image).await else {
         return Vec::new();
     };
-    let mut declared: Vec<String> = inspected
-        .config
-        .and_then(|c| c.volumes)
-        .map(|v| v.into_iter().collect())
-        .unwrap_or_default();
-    declared.sort();
     let mut out = Vec::new();
-    for path in declared {
-        let covered = spec.mounts.iter().any(|m| m.target == path)
-            || spec.tmpfs.iter().any(|t| t.target == path);
-        if covered || !path.starts_with('/') {
-            continue;
-        }
+    for path in changeover_docker::runtime::uncovered_volumes(inspected, spec) {
         for slot in 0..spec.replicas.max(1) {
-            let name = changeover_docker::runtime::volume_name(
-                &spec.stack,
-                &changeover_core::service::image_volume(&spec.name, slot, &path),
-            );
+            let name = changeover_docker::runtime::kept_image_volume(spec, slot, &path);
             let new = docker.inspect_volume(&name).await.is_err();
             out.push(format!(
                 "{path} in {name}{}",

@@ -220,22 +220,9 @@ impl DockerRuntime {
             .inspect_image(&release.image_id)
             .await
             .map_err(|e| daemon_problem(&format!("reading image {}", spec.image), &e))?;
-        let declared: Vec<String> = image
-            .config
-            .and_then(|c| c.volumes)
-            .map(|v| v.into_iter().collect())
-            .unwrap_or_default();
         let mut binds = Vec::new();
-        for path in declared {
-            let covered = spec.mounts.iter().any(|m| m.target == path)
-                || spec.tmpfs.iter().any(|t| t.target == path);
-            if covered || !path.starts_with('/') {
-                continue;
-            }
-            let name = volume_name(
-                &spec.stack,
-                &changeover_core::service::image_volume(&spec.name, slot, &path),
-            );
+        for path in uncovered_volumes(image, spec) {
+            let name = kept_image_volume(spec, slot, &path);
             self.ensure_stack_volume(&name, &spec.stack, Some(&spec.name))
                 .await?;
             binds.push(format!("{name}:{path}"));
@@ -243,6 +230,32 @@ impl DockerRuntime {
         binds.sort();
         Ok(binds)
     }
+}
+
+/// The `VOLUME`s `image` declares that no mount or tmpfs of `spec` covers
+/// (sorted): each slot keeps its own ([`kept_image_volume`]).
+pub fn uncovered_volumes(image: bollard::models::ImageInspect, spec: &ServiceSpec) -> Vec<String> {
+    let mut declared: Vec<String> = image
+        .config
+        .and_then(|c| c.volumes)
+        .map(|v| v.into_iter().collect())
+        .unwrap_or_default();
+    declared.retain(|path| {
+        path.starts_with('/')
+            && !spec.mounts.iter().any(|m| &m.target == path)
+            && !spec.tmpfs.iter().any(|t| &t.target == path)
+    });
+    declared.sort();
+    declared
+}
+
+/// The Docker volume slot `slot` of `spec` keeps its image's `VOLUME`
+/// `path` in.
+pub fn kept_image_volume(spec: &ServiceSpec, slot: u32, path: &str) -> String {
+    volume_name(
+        &spec.stack,
+        &changeover_core::service::image_volume(&spec.name, slot, path),
+    )
 }
 
 /// The names a container of `spec` is reached by on the stack's network
