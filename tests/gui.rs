@@ -125,15 +125,12 @@ fn the_window_follows_the_docker_cli_live_and_makes_the_readme_screenshot() {
 
     // The volume view knows who uses the volume.
     gui.click("[data-testid=section-volumes]");
-    let users = gui
-        .wait_js(
-            &format!(
-                "const r = [...document.querySelectorAll('[data-testid=volume-row]')].find(e => e.dataset.name === {}); return r && r.textContent;",
-                json!(db_volume)
-            ),
-            Duration::from_secs(2),
-            "the volume is listed",
-        );
+    let db_row = volume_row(&gui, &db_volume);
+    let users = gui.wait_js(
+        &format!("const r = document.querySelector('{db_row}'); return r && r.textContent"),
+        Duration::from_secs(2),
+        "the volume row reads",
+    );
     assert!(
         users.as_str().unwrap().contains(&db.name),
         "the volume row names its user: {users}"
@@ -494,6 +491,25 @@ fn select(gui: &Gui, css: &str, value: &str) {
         );
         std::thread::sleep(Duration::from_millis(300));
     }
+}
+
+/// Shows the Volumes list newest first and waits for `name`'s row: the
+/// list renders only the rows in view, and a daemon that has run many
+/// tests holds more volumes than fit (a just-made one sorts to the top).
+fn volume_row(gui: &Gui, name: &str) -> String {
+    let newest_first = "const h = document.querySelector('[data-testid=volumes-sort][data-column=created]'); if (!h) return null; if (h.parentElement.getAttribute('aria-sort') !== 'descending') { h.click(); return null; } return true";
+    gui.wait_js(
+        newest_first,
+        Duration::from_secs(15),
+        "the volumes list sorts newest first",
+    );
+    let row = format!("[data-testid=volume-row][data-name=\"{name}\"]");
+    gui.wait_js(
+        &format!("return document.querySelector('{row}')"),
+        Duration::from_secs(15),
+        "the volume is listed",
+    );
+    row
 }
 
 /// Clicks `css` once it is enabled (buttons wait while an action runs).
@@ -1281,12 +1297,7 @@ fn a_volume_is_browsed_in_the_window() {
         "the local daemon connects",
     );
     gui.click("[data-testid=section-volumes]");
-    let row = format!("[data-testid=volume-row][data-name=\"{}\"]", vol.name);
-    gui.wait_js(
-        &format!("return document.querySelector('{row}')"),
-        Duration::from_secs(15),
-        "the volume is listed",
-    );
+    let row = volume_row(&gui, &vol.name);
     // Its size, from the daemon's disk-usage API, arrives after the list.
     let size = gui.wait_js(
         &format!("const c = document.querySelector('{row} [data-testid=volume-size-cell]'); return c && /[0-9]/.test(c.textContent) ? c.textContent.trim() : null"),
@@ -1626,12 +1637,7 @@ fn a_release_that_changes_its_volume_is_diffed_and_restored_in_the_window() {
 
     // The volume's snapshots: the one the deploy took, labelled.
     gui.click("[data-testid=section-volumes]");
-    let vrow = format!("[data-testid=volume-row][data-name=\"{vol}\"]");
-    gui.wait_js(
-        &format!("return document.querySelector('{vrow}')"),
-        Duration::from_secs(15),
-        "the volume is listed",
-    );
+    let vrow = volume_row(&gui, &vol);
     gui.click(&vrow);
     gui.click("[data-testid=volume-tab-snapshots]");
     let snap = gui.wait_js(
