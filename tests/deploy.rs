@@ -1486,14 +1486,6 @@ fn an_external_volume_is_used_as_it_is_never_created_and_never_removed_with_the_
         stack.name
     );
     std::fs::write(stack.dir.path().join("stack.yml"), body).unwrap();
-    let exists = |v: &str| {
-        std::process::Command::new("docker")
-            .args(["volume", "inspect", v])
-            .output()
-            .unwrap()
-            .status
-            .success()
-    };
     let out = changeover(&["stack", "deploy", "-f", &stack.file()], &[]);
     assert!(
         !out.status.success(),
@@ -1504,7 +1496,10 @@ fn an_external_volume_is_used_as_it_is_never_created_and_never_removed_with_the_
         err.contains(&format!("volume {outside} is external (the stack says `external: true`) and this daemon has none of that name: create it (docker volume create {outside}) or remove `external`")),
         "{err}"
     );
-    assert!(!exists(&outside), "an external volume is never created");
+    assert!(
+        !volume_exists(&outside),
+        "an external volume is never created"
+    );
     assert!(stack.containers().is_empty(), "{:?}", stack.containers());
 
     docker(&["volume", "create", &outside]);
@@ -1520,7 +1515,7 @@ fn an_external_volume_is_used_as_it_is_never_created_and_never_removed_with_the_
     ]);
     stack.deploy(&[]);
     assert!(
-        exists(&own),
+        volume_exists(&own),
         "the named volume has the name the stack gives it"
     );
     let seen = wait_for(Duration::from_secs(10), || {
@@ -1546,8 +1541,11 @@ fn an_external_volume_is_used_as_it_is_never_created_and_never_removed_with_the_
     );
     let out = changeover(&["stack", "rm", &stack.name, "--volumes", "--yes"], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(!exists(&own), "the stack's own volume went, as asked");
-    assert!(exists(&outside), "the external one stays");
+    assert!(
+        !volume_exists(&own),
+        "the stack's own volume went, as asked"
+    );
+    assert!(volume_exists(&outside), "the external one stays");
     docker(&["volume", "rm", &outside]);
 }
 
@@ -1680,19 +1678,11 @@ fn anonymous_volumes_and_an_images_volume_keep_their_data_from_release_to_releas
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let exists = |v: &str| {
-        std::process::Command::new("docker")
-            .args(["volume", "inspect", v])
-            .output()
-            .unwrap()
-            .status
-            .success()
-    };
     for v in [&volume, &image_volume] {
-        assert!(!exists(v), "{v} removed");
+        assert!(!volume_exists(v), "{v} removed");
     }
     for s in &snapshot_names {
-        assert!(exists(s), "snapshot {s} stays");
+        assert!(volume_exists(s), "snapshot {s} stays");
         docker(&["volume", "rm", s]);
     }
 }

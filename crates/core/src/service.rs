@@ -200,8 +200,14 @@ impl Mount {
     pub fn docker_volume(&self, stack: &str) -> String {
         self.volume
             .clone()
-            .unwrap_or_else(|| format!("{stack}_{}", self.source))
+            .unwrap_or_else(|| stack_volume(stack, &self.source))
     }
+}
+
+/// The Docker name of `stack`'s volume `volume`: `STACK_VOLUME`, as Compose
+/// names a project's volumes.
+pub fn stack_volume(stack: &str, volume: &str) -> String {
+    format!("{stack}_{volume}")
 }
 
 /// The volume (as a stack names volumes) that holds `service`'s anonymous

@@ -40,7 +40,7 @@ pub fn default_network(stack: &str) -> String {
 
 /// Docker name of a stack's named volume.
 pub fn volume_name(stack: &str, volume: &str) -> String {
-    format!("{stack}_{volume}")
+    changeover_core::service::stack_volume(stack, volume)
 }
 
 pub(crate) fn is_not_found(e: &bollard::errors::Error) -> bool {
